@@ -1,0 +1,158 @@
+"""``python -m embed``: extract features, list models."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .extract import DEFAULT_DATA_ROOT, DEFAULT_EMBEDDINGS, ExtractConfig
+
+EPILOG = """examples:
+  python -m embed models
+  python -m embed extract --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200 --limit 1000
+  python -m embed extract --model convnext --split val --data-root /data/imagenet --device cuda --batch-size 256
+  python -m embed extract --model gresnet --split val --checkpoint gresnet50.pth
+  torchrun --nproc-per-node 4 -m embed extract --model vit --split train --data-root /data/imagenet
+"""
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--split", required=True, help="split folder under the data root, e.g. val")
+    g.add_argument("--data-root", type=Path, default=Path(DEFAULT_DATA_ROOT),
+                   help="folder holding the split folders (env RETRIEVAL_DATA_ROOT; default %(default)s)")
+    g.add_argument("--limit", type=int, default=None, help="only the first N images in canonical (sorted path) order")
+
+
+def add_weights_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("weights")
+    g.add_argument("--checkpoint", type=Path, default=None,
+                   help="local weights file (.pth/.pt/.bin or .safetensors; raw or under model/state_dict/model_ema)")
+    g.add_argument("--random-init", action="store_true",
+                   help="run with random weights when none are available (every output says so)")
+
+
+def add_compute_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("compute")
+    g.add_argument("--out", type=Path, default=Path(DEFAULT_EMBEDDINGS),
+                   help="embeddings folder (env RETRIEVAL_EMBEDDINGS; default %(default)s)")
+    g.add_argument("--batch-size", type=int, default=None, help="default: 256 on GPU, 32 on CPU")
+    g.add_argument("--workers", type=int, default=None, help="image decoding processes (default: by device and cores)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast precision; auto = bf16 on GPUs that support it, fp32 on CPU")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on for convnets)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster long runs)")
+    g.add_argument("--shard-size", type=int, default=1024, help="images per shard file (resume granularity)")
+    g.add_argument("--force", action="store_true", help="recompute embeddings even if they are on disk")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def extract_config(args: argparse.Namespace, model: Optional[str] = None) -> ExtractConfig:
+    return ExtractConfig(
+        model=model or args.model, split=args.split, data_root=args.data_root, out=args.out,
+        batch_size=args.batch_size, workers=args.workers, device=args.device, precision=args.precision,
+        channels_last=args.channels_last, compile=args.compile, limit=args.limit, checkpoint=args.checkpoint,
+        random_init=args.random_init, force=args.force, shard_size=args.shard_size, progress=not args.no_progress,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m embed", description="Extract pooled backbone features (classifier heads removed).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("extract", help="embed a split into data/embeddings (resumable)", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="gresnet, convnext, vit, effnet-lite0 or timm:<name>")
+    add_data_arguments(p)
+    add_weights_arguments(p)
+    add_compute_arguments(p)
+    p.add_argument("--compare-forward", action="store_true",
+                   help="after the run, also time the bare model forward at the same batch size")
+
+    p = sub.add_parser("models", help="list the models, their dims, input sizes and weights availability")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def cmd_models(args) -> int:
+    from .registry import REGISTRY, weights_available
+    import timm
+    rows = []
+    for name, spec in REGISTRY.items():
+        available, where = weights_available(name)
+        cfg = timm.models.get_pretrained_cfg(spec.timm_name)
+        size = cfg.input_size[-1] if cfg else "?"
+        rows.append({"name": name, "timm": spec.timm_name, "dim": spec.dim, "input_size": size,
+                     "weights_here": available, "weights": where, "title": spec.title})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'name':14} {'dim':>5} {'input':>5}  {'weights here':12} {'timm model':34} where")
+    for r in rows:
+        print(f"{r['name']:14} {r['dim']:>5} {r['input_size']:>5}  {'yes' if r['weights_here'] else 'no':12} "
+              f"{r['timm']:34} {r['weights']}")
+    print("\nany timm model also works as timm:<name>, e.g. timm:resnet50d.ra2_in1k")
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from .extract import extract, time_forward, default_batch_size
+    cfg = extract_config(args)
+    result = extract(cfg)
+    summary = {"model": cfg.model, "images": result.n_images, "embedded": result.n_embedded,
+               "computed": result.n_computed, "skipped": len(result.skipped),
+               "seconds": round(result.seconds, 2), "images_per_s": round(result.images_per_s, 2),
+               "folder": str(result.folder), "weights": result.weights}
+    if args.compare_forward:
+        from .extract import build_embedder
+        emb = build_embedder(cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision,
+                             cfg.channels_last, cfg.compile)
+        bs = cfg.batch_size or default_batch_size(emb.device)
+        size = emb.loaded.data_config["input_size"][-1]
+        fwd = time_forward(emb, bs, size)
+        summary["bare_forward_images_per_s"] = round(fwd, 2)
+        if result.images_per_s:
+            summary["pipeline_efficiency"] = round(result.images_per_s / fwd, 3)
+    print(json.dumps(summary))
+    return 0
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def run_cli(handlers, parser: argparse.ArgumentParser, argv: Optional[List[str]], extra_errors: tuple = ()) -> int:
+    """Parse, dispatch, and turn expected failures into one clear line and exit code 2."""
+    from .datasets import DatasetError
+    from .registry import UnknownModel, WeightsUnavailable
+    from .gresnet import CheckpointMismatchError
+    from .store import StoreMismatch
+    expected = (DatasetError, UnknownModel, WeightsUnavailable, CheckpointMismatchError, StoreMismatch,
+                FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "verbose", False))
+    try:
+        return handlers[args.command](args)
+    except expected + tuple(extra_errors) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # disk full, read-only folder: an expected condition with a plain message
+        print(f"error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished shards are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_cli({"extract": cmd_extract, "models": cmd_models}, build_parser(), argv)

@@ -1,0 +1,186 @@
+"""On-disk embeddings: a manifest plus fixed-range shards, every file written atomically.
+
+Layout of ``<out>/<model>/<dataset>/<split>/``::
+
+    manifest.json          identity (model, weights, transform, data) + the image list
+    shard-00000.npz        positions [0, S): vectors (n, dim) float32, positions (n,), skipped
+    shard-00001.npz        positions [S, 2S) ...
+
+A shard covers a fixed range of canonical positions, so shards written by different runs, ranks
+or ``--limit`` values line up; an interrupted run leaves only whole shards behind (tmp + rename),
+and the next run computes exactly the missing ones.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class StoreMismatch(RuntimeError):
+    """Existing embeddings were made with other weights, transform or data; needs --force."""
+
+
+@dataclass
+class Manifest:
+    model: str
+    timm_name: str
+    dim: int
+    weights_source: str
+    weights_fingerprint: str
+    transform: str
+    data_root: str
+    dataset: str
+    split: str
+    layout: str
+    list_fingerprint: str
+    shard_size: int
+    relpaths: List[str]
+    class_ids: List[str]
+    precision: str = "fp32"
+    format_version: int = FORMAT_VERSION
+    extra: Dict = field(default_factory=dict)
+
+    IDENTITY = ("model", "timm_name", "dim", "weights_fingerprint", "transform", "data_root", "split",
+                "list_fingerprint", "shard_size", "format_version")
+
+    def identity(self) -> Dict:
+        return {k: getattr(self, k) for k in self.IDENTITY}
+
+    @property
+    def n_total(self) -> int:
+        return len(self.relpaths)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class EmbeddingStore:
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    @staticmethod
+    def folder_for(out: Path, model_key: str, dataset: str, split: str) -> Path:
+        return Path(out) / model_key / dataset / split
+
+    # manifest ---------------------------------------------------------------------------------
+
+    def read_manifest(self) -> Optional[Manifest]:
+        path = self.folder / MANIFEST
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            return Manifest(**data)
+        except (ValueError, TypeError):
+            return None  # unreadable: treated as absent, the run rewrites it
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        atomic_write_bytes(self.folder / MANIFEST, json.dumps(asdict(manifest), indent=1).encode())
+
+    def prepare(self, manifest: Manifest, force: bool) -> None:
+        """Make the folder hold ``manifest``; refuse to mix with embeddings of another identity."""
+        existing = self.read_manifest()
+        if existing is not None and existing.identity() != manifest.identity():
+            if not force:
+                diff = {k: (existing.identity()[k], v) for k, v in manifest.identity().items()
+                        if existing.identity()[k] != v}
+                shown = {k: (str(a)[:60], str(b)[:60]) for k, (a, b) in diff.items()}
+                raise StoreMismatch(
+                    f"{self.folder} holds embeddings made differently ({shown}, stored vs now); "
+                    f"rerun with --force to recompute them")
+        if force or (existing is not None and existing.identity() != manifest.identity()):
+            self.clear_shards()
+        self.write_manifest(manifest)
+
+    def clear_shards(self) -> None:
+        if self.folder.is_dir():
+            for p in self.folder.glob("shard-*.npz"):
+                p.unlink()
+
+    # shards -----------------------------------------------------------------------------------
+
+    def shard_path(self, index: int) -> Path:
+        return self.folder / f"shard-{index:05d}.npz"
+
+    @staticmethod
+    def shard_ranges(n: int, shard_size: int) -> List[Tuple[int, int, int]]:
+        """(shard index, start, stop) covering positions [0, n)."""
+        return [(i, start, min(start + shard_size, n)) for i, start in enumerate(range(0, n, shard_size))]
+
+    def write_shard(self, index: int, start: int, stop: int, positions: np.ndarray, vectors: np.ndarray,
+                    skipped: List[Tuple[int, str]]) -> None:
+        import io
+        buf = io.BytesIO()
+        np.savez(
+            buf, start=np.int64(start), stop=np.int64(stop),
+            positions=positions.astype(np.int64), vectors=vectors.astype(np.float32, copy=False),
+            skipped_positions=np.array([p for p, _ in skipped], dtype=np.int64),
+            skipped_reasons=np.array([r for _, r in skipped], dtype=np.str_),
+        )
+        atomic_write_bytes(self.shard_path(index), buf.getvalue())
+
+    def shard_covers(self, index: int, start: int, stop: int) -> bool:
+        """Whether a complete shard for at least [start, stop) is on disk."""
+        path = self.shard_path(index)
+        if not path.is_file():
+            return False
+        try:
+            with np.load(path) as z:
+                return int(z["start"]) == start and int(z["stop"]) >= stop
+        except Exception:
+            return False  # a damaged shard is recomputed
+
+    def iter_shards(self, limit: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
+        manifest = self.read_manifest()
+        if manifest is None:
+            return
+        n = manifest.n_total if limit is None else min(limit, manifest.n_total)
+        for index, start, stop in self.shard_ranges(n, manifest.shard_size):
+            path = self.shard_path(index)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: run `python -m embed extract` first")
+            with np.load(path) as z:
+                keep = z["positions"] < stop
+                yield {
+                    "positions": z["positions"][keep], "vectors": z["vectors"][keep],
+                    "skipped_positions": z["skipped_positions"][z["skipped_positions"] < stop],
+                    "skipped_reasons": z["skipped_reasons"][z["skipped_positions"] < stop],
+                }
+
+    def load(self, limit: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, str]]]:
+        """All embedded (positions, vectors) in canonical order, and the skipped (position, reason)."""
+        manifest = self.read_manifest()
+        if manifest is None:
+            raise FileNotFoundError(f"no embeddings in {self.folder}")
+        positions, vectors, skipped = [], [], []
+        for shard in self.iter_shards(limit):
+            positions.append(shard["positions"])
+            vectors.append(shard["vectors"])
+            skipped += list(zip(shard["skipped_positions"].tolist(), shard["skipped_reasons"].tolist()))
+        if not positions:
+            return np.zeros(0, np.int64), np.zeros((0, manifest.dim), np.float32), skipped
+        return np.concatenate(positions), np.concatenate(vectors), skipped
