@@ -121,7 +121,10 @@ def cmd_extract(args) -> int:
         summary["bare_forward_images_per_s"] = round(fwd, 2)
         if result.images_per_s:
             summary["pipeline_efficiency"] = round(result.images_per_s / fwd, 3)
-    print(json.dumps(summary))
+    from .extract import dist_info, finish_distributed
+    if dist_info()[0] == 0:
+        print(json.dumps(summary))
+    finish_distributed()
     return 0
 
 

@@ -192,6 +192,12 @@ def dist_info() -> Tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def finish_distributed() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _barrier(world: int) -> None:
     if world > 1:
         import torch.distributed as dist

@@ -375,7 +375,6 @@ def _create_gresnet(variant: str, pretrained: bool = False, **kwargs) -> GResNet
     return build_model_with_cfg(
         GResNet, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True),
         **kwargs,
     )
 

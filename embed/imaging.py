@@ -65,7 +65,7 @@ def load_rgb(source: Union[str, os.PathLike, bytes, BinaryIO], max_pixels: int =
     except BadImage:
         raise
     except Image.DecompressionBombError as e:
-        raise BadImage(f"decompression bomb: {e}") from None
+        raise BadImage(f"too many pixels (decompression bomb guard): {e}") from None
     except UnidentifiedImageError:
         raise BadImage("not an image") from None
     except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError) as e:

@@ -1,0 +1,91 @@
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from embed.datasets import (DatasetError, class_name, load_split, parse_imagenet_solution_row,
+                            parse_tiny_annotation_line)
+from conftest import make_imagenet_flat_layout, make_tiny_layout
+
+
+def test_imagefolder_layout_order_and_classes(imagefolder):
+    images = load_split(imagefolder, "val")
+    assert images.layout == "imagefolder"
+    rels = [r.relpath for r in images.records]
+    assert rels == sorted(rels)
+    assert [r.position for r in images.records] == list(range(len(rels)))
+    # 12 good + 4 bad files with image extensions: the loader, not the lister, rejects bad ones
+    assert len(images) == 16
+    assert set(images.class_ids()) == {"n01440764", "n01443537", "zebra crossings"}
+    assert images.limited(5).records == images.records[:5]
+
+
+def test_tiny_imagenet_layout(tmp_path):
+    root = make_tiny_layout(tmp_path / "tiny")
+    images = load_split(root, "val")
+    assert images.layout == "tiny-imagenet"
+    assert len(images) == 6
+    assert images.records[0].relpath.startswith("images/")
+    assert {r.class_id for r in images.records} == {"n01440764", "n01443537"}
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_imagenet_flat_val_layout(tmp_path, inside):
+    root = make_imagenet_flat_layout(tmp_path / "inet", inside=inside)
+    images = load_split(root, "val")
+    assert images.layout == "imagenet-val"
+    assert [r.class_id for r in images.records] == ["n01440764", "n01443537", "n01440764"]
+
+
+def test_shared_tiny_imagenet_is_detected(tiny_root):
+    images = load_split(tiny_root, "val")
+    assert images.layout == "tiny-imagenet"
+    assert len(images) == 10000
+    assert len(images.class_ids()) == 200
+    assert images.records[0].relpath == "images/val_0.JPEG"  # sorted path order, not numeric
+
+
+def test_errors_name_the_fix(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_split(tmp_path / "nope", "val")
+    (tmp_path / "root" / "train").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="splits found: train"):
+        load_split(tmp_path / "root", "val")
+    with pytest.raises(DatasetError, match="no images"):
+        load_split(tmp_path / "root", "train")
+    with pytest.raises(DatasetError, match="invalid split"):
+        load_split(tmp_path / "root", "../etc")
+
+
+def test_class_names_come_from_timm_for_synsets():
+    assert class_name("n01440764") == "tench"
+    assert class_name("zebra crossings") == "zebra crossings"
+
+
+def test_annotation_paths_cannot_escape_the_split(tmp_path):
+    with pytest.raises(ValueError):
+        parse_tiny_annotation_line("../../etc/passwd\tn01440764\t0\t0\t1\t1")
+    with pytest.raises(ValueError):
+        parse_imagenet_solution_row(["../x", "n01440764 1 2 3 4"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_tiny_annotation_parser_fuzz(line):
+    try:
+        parsed = parse_tiny_annotation_line(line)
+    except ValueError:
+        return
+    if parsed is not None:
+        name, cls = parsed
+        assert name and cls and "/" not in name and "\t" not in name
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=60), max_size=4))
+def test_imagenet_solution_parser_fuzz(row):
+    try:
+        parsed = parse_imagenet_solution_row(row)
+    except ValueError:
+        return
+    if parsed is not None:
+        image_id, synset = parsed
+        assert image_id and synset and " " not in synset and "/" not in image_id
