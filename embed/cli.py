@@ -131,6 +131,10 @@ def cmd_extract(args) -> int:
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # their INFO lines (faiss loader, per-segment index builds, server start/stop) drown ours
+    logging.getLogger("pymilvus").setLevel(logging.ERROR)  # "failed to get mvccTs" on every iterator
+    for noisy in ("faiss", "faiss.loader", "milvus_lite", "httpx", "urllib3", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run_cli(handlers, parser: argparse.ArgumentParser, argv: Optional[List[str]], extra_errors: tuple = ()) -> int:

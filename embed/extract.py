@@ -213,7 +213,7 @@ def make_manifest(loaded: LoadedModel, full: ImageList, shard_size: int, precisi
         transform=repr(loaded.transform), data_root=str(full.data_root), dataset=full.dataset_name,
         split=full.split, layout=full.layout, list_fingerprint=full.fingerprint(), shard_size=shard_size,
         relpaths=[r.relpath for r in full.records], class_ids=[r.class_id for r in full.records],
-        precision=precision,
+        precision=precision, extra={"weights_detail": loaded.weights.detail},
     )
 
 

@@ -1,0 +1,1 @@
+"""Milvus collections of backbone features: build, search, evaluate."""

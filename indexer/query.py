@@ -1,0 +1,75 @@
+"""Finding a model's collection and embedding queries with the weights that built it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from embed.extract import Embedder, build_embedder
+from embed.registry import get_spec
+
+from .build import l2_normalize
+from .store import CollectionMeta, StoreError, VectorStore
+
+
+class CollectionNotFound(StoreError):
+    pass
+
+
+@dataclass
+class IndexedCollection:
+    name: str
+    meta: CollectionMeta
+
+
+def indexed_collections(store: VectorStore) -> List[IndexedCollection]:
+    """Collections made by this tool (they carry our metadata), in name order."""
+    out = []
+    for name in store.list_collections():
+        try:
+            meta = store.meta(name)
+        except StoreError:
+            continue
+        if meta is not None:
+            out.append(IndexedCollection(name, meta))
+    return out
+
+
+def find_collection(store: VectorStore, model: str, split: str, dataset: Optional[str] = None) -> IndexedCollection:
+    get_spec(model)  # unknown model -> the list of valid names
+    everything = indexed_collections(store)
+    matches = [c for c in everything if c.meta.model == model and c.meta.split == split
+               and (dataset is None or c.meta.dataset == dataset)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        have = ", ".join(f"{c.meta.model}/{c.meta.dataset}/{c.meta.split}" for c in everything) or "none"
+        raise CollectionNotFound(
+            f"no collection for model {model!r}, split {split!r}{f', dataset {dataset!r}' if dataset else ''} in "
+            f"{store.describe_target()} (indexed: {have}). Build it: python -m indexer build --model {model} "
+            f"--split {split} --data-root DIR")
+    names = ", ".join(c.meta.dataset for c in matches)
+    raise CollectionNotFound(f"{model}/{split} is indexed for several datasets ({names}): pass --data-root to choose")
+
+
+def embedder_for(meta: CollectionMeta, checkpoint: Optional[Path] = None, device: str = "auto") -> Embedder:
+    """An embedder with the same weights as the collection, or a clear error."""
+    if meta.weights_source == "random":
+        emb = build_embedder(meta.model, random_init=True, device=device)
+    elif meta.weights_source == "checkpoint":
+        path = checkpoint or (Path(meta.extra["weights_detail"]) if meta.extra.get("weights_detail") else None)
+        if path is None or not Path(path).is_file():
+            raise StoreError(f"{meta.model} was indexed with a checkpoint file; pass it with --checkpoint")
+        emb = build_embedder(meta.model, checkpoint=Path(path), device=device)
+    else:
+        emb = build_embedder(meta.model, device=device)
+    got = emb.loaded.weights.fingerprint
+    if got != meta.weights_fingerprint:
+        raise StoreError(f"{meta.model}: the weights found now ({got[:30]}) are not the ones the collection was "
+                         f"built with ({meta.weights_fingerprint[:30]}); rebuild with --recreate or pass --checkpoint")
+    return emb
+
+
+def embed_query(emb: Embedder, image, normalized: bool):
+    vec = emb.embed_images([image])
+    return l2_normalize(vec) if normalized else vec

@@ -1,0 +1,410 @@
+"""The vector store: one Milvus collection per model and dataset/split, FLAT index, L2 metric.
+
+The same code talks to Milvus Lite (a local ``.db`` folder, the default), a Milvus standalone or
+distributed server, or Zilliz Cloud: only the URI (and token) differ.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URI = os.environ.get("RETRIEVAL_MILVUS_URI", "data/milvus.db")
+DEFAULT_TOKEN = os.environ.get("RETRIEVAL_MILVUS_TOKEN", "")
+META_KEY = "retrieval.meta"
+MAX_BATCH_BYTES = 32 * 1024 * 1024        # under Lite's 256 MiB and a server's 64 MiB request limits
+DEFAULT_SEARCH_BUDGET = 1 << 30          # bytes Milvus Lite may spend on one search call (nq x N x dim floats)
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+MAX_PATH_LEN = 2048
+MAX_CLASS_LEN = 256
+
+
+class StoreError(RuntimeError):
+    """Expected vector-store failures: the message says what to do."""
+
+
+class DatabaseLocked(StoreError):
+    pass
+
+
+class ServerUnreachable(StoreError):
+    pass
+
+
+class MetadataMismatch(StoreError):
+    pass
+
+
+@dataclass
+class CollectionMeta:
+    model: str
+    timm_name: str
+    dim: int
+    weights_source: str
+    weights_fingerprint: str
+    dataset: str
+    data_root: str
+    split: str
+    normalized: bool
+    metric: str = "L2"
+    index_type: str = "FLAT"
+    rows: int = 0                 # rows after the last completed build
+    complete: bool = False
+    extra: Dict = field(default_factory=dict)
+
+    IDENTITY = ("model", "timm_name", "dim", "weights_fingerprint", "dataset", "data_root", "split", "normalized")
+
+    def identity(self) -> Dict:
+        return {k: getattr(self, k) for k in self.IDENTITY}
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights_source == "random"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CollectionMeta":
+        data = json.loads(text)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def sanitize(part: str) -> str:
+    out = re.sub(r"[^A-Za-z0-9]+", "_", part).strip("_").lower()
+    return out or "x"
+
+
+def collection_name(model: str, dataset: str, split: str) -> str:
+    """``effnet-lite0``, ``tiny-imagenet-200``, ``val`` -> ``effnet_lite0__tiny_imagenet_200__val``."""
+    name = "__".join(sanitize(p) for p in (model, dataset, split))
+    if name[0].isdigit():
+        name = "c_" + name
+    return validate_name(name)
+
+
+def validate_name(name: str) -> str:
+    """Only [A-Za-z0-9_] names reach Milvus: nothing user-supplied is ever spliced into an expression."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise StoreError(f"invalid collection name {name!r}")
+    return name
+
+
+def is_local_uri(uri: str) -> bool:
+    return not re.match(r"^(https?|tcp|grpcs?|unix)://", uri)
+
+
+def lite_lock_holder(path: Path) -> bool:
+    """Whether another process holds Milvus Lite's advisory lock on ``path``."""
+    lock = Path(path) / "LOCK"
+    if not lock.exists():
+        return False
+    import fcntl
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+_TRANSIENT = ("connect", "unavailable", "deadline", "timeout", "timed out", "connection refused", "socket closed",
+              "channel", "service not ready", "not ready", "broken pipe", "reset by peer", "rpc error")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(t in text for t in _TRANSIENT)
+
+
+class VectorStore:
+    """A connection to one Milvus deployment (Lite folder or server URI), with retries."""
+
+    def __init__(self, uri: str = DEFAULT_URI, token: str = DEFAULT_TOKEN, retries: int = 5, backoff: float = 1.0,
+                 search_budget_bytes: int = DEFAULT_SEARCH_BUDGET):
+        self.uri = str(uri)
+        self.token = token or ""
+        self.retries = retries
+        self.backoff = backoff
+        self.search_budget_bytes = search_budget_bytes
+        self.is_lite = is_local_uri(self.uri)
+        self._client = None
+        self._loaded: set = set()
+
+    # connection ---------------------------------------------------------------------------------
+
+    def describe_target(self) -> str:
+        return f"Milvus Lite at {self.uri}" if self.is_lite else f"Milvus at {self.uri}"
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self):
+        from pymilvus import MilvusClient
+        if self.is_lite:
+            if not self.uri.endswith(".db"):
+                raise StoreError(f"a local Milvus Lite URI must end in .db (got {self.uri!r}); "
+                                 f"for a server use --uri http://host:19530")
+            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+            if lite_lock_holder(Path(self.uri)):
+                raise DatabaseLocked(
+                    f"{self.uri} is open in another process (Milvus Lite allows one process per database). "
+                    f"Share it: run `python -m indexer serve --data-dir {self.uri}` once and pass "
+                    f"--uri http://127.0.0.1:19530 to every command (and the app), or point --uri at a Milvus server.")
+            try:
+                return MilvusClient(self.uri)
+            except Exception as e:
+                if lite_lock_holder(Path(self.uri)) or "open local milvus failed" in str(e).lower():
+                    raise DatabaseLocked(f"{self.uri} could not be opened: it is in use by another process. "
+                                         f"Use `python -m indexer serve` and --uri, or a Milvus server.") from None
+                raise StoreError(f"could not open Milvus Lite at {self.uri}: {e}") from None
+        return self._retry(lambda: MilvusClient(self.uri, token=self.token, timeout=10), "connect")
+
+    def _retry(self, fn: Callable, what: str):
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except Exception as e:
+                if not _is_transient(e):
+                    raise
+                if attempt == self.retries:
+                    raise ServerUnreachable(
+                        f"{self.describe_target()} is unreachable ({what} failed {self.retries + 1} times: "
+                        f"{str(e)[:160]}). Is the server running? Check --uri / RETRIEVAL_MILVUS_URI.") from None
+                log.warning("%s: %s failed (%s); retrying in %.1f s", self.describe_target(), what,
+                            str(e)[:120], delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30)
+                if self._client is not None and what != "connect":
+                    self._reconnect()
+
+    def _reconnect(self) -> None:
+        if self.is_lite:
+            return
+        try:
+            from pymilvus import MilvusClient
+            self._client = MilvusClient(self.uri, token=self.token, timeout=10)
+        except Exception as e:  # still down: the next retry tries again
+            log.debug("reconnect failed: %s", e)
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                pass
+            self._client = None
+
+    # collections --------------------------------------------------------------------------------
+
+    def list_collections(self) -> List[str]:
+        return sorted(self._retry(lambda: self.client.list_collections(), "list collections"))
+
+    def has_collection(self, name: str) -> bool:
+        validate_name(name)
+        return self._retry(lambda: self.client.has_collection(name), "has_collection")
+
+    def meta(self, name: str) -> Optional[CollectionMeta]:
+        validate_name(name)
+        if not self.has_collection(name):
+            return None
+        desc = self._retry(lambda: self.client.describe_collection(name), "describe")
+        text = (desc.get("properties") or {}).get(META_KEY)
+        return CollectionMeta.from_json(text) if text else None
+
+    def describe(self, name: str) -> Dict:
+        """Everything ``status`` shows about a collection."""
+        meta = self.meta(name)
+        index = self._retry(lambda: self.client.describe_index(name, "vector"), "describe index") or {}
+        return {
+            "collection": name, "rows": self.count(name),
+            "index_type": index.get("index_type"), "metric": index.get("metric_type"),
+            **({k: v for k, v in asdict(meta).items() if k not in ("extra",)} if meta else {"model": None}),
+        }
+
+    def ensure_collection(self, name: str, meta: CollectionMeta, recreate: bool = False) -> bool:
+        """Create the collection for ``meta``, or check that the existing one matches. True if created."""
+        validate_name(name)
+        existing = self.meta(name) if self.has_collection(name) else None
+        if self.has_collection(name):
+            if recreate:
+                log.info("dropping %s (--recreate)", name)
+                self.drop(name)
+            elif existing is None:
+                raise MetadataMismatch(f"collection {name} exists but was not created by this tool; "
+                                       f"use --recreate to replace it")
+            elif existing.identity() != meta.identity():
+                diff = {k: (existing.identity()[k], v) for k, v in meta.identity().items()
+                        if existing.identity()[k] != v}
+                raise MetadataMismatch(
+                    f"collection {name} was built differently: "
+                    + "; ".join(f"{k}: stored {str(a)[:48]!r}, now {str(b)[:48]!r}" for k, (a, b) in diff.items())
+                    + ". Use --recreate to rebuild it.")
+            else:
+                return False
+        self._create(name, meta)
+        return True
+
+    def _create(self, name: str, meta: CollectionMeta) -> None:
+        from pymilvus import DataType
+        client = self.client
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False,
+                                      description=f"{meta.model} features of {meta.dataset}/{meta.split}")
+        schema.add_field("id", DataType.INT64, is_primary=True, description="canonical position of the image")
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=meta.dim)
+        schema.add_field("class_id", DataType.VARCHAR, max_length=MAX_CLASS_LEN)
+        schema.add_field("relpath", DataType.VARCHAR, max_length=MAX_PATH_LEN)
+        index = client.prepare_index_params()
+        # explicit FLAT + L2: the quick-create default would be AUTOINDEX + COSINE
+        index.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
+        self._retry(lambda: client.create_collection(
+            name, schema=schema, index_params=index, consistency_level="Strong",
+            properties={META_KEY: meta.to_json()}), "create collection")
+        log.info("created collection %s (dim %d, FLAT, L2)", name, meta.dim)
+
+    def set_meta(self, name: str, meta: CollectionMeta) -> None:
+        self._retry(lambda: self.client.alter_collection_properties(name, properties={META_KEY: meta.to_json()}),
+                    "update metadata")
+
+    def drop(self, name: str) -> bool:
+        validate_name(name)
+        if not self.has_collection(name):
+            return False
+        self._retry(lambda: self.client.drop_collection(name), "drop")
+        self._loaded.discard(name)
+        return True
+
+    # rows ---------------------------------------------------------------------------------------
+
+    def upsert(self, name: str, ids: np.ndarray, vectors: np.ndarray, class_ids: Sequence[str],
+               relpaths: Sequence[str], progress: bool = True, max_batch_bytes: int = MAX_BATCH_BYTES) -> int:
+        """Insert or overwrite rows by id, in batches of at most ``max_batch_bytes``; returns rows sent."""
+        from tqdm import tqdm
+        validate_name(name)
+        n = len(ids)
+        if n == 0:
+            return 0
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        text_bytes = sum(len(c) + len(p) for c, p in zip(class_ids, relpaths)) / n
+        row_bytes = vectors.shape[1] * 4 + 8 + text_bytes + 64
+        per_batch = max(1, int(max_batch_bytes // row_bytes))
+        bar = tqdm(total=n, unit="row", desc=f"upsert {name}", disable=not progress, dynamic_ncols=True)
+        for start in range(0, n, per_batch):
+            stop = min(start + per_batch, n)
+            rows = [{"id": int(ids[i]), "vector": vectors[i], "class_id": class_ids[i][:MAX_CLASS_LEN],
+                     "relpath": relpaths[i][:MAX_PATH_LEN]} for i in range(start, stop)]
+            self._retry(lambda: self.client.upsert(name, rows), "upsert")
+            bar.update(stop - start)
+        bar.close()
+        return n
+
+    def delete_ids_from(self, name: str, first_id: int) -> None:
+        self._retry(lambda: self.client.delete(name, filter=f"id >= {int(first_id)}"), "delete")
+
+    def flush(self, name: str) -> None:
+        self._retry(lambda: self.client.flush(name), "flush")
+
+    def ensure_loaded(self, name: str) -> None:
+        """Collections must be loaded (into memory) before search or query, once per process."""
+        if name not in self._loaded:
+            self._retry(lambda: self.client.load_collection(name), "load")
+            self._loaded.add(name)
+
+    def count(self, name: str) -> int:
+        validate_name(name)
+        self.ensure_loaded(name)
+        res = self._retry(lambda: self.client.query(name, filter="", output_fields=["count(*)"]), "count")
+        return int(res[0]["count(*)"])
+
+    def iter_rows(self, name: str, batch_size: int = 4096, with_vectors: bool = True) -> Iterator[List[Dict]]:
+        """All rows, in batches, through Milvus' query iterator."""
+        fields = ["id", "class_id", "relpath"] + (["vector"] if with_vectors else [])
+        self.ensure_loaded(name)
+        it = self._retry(lambda: self.client.query_iterator(name, batch_size=batch_size, filter="id >= 0",
+                                                           output_fields=fields), "query iterator")
+        try:
+            while True:
+                batch = it.next()
+                if not batch:
+                    break
+                yield batch
+        finally:
+            it.close()
+
+    def read_all(self, name: str, progress: bool = False) -> Tuple[np.ndarray, np.ndarray, List[str], List[str]]:
+        """(ids, vectors, class_ids, relpaths) of the whole collection, sorted by id."""
+        from tqdm import tqdm
+        total = self.count(name)
+        ids, vecs, classes, paths = [], [], [], []
+        with tqdm(total=total, unit="row", desc=f"read {name}", disable=not progress) as bar:
+            for batch in self.iter_rows(name):
+                for row in batch:
+                    ids.append(row["id"])
+                    vecs.append(np.asarray(row["vector"], dtype=np.float32))
+                    classes.append(row["class_id"])
+                    paths.append(row["relpath"])
+                bar.update(len(batch))
+        order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
+        dim = len(vecs[0]) if vecs else 0
+        vectors = np.stack(vecs)[order] if vecs else np.zeros((0, dim), np.float32)
+        return (np.asarray(ids, dtype=np.int64)[order], vectors,
+                [classes[i] for i in order], [paths[i] for i in order])
+
+    def get_rows(self, name: str, ids: Sequence[int]) -> List[Dict]:
+        ids = [int(i) for i in ids]
+        if not ids:
+            return []
+        self.ensure_loaded(name)
+        return self._retry(lambda: self.client.get(name, ids=ids, output_fields=["id", "class_id", "relpath"]), "get")
+
+    # search -------------------------------------------------------------------------------------
+
+    def search(self, name: str, queries: np.ndarray, k: int = 10, n_rows: Optional[int] = None,
+               exclude_self_ids: Optional[Sequence[int]] = None) -> List[List[Dict]]:
+        """Top-k by squared L2 (as Milvus reports it), with id, class_id, relpath and distance.
+
+        Milvus Lite's FLAT search materialises nq x N x dim floats, so queries are sent in groups
+        sized to ``search_budget_bytes``. ``exclude_self_ids`` asks for one extra hit per query and
+        drops the query's own id (leave-one-out).
+        """
+        validate_name(name)
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        self.ensure_loaded(name)
+        n_rows = n_rows if n_rows is not None else self.count(name)
+        if n_rows == 0:
+            return [[] for _ in range(len(queries))]
+        limit = min(k + (1 if exclude_self_ids is not None else 0), n_rows, 16384)
+        per_query = max(1, n_rows * queries.shape[1] * 4 * 3)
+        group = max(1, min(len(queries), self.search_budget_bytes // per_query, 1024))
+        out: List[List[Dict]] = []
+        for start in range(0, len(queries), group):
+            chunk = queries[start:start + group]
+            res = self._retry(lambda: self.client.search(
+                name, data=[q for q in chunk], limit=limit, output_fields=["class_id", "relpath"],
+                search_params={"metric_type": "L2", "params": {}}), "search")
+            for qi, hits in enumerate(res):
+                rows = [{"id": int(h["id"]), "distance": float(h["distance"]),
+                         "class_id": h["entity"].get("class_id"), "relpath": h["entity"].get("relpath")}
+                        for h in hits]
+                if exclude_self_ids is not None:
+                    own = int(exclude_self_ids[start + qi])
+                    rows = [r for r in rows if r["id"] != own]
+                out.append(rows[:k])
+        return out
