@@ -145,3 +145,43 @@ def make_imagenet_flat_layout(root: Path, inside: bool = False) -> Path:
         rows.append(f"{image_id},{cls} 1 2 3 4 {cls} 5 6 7 8")
     ((val if inside else root) / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """A real Milvus 2.3 standalone from the `milvus` package, for this test session only.
+
+    It cannot be told to bind loopback only, so every port is random and it stops with the session.
+    """
+    try:
+        from milvus import MilvusServer
+    except ImportError:
+        pytest.skip("the `milvus` package (embedded Milvus server) is not installed")
+    server = MilvusServer()
+    server.set_base_dir(str(tmp_path_factory.mktemp("milvus_server")))
+    for key in server.config_keys:
+        if key.endswith("_port"):
+            server.config.set(key, free_port())
+    server.listen_port = server.config.get("proxy_port")
+    try:
+        server.start()
+    except Exception as e:  # pragma: no cover - depends on the machine
+        pytest.skip(f"embedded Milvus server could not start: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["lite", "server"])
+def store_uri(request, tmp_path):
+    """A fresh database URI on each backend: a Milvus Lite folder, or a database on the real server."""
+    if request.param == "lite":
+        return str(tmp_path / "milvus.db")
+    server = request.getfixturevalue("milvus_server")
+    return f"http://127.0.0.1:{server.listen_port}"

@@ -1,0 +1,178 @@
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from embed.extract import ExtractConfig
+from indexer.build import build
+from indexer.store import DatabaseLocked, MetadataMismatch, StoreError, VectorStore, collection_name
+from conftest import REPO, make_tiny_layout
+
+MODEL = "timm:test_resnet"
+
+
+def _cfg(root, out, **kw):
+    base = dict(model=MODEL, split="val", data_root=root, out=out, random_init=True, workers=0, batch_size=8,
+                shard_size=8, progress=False)
+    base.update(kw)
+    return ExtractConfig(**base)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return make_tiny_layout(tmp_path / f"ds{os.getpid()}", n_per_class=10, classes=("n01440764", "n01443537", "n01484850"))
+
+
+def _fresh(store: VectorStore, root, out):
+    # the server is shared by the session: start each test from an empty collection
+    from embed.datasets import load_split
+    store.drop(collection_name(MODEL, load_split(root, "val").dataset_name, "val"))
+
+
+def test_build_twice_same_count_and_brute_force_search(store_uri, dataset, tmp_path):
+    store = VectorStore(store_uri)
+    _fresh(store, dataset, tmp_path / "emb")
+    first = build(_cfg(dataset, tmp_path / "emb"), store, progress=False)
+    assert first.rows == 30 and first.inserted == 30
+    second = build(_cfg(dataset, tmp_path / "emb"), store, progress=False)
+    assert second.rows == 30 and second.inserted == 0 and second.already_complete
+    assert store.count(first.collection) == 30
+    info = store.describe(first.collection)
+    assert info["index_type"] == "FLAT" and info["metric"] == "L2"
+
+    ids, vectors, classes, paths = store.read_all(first.collection)
+    assert ids.tolist() == list(range(30)) and len(set(paths)) == 30
+    rng = np.random.default_rng(0)
+    queries = vectors[rng.choice(30, 5, replace=False)] + rng.normal(0, 0.01, (5, vectors.shape[1])).astype(np.float32)
+    hits = store.search(first.collection, queries, k=7)
+    for q, row in zip(queries, hits):
+        d = ((vectors.astype(np.float64) - q) ** 2).sum(1)
+        order = np.argsort(d, kind="stable")[:7]
+        assert [h["id"] for h in row] == ids[order].tolist()
+        np.testing.assert_allclose([h["distance"] for h in row], d[order], rtol=1e-4, atol=1e-4)
+
+
+def test_interrupted_insert_then_rerun_is_exact(store_uri, dataset, tmp_path, monkeypatch):
+    store = VectorStore(store_uri)
+    _fresh(store, dataset, tmp_path / "emb")
+    real_upsert = VectorStore.upsert
+    calls = {"n": 0}
+
+    def dying_upsert(self, name, ids, vectors, class_ids, relpaths, progress=True, max_batch_bytes=0):
+        # send the first 12 rows, then die as a killed process would
+        real_upsert(self, name, ids[:12], vectors[:12], class_ids[:12], relpaths[:12], progress=False)
+        calls["n"] += 1
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(VectorStore, "upsert", dying_upsert)
+    with pytest.raises(KeyboardInterrupt):
+        build(_cfg(dataset, tmp_path / "emb"), store, progress=False)
+    monkeypatch.setattr(VectorStore, "upsert", real_upsert)
+    name = collection_name(MODEL, dataset.name, "val")
+    assert not store.meta(name).complete
+    result = build(_cfg(dataset, tmp_path / "emb"), store, progress=False)
+    assert result.rows == 30 and result.inserted == 30
+    ids, *_ = store.read_all(name)
+    assert sorted(ids.tolist()) == list(range(30)), "no duplicates, nothing missing"
+    assert store.meta(name).complete
+
+
+def test_metadata_mismatch_is_refused_unless_recreate(store_uri, dataset, tmp_path):
+    store = VectorStore(store_uri)
+    _fresh(store, dataset, tmp_path / "emb")
+    build(_cfg(dataset, tmp_path / "emb"), store, progress=False)
+    with pytest.raises(MetadataMismatch, match="normalized.*--recreate"):
+        build(_cfg(dataset, tmp_path / "emb"), store, normalize=True, progress=False)
+    result = build(_cfg(dataset, tmp_path / "emb"), store, normalize=True, recreate=True, progress=False)
+    assert result.rows == 30 and store.meta(result.collection).normalized
+    _, vectors, _, _ = store.read_all(result.collection)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_batches_are_bounded_by_bytes(store_uri, monkeypatch):
+    from indexer.store import CollectionMeta
+    store = VectorStore(store_uri)
+    meta = CollectionMeta("m", "m", 64, "random", "random", "bytes_test", "/x", "val", False)
+    store.drop("bytes_test")
+    store.ensure_collection("bytes_test", meta)
+    sizes = []
+    client = store.client
+    real = client.upsert
+
+    def spy(name, rows, **kw):
+        sizes.append(len(rows))
+        return real(name, rows, **kw)
+
+    monkeypatch.setattr(client, "upsert", spy)
+    vectors = np.random.default_rng(0).normal(size=(30, 64)).astype(np.float32)
+    store.upsert("bytes_test", np.arange(30), vectors, ["c"] * 30, [f"p{i}" for i in range(30)],
+                 progress=False, max_batch_bytes=3000)
+    store.flush("bytes_test")
+    assert sum(sizes) == 30 and len(sizes) >= 3
+    assert max(sizes) * 64 * 4 <= 3000, "each request carries at most max_batch_bytes of vectors"
+    assert store.count("bytes_test") == 30
+    store.drop("bytes_test")
+
+
+def test_invalid_names_never_reach_milvus(store_uri):
+    store = VectorStore(store_uri)
+    for bad in ("x; drop", "a b", "../etc", "id >= 0 or 1", ""):
+        with pytest.raises(StoreError):
+            store.count(bad)
+    assert collection_name("timm:resnet18.a1_in1k", "my data-set", "val") == "timm_resnet18_a1_in1k__my_data_set__val"
+
+
+def test_lite_lock_conflict_names_the_remedy(tmp_path):
+    uri = str(tmp_path / "locked.db")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
+                               f"print('open', flush=True); import time; time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(DatabaseLocked, match="indexer serve.*--uri"):
+            VectorStore(uri).list_collections()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_unreachable_server_retries_then_fails_clearly():
+    from conftest import free_port
+    store = VectorStore(f"http://127.0.0.1:{free_port()}", retries=2, backoff=0.1)
+    t = time.perf_counter()
+    with pytest.raises(StoreError, match="unreachable"):
+        store.list_collections()
+    assert time.perf_counter() - t < 120
+
+
+def test_cli_status_json_and_search(dataset, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    uri = str(tmp_path / "cli.db")
+    common = ["--uri", uri]
+    run = lambda *a: subprocess.run([sys.executable, "-m", "indexer", *a], capture_output=True, text=True, env=env,
+                                    cwd=tmp_path, timeout=600)
+    b = run("build", "--model", MODEL, "--split", "val", "--data-root", str(dataset), "--out", str(tmp_path / "emb"),
+            "--random-init", "--workers", "0", "--no-progress", *common)
+    assert b.returncode == 0, b.stderr
+    s = run("status", "--json", *common)
+    status = json.loads(s.stdout)
+    (row,) = status["collections"]
+    assert row["rows"] == 30 and row["index_type"] == "FLAT" and row["metric"] == "L2"
+    assert row["weights"] == "random" and row["dim"] > 0
+    img = dataset / "val" / "images" / "val_3.JPEG"
+    q = run("search", "--model", MODEL, "--split", "val", "--image", str(img), "-k", "3", "--json", *common)
+    assert q.returncode == 0, q.stderr
+    hits = json.loads(q.stdout)
+    assert hits["distance"] == "squared L2" and hits["random_weights"]
+    assert hits["hits"][0]["relpath"] == "images/val_3.JPEG" and hits["hits"][0]["distance"] < 1e-3
+    bad = run("search", "--model", "nope", "--split", "val", "--image", str(img), *common)
+    assert bad.returncode == 2 and "choose from" in bad.stderr and "Traceback" not in bad.stderr
+    missing = run("search", "--model", "vit", "--split", "val", "--image", str(img), *common)
+    assert missing.returncode == 2 and "python -m indexer build --model vit" in missing.stderr
+    d = run("drop", "--model", MODEL, "--split", "val", *common)
+    assert d.returncode == 0 and "dropped" in d.stdout
