@@ -195,32 +195,12 @@ def load_model(
         state = read_checkpoint(Path(checkpoint))
         _load_strict(spec, model, state, Path(checkpoint).name)
         weights = WeightsInfo("checkpoint", "sha256:" + sha256_file(Path(checkpoint)), str(Path(checkpoint).resolve()))
-    elif random_init:
-        # seeded, so that a resumed or repeated run embeds exactly as the first one did
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)
-            model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
-        weights = WeightsInfo("random", f"random:seed{RANDOM_INIT_SEED}", f"random init, seed {RANDOM_INIT_SEED}")
     elif spec.package_weights is not None and (pkg := spec.package_weights()) is not None:
         model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
         _load_strict(spec, model, read_checkpoint(pkg), pkg.name)
         weights = WeightsInfo("package", "sha256:" + sha256_file(pkg), str(pkg))
-    elif spec.hub:
-        try:
-            with _hub_access(spec):
-                model = timm.create_model(spec.timm_name, pretrained=True, **kwargs)
-        except Exception as e:
-            raise WeightsUnavailable(
-                f"could not get pretrained weights for {name} ({spec.timm_name}) from the hub: "
-                f"{type(e).__name__}: {str(e)[:200]}\n"
-                f"Pass a local file with --checkpoint PATH, or use --random-init to run with random weights."
-            ) from None
-        weights = WeightsInfo("hub", f"hub:{spec.timm_name}", spec.timm_name)
     else:
-        raise WeightsUnavailable(
-            f"{name} has no published hub weights: pass the author's checkpoint with --checkpoint PATH "
-            f"(see README, 'Weights'), or use --random-init to run with random weights."
-        )
+        model, weights = _hub_or_random(spec, name, random_init, kwargs)
     model.eval()
     fused = False
     if spec.timm_name.startswith("gresnet"):
@@ -232,6 +212,31 @@ def load_model(
     if spec.dim < 0:
         spec = ModelSpec(spec.name, spec.timm_name, int(model.num_features), spec.title)
     return LoadedModel(spec, model, weights, data_config, transform, fused)
+
+
+def _hub_or_random(spec: ModelSpec, name: str, random_init: bool, kwargs: Dict):
+    """Hub weights when there are any to get; random weights only when asked for with --random-init."""
+    import timm
+    problem = None
+    if spec.hub:
+        try:
+            with _hub_access(spec):
+                model = timm.create_model(spec.timm_name, pretrained=True, **kwargs)
+            return model, WeightsInfo("hub", f"hub:{spec.timm_name}", spec.timm_name)
+        except Exception as e:
+            problem = (f"could not get pretrained weights for {name} ({spec.timm_name}) from the hub: "
+                       f"{type(e).__name__}: {str(e)[:200]}")
+    else:
+        problem = f"{name} has no published hub weights: pass the author's checkpoint (see README, 'Weights')"
+    if not random_init:
+        raise WeightsUnavailable(f"{problem}\nPass a local file with --checkpoint PATH, or use --random-init to run "
+                                 f"with random weights.")
+    log.warning("%s; using RANDOM weights (--random-init)", problem)
+    # seeded, so that a resumed or repeated run embeds exactly as the first one did
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+    return model, WeightsInfo("random", f"random:seed{RANDOM_INIT_SEED}", f"random init, seed {RANDOM_INIT_SEED}")
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -367,12 +367,12 @@ class VectorStore:
         return (np.asarray(ids, dtype=np.int64)[order], vectors,
                 [classes[i] for i in order], [paths[i] for i in order])
 
-    def get_rows(self, name: str, ids: Sequence[int]) -> List[Dict]:
+    def get_rows(self, name: str, ids: Sequence[int], fields: Sequence[str] = ("id", "class_id", "relpath")) -> List[Dict]:
         ids = [int(i) for i in ids]
         if not ids:
             return []
         self.ensure_loaded(name)
-        return self._retry(lambda: self.client.get(name, ids=ids, output_fields=["id", "class_id", "relpath"]), "get")
+        return self._retry(lambda: self.client.get(name, ids=ids, output_fields=list(fields)), "get")
 
     # search -------------------------------------------------------------------------------------
 

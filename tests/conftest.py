@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+
+# tests never touch the network: hub weights resolve from the local cache or not at all
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 import io
 import os
 import struct

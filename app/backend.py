@@ -1,0 +1,209 @@
+"""Everything the app does that is not drawing: settings, queries, safe file access.
+
+Kept free of Streamlit so that it can be tested directly and reused.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from embed.datasets import class_name
+from embed.imaging import BadImage, load_rgb, read_bytes_capped
+from embed.registry import BLOG_MODELS, REGISTRY
+from indexer.query import IndexedCollection, embedder_for, indexed_collections
+from indexer.store import DEFAULT_URI, StoreError, VectorStore
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 50_000_000
+THUMB = 112
+
+
+@dataclass
+class Settings:
+    uri: str = DEFAULT_URI
+    data_root: Optional[str] = None
+    split: str = "val"
+    token: str = ""
+    extra_models: List[str] = field(default_factory=list)
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str]) -> "Settings":
+        """``streamlit run app/main.py -- --uri ... --data-root ... --split ...``, env vars as defaults."""
+        p = argparse.ArgumentParser(prog="streamlit run app/main.py --", add_help=False)
+        p.add_argument("--uri", default=os.environ.get("RETRIEVAL_MILVUS_URI", DEFAULT_URI))
+        p.add_argument("--data-root", default=os.environ.get("RETRIEVAL_DATA_ROOT"))
+        p.add_argument("--split", default=os.environ.get("RETRIEVAL_SPLIT", "val"))
+        p.add_argument("--token", default=os.environ.get("RETRIEVAL_MILVUS_TOKEN", ""))
+        p.add_argument("--extra-models", default=os.environ.get("RETRIEVAL_EXTRA_MODELS", ""),
+                       help="comma-separated indexed models to show next to the three blog models")
+        args, _ = p.parse_known_args(list(argv))
+        extras = [m.strip() for m in args.extra_models.split(",") if m.strip()]
+        return cls(uri=args.uri, data_root=args.data_root, split=args.split, token=args.token, extra_models=extras)
+
+
+@dataclass
+class Hit:
+    id: int
+    class_id: str
+    class_name: str
+    relpath: str
+    distance: float
+    is_match: Optional[bool]
+
+
+@dataclass
+class ColumnResult:
+    model: str
+    title: str
+    collection: Optional[str]
+    weights: str = ""
+    random_weights: bool = False
+    latency_ms: float = 0.0
+    hits: List[Hit] = field(default_factory=list)
+    precision: Optional[float] = None
+    problem: Optional[str] = None      # why this column has no results
+    build_command: Optional[str] = None
+
+
+@dataclass
+class Query:
+    """What the user asked with: an indexed image (by id) or an uploaded image."""
+    image: Image.Image
+    class_id: Optional[str]
+    indexed_id: Optional[int] = None
+    label: str = ""
+
+
+def model_title(model: str) -> str:
+    spec = REGISTRY.get(model)
+    return spec.title if spec else model
+
+
+def safe_image_path(data_root: str, split: str, relpath: str) -> Path:
+    """The file for a stored relative path, only if it really lies inside the split folder.
+
+    Stored paths are data: '../../etc/passwd', absolute paths and symlinks leading out are refused.
+    """
+    base = (Path(data_root) / split).resolve()
+    if not relpath or "\x00" in relpath or Path(relpath).is_absolute():
+        raise BadImage(f"refused path {relpath!r}")
+    target = (base / relpath).resolve()
+    if base not in target.parents:
+        raise BadImage(f"refused path {relpath!r}: outside the indexed data root")
+    return target
+
+
+def load_upload(data: bytes) -> Image.Image:
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise BadImage(f"file too large ({len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB)")
+    return load_rgb(data, max_pixels=MAX_UPLOAD_PIXELS)
+
+
+def thumbnail(path: Path, size: int = THUMB) -> Image.Image:
+    image = load_rgb(read_bytes_capped(path, MAX_UPLOAD_BYTES * 5))
+    image.thumbnail((size, size))
+    return image
+
+
+class Backend:
+    """One per process: the Milvus connection, collections, and one embedder per model."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = VectorStore(settings.uri, settings.token)
+        self._embedders: Dict[str, object] = {}
+        self.collections: Dict[str, IndexedCollection] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the collections (a build may have added one); the data root comes from them if unset."""
+        colls = [c for c in indexed_collections(self.store) if c.meta.split == self.settings.split]
+        if self.settings.data_root:
+            root = str(Path(self.settings.data_root).expanduser().resolve())
+            colls = [c for c in colls if str(Path(c.meta.data_root).resolve()) == root] or colls
+        self.collections = {c.meta.model: c for c in colls}
+        if not self.settings.data_root and colls:
+            self.settings.data_root = colls[0].meta.data_root
+
+    @property
+    def data_root(self) -> Optional[str]:
+        return self.settings.data_root
+
+    def available_models(self) -> List[str]:
+        return sorted(self.collections)
+
+    def extra_models(self) -> List[str]:
+        return [m for m in self.available_models() if m not in BLOG_MODELS]
+
+    def reference_collection(self) -> Optional[IndexedCollection]:
+        """The collection that lists the indexed images for picking queries."""
+        for model in list(BLOG_MODELS) + self.available_models():
+            if model in self.collections:
+                return self.collections[model]
+        return None
+
+    def indexed_rows(self) -> List[Dict]:
+        ref = self.reference_collection()
+        if ref is None:
+            return []
+        rows = [r for batch in self.store.iter_rows(ref.name, with_vectors=False) for r in batch]
+        return sorted(rows, key=lambda r: r["id"])
+
+    def query_for_row(self, row: Dict) -> Query:
+        path = safe_image_path(self.data_root, self.settings.split, row["relpath"])
+        return Query(load_rgb(path), row["class_id"], int(row["id"]), row["relpath"])
+
+    def embedder(self, model: str):
+        if model not in self._embedders:
+            self._embedders[model] = embedder_for(self.collections[model].meta)
+        return self._embedders[model]
+
+    def query_vector(self, model: str, query: Query) -> np.ndarray:
+        """The stored vector for an indexed image (no model needed), else the image embedded now."""
+        coll = self.collections[model]
+        if query.indexed_id is not None:
+            rows = self.store.get_rows(coll.name, [query.indexed_id], fields=["vector"])
+            if rows:
+                return np.asarray(rows[0]["vector"], dtype=np.float32)[None, :]
+        from indexer.query import embed_query
+        return embed_query(self.embedder(model), query.image, coll.meta.normalized)
+
+    def search(self, model: str, query: Query, k: int, vector: Optional[np.ndarray] = None) -> ColumnResult:
+        title = model_title(model)
+        coll = self.collections.get(model)
+        if coll is None:
+            root = self.data_root or "DIR"
+            return ColumnResult(model, title, None, problem=f"{title} is not indexed for split '{self.settings.split}'.",
+                                build_command=f"python -m indexer build --model {model} --split {self.settings.split} "
+                                              f"--data-root {root} --uri {self.settings.uri}")
+        meta = coll.meta
+        weights = "RANDOM weights: results are meaningless" if meta.is_random else \
+            f"{meta.weights_source} weights ({meta.weights_fingerprint[:19]})"
+        try:
+            t = time.perf_counter()
+            vec = vector if vector is not None else self.query_vector(model, query)
+            exclude = [query.indexed_id] if query.indexed_id is not None else None
+            rows = self.store.search(coll.name, vec, k=k, exclude_self_ids=exclude)[0]
+            latency = (time.perf_counter() - t) * 1000
+        except (StoreError, BadImage) as e:
+            return ColumnResult(model, title, coll.name, weights, meta.is_random, problem=str(e))
+        hits = [Hit(r["id"], r["class_id"], class_name(r["class_id"]), r["relpath"], r["distance"],
+                    None if query.class_id is None else r["class_id"] == query.class_id) for r in rows]
+        precision = None
+        if query.class_id is not None and hits:
+            precision = sum(h.is_match for h in hits) / len(hits)
+        return ColumnResult(model, title, coll.name, weights, meta.is_random, latency, hits, precision)
+
+
+def image_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()

@@ -1,0 +1,187 @@
+"""Streamlit app: GResNet | ConvNeXt-T | ViT-S retrieval side by side.
+
+Run: ``streamlit run app/main.py -- [--uri URI] [--data-root DIR] [--split val]``
+"""
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the repository
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app.backend import (Backend, BadImage, Query, Settings, load_upload, model_title,  # noqa: E402
+                         safe_image_path, thumbnail)
+from embed.datasets import class_name  # noqa: E402
+from embed.registry import BLOG_MODELS  # noqa: E402
+from indexer.store import DatabaseLocked, StoreError  # noqa: E402
+
+st.set_page_config(page_title="Backbone retrieval", layout="wide")
+
+
+@st.cache_resource(show_spinner="Connecting to Milvus and reading collections…")
+def get_backend(uri: str, data_root: str, split: str, token: str) -> Backend:
+    return Backend(Settings(uri=uri, data_root=data_root or None, split=split, token=token))
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def cached_thumbnail(path: str):
+    return thumbnail(Path(path))
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def cached_rows(_backend: Backend, key: str):
+    return _backend.indexed_rows()
+
+
+def show_locked(e: Exception, settings: Settings) -> None:
+    st.error(f"The database is in use by another process: {e}")
+    st.markdown("Share it instead: run `python -m indexer serve --data-dir {0}` once, then start the app and builds "
+                "with `--uri http://127.0.0.1:19530`:\n\n"
+                "```\nstreamlit run app/main.py -- --uri http://127.0.0.1:19530\n```".format(settings.uri))
+
+
+def pick_query(backend: Backend, rows) -> Query | None:
+    st.sidebar.header("Query")
+    source = st.sidebar.radio("Source", ["Indexed image", "Upload"], key="source", horizontal=True)
+    if source == "Upload":
+        up = st.sidebar.file_uploader("Image (JPEG, PNG, WebP; ≤ 20 MiB)", type=["jpg", "jpeg", "png", "webp"],
+                                      key="upload")
+        if up is None:
+            st.info("Upload an image in the sidebar to query with it.")
+            return None
+        try:
+            image = load_upload(up.getvalue())
+        except BadImage as e:
+            st.error(f"Cannot use {up.name}: {e.reason}")
+            return None
+        return Query(image, None, None, up.name)
+
+    if not rows:
+        return None
+    classes = sorted({r["class_id"] for r in rows})
+    choice = st.sidebar.selectbox("Filter by class", ["(all classes)"] + classes, key="class_filter",
+                                  format_func=lambda c: c if c.startswith("(") else f"{class_name(c)} ({c})")
+    pool = rows if choice == "(all classes)" else [r for r in rows if r["class_id"] == choice]
+    by_id = {r["id"]: r for r in pool}
+    ids = sorted(by_id)
+    if st.session_state.get("query_id") not in by_id:
+        st.session_state["query_id"] = ids[0]
+    pos_key = f"position_{choice}"
+
+    def on_position():
+        st.session_state["query_id"] = ids[st.session_state[pos_key]]
+
+    def on_random():
+        st.session_state["query_id"] = random.choice(ids)
+
+    st.sidebar.button("Random image", key="random", on_click=on_random)
+    # the widget shows where the current query sits, however it was chosen (position, random, click)
+    st.session_state[pos_key] = ids.index(st.session_state["query_id"])
+    st.sidebar.number_input(f"Position (0–{len(ids) - 1}, sorted by path)", 0, len(ids) - 1, key=pos_key,
+                            on_change=on_position)
+    row = by_id[st.session_state["query_id"]]
+    try:
+        return backend.query_for_row(row)
+    except BadImage as e:
+        st.error(f"Cannot open indexed image {row['relpath']}: {e.reason}")
+        return None
+
+
+def requery(hit_id: int) -> None:
+    st.session_state["source"] = "Indexed image"
+    st.session_state["class_filter"] = "(all classes)"
+    st.session_state["query_id"] = hit_id
+
+
+def show_column(backend: Backend, result, k: int) -> None:
+    st.subheader(result.title)
+    if result.problem:
+        st.warning(result.problem)
+        if result.build_command:
+            st.markdown("Build it with:")
+            st.code(result.build_command, language="bash")
+        return
+    if result.random_weights:
+        st.error("⚠ " + result.weights)
+    else:
+        st.caption(result.weights)
+    meta = f"query latency **{result.latency_ms:.0f} ms** · top {len(result.hits)} by squared L2"
+    if result.precision is not None:
+        meta += f" · P@{k} **{result.precision:.2f}**"
+    st.markdown(meta)
+    per_row = 3
+    for start in range(0, len(result.hits), per_row):
+        cols = st.columns(per_row)
+        for col, hit in zip(cols, result.hits[start:start + per_row]):
+            with col:
+                try:
+                    path = safe_image_path(backend.data_root, backend.settings.split, hit.relpath)
+                    st.image(cached_thumbnail(str(path)), width="stretch")
+                except BadImage as e:
+                    st.caption(f"(image unavailable: {e.reason})")
+                # words, not emoji: headless browsers and many Linux desktops lack an emoji font
+                mark = {True: ":green[**HIT**] ", False: ":red[miss] ", None: ""}[hit.is_match]
+                st.caption(f"{mark}{hit.class_name}  \nd² = {hit.distance:.4g}")
+                st.button("query", key=f"requery_{result.model}_{hit.id}", help=f"query with {hit.relpath}",
+                          on_click=requery, args=(hit.id,))
+
+
+def main() -> None:
+    settings = Settings.from_argv(sys.argv[1:])
+    st.title("Backbone retrieval: GResNet vs ConvNeXt-T vs ViT-S")
+    try:
+        backend = get_backend(settings.uri, settings.data_root or "", settings.split, settings.token)
+    except DatabaseLocked as e:
+        show_locked(e, settings)
+        return
+    except StoreError as e:
+        st.error(f"Cannot reach the vector store: {e}")
+        return
+    if st.sidebar.button("Reload collections", key="reload"):
+        backend.refresh()
+        cached_rows.clear()
+
+    k = st.sidebar.slider("Top k", 5, 50, 9, key="k")
+    preset = [m for m in settings.extra_models if m in backend.extra_models()]
+    extras = st.sidebar.multiselect("Add indexed models", backend.extra_models(), default=preset, key="extras",
+                                    format_func=model_title)
+    models = list(BLOG_MODELS) + list(extras)
+    st.sidebar.caption(f"Database: {backend.store.describe_target()} · split `{settings.split}` · "
+                       f"data root `{backend.data_root or 'unknown'}`")
+
+    if not backend.collections:
+        st.warning(f"No collections for split '{settings.split}' in {backend.store.describe_target()} yet.")
+        st.code(f"python -m indexer build --model all --split {settings.split} --data-root DIR --uri {settings.uri}",
+                language="bash")
+        return
+
+    rows = cached_rows(backend, f"{settings.uri}|{settings.split}|{len(backend.collections)}")
+    query = pick_query(backend, rows)
+    if query is None:
+        return
+
+    left, right = st.columns([1, 3])
+    results = [backend.search(m, query, k) for m in models]
+    with left:
+        st.image(query.image, caption=query.label, width="stretch")
+    with right:
+        st.markdown(f"**Query:** `{query.label}`")
+        if query.class_id:
+            st.markdown(f"**Class:** {class_name(query.class_id)} (`{query.class_id}`)")
+        else:
+            st.markdown("**Class:** unknown (uploaded image): no hit/miss marks")
+        scores = [f"{r.title}: **{r.precision:.2f}**" for r in results if r.precision is not None]
+        if scores:
+            st.markdown(f"Precision@{k} for this query: " + " · ".join(scores))
+
+    for col, result in zip(st.columns(len(results)), results):
+        with col:
+            show_column(backend, result, k)
+
+
+main()

@@ -1,0 +1,189 @@
+"""The Streamlit app: AppTest for the flows, and a real headless-Chromium run."""
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, free_port, make_tiny_layout
+
+APP = str(REPO / "app" / "main.py")
+
+
+@pytest.fixture(scope="module")
+def small_index(tmp_path_factory):
+    """gresnet and vit (random weights) plus effnet-lite0 indexed; convnext deliberately missing."""
+    from embed.extract import ExtractConfig
+    from indexer.build import build
+    from indexer.store import VectorStore
+    base = tmp_path_factory.mktemp("appindex")
+    root = make_tiny_layout(base / "data", n_per_class=4, classes=("n01440764", "n01443537", "n01484850"))
+    uri = str(base / "milvus.db")
+    store = VectorStore(uri)
+    for model in ("gresnet", "vit", "effnet-lite0"):
+        cfg = ExtractConfig(model=model, split="val", data_root=root, out=base / "emb", random_init=True, workers=0,
+                            batch_size=12, progress=False)
+        build(cfg, store, progress=False)
+    store.close()
+    from milvus_lite.server_manager import server_manager_instance
+    server_manager_instance.release_all()  # release the lock: the app (another process in the browser test) opens it
+    return {"uri": uri, "root": str(root)}
+
+
+def _app(small_index, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("RETRIEVAL_MILVUS_URI", small_index["uri"])
+    monkeypatch.setenv("RETRIEVAL_DATA_ROOT", small_index["root"])
+    monkeypatch.setattr(sys, "argv", ["main.py"])
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _texts(at):
+    return " ".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [s.value for s in at.subheader] +
+                    [w.value for w in at.warning] + [e.value for e in at.error] + [c.value for c in at.code])
+
+
+def _query_label(at):
+    return next(m.value for m in at.markdown if m.value.startswith("**Query:**"))
+
+
+def test_default_query_shows_three_columns_and_missing_one(small_index, monkeypatch):
+    at = _app(small_index, monkeypatch)
+    titles = [s.value for s in at.subheader]
+    assert titles == ["GResNet-50", "ConvNeXt-T", "ViT-S (DeiT-III)"]
+    text = _texts(at)
+    assert "images/val_0.JPEG" in _query_label(at), "the page starts with the first indexed image"
+    assert "python -m indexer build --model convnext --split val" in text
+    assert "RANDOM weights" in text and "squared L2" in text and "Precision@9" in text
+    assert "HIT" in text or "miss" in text
+    # every result grid has a requery button per hit: 9 hits x 2 built columns
+    assert len([b for b in at.button if b.key and b.key.startswith("requery_")]) == 18
+
+
+def test_pick_by_position_and_class(small_index, monkeypatch):
+    at = _app(small_index, monkeypatch)
+    at.number_input[0].set_value(5).run()
+    canonical = sorted(f"images/val_{i}.JPEG" for i in range(12))   # positions follow sorted paths
+    assert canonical[5] in _query_label(at)
+    at.button(key="random").click().run()
+    assert not at.exception
+    at.selectbox(key="class_filter").set_value("n01484850").run()
+    assert not at.exception
+    assert "tench" not in _query_label(at) and "n01484850" in _texts(at)
+
+
+def test_click_result_to_requery(small_index, monkeypatch):
+    at = _app(small_index, monkeypatch)
+    button = next(b for b in at.button if b.key and b.key.startswith("requery_gresnet_"))
+    target = int(button.key.rsplit("_", 1)[1])
+    button.click().run()
+    assert not at.exception
+    canonical = sorted(f"images/val_{i}.JPEG" for i in range(12))   # ids are positions in sorted-path order
+    assert canonical[target] in _query_label(at)
+
+
+def test_upload_and_bad_upload(small_index, monkeypatch):
+    at = _app(small_index, monkeypatch)
+    at.radio(key="source").set_value("Upload").run()
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 60, 3), dtype=np.uint8)).save(buf, "JPEG")
+    at.file_uploader(key="upload").set_value(("query.jpg", buf.getvalue(), "image/jpeg")).run()
+    assert not at.exception
+    text = _texts(at)
+    assert "query.jpg" in _query_label(at) and "unknown (uploaded image)" in text
+    assert "query latency" in text
+    at.file_uploader(key="upload").set_value(("fake.jpg", b"not an image" * 10, "image/jpeg")).run()
+    assert not at.exception
+    assert any("Cannot use fake.jpg" in e.value for e in at.error)
+
+
+def test_extra_model_from_sidebar(small_index, monkeypatch):
+    at = _app(small_index, monkeypatch)
+    at.multiselect(key="extras").set_value(["effnet-lite0"]).run()
+    assert "EfficientNet-Lite0" in [s.value for s in at.subheader]
+
+
+def test_locked_database_explains_the_remedy(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    uri = str(tmp_path / "locked.db")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
+                               f"print('open', flush=True); import time; time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        monkeypatch.setenv("RETRIEVAL_MILVUS_URI", uri)
+        monkeypatch.setattr(sys, "argv", ["main.py"])
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.run()
+        assert not at.exception
+        text = _texts(at)
+        assert "in use by another process" in text and "indexer serve" in text
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="Debian chromium + chromium-driver not installed")
+def test_real_browser_renders_three_columns(small_index, tmp_path):
+    pytest.importorskip("selenium")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--",
+         "--uri", small_index["uri"], "--data-root", small_index["root"]],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    driver = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = shutil.which("chromium")
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--no-first-run", "--window-size=1600,1400", f"--user-data-dir={tmp_path / 'chrome'}"):
+            opts.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        driver.get(url)
+        deadline = time.time() + 240
+        imgs = []
+        while time.time() < deadline:
+            heads = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "h3")]
+            imgs = [i for i in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
+                    if i.get_attribute("naturalWidth") not in (None, "0")]
+            if {"GResNet-50", "ConvNeXt-T", "ViT-S (DeiT-III)"} <= {h.strip() for h in heads} and len(imgs) >= 19:
+                break
+            time.sleep(1)
+        shot = tmp_path / "app.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        heads = {h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, "h3")}
+        assert {"GResNet-50", "ConvNeXt-T", "ViT-S (DeiT-III)"} <= heads, heads
+        assert len(imgs) >= 19, f"query + 2x9 result images expected, saw {len(imgs)}"
+        if os.environ.get("APP_SCREENSHOT"):
+            shutil.copy(shot, os.environ["APP_SCREENSHOT"])
+    finally:
+        if driver is not None:
+            driver.quit()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
