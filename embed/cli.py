@@ -132,7 +132,9 @@ def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # their INFO lines (faiss loader, per-segment index builds, server start/stop) drown ours
-    logging.getLogger("pymilvus").setLevel(logging.ERROR)  # "failed to get mvccTs" on every iterator
+    logging.getLogger("pymilvus").setLevel(logging.ERROR)
+    # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not implement (AllocTimestamp)
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # "failed to get mvccTs" on every iterator
     for noisy in ("faiss", "faiss.loader", "milvus_lite", "httpx", "urllib3", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -111,7 +111,7 @@ def load_split(data_root, split: str, limit: Optional[int] = None) -> ImageList:
     pairs.sort()
     records = [ImageRecord(i, rel, cls) for i, (rel, cls) in enumerate(pairs)]
     if not records:
-        raise DatasetError(f"no images found in {split_dir} (layout {layout}; extensions: jpg, jpeg, png, webp, bmp)")
+        raise DatasetError(f"no images found in {split_dir} (layout {layout}; extensions: jpg, jpeg, png, webp, bmp, gif)")
     if skipped:
         log.warning("%d annotation entries skipped in %s (first: %s: %s)", len(skipped), split_dir, *skipped[0])
     return ImageList(data_root, split, layout, records, skipped).limited(limit)

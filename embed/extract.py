@@ -300,6 +300,7 @@ def _run_shards(cfg, embedder: Embedder, images: ImageList, store: EmbeddingStor
                 break
             store.write_shard(index, start, stop, np.concatenate(buf_pos), np.concatenate(buf_vec),
                               sorted(b for b in buf_bad if start <= b[0] < stop))
+            log.debug("wrote shard %d (positions %d-%d)", index, start, stop)
             buf_bad = [b for b in buf_bad if b[0] >= stop]
             buf_pos, buf_vec = [], []
             try:

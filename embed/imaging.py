@@ -16,7 +16,7 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
 # 100 megapixels: a 10,000 x 7,500 photo passes, a 40,000 x 40,000 "bomb" does not
 DEFAULT_MAX_PIXELS = 100_000_000

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 DEFAULT_URI = os.environ.get("RETRIEVAL_MILVUS_URI", "data/milvus.db")
 DEFAULT_TOKEN = os.environ.get("RETRIEVAL_MILVUS_TOKEN", "")
 META_KEY = "retrieval.meta"
-MAX_BATCH_BYTES = 32 * 1024 * 1024        # under Lite's 256 MiB and a server's 64 MiB request limits
+# under Lite's 256 MiB and a server's 64 MiB request limits
+MAX_BATCH_BYTES = int(os.environ.get("RETRIEVAL_INSERT_BATCH_BYTES", 32 * 1024 * 1024))
 DEFAULT_SEARCH_BUDGET = 1 << 30          # bytes Milvus Lite may spend on one search call (nq x N x dim floats)
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 MAX_PATH_LEN = 2048
@@ -121,6 +122,15 @@ def lite_lock_holder(path: Path) -> bool:
         os.close(fd)
 
 
+def _opened_by_this_process(uri: str) -> bool:
+    """pymilvus serves each Lite path once per process; our own lock is not a conflict."""
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+        return os.path.abspath(uri) in getattr(server_manager_instance, "_servers", {})
+    except ImportError:
+        return False
+
+
 _TRANSIENT = ("connect", "unavailable", "deadline", "timeout", "timed out", "connection refused", "socket closed",
               "channel", "service not ready", "not ready", "broken pipe", "reset by peer", "rpc error")
 
@@ -133,7 +143,7 @@ def _is_transient(exc: BaseException) -> bool:
 class VectorStore:
     """A connection to one Milvus deployment (Lite folder or server URI), with retries."""
 
-    def __init__(self, uri: str = DEFAULT_URI, token: str = DEFAULT_TOKEN, retries: int = 5, backoff: float = 1.0,
+    def __init__(self, uri: str = DEFAULT_URI, token: str = DEFAULT_TOKEN, retries: int = 6, backoff: float = 1.0,
                  search_budget_bytes: int = DEFAULT_SEARCH_BUDGET):
         self.uri = str(uri)
         self.token = token or ""
@@ -162,7 +172,7 @@ class VectorStore:
                 raise StoreError(f"a local Milvus Lite URI must end in .db (got {self.uri!r}); "
                                  f"for a server use --uri http://host:19530")
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-            if lite_lock_holder(Path(self.uri)):
+            if not _opened_by_this_process(self.uri) and lite_lock_holder(Path(self.uri)):
                 raise DatabaseLocked(
                     f"{self.uri} is open in another process (Milvus Lite allows one process per database). "
                     f"Share it: run `python -m indexer serve --data-dir {self.uri}` once and pass "
@@ -200,6 +210,13 @@ class VectorStore:
             return
         try:
             from pymilvus import MilvusClient
+            # pymilvus caches one connection per URI: close the dead one, or the new client reuses it
+            old, self._client = self._client, None
+            if old is not None:
+                try:
+                    old.close()
+                except Exception:
+                    pass
             self._client = MilvusClient(self.uri, token=self.token, timeout=10)
         except Exception as e:  # still down: the next retry tries again
             log.debug("reconnect failed: %s", e)
@@ -294,7 +311,7 @@ class VectorStore:
     # rows ---------------------------------------------------------------------------------------
 
     def upsert(self, name: str, ids: np.ndarray, vectors: np.ndarray, class_ids: Sequence[str],
-               relpaths: Sequence[str], progress: bool = True, max_batch_bytes: int = MAX_BATCH_BYTES) -> int:
+               relpaths: Sequence[str], progress: bool = True, max_batch_bytes: Optional[int] = None) -> int:
         """Insert or overwrite rows by id, in batches of at most ``max_batch_bytes``; returns rows sent."""
         from tqdm import tqdm
         validate_name(name)
@@ -302,6 +319,7 @@ class VectorStore:
         if n == 0:
             return 0
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        max_batch_bytes = max_batch_bytes or MAX_BATCH_BYTES
         text_bytes = sum(len(c) + len(p) for c, p in zip(class_ids, relpaths)) / n
         row_bytes = vectors.shape[1] * 4 + 8 + text_bytes + 64
         per_batch = max(1, int(max_batch_bytes // row_bytes))
@@ -311,6 +329,7 @@ class VectorStore:
             rows = [{"id": int(ids[i]), "vector": vectors[i], "class_id": class_ids[i][:MAX_CLASS_LEN],
                      "relpath": relpaths[i][:MAX_PATH_LEN]} for i in range(start, stop)]
             self._retry(lambda: self.client.upsert(name, rows), "upsert")
+            log.debug("upserted rows %d-%d of %d into %s", start, stop, n, name)
             bar.update(stop - start)
         bar.close()
         return n

@@ -1,0 +1,378 @@
+"""Benchmark suite: forward throughput, end-to-end extraction, Milvus insert/search, evaluation.
+
+python -m benchmarks.run [--device auto|cpu|cuda] [--quick] [--out benchmarks/results/<machine>/<date>.json]
+
+Every comparison is measured within one run and reported as a ratio next to the absolute figures.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+log = logging.getLogger("benchmarks")
+REPO = Path(__file__).resolve().parents[1]
+TINY = Path(os.environ.get("TINY_IMAGENET", REPO.parent / "shared" / "datasets" / "tiny-imagenet-200"))
+
+TARGETS = {
+    "cpu": {"gresnet_fused_over_unfused": 1.3, "gresnet_fused_over_resnet50d": 0.75, "e2e_over_bare": 0.8,
+            "exact_over_naive_eval": 50.0},
+    "cuda": {"gresnet_fused_bf16_224_b256": 15000, "convnext_bf16_224_b256": 13000, "vit_bf16_224_b256": 19000,
+             "e2e_images_per_s": 5000},
+}
+
+
+def machine_info(device: torch.device) -> Dict:
+    import timm
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"hostname_hash": str(abs(hash(socket.gethostname())) % 10**6), "cpu": cpu,
+            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads(), "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def machine_tag(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device).replace(" ", "-").lower()
+    return f"cpu-{machine_info(device)['cores']}core"
+
+
+# 1. forward ---------------------------------------------------------------------------------------
+
+def _model(name: str, fused: bool = True):
+    import timm
+    import embed  # noqa: F401
+    from timm.utils import reparameterize_model
+    timm_name = {"gresnet": "gresnet50", "convnext": "convnext_tiny", "vit": "deit3_small_patch16_224",
+                 "effnet-lite0": "tf_efficientnet_lite0", "resnet50d": "resnet50d"}[name]
+    torch.manual_seed(0)
+    model = timm.create_model(timm_name, num_classes=0).eval()
+    if name == "gresnet" and fused:
+        model = reparameterize_model(model)
+    return model
+
+
+def time_forward(model, batch: int, size: int, device: torch.device, precision: Optional[torch.dtype],
+                 channels_last: bool, compile: bool, min_seconds: float, warmup: int = 2) -> float:
+    model = model.to(device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    fn = torch.compile(model) if compile else model
+
+    def step():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=precision or torch.float32,
+                                                     enabled=precision is not None):
+            return fn(x)
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    n, t0 = 0, time.perf_counter()
+    while True:
+        step()
+        n += 1
+        _sync(device)
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_seconds and n >= 3:
+            return batch * n / elapsed
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_forward(device: torch.device, quick: bool) -> List[Dict]:
+    gpu = device.type == "cuda"
+    batch = 256 if gpu else 16
+    min_s = 3.0 if gpu else (2.0 if quick else 4.0)
+    precisions = {"fp32": None, "bf16": torch.bfloat16}
+    if gpu:
+        precisions["fp16"] = torch.float16
+    if quick and not gpu:
+        precisions = {"fp32": None}
+    compiles = [False] if (quick or not gpu) else [False, True]
+    rows = []
+    cases = [("gresnet", True, 224), ("gresnet", False, 224), ("gresnet", True, 176), ("resnet50d", True, 224),
+             ("convnext", True, 224), ("vit", True, 224), ("effnet-lite0", True, 224)]
+    for name, fused, size in cases:
+        model = _model(name, fused)
+        for pname, prec in precisions.items():
+            for cl in (True, False):
+                if name == "vit" and cl:
+                    continue  # channels_last only changes the patch-embedding conv
+                for comp in compiles:
+                    try:
+                        ips = time_forward(model, batch, size, device, prec, cl, comp, min_s)
+                    except Exception as e:  # an unsupported combination is reported, not fatal
+                        log.warning("%s %s failed: %s", name, pname, e)
+                        ips = None
+                    row = {"model": name + ("" if fused or name != "gresnet" else "_unfused"), "size": size,
+                           "batch": batch, "precision": pname, "channels_last": cl, "compile": comp,
+                           "images_per_s": None if ips is None else round(ips, 2)}
+                    log.info("forward %s", row)
+                    rows.append(row)
+        del model
+    return rows
+
+
+def best(rows: List[Dict], **match) -> Optional[Dict]:
+    cand = [r for r in rows if all(r.get(k) == v for k, v in match.items()) and r.get("images_per_s")]
+    return max(cand, key=lambda r: r["images_per_s"]) if cand else None
+
+
+# 2. end-to-end extraction -----------------------------------------------------------------------
+
+def bench_e2e(device: torch.device, quick: bool) -> List[Dict]:
+    from embed.extract import ExtractConfig, build_embedder, default_workers, extract, time_forward as bare
+    if not (TINY / "val" / "val_annotations.txt").is_file():
+        return [{"skipped": f"no Tiny-ImageNet at {TINY}"}]
+    rows = []
+    n = 512 if quick else (20000 if device.type == "cuda" else 1024)
+    for model in (["effnet-lite0"] if quick else ["effnet-lite0", "gresnet"]):
+        emb = build_embedder(model, random_init=True, device=str(device))
+        batch = 256 if device.type == "cuda" else 32
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = ExtractConfig(model=model, split="val", data_root=TINY, out=Path(tmp), limit=min(n, 10000),
+                                batch_size=batch, device=str(device), random_init=True, progress=False,
+                                shard_size=10**6)
+            result = extract(cfg, embedder=emb)
+        fwd = bare(emb, batch, emb.loaded.data_config["input_size"][-1], iters=5 if device.type == "cpu" else 20)
+        rows.append({"model": model, "images": result.n_computed, "batch": batch,
+                     "workers": default_workers(device),
+                     "precision": emb.precision_name, "channels_last": emb.channels_last,
+                     "e2e_images_per_s": round(result.images_per_s, 2), "bare_forward_images_per_s": round(fwd, 2),
+                     "pipeline_efficiency": round(result.images_per_s / fwd, 3)})
+        log.info("e2e %s", rows[-1])
+    return rows
+
+
+# 3. Milvus ----------------------------------------------------------------------------------------
+
+def _start_server(base: Path):
+    from milvus import MilvusServer
+    def free():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    server = MilvusServer()
+    server.set_base_dir(str(base))
+    for key in server.config_keys:
+        if key.endswith("_port"):
+            server.config.set(key, free())
+    server.listen_port = server.config.get("proxy_port")
+    server.start()
+    return server
+
+
+def bench_milvus(quick: bool) -> Dict:
+    from indexer.store import CollectionMeta, VectorStore
+    out: Dict = {"insert": [], "search": []}
+    tmp = Path(tempfile.mkdtemp(prefix="bench_milvus_"))
+    backends = {"lite": str(tmp / "bench.db")}
+    server = None
+    try:
+        server = _start_server(tmp / "server")
+        backends["server"] = f"http://127.0.0.1:{server.listen_port}"
+    except Exception as e:
+        out["server_skipped"] = f"embedded Milvus server unavailable: {e}"
+    rng = np.random.default_rng(0)
+    try:
+        for backend, uri in backends.items():
+            store = VectorStore(uri)
+            n_insert = 5000 if quick else 10000
+            for dim in (384, 768, 2048):
+                name = f"bench_insert_{dim}"
+                store.drop(name)
+                store.ensure_collection(name, CollectionMeta("bench", "bench", dim, "random", "random", "bench",
+                                                             "/", "val", False))
+                vecs = rng.normal(size=(n_insert, dim)).astype(np.float32)
+                t = time.perf_counter()
+                store.upsert(name, np.arange(n_insert), vecs, ["c"] * n_insert, [f"p{i}" for i in range(n_insert)],
+                             progress=False)
+                store.flush(name)
+                secs = time.perf_counter() - t
+                out["insert"].append({"backend": backend, "dim": dim, "rows": n_insert,
+                                      "rows_per_s": round(n_insert / secs, 1)})
+                log.info("insert %s", out["insert"][-1])
+                store.drop(name)
+            dim = 2048
+            for n in ((10000,) if quick else (10000, 50000)):
+                name = f"bench_search_{n}"
+                store.drop(name)
+                store.ensure_collection(name, CollectionMeta("bench", "bench", dim, "random", "random", "bench",
+                                                             "/", "val", False))
+                for start in range(0, n, 10000):
+                    vecs = rng.normal(size=(min(10000, n - start), dim)).astype(np.float32)
+                    store.upsert(name, np.arange(start, start + len(vecs)), vecs, ["c"] * len(vecs),
+                                 ["p"] * len(vecs), progress=False)
+                store.flush(name)
+                store.count(name)
+                queries = rng.normal(size=(60 if quick else 200, dim)).astype(np.float32)
+                lat = []
+                for i, q in enumerate(queries):
+                    t = time.perf_counter()
+                    store.search(name, q[None], k=10, n_rows=n)
+                    if i >= 5:
+                        lat.append((time.perf_counter() - t) * 1000)
+                out["search"].append({"backend": backend, "rows": n, "dim": dim, "nq": 1, "k": 10,
+                                      "p50_ms": round(statistics.median(lat), 2),
+                                      "p99_ms": round(float(np.percentile(lat, 99)), 2), "samples": len(lat)})
+                log.info("search %s", out["search"][-1])
+                store.drop(name)
+            store.close()
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def bench_evaluation(quick: bool, device: torch.device) -> Dict:
+    """Exact chunked evaluation vs a naive one that sends one Milvus Lite search per query."""
+    from indexer.metrics import encode_labels, exact_neighbours, needed_k, retrieval_metrics
+    from indexer.store import CollectionMeta, VectorStore
+    n, dim = 10000, 2048
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 200, n)
+    centers = rng.normal(size=(200, dim)).astype(np.float32)
+    vecs = (centers[labels] + rng.normal(scale=3.0, size=(n, dim))).astype(np.float32)
+    codes = encode_labels(labels)
+    ks = (1, 5, 10, 20, 100)
+    t = time.perf_counter()
+    neigh = exact_neighbours(vecs, needed_k(codes, ks, 20), device=str(device))
+    exact_m = retrieval_metrics(neigh, codes, ks)
+    exact_s = time.perf_counter() - t
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))
+    try:
+        store = VectorStore(str(tmp / "eval.db"))
+        store.ensure_collection("bench_eval", CollectionMeta("bench", "bench", dim, "random", "random", "bench", "/",
+                                                             "val", False))
+        store.upsert("bench_eval", np.arange(n), vecs, [str(c) for c in labels], ["p"] * n, progress=False)
+        store.flush("bench_eval")
+        store.count("bench_eval")
+        n_naive = 300 if quick else n
+        k = needed_k(codes, ks, 20)
+        t = time.perf_counter()
+        naive_hits = []
+        for i in range(n_naive):
+            naive_hits.append(store.search("bench_eval", vecs[i][None], k=k, n_rows=n, exclude_self_ids=[i])[0])
+        naive_s = time.perf_counter() - t
+        store.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    # the naive lists must give the same precision@1 on the queries it ran
+    naive_p1 = float(np.mean([labels[h[0]["id"]] == labels[i] for i, h in enumerate(naive_hits)]))
+    exact_p1 = float(np.mean(codes[neigh.index[:n_naive, 0]] == codes[:n_naive]))
+    naive_full = naive_s * n / n_naive
+    return {"rows": n, "dim": dim, "exact_seconds": round(exact_s, 2), "naive_queries_run": n_naive,
+            "naive_seconds_measured": round(naive_s, 2), "naive_seconds_for_all": round(naive_full, 1),
+            "naive_extrapolated": n_naive < n, "exact_over_naive": round(naive_full / exact_s, 1),
+            "p1_exact_on_naive_queries": exact_p1, "p1_naive": naive_p1, "exact_precision_at_1": exact_m.precision["1"]}
+
+
+# report -----------------------------------------------------------------------------------------
+
+def ratios(report: Dict, device: torch.device) -> Dict:
+    fw = report.get("forward", [])
+    out = {}
+    if device.type == "cpu":
+        fused = best(fw, model="gresnet", size=224, precision="fp32")
+        unfused = best(fw, model="gresnet_unfused", size=224, precision="fp32")
+        r50 = best(fw, model="resnet50d", size=224, precision="fp32")
+        if fused and unfused:
+            out["gresnet_fused_over_unfused"] = round(fused["images_per_s"] / unfused["images_per_s"], 3)
+        if fused and r50:
+            out["gresnet_fused_over_resnet50d"] = round(fused["images_per_s"] / r50["images_per_s"], 3)
+        # like for like: the same layout for both, no other knob
+        for cl in (True, False):
+            f = best(fw, model="gresnet", size=224, precision="fp32", channels_last=cl)
+            u = best(fw, model="gresnet_unfused", size=224, precision="fp32", channels_last=cl)
+            r = best(fw, model="resnet50d", size=224, precision="fp32", channels_last=cl)
+            tag = "channels_last" if cl else "nchw"
+            if f and u and r:
+                out[f"fused_over_unfused_{tag}"] = round(f["images_per_s"] / u["images_per_s"], 3)
+                out[f"fused_over_resnet50d_{tag}"] = round(f["images_per_s"] / r["images_per_s"], 3)
+        e2e = [r for r in report.get("e2e", []) if "pipeline_efficiency" in r]
+        if e2e:
+            out["e2e_over_bare"] = min(r["pipeline_efficiency"] for r in e2e)
+        if "evaluation" in report:
+            out["exact_over_naive_eval"] = report["evaluation"]["exact_over_naive"]
+    else:
+        for name, key in (("gresnet", "gresnet_fused_bf16_224_b256"), ("convnext", "convnext_bf16_224_b256"),
+                          ("vit", "vit_bf16_224_b256")):
+            b = best(fw, model=name, size=224, precision="bf16")
+            if b:
+                out[key] = b["images_per_s"]
+        e2e = [r for r in report.get("e2e", []) if "e2e_images_per_s" in r]
+        if e2e:
+            out["e2e_images_per_s"] = max(r["e2e_images_per_s"] for r in e2e)
+    targets = TARGETS["cuda" if device.type == "cuda" else "cpu"]
+    return {k: {"measured": v, "target": targets.get(k), "met": (v >= targets[k]) if k in targets else None}
+            for k, v in out.items()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--quick", action="store_true", help="smaller grid and samples (a few minutes on CPU)")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<machine>/<date>.json)")
+    p.add_argument("--only", default="forward,e2e,milvus,evaluation", help="comma-separated sections")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("faiss", "faiss.loader", "milvus_lite", "pymilvus", "embed", "indexer", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          (args.device if args.device != "auto" else "cpu"))
+    sections = set(args.only.split(","))
+    report: Dict = {"machine": machine_info(device), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "quick": args.quick, "settings": {"cpu_batch": 16, "gpu_batch": 256}}
+    t0 = time.perf_counter()
+    if "forward" in sections:
+        report["forward"] = bench_forward(device, args.quick)
+    if "e2e" in sections:
+        report["e2e"] = bench_e2e(device, args.quick)
+    if "milvus" in sections:
+        report["milvus"] = bench_milvus(args.quick)
+    if "evaluation" in sections:
+        report["evaluation"] = bench_evaluation(args.quick, device)
+    report["ratios"] = ratios(report, device)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    out = args.out or REPO / "benchmarks" / "results" / machine_tag(device) / f"{dt.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report["ratios"], indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
