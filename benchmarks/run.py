@@ -126,7 +126,10 @@ def bench_forward(device: torch.device, quick: bool) -> List[Dict]:
             for cl in (True, False):
                 if name == "vit" and cl:
                     continue  # channels_last only changes the patch-embedding conv
-                for comp in compiles:
+                # on CPU, compiling every model costs minutes each: compile the two ResNets being compared
+                model_compiles = compiles if gpu or quick else (
+                    [False, True] if name in ("gresnet", "resnet50d") and fused and pname == "fp32" and cl else [False])
+                for comp in model_compiles:
                     try:
                         ips = time_forward(model, batch, size, device, prec, cl, comp, min_s)
                     except Exception as e:  # an unsupported combination is reported, not fatal
@@ -303,22 +306,26 @@ def ratios(report: Dict, device: torch.device) -> Dict:
     fw = report.get("forward", [])
     out = {}
     if device.type == "cpu":
-        fused = best(fw, model="gresnet", size=224, precision="fp32")
-        unfused = best(fw, model="gresnet_unfused", size=224, precision="fp32")
-        r50 = best(fw, model="resnet50d", size=224, precision="fp32")
-        if fused and unfused:
-            out["gresnet_fused_over_unfused"] = round(fused["images_per_s"] / unfused["images_per_s"], 3)
-        if fused and r50:
-            out["gresnet_fused_over_resnet50d"] = round(fused["images_per_s"] / r50["images_per_s"], 3)
-        # like for like: the same layout for both, no other knob
-        for cl in (True, False):
-            f = best(fw, model="gresnet", size=224, precision="fp32", channels_last=cl)
-            u = best(fw, model="gresnet_unfused", size=224, precision="fp32", channels_last=cl)
-            r = best(fw, model="resnet50d", size=224, precision="fp32", channels_last=cl)
-            tag = "channels_last" if cl else "nchw"
-            if f and u and r:
-                out[f"fused_over_unfused_{tag}"] = round(f["images_per_s"] / u["images_per_s"], 3)
-                out[f"fused_over_resnet50d_{tag}"] = round(f["images_per_s"] / r["images_per_s"], 3)
+        # like for like: same precision, eager; each model at its best memory layout
+        def ratio(a: Dict, b: Dict) -> Optional[float]:
+            ra, rb = best(fw, **a), best(fw, **b)
+            return round(ra["images_per_s"] / rb["images_per_s"], 3) if ra and rb else None
+
+        eager = dict(size=224, compile=False)
+        pairs = {
+            "gresnet_fused_over_unfused": ({"model": "gresnet", "precision": "fp32"}, {"model": "gresnet_unfused", "precision": "fp32"}),
+            "gresnet_fused_over_resnet50d": ({"model": "gresnet", "precision": "fp32"}, {"model": "resnet50d", "precision": "fp32"}),
+            "fused_over_unfused_bf16": ({"model": "gresnet", "precision": "bf16"}, {"model": "gresnet_unfused", "precision": "bf16"}),
+            "fused_over_resnet50d_bf16": ({"model": "gresnet", "precision": "bf16"}, {"model": "resnet50d", "precision": "bf16"}),
+        }
+        for key, (a, b) in pairs.items():
+            value = ratio({**eager, **a}, {**eager, **b})
+            if value is not None:
+                out[key] = value
+        compiled = ratio({"model": "gresnet", "size": 224, "precision": "fp32", "compile": True},
+                         {"model": "resnet50d", "size": 224, "precision": "fp32", "compile": True})
+        if compiled is not None:
+            out["fused_over_resnet50d_both_compiled"] = compiled
         e2e = [r for r in report.get("e2e", []) if "pipeline_efficiency" in r]
         if e2e:
             out["e2e_over_bare"] = min(r["pipeline_efficiency"] for r in e2e)
@@ -347,6 +354,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="forward,e2e,milvus,evaluation", help="comma-separated sections")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     for noisy in ("faiss", "faiss.loader", "milvus_lite", "pymilvus", "embed", "indexer", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

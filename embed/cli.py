@@ -43,7 +43,8 @@ def add_compute_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=None, help="image decoding processes (default: by device and cores)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="autocast precision; auto = bf16 on GPUs that support it, fp32 on CPU")
+                   help="autocast precision; auto = the fastest measured: bf16 on GPUs and on CPUs with native bf16 "
+                        "(AVX512-BF16/AMX), else fp32")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for convnets)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster long runs)")

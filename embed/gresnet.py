@@ -117,6 +117,7 @@ class FusedSplitNormConv2d(nn.Conv2d):
         self._border_cache = {}
         return super()._apply(fn, *args, **kwargs)
 
+    @torch.compiler.disable  # size-dependent bookkeeping, cached; only its tensors enter a compiled graph
     @torch.no_grad()
     def _border_correction(self, height: int, width: int, ref: torch.Tensor):
         key = (height, width, ref.device, ref.dtype)

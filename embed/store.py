@@ -49,8 +49,9 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     extra: Dict = field(default_factory=dict)
 
+    # precision is identity: fp32 and bf16 vectors must never mix in one set of shards
     IDENTITY = ("model", "timm_name", "dim", "weights_fingerprint", "transform", "data_root", "split",
-                "list_fingerprint", "shard_size", "format_version")
+                "list_fingerprint", "shard_size", "precision", "format_version")
 
     def identity(self) -> Dict:
         return {k: getattr(self, k) for k in self.IDENTITY}

@@ -37,6 +37,14 @@ def add_store_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--token", default=DEFAULT_TOKEN, help="user:password or API key (env RETRIEVAL_MILVUS_TOKEN)")
 
 
+def add_collection_arguments(p: argparse.ArgumentParser) -> None:
+    """Which collection: model + split (+ data root when several datasets are indexed), and where."""
+    p.add_argument("--model", required=True, help="registry name, e.g. gresnet, convnext, vit, effnet-lite0")
+    p.add_argument("--split", required=True, help="split the collection was built from, e.g. val")
+    p.add_argument("--data-root", type=Path, default=None, help="choose the dataset when several are indexed")
+    add_store_arguments(p)
+
+
 def _store(args) -> VectorStore:
     return VectorStore(args.uri, args.token)
 
@@ -66,21 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_arguments(p)
 
     p = _fmt(sub, "search", "top-k neighbours of an image file")
-    p.add_argument("--model", required=True)
-    p.add_argument("--split", required=True)
-    p.add_argument("--image", type=Path, required=True)
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--data-root", type=Path, default=None, help="choose the dataset when several are indexed")
+    add_collection_arguments(p)
+    p.add_argument("--image", type=Path, required=True, help="query image file")
+    p.add_argument("-k", type=int, default=10, help="number of neighbours (default %(default)s)")
     p.add_argument("--checkpoint", type=Path, default=None, help="weights file, if the collection was built with one")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
-    add_store_arguments(p)
 
     p = _fmt(sub, "drop", "delete a model's collection")
-    p.add_argument("--model", required=True)
-    p.add_argument("--split", required=True)
-    p.add_argument("--data-root", type=Path, default=None)
-    add_store_arguments(p)
+    add_collection_arguments(p)
 
     p = _fmt(sub, "serve", "serve a Milvus Lite database on 127.0.0.1 so several processes can share it")
     p.add_argument("--port", type=int, default=19530)
@@ -100,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=None, help="write precision@k vs k as PNG")
     p.add_argument("--milvus-check", type=int, default=0, metavar="N",
                    help="also search N random queries through Milvus and require the same neighbours")
+    p.add_argument("--time-naive", type=int, default=0, metavar="N",
+                   help="also time a naive evaluation sending N single-query Milvus searches (ratio vs exact)")
     p.add_argument("--no-progress", action="store_true")
     add_store_arguments(p)
     return parser
@@ -212,7 +216,8 @@ def cmd_evaluate(args) -> int:
     dataset = Path(args.data_root).expanduser().resolve().name
     cfg = EvalConfig(split=args.split, dataset=dataset, models=[m.strip() for m in args.models.split(",") if m.strip()],
                      ks=[int(k) for k in args.k.split(",")], features=[f.strip() for f in args.features.split(",")],
-                     device=args.device, milvus_check=args.milvus_check, progress=not args.no_progress)
+                     device=args.device, milvus_check=args.milvus_check, time_naive=args.time_naive,
+                     progress=not args.no_progress)
     bad = [f for f in cfg.features if f not in ("raw", "normalized")]
     if bad or any(k < 1 for k in cfg.ks):
         raise StoreError(f"--features takes raw,normalized and --k positive integers (got {args.features!r}, {args.k!r})")

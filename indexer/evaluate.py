@@ -32,6 +32,7 @@ class EvalConfig:
     knn_k: int = 20
     device: str = "auto"
     milvus_check: int = 0
+    time_naive: int = 0          # queries of a naive one-search-per-query Milvus evaluation to time
     seed: int = 0
     progress: bool = True
 
@@ -86,6 +87,8 @@ def evaluate(cfg: EvalConfig, store: VectorStore) -> Dict:
             stored_variant = "normalized" if meta.normalized else "raw"
             if cfg.milvus_check and variant == stored_variant:
                 result.milvus_check = _milvus_check(store, name, neigh, ids, feats, cfg)
+            if cfg.time_naive and variant == stored_variant:
+                result.extra["naive"] = _time_naive(store, name, ids, feats, labels, k, seconds, cfg)
             log.info("%s/%s: P@1 %.4f  MAP@R %.4f  kNN %.4f  (%.1f s exact)", model, variant,
                      m.precision.get("1", float("nan")), m.map_at_r, m.knn_top1, seconds)
             results.append(result)
@@ -110,6 +113,24 @@ def _milvus_check(store: VectorStore, name: str, neigh, ids: np.ndarray, feats: 
     return check
 
 
+def _time_naive(store: VectorStore, name: str, ids: np.ndarray, feats: np.ndarray, labels: np.ndarray, k: int,
+                exact_seconds: float, cfg: EvalConfig) -> Dict:
+    """The evaluation done naively: one Milvus search per query, timed against the exact computation."""
+    from tqdm import tqdm
+    n = min(cfg.time_naive, len(ids))
+    t = time.perf_counter()
+    hits = []
+    for i in tqdm(range(n), desc=f"naive {name}", disable=not cfg.progress, unit="query"):
+        hits.append(store.search(name, feats[i:i + 1], k=k, n_rows=len(ids), exclude_self_ids=ids[i:i + 1])[0])
+    seconds = time.perf_counter() - t
+    index = {int(v): j for j, v in enumerate(ids)}
+    p1 = float(np.mean([labels[index[h[0]["id"]]] == labels[i] for i, h in enumerate(hits)]))
+    full = seconds * len(ids) / n
+    return {"queries": n, "seconds": round(seconds, 2), "seconds_for_all": round(full, 1), "extrapolated": n < len(ids),
+            "exact_seconds": round(exact_seconds, 3), "exact_over_naive": round(full / exact_seconds, 1),
+            "naive_precision_at_1": p1}
+
+
 # output -----------------------------------------------------------------------------------------
 
 def markdown_table(report: Dict) -> str:
@@ -128,6 +149,13 @@ def markdown_table(report: Dict) -> str:
     lines.append("")
     lines.append(f"Protocol: {p['name']} on {p['dataset']}/{p['split']}; {p['distance']}; {p['excluded']}; "
                  f"kNN: {p['knn_top1']}. {p['note']}. Computation: {p['computation']}.")
+    for r in report["results"]:
+        naive = r.get("extra", {}).get("naive")
+        if naive:
+            lines.append(f"{r['model']}: exact evaluation {naive['exact_seconds']} s vs naive per-query Milvus search "
+                         f"{naive['seconds_for_all']} s for all {r['n']} queries"
+                         f"{' (extrapolated from ' + str(naive['queries']) + ')' if naive['extrapolated'] else ''}: "
+                         f"{naive['exact_over_naive']}x faster; naive P@1 {naive['naive_precision_at_1']:.4f}")
     if any(r["random_weights"] for r in report["results"]):
         lines.append("⚠ rows marked random use RANDOM weights (no pretrained weights were available): not a "
                      "measure of the architecture.")

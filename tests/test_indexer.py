@@ -176,3 +176,27 @@ def test_cli_status_json_and_search(dataset, tmp_path):
     assert missing.returncode == 2 and "python -m indexer build --model vit" in missing.stderr
     d = run("drop", "--model", MODEL, "--split", "val", *common)
     assert d.returncode == 0 and "dropped" in d.stdout
+
+
+def test_evaluate_report_outputs_and_milvus_agreement(store_uri, dataset, tmp_path):
+    from indexer.evaluate import EvalConfig, evaluate, markdown_table, write_csv, write_json, write_plot
+    store = VectorStore(store_uri)
+    _fresh(store, dataset, tmp_path / "emb")
+    build(_cfg(dataset, tmp_path / "emb"), store, progress=False)
+    cfg = EvalConfig(split="val", dataset=dataset.name, models=[MODEL], ks=(1, 5, 10), milvus_check=20,
+                     time_naive=30, progress=False)
+    report = evaluate(cfg, store)
+    raw, norm = report["results"]
+    assert (raw["features"], norm["features"]) == ("raw", "normalized")
+    assert raw["n"] == 30 and raw["random_weights"] and set(raw["precision"]) == {"1", "5", "10"}
+    assert raw["milvus_check"]["agree"] == 20 and raw["milvus_check"]["disagree"] == 0
+    naive = raw["extra"]["naive"]
+    assert naive["queries"] == 30 and naive["naive_precision_at_1"] == pytest.approx(raw["precision"]["1"])
+    assert "leave-one-out" in report["protocol"]["name"] and "query iterator" in report["protocol"]["computation"]
+    table = markdown_table(report)
+    assert "⚠random" in table and "RANDOM" in table and "Protocol:" in table
+    write_json(report, tmp_path / "r.json")
+    write_csv(report, tmp_path / "r.csv")
+    write_plot(report, tmp_path / "r.png")
+    assert json.loads((tmp_path / "r.json").read_text())["results"][0]["model"] == MODEL
+    assert (tmp_path / "r.csv").read_text().count("\n") == 3 and (tmp_path / "r.png").stat().st_size > 5000

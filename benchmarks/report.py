@@ -1,0 +1,58 @@
+"""Render a benchmark results JSON as markdown: python -m benchmarks.report RESULTS.json"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+
+def _forward_table(rows: List[Dict]) -> List[str]:
+    out = ["| model | px | batch | precision | channels_last | compile | images/s |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ips = "failed" if r["images_per_s"] is None else f"{r['images_per_s']:.1f}"
+        out.append(f"| {r['model']} | {r['size']} | {r['batch']} | {r['precision']} | {r['channels_last']} | "
+                   f"{r['compile']} | {ips} |")
+    return out
+
+
+def render(report: Dict) -> str:
+    m = report["machine"]
+    lines = [f"Machine: {m.get('gpu') or m['cpu']}, {m['cores']} cores, torch {m['torch']}, timm {m['timm']} "
+             f"({report['date']}{', quick' if report.get('quick') else ''})", ""]
+    lines += ["### Targets", "", "| ratio / figure | measured | target | met |", "|---|---|---|---|"]
+    for k, v in report.get("ratios", {}).items():
+        met = {True: "yes", False: "**no**", None: ""}[v["met"]]
+        lines.append(f"| {k} | {v['measured']} | {v['target'] if v['target'] is not None else ''} | {met} |")
+    if report.get("forward"):
+        lines += ["", "### Model forward (synthetic batch in memory)", ""] + _forward_table(report["forward"])
+    e2e = [r for r in report.get("e2e", []) if "e2e_images_per_s" in r]
+    if e2e:
+        lines += ["", "### End-to-end extraction from JPEG vs bare forward (same run, same settings)", "",
+                  "| model | images | batch | workers | precision | e2e img/s | bare img/s | efficiency |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in e2e:
+            lines.append(f"| {r['model']} | {r['images']} | {r['batch']} | {r['workers']} | {r['precision']} | "
+                         f"{r['e2e_images_per_s']} | {r['bare_forward_images_per_s']} | {r['pipeline_efficiency']} |")
+    mil = report.get("milvus")
+    if mil:
+        lines += ["", "### Milvus insert (upsert + flush)", "", "| backend | dim | rows | rows/s |", "|---|---|---|---|"]
+        lines += [f"| {r['backend']} | {r['dim']} | {r['rows']} | {r['rows_per_s']} |" for r in mil["insert"]]
+        lines += ["", "### Milvus search, nq = 1, k = 10, FLAT/L2", "", "| backend | rows | dim | p50 ms | p99 ms |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['backend']} | {r['rows']} | {r['dim']} | {r['p50_ms']} | {r['p99_ms']} |" for r in mil["search"]]
+        if mil.get("server_skipped"):
+            lines.append(f"\nServer: {mil['server_skipped']}")
+    ev = report.get("evaluation")
+    if ev:
+        lines += ["", "### Evaluation: exact (chunked matmul) vs naive (one Milvus Lite search per query)", "",
+                  f"{ev['rows']} x {ev['dim']}: exact {ev['exact_seconds']} s; naive {ev['naive_seconds_measured']} s "
+                  f"for {ev['naive_queries_run']} queries ({ev['naive_seconds_for_all']} s for all"
+                  f"{', extrapolated' if ev['naive_extrapolated'] else ''}); exact is **{ev['exact_over_naive']}x** "
+                  f"faster. P@1 on the naive queries: exact {ev['p1_exact_on_naive_queries']:.4f}, "
+                  f"naive {ev['p1_naive']:.4f}."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render(json.loads(Path(sys.argv[1]).read_text())))
