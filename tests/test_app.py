@@ -33,8 +33,11 @@ def small_index(tmp_path_factory):
         build(cfg, store, progress=False)
     store.close()
     from milvus_lite.server_manager import server_manager_instance
-    server_manager_instance.release_all()  # release the lock: the app (another process in the browser test) opens it
-    return {"uri": uri, "root": str(root)}
+    server_manager_instance.release_all()
+    # AppTest runs the app in this process and keeps the database open; the browser test's app is another
+    # process, so it gets a copy of its own (Milvus Lite allows one process per database)
+    shutil.copytree(uri, base / "browser.db", ignore=shutil.ignore_patterns("LOCK"))
+    return {"uri": uri, "root": str(root), "browser_uri": str(base / "browser.db")}
 
 
 def _app(small_index, monkeypatch):
@@ -146,7 +149,7 @@ def test_real_browser_renders_three_columns(small_index, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port), "--server.address", "127.0.0.1",
          "--server.headless", "true", "--browser.gatherUsageStats", "false", "--",
-         "--uri", small_index["uri"], "--data-root", small_index["root"]],
+         "--uri", small_index["browser_uri"], "--data-root", small_index["root"]],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     driver = None
     try:
