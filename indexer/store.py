@@ -56,13 +56,16 @@ class CollectionMeta:
     data_root: str
     split: str
     normalized: bool
+    precision: str = "fp32"       # of the extraction; collections from before this field were fp32
     metric: str = "L2"
     index_type: str = "FLAT"
     rows: int = 0                 # rows after the last completed build
     complete: bool = False
     extra: Dict = field(default_factory=dict)
 
-    IDENTITY = ("model", "timm_name", "dim", "weights_fingerprint", "dataset", "data_root", "split", "normalized")
+    # precision included: a collection must not claim to be complete while holding vectors of another extraction
+    IDENTITY = ("model", "timm_name", "dim", "weights_fingerprint", "dataset", "data_root", "split", "normalized",
+                "precision")
 
     def identity(self) -> Dict:
         return {k: getattr(self, k) for k in self.IDENTITY}

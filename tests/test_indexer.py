@@ -89,6 +89,12 @@ def test_metadata_mismatch_is_refused_unless_recreate(store_uri, dataset, tmp_pa
         build(_cfg(dataset, tmp_path / "emb"), store, normalize=True, progress=False)
     result = build(_cfg(dataset, tmp_path / "emb"), store, normalize=True, recreate=True, progress=False)
     assert result.rows == 30 and store.meta(result.collection).normalized
+    # vectors of another extraction (precision) must not hide behind a "complete" collection
+    import torch
+    from embed.extract import resolve_precision
+    other = "bf16" if resolve_precision("auto", torch.device("cpu")) is None else "fp32"
+    with pytest.raises(MetadataMismatch, match="precision"):
+        build(_cfg(dataset, tmp_path / "emb", precision=other, force=True), store, normalize=True, progress=False)
     _, vectors, _, _ = store.read_all(result.collection)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
