@@ -177,22 +177,6 @@ def bench_e2e(device: torch.device, quick: bool) -> List[Dict]:
 
 # 3. Milvus ----------------------------------------------------------------------------------------
 
-def _start_server(base: Path):
-    from milvus import MilvusServer
-    def free():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-    server = MilvusServer()
-    server.set_base_dir(str(base))
-    for key in server.config_keys:
-        if key.endswith("_port"):
-            server.config.set(key, free())
-    server.listen_port = server.config.get("proxy_port")
-    server.start()
-    return server
-
-
 def bench_milvus(quick: bool) -> Dict:
     from indexer.store import CollectionMeta, VectorStore
     out: Dict = {"insert": [], "search": []}
@@ -200,7 +184,8 @@ def bench_milvus(quick: bool) -> Dict:
     backends = {"lite": str(tmp / "bench.db")}
     server = None
     try:
-        server = _start_server(tmp / "server")
+        from indexer.embedded_server import start_embedded_milvus
+        server = start_embedded_milvus(tmp / "server")
         backends["server"] = f"http://127.0.0.1:{server.listen_port}"
     except Exception as e:
         out["server_skipped"] = f"embedded Milvus server unavailable: {e}"
@@ -258,6 +243,7 @@ def bench_milvus(quick: bool) -> Dict:
 
 def bench_evaluation(quick: bool, device: torch.device) -> Dict:
     """Exact chunked evaluation vs a naive one that sends one Milvus Lite search per query."""
+    from indexer.evaluate import naive_search
     from indexer.metrics import encode_labels, exact_neighbours, needed_k, retrieval_metrics
     from indexer.store import CollectionMeta, VectorStore
     n, dim = 10000, 2048
@@ -282,11 +268,7 @@ def bench_evaluation(quick: bool, device: torch.device) -> Dict:
         store.count("bench_eval")
         n_naive = 300 if quick else n
         k = needed_k(codes, ks, 20)
-        t = time.perf_counter()
-        naive_hits = []
-        for i in range(n_naive):
-            naive_hits.append(store.search("bench_eval", vecs[i][None], k=k, n_rows=n, exclude_self_ids=[i])[0])
-        naive_s = time.perf_counter() - t
+        naive_hits, naive_s = naive_search(store, "bench_eval", vecs, np.arange(n), k, n_naive)
         store.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -354,9 +336,10 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="forward,e2e,milvus,evaluation", help="comma-separated sections")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-    for noisy in ("faiss", "faiss.loader", "milvus_lite", "pymilvus", "embed", "indexer", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    from embed.cli import quiet_third_party_logs
+    quiet_third_party_logs()
+    for ours in ("embed", "indexer"):  # the benchmark prints its own lines
+        logging.getLogger(ours).setLevel(logging.ERROR)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           (args.device if args.device != "auto" else "cpu"))

@@ -132,10 +132,15 @@ def cmd_extract(args) -> int:
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    # their INFO lines (faiss loader, per-segment index builds, server start/stop) drown ours
+    quiet_third_party_logs()
+
+
+def quiet_third_party_logs() -> None:
+    # pymilvus warns "failed to get mvccTs" on every query iterator against Milvus Lite
     logging.getLogger("pymilvus").setLevel(logging.ERROR)
     # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not implement (AllocTimestamp)
-    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # "failed to get mvccTs" on every iterator
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+    # their INFO lines (faiss loader, per-segment index builds, server start/stop) drown ours
     for noisy in ("faiss", "faiss.loader", "milvus_lite", "httpx", "urllib3", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -61,6 +61,11 @@ class Manifest:
         return len(self.relpaths)
 
 
+def identity_diff(stored: Dict, now: Dict) -> Dict[str, Tuple]:
+    """{key: (stored value, current value)} for every identity key that differs."""
+    return {k: (stored.get(k), v) for k, v in now.items() if stored.get(k) != v}
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,8 +112,7 @@ class EmbeddingStore:
         existing = self.read_manifest()
         if existing is not None and existing.identity() != manifest.identity():
             if not force:
-                diff = {k: (existing.identity()[k], v) for k, v in manifest.identity().items()
-                        if existing.identity()[k] != v}
+                diff = identity_diff(existing.identity(), manifest.identity())
                 shown = {k: (str(a)[:60], str(b)[:60]) for k, (a, b) in diff.items()}
                 raise StoreMismatch(
                     f"{self.folder} holds embeddings made differently ({shown}, stored vs now); "

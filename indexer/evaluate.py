@@ -113,16 +113,21 @@ def _milvus_check(store: VectorStore, name: str, neigh, ids: np.ndarray, feats: 
     return check
 
 
+def naive_search(store: VectorStore, name: str, feats: np.ndarray, ids: np.ndarray, k: int, n: int,
+                 progress: bool = False):
+    """The first ``n`` rows as leave-one-out queries, one Milvus search each: (hit lists, seconds)."""
+    from tqdm import tqdm
+    t = time.perf_counter()
+    hits = [store.search(name, feats[i:i + 1], k=k, n_rows=len(ids), exclude_self_ids=ids[i:i + 1])[0]
+            for i in tqdm(range(n), desc=f"naive {name}", disable=not progress, unit="query")]
+    return hits, time.perf_counter() - t
+
+
 def _time_naive(store: VectorStore, name: str, ids: np.ndarray, feats: np.ndarray, labels: np.ndarray, k: int,
                 exact_seconds: float, cfg: EvalConfig) -> Dict:
     """The evaluation done naively: one Milvus search per query, timed against the exact computation."""
-    from tqdm import tqdm
     n = min(cfg.time_naive, len(ids))
-    t = time.perf_counter()
-    hits = []
-    for i in tqdm(range(n), desc=f"naive {name}", disable=not cfg.progress, unit="query"):
-        hits.append(store.search(name, feats[i:i + 1], k=k, n_rows=len(ids), exclude_self_ids=ids[i:i + 1])[0])
-    seconds = time.perf_counter() - t
+    hits, seconds = naive_search(store, name, feats, ids, k, n, progress=cfg.progress)
     index = {int(v): j for j, v in enumerate(ids)}
     p1 = float(np.mean([labels[index[h[0]["id"]]] == labels[i] for i, h in enumerate(hits)]))
     full = seconds * len(ids) / n

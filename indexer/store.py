@@ -16,6 +16,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from embed.store import identity_diff
+
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = os.environ.get("RETRIEVAL_MILVUS_URI", "data/milvus.db")
@@ -139,6 +141,8 @@ _TRANSIENT = ("connect", "unavailable", "deadline", "timeout", "timed out", "con
 
 
 def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, StoreError):  # already judged (locked, unreachable, mismatch): never retried again
+        return False
     text = f"{type(exc).__name__} {exc}".lower()
     return any(t in text for t in _TRANSIENT)
 
@@ -187,7 +191,8 @@ class VectorStore:
                     raise DatabaseLocked(f"{self.uri} could not be opened: it is in use by another process. "
                                          f"Use `python -m indexer serve` and --uri, or a Milvus server.") from None
                 raise StoreError(f"could not open Milvus Lite at {self.uri}: {e}") from None
-        return self._retry(lambda: MilvusClient(self.uri, token=self.token, timeout=10), "connect")
+        # one attempt: every call already runs inside _retry, which retries a failed connect with backoff
+        return MilvusClient(self.uri, token=self.token, timeout=10)
 
     def _retry(self, fn: Callable, what: str):
         delay = self.backoff
@@ -205,7 +210,7 @@ class VectorStore:
                             str(e)[:120], delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 30)
-                if self._client is not None and what != "connect":
+                if self._client is not None:
                     self._reconnect()
 
     def _reconnect(self) -> None:
@@ -271,8 +276,7 @@ class VectorStore:
                 raise MetadataMismatch(f"collection {name} exists but was not created by this tool; "
                                        f"use --recreate to replace it")
             elif existing.identity() != meta.identity():
-                diff = {k: (existing.identity()[k], v) for k, v in meta.identity().items()
-                        if existing.identity()[k] != v}
+                diff = identity_diff(existing.identity(), meta.identity())
                 raise MetadataMismatch(
                     f"collection {name} was built differently: "
                     + "; ".join(f"{k}: stored {str(a)[:48]!r}, now {str(b)[:48]!r}" for k, (a, b) in diff.items())

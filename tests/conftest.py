@@ -152,11 +152,7 @@ def make_imagenet_flat_layout(root: Path, inside: bool = False) -> Path:
     return root
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from indexer.embedded_server import free_port  # noqa: E402  (re-exported for the tests)
 
 
 @pytest.fixture(scope="session")
@@ -166,17 +162,12 @@ def milvus_server(tmp_path_factory):
     It cannot be told to bind loopback only, so every port is random and it stops with the session.
     """
     try:
-        from milvus import MilvusServer
+        import milvus  # noqa: F401
     except ImportError:
         pytest.skip("the `milvus` package (embedded Milvus server) is not installed")
-    server = MilvusServer()
-    server.set_base_dir(str(tmp_path_factory.mktemp("milvus_server")))
-    for key in server.config_keys:
-        if key.endswith("_port"):
-            server.config.set(key, free_port())
-    server.listen_port = server.config.get("proxy_port")
+    from indexer.embedded_server import start_embedded_milvus
     try:
-        server.start()
+        server = start_embedded_milvus(tmp_path_factory.mktemp("milvus_server"))
     except Exception as e:  # pragma: no cover - depends on the machine
         pytest.skip(f"embedded Milvus server could not start: {e}")
     yield server
