@@ -99,7 +99,8 @@ class FusedSplitNormConv2d(nn.Conv2d):
 
     The correction depends only on the input's spatial size (not its values), so it is computed
     once per size and cached; it touches only the output bands whose receptive field overlaps the
-    padding, which keeps the fused conv as cheap as a plain one.
+    padding, which keeps the fused conv as cheap as a plain one. Inside ``torch.compile`` the same
+    correction is built from tensors instead, so the whole model stays one graph.
     """
 
     def __init__(self, *args, **kwargs):
@@ -117,7 +118,6 @@ class FusedSplitNormConv2d(nn.Conv2d):
         self._border_cache = {}
         return super()._apply(fn, *args, **kwargs)
 
-    @torch.compiler.disable  # size-dependent bookkeeping, cached; only its tensors enter a compiled graph
     @torch.no_grad()
     def _border_correction(self, height: int, width: int, ref: torch.Tensor):
         key = (height, width, ref.device, ref.dtype)
@@ -146,6 +146,8 @@ class FusedSplitNormConv2d(nn.Conv2d):
         return hit
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return self._forward_with_correction_map(x)
         y = super().forward(x)
         corr, top, bottom, left, right = self._border_correction(x.shape[-2], x.shape[-1], y)
         h, w = y.shape[-2:]
@@ -158,6 +160,27 @@ class FusedSplitNormConv2d(nn.Conv2d):
         if right:
             y[..., top:h - bottom, w - right:] += corr[:, top:h - bottom, w - right:]
         return y
+
+
+    def _forward_with_correction_map(self, x: torch.Tensor) -> torch.Tensor:
+        # Under torch.compile the size-keyed cache above would break the graph. Here the correction
+        # is rebuilt from tensors each call (small: out_channels x out_h x out_w x taps) and its add
+        # fuses with the activation that follows.
+        y = super().forward(x)
+        kh, kw = self.kernel_size
+        per_tap = torch.einsum("oikl,i->okl", self.weight, self.pad_value.to(self.weight.dtype))
+        rows = _taps_on_padding(x.shape[-2], y.shape[-2], kh, self.stride[0], self.padding[0], self.dilation[0], x.device)
+        cols = _taps_on_padding(x.shape[-1], y.shape[-1], kw, self.stride[1], self.padding[1], self.dilation[1], x.device)
+        on_padding = rows[:, None, :, None] | cols[None, :, None, :]
+        corr = torch.einsum("okl,ijkl->oij", per_tap, on_padding.to(per_tap.dtype))
+        return y + corr.to(y.dtype)
+
+
+def _taps_on_padding(size: int, out_size: int, kernel: int, stride: int, padding: int, dilation: int,
+                     device: torch.device) -> torch.Tensor:
+    """(out_size, kernel) bool: whether tap k of output position i reads padding along one axis."""
+    pos = torch.arange(out_size, device=device)[:, None] * stride + torch.arange(kernel, device=device)[None, :] * dilation - padding
+    return (pos < 0) | (pos >= size)
 
 
 def _touches_padding(size: int, kernel: int, stride: int, padding: int, dilation: int) -> torch.Tensor:

@@ -95,7 +95,11 @@ def test_module_fusion_is_exact_on_borders(k, stride, h, w):
     x = torch.randn(3, 5, h, w) * 3 + 2
     with torch.no_grad():
         ref, out = m(x), fused(x)
-    assert (ref - out).abs().max() <= 1e-5 * ref.abs().max()
+        assert (ref - out).abs().max() <= 1e-5 * ref.abs().max()
+        if isinstance(fused, FusedSplitNormConv2d):
+            # the formulation used inside torch.compile graphs, checked on the same borders
+            graph_out = fused._forward_with_correction_map(x)
+            assert (ref - graph_out).abs().max() <= 1e-5 * ref.abs().max()
 
 
 def test_naive_fold_would_be_wrong_on_borders():
@@ -122,6 +126,17 @@ def test_model_fusion_relative_error(trained_pair, size):
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size))
     with torch.inference_mode():
         a, b = model(x), fused(x)
+    rel = ((a - b).norm() / a.norm()).item()
+    assert rel < 1e-4, rel
+
+
+def test_fused_model_compiles_into_one_graph(trained_pair):
+    # a graph break here made the compiled model slower than eager; fullgraph=True fails on any break
+    model, fused = trained_pair
+    compiled = torch.compile(fused, fullgraph=True)
+    x = torch.randn(2, 3, 97, 97, generator=torch.Generator().manual_seed(97))
+    with torch.inference_mode():
+        a, b = model(x), compiled(x)
     rel = ((a - b).norm() / a.norm()).item()
     assert rel < 1e-4, rel
 
