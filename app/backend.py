@@ -174,7 +174,7 @@ class Backend:
             if rows:
                 return np.asarray(rows[0]["vector"], dtype=np.float32)[None, :]
         from indexer.query import embed_query
-        return embed_query(self.embedder(model), query.image, coll.meta.normalized)
+        return embed_query(self.embedder(model), query.image, coll.meta)
 
     def search(self, model: str, query: Query, k: int, vector: Optional[np.ndarray] = None) -> ColumnResult:
         title = model_title(model)

@@ -29,10 +29,12 @@ def render(report: Dict) -> str:
     e2e = [r for r in report.get("e2e", []) if "e2e_images_per_s" in r]
     if e2e:
         lines += ["", "### End-to-end extraction from JPEG vs bare forward (same run, same settings)", "",
-                  "| model | images | batch | workers | precision | e2e img/s | bare img/s | efficiency |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| model | files | images | batch | decode | workers | precision | e2e img/s | bare img/s | efficiency |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in e2e:
-            lines.append(f"| {r['model']} | {r['images']} | {r['batch']} | {r['workers']} | {r['precision']} | "
+            lines.append(f"| {r['model']} | {r.get('files', 'tiny-imagenet 64px')} | {r['images']} | {r['batch']} | "
+                         f"{r.get('decode', 'workers')} | "
+                         f"{r['workers']} | {r['precision']} | "
                          f"{r['e2e_images_per_s']} | {r['bare_forward_images_per_s']} | {r['pipeline_efficiency']} |")
     mil = report.get("milvus")
     if mil:

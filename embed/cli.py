@@ -48,6 +48,10 @@ def add_compute_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for convnets)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster long runs)")
+    g.add_argument("--decode", default="auto", choices=["auto", "workers", "device"],
+                   help="workers: PIL decodes and resizes in DataLoader processes; device: resize/crop/normalise "
+                        "run batched on the model's device, JPEGs decoded there too on a GPU (nvJPEG). "
+                        "auto (default): the fastest measured, device on CPU and workers on GPU")
     g.add_argument("--shard-size", type=int, default=1024, help="images per shard file (resume granularity)")
     g.add_argument("--force", action="store_true", help="recompute embeddings even if they are on disk")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -57,7 +61,7 @@ def extract_config(args: argparse.Namespace, model: Optional[str] = None) -> Ext
     return ExtractConfig(
         model=model or args.model, split=args.split, data_root=args.data_root, out=args.out,
         batch_size=args.batch_size, workers=args.workers, device=args.device, precision=args.precision,
-        channels_last=args.channels_last, compile=args.compile, limit=args.limit, checkpoint=args.checkpoint,
+        channels_last=args.channels_last, compile=args.compile, decode=args.decode, limit=args.limit, checkpoint=args.checkpoint,
         random_init=args.random_init, force=args.force, shard_size=args.shard_size, progress=not args.no_progress,
     )
 

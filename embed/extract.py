@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .datasets import ImageList, load_split
+from .device_decode import DeviceDecoder, Encoded, EncodedImageDataset, collate_encoded, resolve_decode
 from .imaging import BadImage, DEFAULT_MAX_PIXELS, load_rgb
 from .registry import LoadedModel, load_model, safe_model_key
 from .store import EmbeddingStore, Manifest
@@ -41,6 +42,7 @@ class ExtractConfig:
     precision: str = "auto"               # auto: bf16 on GPUs that support it, else fp32
     channels_last: Optional[bool] = None  # None: on for convnets
     compile: bool = False
+    decode: str = "auto"                  # auto: in DataLoader workers; device: JPEGs decoded on the model's device
     limit: Optional[int] = None
     checkpoint: Optional[Path] = None
     random_init: bool = False
@@ -145,9 +147,18 @@ class Embedder:
             feats = self.model(x)
         return feats.float()
 
-    def embed_images(self, images: Sequence) -> np.ndarray:
-        """Embed PIL images with the model's own eval transform (used for queries)."""
-        batch = torch.stack([self.loaded.transform(im) for im in images])
+    def embed_images(self, images: Sequence, decode: str = "workers") -> np.ndarray:
+        """Embed PIL images (queries) with the preprocessing their collection was built with.
+
+        ``decode`` is the extraction's mode: "device" means the tensor resize of ``--decode device``,
+        so that a query and the vectors it is compared with went through the same resampling.
+        """
+        if decode == "device":
+            items = [Encoded(i, None, torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))
+                     for i, im in enumerate(images)]
+            _, batch, _ = DeviceDecoder(self.loaded.transform, self.device)(items, [])
+        else:
+            batch = torch.stack([self.loaded.transform(im) for im in images])
         return self(batch).cpu().numpy()
 
 
@@ -220,14 +231,17 @@ def _barrier(world: int) -> None:
 
 # the run ----------------------------------------------------------------------------------------
 
-def make_manifest(loaded: LoadedModel, full: ImageList, shard_size: int, precision: str) -> Manifest:
+def make_manifest(loaded: LoadedModel, full: ImageList, shard_size: int, precision: str,
+                  decoder: Optional[DeviceDecoder] = None) -> Manifest:
+    # device decoding gives slightly different pixels (tensor vs PIL resampling): never mix the two in one set
+    transform = repr(loaded.transform) + (f"\n{decoder.describe()}" if decoder else "")
     return Manifest(
         model=loaded.spec.name, timm_name=loaded.spec.timm_name, dim=loaded.spec.dim,
         weights_source=loaded.weights.source, weights_fingerprint=loaded.weights.fingerprint,
-        transform=repr(loaded.transform), data_root=str(full.data_root), dataset=full.dataset_name,
+        transform=transform, data_root=str(full.data_root), dataset=full.dataset_name,
         split=full.split, layout=full.layout, list_fingerprint=full.fingerprint(), shard_size=shard_size,
         relpaths=[r.relpath for r in full.records], class_ids=[r.class_id for r in full.records],
-        precision=precision, extra={"weights_detail": loaded.weights.detail},
+        precision=precision, extra={"weights_detail": loaded.weights.detail, "decode": "device" if decoder else "workers"},
     )
 
 
@@ -244,11 +258,13 @@ def extract(cfg: ExtractConfig, embedder: Optional[Embedder] = None) -> ExtractR
         embedder = build_embedder(cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision,
                                   cfg.channels_last, cfg.compile)
     loaded = embedder.loaded
+    decoder = DeviceDecoder(loaded.transform, embedder.device) \
+        if resolve_decode(cfg.decode, embedder.device) == "device" else None
     store = EmbeddingStore(embeddings_folder(cfg.out, cfg.model, full))
     if rank == 0:
         if loaded.weights.is_random:
             log.warning("%s runs with RANDOM weights: its vectors are marked as such everywhere", cfg.model)
-        store.prepare(make_manifest(loaded, full, cfg.shard_size, embedder.precision_name), cfg.force)
+        store.prepare(make_manifest(loaded, full, cfg.shard_size, embedder.precision_name, decoder), cfg.force)
     _barrier(world)
 
     todo = [(i, a, b) for i, a, b in EmbeddingStore.shard_ranges(len(images), cfg.shard_size)
@@ -257,7 +273,7 @@ def extract(cfg: ExtractConfig, embedder: Optional[Embedder] = None) -> ExtractR
     start_time = time.perf_counter()
     skipped_here: List[Tuple[int, str]] = []
     if positions:
-        skipped_here = _run_shards(cfg, embedder, images, store, todo, positions, rank)
+        skipped_here = _run_shards(cfg, embedder, images, store, todo, positions, rank, decoder)
     seconds = time.perf_counter() - start_time
     _barrier(world)
 
@@ -273,21 +289,26 @@ def extract(cfg: ExtractConfig, embedder: Optional[Embedder] = None) -> ExtractR
     return result
 
 
-def _run_shards(cfg, embedder: Embedder, images: ImageList, store: EmbeddingStore, todo, positions, rank):
+def _run_shards(cfg, embedder: Embedder, images: ImageList, store: EmbeddingStore, todo, positions, rank,
+                decoder: Optional[DeviceDecoder] = None):
     from tqdm import tqdm
 
     device = embedder.device
     batch_size = cfg.batch_size or default_batch_size(device)
     workers = default_workers(device) if cfg.workers is None else cfg.workers
-    dataset = ImageFileDataset(images, positions, embedder.loaded.transform, cfg.max_pixels)
+    if decoder is None:
+        dataset, collate = ImageFileDataset(images, positions, embedder.loaded.transform, cfg.max_pixels), collate_skipping
+    else:
+        dataset, collate = EncodedImageDataset(images, positions, cfg.max_pixels, decode_jpegs_here=device.type != "cuda"), collate_encoded
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skipping,
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
         pin_memory=device.type == "cuda", persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
         timeout=600 if workers > 0 else 0,  # a wedged worker ends the run with an error, not a hang
     )
-    log.info("extracting %d images on %s (batch %d, %d workers, %s%s)", len(positions), device, batch_size, workers,
-             embedder.precision_name, ", channels_last" if embedder.channels_last else "")
+    log.info("extracting %d images on %s (batch %d, %d workers, %s%s, decode on %s)", len(positions), device, batch_size,
+             workers, embedder.precision_name, ", channels_last" if embedder.channels_last else "",
+             "workers" if decoder is None else device)
 
     shards = iter(todo)
     index, start, stop = next(shards)
@@ -297,7 +318,8 @@ def _run_shards(cfg, embedder: Embedder, images: ImageList, store: EmbeddingStor
     all_bad: List[Tuple[int, str]] = []
     bar = tqdm(total=len(positions), unit="img", desc=f"{cfg.model}/{cfg.split}", disable=not cfg.progress or rank != 0,
                dynamic_ncols=True, smoothing=0.1)
-    for pos, batch, bad in loader:
+    for loaded_batch in loader:
+        pos, batch, bad = loaded_batch if decoder is None else decoder(*loaded_batch)
         feats = embedder(batch).cpu().numpy() if batch is not None else np.zeros((0, embedder.loaded.spec.dim), np.float32)
         pos = pos.numpy()
         buf_bad += bad

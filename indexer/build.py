@@ -54,7 +54,8 @@ def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recre
         model=manifest.model, timm_name=manifest.timm_name, dim=manifest.dim,
         weights_source=manifest.weights_source, weights_fingerprint=manifest.weights_fingerprint,
         dataset=manifest.dataset, data_root=manifest.data_root, split=manifest.split, normalized=normalize,
-        precision=manifest.precision, extra={"weights_detail": manifest.extra.get("weights_detail", ""), "layout": manifest.layout},
+        precision=manifest.precision, extra={"weights_detail": manifest.extra.get("weights_detail", ""), "layout": manifest.layout,
+               "decode": manifest.extra.get("decode", "workers")},
     )
     created = store.ensure_collection(name, meta, recreate=recreate)
     expected = len(positions)

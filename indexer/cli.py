@@ -180,7 +180,7 @@ def cmd_search(args) -> int:
     coll = find_collection(store, args.model, args.split, _dataset_arg(args))
     image = load_rgb(args.image)
     emb = embedder_for(coll.meta, args.checkpoint, args.device)
-    hits = store.search(coll.name, embed_query(emb, image, coll.meta.normalized), k=args.k)[0]
+    hits = store.search(coll.name, embed_query(emb, image, coll.meta), k=args.k)[0]
     for h in hits:
         h["class_name"] = class_name(h["class_id"] or "")
         h["path"] = str(Path(coll.meta.data_root) / coll.meta.split / h["relpath"])

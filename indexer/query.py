@@ -70,6 +70,7 @@ def embedder_for(meta: CollectionMeta, checkpoint: Optional[Path] = None, device
     return emb
 
 
-def embed_query(emb: Embedder, image, normalized: bool):
-    vec = emb.embed_images([image])
-    return l2_normalize(vec) if normalized else vec
+def embed_query(emb: Embedder, image, meta: CollectionMeta):
+    """One image as a query vector for a collection: same preprocessing and normalisation as its rows."""
+    vec = emb.embed_images([image], decode=meta.extra.get("decode", "workers"))
+    return l2_normalize(vec) if meta.normalized else vec

@@ -1,0 +1,221 @@
+"""Decoding on the model's device: workers only read files, the device decodes, resizes and crops.
+
+On a GPU machine the CPU JPEG decoder is the ceiling of extraction (a few thousand images/s even
+with every core), far below what the model can take. With ``--decode device`` the DataLoader
+workers only read the encoded bytes and the header; each batch of JPEGs is then decoded in one
+call (``torchvision.io.decode_jpeg(list, device="cuda")``, i.e. nvJPEG), and the model's own eval
+transform (resize, centre crop, normalise) runs as tensor ops on the device. When the device is the
+CPU, the workers decode the JPEGs themselves (so decoding still scales with them) and only the
+resize, crop and normalisation move to batched tensor ops.
+
+Anything that is not a plain RGB or grey JPEG (PNG, WebP, CMYK JPEG, ...) is decoded by the worker
+with the same safe loader as the default path, so both paths accept and refuse the same files.
+Vectors differ slightly from the default path's (tensor bicubic is not PIL's bicubic), which is why
+the decode mode is part of the embeddings' identity.
+"""
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
+
+from .datasets import ImageList
+from .imaging import BadImage, load_rgb
+
+DECODE_MODES = ("auto", "workers", "device")
+
+# EXIF orientation tag -> the tensor operation PIL's exif_transpose performs (CHW tensors)
+_ORIENT: dict = {
+    2: lambda x: x.flip(-1),
+    3: lambda x: x.flip((-2, -1)),
+    4: lambda x: x.flip(-2),
+    5: lambda x: x.transpose(-2, -1),
+    6: lambda x: x.transpose(-2, -1).flip(-1),
+    7: lambda x: x.transpose(-2, -1).flip((-2, -1)),
+    8: lambda x: x.transpose(-2, -1).flip(-2),
+}
+
+
+def resolve_decode(name: str, device: torch.device) -> str:
+    """``auto`` picks the fastest mode measured for the device type (benchmarks/README.md).
+
+    On the CPU that is ``device``: workers decode only, and the batched tensor resize beats PIL's
+    per-image resize (1.17x on Tiny-ImageNet, equal on 500x375 files). On a GPU it stays ``workers``
+    until nvJPEG decoding has been measured on one.
+    """
+    if name not in DECODE_MODES:
+        raise ValueError(f"decode mode {name!r}: choose one of {', '.join(DECODE_MODES)}")
+    if name == "auto":
+        return "device" if device.type == "cpu" else "workers"
+    return name
+
+
+@dataclass
+class Encoded:
+    """One image as a worker hands it over: JPEG bytes for the device, or pixels it decoded itself."""
+    position: int
+    jpeg: Optional[torch.Tensor]     # 1-d uint8, the file's bytes
+    pixels: Optional[torch.Tensor]   # uint8 CHW RGB
+    orientation: int = 1             # EXIF orientation still to apply (JPEG only)
+
+
+def read_encoded(path, position: int, max_pixels: int) -> Encoded:
+    """Read a file for device decoding; raises BadImage like ``load_rgb``."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise BadImage(f"unreadable: {e.strerror or e}") from None
+    if not data:
+        raise BadImage("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                plain_jpeg = im.format == "JPEG" and im.mode in ("RGB", "L")
+                width, height = im.size
+                orientation = int(im.getexif().get(0x0112, 1)) if plain_jpeg else 1
+    except Exception:
+        plain_jpeg = False  # load_rgb below gives the precise reason
+    if plain_jpeg and 0 < width * height <= max_pixels:
+        return Encoded(position, torch.frombuffer(bytearray(data), dtype=torch.uint8), None,
+                       orientation if orientation in _ORIENT else 1)
+    image = load_rgb(data, max_pixels)
+    return Encoded(position, None, torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous())
+
+
+def decode_in_worker(enc: Encoded) -> Encoded:
+    """Decode a JPEG item to pixels on the CPU (the model's device is the CPU: decoding scales with workers)."""
+    img, reason = decode_jpegs([enc.jpeg], torch.device("cpu"))[0]
+    if img is None:
+        raise BadImage(reason)
+    return Encoded(enc.position, None, _ORIENT.get(enc.orientation, lambda x: x)(img).contiguous())
+
+
+class EncodedImageDataset(Dataset):
+    """(Encoded or None, reason) for each requested canonical position."""
+
+    def __init__(self, images: ImageList, positions: Sequence[int], max_pixels: int, decode_jpegs_here: bool = False):
+        self.images = images
+        self.positions = list(positions)
+        self.max_pixels = max_pixels
+        self.decode_jpegs_here = decode_jpegs_here
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int):
+        pos = self.positions[i]
+        try:
+            enc = read_encoded(self.images.path(self.images.records[pos]), pos, self.max_pixels)
+            if self.decode_jpegs_here and enc.jpeg is not None:
+                enc = decode_in_worker(enc)
+            return enc, ""
+        except BadImage as e:
+            return Encoded(pos, None, None), e.reason
+        except Exception as e:
+            return Encoded(pos, None, None), f"{type(e).__name__}: {e}"
+
+
+def collate_encoded(items):
+    good = [enc for enc, reason in items if not reason]
+    bad = [(enc.position, reason) for enc, reason in items if reason]
+    return good, bad
+
+
+def tensor_transform(transform: T.Compose) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's PIL eval transform as batched tensor ops on float images in [0, 1].
+
+    Uses the Compose's own parameters (timm's resolved size, crop and interpolation), so there is no
+    second copy of each model's preprocessing to drift out of date.
+    """
+    steps: List[Callable[[torch.Tensor], torch.Tensor]] = []
+    for t in getattr(transform, "transforms", [transform]):
+        if isinstance(t, T.Resize):
+            size, interp, max_size = t.size, t.interpolation, t.max_size
+            # PIL resizes uint8 and saturates; clamping keeps bicubic overshoot out of the same range
+            steps.append(lambda x, s=size, i=interp, m=max_size: TF.resize(x, s, i, m, antialias=True).clamp_(0, 1))
+        elif isinstance(t, (T.CenterCrop, T.Normalize)):
+            steps.append(t)
+        elif type(t).__name__ in ("ToTensor", "MaybeToTensor"):
+            continue  # images arrive as float tensors already
+        else:
+            raise ValueError(f"--decode device cannot run the transform step {t!r} on tensors; use --decode workers")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        for step in steps:
+            x = step(x)
+        return x
+    return run
+
+
+def _reason(error: Exception) -> str:
+    # torchvision prefixes its messages with the C++ source location
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return "corrupt image: " + re.sub(r"^.*?\.cpp:\d+,\s*", "", text)
+
+
+def decode_jpegs(data: List[torch.Tensor], device: torch.device) -> List[Tuple[Optional[torch.Tensor], str]]:
+    """Decode JPEG byte tensors to uint8 RGB on ``device`` in one call; (image or None, reason) each."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to torchcodec
+        try:
+            return [(img, "") for img in decode_jpeg(data, mode=ImageReadMode.RGB, device=device)]
+        except RuntimeError:
+            pass  # one bad file fails the whole batch call: find it one by one
+        out = []
+        for d in data:
+            try:
+                out.append((decode_jpeg(d, mode=ImageReadMode.RGB, device=device), ""))
+            except RuntimeError as e:
+                out.append((None, _reason(e)))
+        return out
+
+
+class DeviceDecoder:
+    """Turns a batch of Encoded items into the model's input batch on ``device``."""
+
+    def __init__(self, transform: T.Compose, device: torch.device):
+        self.device = device
+        self.transform = tensor_transform(transform)
+
+    def describe(self) -> str:
+        return "decode=device (torchvision.io.decode_jpeg + tensor resize/crop)"
+
+    def __call__(self, items: List[Encoded], bad: List[Tuple[int, str]]):
+        bad = list(bad)
+        jpegs = [e for e in items if e.jpeg is not None]
+        decoded = dict(zip((e.position for e in jpegs), decode_jpegs([e.jpeg for e in jpegs], self.device))) if jpegs else {}
+        images: List[Tuple[int, torch.Tensor]] = []
+        for e in items:
+            if e.jpeg is None:
+                images.append((e.position, e.pixels.to(self.device, non_blocking=True)))
+                continue
+            img, reason = decoded[e.position]
+            if img is None:
+                bad.append((e.position, reason))
+                continue
+            images.append((e.position, _ORIENT.get(e.orientation, lambda x: x)(img)))
+        if not images:
+            return torch.zeros(0, dtype=torch.int64), None, bad
+        # images of one size resize together; the usual dataset has few distinct sizes per batch
+        out: List[Optional[torch.Tensor]] = [None] * len(images)
+        by_size: dict = {}
+        for i, (_, img) in enumerate(images):
+            by_size.setdefault(tuple(img.shape), []).append(i)
+        for idx in by_size.values():
+            batch = torch.stack([images[i][1] for i in idx]).float().div_(255)
+            for i, row in zip(idx, self.transform(batch)):
+                out[i] = row
+        positions = torch.tensor([p for p, _ in images], dtype=torch.int64)
+        return positions, torch.stack(out), bad
