@@ -51,7 +51,8 @@ def add_compute_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decode", default="auto", choices=["auto", "workers", "device"],
                    help="workers: PIL decodes and resizes in DataLoader processes; device: resize/crop/normalise "
                         "run batched on the model's device, JPEGs decoded there too on a GPU (nvJPEG). "
-                        "auto (default): the fastest measured, device on CPU and workers on GPU")
+                        "auto (default): the fastest measured; device on a CPU for small images that are "
+                        "enlarged (e.g. Tiny-ImageNet), workers otherwise")
     g.add_argument("--shard-size", type=int, default=1024, help="images per shard file (resume granularity)")
     g.add_argument("--force", action="store_true", help="recompute embeddings even if they are on disk")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")

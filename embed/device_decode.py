@@ -45,18 +45,34 @@ _ORIENT: dict = {
 }
 
 
-def resolve_decode(name: str, device: torch.device) -> str:
-    """``auto`` picks the fastest mode measured for the device type (benchmarks/README.md).
+def resolve_decode(name: str, device: torch.device, upsampling: bool = False) -> str:
+    """``auto`` picks the mode measured fastest for this device and kind of file (benchmarks/README.md).
 
-    On the CPU that is ``device``: workers decode only, and the batched tensor resize beats PIL's
-    per-image resize (1.17x on Tiny-ImageNet, equal on 500x375 files). On a GPU it stays ``workers``
-    until nvJPEG decoding has been measured on one.
+    On a CPU, small files that the transform enlarges (Tiny-ImageNet's 64 px) go faster with the
+    batched tensor resize (``device``); ImageNet-sized files go a little faster with PIL in the
+    workers. On a GPU it stays ``workers`` until the nvJPEG path has been measured on one.
     """
     if name not in DECODE_MODES:
         raise ValueError(f"decode mode {name!r}: choose one of {', '.join(DECODE_MODES)}")
     if name == "auto":
-        return "device" if device.type == "cpu" else "workers"
+        return "device" if device.type == "cpu" and upsampling else "workers"
     return name
+
+
+def transform_upsamples(images: ImageList, transform, sample: int = 16) -> bool:
+    """Whether the first images' shorter side (median, read from headers) is below the transform's resize."""
+    target = next((t.size for t in getattr(transform, "transforms", []) if isinstance(t, T.Resize)), None)
+    if target is None:
+        return False
+    target = min(target) if isinstance(target, (tuple, list)) else target
+    sides = []
+    for record in images.records[:sample]:
+        try:
+            with Image.open(images.path(record)) as im:
+                sides.append(min(im.size))
+        except Exception:
+            continue  # unreadable files are reported by the extraction itself
+    return bool(sides) and float(np.median(sides)) < target
 
 
 @dataclass

