@@ -26,6 +26,17 @@ def render(report: Dict) -> str:
         lines.append(f"| {k} | {v['measured']} | {v['target'] if v['target'] is not None else ''} | {met} |")
     if report.get("forward"):
         lines += ["", "### Model forward (synthetic batch in memory)", ""] + _forward_table(report["forward"])
+    paired = report.get("paired")
+    if paired:
+        lines += ["", f"### GResNet ratios from {paired['rounds']} interleaved rounds (eager, channels_last, "
+                      f"{paired['size']} px, batch {paired['batch']}; median of per-round ratios)", "",
+                  "| precision | gresnet img/s | unfused img/s | resnet50d img/s | fused/unfused | fused/resnet50d |",
+                  "|---|---|---|---|---|---|"]
+        for prec in ("fp32", "bf16"):
+            r = paired[prec]
+            ips = {k: " / ".join(f"{v:.1f}" for v in vs) for k, vs in r["images_per_s"].items()}
+            lines.append(f"| {prec} | {ips['gresnet']} | {ips['gresnet_unfused']} | {ips['resnet50d']} | "
+                         f"{r['fused_over_unfused']} | {r['fused_over_resnet50d']} |")
     e2e = [r for r in report.get("e2e", []) if "e2e_images_per_s" in r]
     if e2e:
         lines += ["", "### End-to-end extraction from JPEG vs bare forward (same run, same settings)", "",

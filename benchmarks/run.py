@@ -144,6 +144,28 @@ def bench_forward(device: torch.device, quick: bool) -> List[Dict]:
     return rows
 
 
+def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
+    """The GResNet ratios from interleaved rounds (A, B, C, A, B, C, ...), medians of per-round ratios.
+
+    On a shared 2-core VM a model's throughput drifts by 10-20% between runs minutes apart; a
+    ratio of two figures taken at different times inherits that drift, a per-round ratio does not.
+    """
+    batch = 256 if device.type == "cuda" else 16
+    models = {"gresnet": _model("gresnet"), "gresnet_unfused": _model("gresnet", False), "resnet50d": _model("resnet50d")}
+    out: Dict = {"rounds": 2 if quick else rounds, "batch": batch, "size": 224, "channels_last": True, "compile": False}
+    for pname, prec in {"fp32": None, "bf16": torch.bfloat16}.items():
+        samples: Dict[str, List[float]] = {k: [] for k in models}
+        for _ in range(out["rounds"]):
+            for name, model in models.items():
+                samples[name].append(time_forward(model, batch, 224, device, prec, True, False, 2.0))
+        per_round = lambda a, b: [x / y for x, y in zip(samples[a], samples[b])]  # noqa: E731
+        out[pname] = {"images_per_s": {k: [round(v, 2) for v in vs] for k, vs in samples.items()},
+                      "fused_over_unfused": round(statistics.median(per_round("gresnet", "gresnet_unfused")), 3),
+                      "fused_over_resnet50d": round(statistics.median(per_round("gresnet", "resnet50d")), 3)}
+        log.info("paired %s %s", pname, out[pname])
+    return out
+
+
 def best(rows: List[Dict], **match) -> Optional[Dict]:
     cand = [r for r in rows if all(r.get(k) == v for k, v in match.items()) and r.get("images_per_s")]
     return max(cand, key=lambda r: r["images_per_s"]) if cand else None
@@ -336,6 +358,12 @@ def ratios(report: Dict, device: torch.device) -> Dict:
             value = ratio({**eager, **a}, {**eager, **b})
             if value is not None:
                 out[key] = value
+        paired = report.get("paired")
+        if paired:  # interleaved medians: the figures the targets are judged on when present
+            out["gresnet_fused_over_unfused"] = paired["fp32"]["fused_over_unfused"]
+            out["gresnet_fused_over_resnet50d"] = paired["fp32"]["fused_over_resnet50d"]
+            out["fused_over_unfused_bf16"] = paired["bf16"]["fused_over_unfused"]
+            out["fused_over_resnet50d_bf16"] = paired["bf16"]["fused_over_resnet50d"]
         for prec in ("fp32", "bf16"):
             compiled = ratio({"model": "gresnet", "size": 224, "precision": prec, "compile": True},
                              {"model": "resnet50d", "size": 224, "precision": prec, "compile": True})
@@ -374,7 +402,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--quick", action="store_true", help="smaller grid and samples (a few minutes on CPU)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<machine>/<date>.json)")
-    p.add_argument("--only", default="forward,e2e,milvus,evaluation", help="comma-separated sections")
+    p.add_argument("--only", default="forward,paired,e2e,milvus,evaluation", help="comma-separated sections")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from embed.cli import quiet_third_party_logs
@@ -390,6 +418,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if "forward" in sections:
         report["forward"] = bench_forward(device, args.quick)
+    if "paired" in sections:
+        report["paired"] = bench_paired(device, args.quick)
     if "e2e" in sections:
         report["e2e"] = bench_e2e(device, args.quick)
     if "milvus" in sections:
