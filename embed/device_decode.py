@@ -19,12 +19,11 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
@@ -43,6 +42,12 @@ _ORIENT: dict = {
     7: lambda x: x.transpose(-2, -1).flip((-2, -1)),
     8: lambda x: x.transpose(-2, -1).flip(-2),
 }
+
+
+def upright(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """A CHW image turned as its EXIF orientation says (1 or unknown: unchanged)."""
+    turn = _ORIENT.get(orientation)
+    return turn(image) if turn else image
 
 
 def resolve_decode(name: str, device: torch.device, upsampling: bool = False) -> str:
@@ -91,9 +96,7 @@ def read_encoded(path, position: int, max_pixels: int) -> Encoded:
             data = fh.read()
     except OSError as e:
         raise BadImage(f"unreadable: {e.strerror or e}") from None
-    if not data:
-        raise BadImage("empty file")
-    try:
+    try:  # an empty or non-image file fails here and gets its reason from load_rgb below
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
@@ -114,37 +117,19 @@ def decode_in_worker(enc: Encoded) -> Encoded:
     img, reason = decode_jpegs([enc.jpeg], torch.device("cpu"))[0]
     if img is None:
         raise BadImage(reason)
-    return Encoded(enc.position, None, _ORIENT.get(enc.orientation, lambda x: x)(img).contiguous())
+    return Encoded(enc.position, None, upright(img, enc.orientation).contiguous())
 
 
-class EncodedImageDataset(Dataset):
-    """(Encoded or None, reason) for each requested canonical position."""
-
-    def __init__(self, images: ImageList, positions: Sequence[int], max_pixels: int, decode_jpegs_here: bool = False):
-        self.images = images
-        self.positions = list(positions)
-        self.max_pixels = max_pixels
-        self.decode_jpegs_here = decode_jpegs_here
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __getitem__(self, i: int):
-        pos = self.positions[i]
-        try:
-            enc = read_encoded(self.images.path(self.images.records[pos]), pos, self.max_pixels)
-            if self.decode_jpegs_here and enc.jpeg is not None:
-                enc = decode_in_worker(enc)
-            return enc, ""
-        except BadImage as e:
-            return Encoded(pos, None, None), e.reason
-        except Exception as e:
-            return Encoded(pos, None, None), f"{type(e).__name__}: {e}"
+def load_encoded(path, position: int, max_pixels: int, decode_jpegs_here: bool) -> Encoded:
+    """What a worker hands over in ``--decode device`` mode; ``decode_jpegs_here`` when the device is the CPU."""
+    enc = read_encoded(path, position, max_pixels)
+    return decode_in_worker(enc) if decode_jpegs_here and enc.jpeg is not None else enc
 
 
 def collate_encoded(items):
-    good = [enc for enc, reason in items if not reason]
-    bad = [(enc.position, reason) for enc, reason in items if reason]
+    """(position, Encoded or None, reason) items -> (Encoded list, [(position, reason)])."""
+    good = [enc for _, enc, _ in items if enc is not None]
+    bad = [(pos, reason) for pos, enc, reason in items if enc is None]
     return good, bad
 
 
@@ -221,7 +206,7 @@ class DeviceDecoder:
             if img is None:
                 bad.append((e.position, reason))
                 continue
-            images.append((e.position, _ORIENT.get(e.orientation, lambda x: x)(img)))
+            images.append((e.position, upright(img, e.orientation)))
         if not images:
             return torch.zeros(0, dtype=torch.int64), None, bad
         # images of one size resize together; the usual dataset has few distinct sizes per batch

@@ -11,15 +11,16 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .datasets import ImageList, load_split
-from .device_decode import (DeviceDecoder, Encoded, EncodedImageDataset, collate_encoded, resolve_decode,
+from .device_decode import (DeviceDecoder, Encoded, collate_encoded, load_encoded, resolve_decode,
                             transform_upsamples)
 from .imaging import BadImage, DEFAULT_MAX_PIXELS, load_rgb
 from .registry import LoadedModel, load_model, safe_model_key
@@ -173,27 +174,31 @@ def build_embedder(model: str, checkpoint: Optional[Path] = None, random_init: b
 # data -------------------------------------------------------------------------------------------
 
 class ImageFileDataset(Dataset):
-    """(position, tensor or None, reason) for each requested canonical position."""
+    """(position, item or None, reason) for each requested canonical position.
 
-    def __init__(self, images: ImageList, positions: Sequence[int], transform, max_pixels: int):
+    ``load(path, position)`` makes the item: a model-ready tensor, or an ``Encoded`` for device decoding.
+    """
+
+    def __init__(self, images: ImageList, positions: Sequence[int], load: Callable):
         self.images = images
         self.positions = list(positions)
-        self.transform = transform
-        self.max_pixels = max_pixels
+        self.load = load
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def __getitem__(self, i: int):
         pos = self.positions[i]
-        record = self.images.records[pos]
         try:
-            image = load_rgb(self.images.path(record), self.max_pixels)
-            return pos, self.transform(image), ""
+            return pos, self.load(self.images.path(self.images.records[pos]), pos), ""
         except BadImage as e:
             return pos, None, e.reason
         except Exception as e:  # a transform failing on a pathological image must not end the run
             return pos, None, f"{type(e).__name__}: {e}"
+
+
+def load_transformed(path, position: int, transform, max_pixels: int) -> torch.Tensor:
+    return transform(load_rgb(path, max_pixels))
 
 
 def collate_skipping(items):
@@ -299,9 +304,12 @@ def _run_shards(cfg, embedder: Embedder, images: ImageList, store: EmbeddingStor
     batch_size = cfg.batch_size or default_batch_size(device)
     workers = default_workers(device) if cfg.workers is None else cfg.workers
     if decoder is None:
-        dataset, collate = ImageFileDataset(images, positions, embedder.loaded.transform, cfg.max_pixels), collate_skipping
+        load, collate = partial(load_transformed, transform=embedder.loaded.transform, max_pixels=cfg.max_pixels), \
+            collate_skipping
     else:
-        dataset, collate = EncodedImageDataset(images, positions, cfg.max_pixels, decode_jpegs_here=device.type != "cuda"), collate_encoded
+        load, collate = partial(load_encoded, max_pixels=cfg.max_pixels, decode_jpegs_here=device.type != "cuda"), \
+            collate_encoded
+    dataset = ImageFileDataset(images, positions, load)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
         pin_memory=device.type == "cuda", persistent_workers=False,

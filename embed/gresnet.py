@@ -20,7 +20,7 @@ checkpoints written by torchvision's reference training scripts load through
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Any, Dict, List, Tuple, Type
 
 import torch
 import torch.nn as nn
@@ -131,11 +131,13 @@ class FusedSplitNormConv2d(nn.Conv2d):
         inside = F.conv2d(mu_img, weight, None, self.stride, self.padding, self.dilation, self.groups)
         full = (weight * mu).sum(dim=(1, 2, 3)).view(1, -1, 1, 1)
         # which outputs have taps on the padding is geometry, not values; rows and columns separate
-        rows = _touches_padding(height, self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0])
-        cols = _touches_padding(width, self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1])
+        out_h, out_w = inside.shape[-2:]
+        rows = _taps_on_padding(height, out_h, self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0],
+                                weight.device).any(dim=1)
+        cols = _taps_on_padding(width, out_w, self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1],
+                                weight.device).any(dim=1)
         touches = rows[:, None] | cols[None, :]
         corr = torch.where(touches, (full - inside)[0], torch.zeros((), dtype=torch.float64))
-        out_h, out_w = corr.shape[-2:]
         top = _leading_true(rows)
         bottom = _leading_true(rows.flip(0))
         left = _leading_true(cols)
@@ -181,13 +183,6 @@ def _taps_on_padding(size: int, out_size: int, kernel: int, stride: int, padding
     """(out_size, kernel) bool: whether tap k of output position i reads padding along one axis."""
     pos = torch.arange(out_size, device=device)[:, None] * stride + torch.arange(kernel, device=device)[None, :] * dilation - padding
     return (pos < 0) | (pos >= size)
-
-
-def _touches_padding(size: int, kernel: int, stride: int, padding: int, dilation: int) -> torch.Tensor:
-    """For each output position along one axis, whether some kernel tap lands on padding."""
-    ones = torch.ones(1, 1, size, dtype=torch.float64)
-    taps = F.conv1d(ones, torch.ones(1, 1, kernel, dtype=torch.float64), None, stride, padding, dilation)[0, 0]
-    return taps < kernel
 
 
 def _leading_true(flags: torch.Tensor) -> int:
