@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from PIL import Image
 
 from embed.datasets import class_name
 from embed.imaging import BadImage, load_rgb, read_bytes_capped
+from embed import settings
 from embed.registry import BLOG_MODELS, REGISTRY
 from indexer.query import IndexedCollection, embedder_for, indexed_collections
 from indexer.store import DEFAULT_URI, StoreError, VectorStore
@@ -38,11 +38,11 @@ class Settings:
     def from_argv(cls, argv: Sequence[str]) -> "Settings":
         """``streamlit run app/main.py -- --uri ... --data-root ... --split ...``, env vars as defaults."""
         p = argparse.ArgumentParser(prog="streamlit run app/main.py --", add_help=False)
-        p.add_argument("--uri", default=os.environ.get("RETRIEVAL_MILVUS_URI", DEFAULT_URI))
-        p.add_argument("--data-root", default=os.environ.get("RETRIEVAL_DATA_ROOT"))
-        p.add_argument("--split", default=os.environ.get("RETRIEVAL_SPLIT", "val"))
-        p.add_argument("--token", default=os.environ.get("RETRIEVAL_MILVUS_TOKEN", ""))
-        p.add_argument("--extra-models", default=os.environ.get("RETRIEVAL_EXTRA_MODELS", ""),
+        p.add_argument("--uri", default=settings.DEFAULT_MILVUS_URI)
+        p.add_argument("--data-root", default=settings.DATA_ROOT_FROM_ENV)
+        p.add_argument("--split", default=settings.DEFAULT_SPLIT)
+        p.add_argument("--token", default=settings.DEFAULT_MILVUS_TOKEN)
+        p.add_argument("--extra-models", default=settings.DEFAULT_EXTRA_MODELS,
                        help="comma-separated indexed models to show next to the three blog models")
         args, _ = p.parse_known_args(list(argv))
         extras = [m.strip() for m in args.extra_models.split(",") if m.strip()]

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .extract import DEFAULT_DATA_ROOT, DEFAULT_EMBEDDINGS, ExtractConfig
+from .extract import ExtractConfig
+from .settings import DEFAULT_DATA_ROOT, DEFAULT_EMBEDDINGS
 
 EPILOG = """examples:
   python -m embed models

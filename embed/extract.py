@@ -24,12 +24,11 @@ from .device_decode import (DeviceDecoder, Encoded, collate_encoded, load_encode
                             transform_upsamples)
 from .imaging import BadImage, DEFAULT_MAX_PIXELS, load_rgb
 from .registry import LoadedModel, load_model, safe_model_key
+from .settings import DEFAULT_DATA_ROOT, DEFAULT_EMBEDDINGS
 from .store import EmbeddingStore, Manifest
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA_ROOT = os.environ.get("RETRIEVAL_DATA_ROOT", "data/imagenet")
-DEFAULT_EMBEDDINGS = os.environ.get("RETRIEVAL_EMBEDDINGS", "data/embeddings")
 
 
 @dataclass

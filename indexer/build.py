@@ -34,11 +34,6 @@ class BuildResult:
         return self.inserted / self.insert_seconds if self.insert_seconds > 0 else 0.0
 
 
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
 def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recreate: bool = False,
           progress: bool = True, embedder=None) -> BuildResult:
     """Extract what is missing, then make the collection hold exactly the embedded images."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from embed.cli import add_compute_arguments, add_data_arguments, add_weights_arguments, extract_config, run_cli
-from embed.extract import DEFAULT_DATA_ROOT
+from embed.settings import DEFAULT_DATA_ROOT
 
 from .store import DEFAULT_TOKEN, DEFAULT_URI, StoreError, VectorStore
 

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .build import l2_normalize
+from embed.vectors import l2_normalize
 from .metrics import PROTOCOL, compare_with_milvus, encode_labels, exact_neighbours, needed_k, retrieval_metrics
 from .store import StoreError, VectorStore, collection_name
 

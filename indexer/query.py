@@ -8,7 +8,7 @@ from typing import List, Optional
 from embed.extract import Embedder, build_embedder
 from embed.registry import get_spec
 
-from .build import l2_normalize
+from embed.vectors import l2_normalize
 from .store import CollectionMeta, StoreError, VectorStore
 
 

@@ -16,12 +16,13 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from embed.settings import DEFAULT_MILVUS_TOKEN, DEFAULT_MILVUS_URI
 from embed.store import identity_diff
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URI = os.environ.get("RETRIEVAL_MILVUS_URI", "data/milvus.db")
-DEFAULT_TOKEN = os.environ.get("RETRIEVAL_MILVUS_TOKEN", "")
+DEFAULT_URI = DEFAULT_MILVUS_URI
+DEFAULT_TOKEN = DEFAULT_MILVUS_TOKEN
 META_KEY = "retrieval.meta"
 # under Lite's 256 MiB and a server's 64 MiB request limits
 MAX_BATCH_BYTES = int(os.environ.get("RETRIEVAL_INSERT_BATCH_BYTES", 32 * 1024 * 1024))
