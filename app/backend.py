@@ -5,7 +5,6 @@ Kept free of Streamlit so that it can be tested directly and reused.
 from __future__ import annotations
 
 import argparse
-import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +37,12 @@ class Settings:
     def from_argv(cls, argv: Sequence[str]) -> "Settings":
         """``streamlit run app/main.py -- --uri ... --data-root ... --split ...``, env vars as defaults."""
         p = argparse.ArgumentParser(prog="streamlit run app/main.py --", add_help=False)
-        p.add_argument("--uri", default=settings.DEFAULT_MILVUS_URI)
-        p.add_argument("--data-root", default=settings.DATA_ROOT_FROM_ENV)
-        p.add_argument("--split", default=settings.DEFAULT_SPLIT)
-        p.add_argument("--token", default=settings.DEFAULT_MILVUS_TOKEN)
-        p.add_argument("--extra-models", default=settings.DEFAULT_EXTRA_MODELS,
+        env = settings.from_environment()
+        p.add_argument("--uri", default=env.milvus_uri)
+        p.add_argument("--data-root", default=env.data_root_from_env)
+        p.add_argument("--split", default=env.split)
+        p.add_argument("--token", default=env.milvus_token)
+        p.add_argument("--extra-models", default=env.extra_models,
                        help="comma-separated indexed models to show next to the three blog models")
         args, _ = p.parse_known_args(list(argv))
         extras = [m.strip() for m in args.extra_models.split(",") if m.strip()]
@@ -125,7 +125,7 @@ class Backend:
 
     def refresh(self) -> None:
         """Re-read the collections (a build may have added one); the data root comes from them if unset."""
-        colls = [c for c in indexed_collections(self.store) if c.meta.split == self.settings.split]
+        colls = [c for c in indexed_collections(self.store) if c.meta.key.matches(split=self.settings.split)]
         if self.settings.data_root:
             root = str(Path(self.settings.data_root).expanduser().resolve())
             colls = [c for c in colls if str(Path(c.meta.data_root).resolve()) == root] or colls
@@ -176,7 +176,7 @@ class Backend:
         from indexer.query import embed_query
         return embed_query(self.embedder(model), query.image, coll.meta)
 
-    def search(self, model: str, query: Query, k: int, vector: Optional[np.ndarray] = None) -> ColumnResult:
+    def search(self, model: str, query: Query, k: int) -> ColumnResult:
         title = model_title(model)
         coll = self.collections.get(model)
         if coll is None:
@@ -189,7 +189,7 @@ class Backend:
             f"{meta.weights_source} weights ({meta.weights_fingerprint[:19]})"
         try:
             t = time.perf_counter()
-            vec = vector if vector is not None else self.query_vector(model, query)
+            vec = self.query_vector(model, query)
             exclude = [query.indexed_id] if query.indexed_id is not None else None
             rows = self.store.search(coll.name, vec, k=k, exclude_self_ids=exclude)[0]
             latency = (time.perf_counter() - t) * 1000
@@ -202,8 +202,3 @@ class Backend:
             precision = sum(h.is_match for h in hits) / len(hits)
         return ColumnResult(model, title, coll.name, weights, meta.is_random, latency, hits, precision)
 
-
-def image_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()

@@ -196,7 +196,8 @@ def imagenet_sized_copy(n: int, root: Path) -> Path:
 
 
 def bench_e2e(device: torch.device, quick: bool) -> List[Dict]:
-    from embed.extract import ExtractConfig, build_embedder, default_workers, extract, time_forward as bare
+    from embed.embedder import build_embedder, default_workers
+    from embed.extract import ExtractConfig, extract
     if not (TINY / "val" / "val_annotations.txt").is_file():
         return [{"skipped": f"no Tiny-ImageNet at {TINY}"}]
     rows = []
@@ -209,7 +210,7 @@ def bench_e2e(device: torch.device, quick: bool) -> List[Dict]:
         for model in (["effnet-lite0"] if quick else ["effnet-lite0", "gresnet"]):
             emb = build_embedder(model, random_init=True, device=str(device))
             batch = 256 if gpu else 32
-            fwd = bare(emb, batch, emb.loaded.data_config["input_size"][-1], iters=20 if gpu else 5)
+            fwd = emb.time_forward(batch, emb.loaded.data_config["input_size"][-1], iters=20 if gpu else 5)
             # workers: PIL decode in DataLoader processes (the default); device: JPEG batches decoded on the
             # model's device (nvJPEG on a GPU; on a CPU, in the main process)
             for files, data_root in datasets:

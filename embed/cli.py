@@ -111,7 +111,9 @@ def cmd_models(args) -> int:
 
 
 def cmd_extract(args) -> int:
-    from .extract import extract, time_forward, default_batch_size
+    from . import distributed
+    from .embedder import build_embedder, default_batch_size
+    from .extract import extract
     cfg = extract_config(args)
     result = extract(cfg)
     summary = {"model": cfg.model, "images": result.n_images, "embedded": result.n_embedded,
@@ -119,19 +121,17 @@ def cmd_extract(args) -> int:
                "seconds": round(result.seconds, 2), "images_per_s": round(result.images_per_s, 2),
                "folder": str(result.folder), "weights": result.weights}
     if args.compare_forward:
-        from .extract import build_embedder
         emb = build_embedder(cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision,
                              cfg.channels_last, cfg.compile)
         bs = cfg.batch_size or default_batch_size(emb.device)
         size = emb.loaded.data_config["input_size"][-1]
-        fwd = time_forward(emb, bs, size)
+        fwd = emb.time_forward(bs, size)
         summary["bare_forward_images_per_s"] = round(fwd, 2)
         if result.images_per_s:
             summary["pipeline_efficiency"] = round(result.images_per_s / fwd, 3)
-    from .extract import dist_info, finish_distributed
-    if dist_info()[0] == 0:
+    if distributed.rank_and_world()[0] == 0:
         print(json.dumps(summary))
-    finish_distributed()
+    distributed.finish()
     return 0
 
 

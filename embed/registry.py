@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -20,18 +19,18 @@ import torch.nn as nn
 
 from . import gresnet as _gresnet  # noqa: F401  (registers gresnet50 with timm)
 from .gresnet import CheckpointMismatchError, unwrap_checkpoint
+from .keys import InvalidName
 
 log = logging.getLogger(__name__)
 
 RANDOM_INIT_SEED = 0
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 
 
 class WeightsUnavailable(RuntimeError):
     """No weights could be found for a model; the message lists the ways to provide them."""
 
 
-class UnknownModel(ValueError):
+class UnknownModel(InvalidName):
     pass
 
 
@@ -42,6 +41,7 @@ class ModelSpec:
     dim: int                     # pooled feature size
     title: str                   # for tables and the app
     hub: bool = True             # timm's hub has pretrained weights for it
+    channels_last: bool = True   # the memory layout it runs fastest in (convnets; not ViTs)
     package_weights: Optional[Callable[[], Optional[Path]]] = None
     checkpoint_adapter: Optional[Callable[[Dict[str, torch.Tensor], nn.Module], Dict[str, torch.Tensor]]] = None
 
@@ -111,7 +111,7 @@ def _gresnet_adapter(state_dict, model):
 REGISTRY: Dict[str, ModelSpec] = {
     "gresnet": ModelSpec("gresnet", "gresnet50", 2048, "GResNet-50", hub=False, checkpoint_adapter=_gresnet_adapter),
     "convnext": ModelSpec("convnext", "convnext_tiny.fb_in1k", 768, "ConvNeXt-T"),
-    "vit": ModelSpec("vit", "deit3_small_patch16_224.fb_in1k", 384, "ViT-S (DeiT-III)"),
+    "vit": ModelSpec("vit", "deit3_small_patch16_224.fb_in1k", 384, "ViT-S (DeiT-III)", channels_last=False),
     "effnet-lite0": ModelSpec(
         "effnet-lite0", "tf_efficientnet_lite0", 1280, "EfficientNet-Lite0", hub=True,
         package_weights=_effnet_lite0_file, checkpoint_adapter=effnet_lite0_adapter,
@@ -134,14 +134,6 @@ def get_spec(name: str) -> ModelSpec:
             raise UnknownModel(f"timm has no model {arch!r} (see timm.list_models())")
         return ModelSpec(name, arch, dim=-1, title=arch)
     raise UnknownModel(f"unknown model {name!r}; choose from: {', '.join(REGISTRY)}, or timm:<timm model name>")
-
-
-def safe_model_key(name: str) -> str:
-    """A name usable in file and collection names: 'timm:resnet18.a1_in1k' -> 'timm_resnet18_a1_in1k'."""
-    key = re.sub(r"[^A-Za-z0-9_]", "_", name)
-    if not key or not NAME_RE.match(key.lower()):
-        raise UnknownModel(f"model name {name!r} cannot be used as a key")
-    return key
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -210,7 +202,9 @@ def load_model(
     data_config = resolve_model_data_config(model)
     transform = create_transform(**data_config, is_training=False)
     if spec.dim < 0:
-        spec = ModelSpec(spec.name, spec.timm_name, int(model.num_features), spec.title)
+        # any timm model: its own modules say whether it is a convnet (a ViT has one conv, its patch embedding)
+        convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+        spec = ModelSpec(spec.name, spec.timm_name, int(model.num_features), spec.title, channels_last=convs > 1)
     return LoadedModel(spec, model, weights, data_config, transform, fused)
 
 

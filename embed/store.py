@@ -13,13 +13,18 @@ and the next run computes exactly the missing ones.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
+
+from .keys import EmbeddingKey
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -47,7 +52,8 @@ class Manifest:
     class_ids: List[str]
     precision: str = "fp32"
     format_version: int = FORMAT_VERSION
-    extra: Dict = field(default_factory=dict)
+    decode: str = "workers"       # where images became model input (README: --decode)
+    weights_detail: str = ""      # the weights file's path or hub id, for finding them again
 
     # precision is identity: fp32 and bf16 vectors must never mix in one set of shards
     IDENTITY = ("model", "timm_name", "dim", "weights_fingerprint", "transform", "data_root", "split",
@@ -59,6 +65,16 @@ class Manifest:
     @property
     def n_total(self) -> int:
         return len(self.relpaths)
+
+    @property
+    def key(self) -> EmbeddingKey:
+        return EmbeddingKey(self.model, self.dataset, self.split)
+
+    @classmethod
+    def from_dict(cls, data: Dict) -> "Manifest":
+        # manifests written before decode and weights_detail were typed fields kept them in "extra"
+        data = {**data.get("extra", {}), **data}
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def identity_diff(stored: Dict, now: Dict) -> Dict[str, Tuple]:
@@ -88,10 +104,6 @@ class EmbeddingStore:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
 
-    @staticmethod
-    def folder_for(out: Path, model_key: str, dataset: str, split: str) -> Path:
-        return Path(out) / model_key / dataset / split
-
     # manifest ---------------------------------------------------------------------------------
 
     def read_manifest(self) -> Optional[Manifest]:
@@ -99,8 +111,7 @@ class EmbeddingStore:
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text())
-            return Manifest(**data)
+            return Manifest.from_dict(json.loads(path.read_text()))
         except (ValueError, TypeError):
             return None  # unreadable: treated as absent, the run rewrites it
 
@@ -148,6 +159,11 @@ class EmbeddingStore:
         )
         atomic_write_bytes(self.shard_path(index), buf.getvalue())
 
+    def missing_shards(self, n: int, shard_size: int, rank: int = 0, world: int = 1) -> List[Tuple[int, int, int]]:
+        """The shards of positions [0, n) still to compute, this rank's share (every world-th shard)."""
+        return [(i, a, b) for i, a, b in self.shard_ranges(n, shard_size)
+                if i % world == rank and not self.shard_covers(i, a, b)]
+
     def shard_covers(self, index: int, start: int, stop: int) -> bool:
         """Whether a complete shard for at least [start, stop) is on disk."""
         path = self.shard_path(index)
@@ -159,33 +175,88 @@ class EmbeddingStore:
         except Exception:
             return False  # a damaged shard is recomputed
 
-    def iter_shards(self, limit: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
+    def iter_shards(self, limit: Optional[int] = None,
+                    in_memory: Optional[Dict[int, Dict[str, np.ndarray]]] = None) -> Iterator[Dict[str, np.ndarray]]:
+        """Each shard's arrays up to ``limit``; shards in ``in_memory`` (just written) are not read again."""
         manifest = self.read_manifest()
         if manifest is None:
             return
+        in_memory = in_memory or {}
         n = manifest.n_total if limit is None else min(limit, manifest.n_total)
         for index, start, stop in self.shard_ranges(n, manifest.shard_size):
-            path = self.shard_path(index)
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing: run `python -m embed extract` first")
-            with np.load(path) as z:
-                keep = z["positions"] < stop
-                yield {
-                    "positions": z["positions"][keep], "vectors": z["vectors"][keep],
-                    "skipped_positions": z["skipped_positions"][z["skipped_positions"] < stop],
-                    "skipped_reasons": z["skipped_reasons"][z["skipped_positions"] < stop],
-                }
+            shard = in_memory.get(index)
+            if shard is None:
+                path = self.shard_path(index)
+                if not path.is_file():
+                    raise FileNotFoundError(f"{path} is missing: run `python -m embed extract` first")
+                with np.load(path) as z:
+                    shard = {k: z[k] for k in ("positions", "vectors", "skipped_positions", "skipped_reasons")}
+            keep = shard["positions"] < stop
+            skip = shard["skipped_positions"] < stop
+            yield {"positions": shard["positions"][keep], "vectors": shard["vectors"][keep],
+                   "skipped_positions": shard["skipped_positions"][skip],
+                   "skipped_reasons": shard["skipped_reasons"][skip]}
 
-    def load(self, limit: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, str]]]:
+    def load(self, limit: Optional[int] = None, in_memory: Optional[Dict[int, Dict[str, np.ndarray]]] = None
+             ) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, str]]]:
         """All embedded (positions, vectors) in canonical order, and the skipped (position, reason)."""
         manifest = self.read_manifest()
         if manifest is None:
             raise FileNotFoundError(f"no embeddings in {self.folder}")
         positions, vectors, skipped = [], [], []
-        for shard in self.iter_shards(limit):
+        for shard in self.iter_shards(limit, in_memory):
             positions.append(shard["positions"])
             vectors.append(shard["vectors"])
             skipped += list(zip(shard["skipped_positions"].tolist(), shard["skipped_reasons"].tolist()))
         if not positions:
             return np.zeros(0, np.int64), np.zeros((0, manifest.dim), np.float32), skipped
         return np.concatenate(positions), np.concatenate(vectors), skipped
+
+
+class ShardWriter:
+    """Collects (positions, vectors, skipped) batches in canonical order and writes each shard when whole.
+
+    A batch may straddle shards, and a shard is whole once every position in its range is either a
+    vector or a skipped file.
+    """
+
+    def __init__(self, store: EmbeddingStore, shards: List[Tuple[int, int, int]], dim: int, keep: bool = False):
+        self.store = store
+        self.keep = keep
+        self.dim = dim
+        self._shards = iter(shards)
+        self._current = next(self._shards, None)
+        self._positions: List[np.ndarray] = []
+        self._vectors: List[np.ndarray] = []
+        self._skipped: List[Tuple[int, str]] = []
+        self.written: Dict[int, Dict[str, np.ndarray]] = {}     # with keep: each written shard's arrays
+        self.skipped: List[Tuple[int, str]] = []                 # every skipped (position, reason) seen
+
+    def add(self, positions: np.ndarray, vectors: np.ndarray, skipped: List[Tuple[int, str]]) -> None:
+        self._skipped += skipped
+        self.skipped += skipped
+        while self._current is not None:
+            index, start, stop = self._current
+            inside = positions < stop
+            self._positions.append(positions[inside])
+            self._vectors.append(vectors[inside])
+            positions, vectors = positions[~inside], vectors[~inside]
+            seen = sum(len(p) for p in self._positions) + sum(1 for p, _ in self._skipped if p < stop)
+            if seen < stop - start:
+                return
+            self._write(index, start, stop)
+            self._current = next(self._shards, None)
+
+    def _write(self, index: int, start: int, stop: int) -> None:
+        positions = np.concatenate(self._positions) if self._positions else np.zeros(0, np.int64)
+        vectors = np.concatenate(self._vectors) if self._vectors else np.zeros((0, self.dim), np.float32)
+        skipped = sorted(b for b in self._skipped if start <= b[0] < stop)
+        self.store.write_shard(index, start, stop, positions, vectors, skipped)
+        log.debug("wrote shard %d (positions %d-%d)", index, start, stop)
+        if self.keep:
+            self.written[index] = {
+                "positions": positions.astype(np.int64), "vectors": vectors.astype(np.float32, copy=False),
+                "skipped_positions": np.array([p for p, _ in skipped], dtype=np.int64),
+                "skipped_reasons": np.array([r for _, r in skipped], dtype=np.str_)}
+        self._skipped = [b for b in self._skipped if b[0] >= stop]
+        self._positions, self._vectors = [], []

@@ -5,12 +5,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-import numpy as np
 
 from embed.extract import ExtractConfig, extract
-from embed.store import EmbeddingStore
+from embed.vectors import l2_normalize
 
-from .store import CollectionMeta, StoreError, VectorStore, collection_name
+from .store import CollectionMeta, StoreError, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +36,19 @@ class BuildResult:
 def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recreate: bool = False,
           progress: bool = True, embedder=None) -> BuildResult:
     """Extract what is missing, then make the collection hold exactly the embedded images."""
-    extracted = extract(cfg, embedder=embedder)
-    emb = EmbeddingStore(extracted.folder)
-    manifest = emb.read_manifest()
-    positions, vectors, skipped = emb.load(extracted.n_images)
+    extracted = extract(cfg, embedder=embedder, keep_vectors=True)
+    manifest, positions, vectors = extracted.manifest, extracted.positions, extracted.vectors
     if normalize:
         vectors = l2_normalize(vectors)
-    name = collection_name(manifest.model, manifest.dataset, manifest.split)
-    meta = CollectionMeta(
-        model=manifest.model, timm_name=manifest.timm_name, dim=manifest.dim,
-        weights_source=manifest.weights_source, weights_fingerprint=manifest.weights_fingerprint,
-        dataset=manifest.dataset, data_root=manifest.data_root, split=manifest.split, normalized=normalize,
-        precision=manifest.precision, extra={"weights_detail": manifest.extra.get("weights_detail", ""), "layout": manifest.layout,
-               "decode": manifest.extra.get("decode", "workers")},
-    )
+    name = manifest.key.collection_name
+    meta = CollectionMeta.from_manifest(manifest, normalized=normalize)
     created = store.ensure_collection(name, meta, recreate=recreate)
     expected = len(positions)
     stored = store.meta(name)
     if not created and stored is not None and stored.complete and stored.rows == expected \
             and store.count(name) == expected:
         log.info("%s already holds all %d rows: nothing to insert", name, expected)
-        return BuildResult(name, expected, 0, len(skipped), 0.0, True, extracted.weights)
+        return BuildResult(name, expected, 0, len(extracted.skipped), 0.0, True, extracted.weights)
 
     class_ids = [manifest.class_ids[p] for p in positions]
     relpaths = [manifest.relpaths[p] for p in positions]
@@ -78,6 +69,6 @@ def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recre
         raise CountMismatch(f"{name}: {count} rows after the build, expected {expected}; rerun the build to repair")
     meta.complete = True
     store.set_meta(name, meta)
-    log.info("%s: %d rows (%d skipped images), upserted at %.0f rows/s", name, count, len(skipped),
+    log.info("%s: %d rows (%d skipped images), upserted at %.0f rows/s", name, count, len(extracted.skipped),
              expected / seconds if seconds else 0)
-    return BuildResult(name, count, expected, len(skipped), seconds, False, extracted.weights)
+    return BuildResult(name, count, expected, len(extracted.skipped), seconds, False, extracted.weights)

@@ -13,7 +13,9 @@ import numpy as np
 
 from embed.vectors import l2_normalize
 from .metrics import PROTOCOL, compare_with_milvus, encode_labels, exact_neighbours, needed_k, retrieval_metrics
-from .store import StoreError, VectorStore, collection_name
+from embed.keys import EmbeddingKey
+
+from .store import StoreError, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +58,12 @@ class ModelResult:
     extra: Dict = field(default_factory=dict)
 
 
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def evaluate(cfg: EvalConfig, store: VectorStore) -> Dict:
-    device = _device(cfg.device)
+    from embed.embedder import resolve_device
+    device = str(resolve_device(cfg.device))
     results: List[ModelResult] = []
     for model in cfg.models:
-        name = collection_name(model, cfg.dataset, cfg.split)
+        name = EmbeddingKey(model, cfg.dataset, cfg.split).collection_name
         meta = store.meta(name)
         if meta is None:
             raise EvaluationError(f"no collection for {model} on {cfg.dataset}/{cfg.split}: run "

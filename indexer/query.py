@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from embed.extract import Embedder, build_embedder
+from embed.embedder import Embedder, build_embedder
 from embed.registry import get_spec
 
 from embed.vectors import l2_normalize
@@ -38,12 +38,11 @@ def indexed_collections(store: VectorStore) -> List[IndexedCollection]:
 def find_collection(store: VectorStore, model: str, split: str, dataset: Optional[str] = None) -> IndexedCollection:
     get_spec(model)  # unknown model -> the list of valid names
     everything = indexed_collections(store)
-    matches = [c for c in everything if c.meta.model == model and c.meta.split == split
-               and (dataset is None or c.meta.dataset == dataset)]
+    matches = [c for c in everything if c.meta.key.matches(model, split, dataset)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        have = ", ".join(f"{c.meta.model}/{c.meta.dataset}/{c.meta.split}" for c in everything) or "none"
+        have = ", ".join(str(c.meta.key) for c in everything) or "none"
         raise CollectionNotFound(
             f"no collection for model {model!r}, split {split!r}{f', dataset {dataset!r}' if dataset else ''} in "
             f"{store.describe_target()} (indexed: {have}). Build it: python -m indexer build --model {model} "
@@ -57,7 +56,7 @@ def embedder_for(meta: CollectionMeta, checkpoint: Optional[Path] = None, device
     if meta.weights_source == "random":
         emb = build_embedder(meta.model, random_init=True, device=device)
     elif meta.weights_source == "checkpoint":
-        path = checkpoint or (Path(meta.extra["weights_detail"]) if meta.extra.get("weights_detail") else None)
+        path = checkpoint or (Path(meta.weights_detail) if meta.weights_detail else None)
         if path is None or not Path(path).is_file():
             raise StoreError(f"{meta.model} was indexed with a checkpoint file; pass it with --checkpoint")
         emb = build_embedder(meta.model, checkpoint=Path(path), device=device)
@@ -72,5 +71,5 @@ def embedder_for(meta: CollectionMeta, checkpoint: Optional[Path] = None, device
 
 def embed_query(emb: Embedder, image, meta: CollectionMeta):
     """One image as a query vector for a collection: same preprocessing and normalisation as its rows."""
-    vec = emb.embed_images([image], decode=meta.extra.get("decode", "workers"))
+    vec = emb.embed_images([image], decode=meta.decode)
     return l2_normalize(vec) if meta.normalized else vec

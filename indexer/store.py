@@ -10,14 +10,15 @@ import logging
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from embed.settings import DEFAULT_MILVUS_TOKEN, DEFAULT_MILVUS_URI
-from embed.store import identity_diff
+from embed.keys import EmbeddingKey, InvalidName, validate_collection_name
+from embed.store import Manifest, identity_diff
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,6 @@ META_KEY = "retrieval.meta"
 # under Lite's 256 MiB and a server's 64 MiB request limits
 MAX_BATCH_BYTES = int(os.environ.get("RETRIEVAL_INSERT_BATCH_BYTES", 32 * 1024 * 1024))
 DEFAULT_SEARCH_BUDGET = 1 << 30          # bytes Milvus Lite may spend on one search call (nq x N x dim floats)
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 MAX_PATH_LEN = 2048
 MAX_CLASS_LEN = 256
 
@@ -64,7 +64,9 @@ class CollectionMeta:
     index_type: str = "FLAT"
     rows: int = 0                 # rows after the last completed build
     complete: bool = False
-    extra: Dict = field(default_factory=dict)
+    decode: str = "workers"       # queries must be preprocessed as the rows were (README: --decode)
+    weights_detail: str = ""      # the weights file's path or hub id, to load them again for queries
+    layout: str = ""              # the data layout the images were read in
 
     # precision included: a collection must not claim to be complete while holding vectors of another extraction
     IDENTITY = ("model", "timm_name", "dim", "weights_fingerprint", "dataset", "data_root", "split", "normalized",
@@ -77,34 +79,36 @@ class CollectionMeta:
     def is_random(self) -> bool:
         return self.weights_source == "random"
 
+    @property
+    def key(self) -> EmbeddingKey:
+        return EmbeddingKey(self.model, self.dataset, self.split)
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, normalized: bool) -> "CollectionMeta":
+        """The metadata of a collection built from these embeddings."""
+        return cls(model=manifest.model, timm_name=manifest.timm_name, dim=manifest.dim,
+                   weights_source=manifest.weights_source, weights_fingerprint=manifest.weights_fingerprint,
+                   dataset=manifest.dataset, data_root=manifest.data_root, split=manifest.split,
+                   normalized=normalized, precision=manifest.precision, decode=manifest.decode,
+                   weights_detail=manifest.weights_detail, layout=manifest.layout)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "CollectionMeta":
         data = json.loads(text)
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-
-def sanitize(part: str) -> str:
-    out = re.sub(r"[^A-Za-z0-9]+", "_", part).strip("_").lower()
-    return out or "x"
-
-
-def collection_name(model: str, dataset: str, split: str) -> str:
-    """``effnet-lite0``, ``tiny-imagenet-200``, ``val`` -> ``effnet_lite0__tiny_imagenet_200__val``."""
-    name = "__".join(sanitize(p) for p in (model, dataset, split))
-    if name[0].isdigit():
-        name = "c_" + name
-    return validate_name(name)
+        # collections built before decode, weights_detail and layout were typed fields kept them in "extra"
+        data = {**data.get("extra", {}), **data}
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def validate_name(name: str) -> str:
-    """Only [A-Za-z0-9_] names reach Milvus: nothing user-supplied is ever spliced into an expression."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise StoreError(f"invalid collection name {name!r}")
-    return name
+    """The collection-name rule of embed.keys, failing as a StoreError like every other store problem."""
+    try:
+        return validate_collection_name(name)
+    except InvalidName as e:
+        raise StoreError(str(e)) from None
 
 
 def is_local_uri(uri: str) -> bool:
@@ -262,7 +266,7 @@ class VectorStore:
         return {
             "collection": name, "rows": self.count(name),
             "index_type": index.get("index_type"), "metric": index.get("metric_type"),
-            **({k: v for k, v in asdict(meta).items() if k not in ("extra",)} if meta else {"model": None}),
+            **(asdict(meta) if meta else {"model": None}),
         }
 
     def ensure_collection(self, name: str, meta: CollectionMeta, recreate: bool = False) -> bool:

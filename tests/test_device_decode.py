@@ -112,7 +112,7 @@ def test_auto_decode_follows_the_file_sizes(tmp_path, size, upsampling):
     transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
     assert transform_upsamples(load_split(root, "val"), transform) is upsampling
     result = extract(_cfg(root, tmp_path / "emb"))
-    decode = EmbeddingStore(result.folder).read_manifest().extra["decode"]
+    decode = EmbeddingStore(result.folder).read_manifest().decode
     assert decode == ("device" if upsampling else "workers")
 
 
@@ -150,7 +150,7 @@ def test_worker_decoding_equals_device_decoding_on_cpu(tmp_path):
 
 
 def test_queries_use_the_preprocessing_of_their_collection(tmp_path):
-    from embed.extract import build_embedder
+    from embed.embedder import build_embedder
     root = tmp_path / "ds"
     png = next(d for n, d in good_images() if n == "png.png")
     write_files(root / "val" / "a", [("q.png", png)])

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embed.extract import ExtractConfig, build_embedder, extract
+from embed.embedder import build_embedder
+from embed.extract import ExtractConfig, extract
 from embed.store import EmbeddingStore, StoreMismatch
 from conftest import REPO, make_tiny_layout
 

@@ -9,7 +9,8 @@ import pytest
 
 from embed.extract import ExtractConfig
 from indexer.build import build
-from indexer.store import DatabaseLocked, MetadataMismatch, StoreError, VectorStore, collection_name
+from embed.keys import EmbeddingKey
+from indexer.store import DatabaseLocked, MetadataMismatch, StoreError, VectorStore
 from conftest import REPO, make_tiny_layout
 
 MODEL = "timm:test_resnet"
@@ -30,7 +31,7 @@ def dataset(tmp_path):
 def _fresh(store: VectorStore, root, out):
     # the server is shared by the session: start each test from an empty collection
     from embed.datasets import load_split
-    store.drop(collection_name(MODEL, load_split(root, "val").dataset_name, "val"))
+    store.drop(EmbeddingKey(MODEL, load_split(root, "val").dataset_name, "val").collection_name)
 
 
 def test_build_twice_same_count_and_brute_force_search(store_uri, dataset, tmp_path):
@@ -72,7 +73,7 @@ def test_interrupted_insert_then_rerun_is_exact(store_uri, dataset, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         build(_cfg(dataset, tmp_path / "emb"), store, progress=False)
     monkeypatch.setattr(VectorStore, "upsert", real_upsert)
-    name = collection_name(MODEL, dataset.name, "val")
+    name = EmbeddingKey(MODEL, dataset.name, "val").collection_name
     assert not store.meta(name).complete
     result = build(_cfg(dataset, tmp_path / "emb"), store, progress=False)
     assert result.rows == 30 and result.inserted == 30
@@ -91,7 +92,7 @@ def test_metadata_mismatch_is_refused_unless_recreate(store_uri, dataset, tmp_pa
     assert result.rows == 30 and store.meta(result.collection).normalized
     # vectors of another extraction (precision) must not hide behind a "complete" collection
     import torch
-    from embed.extract import resolve_precision
+    from embed.embedder import resolve_precision
     other = "bf16" if resolve_precision("auto", torch.device("cpu")) is None else "fp32"
     with pytest.raises(MetadataMismatch, match="precision"):
         build(_cfg(dataset, tmp_path / "emb", precision=other, force=True), store, normalize=True, progress=False)
@@ -129,7 +130,7 @@ def test_invalid_names_never_reach_milvus(store_uri):
     for bad in ("x; drop", "a b", "../etc", "id >= 0 or 1", ""):
         with pytest.raises(StoreError):
             store.count(bad)
-    assert collection_name("timm:resnet18.a1_in1k", "my data-set", "val") == "timm_resnet18_a1_in1k__my_data_set__val"
+    assert EmbeddingKey("timm:resnet18.a1_in1k", "my data-set", "val").collection_name == "timm_resnet18_a1_in1k__my_data_set__val"
 
 
 def test_lite_lock_conflict_names_the_remedy(tmp_path):

@@ -12,7 +12,8 @@ import pytest
 from app.backend import Backend, Query, Settings, safe_image_path
 from conftest import free_port, make_tiny_layout
 from embed.imaging import BadImage
-from indexer.store import CollectionMeta, StoreError, VectorStore, collection_name
+from embed.keys import EmbeddingKey
+from indexer.store import CollectionMeta, StoreError, VectorStore
 from reliability.helpers import MODEL, build_cmd, env, run
 
 MODEL_B = "timm:test_efficientnet"
@@ -62,7 +63,7 @@ def test_two_builds_at_once_against_a_server(tmp_path, milvus_server):
     root = make_tiny_layout(tmp_path / "ds2", n_per_class=15)
     uri = f"http://127.0.0.1:{milvus_server.listen_port}"
     for m in (MODEL, MODEL_B):
-        VectorStore(uri).drop(collection_name(m, "ds2", "val"))
+        VectorStore(uri).drop(EmbeddingKey(m, "ds2", "val").collection_name)
     procs = [subprocess.Popen(build_cmd(root, tmp_path / f"emb{i}", uri, m), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env=env())
              for i, m in enumerate((MODEL, MODEL_B))]
@@ -71,7 +72,7 @@ def test_two_builds_at_once_against_a_server(tmp_path, milvus_server):
         assert p.returncode == 0, out[-2000:]
     store = VectorStore(uri)
     for m in (MODEL, MODEL_B):
-        ids, *_ = store.read_all(collection_name(m, "ds2", "val"))
+        ids, *_ = store.read_all(EmbeddingKey(m, "ds2", "val").collection_name)
         assert ids.tolist() == list(range(30))
 
 
@@ -118,7 +119,7 @@ def test_names_cannot_inject_into_milvus(tmp_path, evil):
     store = VectorStore(str(tmp_path / "n.db"))
     with pytest.raises(StoreError):
         store.count(evil)
-    name = collection_name(evil, evil, evil)
+    name = EmbeddingKey(evil, evil, evil).collection_name
     assert all(c.isalnum() or c == "_" for c in name)
 
 
@@ -141,7 +142,7 @@ def test_crafted_stored_paths_are_not_opened_by_the_app(tmp_path, monkeypatch):
     uri = str(tmp_path / "crafted.db")
     store = VectorStore(uri)
     meta = CollectionMeta(MODEL, "test_resnet", 4, "random", "random:seed0", "ds3", str(root), "val", False)
-    name = collection_name(MODEL, "ds3", "val")
+    name = EmbeddingKey(MODEL, "ds3", "val").collection_name
     store.ensure_collection(name, meta)
     paths = ["images/val_0.JPEG", "../../../../etc/passwd", "/etc/shadow", "images/../../val_annotations.txt"]
     store.upsert(name, np.arange(4), np.eye(4, dtype=np.float32), ["n01440764"] * 4, paths, progress=False)

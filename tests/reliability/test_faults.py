@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_layout
-from indexer.store import VectorStore, collection_name
+from embed.keys import EmbeddingKey
+from indexer.store import VectorStore
 from reliability.helpers import MODEL, build_cmd, env, kill_when, run
 
 N = 40  # 2 classes x 20 images: 5 shards of 8
@@ -27,7 +28,7 @@ def reference(dataset, tmp_path_factory):
     res = run(build_cmd(dataset, base / "emb", str(base / "ref.db")))
     assert res.returncode == 0, res.stderr
     store = VectorStore(str(base / "ref.db"))
-    ids, vectors, _, _ = store.read_all(collection_name(MODEL, dataset.name, "val"))
+    ids, vectors, _, _ = store.read_all(EmbeddingKey(MODEL, dataset.name, "val").collection_name)
     store.close()
     from milvus_lite.server_manager import server_manager_instance
     server_manager_instance.release_all()
@@ -36,7 +37,7 @@ def reference(dataset, tmp_path_factory):
 
 def _check_exact(uri: str, dataset: Path, reference) -> None:
     store = VectorStore(uri)
-    name = collection_name(MODEL, dataset.name, "val")
+    name = EmbeddingKey(MODEL, dataset.name, "val").collection_name
     assert store.count(name) == N
     ids, vectors, _, _ = store.read_all(name)
     assert ids.tolist() == list(range(N)), "no duplicates, nothing missing"
@@ -90,7 +91,7 @@ def _build_until_insert_then(cmd, tmp_path, action):
 
 def test_server_restart_mid_build_resumes(dataset, reference, tmp_path, proxied_server):
     uri = f"http://127.0.0.1:{proxied_server.port}"
-    VectorStore(uri).drop(collection_name(MODEL, dataset.name, "val"))
+    VectorStore(uri).drop(EmbeddingKey(MODEL, dataset.name, "val").collection_name)
 
     def restart():
         proxied_server.stop()      # the server goes away mid-insert ...
@@ -105,7 +106,7 @@ def test_server_restart_mid_build_resumes(dataset, reference, tmp_path, proxied_
 
 def test_server_down_gives_clear_error_then_rerun_repairs(dataset, reference, tmp_path, proxied_server):
     uri = f"http://127.0.0.1:{proxied_server.port}"
-    VectorStore(uri).drop(collection_name(MODEL, dataset.name, "val"))
+    VectorStore(uri).drop(EmbeddingKey(MODEL, dataset.name, "val").collection_name)
     cmd = build_cmd(dataset, tmp_path / "emb", uri)
     code, log = _build_until_insert_then(cmd, tmp_path, proxied_server.stop)   # and it stays down
     try:

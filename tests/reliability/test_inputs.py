@@ -10,7 +10,8 @@ from app.backend import MAX_UPLOAD_BYTES, load_upload
 from conftest import _gradient, bomb_png
 from embed.imaging import BadImage
 from embed.store import EmbeddingStore
-from indexer.store import VectorStore, collection_name
+from embed.keys import EmbeddingKey
+from indexer.store import VectorStore
 from reliability.helpers import MODEL, build_cmd, run
 
 
@@ -69,7 +70,7 @@ def test_dataset_with_every_kind_of_bad_input(tmp_path):
     assert "Traceback" not in res.stderr
 
     store = VectorStore(uri)
-    ids, vectors, _, paths = store.read_all(collection_name(MODEL, "ds", "val"))
+    ids, vectors, _, paths = store.read_all(EmbeddingKey(MODEL, "ds", "val").collection_name)
     store.close()
     by_name = {p.rsplit("/", 1)[1]: v for p, v in zip(paths, vectors)}
     assert set(by_name) == set(good)
