@@ -63,13 +63,13 @@ def machine_tag(device: torch.device) -> str:
 # 1. forward ---------------------------------------------------------------------------------------
 
 def _model(name: str, fused: bool = True):
+    """A registry model (or any timm name, e.g. resnet50d) with seeded random weights: for timing only."""
     import timm
-    import embed  # noqa: F401
+    from embed.registry import REGISTRY, get_spec
     from timm.utils import reparameterize_model
-    timm_name = {"gresnet": "gresnet50", "convnext": "convnext_tiny", "vit": "deit3_small_patch16_224",
-                 "effnet-lite0": "tf_efficientnet_lite0", "resnet50d": "resnet50d"}[name]
+    spec = REGISTRY.get(name) or get_spec(f"timm:{name}")
     torch.manual_seed(0)
-    model = timm.create_model(timm_name, num_classes=0).eval()
+    model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0).eval()
     if name == "gresnet" and fused:
         model = reparameterize_model(model)
     return model
@@ -77,6 +77,7 @@ def _model(name: str, fused: bool = True):
 
 def time_forward(model, batch: int, size: int, device: torch.device, precision: Optional[torch.dtype],
                  channels_last: bool, compile: bool, min_seconds: float, warmup: int = 2) -> float:
+    from embed.embedder import images_per_second
     model = model.to(device)
     x = torch.randn(batch, 3, size, size, device=device)
     if channels_last:
@@ -89,22 +90,7 @@ def time_forward(model, batch: int, size: int, device: torch.device, precision: 
                                                      enabled=precision is not None):
             return fn(x)
 
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    n, t0 = 0, time.perf_counter()
-    while True:
-        step()
-        n += 1
-        _sync(device)
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_seconds and n >= 3:
-            return batch * n / elapsed
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return images_per_second(step, batch, device, warmup=warmup, min_seconds=min_seconds)
 
 
 def bench_forward(device: torch.device, quick: bool) -> List[Dict]:
@@ -239,7 +225,7 @@ def bench_milvus(quick: bool) -> Dict:
     backends = {"lite": str(tmp / "bench.db")}
     server = None
     try:
-        from indexer.embedded_server import start_embedded_milvus
+        from benchmarks.milvus_server import start_embedded_milvus
         server = start_embedded_milvus(tmp / "server")
         backends["server"] = f"http://127.0.0.1:{server.listen_port}"
     except Exception as e:

@@ -152,7 +152,7 @@ def make_imagenet_flat_layout(root: Path, inside: bool = False) -> Path:
     return root
 
 
-from indexer.embedded_server import free_port  # noqa: E402  (re-exported for the tests)
+from benchmarks.milvus_server import free_port  # noqa: E402  (re-exported for the tests)
 
 
 @pytest.fixture(scope="session")
@@ -165,7 +165,7 @@ def milvus_server(tmp_path_factory):
         import milvus  # noqa: F401
     except ImportError:
         pytest.skip("the `milvus` package (embedded Milvus server) is not installed")
-    from indexer.embedded_server import start_embedded_milvus
+    from benchmarks.milvus_server import start_embedded_milvus
     try:
         server = start_embedded_milvus(tmp_path_factory.mktemp("milvus_server"))
     except Exception as e:  # pragma: no cover - depends on the machine

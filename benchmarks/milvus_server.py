@@ -1,4 +1,4 @@
-"""The embedded Milvus standalone server (PyPI `milvus`), as tests and benchmarks run it.
+"""The embedded Milvus standalone server (PyPI `milvus`), as benchmarks and tests run it (not used by the product).
 
 It cannot be told to bind loopback only, so every one of its ports is a random free one and callers
 keep it alive no longer than they need it.
