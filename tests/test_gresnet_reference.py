@@ -66,10 +66,12 @@ def seeded_state_dict(model: torch.nn.Module, seed: int = SEED) -> dict:
 
 
 @pytest.fixture(scope="module")
-def seeded_model():
+def seeded_pair():
+    """(unfused, fused) GResNet-50 with the seeded weights."""
     model = timm.create_model("gresnet50", num_classes=0)
     model.load_state_dict(seeded_state_dict(model))
-    return model.eval()
+    model.eval()
+    return model, reparameterize_model(model)
 
 
 def fixed_input(n: int = 2, size: int = SIZE, seed: int = 7) -> torch.Tensor:
@@ -122,22 +124,23 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-def test_reference_agrees_with_the_model_unfused_and_fused(seeded_model):
-    sd = {k: v.double() for k, v in seeded_model.state_dict().items()}
+def test_reference_agrees_with_the_model_unfused_and_fused(seeded_pair):
+    model, fused_model = seeded_pair
+    sd = {k: v.double() for k, v in model.state_dict().items()}
     x = fixed_input()
     with torch.inference_mode():
         ref = reference_features(sd, x.double()).float()
-        unfused = seeded_model(x)
-        fused = reparameterize_model(seeded_model)(x)
+        unfused = model(x)
+        fused = fused_model(x)
     assert ref.shape == unfused.shape == (2, 2048)
     assert _rel(ref[0], ref[1]) > 0.05, "features that ignore the image would make this comparison blind"
     assert _rel(unfused, ref) < 1e-4, f"unfused GResNet differs from the reference forward: rel {_rel(unfused, ref):.3g}"
     assert _rel(fused, ref) < 1e-4, f"fused GResNet differs from the reference forward: rel {_rel(fused, ref):.3g}"
 
 
-def test_reference_is_sensitive_to_what_it_guards(seeded_model):
+def test_reference_is_sensitive_to_what_it_guards(seeded_pair):
     """The reference itself tells a ReLU or a skipped normalisation apart (it is not blind to them)."""
-    sd = {k: v.double() for k, v in seeded_model.state_dict().items()}
+    sd = {k: v.double() for k, v in seeded_pair[0].state_dict().items()}
     x = fixed_input().double()
     with torch.inference_mode():
         ref = reference_features(sd, x)
@@ -147,13 +150,14 @@ def test_reference_is_sensitive_to_what_it_guards(seeded_model):
         assert _rel(reference_features(sd, x, act=F.relu), ref) > 1e-2
 
 
-def test_golden_features(seeded_model):
+def test_golden_features(seeded_pair):
     """Pooled features stored in tests/data (regenerate with: python tests/test_gresnet_reference.py)."""
+    model, fused_model = seeded_pair
     golden = np.load(GOLDEN)
     x = fixed_input()
     with torch.inference_mode():
-        unfused = seeded_model(x).numpy()[:, GOLDEN_CHANNELS]
-        fused = reparameterize_model(seeded_model)(x).numpy()[:, GOLDEN_CHANNELS]
+        unfused = model(x).numpy()[:, GOLDEN_CHANNELS]
+        fused = fused_model(x).numpy()[:, GOLDEN_CHANNELS]
     assert golden.dtype == np.float32 and golden.shape == (2, len(GOLDEN_CHANNELS))
     scale = np.abs(golden).max()
     np.testing.assert_allclose(unfused, golden, rtol=0, atol=1e-3 * scale,
