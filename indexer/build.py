@@ -5,7 +5,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-
 from embed.extract import ExtractConfig, extract
 from embed.vectors import l2_normalize
 

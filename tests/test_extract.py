@@ -117,3 +117,21 @@ def test_torchrun_two_ranks_split_the_shards(tmp_path):
     positions, vectors, _ = store.load()
     assert positions.tolist() == list(range(14))
     np.testing.assert_allclose(vectors, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_resume_after_a_limit_that_leaves_a_partial_shard(tmp_path):
+    """--limit 7 with shards of 5 leaves shard 1 holding [5, 7) only: larger runs must complete it."""
+    root = make_tiny_layout(tmp_path / "tiny", n_per_class=7)   # 14 images -> shards [0,5) [5,10) [10,14)
+    fresh = extract(_cfg(root, tmp_path / "fresh"))
+    _, ref, _ = EmbeddingStore(fresh.folder).load()
+
+    first = extract(_cfg(root, tmp_path / "b", limit=7))
+    assert first.n_computed == 7 and first.n_embedded == 7
+    # --limit 12 recomputes shard 1 whole (5) and adds [10, 12) (2); the full run then redoes shard 2 as [10, 14)
+    for limit, computed in ((12, 7), (None, 4)):
+        run = extract(_cfg(root, tmp_path / "b", limit=limit))
+        n = limit or 14
+        positions, vectors, _ = EmbeddingStore(run.folder).load(n)
+        assert positions.tolist() == list(range(n)), f"--limit {limit}: positions missing after resume"
+        np.testing.assert_array_equal(vectors, ref[:n])
+        assert run.n_embedded == n and run.n_computed == computed

@@ -207,3 +207,55 @@ def test_evaluate_report_outputs_and_milvus_agreement(store_uri, dataset, tmp_pa
     write_plot(report, tmp_path / "r.png")
     assert json.loads((tmp_path / "r.json").read_text())["results"][0]["model"] == MODEL
     assert (tmp_path / "r.csv").read_text().count("\n") == 3 and (tmp_path / "r.png").stat().st_size > 5000
+
+
+def _record_row_writes(monkeypatch, client_cls):
+    """Spy on every row write the store sends: a list of (method, id), in order."""
+    sent = []
+    for method in ("insert", "upsert"):
+        real = getattr(client_cls, method)
+
+        def spy(self, collection_name, data, *args, _real=real, _method=method, **kwargs):
+            sent.extend((_method, int(row["id"])) for row in data)
+            return _real(self, collection_name, data, *args, **kwargs)
+
+        monkeypatch.setattr(client_cls, method, spy)
+    return sent
+
+
+def _rows_without_dedup(sent):
+    """Rows a backend that never deduplicates would hold: an insert adds a row, an upsert replaces the id's rows."""
+    held = {}
+    for method, row_id in sent:
+        held[row_id] = held.get(row_id, 0) + 1 if method == "insert" else 1
+    return held
+
+
+def test_rerun_build_writes_each_id_once(store_uri, dataset, tmp_path, monkeypatch):
+    """Rewriting rows that are already there must replace them, on any backend.
+
+    Milvus Lite hides duplicate primary keys (count, query and search all show one row per id), so
+    the rows the store sends are recorded too and must add up to one row per id without that help.
+    """
+    store = VectorStore(store_uri)
+    _fresh(store, dataset, tmp_path / "emb")
+    sent = _record_row_writes(monkeypatch, type(store.client))
+    first = build(_cfg(dataset, tmp_path / "emb"), store, progress=False)
+    # a crash after the rows were written but before the count was verified leaves the build incomplete;
+    # the rerun then writes every row again over the existing ones
+    meta = store.meta(first.collection)
+    meta.complete = False
+    store.set_meta(first.collection, meta)
+    second = build(_cfg(dataset, tmp_path / "emb"), store, progress=False)
+    assert second.inserted == 30 and not second.already_complete, "the rerun must rewrite the rows"
+
+    assert len(sent) == 60 and {i for _, i in sent} == set(range(30))
+    held = _rows_without_dedup(sent)
+    duplicated = sorted(i for i, n in held.items() if n > 1)
+    assert not duplicated, (f"ids written twice without replacing: {duplicated[:5]}... "
+                            f"a backend without deduplication would hold {sum(held.values())} rows for 30 ids")
+    assert store.count(first.collection) == 30
+    ids, _, _, _ = store.read_all(first.collection)
+    assert ids.tolist() == list(range(30)), "ids queried back: each once, none missing"
+    got = store.get_rows(first.collection, list(range(30)))
+    assert sorted(r["id"] for r in got) == list(range(30))

@@ -6,13 +6,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.backend import MAX_UPLOAD_BYTES, load_upload
+from app.backend import load_upload
 from conftest import _gradient, bomb_png
 from embed.imaging import BadImage
 from embed.store import EmbeddingStore
 from embed.keys import EmbeddingKey
 from indexer.store import VectorStore
 from reliability.helpers import MODEL, build_cmd, run
+
+# the documented 20 MiB (README, app section), not the constant: a wrong constant must fail here, and
+# must not make a test allocate gigabytes
+UPLOAD_LIMIT_BYTES = 20 * 1024 * 1024
 
 
 def _save(im, fmt, **kw):
@@ -82,7 +86,7 @@ def test_dataset_with_every_kind_of_bad_input(tmp_path):
 @pytest.mark.parametrize("name", ["empty", "text", "truncated", "bomb", "huge"])
 def test_bad_uploads_are_refused_with_a_reason(name):
     data = {"empty": b"", "text": b"not an image" * 100, "truncated": _save(Image.new("RGB", (64, 64)), "JPEG")[:200],
-            "bomb": bomb_png(40000, 40000), "huge": b"\xff" * (MAX_UPLOAD_BYTES + 1)}[name]
+            "bomb": bomb_png(40000, 40000), "huge": b"\xff" * (UPLOAD_LIMIT_BYTES + 1)}[name]
     with pytest.raises(BadImage) as e:
         load_upload(data)
     assert e.value.reason
@@ -94,3 +98,24 @@ def test_convertible_uploads_become_rgb():
                  _save(base.convert("RGBA"), "PNG")):
         im = load_upload(data)
         assert im.mode == "RGB" and im.size == base.size
+
+
+def _png_padded_to(n_bytes: int) -> bytes:
+    """A valid PNG followed by zero bytes (ignored after IEND) up to ``n_bytes``."""
+    png = _save(Image.fromarray(_gradient(40, 30, 2)), "PNG")
+    return png + b"\0" * (n_bytes - len(png))
+
+
+def test_upload_past_the_byte_limit_is_refused_as_too_large():
+    limit = UPLOAD_LIMIT_BYTES
+    assert load_upload(_png_padded_to(limit)).size == (40, 30), "a valid image at the limit is accepted"
+    with pytest.raises(BadImage) as e:
+        load_upload(_png_padded_to(limit + 1))
+    assert e.value.reason == f"file too large ({limit + 1:,} bytes; the limit is 20 MiB)"
+
+
+def test_upload_over_the_pixel_limit_is_refused_by_our_check():
+    # about 60 MP: under Pillow's own limits (89 MP warning, 179 MP error), over the app's 50 MP
+    with pytest.raises(BadImage) as e:
+        load_upload(bomb_png(8000, 7500))
+    assert e.value.reason == "too many pixels (8000x7500 > 50,000,000)"
