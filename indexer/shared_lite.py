@@ -27,8 +27,11 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 RECORD_SUFFIX = ".server.json"
-# how long a process waits for another one that holds the lock to publish its address (it is starting up)
-WAIT_FOR_OWNER_S = float(os.environ.get("RETRIEVAL_LITE_WAIT_S", 15))
+
+
+def wait_for_owner_s() -> float:
+    """How long to wait for a process that holds the lock to publish its address (it may be starting up)."""
+    return float(os.environ.get("RETRIEVAL_LITE_WAIT_S", 15))
 
 
 class LiteOpenError(RuntimeError):
@@ -138,8 +141,13 @@ def writable_problem(db: Path) -> Optional[str]:
         target = db.parent
         while not target.exists() and target != target.parent:
             target = target.parent
+    try:
+        if os.statvfs(target).f_flag & os.ST_RDONLY:
+            return f"{target} is on a read-only file system"
+    except OSError:
+        pass
     if not os.access(target, os.W_OK | os.X_OK):
-        return f"{target} is read-only for this user"
+        return f"{target} is not writable by this user"
     lock = db / "LOCK"
     if lock.exists() and not os.access(lock, os.W_OK):
         return f"{lock} is read-only for this user"
@@ -233,7 +241,7 @@ def resolve(db_path: str, wait_s: Optional[float] = None) -> str:
     here = served_here(db)
     if here:
         return here
-    deadline = time.monotonic() + (WAIT_FOR_OWNER_S if wait_s is None else wait_s)
+    deadline = time.monotonic() + (wait_for_owner_s() if wait_s is None else wait_s)
     while True:
         rec = live_record(db)
         if rec is not None:

@@ -165,6 +165,8 @@ class VectorStore:
 
     def _connect(self):
         from pymilvus import MilvusClient
+        from embed.quiet import quiet_third_party_logs
+        quiet_third_party_logs()  # again: importing pymilvus has just reset its loggers (logging.config.dictConfig)
         if self.is_lite:
             return MilvusClient(self._lite_address(), grpc_options=LOOPBACK_GRPC_OPTIONS, timeout=30)
         # one attempt: every call already runs inside _retry, which retries a failed connect with backoff
@@ -181,7 +183,7 @@ class VectorStore:
         except LiteOpenError as e:
             if e.kind == "read-only":
                 raise DatabaseReadOnly(
-                    f"{self.uri} is in a read-only location ({e}). Milvus Lite writes to its folder even to read "
+                    f"{self.uri} is in a read-only location: {e}. Milvus Lite writes to its folder even to read "
                     f"(a LOCK file and its log): copy the database somewhere writable and pass --uri "
                     f"/writable/place/milvus.db, or run the command as a user who may write there.") from None
             if e.kind == "locked":
