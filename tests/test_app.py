@@ -42,9 +42,8 @@ def small_index(tmp_path_factory):
 
 def _app(small_index, monkeypatch):
     from streamlit.testing.v1 import AppTest
-    monkeypatch.setenv("RETRIEVAL_MILVUS_URI", small_index["uri"])
-    monkeypatch.setenv("RETRIEVAL_DATA_ROOT", small_index["root"])
-    monkeypatch.setattr(sys, "argv", ["main.py"])
+    # as arguments: embed.settings reads the RETRIEVAL_* variables once, when this process first imported it
+    monkeypatch.setattr(sys, "argv", ["main.py", "--uri", small_index["uri"], "--data-root", small_index["root"]])
     at = AppTest.from_file(APP, default_timeout=300)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -105,6 +104,11 @@ def test_upload_and_bad_upload(small_index, monkeypatch):
     text = _texts(at)
     assert "query.jpg" in _query_label(at) and "unknown (uploaded image)" in text
     assert "query latency" in text
+    # the upload limit shown by the widget and enforced by the server are the backend's
+    from streamlit import config
+    from app.backend import MAX_UPLOAD_BYTES
+    assert at.file_uploader(key="upload").proto.max_upload_size_mb * 1024 * 1024 == MAX_UPLOAD_BYTES
+    assert config.get_option("server.maxUploadSize") * 1024 * 1024 == MAX_UPLOAD_BYTES
     at.file_uploader(key="upload").set_value(("fake.jpg", b"not an image" * 10, "image/jpeg")).run()
     assert not at.exception
     assert any("Cannot use fake.jpg" in e.value for e in at.error)
@@ -125,13 +129,16 @@ def test_locked_database_explains_the_remedy(tmp_path, monkeypatch):
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "open"
-        monkeypatch.setenv("RETRIEVAL_MILVUS_URI", uri)
-        monkeypatch.setattr(sys, "argv", ["main.py"])
+        monkeypatch.setenv("RETRIEVAL_LITE_WAIT_S", "1")
+        monkeypatch.setattr(sys, "argv", ["main.py", "--uri", uri, "--data-root", str(tmp_path / "imgs")])
         at = AppTest.from_file(APP, default_timeout=120)
         at.run()
         assert not at.exception
-        text = _texts(at)
-        assert "in use by another process" in text and "indexer serve" in text
+        # one message, then the commands in full (the app's own settings kept)
+        assert len(at.error) == 1 and "open in another process that does not share it" in at.error[0].value
+        assert [c.value for c in at.code] == [
+            f"python -m indexer serve --data-dir {uri}\n"
+            f"streamlit run app/main.py -- --uri http://127.0.0.1:19530 --split val --data-root {tmp_path / 'imgs'}"]
     finally:
         holder.kill()
         holder.wait()

