@@ -2,17 +2,16 @@
 import io
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, free_port, make_tiny_layout
+from app_browser import headless_chromium, needs_chromium, start_app, stop_app
+from conftest import REPO, make_tiny_layout
 
 APP = str(REPO / "app" / "main.py")
 
@@ -144,36 +143,14 @@ def test_locked_database_explains_the_remedy(tmp_path, monkeypatch):
         holder.wait()
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                    reason="Debian chromium + chromium-driver not installed")
+@needs_chromium
 def test_real_browser_renders_three_columns(small_index, tmp_path):
-    pytest.importorskip("selenium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--",
-         "--uri", small_index["browser_uri"], "--data-root", small_index["root"]],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, url = start_app(["--uri", small_index["browser_uri"], "--data-root", small_index["root"]], tmp_path,
+                          dict(os.environ, PYTHONPATH=str(REPO)))
     driver = None
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = shutil.which("chromium")
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--no-first-run", "--window-size=1600,1400", f"--user-data-dir={tmp_path / 'chrome'}"):
-            opts.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        driver = headless_chromium(tmp_path / "chrome")
         driver.get(url)
         deadline = time.time() + 240
         imgs = []
@@ -195,5 +172,4 @@ def test_real_browser_renders_three_columns(small_index, tmp_path):
     finally:
         if driver is not None:
             driver.quit()
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_app(proc)

@@ -9,19 +9,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-import pytest
 
-from conftest import REPO, free_port
+from app_browser import headless_chromium, needs_chromium, start_app, stop_app
+from conftest import free_port
 from test_cli_messages import build_tiny12, env, run
-
-APP = str(REPO / "app" / "main.py")
 
 
 def _holder(uri: str):
@@ -94,38 +90,17 @@ def _broken_jpeg(good: Path) -> bytes:
     return data[: len(data) // 3]
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                    reason="Debian chromium + chromium-driver not installed")
+@needs_chromium
 def test_app_open_in_a_browser_and_cli_share_the_default_database(tmp_path):
-    pytest.importorskip("selenium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     info = build_tiny12(tmp_path)           # cwd tmp_path: the default database is tmp_path/data/milvus.db
     work = info["work"]
     record_file = work / "data" / "milvus.db.server.json"
     assert not record_file.exists(), "the build has exited: it no longer serves the database"
-    port = free_port()
-    app = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--", "--extra-models", "effnet-lite0"],
-        env=env(), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    app, url = start_app(["--extra-models", "effnet-lite0"], work, env())
     driver = None
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = shutil.which("chromium")
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--no-first-run", "--window-size=1600,1400", f"--user-data-dir={tmp_path / 'chrome'}"):
-            opts.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        driver = headless_chromium(tmp_path / "chrome")
         driver.get(url)
         deadline = time.time() + 240
         imgs, heads = [], set()
@@ -175,7 +150,6 @@ def test_app_open_in_a_browser_and_cli_share_the_default_database(tmp_path):
     finally:
         if driver is not None:
             driver.quit()
-        os.killpg(app.pid, signal.SIGTERM)
-        app.wait(timeout=60)
+        stop_app(app)
     # a clean stop removes the record
     assert not record_file.exists()
