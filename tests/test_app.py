@@ -103,6 +103,11 @@ def test_upload_and_bad_upload(small_index, monkeypatch):
     text = _texts(at)
     assert "query.jpg" in _query_label(at) and "unknown (uploaded image)" in text
     assert "query latency" in text
+    # each model is loaded once, announced apart from its query latency; the next upload reuses it
+    assert sorted(t.value.split(" loaded in ")[0] for t in at.toast) == ["GResNet-50", "ViT-S (DeiT-III)"]
+    assert all("not part of its query latency" in t.value for t in at.toast)
+    at.file_uploader(key="upload").set_value(("again.jpg", buf.getvalue(), "image/jpeg")).run()
+    assert not at.exception and len(at.toast) == 0 and "query latency" in _texts(at)
     # the upload limit shown by the widget and enforced by the server are the backend's
     from streamlit import config
     from app.backend import MAX_UPLOAD_BYTES
