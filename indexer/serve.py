@@ -25,7 +25,7 @@ def serve(data_dir: str, host: str = "127.0.0.1", port: int = 19530) -> int:
     path = Path(os.path.abspath(data_dir))
     rec = live_record(path)
     if rec is not None:
-        raise DatabaseLocked(f"{data_dir} is already served by pid {rec.pid} on {rec.host}:{rec.port}: "
+        raise DatabaseLocked(f"{data_dir} is already open: pid {rec.pid} serves it on {rec.host}:{rec.port}; "
                              f"commands on {data_dir} use it as it is, other clients can use --uri {rec.uri}")
     if lock_held(path):
         raise DatabaseLocked(f"{data_dir} is already open in another process that does not share it; stop it first")
