@@ -176,7 +176,8 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps({"uri": store.uri, "collections": rows}, indent=1))
         return 0
-    print(f"{store.describe_target()}: {len(rows)} collection(s)")
+    shared = store.sharing()
+    print(f"{store.describe_target()}{f' ({shared})' if shared else ''}: {len(rows)} collection(s)")
     for r in rows:
         flag = "" if r["complete"] else "  (INCOMPLETE: rerun build)"
         rnd = "  RANDOM WEIGHTS" if r["weights"] == "random" else ""

@@ -157,6 +157,16 @@ class VectorStore:
     def describe_target(self) -> str:
         return f"Milvus Lite at {self.uri}" if self.is_lite else f"Milvus at {self.uri}"
 
+    def sharing(self) -> str:
+        """For a Lite database: which process serves it to the others (empty for a server URI)."""
+        if not self.is_lite:
+            return ""
+        from .shared_lite import read_record
+        rec = read_record(Path(os.path.abspath(self.uri)))
+        if rec is None:
+            return ""
+        return "served by this process" if rec.pid == os.getpid() else f"served by pid {rec.pid} on {rec.uri}"
+
     @property
     def client(self):
         if self._client is None:
@@ -197,6 +207,7 @@ class VectorStore:
     def check_writable(self) -> None:
         """Fail now, with the reason, if this database cannot take writes (before a build spends minutes extracting)."""
         probe = f"retrieval_write_probe_{os.getpid()}"
+        self.drop(probe)  # left over by a killed run that had the same pid
         self._retry(lambda: self.client.create_collection(probe, dimension=2), "write check (create)")
         self._retry(lambda: self.client.drop_collection(probe), "write check (drop)")
 

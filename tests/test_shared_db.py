@@ -119,6 +119,7 @@ def test_app_open_in_a_browser_and_cli_share_the_default_database(tmp_path):
         status = run(["indexer", "status"], cwd=work)
         assert status.returncode == 0, status.stderr
         assert "effnet_lite0__tiny12__val" in status.stdout and "rows=12" in status.stdout
+        assert f"Milvus Lite at data/milvus.db (served by pid {app.pid} on http://127.0.0.1:" in status.stdout
 
         queries = tmp_path / "queries"
         queries.mkdir()
