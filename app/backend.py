@@ -20,7 +20,8 @@ from embed.registry import BLOG_MODELS, REGISTRY
 from indexer.query import IndexedCollection, embedder_for, indexed_collections
 from indexer.store import DEFAULT_URI, StoreError, VectorStore
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_MB = 20                         # Streamlit's "MB" are MiB (it multiplies by 1024 * 1024)
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 MAX_UPLOAD_PIXELS = 50_000_000
 THUMB = 112
 
@@ -165,6 +166,24 @@ class Backend:
         if model not in self._embedders:
             self._embedders[model] = embedder_for(self.collections[model].meta)
         return self._embedders[model]
+
+    def has_embedder(self, model: str) -> bool:
+        return model in self._embedders
+
+    def load_embedder(self, model: str) -> Optional[float]:
+        """Load ``model``'s query embedder now if it is not loaded: seconds taken, or None if it already was.
+
+        Loading (weights, first forward) takes seconds; the app shows it once, apart from query latency.
+        A failure is left for ``search`` to report in the model's column.
+        """
+        if model in self._embedders or model not in self.collections:
+            return None
+        t = time.perf_counter()
+        try:
+            self.embedder(model)
+        except (StoreError, BadImage):
+            return None
+        return time.perf_counter() - t
 
     def query_vector(self, model: str, query: Query) -> np.ndarray:
         """The stored vector for an indexed image (no model needed), else the image embedded now."""

@@ -12,15 +12,25 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the repository
     sys.path.insert(0, str(ROOT))
 
-import streamlit as st  # noqa: E402
+from embed.quiet import quiet_grpc_environment, quiet_third_party_logs  # noqa: E402
 
-from app.backend import (Backend, BadImage, Query, Settings, load_upload, model_title,  # noqa: E402
+quiet_grpc_environment()  # before anything imports grpc
+quiet_third_party_logs()
+
+import streamlit as st  # noqa: E402
+from streamlit import config as st_config  # noqa: E402
+
+from app.backend import (MAX_UPLOAD_MB, Backend, BadImage, Query, Settings, load_upload, model_title,  # noqa: E402
                          safe_image_path, thumbnail)
 from embed.datasets import class_name  # noqa: E402
 from embed.registry import BLOG_MODELS  # noqa: E402
 from indexer.store import DatabaseLocked, StoreError  # noqa: E402
 
 st.set_page_config(page_title="Backbone retrieval", layout="wide")
+# The server rejects uploads above server.maxUploadSize (read on every upload request); the widget shows and
+# enforces its own max_upload_size. Both come from the backend's limit, so shown == enforced == MAX_UPLOAD_BYTES.
+# (A .streamlit/config.toml would not follow the constant.)
+st_config.set_option("server.maxUploadSize", MAX_UPLOAD_MB)
 
 
 @st.cache_resource(show_spinner="Connecting to Milvus and reading collections…")
@@ -38,19 +48,30 @@ def cached_rows(_backend: Backend, key: str):
     return _backend.indexed_rows()
 
 
-def show_locked(e: Exception, settings: Settings) -> None:
-    st.error(f"The database is in use by another process: {e}")
-    st.markdown("Share it instead: run `python -m indexer serve --data-dir {0}` once, then start the app and builds "
-                "with `--uri http://127.0.0.1:19530`:\n\n"
-                "```\nstreamlit run app/main.py -- --uri http://127.0.0.1:19530\n```".format(settings.uri))
+def app_command(settings: Settings, uri: str) -> str:
+    """This app's own command line with another --uri: every setting kept, so it opens the same data."""
+    parts = ["streamlit run app/main.py --", f"--uri {uri}", f"--split {settings.split}"]
+    if settings.data_root:
+        parts.append(f"--data-root {settings.data_root}")
+    if settings.extra_models:
+        parts.append(f"--extra-models {','.join(settings.extra_models)}")
+    return " ".join(parts)
+
+
+def show_locked(settings: Settings) -> None:
+    """One message: what happened, then the commands that fix it, in full."""
+    st.error(f"The database {settings.uri} is open in another process that does not share it (not this tool, or an "
+             f"old version of it). Stop that process, or serve the database from one process and point the app at it:")
+    st.code(f"python -m indexer serve --data-dir {settings.uri}\n{app_command(settings, 'http://127.0.0.1:19530')}",
+            language="bash")
 
 
 def pick_query(backend: Backend, rows) -> Query | None:
     st.sidebar.header("Query")
     source = st.sidebar.radio("Source", ["Indexed image", "Upload"], key="source", horizontal=True)
     if source == "Upload":
-        up = st.sidebar.file_uploader("Image (JPEG, PNG, WebP; ≤ 20 MiB)", type=["jpg", "jpeg", "png", "webp"],
-                                      key="upload")
+        up = st.sidebar.file_uploader("Image (JPEG, PNG, WebP)", type=["jpg", "jpeg", "png", "webp"],
+                                      key="upload", max_upload_size=MAX_UPLOAD_MB)
         if up is None:
             st.info("Upload an image in the sidebar to query with it.")
             return None
@@ -131,16 +152,27 @@ def show_column(backend: Backend, result, k: int) -> None:
                           on_click=requery, args=(hit.id,))
 
 
+def load_models(backend: Backend, models) -> None:
+    """Load each model once per app process, with a spinner and one line, so query latency is the query's own."""
+    for model in models:
+        if model not in backend.collections or backend.has_embedder(model):
+            continue
+        with st.spinner(f"Loading {model_title(model)} (once; later queries reuse it)…"):
+            seconds = backend.load_embedder(model)
+        if seconds is not None:
+            st.toast(f"{model_title(model)} loaded in {seconds:.1f} s (not part of its query latency)")
+
+
 def main() -> None:
     settings = Settings.from_argv(sys.argv[1:])
     st.title("Backbone retrieval: GResNet vs ConvNeXt-T vs ViT-S")
     try:
         backend = get_backend(settings.uri, settings.data_root or "", settings.split, settings.token)
-    except DatabaseLocked as e:
-        show_locked(e, settings)
+    except DatabaseLocked:
+        show_locked(settings)
         return
     except StoreError as e:
-        st.error(f"Cannot reach the vector store: {e}")
+        st.error(f"Cannot open the vector store: {e}")
         return
     if st.sidebar.button("Reload collections", key="reload"):
         backend.refresh()
@@ -165,6 +197,8 @@ def main() -> None:
     if query is None:
         return
 
+    if query.indexed_id is None:  # an upload must be embedded: load the models first, outside the latency
+        load_models(backend, models)
     left, right = st.columns([1, 3])
     results = [backend.search(m, query, k) for m in models]
     with left:

@@ -1,4 +1,7 @@
-"""Feature extraction for the retrieval comparison; importing it registers ``gresnet50`` with timm."""
-from . import gresnet  # noqa: F401
+"""Feature extraction for the retrieval comparison.
+
+Deliberately light: ``python -m embed --help`` must not pay for torch and timm. ``embed.registry``
+(or ``embed.gresnet``) registers ``gresnet50`` with timm when a model is needed.
+"""
 
 __version__ = "0.1.0"

@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .extract import ExtractConfig
+from .quiet import quiet_grpc_environment, quiet_third_party_logs  # noqa: F401  (re-exported for benchmarks)
 from .settings import DEFAULT_DATA_ROOT, DEFAULT_EMBEDDINGS
+
+# Nothing heavy is imported at module level: `--help` and argument errors are answered without torch,
+# timm or pymilvus (see benchmarks/help_startup.py); every command imports what it needs when it runs.
 
 EPILOG = """examples:
   python -m embed models
@@ -20,12 +23,48 @@ EPILOG = """examples:
 """
 
 
+def _int_at_least(minimum: int, what: str):
+    """An argparse type: an integer >= ``minimum``, so that `-k abc` or `--limit 0` is a usage error, not a traceback."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+    return parse
+
+
+positive_int = _int_at_least(1, "a positive integer")
+non_negative_int = _int_at_least(0, "an integer >= 0")
+
+
+def port_number(text: str) -> int:
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is at most 65535, got {value}")
+    return value
+
+
+def positive_int_list(text: str) -> List[int]:
+    """argparse type for comma-separated cut-offs such as ``1,5,10``."""
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected comma-separated positive integers, e.g. 1,5,10")
+    try:
+        return [positive_int(t) for t in parts]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers (e.g. 1,5,10), "
+                                         f"got {text!r}") from None
+
+
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--split", required=True, help="split folder under the data root, e.g. val")
     g.add_argument("--data-root", type=Path, default=Path(DEFAULT_DATA_ROOT),
                    help="folder holding the split folders (env RETRIEVAL_DATA_ROOT; default %(default)s)")
-    g.add_argument("--limit", type=int, default=None, help="only the first N images in canonical (sorted path) order")
+    g.add_argument("--limit", type=positive_int, default=None, help="only the first N images in canonical (sorted path) order")
 
 
 def add_weights_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,8 +79,8 @@ def add_compute_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("compute")
     g.add_argument("--out", type=Path, default=Path(DEFAULT_EMBEDDINGS),
                    help="embeddings folder (env RETRIEVAL_EMBEDDINGS; default %(default)s)")
-    g.add_argument("--batch-size", type=int, default=None, help="default: 256 on GPU, 32 on CPU")
-    g.add_argument("--workers", type=int, default=None, help="image decoding processes (default: by device and cores)")
+    g.add_argument("--batch-size", type=positive_int, default=None, help="default: 256 on GPU, 32 on CPU")
+    g.add_argument("--workers", type=non_negative_int, default=None, help="image decoding processes (default: by device and cores)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast precision; auto = the fastest measured: bf16 on GPUs and on CPUs with native bf16 "
@@ -54,12 +93,13 @@ def add_compute_arguments(p: argparse.ArgumentParser) -> None:
                         "run batched on the model's device, JPEGs decoded there too on a GPU (nvJPEG). "
                         "auto (default): the fastest measured; device on a CPU for small images that are "
                         "enlarged (e.g. Tiny-ImageNet), workers otherwise")
-    g.add_argument("--shard-size", type=int, default=1024, help="images per shard file (resume granularity)")
+    g.add_argument("--shard-size", type=positive_int, default=1024, help="images per shard file (resume granularity)")
     g.add_argument("--force", action="store_true", help="recompute embeddings even if they are on disk")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def extract_config(args: argparse.Namespace, model: Optional[str] = None) -> ExtractConfig:
+def extract_config(args: argparse.Namespace, model: Optional[str] = None):
+    from .extract import ExtractConfig
     return ExtractConfig(
         model=model or args.model, split=args.split, data_root=args.data_root, out=args.out,
         batch_size=args.batch_size, workers=args.workers, device=args.device, precision=args.precision,
@@ -141,26 +181,17 @@ def setup_logging(verbose: bool) -> None:
     quiet_third_party_logs()
 
 
-def quiet_third_party_logs() -> None:
-    # pymilvus warns "failed to get mvccTs" on every query iterator against Milvus Lite
-    logging.getLogger("pymilvus").setLevel(logging.ERROR)
-    # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not implement (AllocTimestamp)
-    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-    # their INFO lines (faiss loader, per-segment index builds, server start/stop) drown ours
-    for noisy in ("faiss", "faiss.loader", "milvus_lite", "httpx", "urllib3", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def run_cli(handlers, parser: argparse.ArgumentParser, argv: Optional[List[str]], extra_errors: tuple = ()) -> int:
     """Parse, dispatch, and turn expected failures into one clear line and exit code 2."""
+    args = parser.parse_args(argv)  # first: --help and usage errors need none of the imports below
+    quiet_grpc_environment()
+    setup_logging(getattr(args, "verbose", False))
     from .datasets import DatasetError
     from .registry import UnknownModel, WeightsUnavailable
     from .gresnet import CheckpointMismatchError
     from .store import StoreMismatch
     expected = (DatasetError, UnknownModel, WeightsUnavailable, CheckpointMismatchError, StoreMismatch,
                 FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-    args = parser.parse_args(argv)
-    setup_logging(getattr(args, "verbose", False))
     try:
         return handlers[args.command](args)
     except expected + tuple(extra_errors) as e:

@@ -1,14 +1,19 @@
-"""``python -m indexer``: build, status, search, drop, serve, evaluate."""
+"""``python -m indexer``: build, status, search, drop, serve, evaluate.
+
+Module level imports nothing heavy (no torch, timm or pymilvus): `--help` and argument errors are
+answered at once; each command imports what it needs.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import List, Optional
 
-from embed.cli import add_compute_arguments, add_data_arguments, add_weights_arguments, extract_config, run_cli
-from embed.settings import DEFAULT_DATA_ROOT
+from embed.cli import (add_compute_arguments, add_data_arguments, add_weights_arguments, extract_config,
+                       non_negative_int, port_number, positive_int, positive_int_list, run_cli)
 
 from .store import DEFAULT_TOKEN, DEFAULT_URI, StoreError, VectorStore
 
@@ -20,11 +25,14 @@ EPILOG = """examples:
   python -m indexer build --model gresnet --split val --checkpoint gresnet50.pth
   python -m indexer status
   python -m indexer search --model effnet-lite0 --split val --image query.jpg -k 5
+  python -m indexer search --model effnet-lite0 --split val --image a.jpg queries/ b.png --json   # one process
   python -m indexer evaluate --split val --models effnet-lite0 --data-root ../shared/datasets/tiny-imagenet-200 --plot p.png
   python -m indexer serve --port 19530          # then: --uri http://127.0.0.1:19530 everywhere
   python -m indexer build --model vit --split val --uri http://milvus.internal:19530 --token user:password
 
 The database defaults to Milvus Lite in data/milvus.db (env RETRIEVAL_MILVUS_URI overrides it).
+Several processes (the app, builds, searches) share it with no setup: the first one to open it serves
+it on 127.0.0.1 while it runs and writes the address to data/milvus.db.server.json; the others connect there.
 """
 
 
@@ -40,7 +48,8 @@ def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     """Which collection: model + split (+ data root when several datasets are indexed), and where."""
     p.add_argument("--model", required=True, help="registry name, e.g. gresnet, convnext, vit, effnet-lite0")
     p.add_argument("--split", required=True, help="split the collection was built from, e.g. val")
-    p.add_argument("--data-root", type=Path, default=None, help="choose the dataset when several are indexed")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="choose the dataset (by its folder name) when the model/split is indexed for several")
     add_store_arguments(p)
 
 
@@ -56,7 +65,7 @@ def _fmt(p: argparse.ArgumentParser, name: str, help_: str, **kw) -> argparse.Ar
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m indexer", description="Per-model Milvus collections (FLAT, L2).",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = _fmt(sub, "build", "extract (reusing cached embeddings) and index a split")
@@ -69,41 +78,49 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_arguments(p)
 
     p = _fmt(sub, "status", "list collections: model, split, dataset, rows, dim, index, metric, weights")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     add_store_arguments(p)
 
-    p = _fmt(sub, "search", "top-k neighbours of an image file")
+    p = _fmt(sub, "search", "top-k neighbours of image files (several files and folders in one run)")
     add_collection_arguments(p)
-    p.add_argument("--image", type=Path, required=True, help="query image file")
-    p.add_argument("-k", type=int, default=10, help="number of neighbours (default %(default)s)")
+    p.add_argument("--image", type=Path, required=True, nargs="+", metavar="PATH",
+                   help="query image files and/or folders (their image files, recursively); a file that cannot be "
+                        "read is reported by name and the others are still answered (exit status 1 if any failed)")
+    p.add_argument("-k", type=positive_int, default=10, help="number of neighbours (default %(default)s)")
     p.add_argument("--checkpoint", type=Path, default=None, help="weights file, if the collection was built with one")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default="auto", help="where the query model runs: auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per line and per image: its path and hits, or its path and error")
 
     p = _fmt(sub, "drop", "delete a model's collection")
     add_collection_arguments(p)
 
     p = _fmt(sub, "serve", "serve a Milvus Lite database on 127.0.0.1 so several processes can share it")
-    p.add_argument("--port", type=int, default=19530)
+    p.add_argument("--port", type=port_number, default=19530,
+                   help="TCP port to listen on (default %(default)s; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1",
                    help="bind address (default 127.0.0.1; 0.0.0.0 exposes the database to the network, unauthenticated)")
     p.add_argument("--data-dir", default=DEFAULT_URI, help="Milvus Lite database folder (default %(default)s)")
 
     p = _fmt(sub, "evaluate", "precision@k, recall@k, R-precision, MAP@R, kNN accuracy (leave-one-out)")
-    p.add_argument("--split", required=True)
-    p.add_argument("--data-root", type=Path, default=Path(DEFAULT_DATA_ROOT))
+    p.add_argument("--split", required=True, help="split the collections were built from, e.g. val")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="choose the dataset (by its folder name) when the split is indexed for several; "
+                        "not needed when only one is")
     p.add_argument("--models", default="gresnet,convnext,vit", help="comma-separated (default %(default)s)")
-    p.add_argument("--k", default="1,5,10,20,100", help="comma-separated cut-offs (default %(default)s)")
+    p.add_argument("--k", type=positive_int_list, default="1,5,10,20,100",
+                   help="comma-separated cut-offs (default %(default)s)")
     p.add_argument("--features", default="raw,normalized", help="raw, normalized or both (default both)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto",
+                   help="where the exact neighbour computation runs: auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--json", type=Path, default=None, help="write the report as JSON")
     p.add_argument("--csv", type=Path, default=None, help="write the results as CSV")
     p.add_argument("--plot", type=Path, default=None, help="write precision@k vs k as PNG")
-    p.add_argument("--milvus-check", type=int, default=0, metavar="N",
+    p.add_argument("--milvus-check", type=non_negative_int, default=0, metavar="N",
                    help="also search N random queries through Milvus and require the same neighbours")
-    p.add_argument("--time-naive", type=int, default=0, metavar="N",
+    p.add_argument("--time-naive", type=non_negative_int, default=0, metavar="N",
                    help="also time a naive evaluation sending N single-query Milvus searches (ratio vs exact)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_store_arguments(p)
     return parser
 
@@ -128,6 +145,7 @@ def cmd_build(args) -> int:
     from embed.registry import WeightsUnavailable
     from .build import build
     store = _store(args)
+    store.check_writable()  # before minutes of extraction, not after
     failures = []
     for model in _models_for_build(args):
         cfg = extract_config(args, model=model)
@@ -158,7 +176,8 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps({"uri": store.uri, "collections": rows}, indent=1))
         return 0
-    print(f"{store.describe_target()}: {len(rows)} collection(s)")
+    shared = store.sharing()
+    print(f"{store.describe_target()}{f' ({shared})' if shared else ''}: {len(rows)} collection(s)")
     for r in rows:
         flag = "" if r["complete"] else "  (INCOMPLETE: rerun build)"
         rnd = "  RANDOM WEIGHTS" if r["weights"] == "random" else ""
@@ -173,26 +192,41 @@ def _dataset_arg(args) -> Optional[str]:
 
 def cmd_search(args) -> int:
     from embed.datasets import class_name
-    from embed.imaging import load_rgb
-    from .query import embed_query, embedder_for, find_collection
+    from .batch import expand_query_paths, search_images
+    from .query import embedder_for, find_collection
     store = _store(args)
     coll = find_collection(store, args.model, args.split, _dataset_arg(args))
-    image = load_rgb(args.image)
+    paths = expand_query_paths(args.image)
+    if not paths:
+        raise StoreError(f"no query images in {' '.join(str(p) for p in args.image)}")
     emb = embedder_for(coll.meta, args.checkpoint, args.device)
-    hits = store.search(coll.name, embed_query(emb, image, coll.meta), k=args.k)[0]
-    for h in hits:
-        h["class_name"] = class_name(h["class_id"] or "")
-        h["path"] = str(Path(coll.meta.data_root) / coll.meta.split / h["relpath"])
+    answers = search_images(store, coll, emb, paths, args.k)
+    for a in answers:
+        for h in a.hits:
+            h["class_name"] = class_name(h["class_id"] or "")
+            h["path"] = str(Path(coll.meta.data_root) / coll.meta.split / h["relpath"])
+    failed = [a for a in answers if a.error]
     if args.json:
-        print(json.dumps({"collection": coll.name, "distance": "squared L2", "random_weights": coll.meta.is_random,
-                          "hits": hits}, indent=1))
-        return 0
-    if coll.meta.is_random:
-        print("WARNING: this collection was built with RANDOM weights")
-    print(f"top {len(hits)} in {coll.name} (distance = squared L2):")
-    for rank, h in enumerate(hits, 1):
-        print(f"{rank:3}. id={h['id']:<7} d²={h['distance']:<12.4f} {h['class_id']} ({h['class_name']})  {h['path']}")
-    return 0
+        for a in answers:
+            body = {"error": a.error} if a.error else {"hits": a.hits}
+            print(json.dumps({"image": a.image, "collection": coll.name, "distance": "squared L2",
+                              "random_weights": coll.meta.is_random, **body}), flush=True)
+    else:
+        if coll.meta.is_random:
+            print("WARNING: this collection was built with RANDOM weights")
+        for a in answers:
+            if a.error:
+                continue
+            print(f"{a.image}: top {len(a.hits)} in {coll.name} (distance = squared L2):")
+            for rank, h in enumerate(a.hits, 1):
+                print(f"{rank:3}. id={h['id']:<7} d²={h['distance']:<12.4f} {h['class_id']} ({h['class_name']})  "
+                      f"{h['path']}")
+    for a in failed:
+        print(f"error: {a.error}", file=sys.stderr)
+    if len(answers) > 1:
+        log.info("answered %d of %d query images%s", len(answers) - len(failed), len(answers),
+                 f"; {len(failed)} could not be read (named above)" if failed else "")
+    return 1 if failed else 0
 
 
 def cmd_drop(args) -> int:
@@ -209,19 +243,34 @@ def cmd_serve(args) -> int:
     return serve(args.data_dir, args.host, args.port)
 
 
+def _evaluated_dataset(store: VectorStore, args, models: List[str]) -> str:
+    """The dataset to evaluate: from --data-root, else the one the split is indexed for (as `search` finds it)."""
+    from .query import find_collection
+    found = {find_collection(store, m, args.split, _dataset_arg(args)).meta.dataset for m in models}
+    if len(found) > 1:
+        raise StoreError(f"the models are indexed for different datasets ({', '.join(sorted(found))}) on split "
+                         f"{args.split!r}: pass --data-root to choose one")
+    return found.pop()
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import EvalConfig, evaluate, markdown_table, write_csv, write_json, write_plot
     store = _store(args)
-    dataset = Path(args.data_root).expanduser().resolve().name
-    cfg = EvalConfig(split=args.split, dataset=dataset, models=[m.strip() for m in args.models.split(",") if m.strip()],
-                     ks=[int(k) for k in args.k.split(",")], features=[f.strip() for f in args.features.split(",")],
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    cfg = EvalConfig(split=args.split, dataset=_evaluated_dataset(store, args, models), models=models,
+                     ks=list(args.k), features=[f.strip() for f in args.features.split(",")],
                      device=args.device, milvus_check=args.milvus_check, time_naive=args.time_naive,
                      progress=not args.no_progress)
     bad = [f for f in cfg.features if f not in ("raw", "normalized")]
-    if bad or any(k < 1 for k in cfg.ks):
-        raise StoreError(f"--features takes raw,normalized and --k positive integers (got {args.features!r}, {args.k!r})")
+    if bad:
+        raise StoreError(f"--features takes raw, normalized or raw,normalized (got {args.features!r})")
     report = evaluate(cfg, store)
     print(markdown_table(report))
+    for r in report["results"]:
+        check = r.get("milvus_check")
+        if check:  # a disagreement already ended the run with an error naming the lists
+            print(f"milvus check {r['model']}/{r['features']}: {check['agree']}/{check['queries']} top-{check['k']} "
+                  f"neighbour lists from Milvus agree with the exact computation")
     for path, writer in ((args.json, write_json), (args.csv, write_csv), (args.plot, write_plot)):
         if path:
             writer(report, path)

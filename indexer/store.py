@@ -40,6 +40,10 @@ class DatabaseLocked(StoreError):
     pass
 
 
+class DatabaseReadOnly(StoreError):
+    pass
+
+
 class ServerUnreachable(StoreError):
     pass
 
@@ -116,29 +120,15 @@ def is_local_uri(uri: str) -> bool:
 
 
 def lite_lock_holder(path: Path) -> bool:
-    """Whether another process holds Milvus Lite's advisory lock on ``path``."""
-    lock = Path(path) / "LOCK"
-    if not lock.exists():
-        return False
-    import fcntl
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
+    """Whether a process holds Milvus Lite's advisory lock on ``path``."""
+    from .shared_lite import lock_held
+    return lock_held(Path(path))
 
 
-def _opened_by_this_process(uri: str) -> bool:
-    """pymilvus serves each Lite path once per process; our own lock is not a conflict."""
-    try:
-        from milvus_lite.server_manager import server_manager_instance
-        return os.path.abspath(uri) in getattr(server_manager_instance, "_servers", {})
-    except ImportError:
-        return False
+# pymilvus' default client keepalive (a ping every 10 s, even when idle) breaks the server's default
+# policy (at most one ping per 5 min without calls): the server answers GOAWAY "too_many_pings" and
+# grpc logs it as an error. No keepalive pings are needed on a loopback connection.
+LOOPBACK_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 2 ** 31 - 1, "grpc.keepalive_permit_without_calls": 0}
 
 
 _TRANSIENT = ("connect", "unavailable", "deadline", "timeout", "timed out", "connection refused", "socket closed",
@@ -171,6 +161,16 @@ class VectorStore:
     def describe_target(self) -> str:
         return f"Milvus Lite at {self.uri}" if self.is_lite else f"Milvus at {self.uri}"
 
+    def sharing(self) -> str:
+        """For a Lite database: which process serves it to the others (empty for a server URI)."""
+        if not self.is_lite:
+            return ""
+        from .shared_lite import read_record
+        rec = read_record(Path(os.path.abspath(self.uri)))
+        if rec is None:
+            return ""
+        return "served by this process" if rec.pid == os.getpid() else f"served by pid {rec.pid} on {rec.uri}"
+
     @property
     def client(self):
         if self._client is None:
@@ -179,25 +179,41 @@ class VectorStore:
 
     def _connect(self):
         from pymilvus import MilvusClient
+        from embed.quiet import quiet_third_party_logs
+        quiet_third_party_logs()  # again: importing pymilvus has just reset its loggers (logging.config.dictConfig)
         if self.is_lite:
-            if not self.uri.endswith(".db"):
-                raise StoreError(f"a local Milvus Lite URI must end in .db (got {self.uri!r}); "
-                                 f"for a server use --uri http://host:19530")
-            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-            if not _opened_by_this_process(self.uri) and lite_lock_holder(Path(self.uri)):
-                raise DatabaseLocked(
-                    f"{self.uri} is open in another process (Milvus Lite allows one process per database). "
-                    f"Share it: run `python -m indexer serve --data-dir {self.uri}` once and pass "
-                    f"--uri http://127.0.0.1:19530 to every command (and the app), or point --uri at a Milvus server.")
-            try:
-                return MilvusClient(self.uri)
-            except Exception as e:
-                if lite_lock_holder(Path(self.uri)) or "open local milvus failed" in str(e).lower():
-                    raise DatabaseLocked(f"{self.uri} could not be opened: it is in use by another process. "
-                                         f"Use `python -m indexer serve` and --uri, or a Milvus server.") from None
-                raise StoreError(f"could not open Milvus Lite at {self.uri}: {e}") from None
+            return MilvusClient(self._lite_address(), grpc_options=LOOPBACK_GRPC_OPTIONS, timeout=30)
         # one attempt: every call already runs inside _retry, which retries a failed connect with backoff
         return MilvusClient(self.uri, token=self.token, timeout=10)
+
+    def _lite_address(self) -> str:
+        """Where this process reaches the Lite database: the server of the process that has it open, or its own."""
+        from .shared_lite import LiteOpenError, resolve
+        if not self.uri.endswith(".db"):
+            raise StoreError(f"a local Milvus Lite URI must end in .db (got {self.uri!r}); "
+                             f"for a server use --uri http://host:19530")
+        try:
+            return resolve(self.uri)
+        except LiteOpenError as e:
+            if e.kind == "read-only":
+                raise DatabaseReadOnly(
+                    f"{self.uri} is in a read-only location: {e}. Milvus Lite writes to its folder even to read "
+                    f"(a LOCK file and its log): copy the database somewhere writable and pass --uri "
+                    f"/writable/place/milvus.db, or run the command as a user who may write there.") from None
+            if e.kind == "locked":
+                raise DatabaseLocked(
+                    f"{self.uri} is open in another process that does not share it (not this tool, or an old "
+                    f"version of it). Stop that process, or have one process own the database: "
+                    f"`python -m indexer serve --data-dir {self.uri}` and pass --uri http://127.0.0.1:19530 "
+                    f"to every command and to the app.") from None
+            raise StoreError(f"could not open Milvus Lite at {self.uri}: {e}") from None
+
+    def check_writable(self) -> None:
+        """Fail now, with the reason, if this database cannot take writes (before a build spends minutes extracting)."""
+        probe = f"retrieval_write_probe_{os.getpid()}"
+        self.drop(probe)  # left over by a killed run that had the same pid
+        self._retry(lambda: self.client.create_collection(probe, dimension=2), "write check (create)")
+        self._retry(lambda: self.client.drop_collection(probe), "write check (drop)")
 
     def _retry(self, fn: Callable, what: str):
         delay = self.backoff
@@ -219,8 +235,7 @@ class VectorStore:
                     self._reconnect()
 
     def _reconnect(self) -> None:
-        if self.is_lite:
-            return
+        """Drop the dead connection and connect again; for Lite, to whichever process serves the database now."""
         try:
             from pymilvus import MilvusClient
             # pymilvus caches one connection per URI: close the dead one, or the new client reuses it
@@ -230,7 +245,8 @@ class VectorStore:
                     old.close()
                 except Exception:
                     pass
-            self._client = MilvusClient(self.uri, token=self.token, timeout=10)
+            self._loaded.clear()
+            self._client = self._connect() if self.is_lite else MilvusClient(self.uri, token=self.token, timeout=10)
         except Exception as e:  # still down: the next retry tries again
             log.debug("reconnect failed: %s", e)
 

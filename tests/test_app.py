@@ -2,17 +2,16 @@
 import io
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, free_port, make_tiny_layout
+from app_browser import headless_chromium, needs_chromium, start_app, stop_app
+from conftest import REPO, make_tiny_layout
 
 APP = str(REPO / "app" / "main.py")
 
@@ -42,9 +41,8 @@ def small_index(tmp_path_factory):
 
 def _app(small_index, monkeypatch):
     from streamlit.testing.v1 import AppTest
-    monkeypatch.setenv("RETRIEVAL_MILVUS_URI", small_index["uri"])
-    monkeypatch.setenv("RETRIEVAL_DATA_ROOT", small_index["root"])
-    monkeypatch.setattr(sys, "argv", ["main.py"])
+    # as arguments: embed.settings reads the RETRIEVAL_* variables once, when this process first imported it
+    monkeypatch.setattr(sys, "argv", ["main.py", "--uri", small_index["uri"], "--data-root", small_index["root"]])
     at = AppTest.from_file(APP, default_timeout=300)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -105,6 +103,16 @@ def test_upload_and_bad_upload(small_index, monkeypatch):
     text = _texts(at)
     assert "query.jpg" in _query_label(at) and "unknown (uploaded image)" in text
     assert "query latency" in text
+    # each model is loaded once, announced apart from its query latency; the next upload reuses it
+    assert sorted(t.value.split(" loaded in ")[0] for t in at.toast) == ["GResNet-50", "ViT-S (DeiT-III)"]
+    assert all("not part of its query latency" in t.value for t in at.toast)
+    at.file_uploader(key="upload").set_value(("again.jpg", buf.getvalue(), "image/jpeg")).run()
+    assert not at.exception and len(at.toast) == 0 and "query latency" in _texts(at)
+    # the upload limit shown by the widget and enforced by the server are the backend's
+    from streamlit import config
+    from app.backend import MAX_UPLOAD_BYTES
+    assert at.file_uploader(key="upload").proto.max_upload_size_mb * 1024 * 1024 == MAX_UPLOAD_BYTES
+    assert config.get_option("server.maxUploadSize") * 1024 * 1024 == MAX_UPLOAD_BYTES
     at.file_uploader(key="upload").set_value(("fake.jpg", b"not an image" * 10, "image/jpeg")).run()
     assert not at.exception
     assert any("Cannot use fake.jpg" in e.value for e in at.error)
@@ -125,48 +133,29 @@ def test_locked_database_explains_the_remedy(tmp_path, monkeypatch):
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "open"
-        monkeypatch.setenv("RETRIEVAL_MILVUS_URI", uri)
-        monkeypatch.setattr(sys, "argv", ["main.py"])
+        monkeypatch.setenv("RETRIEVAL_LITE_WAIT_S", "1")
+        monkeypatch.setattr(sys, "argv", ["main.py", "--uri", uri, "--data-root", str(tmp_path / "imgs")])
         at = AppTest.from_file(APP, default_timeout=120)
         at.run()
         assert not at.exception
-        text = _texts(at)
-        assert "in use by another process" in text and "indexer serve" in text
+        # one message, then the commands in full (the app's own settings kept)
+        assert len(at.error) == 1 and "open in another process that does not share it" in at.error[0].value
+        assert [c.value for c in at.code] == [
+            f"python -m indexer serve --data-dir {uri}\n"
+            f"streamlit run app/main.py -- --uri http://127.0.0.1:19530 --split val --data-root {tmp_path / 'imgs'}"]
     finally:
         holder.kill()
         holder.wait()
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                    reason="Debian chromium + chromium-driver not installed")
+@needs_chromium
 def test_real_browser_renders_three_columns(small_index, tmp_path):
-    pytest.importorskip("selenium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--",
-         "--uri", small_index["browser_uri"], "--data-root", small_index["root"]],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, url = start_app(["--uri", small_index["browser_uri"], "--data-root", small_index["root"]], tmp_path,
+                          dict(os.environ, PYTHONPATH=str(REPO)))
     driver = None
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = shutil.which("chromium")
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--no-first-run", "--window-size=1600,1400", f"--user-data-dir={tmp_path / 'chrome'}"):
-            opts.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        driver = headless_chromium(tmp_path / "chrome")
         driver.get(url)
         deadline = time.time() + 240
         imgs = []
@@ -188,5 +177,4 @@ def test_real_browser_renders_three_columns(small_index, tmp_path):
     finally:
         if driver is not None:
             driver.quit()
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_app(proc)

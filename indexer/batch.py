@@ -1,0 +1,68 @@
+"""Many query images in one process: the model loads once, every image is answered or named with its error."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+from embed.imaging import has_image_extension
+
+log = logging.getLogger(__name__)
+
+EMBED_CHUNK = 32  # images decoded and embedded at a time: bounded memory for long lists
+
+
+@dataclass
+class QueryAnswer:
+    image: str
+    hits: List[Dict] = field(default_factory=list)
+    error: Optional[str] = None
+
+
+def expand_query_paths(paths: Iterable[Path]) -> List[Path]:
+    """Files as given, folders replaced by the image files under them (sorted); order kept otherwise.
+
+    A named file is always tried (its error is reported); inside folders only image extensions count.
+    """
+    out: List[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and has_image_extension(f.name))
+            others = sum(1 for f in p.rglob("*") if f.is_file() and not has_image_extension(f.name))
+            if others:
+                log.info("%s: ignoring %d file(s) without an image extension", p, others)
+            if not found:
+                log.warning("%s: no image files in this folder", p)
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def _load(path: Path):
+    """(image, None) or (None, a reason that names the file)."""
+    from embed.imaging import BadImage, load_rgb
+    if not path.exists():
+        return None, f"{path}: no such file or folder"
+    try:
+        return load_rgb(path), None
+    except BadImage as e:
+        return None, f"{path}: {e.reason}"
+
+
+def search_images(store, coll, embedder, paths: List[Path], k: int) -> List[QueryAnswer]:
+    """One answer per path, in order: hits by squared L2, or the reason the file could not be used."""
+    from .query import embed_query
+    import numpy as np
+    answers: List[QueryAnswer] = []
+    n_rows = store.count(coll.name)
+    for start in range(0, len(paths), EMBED_CHUNK):
+        chunk = paths[start:start + EMBED_CHUNK]
+        loaded = [_load(p) for p in chunk]
+        good = [(p, im) for p, (im, _) in zip(chunk, loaded) if im is not None]
+        vectors = np.concatenate([embed_query(embedder, im, coll.meta) for _, im in good]) if good else None
+        hits = iter(store.search(coll.name, vectors, k=k, n_rows=n_rows) if good else [])
+        for p, (im, err) in zip(chunk, loaded):
+            answers.append(QueryAnswer(str(p), error=err) if im is None else QueryAnswer(str(p), next(hits)))
+    return answers

