@@ -79,7 +79,7 @@ class ImageReader:
     def describe(self) -> str:
         where = "PIL in the workers" if self.decoder is None else \
             ("nvJPEG + tensor transforms on " if self.device.type == "cuda" else "tensor transforms on ") + str(self.device)
-        return f"decode {self.decode} ({where})"
+        return f"decode={self.decode} ({where})"
 
     def _loader(self, positions: Sequence[int]) -> DataLoader:
         if self.decoder is None:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
-
-from embed.embedder import Embedder, build_embedder
-from embed.registry import get_spec
+from typing import TYPE_CHECKING, List, Optional
 
 from embed.vectors import l2_normalize
+
 from .store import CollectionMeta, StoreError, VectorStore
+
+if TYPE_CHECKING:  # torch stays unloaded for lookups (status, the app's start-up)
+    from embed.embedder import Embedder
 
 
 class CollectionNotFound(StoreError):
@@ -36,6 +37,7 @@ def indexed_collections(store: VectorStore) -> List[IndexedCollection]:
 
 
 def find_collection(store: VectorStore, model: str, split: str, dataset: Optional[str] = None) -> IndexedCollection:
+    from embed.registry import get_spec
     get_spec(model)  # unknown model -> the list of valid names
     everything = indexed_collections(store)
     matches = [c for c in everything if c.meta.key.matches(model, split, dataset)]
@@ -51,8 +53,9 @@ def find_collection(store: VectorStore, model: str, split: str, dataset: Optiona
     raise CollectionNotFound(f"{model}/{split} is indexed for several datasets ({names}): pass --data-root to choose")
 
 
-def embedder_for(meta: CollectionMeta, checkpoint: Optional[Path] = None, device: str = "auto") -> Embedder:
+def embedder_for(meta: CollectionMeta, checkpoint: Optional[Path] = None, device: str = "auto") -> "Embedder":
     """An embedder with the same weights as the collection, or a clear error."""
+    from embed.embedder import build_embedder
     if meta.weights_source == "random":
         emb = build_embedder(meta.model, random_init=True, device=device)
     elif meta.weights_source == "checkpoint":
@@ -69,7 +72,7 @@ def embedder_for(meta: CollectionMeta, checkpoint: Optional[Path] = None, device
     return emb
 
 
-def embed_query(emb: Embedder, image, meta: CollectionMeta):
+def embed_query(emb: "Embedder", image, meta: CollectionMeta):
     """One image as a query vector for a collection: same preprocessing and normalisation as its rows."""
     vec = emb.embed_images([image], decode=meta.decode)
     return l2_normalize(vec) if meta.normalized else vec

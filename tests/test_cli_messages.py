@@ -120,8 +120,6 @@ def indexed(tmp_path_factory):
     return build_tiny12(tmp_path_factory.mktemp("cli_messages"))
 
 
-@pytest.mark.xfail(strict=True, reason="the line is in embed/extract.py (wt13's file): the change is handed to the "
-                                       "lead; remove this mark once it is merged")
 def test_build_log_names_the_decode_mode_as_the_readme_does(indexed):
     assert "decode=device" in indexed["build_log"] or "decode=workers" in indexed["build_log"]
     assert "decode on cpu" not in indexed["build_log"]
