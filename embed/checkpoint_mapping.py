@@ -56,9 +56,9 @@ def fit_state_dict(state_dict: Dict[str, Any], model: nn.Module, label: str = "c
     ``skip_target`` lists name suffixes of model tensors a checkpoint never has (e.g. buffers that
     only exist after fusing). A checkpoint classifier is dropped when the model has none.
     """
-    source = {k: v for k, v in unwrap_checkpoint(state_dict).items() if not k.endswith(IGNORED_SUFFIXES)}
+    source = {k: v for k, v in unwrap_checkpoint(state_dict).items() if not _is_counter(k, v)}
     target = {k: v for k, v in model.state_dict().items()
-              if not k.endswith(IGNORED_SUFFIXES + tuple(skip_target))}
+              if not _is_counter(k, v) and not k.endswith(tuple(skip_target))}
     head = _head_prefix(model)
     if head is None:
         source = _without_classifier(source, model)
@@ -70,6 +70,11 @@ def fit_state_dict(state_dict: Dict[str, Any], model: nn.Module, label: str = "c
             raise CheckpointMismatchError(_mismatch_message(label, model, extra, shapes))
         return {k: source[k] for k in target}
     return _fit_by_structure(source, target, label, model)
+
+
+def _is_counter(name: str, tensor: torch.Tensor) -> bool:
+    # a foreign checkpoint names its counters its own way: a 0-d integer tensor is one whatever its name
+    return name.endswith(IGNORED_SUFFIXES) or (tensor.dim() == 0 and not tensor.is_floating_point())
 
 
 def _head_prefix(model: nn.Module) -> Optional[str]:

@@ -70,17 +70,19 @@ def fetch_url(url: str, out: Path, desc: str, timeout: float = 60.0, progress: b
     if not url.lower().startswith(("http://", "https://")):
         raise DownloadError(f"{url!r} is not an http(s) URL")
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    received, total = 0, None
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response, open(out, "wb") as fh:
             announced = response.headers.get("Content-Length")
             total = int(announced) if announced and announced.isdigit() else None
-            received = 0
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
                       disable=not progress) as bar:
                 while block := response.read(CHUNK):
                     fh.write(block)
                     received += len(block)
                     bar.update(len(block))
+    except http.client.IncompleteRead as e:
+        raise DownloadError(f"downloading {url} stopped after {received + len(e.partial)} of {total} bytes") from None
     except urllib.error.HTTPError as e:
         raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:

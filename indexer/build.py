@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
-from embed.extract import ExtractConfig, extract
+from embed.extract import ExtractConfig, build_embedder, extract
+from embed.registry import safe_model_key
 from embed.store import EmbeddingStore
+from embed.vectors import l2_normalize
 
 from .store import CollectionMeta, StoreError, VectorStore, collection_name
 
@@ -36,7 +39,20 @@ class BuildResult:
 
 def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recreate: bool = False,
           progress: bool = True, embedder=None) -> BuildResult:
-    """Extract what is missing, then make the collection hold exactly the embedded images."""
+    """Extract what is missing, then make the collection hold exactly the embedded images.
+
+    Embeddings and a collection made with random weights are replaced without asking once real
+    weights are available: random vectors are never worth keeping. Other differences still need
+    ``--force`` / ``--recreate``.
+    """
+    if embedder is None:
+        embedder = build_embedder(cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision,
+                                  cfg.channels_last, cfg.compile)
+    real = not embedder.loaded.weights.is_random
+    if real and not cfg.force and _random_embeddings(cfg):
+        log.warning("%s: embeddings on disk were made with RANDOM weights; replacing them with %s",
+                    cfg.model, embedder.loaded.weights.describe())
+        cfg = replace(cfg, force=True)
     extracted = extract(cfg, embedder=embedder)
     emb = EmbeddingStore(extracted.folder)
     manifest = emb.read_manifest()
@@ -51,6 +67,10 @@ def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recre
         precision=manifest.precision, extra={"weights_detail": manifest.extra.get("weights_detail", ""), "layout": manifest.layout,
                "decode": manifest.extra.get("decode", "workers")},
     )
+    if real and not recreate and store.has_collection(name) and (old := store.meta(name)) is not None \
+            and old.is_random:
+        log.warning("%s was built with RANDOM weights: rebuilding it with %s", name, extracted.weights)
+        recreate = True
     created = store.ensure_collection(name, meta, recreate=recreate)
     expected = len(positions)
     stored = store.meta(name)
@@ -81,3 +101,11 @@ def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recre
     log.info("%s: %d rows (%d skipped images), upserted at %.0f rows/s", name, count, len(skipped),
              expected / seconds if seconds else 0)
     return BuildResult(name, count, expected, len(skipped), seconds, False, extracted.weights)
+
+
+def _random_embeddings(cfg: ExtractConfig) -> bool:
+    """Whether the embeddings folder this run writes to holds vectors made with random weights."""
+    dataset = Path(cfg.data_root).expanduser().resolve().name
+    folder = EmbeddingStore.folder_for(cfg.out, safe_model_key(cfg.model), dataset, cfg.split)
+    manifest = EmbeddingStore(folder).read_manifest()
+    return manifest is not None and manifest.weights_source == "random"
