@@ -56,12 +56,8 @@ def staged_file(dest: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # gone already after the rename; the failed attempt otherwise
 
 
 def fetch_url(url: str, out: Path, desc: str, timeout: float = 60.0, progress: bool = True) -> None:

@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 
 from embed.extract import ExtractConfig, build_embedder, extract
 from embed.registry import safe_model_key
