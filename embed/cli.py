@@ -31,9 +31,9 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-root", type=Path, default=None,
                    help="folder holding the split folders; always wins over --dataset, nothing is downloaded "
                         f"(env RETRIEVAL_DATA_ROOT; default {DEFAULT_DATA_ROOT})")
-    g.add_argument("--dataset", default=None, choices=["tiny-imagenet", "imagenette"],
-                   help="a named dataset: found in data/datasets or ../shared/datasets (env RETRIEVAL_DATASETS), "
-                        "else downloaded there once (checksum verified)")
+    g.add_argument("--dataset", default=None, metavar="NAME",
+                   help="tiny-imagenet or imagenette: found in data/datasets or ../shared/datasets (env "
+                        "RETRIEVAL_DATASETS), else downloaded there once (checksum verified)")
     g.add_argument("--limit", type=int, default=None, help="only the first N images in canonical (sorted path) order")
 
 
@@ -74,6 +74,7 @@ def resolve_data_root(args: argparse.Namespace) -> Path:
         if args.dataset:
             from .dataset_download import ensure_dataset
             args.data_root = ensure_dataset(args.dataset, progress=not getattr(args, "no_progress", False))
+            args.dataset = None  # resolved: later calls see a plain data root
         else:
             args.data_root = Path(DEFAULT_DATA_ROOT)
     elif args.dataset:

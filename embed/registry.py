@@ -164,7 +164,6 @@ def load_model(
     ``with_head=True`` keeps the classifier (tests use it to check that weights really are right);
     the extraction pipeline always uses the pooled pre-logits (``num_classes=0``).
     """
-    import timm
     from timm.data import create_transform, resolve_model_data_config
 
     spec = get_spec(name)

@@ -143,7 +143,7 @@ def cmd_build(args) -> int:
         except WeightsUnavailable as e:
             if args.model != "all":
                 raise
-            print(f"skipping {model}: {str(e).splitlines()[0]}", file=sys.stderr)
+            print(f"skipping {model}: {' '.join(str(e).split())}", file=sys.stderr)
             continue
         built += 1
         print(json.dumps({"collection": result.collection, "rows": result.rows, "inserted": result.inserted,

