@@ -11,7 +11,7 @@ from embed.check import CheckConfig, run_check
 from embed.cli import main
 from conftest import _jpeg, write_files
 
-N_IMAGES = 200  # the first 200 of Tiny-ImageNet val in canonical order: about 150 classes
+N_IMAGES = 120  # the first 120 of Tiny-ImageNet val in canonical order: about 100 classes
 
 
 @pytest.mark.parametrize("model", ["effnet-lite0", "effnet-lite1", "effnet-lite2"])
@@ -26,7 +26,8 @@ def test_real_weights_classify_tiny_imagenet(model, tiny_root, tmp_path, capsys)
     assert saved["model"] == model and saved["dataset"] == "tiny-imagenet-200" and saved["split"] == "val"
     assert saved["n"] == N_IMAGES and saved["weights_source"] == "package"
     assert saved["weights_fingerprint"].startswith("sha256:")
-    assert 0.18 < saved["top1"] < 0.45 and saved["top5"] > saved["top1"]
+    # 0.25-0.31 on 500 images; with 120 the standard error is about 0.04, chance is 0.001
+    assert 0.12 < saved["top1"] < 0.5 and saved["top5"] > saved["top1"]
 
 
 def test_random_weights_score_near_chance(tiny_root, tmp_path):
