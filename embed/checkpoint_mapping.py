@@ -56,9 +56,12 @@ def fit_state_dict(state_dict: Dict[str, Any], model: nn.Module, label: str = "c
     ``skip_target`` lists name suffixes of model tensors a checkpoint never has (e.g. buffers that
     only exist after fusing). A checkpoint classifier is dropped when the model has none.
     """
-    source = {k: v for k, v in unwrap_checkpoint(state_dict).items() if not _is_counter(k, v)}
-    target = {k: v for k, v in model.state_dict().items()
-              if not _is_counter(k, v) and not k.endswith(tuple(skip_target))}
+    unwrapped = unwrap_checkpoint(state_dict)
+    source = {k: v for k, v in unwrapped.items() if not _is_counter(k, v)}
+    model_state = model.state_dict()
+    target = {k: v for k, v in model_state.items() if not _is_counter(k, v) and not k.endswith(tuple(skip_target))}
+    # counters are kept where the names say whose they are
+    counters = {k: unwrapped[k] for k, v in model_state.items() if _is_counter(k, v) and k in unwrapped}
     head = _head_prefix(model)
     if head is None:
         source = _without_classifier(source, model)
@@ -68,7 +71,7 @@ def fit_state_dict(state_dict: Dict[str, Any], model: nn.Module, label: str = "c
                   for k in target if source[k].shape != target[k].shape]
         if extra or shapes:
             raise CheckpointMismatchError(_mismatch_message(label, model, extra, shapes))
-        return {k: source[k] for k in target}
+        return {**{k: source[k] for k in target}, **counters}
     return _fit_by_structure(source, target, label, model)
 
 
