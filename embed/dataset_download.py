@@ -102,6 +102,9 @@ def ensure_dataset(name: str, progress: bool = True) -> Path:
     if found is not None:
         return found
     target = datasets_dirs()[0].resolve()
+    if (target / source.folder).exists():
+        raise DatasetError(f"{target / source.folder} exists but has no {source.split} folder: remove it to download "
+                           f"{name} again, or pass --data-root")
     log.info("%s is not in %s: downloading %s", name, ", ".join(map(str, datasets_dirs())), source.url)
     archive = target / source.archive_name
     try:
