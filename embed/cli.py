@@ -1,10 +1,11 @@
-"""``python -m embed``: extract features, list models."""
+"""``python -m embed``: extract features, check weights, list models."""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
@@ -13,12 +14,15 @@ from .settings import DEFAULT_DATA_ROOT, DEFAULT_EMBEDDINGS
 
 # Nothing heavy is imported at module level: `--help` and argument errors are answered without torch,
 # timm or pymilvus (see benchmarks/help_startup.py); every command imports what it needs when it runs.
+log = logging.getLogger(__name__)
 
 EPILOG = """examples:
   python -m embed models
   python -m embed extract --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200 --limit 1000
   python -m embed extract --model convnext --split val --data-root /data/imagenet --device cuda --batch-size 256
+  python -m embed extract --model effnet-lite2 --split val --dataset imagenette     # downloads it once
   python -m embed extract --model gresnet --split val --checkpoint gresnet50.pth
+  python -m embed check --model effnet-lite1 --split val --data-root ../shared/datasets/tiny-imagenet-200 --limit 500
   torchrun --nproc-per-node 4 -m embed extract --model vit --split train --data-root /data/imagenet
 """
 
@@ -62,8 +66,12 @@ def positive_int_list(text: str) -> List[int]:
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--split", required=True, help="split folder under the data root, e.g. val")
-    g.add_argument("--data-root", type=Path, default=Path(DEFAULT_DATA_ROOT),
-                   help="folder holding the split folders (env RETRIEVAL_DATA_ROOT; default %(default)s)")
+    g.add_argument("--data-root", type=Path, default=None,
+                   help="folder holding the split folders; always wins over --dataset, nothing is downloaded "
+                        f"(env RETRIEVAL_DATA_ROOT; default {DEFAULT_DATA_ROOT})")
+    g.add_argument("--dataset", default=None, metavar="NAME",
+                   help="tiny-imagenet or imagenette: found in data/datasets or ../shared/datasets (env "
+                        "RETRIEVAL_DATASETS), else downloaded there once (checksum verified)")
     g.add_argument("--limit", type=positive_int, default=None, help="only the first N images in canonical (sorted path) order")
 
 
@@ -98,10 +106,24 @@ def add_compute_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def resolve_data_root(args: argparse.Namespace) -> Path:
+    """--data-root if given (nothing downloaded), else the named --dataset (downloaded once), else the default."""
+    if args.data_root is None:
+        if args.dataset:
+            from .dataset_download import ensure_dataset
+            args.data_root = ensure_dataset(args.dataset, progress=not getattr(args, "no_progress", False))
+            args.dataset = None  # resolved: later calls see a plain data root
+        else:
+            args.data_root = Path(DEFAULT_DATA_ROOT)
+    elif args.dataset:
+        log.info("--data-root %s given: --dataset %s is not looked up or downloaded", args.data_root, args.dataset)
+    return args.data_root
+
+
 def extract_config(args: argparse.Namespace, model: Optional[str] = None):
     from .extract import ExtractConfig
     return ExtractConfig(
-        model=model or args.model, split=args.split, data_root=args.data_root, out=args.out,
+        model=model or args.model, split=args.split, data_root=resolve_data_root(args), out=args.out,
         batch_size=args.batch_size, workers=args.workers, device=args.device, precision=args.precision,
         channels_last=args.channels_last, compile=args.compile, decode=args.decode, limit=args.limit, checkpoint=args.checkpoint,
         random_init=args.random_init, force=args.force, shard_size=args.shard_size, progress=not args.no_progress,
@@ -117,12 +139,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="embed a split into data/embeddings (resumable)", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="gresnet, convnext, vit, effnet-lite0 or timm:<name>")
+    p.add_argument("--model", required=True, help="gresnet, convnext, vit, effnet-lite0/1/2 or timm:<name>")
     add_data_arguments(p)
     add_weights_arguments(p)
     add_compute_arguments(p)
     p.add_argument("--compare-forward", action="store_true",
                    help="after the run, also time the bare model forward at the same batch size")
+
+    p = sub.add_parser("check", help="are the weights real? top-1/top-5 of the model's ImageNet classifier on "
+                                     "images of ImageNet classes", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a registry name or timm:<name> with an ImageNet-1k head")
+    add_data_arguments(p)
+    add_weights_arguments(p)
+    p.add_argument("--out", type=Path, default=Path(DEFAULT_EMBEDDINGS),
+                   help="embeddings folder; the result goes to <out>/<model>/<dataset>/<split>/check.json "
+                        "(default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=None, help="image decoding processes (default: by device and cores)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("models", help="list the models, their dims, input sizes and weights availability")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -175,6 +212,23 @@ def cmd_extract(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from .check import CheckConfig, run_check, save_check
+    result = run_check(CheckConfig(
+        model=args.model, split=args.split, data_root=resolve_data_root(args), limit=args.limit, checkpoint=args.checkpoint,
+        random_init=args.random_init, batch_size=args.batch_size, workers=args.workers, device=args.device,
+        progress=not args.no_progress))
+    path = save_check(result, args.out)
+    if args.json:
+        print(json.dumps({**asdict(result), "saved": str(path)}, indent=1))
+    else:
+        random = "  RANDOM WEIGHTS" if result.weights_source == "random" else ""
+        print(f"{result.model} on {result.dataset}/{result.split}: top-1 {result.top1:.3f}  top-5 {result.top5:.3f}  "
+              f"({result.n} images, weights {result.weights_source} {result.weights_fingerprint[:23]}){random}")
+        print(f"saved {path}")
+    return 0
+
+
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -188,9 +242,10 @@ def run_cli(handlers, parser: argparse.ArgumentParser, argv: Optional[List[str]]
     setup_logging(getattr(args, "verbose", False))
     from .datasets import DatasetError
     from .registry import UnknownModel, WeightsUnavailable
-    from .gresnet import CheckpointMismatchError
+    from .checkpoint_mapping import CheckpointMismatchError
+    from .download import DownloadError
     from .store import StoreMismatch
-    expected = (DatasetError, UnknownModel, WeightsUnavailable, CheckpointMismatchError, StoreMismatch,
+    expected = (DatasetError, UnknownModel, WeightsUnavailable, CheckpointMismatchError, DownloadError, StoreMismatch,
                 FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
     try:
         return handlers[args.command](args)
@@ -207,4 +262,4 @@ def run_cli(handlers, parser: argparse.ArgumentParser, argv: Optional[List[str]]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run_cli({"extract": cmd_extract, "models": cmd_models}, build_parser(), argv)
+    return run_cli({"extract": cmd_extract, "check": cmd_check, "models": cmd_models}, build_parser(), argv)

@@ -21,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .imaging import has_image_extension
 
@@ -233,7 +233,3 @@ def class_name(class_id: str) -> str:
         if desc:
             return desc.split(",")[0].strip()
     return class_id
-
-
-def class_names(class_ids: Iterable[str]) -> Dict[str, str]:
-    return {c: class_name(c) for c in class_ids}

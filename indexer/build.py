@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+from embed.embedder import build_embedder
 from embed.extract import ExtractConfig, extract
+from embed.keys import EmbeddingKey
+from embed.store import EmbeddingStore
 from embed.vectors import l2_normalize
 
 from .store import CollectionMeta, StoreError, VectorStore
@@ -34,13 +38,30 @@ class BuildResult:
 
 def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recreate: bool = False,
           progress: bool = True, embedder=None) -> BuildResult:
-    """Extract what is missing, then make the collection hold exactly the embedded images."""
+    """Extract what is missing, then make the collection hold exactly the embedded images.
+
+    Embeddings and a collection made with random weights are replaced without asking once real
+    weights are available: random vectors are never worth keeping. Other differences still need
+    ``--force`` / ``--recreate``.
+    """
+    if embedder is None:
+        embedder = build_embedder(cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision,
+                                  cfg.channels_last, cfg.compile)
+    real = not embedder.loaded.weights.is_random
+    if real and not cfg.force and _random_embeddings(cfg):
+        log.warning("%s: embeddings on disk were made with RANDOM weights; replacing them with %s",
+                    cfg.model, embedder.loaded.weights.describe())
+        cfg = replace(cfg, force=True)
     extracted = extract(cfg, embedder=embedder, keep_vectors=True)
     manifest, positions, vectors = extracted.manifest, extracted.positions, extracted.vectors
     if normalize:
         vectors = l2_normalize(vectors)
     name = manifest.key.collection_name
     meta = CollectionMeta.from_manifest(manifest, normalized=normalize)
+    if real and not recreate and store.has_collection(name) and (old := store.meta(name)) is not None \
+            and old.is_random:
+        log.warning("%s was built with RANDOM weights: rebuilding it with %s", name, extracted.weights)
+        recreate = True
     created = store.ensure_collection(name, meta, recreate=recreate)
     expected = len(positions)
     stored = store.meta(name)
@@ -71,3 +92,10 @@ def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recre
     log.info("%s: %d rows (%d skipped images), upserted at %.0f rows/s", name, count, len(extracted.skipped),
              expected / seconds if seconds else 0)
     return BuildResult(name, count, expected, len(extracted.skipped), seconds, False, extracted.weights)
+
+
+def _random_embeddings(cfg: ExtractConfig) -> bool:
+    """Whether the embeddings folder this run writes to holds vectors made with random weights."""
+    dataset = Path(cfg.data_root).expanduser().resolve().name
+    manifest = EmbeddingStore(EmbeddingKey(cfg.model, dataset, cfg.split).folder(cfg.out)).read_manifest()
+    return manifest is not None and manifest.weights_source == "random"

