@@ -18,6 +18,7 @@ import timm
 import torch
 
 from embed.datasets import DatasetError, load_split
+from embed.keys import EmbeddingKey
 from embed.registry import WeightsUnavailable, load_model
 from conftest import _jpeg, make_tiny_layout
 
@@ -155,7 +156,7 @@ def test_build_gresnet_records_the_downloaded_files_sha256_and_replaces_random(
     (name,) = [c for c in store.client.list_collections() if "gresnet" in c]
     meta = store.meta(name)
     assert meta.weights_source == "download" and meta.weights_fingerprint == sha and meta.complete
-    manifest = EmbeddingStore(EmbeddingStore.folder_for(out, "gresnet", "tiny", "val")).read_manifest()
+    manifest = EmbeddingStore(EmbeddingKey("gresnet", "tiny", "val").folder(out)).read_manifest()
     assert manifest.weights_fingerprint == sha and store.count(name) == 4
 
 
