@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path(DEFAULT_EMBEDDINGS),
                    help="embeddings folder; the result goes to <out>/<model>/<dataset>/<split>/check.json "
                         "(default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="image decoding processes (default: by device and cores)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")

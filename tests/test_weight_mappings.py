@@ -9,6 +9,7 @@ import pytest
 import timm
 import torch
 
+from embed.checkpoint_mapping import CheckpointMismatchError, fit_state_dict
 from embed.gresnet import checkpoint_filter_fn
 from embed.registry import REGISTRY, read_checkpoint
 
@@ -87,7 +88,7 @@ def test_effnet_mapping_pairs_every_tensor_with_its_source(name):
     source = read_checkpoint(path)
     model = timm.create_model(spec.timm_name)      # with its classifier: the head is mapped too
     assert tuple(len(stage) for stage in model.blocks) == EFFNET_LITE_STAGE_DEPTHS[name]
-    mapped = spec.checkpoint_adapter(source, model)
+    mapped = fit_state_dict(source, model, path.name)
 
     pairs = effnet_key_pairs(list(source), EFFNET_LITE_STAGE_DEPTHS[name])
     targets = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
@@ -139,3 +140,26 @@ def test_gresnet_checkpoint_filter_pairs_every_tensor_with_its_source():
     # and the rule behind the list, for every other tensor: EMA weights, 'module.' stripped
     wrong = [k for k in expected if not torch.equal(mapped[k], ema["module." + k])]
     assert not wrong, f"tensors not taken from the EMA weights of the same name: {wrong[:6]}"
+
+
+def test_gresnet_structural_fit_pairs_every_tensor_with_its_source():
+    """A checkpoint whose names say nothing (another model definition) is placed by order and shape.
+
+    The explicit list: the i-th tensor of the author's file is the i-th tensor of our GResNet, for all of
+    them, so any two same-shaped tensors swapped (a BN mean with its var, an affine weight with its bias)
+    or any one left out fails by name.
+    """
+    model = timm.create_model("gresnet50")
+    g = torch.Generator().manual_seed(6)
+    ours = [(k, v) for k, v in model.state_dict().items() if not k.endswith(("pad_value", "num_batches_tracked"))]
+    foreign = {f"backbone.t{i:03d}": (torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone())
+               for i, (_, v) in enumerate(ours)}
+    pairs = [(f"backbone.t{i:03d}", k) for i, (k, _) in enumerate(ours)]
+    mapped = fit_state_dict(foreign, model, "foreign.pth", skip_target=("pad_value",))
+    assert {dst for _, dst in pairs} <= set(mapped)
+    wrong = [f"{dst} <- should be {src}" for src, dst in pairs
+             if foreign[src].is_floating_point() and not torch.equal(mapped[dst], foreign[src])]
+    assert not wrong, f"{len(wrong)} tensors placed from the wrong source: {wrong[:6]}"
+    with pytest.raises(CheckpointMismatchError, match="could not be placed"):
+        fit_state_dict({**foreign, "backbone.extra": torch.zeros(3, 3)}, model, "foreign.pth",
+                       skip_target=("pad_value",))
