@@ -166,7 +166,7 @@ def main() -> None:
         return
 
     left, right = st.columns([1, 3])
-    results = [backend.search(m, query, k) for m in models]
+    results = backend.search_all(models, query, k)
     with left:
         st.image(query.image, caption=query.label, width="stretch")
     with right:

@@ -10,6 +10,7 @@ import numpy as np
 from embed.extract import ExtractConfig, extract
 from embed.store import EmbeddingStore
 
+from .lite_advice import server_advice
 from .store import CollectionMeta, StoreError, VectorStore, collection_name
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recre
     )
     created = store.ensure_collection(name, meta, recreate=recreate)
     expected = len(positions)
+    advice = server_advice(store.is_lite, name, expected, manifest.dim)
+    if advice:
+        log.warning(advice)
     stored = store.meta(name)
     if not created and stored is not None and stored.complete and stored.rows == expected \
             and store.count(name) == expected:
