@@ -50,6 +50,7 @@ class ScaleConfig:
     upload_queries: int = 8
     k: int = 9                     # the app's default top k
     evaluate: bool = True
+    eval_features: Sequence[str] = ("raw",)   # the vectors as stored; `indexer evaluate` adds "normalized" by default
     seed: int = 0
 
 
@@ -126,7 +127,7 @@ def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.nda
                 if i >= 2:  # the first searches after an insert rebuild Lite's caches
                     lat.append((time.perf_counter() - t) * 1000)
             curve.append({"model": model, "dim": meta.dim, "rows": stop, "nq": 1, "k": cfg.k,
-                          "consistency": consistency or "Strong", "p50_ms": percentile(lat, 50),
+                          "consistency": consistency or "none (Lite)", "p50_ms": percentile(lat, 50),
                           "p95_ms": percentile(lat, 95)})
             log.info("scale search %s", curve[-1])
         meta.rows, meta.complete = cfg.rows, True
@@ -235,13 +236,14 @@ def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> 
 
 # evaluation in a child process --------------------------------------------------------------------------
 
-def evaluate_child(uri: str, models: Sequence[str]) -> Dict:
+def evaluate_child(uri: str, models: Sequence[str], features: Sequence[str]) -> Dict:
     """The exact leave-one-out evaluation as ``indexer evaluate`` runs it; time and this process's peak RSS."""
     from indexer.evaluate import EvalConfig, evaluate
     from indexer.store import VectorStore
     store = VectorStore(uri)
     t = time.perf_counter()
-    report = evaluate(EvalConfig(split=SPLIT, dataset=DATASET, models=list(models), progress=False), store)
+    report = evaluate(EvalConfig(split=SPLIT, dataset=DATASET, models=list(models), features=list(features),
+                                 progress=False), store)
     seconds = time.perf_counter() - t
     store.close()
     # ru_maxrss is in KiB on Linux
@@ -253,9 +255,10 @@ def evaluate_child(uri: str, models: Sequence[str]) -> Dict:
             "exact_s_per_model": {f"{r['model']}/{r['features']}": r["seconds"] for r in report["results"]}}
 
 
-def run_evaluation(uri: str, models: Sequence[str]) -> Dict:
+def run_evaluation(uri: str, models: Sequence[str], features: Sequence[str]) -> Dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
-    cmd = [sys.executable, "-m", "benchmarks.scale", "--evaluate", uri, "--models", ",".join(models)]
+    cmd = [sys.executable, "-m", "benchmarks.scale", "--evaluate", uri, "--models", ",".join(models),
+           "--features", ",".join(features)]
     t = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -310,7 +313,7 @@ def bench_scale(quick: bool, cfg: Optional[ScaleConfig] = None) -> Dict:
                 from milvus_lite.server_manager import server_manager_instance
                 server_manager_instance.release_server(uri)
             if cfg.evaluate:
-                row.update(run_evaluation(uri, cfg.models))
+                row.update(run_evaluation(uri, cfg.models, cfg.eval_features))
                 log.info("scale evaluate %s: %s", backend, {k: v for k, v in row.items() if k.startswith("evaluate")})
             out["backends"][backend] = row
     finally:
@@ -335,9 +338,10 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--evaluate", metavar="URI", required=True, help="run the evaluation child on this database")
     p.add_argument("--models", default="gresnet,convnext,vit")
+    p.add_argument("--features", default="raw", help="raw, normalized or both, comma-separated")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    print(json.dumps(evaluate_child(args.evaluate, args.models.split(","))))
+    print(json.dumps(evaluate_child(args.evaluate, args.models.split(","), args.features.split(","))))
     return 0
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from embed.extract import ExtractConfig, extract
 from embed.store import EmbeddingStore
+from embed.vectors import l2_normalize
 
 from .lite_advice import server_advice
 from .store import CollectionMeta, StoreError, VectorStore, collection_name
