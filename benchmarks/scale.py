@@ -236,6 +236,21 @@ def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> 
 
 # evaluation in a child process --------------------------------------------------------------------------
 
+def peak_rss_mib() -> float:
+    """This process's own peak RSS.
+
+    Not ru_maxrss: Linux carries it over fork and exec, so a child started by the 4 GiB benchmark process would
+    report the parent's figure. VmHWM belongs to the address space, which exec replaces.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def evaluate_child(uri: str, models: Sequence[str], features: Sequence[str]) -> Dict:
     """The exact leave-one-out evaluation as ``indexer evaluate`` runs it; time and this process's peak RSS."""
     from indexer.evaluate import EvalConfig, evaluate
@@ -246,9 +261,7 @@ def evaluate_child(uri: str, models: Sequence[str], features: Sequence[str]) -> 
                                  progress=False), store)
     seconds = time.perf_counter() - t
     store.close()
-    # ru_maxrss is in KiB on Linux
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"evaluate_s": round(seconds, 1), "evaluate_peak_rss_mib": round(peak_mib, 1),
+    return {"evaluate_s": round(seconds, 1), "evaluate_peak_rss_mib": round(peak_rss_mib(), 1),
             "features": sorted({r["features"] for r in report["results"]}),
             "precision_at_1": {f"{r['model']}/{r['features']}": round(r["precision"]["1"], 4)
                                for r in report["results"]},
