@@ -96,7 +96,8 @@ def _scale_tables(sc: Dict) -> List[str]:
     slow = sc.get("lite_slow", {})
     if slow.get("rows"):
         lines += ["", f"Milvus Lite's nq=1 p50 passes {slow['ms']} ms at about **{slow['rows']:,} rows** of "
-                      f"{slow['dim']} dims (`indexer build` recommends a server past that size, indexer/lite_advice.py)."]
+                      f"{slow['dim']} dims in this run (the size past which `indexer build` recommends a server is "
+                      f"the constant in indexer/lite_advice.py)."]
     return lines
 
 
