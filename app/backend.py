@@ -5,7 +5,9 @@ Kept free of Streamlit so that it can be tested directly and reused.
 from __future__ import annotations
 
 import argparse
+import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -19,6 +21,8 @@ from embed import settings
 from embed.registry import BLOG_MODELS, REGISTRY
 from indexer.query import IndexedCollection, embedder_for, indexed_collections
 from indexer.store import DEFAULT_URI, StoreError, VectorStore
+
+log = logging.getLogger(__name__)
 
 MAX_UPLOAD_MB = 20                         # Streamlit's "MB" are MiB (it multiplies by 1024 * 1024)
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
@@ -117,6 +121,10 @@ def thumbnail(path: Path, size: int = THUMB) -> Image.Image:
 class Backend:
     """One per process: the Milvus connection, collections, and one embedder per model."""
 
+    # The app reads collections that a build finished earlier: on a Milvus server, Strong consistency would
+    # make every search wait for the next time tick (~200 ms, benchmarks/README.md "scale"); Lite ignores it.
+    search_consistency = "Bounded"
+
     def __init__(self, settings: Settings):
         self.settings = settings
         self.store = VectorStore(settings.uri, settings.token)
@@ -189,13 +197,15 @@ class Backend:
         """The stored vector for an indexed image (no model needed), else the image embedded now."""
         coll = self.collections[model]
         if query.indexed_id is not None:
-            rows = self.store.get_rows(coll.name, [query.indexed_id], fields=["vector"])
+            rows = self.store.get_rows(coll.name, [query.indexed_id], fields=["vector"],
+                                       consistency=self.search_consistency)
             if rows:
                 return np.asarray(rows[0]["vector"], dtype=np.float32)[None, :]
         from indexer.query import embed_query
         return embed_query(self.embedder(model), query.image, coll.meta)
 
-    def search(self, model: str, query: Query, k: int) -> ColumnResult:
+    def search(self, model: str, query: Query, k: int, vector: Optional[np.ndarray] = None) -> ColumnResult:
+        """One column's result; ``vector``: the query already embedded for this model (uploads, see search_all)."""
         title = model_title(model)
         coll = self.collections.get(model)
         if coll is None:
@@ -208,9 +218,10 @@ class Backend:
             f"{meta.weights_source} weights ({meta.weights_fingerprint[:19]})"
         try:
             t = time.perf_counter()
-            vec = self.query_vector(model, query)
+            vec = vector if vector is not None else self.query_vector(model, query)
             exclude = [query.indexed_id] if query.indexed_id is not None else None
-            rows = self.store.search(coll.name, vec, k=k, exclude_self_ids=exclude)[0]
+            rows = self.store.search(coll.name, vec, k=k, exclude_self_ids=exclude,
+                                     consistency=self.search_consistency)[0]
             latency = (time.perf_counter() - t) * 1000
         except (StoreError, BadImage) as e:
             return ColumnResult(model, title, coll.name, weights, meta.is_random, problem=str(e))
@@ -221,3 +232,34 @@ class Backend:
             precision = sum(h.is_match for h in hits) / len(hits)
         return ColumnResult(model, title, coll.name, weights, meta.is_random, latency, hits, precision)
 
+
+    def search_all(self, models: Sequence[str], query: Query, k: int) -> List[ColumnResult]:
+        """Every column's result for one query, in the order of ``models``, the searches running concurrently.
+
+        The columns' searches are independent and mostly wait (on a server) or run NumPy that releases the
+        GIL (Milvus Lite), so three of them at once take about as long as the slowest. An uploaded image is
+        embedded first, one model after another: each forward pass already uses every core. A column that
+        fails shows its problem; the others are unaffected.
+        """
+        vectors = {m: self._upload_vector(m, query) for m in models}
+        if len(models) <= 1:
+            return [self._column(m, query, k, vectors[m]) for m in models]
+        with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="column-search") as pool:
+            futures = [pool.submit(self._column, m, query, k, vectors[m]) for m in models]
+            return [f.result() for f in futures]
+
+    def _upload_vector(self, model: str, query: Query) -> Optional[np.ndarray]:
+        """The embedded upload for ``model``; None where search() should find (or report) the vector itself."""
+        if query.indexed_id is not None or model not in self.collections:
+            return None
+        try:
+            return self.query_vector(model, query)
+        except Exception:  # search() embeds again and reports the problem in this column
+            return None
+
+    def _column(self, model: str, query: Query, k: int, vector: Optional[np.ndarray]) -> ColumnResult:
+        try:
+            return self.search(model, query, k, vector)
+        except Exception as e:  # an unexpected failure in one column must not blank the page
+            log.exception("search in %s failed", model)
+            return ColumnResult(model, model_title(model), None, problem=f"search failed: {type(e).__name__}: {e}")

@@ -200,7 +200,7 @@ def main() -> None:
     if query.indexed_id is None:  # an upload must be embedded: load the models first, outside the latency
         load_models(backend, models)
     left, right = st.columns([1, 3])
-    results = [backend.search(m, query, k) for m in models]
+    results = backend.search_all(models, query, k)
     with left:
         st.image(query.image, caption=query.label, width="stretch")
     with right:

@@ -64,7 +64,45 @@ def render(report: Dict) -> str:
                   f"{', extrapolated' if ev['naive_extrapolated'] else ''}); exact is **{ev['exact_over_naive']}x** "
                   f"faster. P@1 on the naive queries: exact {ev['p1_exact_on_naive_queries']:.4f}, "
                   f"naive {ev['p1_naive']:.4f}."]
+    if report.get("scale"):
+        lines += [""] + _scale_tables(report["scale"])
     return "\n".join(lines)
+
+
+def _scale_tables(sc: Dict) -> List[str]:
+    dims = ", ".join(f"{m} {d}" for m, d in sc["dims"].items())
+    lines = [f"### Scale: {sc['rows']:,} rows per collection ({dims} dims), {sc['vectors']}", "",
+             "| backend | app query p50 / p95 ms (concurrent) | sequential p50 / p95 ms | upload p50 ms (concurrent) | "
+             "sequential p50 ms | evaluate s | evaluate peak RSS MiB | insert rows/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, b in sc["backends"].items():
+        lines.append(f"| {name} | {b.get('app_query_ms_p50')} / {b.get('app_query_ms_p95')} | "
+                     f"{b.get('app_query_sequential_ms_p50')} / {b.get('app_query_sequential_ms_p95')} | "
+                     f"{b.get('upload_query_ms_p50')} | {b.get('upload_query_sequential_ms_p50')} | "
+                     f"{b.get('evaluate_s', b.get('failed', ''))} | {b.get('evaluate_peak_rss_mib', '')} | "
+                     f"{b.get('insert_rows_per_s')} |")
+    lines += ["", "nq = 1 search, k = 9, p50 ms by rows (Lite: in-process; server: Bounded consistency unless marked)",
+              "", "| backend | model | dim | " + " | ".join(f"{r:,}" for r in _curve_rows(sc)) + " |",
+              "|---|---|---|" + "---|" * len(_curve_rows(sc))]
+    for name, b in sc["backends"].items():
+        for model in sc["models"]:
+            pts = {r["rows"]: r["p50_ms"] for r in b.get("search_curve", [])
+                   if r["model"] == model and r["consistency"] != "Strong"}
+            lines.append(f"| {name} | {model} | {sc['dims'][model]} | "
+                         + " | ".join(str(pts.get(r, "")) for r in _curve_rows(sc)) + " |")
+        for r in [r for r in b.get("search_curve", []) if r["consistency"] == "Strong"]:
+            lines.append(f"| {name}, Strong | {r['model']} | {r['dim']} | "
+                         + " | ".join(str(r["p50_ms"]) if x == r["rows"] else "" for x in _curve_rows(sc)) + " |")
+    slow = sc.get("lite_slow", {})
+    if slow.get("rows"):
+        lines += ["", f"Milvus Lite's nq=1 p50 passes {slow['ms']} ms at about **{slow['rows']:,} rows** of "
+                      f"{slow['dim']} dims in this run (the size past which `indexer build` recommends a server is "
+                      f"the constant in indexer/lite_advice.py)."]
+    return lines
+
+
+def _curve_rows(sc: Dict) -> List[int]:
+    return sorted({r["rows"] for b in sc["backends"].values() for r in b.get("search_curve", [])})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Benchmark suite: forward throughput, end-to-end extraction, Milvus insert/search, evaluation.
 
-python -m benchmarks.run [--device auto|cpu|cuda] [--quick] [--out benchmarks/results/<machine>/<date>.json]
+python -m benchmarks.run [--device auto|cpu|cuda] [--quick] [--only SECTIONS] [--out benchmarks/results/<machine>/<date>.json]
+python -m benchmarks.run --only scale     # 50,000-row collections, Milvus Lite vs the embedded server
 
 Every comparison is measured within one run and reported as a ratio next to the absolute figures.
 """
@@ -33,6 +34,9 @@ TARGETS = {
     "cuda": {"gresnet_fused_bf16_224_b256": 15000, "convnext_bf16_224_b256": 13000, "vit_bf16_224_b256": 19000,
              "e2e_images_per_s": 5000},
 }
+
+
+DEFAULT_SECTIONS = "forward,paired,e2e,milvus,evaluation"
 
 
 def machine_info(device: torch.device) -> Dict:
@@ -379,8 +383,15 @@ def ratios(report: Dict, device: torch.device) -> Dict:
         if e2e:
             out["e2e_images_per_s"] = max(r["e2e_images_per_s"] for r in e2e)
     targets = TARGETS["cuda" if device.type == "cuda" else "cpu"]
-    return {k: {"measured": v, "target": targets.get(k), "met": (v >= targets[k]) if k in targets else None}
-            for k, v in out.items()}
+    result = {k: {"measured": v, "target": targets.get(k), "met": (v >= targets[k]) if k in targets else None}
+              for k, v in out.items()}
+    scale = report.get("scale")
+    if scale:  # ceilings: lower is better
+        for key, ceiling in scale["targets"].items():
+            v = scale.get(key)
+            result[f"scale_{key}"] = {"measured": v, "target": f"<= {ceiling}",
+                                      "met": None if v is None else v <= ceiling}
+    return result
 
 
 def main(argv=None) -> int:
@@ -389,7 +400,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--quick", action="store_true", help="smaller grid and samples (a few minutes on CPU)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<machine>/<date>.json)")
-    p.add_argument("--only", default="forward,paired,e2e,milvus,evaluation", help="comma-separated sections")
+    p.add_argument("--only", default=DEFAULT_SECTIONS,
+                   help="comma-separated sections (default %(default)s); 'scale' (50,000-row collections on Milvus "
+                        "Lite and the embedded server, ~15 min on 2 cores) runs only when named")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from embed.cli import quiet_third_party_logs
@@ -413,9 +426,14 @@ def main(argv=None) -> int:
         report["milvus"] = bench_milvus(args.quick)
     if "evaluation" in sections:
         report["evaluation"] = bench_evaluation(args.quick, device)
+    if "scale" in sections:
+        from benchmarks.scale import bench_scale
+        report["scale"] = bench_scale(args.quick)
     report["ratios"] = ratios(report, device)
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    out = args.out or REPO / "benchmarks" / "results" / machine_tag(device) / f"{dt.date.today().isoformat()}.json"
+    # a run of other sections than the default ones gets its own file: it must not replace the day's full run
+    suffix = "" if sections == set(DEFAULT_SECTIONS.split(",")) else "-" + "-".join(sorted(sections))
+    out = args.out or REPO / "benchmarks" / "results" / machine_tag(device) / f"{dt.date.today().isoformat()}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report["ratios"], indent=1))

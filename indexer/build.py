@@ -12,6 +12,7 @@ from embed.keys import EmbeddingKey
 from embed.store import EmbeddingStore
 from embed.vectors import l2_normalize
 
+from .lite_advice import server_advice
 from .store import CollectionMeta, StoreError, VectorStore
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recre
         recreate = True
     created = store.ensure_collection(name, meta, recreate=recreate)
     expected = len(positions)
+    advice = server_advice(store.is_lite, name, expected, manifest.dim)
+    if advice:
+        log.warning(advice)
     stored = store.meta(name)
     if not created and stored is not None and stored.complete and stored.rows == expected \
             and store.count(name) == expected:

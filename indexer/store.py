@@ -414,38 +414,46 @@ class VectorStore:
         return (np.asarray(ids, dtype=np.int64)[order], vectors,
                 [classes[i] for i in order], [paths[i] for i in order])
 
-    def get_rows(self, name: str, ids: Sequence[int], fields: Sequence[str] = ("id", "class_id", "relpath")) -> List[Dict]:
+    def get_rows(self, name: str, ids: Sequence[int], fields: Sequence[str] = ("id", "class_id", "relpath"),
+                 consistency: Optional[str] = None) -> List[Dict]:
         ids = [int(i) for i in ids]
         if not ids:
             return []
         self.ensure_loaded(name)
-        return self._retry(lambda: self.client.get(name, ids=ids, output_fields=list(fields)), "get")
+        extra = {"consistency_level": consistency} if consistency else {}  # see search()
+        return self._retry(lambda: self.client.get(name, ids=ids, output_fields=list(fields), **extra), "get")
 
     # search -------------------------------------------------------------------------------------
 
     def search(self, name: str, queries: np.ndarray, k: int = 10, n_rows: Optional[int] = None,
-               exclude_self_ids: Optional[Sequence[int]] = None) -> List[List[Dict]]:
+               exclude_self_ids: Optional[Sequence[int]] = None, consistency: Optional[str] = None
+               ) -> List[List[Dict]]:
         """Top-k by squared L2 (as Milvus reports it), with id, class_id, relpath and distance.
 
         Milvus Lite's FLAT search materialises nq x N x dim floats, so queries are sent in groups
         sized to ``search_budget_bytes``. ``exclude_self_ids`` asks for one extra hit per query and
-        drops the query's own id (leave-one-out).
+        drops the query's own id (leave-one-out). ``consistency`` overrides the collection's level
+        ("Strong") for this search: on a Milvus server "Bounded" skips the wait for the next time
+        tick (~200 ms by default), at the price of not seeing rows written in the last seconds.
         """
         validate_name(name)
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         self.ensure_loaded(name)
-        n_rows = n_rows if n_rows is not None else self.count(name)
+        if n_rows is None and self.is_lite:
+            n_rows = self.count(name)
         if n_rows == 0:
             return [[] for _ in range(len(queries))]
-        limit = min(k + (1 if exclude_self_ids is not None else 0), n_rows, 16384)
-        per_query = max(1, n_rows * queries.shape[1] * 4 * 3)
+        # a server needs no row count (counting is a Strong query: a time-tick wait); Lite's budget does
+        limit = min(k + (1 if exclude_self_ids is not None else 0), n_rows or 16384, 16384)
+        per_query = max(1, (n_rows or 1) * queries.shape[1] * 4 * 3)
         group = max(1, min(len(queries), self.search_budget_bytes // per_query, 1024))
+        extra = {"consistency_level": consistency} if consistency else {}
         out: List[List[Dict]] = []
         for start in range(0, len(queries), group):
             chunk = queries[start:start + group]
             res = self._retry(lambda: self.client.search(
                 name, data=[q for q in chunk], limit=limit, output_fields=["class_id", "relpath"],
-                search_params={"metric_type": "L2", "params": {}}), "search")
+                search_params={"metric_type": "L2", "params": {}}, **extra), "search")
             for qi, hits in enumerate(res):
                 rows = [{"id": int(h["id"]), "distance": float(h["distance"]),
                          "class_id": h["entity"].get("class_id"), "relpath": h["entity"].get("relpath")}
