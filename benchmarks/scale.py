@@ -296,7 +296,7 @@ def lite_slow_rows(curve: List[Dict], dim: int, ms: float = LITE_SLOW_MS) -> Opt
 
 
 def bench_scale(quick: bool, cfg: Optional[ScaleConfig] = None) -> Dict:
-    from indexer.embedded_server import start_embedded_milvus
+    from benchmarks.milvus_server import start_embedded_milvus
     cfg = cfg or (QUICK if quick else ScaleConfig())
     labels = np.arange(cfg.rows) % cfg.classes
     tmp = Path(tempfile.mkdtemp(prefix="bench_scale_"))
