@@ -98,7 +98,8 @@ def random_fingerprint() -> str:
 
 def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> Dict:
     """Insert ``rows`` vectors per model in steps; after each step, time nq=1 searches at that size."""
-    from indexer.store import VectorStore, collection_name
+    from embed.keys import EmbeddingKey
+    from indexer.store import VectorStore
     store = VectorStore(uri)
     consistency = None if store.is_lite else "Bounded"
     rng = np.random.default_rng(cfg.seed)
@@ -107,7 +108,7 @@ def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.nda
     insert, curve = [], []
     for model in cfg.models:
         meta = collection_meta(model, data_root)
-        name = collection_name(model, DATASET, SPLIT)
+        name = EmbeddingKey(model, DATASET, SPLIT).collection_name
         store.ensure_collection(name, meta, recreate=True)
         vectors = synthetic_vectors(rng, labels, cfg.classes, meta.dim)
         seconds = 0.0
@@ -142,7 +143,7 @@ def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.nda
         lat = []
         for i, q in enumerate(rng.normal(size=(cfg.curve_queries + 2, dim)).astype(np.float32)):
             t = time.perf_counter()
-            store.search(collection_name(model, DATASET, SPLIT), q[None], k=cfg.k, n_rows=cfg.rows)
+            store.search(EmbeddingKey(model, DATASET, SPLIT).collection_name, q[None], k=cfg.k, n_rows=cfg.rows)
             if i >= 2:
                 lat.append((time.perf_counter() - t) * 1000)
         curve.append({"model": model, "dim": dim, "rows": cfg.rows, "nq": 1, "k": cfg.k, "consistency": "Strong",

@@ -8,7 +8,8 @@ from PIL import Image
 from app.backend import Backend, Query, Settings
 from conftest import make_tiny_layout
 from indexer.lite_advice import THRESHOLD_ENV, server_advice
-from indexer.store import CollectionMeta, StoreError, VectorStore, collection_name
+from embed.keys import EmbeddingKey
+from indexer.store import CollectionMeta, StoreError, VectorStore
 
 MODELS = {"gresnet": 48, "convnext": 32, "vit": 16}   # small stand-in dims: only the search path is under test
 ROWS = 120
@@ -23,7 +24,7 @@ def three_collections(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.arange(ROWS) % 6
     for model, dim in MODELS.items():
-        name = collection_name(model, "synthetic", "val")
+        name = EmbeddingKey(model, "synthetic", "val").collection_name
         meta = CollectionMeta(model, model, dim, "random", "random:seed0", "synthetic", root, "val", False,
                               rows=ROWS, complete=True)
         store.ensure_collection(name, meta)
@@ -66,8 +67,8 @@ def test_one_failing_column_does_not_break_the_others(three_collections, monkeyp
     query = _query(3, labels)
     expected = _summary(backend.search_all(list(MODELS), query, k=4))
     real_search = backend.store.search
-    broken = {collection_name("convnext", "synthetic", "val"): RuntimeError("segment lost"),
-              collection_name("vit", "synthetic", "val"): StoreError("server went away")}
+    broken = {EmbeddingKey("convnext", "synthetic", "val").collection_name: RuntimeError("segment lost"),
+              EmbeddingKey("vit", "synthetic", "val").collection_name: StoreError("server went away")}
 
     def search(name, *args, **kwargs):
         if name in broken:
