@@ -259,7 +259,7 @@ def gallery(runs: Sequence[Run], row: int, folder: Path, path: Path) -> Dict:
     from embed.imaging import load_rgb
     first = runs[0]
     fig, axes = plt.subplots(len(runs), GALLERY_TOP + 1, figsize=(1.6 * (GALLERY_TOP + 1), 1.75 * len(runs)),
-                             dpi=100, squeeze=False)
+                             dpi=72, squeeze=False)
     entry = {"query_row": row, "query_id": int(first.ids[row]), "relpath": first.relpaths[row],
              "class_id": first.class_ids[row], "models": {}}
     for i, r in enumerate(runs):

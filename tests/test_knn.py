@@ -67,8 +67,8 @@ def test_stratified_holdout_is_deterministic_disjoint_and_per_class():
 
 
 def _streamed_peak_mib(rows: int, dim: int = 128) -> float:
-    queries = np.random.default_rng(0).standard_normal((2000, dim), dtype=np.float32)
-    labels = np.zeros(2000, np.int64)
+    queries = np.random.default_rng(0).standard_normal((500, dim), dtype=np.float32)
+    labels = np.zeros(500, np.int64)
     reset_peak_rss()
     before = peak_rss_bytes()
     res = dino_knn(queries, labels, synthetic_chunks(rows, dim, 4096, 100), 100, KnnConfig(chunk_rows=4096))
