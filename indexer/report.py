@@ -485,7 +485,7 @@ def render(doc: Dict, folder: Path) -> Document:
         for model, mv in doc["per_class"]["movers"].items():
             others = [m for m in doc["per_class"]["p_at_10"] if m != model]
             rows = [[kind, f"{c['class_name']} ({c['class_id']})", f"{c['gain']:+.3f}"] + [f"{c[m]:.3f}" for m in [model] + others]
-                    for kind, items in (("gain", mv["gains"]), ("loss", mv["losses"])) for c in items]
+                    for kind, items in (("most ahead", mv["gains"]), ("least ahead", mv["losses"])) for c in items]
             d.p(f"{model}: classes where its P@10 is furthest above / below the other models' mean.")
             d.table(["", "class", f"{model} − others"] + [f"P@10 {m}" for m in [model] + others], rows)
         d.image(doc["figures"]["per_class"], "Per-class P@10, one point per class (dashed: equal)")

@@ -1,13 +1,18 @@
 """``evaluate --report`` end to end on real weights and real images, and the app's Evaluation page."""
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
+import urllib.request
 
 import numpy as np
 import pytest
 
-from conftest import REPO, have_effnet_package, tiny_imagenet_root
+from conftest import REPO, free_port, have_effnet_package, tiny_imagenet_root
 
 MODELS = ("effnet-lite0", "timm:test_resnet")    # real weights, and a random-weights control
 
@@ -49,7 +54,13 @@ def small_real(tmp_path_factory):
                "--holdout", "0.2", "--milvus-check", "30", "--bootstrap", "1000", "--style-queries", "60",
                "--galleries", "3", "--embeddings", str(base / "emb"), "--report", str(out), "--no-progress"])
     assert rc == 0
-    yield {"root": root, "uri": uri, "out": out, "store": store}
+    # the browser test's app is another process: it gets a copy of the database (Lite allows one process each)
+    from milvus_lite.server_manager import server_manager_instance
+    store.close()
+    server_manager_instance.release_all()
+    shutil.copytree(uri, base / "browser.db", ignore=shutil.ignore_patterns("LOCK"))
+    store = VectorStore(uri)
+    yield {"root": root, "uri": uri, "out": out, "store": store, "browser_uri": str(base / "browser.db")}
     store.close()
 
 
@@ -180,3 +191,58 @@ def test_evaluation_page_without_report_says_how_to_make_one(small_real, monkeyp
     assert not at.exception, [e.value for e in at.exception]
     code = " ".join(c.value for c in at.code)
     assert "--report" in code and "effnet-lite0" in code and "timm:test_resnet" in code
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="Debian chromium + chromium-driver not installed")
+def test_real_browser_renders_the_evaluation_page(small_real, tmp_path):
+    pytest.importorskip("selenium")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false", "--",
+         "--uri", small_real["browser_uri"], "--data-root", str(small_real["root"]), "--report-dir", str(small_real["out"])],
+        env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    driver = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = shutil.which("chromium")
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--no-first-run", "--window-size=1400,3000", f"--user-data-dir={tmp_path / 'chrome'}"):
+            opts.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        driver.get(url + "/Evaluation")
+        deadline = time.time() + 240
+        heads, imgs = set(), []
+        while time.time() < deadline:
+            heads = {h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, "h3")}
+            imgs = [i for i in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
+                    if i.get_attribute("naturalWidth") not in (None, "0")]
+            if {"Paired differences", "Where the models disagree most"} <= heads and len(imgs) >= 3:
+                break
+            time.sleep(1)
+        shot = tmp_path / "evaluation.png"
+        driver.save_screenshot(str(shot))
+        assert {"Paired differences", "Agreement", "Where the models disagree most"} <= heads, heads
+        assert len(imgs) >= 3, "CI plot, per-class scatter and a gallery"
+        assert "retrieves better than" in driver.find_element(By.TAG_NAME, "body").text
+        assert shot.stat().st_size > 20_000
+        if os.environ.get("EVALUATION_SCREENSHOT"):
+            shutil.copy(shot, os.environ["EVALUATION_SCREENSHOT"])
+    finally:
+        if driver is not None:
+            driver.quit()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

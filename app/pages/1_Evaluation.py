@@ -76,7 +76,7 @@ def show_tables(doc: dict, folder: Path) -> None:
         for model, movers in doc["per_class"]["movers"].items():
             st.markdown(f"**{model}**")
             st.table([{"": kind, "class": f"{c['class_name']} ({c['class_id']})", "vs others": f"{c['gain']:+.3f}"}
-                      for kind, items in (("gain", movers["gains"]), ("loss", movers["losses"])) for c in items])
+                      for kind, items in (("most ahead", movers["gains"]), ("least ahead", movers["losses"])) for c in items])
         st.image(str(folder / doc["figures"]["per_class"]))
 
     if doc.get("agreement"):
