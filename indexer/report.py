@@ -349,6 +349,10 @@ class Document:
     def p(self, text: str):
         self.blocks.append(("p", text))
 
+    def paragraphs(self, texts: Sequence[str]):
+        for text in texts:
+            self.p(text)
+
     def table(self, head: Sequence[str], rows: Sequence[Sequence]):
         self.blocks.append(("table", list(head), [[str(c) for c in r] for r in rows]))
 
@@ -475,8 +479,7 @@ def render(doc: Dict, folder: Path) -> Document:
                 pv = "" if m["p_value"] is None else f"{m['p_value']:.3g} (exact McNemar)"
                 rows.append([f"{p['a']} − {p['b']}", label, f"{m['mean']:+.4f}", f"[{m['low']:+.4f}, {m['high']:+.4f}]", pv])
         d.table(["pair", "metric", "difference", "95% CI (paired bootstrap)", "p"], rows)
-        for s in doc["sentences"]:
-            d.p(s)
+        d.paragraphs(doc["sentences"])
     else:
         d.p("One model only: nothing to pair.")
 
@@ -492,12 +495,10 @@ def render(doc: Dict, folder: Path) -> Document:
 
     d.h("4. Agreement")
     if doc["agreement"]:
-        rows = []
-        for a in doc["agreement"]:
-            p1 = a["p_at_1"]
-            rows.append([f"{a['a']} / {a['b']}", f"{a[f'top{TOP_OVERLAP}_overlap']:.3f}", f"{p1['both_right']:.3f}",
-                         f"{p1['only_' + a['a']]:.3f}", f"{p1['only_' + a['b']]:.3f}", f"{p1['neither']:.3f}"])
-        d.table(["pair", f"mean top-{TOP_OVERLAP} overlap", "P@1 both right", "only first", "only second", "neither"], rows)
+        shares = lambda a: [a["p_at_1"][k] for k in ("both_right", f"only_{a['a']}", f"only_{a['b']}", "neither")]
+        d.table(["pair", f"mean top-{TOP_OVERLAP} overlap", "P@1 both right", "only first", "only second", "neither"],
+                [[f"{a['a']} / {a['b']}"] + [f"{v:.3f}" for v in [a[f"top{TOP_OVERLAP}_overlap"]] + shares(a)]
+                 for a in doc["agreement"]])
 
     d.h("5. Stylistically closer, measured")
     st = doc["style"]
@@ -507,8 +508,7 @@ def render(doc: Dict, folder: Path) -> Document:
         for measure, entry in st["measures"].items():
             d.table(["", f"{measure} similarity to the query (95% CI)"],
                     [[name, _ci(v)] for name, v in entry.items() if " - " not in name])
-        for s in st["sentences"]:
-            d.p(s)
+        d.paragraphs(st["sentences"])
     else:
         d.p("Not measured: pass --data-root so that the images can be read.")
 
@@ -524,8 +524,7 @@ def render(doc: Dict, folder: Path) -> Document:
             for m, c in acc["checks"].items() if c]
     if rows:
         d.table(["model", "top-1", "top-5", "images", "weights"], rows)
-    for s in acc["sentences"]:
-        d.p(s)
+    d.paragraphs(acc["sentences"])
 
     d.h("8. Where the models disagree most")
     for g in doc["galleries"]:

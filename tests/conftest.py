@@ -181,3 +181,54 @@ def store_uri(request, tmp_path):
         return str(tmp_path / "milvus.db")
     server = request.getfixturevalue("milvus_server")
     return f"http://127.0.0.1:{server.listen_port}"
+
+
+def have_chromium() -> bool:
+    import shutil
+    return bool(shutil.which("chromium") and shutil.which("chromedriver"))
+
+
+from contextlib import contextmanager  # noqa: E402
+
+
+@contextmanager
+def streamlit_in_chromium(app_args, tmp_path: Path, window: str = "1600,1400"):
+    """``streamlit run app/main.py -- *app_args`` on a free loopback port, and a headless Chromium for it:
+    yields (driver, base url). Both stop on exit."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false", "--",
+         *app_args],
+        env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    driver = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = shutil.which("chromium")
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--no-first-run", f"--window-size={window}", f"--user-data-dir={tmp_path / 'chrome'}"):
+            opts.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        yield driver, url
+    finally:
+        if driver is not None:
+            driver.quit()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

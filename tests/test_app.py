@@ -2,17 +2,15 @@
 import io
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, free_port, make_tiny_layout
+from conftest import REPO, make_tiny_layout
 
 APP = str(REPO / "app" / "main.py")
 
@@ -141,32 +139,10 @@ def test_locked_database_explains_the_remedy(tmp_path, monkeypatch):
                     reason="Debian chromium + chromium-driver not installed")
 def test_real_browser_renders_three_columns(small_index, tmp_path):
     pytest.importorskip("selenium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--",
-         "--uri", small_index["browser_uri"], "--data-root", small_index["root"]],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    driver = None
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = shutil.which("chromium")
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--no-first-run", "--window-size=1600,1400", f"--user-data-dir={tmp_path / 'chrome'}"):
-            opts.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    from conftest import streamlit_in_chromium
+    with streamlit_in_chromium(["--uri", small_index["browser_uri"], "--data-root", small_index["root"]],
+                               tmp_path) as (driver, url):
         driver.get(url)
         deadline = time.time() + 240
         imgs = []
@@ -185,8 +161,3 @@ def test_real_browser_renders_three_columns(small_index, tmp_path):
         assert len(imgs) >= 19, f"query + 2x9 result images expected, saw {len(imgs)}"
         if os.environ.get("APP_SCREENSHOT"):
             shutil.copy(shot, os.environ["APP_SCREENSHOT"])
-    finally:
-        if driver is not None:
-            driver.quit()
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)

@@ -3,16 +3,13 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 
-from conftest import REPO, free_port, have_effnet_package, tiny_imagenet_root
+from conftest import REPO, have_chromium, have_effnet_package, streamlit_in_chromium, tiny_imagenet_root
 
 MODELS = ("effnet-lite0", "timm:test_resnet")    # real weights, and a random-weights control
 
@@ -193,36 +190,12 @@ def test_evaluation_page_without_report_says_how_to_make_one(small_real, monkeyp
     assert "--report" in code and "effnet-lite0" in code and "timm:test_resnet" in code
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                    reason="Debian chromium + chromium-driver not installed")
+@pytest.mark.skipif(not have_chromium(), reason="Debian chromium + chromium-driver not installed")
 def test_real_browser_renders_the_evaluation_page(small_real, tmp_path):
     pytest.importorskip("selenium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false", "--",
-         "--uri", small_real["browser_uri"], "--data-root", str(small_real["root"]), "--report-dir", str(small_real["out"])],
-        env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True)
-    driver = None
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = shutil.which("chromium")
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--no-first-run", "--window-size=1400,3000", f"--user-data-dir={tmp_path / 'chrome'}"):
-            opts.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    args = ["--uri", small_real["browser_uri"], "--data-root", str(small_real["root"]), "--report-dir", str(small_real["out"])]
+    with streamlit_in_chromium(args, tmp_path, window="1400,3000") as (driver, url):
         driver.get(url + "/Evaluation")
         deadline = time.time() + 240
         heads, imgs = set(), []
@@ -241,8 +214,3 @@ def test_real_browser_renders_the_evaluation_page(small_real, tmp_path):
         assert shot.stat().st_size > 20_000
         if os.environ.get("EVALUATION_SCREENSHOT"):
             shutil.copy(shot, os.environ["EVALUATION_SCREENSHOT"])
-    finally:
-        if driver is not None:
-            driver.quit()
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
