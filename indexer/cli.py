@@ -277,6 +277,7 @@ def cmd_evaluate(args) -> int:
     print(markdown_table(report))
     for path, writer in ((args.json, write_json), (args.csv, write_csv), (args.plot, write_plot)):
         if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             writer(report, path)
             print(f"wrote {path}")
     if args.report:
