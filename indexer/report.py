@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from embed.settings import DEFAULT_EMBEDDINGS
-from .evaluate import Run, write_plot
+from .evaluate import EvaluationError, Run, write_plot
 from .stats import DEFAULT_RESAMPLES, Interval, bootstrap_ci, bootstrap_means, compare_sentence, mcnemar_exact, paired_difference
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def check_aligned(runs: Sequence[Run]) -> None:
     first = runs[0]
     for r in runs[1:]:
         if not np.array_equal(r.ids, first.ids) or list(r.class_ids) != list(first.class_ids):
-            raise ValueError(f"{r.model} and {first.model} were not built from the same images: paired comparisons "
+            raise EvaluationError(f"{r.model} and {first.model} were not built from the same images: paired comparisons "
                              f"need the same dataset and split (rebuild both from the same --data-root)")
 
 

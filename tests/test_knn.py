@@ -97,3 +97,31 @@ def test_dry_run_prints_projection(tmp_path):
     dry = json.loads((tmp_path / "dry.json").read_text())
     assert dry["simulated_rows"] == 1280000 and dry["sampled_rows"] == 16384
     assert dry["projected_seconds"] == pytest.approx(dry["seconds_per_chunk"] * 157)
+
+
+class RowsOnly:
+    """The one VectorStore method milvus_chunks uses: rows in query-iterator batches."""
+
+    def __init__(self, vectors, classes, batch):
+        self.vectors, self.classes, self.batch = vectors, classes, batch
+
+    def iter_rows(self, name, batch_size=4096):
+        for start in range(0, len(self.vectors), self.batch):
+            yield [{"id": i, "vector": self.vectors[i].tolist(), "class_id": self.classes[i]}
+                   for i in range(start, min(start + self.batch, len(self.vectors)))]
+
+
+def test_milvus_stream_gives_the_same_result_and_codes_unseen_classes():
+    from indexer.knn import milvus_chunks
+    rng = np.random.default_rng(1)
+    db = rng.normal(size=(300, 8)).astype(np.float32)
+    db_classes = [f"c{i % 7}" for i in range(300)]                  # c6 never appears among the queries
+    queries = rng.normal(size=(40, 8)).astype(np.float32)
+    q_classes = [f"c{i % 6}" for i in range(40)]
+    codes = {}
+    q_labels = np.array([codes.setdefault(c, len(codes)) for c in q_classes])
+    chunks = list(milvus_chunks(RowsOnly(db, db_classes, 37), "x", codes, chunk_rows=100))
+    assert [len(v) for v, _ in chunks] == [111, 111, 78] and codes["c6"] == 6
+    streamed = dino_knn(queries, q_labels, iter(chunks), None, KnnConfig())
+    db_labels = np.concatenate([lab for _, lab in chunks])
+    assert streamed.correct.tolist() == dino_by_hand(queries, q_labels, db, db_labels).tolist()
