@@ -162,3 +162,17 @@ def test_effnet_lite0_first_2000_tiny_imagenet(tiny_root, tmp_path):
     # real ImageNet features retrieve far above chance (1/200) on 64-px images
     assert 0.2 < m.precision["1"] < 0.6, m.precision
     assert m.knn_top1 > 0.2 and m.map_at_r > 0.05
+
+
+def test_head_of_each_list_is_in_float64_order_where_float32_expansion_fails():
+    from indexer.metrics import true_neighbours
+    # points on a sphere of radius 1000 with unit-scale neighbourhoods: |q|^2 + |x|^2 - 2 q.x in float32 loses
+    # about 0.1 of a distance of about 1, far more than the gaps between neighbours
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(40, 32))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    x = (np.repeat(directions, 25, 0) * 1000 + rng.normal(0, 1.0, (1000, 32))).astype(np.float32)
+    got = exact_neighbours(x, 12)
+    truth = true_neighbours(x, np.arange(1000), 12)
+    assert np.array_equal(got.index, truth.index)
+    np.testing.assert_allclose(got.distance, truth.distance, rtol=1e-6)
