@@ -193,6 +193,10 @@ def main() -> None:
         return
 
     rows = cached_rows(backend, f"{settings.uri}|{settings.split}|{len(backend.collections)}")
+    if "query_id" in st.query_params:  # hook for app/pages/1_Evaluation.py: ?query_id=N opens that indexed image
+        if st.query_params["query_id"].isdigit():
+            requery(int(st.query_params["query_id"]))
+        del st.query_params["query_id"]
     query = pick_query(backend, rows)
     if query is None:
         return

@@ -14,6 +14,7 @@ from typing import List, Optional
 
 from embed.cli import (add_compute_arguments, add_data_arguments, add_weights_arguments, extract_config,
                        non_negative_int, port_number, positive_int, positive_int_list, run_cli)
+from embed.settings import DEFAULT_EMBEDDINGS
 
 from .store import DEFAULT_TOKEN, DEFAULT_URI, StoreError, VectorStore
 
@@ -34,6 +35,15 @@ EPILOG = """examples:
 The database defaults to Milvus Lite in data/milvus.db (env RETRIEVAL_MILVUS_URI overrides it).
 Several processes (the app, builds, searches) share it with no setup: the first one to open it serves
 it on 127.0.0.1 while it runs and writes the address to data/milvus.db.server.json; the others connect there.
+"""
+
+
+EVALUATE_EXAMPLES = """evaluate examples:
+  python -m indexer evaluate --split val --models effnet-lite0,effnet-lite1,effnet-lite2 \\
+      --data-root ../shared/datasets/tiny-imagenet-200 --holdout 0.2 --milvus-check 200 --report docs/report
+  python -m indexer evaluate --models gresnet,convnext,vit --split val --database-split train --query-split val \\
+      --data-root /data/imagenet --report report/
+  python -m indexer evaluate --simulate-rows 1280000 --dim 2048 --queries 50000    # DINO kNN dry run
 """
 
 
@@ -104,25 +114,52 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bind address (default 127.0.0.1; 0.0.0.0 exposes the database to the network, unauthenticated)")
     p.add_argument("--data-dir", default=DEFAULT_URI, help="Milvus Lite database folder (default %(default)s)")
 
-    p = _fmt(sub, "evaluate", "precision@k, recall@k, R-precision, MAP@R, kNN accuracy (leave-one-out)")
-    p.add_argument("--split", required=True, help="split the collections were built from, e.g. val")
+    p = _fmt(sub, "evaluate", "precision@k, recall@k, R-precision, MAP@R, kNN accuracy (leave-one-out); "
+                              "--report DIR adds CIs, paired tests, per-class, agreement, style, DINO kNN, galleries")
+    p.epilog = EVALUATE_EXAMPLES + "\n" + EPILOG
+    p.add_argument("--split", default=None,
+                   help="split the collections were built from, e.g. val (required unless --simulate-rows)")
     p.add_argument("--data-root", type=Path, default=None,
                    help="choose the dataset (by its folder name) when the split is indexed for several; "
-                        "not needed when only one is")
+                        "not needed when only one is (the report then reads images from the indexed data root)")
     p.add_argument("--models", default="gresnet,convnext,vit", help="comma-separated (default %(default)s)")
     p.add_argument("--k", type=positive_int_list, default="1,5,10,20,100",
                    help="comma-separated cut-offs (default %(default)s)")
-    p.add_argument("--features", default="raw,normalized", help="raw, normalized or both (default both)")
+    p.add_argument("--features", default="raw,normalized",
+                   help="raw, normalized or both (default both; the report compares models on the first)")
     p.add_argument("--device", default="auto",
                    help="where the exact neighbour computation runs: auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--json", type=Path, default=None, help="write the report as JSON")
+    p.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     p.add_argument("--csv", type=Path, default=None, help="write the results as CSV")
     p.add_argument("--plot", type=Path, default=None, help="write precision@k vs k as PNG")
     p.add_argument("--milvus-check", type=non_negative_int, default=0, metavar="N",
-                   help="also search N random queries through Milvus and require the same neighbours")
+                   help="also search N random queries through Milvus (both feature variants) and require the same "
+                        "neighbour lists as a float64 brute force, ties within relative 1e-6 aside")
     p.add_argument("--time-naive", type=non_negative_int, default=0, metavar="N",
                    help="also time a naive evaluation sending N single-query Milvus searches (ratio vs exact)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("comparison report (--report)")
+    g.add_argument("--report", type=Path, default=None, metavar="DIR",
+                   help="write DIR/report.html (self-contained), DIR/report.json and DIR/report.md")
+    g.add_argument("--bootstrap", type=_int_at_least_1000, default=2000,
+                   help="bootstrap resamples (at least 1000; default %(default)s)")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="seed for resampling, holdout and sampling (default 0)")
+    g.add_argument("--style-queries", type=non_negative_int, default=500,
+                   help="queries sampled for the colour/structure similarity measure (default %(default)s)")
+    g.add_argument("--galleries", type=non_negative_int, default=8, help="disagreement galleries to draw (default %(default)s)")
+    g.add_argument("--embeddings", type=Path, default=Path(DEFAULT_EMBEDDINGS),
+                   help="embeddings root where `python -m embed check` saved check.json (default %(default)s)")
+    g = p.add_argument_group("DINO-style kNN (weighted 20-NN, T = 0.07, database and queries disjoint)")
+    g.add_argument("--holdout", type=_fraction, default=0.0, metavar="FRACTION",
+                   help="hold out this fraction of every class of --split as queries, the rest is the database (e.g. 0.2)")
+    g.add_argument("--database-split", default=None, help="database split, e.g. train (with --query-split)")
+    g.add_argument("--query-split", default=None, help="query split, e.g. val (with --database-split)")
+    g.add_argument("--chunk-rows", type=positive_int, default=65536,
+                   help="database rows per streamed chunk (default %(default)s)")
+    g.add_argument("--simulate-rows", type=non_negative_int, default=0, metavar="N",
+                   help="dry run: time a sample of a simulated N-row database, print projected time and peak memory")
+    g.add_argument("--dim", type=positive_int, default=2048, help="dimension for --simulate-rows (default %(default)s)")
+    g.add_argument("--queries", type=positive_int, default=10000, help="queries for --simulate-rows (default %(default)s)")
     add_store_arguments(p)
     return parser
 
@@ -253,28 +290,64 @@ def cmd_serve(args) -> int:
     return serve(args.data_dir, args.host, args.port)
 
 
-def _evaluated_dataset(store: VectorStore, args, models: List[str]) -> str:
+def _evaluated_collection(store: VectorStore, args, models: List[str]):
     """The dataset to evaluate: from --data-root, else the one the split is indexed for (as `search` finds it)."""
     from .query import find_collection
-    found = {find_collection(store, m, args.split, _dataset_arg(args)).meta.dataset for m in models}
-    if len(found) > 1:
-        raise StoreError(f"the models are indexed for different datasets ({', '.join(sorted(found))}) on split "
+    found = {m: find_collection(store, m, args.split, _dataset_arg(args)) for m in models}
+    datasets = {c.meta.dataset for c in found.values()}
+    if len(datasets) > 1:
+        raise StoreError(f"the models are indexed for different datasets ({', '.join(sorted(datasets))}) on split "
                          f"{args.split!r}: pass --data-root to choose one")
-    return found.pop()
+    return next(iter(found.values()))
+
+
+def _int_at_least_1000(text: str) -> int:
+    value = positive_int(text)
+    if value < 1000:
+        raise argparse.ArgumentTypeError(f"needs at least 1000 resamples for a 95% interval, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.2, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, e.g. 0.2, got {text!r}")
+    return value
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import EvalConfig, evaluate, markdown_table, write_csv, write_json, write_plot
+    if args.simulate_rows:
+        from .knn import dry_run
+        result = dry_run(args.simulate_rows, args.dim, args.queries, args.chunk_rows,
+                         device="cpu" if args.device == "auto" else args.device, seed=args.seed)
+        print("\n".join(result.lines()))
+        if args.json:
+            from dataclasses import asdict
+            args.json.write_text(json.dumps(asdict(result), indent=1))
+        return 0
+    from .evaluate import EvalConfig, evaluate_runs, markdown_table, write_csv, write_json, write_plot
+    if not args.split:
+        raise StoreError("--split is required (the split the collections were built from, e.g. val)")
+    if bool(args.database_split) != bool(args.query_split):
+        raise StoreError("--database-split and --query-split go together (e.g. --database-split train --query-split val)")
     store = _store(args)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    cfg = EvalConfig(split=args.split, dataset=_evaluated_dataset(store, args, models), models=models,
-                     ks=list(args.k), features=[f.strip() for f in args.features.split(",")],
+    reference = _evaluated_collection(store, args, models)
+    ks = list(args.k)
+    if args.report:   # the report compares P@1 and P@10
+        ks = sorted(set(ks) | {1, 10})
+    cfg = EvalConfig(split=args.split, dataset=reference.meta.dataset, models=models,
+                     ks=ks, features=[f.strip() for f in args.features.split(",")],
                      device=args.device, milvus_check=args.milvus_check, time_naive=args.time_naive,
-                     progress=not args.no_progress)
+                     seed=args.seed, progress=not args.no_progress, holdout=args.holdout,
+                     database_split=args.database_split, query_split=args.query_split, chunk_rows=args.chunk_rows)
     bad = [f for f in cfg.features if f not in ("raw", "normalized")]
     if bad:
         raise StoreError(f"--features takes raw, normalized or raw,normalized (got {args.features!r})")
-    report = evaluate(cfg, store)
+    report, runs = evaluate_runs(cfg, store)
     print(markdown_table(report))
     for r in report["results"]:
         check = r.get("milvus_check")
@@ -283,8 +356,19 @@ def cmd_evaluate(args) -> int:
                   f"neighbour lists from Milvus agree with the exact computation")
     for path, writer in ((args.json, write_json), (args.csv, write_csv), (args.plot, write_plot)):
         if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             writer(report, path)
             print(f"wrote {path}")
+    if args.report:
+        from .report import ReportConfig, build_report
+        data_root = Path(args.data_root or reference.meta.data_root).expanduser().resolve()
+        rcfg = ReportConfig(out=args.report, data_root=data_root if (data_root / args.split).is_dir() else None,
+                            split=args.split, embeddings=args.embeddings, resamples=args.bootstrap, seed=args.seed,
+                            style_queries=args.style_queries, galleries=args.galleries)
+        doc = build_report(report, runs, rcfg)
+        for sentence in doc["sentences"]:
+            print(sentence)
+        print(f"wrote {args.report / 'report.html'}, report.json and report.md")
     return 0
 
 

@@ -7,14 +7,15 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from embed.vectors import l2_normalize
-from .metrics import PROTOCOL, compare_with_milvus, encode_labels, exact_neighbours, needed_k, retrieval_metrics
 from embed.keys import EmbeddingKey
 
+from .metrics import (PROTOCOL, Neighbours, PerQuery, compare_with_milvus, encode_labels, exact_neighbours, needed_k,
+                      retrieval_metrics)
 from .store import StoreError, VectorStore
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,25 @@ class EvalConfig:
     time_naive: int = 0          # queries of a naive one-search-per-query Milvus evaluation to time
     seed: int = 0
     progress: bool = True
+    # DINO-style kNN (indexer.knn): a class-stratified holdout of the split, or two splits
+    holdout: float = 0.0
+    database_split: Optional[str] = None
+    query_split: Optional[str] = None
+    chunk_rows: int = 65536
+
+
+@dataclass
+class Run:
+    """What the report needs from one model and feature variant beyond the means: per-query values."""
+    model: str
+    features: str
+    ids: np.ndarray
+    class_ids: List[str]
+    relpaths: List[str]
+    labels: np.ndarray
+    neighbours: Neighbours
+    per_query: PerQuery
+    dino_correct: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -59,19 +79,26 @@ class ModelResult:
 
 
 def evaluate(cfg: EvalConfig, store: VectorStore) -> Dict:
+    return evaluate_runs(cfg, store)[0]
+
+
+def evaluate_runs(cfg: EvalConfig, store: VectorStore) -> Tuple[Dict, List[Run]]:
+    """The evaluation report, and the per-query values of every model and variant (for ``indexer.report``)."""
     from embed.embedder import resolve_device
     device = str(resolve_device(cfg.device))
     results: List[ModelResult] = []
+    runs: List[Run] = []
     for model in cfg.models:
         name = EmbeddingKey(model, cfg.dataset, cfg.split).collection_name
         meta = store.meta(name)
         if meta is None:
             raise EvaluationError(f"no collection for {model} on {cfg.dataset}/{cfg.split}: run "
                                   f"`python -m indexer build --model {model} --split {cfg.split} --data-root ...` first")
-        ids, vectors, class_ids, _ = store.read_all(name, progress=cfg.progress)
+        ids, vectors, class_ids, relpaths = store.read_all(name, progress=cfg.progress)
         labels = encode_labels(class_ids)
         k = needed_k(labels, cfg.ks, cfg.knn_k)
         weights = "RANDOM (--random-init)" if meta.is_random else f"{meta.weights_source}: {meta.weights_fingerprint}"
+        dino = _dino_knn(cfg, store, model, vectors, labels, device)
         for variant in cfg.features:
             feats = l2_normalize(vectors) if variant == "normalized" else vectors
             t = time.perf_counter()
@@ -80,32 +107,89 @@ def evaluate(cfg: EvalConfig, store: VectorStore) -> Dict:
             seconds = time.perf_counter() - t
             result = ModelResult(model, variant, m.n, m.n_queries, m.precision, m.recall, m.r_precision,
                                  m.map_at_r, m.knn_top1, weights, meta.is_random, name, round(seconds, 3), extra=m.extra)
+            if dino is not None:
+                result.extra["dino_knn"] = {"top1": dino.top1, "top5": dino.top5, "queries": dino.n_queries,
+                                            "database": dino.n_database, "protocol": dino.protocol,
+                                            "seconds": round(dino.seconds, 2)}
             stored_variant = "normalized" if meta.normalized else "raw"
-            if cfg.milvus_check and variant == stored_variant:
-                result.milvus_check = _milvus_check(store, name, neigh, ids, feats, cfg)
+            if cfg.milvus_check:
+                result.milvus_check = _milvus_check(store, name, neigh, ids, feats, class_ids, relpaths, cfg,
+                                                    scratch=variant != stored_variant)
             if cfg.time_naive and variant == stored_variant:
                 result.extra["naive"] = _time_naive(store, name, ids, feats, labels, k, seconds, cfg)
             log.info("%s/%s: P@1 %.4f  MAP@R %.4f  kNN %.4f  (%.1f s exact)", model, variant,
                      m.precision.get("1", float("nan")), m.map_at_r, m.knn_top1, seconds)
             results.append(result)
-    return {
+            runs.append(Run(model, variant, ids, class_ids, relpaths, labels, neigh, m.per_query,
+                            None if dino is None else dino.correct))
+    report = {
         "protocol": {**PROTOCOL, "split": cfg.split, "dataset": cfg.dataset, "ks": list(cfg.ks), "knn_k": cfg.knn_k,
                      "computation": f"exact, chunked torch matmul on {device}, vectors read back from Milvus "
                                     f"with a query iterator"},
         "results": [asdict(r) for r in results],
     }
+    return report, runs
 
 
-def _milvus_check(store: VectorStore, name: str, neigh, ids: np.ndarray, feats: np.ndarray, cfg: EvalConfig) -> Dict:
+def _dino_knn(cfg: EvalConfig, store: VectorStore, model: str, vectors: np.ndarray, labels: np.ndarray, device: str):
+    """DINO-style kNN for one model: a holdout of the evaluated split, or query split vs streamed database split."""
+    from . import knn
+    kcfg = knn.KnnConfig(k=20, temperature=0.07, chunk_rows=cfg.chunk_rows, device=device)
+    if cfg.database_split and cfg.query_split:
+        q_name = EmbeddingKey(model, cfg.dataset, cfg.query_split).collection_name
+        db_name = EmbeddingKey(model, cfg.dataset, cfg.database_split).collection_name
+        for split, coll in ((cfg.query_split, q_name), (cfg.database_split, db_name)):
+            if store.meta(coll) is None:
+                raise EvaluationError(f"DINO kNN needs {model} on {cfg.dataset}/{split}: run `python -m indexer "
+                                      f"build --model {model} --split {split} --data-root ...` first")
+        _, q_vectors, q_classes, _ = store.read_all(q_name, progress=cfg.progress)
+        codes: Dict[str, int] = {}
+        q_labels = np.asarray([codes.setdefault(c, len(codes)) for c in q_classes], np.int64)
+        database = knn.milvus_chunks(store, db_name, codes, cfg.chunk_rows)
+        protocol = f"database {cfg.dataset}/{cfg.database_split} (streamed from Milvus), queries {cfg.query_split}"
+        return knn.dino_knn(q_vectors, q_labels, database, None, kcfg, protocol, cfg.progress,
+                            total_rows=store.count(db_name))
+    if cfg.holdout:
+        q_rows, db_rows = knn.stratified_holdout(labels, cfg.holdout, cfg.seed)
+        protocol = (f"class-stratified holdout of {cfg.dataset}/{cfg.split}: {len(q_rows)} queries "
+                    f"({cfg.holdout:.0%} of each class, seed {cfg.seed}) against the other {len(db_rows)} rows")
+        return knn.dino_knn(vectors[q_rows], labels[q_rows],
+                            knn.array_chunks(vectors[db_rows], labels[db_rows], cfg.chunk_rows),
+                            int(labels.max()) + 1, kcfg, protocol)
+    return None
+
+
+def _milvus_check(store: VectorStore, name: str, neigh, ids: np.ndarray, feats: np.ndarray, class_ids, relpaths,
+                  cfg: EvalConfig, scratch: bool = False) -> Dict:
+    """N random queries searched in Milvus; Milvus and the exact lists must both equal the float64 truth.
+
+    ``scratch``: the collection stores the other variant, so these vectors go into a temporary collection
+    (dropped afterwards) and Milvus searches exactly what the exact computation ranked."""
     rng = np.random.default_rng(cfg.seed)
-    rows = rng.choice(len(ids), size=min(cfg.milvus_check, len(ids)), replace=False)
+    rows = np.sort(rng.choice(len(ids), size=min(cfg.milvus_check, len(ids)), replace=False))
     k = min(10, neigh.index.shape[1])
-    hits = store.search(name, feats[rows], k=k, n_rows=len(ids), exclude_self_ids=ids[rows])
-    agree, bad = compare_with_milvus(neigh, rows, hits, ids)
-    check = {"queries": int(len(rows)), "k": k, "agree": agree, "disagree": len(bad), "examples": bad[:3]}
+    target = name
+    if scratch:
+        from dataclasses import replace
+        target = f"{name}__xcheck"
+        meta = replace(store.meta(name), normalized=not store.meta(name).normalized, complete=False)
+        store.drop(target)
+        store.ensure_collection(target, meta)
+        store.upsert(target, ids, feats, class_ids, relpaths, progress=False)
+        store.flush(target)
+    try:
+        hits = store.search(target, feats[rows], k=k, n_rows=len(ids), exclude_self_ids=ids[rows])
+    finally:
+        if scratch:
+            store.drop(target)
+    agree, bad = compare_with_milvus(neigh, rows, hits, ids, feats)
+    check = {"queries": int(len(rows)), "k": k, "agree": agree, "disagree": len(bad), "examples": bad[:3],
+             "collection": "temporary copy" if scratch else "as built",
+             "rule": "identical id lists, except swaps between neighbours whose float64 distances are equal "
+                     "within relative 1e-6"}
     if bad:
-        raise EvaluationError(f"Milvus and the exact computation disagree on {len(bad)}/{len(rows)} neighbour lists "
-                              f"for {name}: {bad[:2]}")
+        raise EvaluationError(f"Milvus, the exact computation and a float64 brute force disagree on {len(bad)}/"
+                              f"{len(rows)} neighbour lists for {name}: {bad[:2]}")
     return check
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ def stop_app(proc) -> None:
     proc.wait(timeout=60)
 
 
-def headless_chromium(profile: Path):
+def headless_chromium(profile: Path, window: str = "1600,1400"):
     pytest.importorskip("selenium")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -49,6 +50,20 @@ def headless_chromium(profile: Path):
     opts.binary_location = shutil.which("chromium")
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1600,1400", f"--user-data-dir={profile}"):
+                 "--no-first-run", f"--window-size={window}", f"--user-data-dir={profile}"):
         opts.add_argument(flag)
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+
+
+@contextmanager
+def streamlit_in_chromium(app_args, tmp_path: Path, window: str = "1600,1400"):
+    """The app (``start_app``) and a headless Chromium for it: yields (driver, base url); both stop on exit."""
+    proc, url = start_app(app_args, tmp_path, dict(os.environ, PYTHONPATH=str(REPO)))
+    driver = None
+    try:
+        driver = headless_chromium(tmp_path / "chrome", window)
+        yield driver, url
+    finally:
+        if driver is not None:
+            driver.quit()
+        stop_app(proc)

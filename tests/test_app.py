@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_browser import headless_chromium, needs_chromium, start_app, stop_app
+from app_browser import needs_chromium, streamlit_in_chromium
 from conftest import REPO, make_tiny_layout
 
 APP = str(REPO / "app" / "main.py")
@@ -151,11 +151,8 @@ def test_locked_database_explains_the_remedy(tmp_path, monkeypatch):
 @needs_chromium
 def test_real_browser_renders_three_columns(small_index, tmp_path):
     from selenium.webdriver.common.by import By
-    proc, url = start_app(["--uri", small_index["browser_uri"], "--data-root", small_index["root"]], tmp_path,
-                          dict(os.environ, PYTHONPATH=str(REPO)))
-    driver = None
-    try:
-        driver = headless_chromium(tmp_path / "chrome")
+    with streamlit_in_chromium(["--uri", small_index["browser_uri"], "--data-root", small_index["root"]],
+                               tmp_path) as (driver, url):
         driver.get(url)
         deadline = time.time() + 240
         imgs = []
@@ -174,7 +171,3 @@ def test_real_browser_renders_three_columns(small_index, tmp_path):
         assert len(imgs) >= 19, f"query + 2x9 result images expected, saw {len(imgs)}"
         if os.environ.get("APP_SCREENSHOT"):
             shutil.copy(shot, os.environ["APP_SCREENSHOT"])
-    finally:
-        if driver is not None:
-            driver.quit()
-        stop_app(proc)

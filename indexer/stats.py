@@ -1,0 +1,101 @@
+"""Uncertainty for per-query metrics: seeded percentile bootstrap, paired differences, exact McNemar.
+
+Every retrieval metric here is a mean over queries, so resampling queries with replacement gives its
+sampling distribution (the queries are the random sample; the database is fixed). Paired differences
+resample the same queries for both models, which removes the between-query variance the two share.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, Optional
+
+import numpy as np
+
+DEFAULT_RESAMPLES = 2000
+CONFIDENCE = 0.95
+
+
+@dataclass
+class Interval:
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def to_dict(self) -> Dict:
+        return asdict(self)
+
+
+def bootstrap_means(values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                    batch: int = 100) -> np.ndarray:
+    """(n_resamples, m) means of resampled rows of ``values`` (n,) or (n, m); all columns share the resamples."""
+    v = np.asarray(values, dtype=np.float64)
+    v2 = v[:, None] if v.ndim == 1 else v
+    n = len(v2)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_resamples, v2.shape[1]))
+    for start in range(0, n_resamples, batch):
+        b = min(batch, n_resamples - start)
+        idx = rng.integers(0, n, size=(b, n))       # batches keep memory at batch x n indices
+        out[start:start + b] = v2[idx].mean(1)
+    return out
+
+
+def bootstrap_ci(values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                 confidence: float = CONFIDENCE) -> Interval:
+    """Mean of ``values`` with its percentile-bootstrap interval (as ``scipy.stats.bootstrap(method='percentile')``)."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    means = bootstrap_means(v, n_resamples, seed)[:, 0]
+    alpha = (1 - confidence) / 2
+    low, high = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
+    return Interval(float(v.mean()), float(low), float(high), len(v))
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                      confidence: float = CONFIDENCE) -> Interval:
+    """mean(a) - mean(b) over the same queries, with a paired-bootstrap interval (queries resampled jointly)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same queries: {a.shape} vs {b.shape}")
+    return bootstrap_ci(a - b, n_resamples, seed, confidence)
+
+
+@dataclass
+class McNemar:
+    only_a: int          # queries A gets right and B wrong
+    only_b: int
+    both: int
+    neither: int
+    p_value: float       # exact two-sided binomial test on the discordant queries
+
+    def to_dict(self) -> Dict:
+        return asdict(self)
+
+
+def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> McNemar:
+    """Exact McNemar test: under 'no difference' each discordant query is a fair coin."""
+    from scipy.stats import binomtest
+    a = np.asarray(a_correct, dtype=bool)
+    b = np.asarray(b_correct, dtype=bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = only_a + only_b
+    p = 1.0 if discordant == 0 else float(binomtest(only_a, discordant, 0.5).pvalue)
+    return McNemar(only_a, only_b, int((a & b).sum()), int((~a & ~b).sum()), p)
+
+
+def compare_sentence(a: str, b: str, metric: str, diff: Interval, p_value: Optional[float] = None,
+                     better: str = "retrieves better than") -> str:
+    """One plain sentence: which model is ahead on ``metric`` and by how much, or no significant difference."""
+    ci = f"95% CI {diff.low:.3f}–{diff.high:.3f}"
+    p = f", p = {p_value:.2g}" if p_value is not None else ""
+    if not diff.excludes_zero() or (p_value is not None and p_value >= 0.05):
+        return f"No significant difference between {a} and {b} on {metric} ({a} − {b} = {diff.mean:+.3f}, {ci}{p})."
+    if diff.mean > 0:
+        return f"{a} {better} {b} on {metric} by {diff.mean:.3f} ({ci}{p})."
+    return f"{b} {better} {a} on {metric} by {-diff.mean:.3f} (95% CI {-diff.high:.3f}–{-diff.low:.3f}{p})."
