@@ -48,7 +48,7 @@ class Settings:
         p.add_argument("--split", default=env.split)
         p.add_argument("--token", default=env.milvus_token)
         p.add_argument("--extra-models", default=env.extra_models,
-                       help="comma-separated indexed models to show next to the three blog models")
+                       help="comma-separated models to show besides the default ones (every model with real weights)")
         args, _ = p.parse_known_args(list(argv))
         extras = [m.strip() for m in args.extra_models.split(",") if m.strip()]
         return cls(uri=args.uri, data_root=args.data_root, split=args.split, token=args.token, extra_models=extras)
@@ -151,6 +151,28 @@ class Backend:
 
     def extra_models(self) -> List[str]:
         return [m for m in self.available_models() if m not in BLOG_MODELS]
+
+    def model_choices(self) -> List[str]:
+        """What the page can show: the blog's three (indexed or not), then every other indexed model."""
+        return list(BLOG_MODELS) + self.extra_models()
+
+    def default_models(self, requested: Sequence[str] = ()) -> List[str]:
+        """The columns a page opens on: every indexed model with real weights, the blog's three first, plus the
+        ``requested`` ones; when no model has real weights, the blog's three (their columns say why)."""
+        real = [m for m in self.model_choices() if m in self.collections and not self.collections[m].meta.is_random]
+        wanted = set(real or BLOG_MODELS) | {m for m in requested if m in self.model_choices()}
+        return [m for m in self.model_choices() if m in wanted]
+
+    def left_out(self, shown: Sequence[str]) -> List[str]:
+        """One line for each blog model not shown: why, so that a first-time user knows where the three went."""
+        lines = []
+        for m in BLOG_MODELS:
+            if m in shown:
+                continue
+            why = "RANDOM weights (its real weights need internet once, or --checkpoint)" \
+                if m in self.collections else "not indexed"
+            lines.append(f"{model_title(m)}: {why}")
+        return lines
 
     def reference_collection(self) -> Optional[IndexedCollection]:
         """The collection that lists the indexed images for picking queries."""

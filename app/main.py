@@ -23,7 +23,6 @@ from streamlit import config as st_config  # noqa: E402
 from app.backend import (MAX_UPLOAD_MB, Backend, BadImage, Query, Settings, load_upload, model_title,  # noqa: E402
                          safe_image_path, thumbnail)
 from embed.datasets import class_name  # noqa: E402
-from embed.registry import BLOG_MODELS  # noqa: E402
 from indexer.store import DatabaseLocked, StoreError  # noqa: E402
 
 st.set_page_config(page_title="Backbone retrieval", layout="wide")
@@ -165,7 +164,8 @@ def load_models(backend: Backend, models) -> None:
 
 def main() -> None:
     settings = Settings.from_argv(sys.argv[1:])
-    st.title("Backbone retrieval: GResNet vs ConvNeXt-T vs ViT-S")
+    title = st.empty()   # named after the columns once they are known
+    title.title("Backbone retrieval")
     try:
         backend = get_backend(settings.uri, settings.data_root or "", settings.split, settings.token)
     except DatabaseLocked:
@@ -179,10 +179,12 @@ def main() -> None:
         cached_rows.clear()
 
     k = st.sidebar.slider("Top k", 5, 50, 9, key="k")
-    preset = [m for m in settings.extra_models if m in backend.extra_models()]
-    extras = st.sidebar.multiselect("Add indexed models", backend.extra_models(), default=preset, key="extras",
-                                    format_func=model_title)
-    models = list(BLOG_MODELS) + list(extras)
+    chosen = st.sidebar.multiselect("Models", backend.model_choices(), key="models", format_func=model_title,
+                                    default=backend.default_models(settings.extra_models))
+    models = [m for m in backend.model_choices() if m in chosen]   # the blog's order, whatever the clicks
+    title.title("Backbone retrieval: " + (" vs ".join(model_title(m) for m in models) or "no model chosen"))
+    if left := backend.left_out(models):
+        st.caption("Not shown (add them in the sidebar): " + " · ".join(left))
     st.sidebar.caption(f"Database: {backend.store.describe_target()} · split `{settings.split}` · "
                        f"data root `{backend.data_root or 'unknown'}`")
 

@@ -58,17 +58,30 @@ def _query_label(at):
     return next(m.value for m in at.markdown if m.value.startswith("**Query:**"))
 
 
-def test_default_query_shows_three_columns_and_missing_one(small_index, monkeypatch):
+def test_opens_on_the_real_weights_models_and_says_where_the_blog_ones_are(small_index, monkeypatch):
     at = _app(small_index, monkeypatch)
-    titles = [s.value for s in at.subheader]
-    assert titles == ["GResNet-50", "ConvNeXt-T", "ViT-S (DeiT-III)"]
+    # gresnet and vit were built with random weights, convnext not at all: only effnet-lite0 is real
+    assert [s.value for s in at.subheader] == ["EfficientNet-Lite0"]
+    assert at.title[0].value == "Backbone retrieval: EfficientNet-Lite0", "the title names what is compared"
     text = _texts(at)
+    assert "GResNet-50: RANDOM weights" in text and "ConvNeXt-T: not indexed" in text and "ViT-S (DeiT-III): RANDOM" in text
     assert "images/val_0.JPEG" in _query_label(at), "the page starts with the first indexed image"
+    assert "RANDOM weights" not in " ".join(w.value for w in at.warning)
+
+
+def test_blog_models_from_the_sidebar_show_random_and_missing_columns(small_index, monkeypatch):
+    at = _app(small_index, monkeypatch)
+    at.multiselect(key="models").set_value(["gresnet", "convnext", "vit", "effnet-lite0"]).run()
+    assert not at.exception
+    titles = [s.value for s in at.subheader]
+    assert titles == ["GResNet-50", "ConvNeXt-T", "ViT-S (DeiT-III)", "EfficientNet-Lite0"]
+    assert at.title[0].value == "Backbone retrieval: GResNet-50 vs ConvNeXt-T vs ViT-S (DeiT-III) vs EfficientNet-Lite0"
+    text = _texts(at)
     assert "python -m indexer build --model convnext --split val" in text
     assert "RANDOM weights" in text and "squared L2" in text and "Precision@9" in text
     assert "HIT" in text or "miss" in text
-    # every result grid has a requery button per hit: 9 hits x 2 built columns
-    assert len([b for b in at.button if b.key and b.key.startswith("requery_")]) == 18
+    # every result grid has a requery button per hit: 9 hits x 3 built columns
+    assert len([b for b in at.button if b.key and b.key.startswith("requery_")]) == 27
 
 
 def test_pick_by_position_and_class(small_index, monkeypatch):
@@ -85,7 +98,7 @@ def test_pick_by_position_and_class(small_index, monkeypatch):
 
 def test_click_result_to_requery(small_index, monkeypatch):
     at = _app(small_index, monkeypatch)
-    button = next(b for b in at.button if b.key and b.key.startswith("requery_gresnet_"))
+    button = next(b for b in at.button if b.key and b.key.startswith("requery_effnet-lite0_"))
     target = int(button.key.rsplit("_", 1)[1])
     button.click().run()
     assert not at.exception
@@ -104,7 +117,7 @@ def test_upload_and_bad_upload(small_index, monkeypatch):
     assert "query.jpg" in _query_label(at) and "unknown (uploaded image)" in text
     assert "query latency" in text
     # each model is loaded once, announced apart from its query latency; the next upload reuses it
-    assert sorted(t.value.split(" loaded in ")[0] for t in at.toast) == ["GResNet-50", "ViT-S (DeiT-III)"]
+    assert sorted(t.value.split(" loaded in ")[0] for t in at.toast) == ["EfficientNet-Lite0"]
     assert all("not part of its query latency" in t.value for t in at.toast)
     at.file_uploader(key="upload").set_value(("again.jpg", buf.getvalue(), "image/jpeg")).run()
     assert not at.exception and len(at.toast) == 0 and "query latency" in _texts(at)
@@ -118,10 +131,14 @@ def test_upload_and_bad_upload(small_index, monkeypatch):
     assert any("Cannot use fake.jpg" in e.value for e in at.error)
 
 
-def test_extra_model_from_sidebar(small_index, monkeypatch):
-    at = _app(small_index, monkeypatch)
-    at.multiselect(key="extras").set_value(["effnet-lite0"]).run()
-    assert "EfficientNet-Lite0" in [s.value for s in at.subheader]
+def test_extra_models_argument_adds_columns(small_index, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["main.py", "--uri", small_index["uri"], "--data-root", small_index["root"],
+                                      "--extra-models", "vit"])
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    assert not at.exception
+    assert [s.value for s in at.subheader] == ["ViT-S (DeiT-III)", "EfficientNet-Lite0"]
 
 
 def test_locked_database_explains_the_remedy(tmp_path, monkeypatch):
@@ -151,8 +168,8 @@ def test_locked_database_explains_the_remedy(tmp_path, monkeypatch):
 @needs_chromium
 def test_real_browser_renders_three_columns(small_index, tmp_path):
     from selenium.webdriver.common.by import By
-    with streamlit_in_chromium(["--uri", small_index["browser_uri"], "--data-root", small_index["root"]],
-                               tmp_path) as (driver, url):
+    with streamlit_in_chromium(["--uri", small_index["browser_uri"], "--data-root", small_index["root"],
+                                "--extra-models", "gresnet,convnext,vit"], tmp_path) as (driver, url):
         driver.get(url)
         deadline = time.time() + 240
         imgs = []

@@ -177,7 +177,7 @@ def test_evaluation_page_shows_report_and_opens_side_by_side(small_real, monkeyp
     assert labels, ([t.value for t in at.title], [m.value for m in at.markdown], [e.value for e in at.error],
                     [w.value for w in at.warning])
     assert target["relpath"] in labels[0], "the side-by-side view opened on the chosen query"
-    assert "GResNet-50" in [s.value for s in at.subheader]
+    assert "EfficientNet-Lite0" in [s.value for s in at.subheader]
 
 
 def test_evaluation_page_without_report_says_how_to_make_one(small_real, monkeypatch, tmp_path):
