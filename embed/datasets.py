@@ -49,7 +49,6 @@ class ImageList:
     split: str
     layout: str
     records: List[ImageRecord] = field(default_factory=list)
-    skipped_entries: List[Tuple[str, str]] = field(default_factory=list)  # (entry, reason) from annotations
 
     @property
     def split_dir(self) -> Path:
@@ -77,7 +76,7 @@ class ImageList:
             return self
         if limit < 0:
             raise DatasetError("--limit must be >= 0")
-        return ImageList(self.data_root, self.split, self.layout, self.records[:limit], self.skipped_entries)
+        return ImageList(self.data_root, self.split, self.layout, self.records[:limit])
 
     def class_ids(self) -> List[str]:
         return sorted({r.class_id for r in self.records})
@@ -114,7 +113,7 @@ def load_split(data_root, split: str, limit: Optional[int] = None) -> ImageList:
         raise DatasetError(f"no images found in {split_dir} (layout {layout}; extensions: jpg, jpeg, png, webp, bmp, gif)")
     if skipped:
         log.warning("%d annotation entries skipped in %s (first: %s: %s)", len(skipped), split_dir, *skipped[0])
-    return ImageList(data_root, split, layout, records, skipped).limited(limit)
+    return ImageList(data_root, split, layout, records).limited(limit)
 
 
 def parse_tiny_annotation_line(line: str) -> Optional[Tuple[str, str]]:
