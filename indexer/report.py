@@ -205,9 +205,8 @@ def _style_sentence(model: str, measure: str, value: Dict, diff: Interval) -> st
 
 def read_check(embeddings: Path, model: str, dataset: str, split: str) -> Optional[Dict]:
     """The ``python -m embed check`` result for a model, where one was saved (check.json beside the manifest)."""
-    from embed.registry import safe_model_key
-    from embed.store import EmbeddingStore
-    path = EmbeddingStore.folder_for(Path(embeddings), safe_model_key(model), dataset, split) / "check.json"
+    from embed.check import check_path
+    path = check_path(Path(embeddings), model, dataset, split)
     if not path.is_file():
         return None
     try:

@@ -6,7 +6,7 @@ farthest occurrence), so a reversed tie-break cannot pass.
 import numpy as np
 import pytest
 
-from indexer.metrics import encode_labels, exact_neighbours, knn_predict, reference_metrics, retrieval_metrics
+from indexer.metrics import encode_labels, exact_neighbours, knn_predict, retrieval_metrics
 
 
 @pytest.mark.parametrize("neighbour_labels,nearest_wins", [
@@ -36,4 +36,3 @@ def test_knn_top1_on_points_with_tied_votes():
     codes = encode_labels(labels)
     m = retrieval_metrics(exact_neighbours(x, 2), codes, ks=(1,), knn_k=2)
     assert m.knn_top1 == pytest.approx(2 / 3)
-    assert reference_metrics(x, labels, ks=(1,), knn_k=2).knn_top1 == pytest.approx(2 / 3)
