@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -226,8 +226,10 @@ class Backend:
         from indexer.query import embed_query
         return embed_query(self.embedder(model), query.image, coll.meta)
 
-    def search(self, model: str, query: Query, k: int, vector: Optional[np.ndarray] = None) -> ColumnResult:
-        """One column's result; ``vector``: the query already embedded for this model (uploads, see search_all)."""
+    def search(self, model: str, query: Query, k: int, vector: Optional[np.ndarray] = None,
+               embed_ms: float = 0.0) -> ColumnResult:
+        """One column's result. ``vector``: the query already embedded for this model, which took ``embed_ms``
+        (uploads, see search_all): the latency shown is the query's own, embedding included."""
         title = model_title(model)
         coll = self.collections.get(model)
         if coll is None:
@@ -244,7 +246,7 @@ class Backend:
             exclude = [query.indexed_id] if query.indexed_id is not None else None
             rows = self.store.search(coll.name, vec, k=k, exclude_self_ids=exclude,
                                      consistency=self.search_consistency)[0]
-            latency = (time.perf_counter() - t) * 1000
+            latency = (time.perf_counter() - t) * 1000 + embed_ms
         except (StoreError, BadImage) as e:
             return ColumnResult(model, title, coll.name, weights, meta.is_random, problem=str(e))
         hits = [Hit(r["id"], r["class_id"], class_name(r["class_id"]), r["relpath"], r["distance"],
@@ -265,23 +267,24 @@ class Backend:
         """
         vectors = {m: self._upload_vector(m, query) for m in models}
         if len(models) <= 1:
-            return [self._column(m, query, k, vectors[m]) for m in models]
+            return [self._column(m, query, k, *vectors[m]) for m in models]
         with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="column-search") as pool:
-            futures = [pool.submit(self._column, m, query, k, vectors[m]) for m in models]
+            futures = [pool.submit(self._column, m, query, k, *vectors[m]) for m in models]
             return [f.result() for f in futures]
 
-    def _upload_vector(self, model: str, query: Query) -> Optional[np.ndarray]:
-        """The embedded upload for ``model``; None where search() should find (or report) the vector itself."""
+    def _upload_vector(self, model: str, query: Query) -> Tuple[Optional[np.ndarray], float]:
+        """(the embedded upload for ``model``, ms it took); None where search() should find (or report) the vector."""
         if query.indexed_id is not None or model not in self.collections:
-            return None
+            return None, 0.0
+        t = time.perf_counter()
         try:
-            return self.query_vector(model, query)
+            return self.query_vector(model, query), (time.perf_counter() - t) * 1000
         except Exception:  # search() embeds again and reports the problem in this column
-            return None
+            return None, 0.0
 
-    def _column(self, model: str, query: Query, k: int, vector: Optional[np.ndarray]) -> ColumnResult:
+    def _column(self, model: str, query: Query, k: int, vector: Optional[np.ndarray], embed_ms: float) -> ColumnResult:
         try:
-            return self.search(model, query, k, vector)
+            return self.search(model, query, k, vector, embed_ms)
         except Exception as e:  # an unexpected failure in one column must not blank the page
             log.exception("search in %s failed", model)
             return ColumnResult(model, model_title(model), None, problem=f"search failed: {type(e).__name__}: {e}")

@@ -244,8 +244,9 @@ def run_cli(handlers, parser: argparse.ArgumentParser, argv: Optional[List[str]]
     from .registry import UnknownModel, WeightsUnavailable
     from .checkpoint_mapping import CheckpointMismatchError
     from .download import DownloadError
+    from .keys import InvalidName
     from .store import StoreMismatch
-    expected = (DatasetError, UnknownModel, WeightsUnavailable, CheckpointMismatchError, DownloadError, StoreMismatch,
+    expected = (DatasetError, InvalidName, WeightsUnavailable, CheckpointMismatchError, DownloadError, StoreMismatch,
                 FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
     try:
         return handlers[args.command](args)
