@@ -43,7 +43,7 @@ EVALUATE_EXAMPLES = """evaluate examples:
       --data-root ../shared/datasets/tiny-imagenet-200 --holdout 0.2 --milvus-check 200 --report docs/report
   python -m indexer evaluate --models gresnet,convnext,vit --split val --database-split train --query-split val \\
       --data-root /data/imagenet --report report/
-  python -m indexer evaluate --simulate-rows 1280000 --dim 2048 --queries 50000    # DINO kNN dry run
+  python -m indexer evaluate --simulate-rows 1281167 --dim 2048 --queries 50000    # DINO kNN dry run: ImageNet train x val
 """
 
 

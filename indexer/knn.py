@@ -6,7 +6,8 @@ query takes the 20 most cosine-similar database rows, weights each by exp(simila
 predicts the class with the largest summed weight. Top-1 is the fraction predicted correctly.
 
 The database arrives in chunks (from Milvus' query iterator or slices of an array) and every query
-keeps a running top-k, so memory is bounded by ``queries x (chunk + k)``, never by the database size.
+keeps a running top-k; similarities are computed a block of queries at a time, so memory is bounded by
+the chunk, the similarity block and ``queries x k``, never by the database size.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from embed.vectors import l2_normalize
 log = logging.getLogger(__name__)
 
 Chunk = Tuple[np.ndarray, np.ndarray]   # (vectors (m, d) float32, integer labels (m,))
+SIMILARITY_BUFFER_BYTES = 512 * 2**20     # one block of query x chunk similarities
 
 
 @dataclass
@@ -61,13 +63,17 @@ class RunningTopK:
     def add(self, vectors: np.ndarray, labels: np.ndarray) -> None:
         x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(self.dev)
         lab = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.dev)
-        sim = self.q @ x.T                                               # (nq, m): the only chunk-sized buffer
-        kk = min(self.k, sim.shape[1])
-        top_sim, top_idx = torch.topk(sim, kk, dim=1)
-        both_sim = torch.cat([self.sim, top_sim], 1)
-        both_lab = torch.cat([self.label, lab[top_idx]], 1)
-        keep_sim, keep = torch.topk(both_sim, self.k, dim=1)
-        self.sim, self.label = keep_sim, torch.gather(both_lab, 1, keep)
+        kk = min(self.k, len(x))
+        # queries go in blocks so that the similarity buffer stays under SIMILARITY_BUFFER_BYTES:
+        # 50,000 ImageNet val queries against a 65,536-row chunk would otherwise need 12.5 GiB at once
+        step = max(1, SIMILARITY_BUFFER_BYTES // (4 * max(1, len(x))))
+        for a in range(0, len(self.q), step):
+            b = min(a + step, len(self.q))
+            top_sim, top_idx = torch.topk(self.q[a:b] @ x.T, kk, dim=1)
+            both_sim = torch.cat([self.sim[a:b], top_sim], 1)
+            both_lab = torch.cat([self.label[a:b], lab[top_idx]], 1)
+            keep_sim, keep = torch.topk(both_sim, self.k, dim=1)
+            self.sim[a:b], self.label[a:b] = keep_sim, torch.gather(both_lab, 1, keep)
         self.seen += len(vectors)
 
 
@@ -206,8 +212,8 @@ class DryRun:
                 f"projected time for {n_chunks} chunks: {self.projected_seconds:,.0f} s "
                 f"({self.projected_seconds / 3600:.2f} h)",
                 f"peak memory: {self.peak_rss_mib:,.0f} MiB resident ({self.peak_over_baseline_mib:,.0f} MiB above the "
-                f"{self.baseline_rss_mib:,.0f} MiB before the run); it depends on queries x chunk, not on the "
-                f"database size (the whole database would be {self.simulated_rows * self.dim * 4 / 2**20:,.0f} MiB)"]
+                f"{self.baseline_rss_mib:,.0f} MiB before the run); it depends on the chunk and the similarity block, "
+                f"not on the database size (the whole database would be {self.simulated_rows * self.dim * 4 / 2**20:,.0f} MiB)"]
 
 
 def dry_run(simulated_rows: int, dim: int, queries: int = 10000, chunk_rows: int = 65536, sample_chunks: int = 2,

@@ -53,6 +53,37 @@ def test_streamed_chunks_equal_the_direct_computation(chunk):
     assert 0.3 < res.top1 < 1.0 and res.top5 >= res.top1
 
 
+@pytest.mark.parametrize("buffer_bytes", [4 * 64 * 7, 4 * 64 * 60, 1 << 30])
+def test_query_blocks_give_the_same_neighbours(monkeypatch, buffer_bytes):
+    """Queries in blocks of 7, 60 (a partial last block: 150 queries) or all at once: one result."""
+    import indexer.knn as knn
+    rng = np.random.default_rng(5)
+    db_labels, q_labels = rng.integers(0, 6, 400), rng.integers(0, 6, 150)
+    database, queries = rng.normal(size=(400, 16)).astype(np.float32), rng.normal(size=(150, 16)).astype(np.float32)
+    monkeypatch.setattr(knn, "SIMILARITY_BUFFER_BYTES", buffer_bytes)
+    res = dino_knn(queries, q_labels, array_chunks(database, db_labels, 64), 6, KnnConfig(chunk_rows=64))
+    assert res.correct.tolist() == dino_by_hand(queries, q_labels, database, db_labels).tolist()
+
+
+def test_peak_memory_does_not_grow_with_the_queries_beyond_their_top_k(monkeypatch):
+    if not reset_peak_rss():
+        pytest.skip("this kernel does not let a process reset its peak-memory counter")
+    import indexer.knn as knn
+    monkeypatch.setattr(knn, "SIMILARITY_BUFFER_BYTES", 64 * 2**20)
+    dim, rows = 32, 16384
+    peaks = {}
+    for n_queries in (2000, 2000, 20000):             # the first run warms thread pools and allocator arenas
+        queries = np.random.default_rng(0).standard_normal((n_queries, dim), dtype=np.float32)
+        reset_peak_rss()
+        before = peak_rss_bytes()
+        dino_knn(queries, np.zeros(n_queries, np.int64), synthetic_chunks(rows, dim, rows, 10), 10,
+                 KnnConfig(chunk_rows=rows))
+        peaks[n_queries] = (peak_rss_bytes() - before) / 2**20
+    # all at once, 20,000 queries x 16,384 rows of float32 similarities would add 1,250 MiB; in blocks the
+    # queries add only themselves and their running top 20 (a few MiB)
+    assert peaks[20000] < peaks[2000] + 100, peaks
+
+
 def test_stratified_holdout_is_deterministic_disjoint_and_per_class():
     labels = np.repeat(np.arange(10), 50)
     labels = np.append(labels, 99)                  # a singleton class stays in the database
