@@ -34,7 +34,8 @@ PROTOCOL = {
     "map_at_r": "MAP@R (Musgrave, Belongie, Lim: A Metric Learning Reality Check, ECCV 2020)",
     "knn_top1": "majority vote of the 20 nearest, ties broken by nearest; all queries",
     "excluded": "queries with R = 0 are excluded from precision/recall/R-precision/MAP@R",
-    "note": "not DINO-style kNN, which uses the train split as database and val as queries",
+    "note": "This kNN@20 is leave-one-out within the split; the DINO-style weighted kNN on disjoint database and "
+            "queries is --holdout or --database-split/--query-split (in the report)",
 }
 
 

@@ -168,6 +168,10 @@ def test_evaluation_page_shows_report_and_opens_side_by_side(small_real, monkeyp
     assert "effnet-lite0 retrieves better than timm:test_resnet on P@1" in text
     assert any("RANDOM weights" in e.value for e in at.error)
     assert len(at.table) >= 6
+    agreement = [t.value for t in at.table if "mean top-10 overlap" in t.value.columns]
+    assert agreement and list(agreement[0].columns) == ["pair", "mean top-10 overlap", "P@1 both right", "only first",
+                                                        "only second", "neither", "queries"]
+    assert not agreement[0].isna().any().any(), "one set of columns for every pair, none left empty"
     doc = json.loads((small_real["out"] / "report.json").read_text())
     target = doc["galleries"][1]
     at.selectbox(key="eval_query").set_value(target["query_id"]).run()
@@ -189,6 +193,7 @@ def test_evaluation_page_without_report_says_how_to_make_one(small_real, monkeyp
     assert not at.exception, [e.value for e in at.exception]
     code = " ".join(c.value for c in at.code)
     assert "--report" in code and "effnet-lite0" in code and "timm:test_resnet" in code
+    assert "DIR" not in code, "a command to copy, with no placeholder: evaluate finds the data set itself"
 
 
 @needs_chromium

@@ -81,8 +81,12 @@ def show_tables(doc: dict, folder: Path) -> None:
 
     if doc.get("agreement"):
         st.subheader("Agreement")
-        st.table([{"pair": f"{a['a']} / {a['b']}", "top-10 overlap": f"{a['top10_overlap']:.3f}",
-                   **{k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in a["p_at_1"].items()}}
+        # one set of columns for every pair (the JSON names the "only" shares after the models)
+        st.table([{"pair": f"{a['a']} / {a['b']}", "mean top-10 overlap": f"{a['top10_overlap']:.3f}",
+                   "P@1 both right": f"{a['p_at_1']['both_right']:.3f}",
+                   "only first": f"{a['p_at_1']['only_' + a['a']]:.3f}",
+                   "only second": f"{a['p_at_1']['only_' + a['b']]:.3f}",
+                   "neither": f"{a['p_at_1']['neither']:.3f}", "queries": a["p_at_1"]["queries"]}
                   for a in doc["agreement"]])
 
     if doc.get("style"):
@@ -134,8 +138,10 @@ def main() -> None:
     if not path.is_file():
         st.warning(f"No report in {folder}. Write one (the page shows reports, it does not compute them):")
         models = ",".join(sorted(in_db)) or "gresnet,convnext,vit"
-        st.code(f"python -m indexer evaluate --split {settings.split} --models {models} --data-root "
-                f"{settings.data_root or 'DIR'} --holdout 0.2 --uri {settings.uri} --report {folder}", language="bash")
+        # evaluate finds the data set (and the images the report shows) from the collections when one is indexed
+        data_root = f" --data-root {settings.data_root}" if settings.data_root else ""
+        st.code(f"python -m indexer evaluate --split {settings.split} --models {models}{data_root} --holdout 0.2 "
+                f"--uri {settings.uri} --report {folder}", language="bash")
         return
     doc = load_report(str(path), path.stat().st_mtime)
     proto = doc["protocol"]
