@@ -19,12 +19,12 @@ import numpy as np
 
 from embed.settings import DEFAULT_EMBEDDINGS
 from .evaluate import EvaluationError, Run, write_plot
+from .report_tables import TOP_OVERLAP, agreement_table, ci_text
 from .stats import DEFAULT_RESAMPLES, Interval, bootstrap_ci, bootstrap_means, compare_sentence, mcnemar_exact, paired_difference
 
 log = logging.getLogger(__name__)
 
 PAIR_METRICS = (("P@1", "precision", "1"), ("P@10", "precision", "10"), ("MAP@R", "ap_at_r", None))
-TOP_OVERLAP = 10
 GALLERY_TOP = 5
 
 
@@ -395,10 +395,6 @@ class Document:
         return "\n".join(out)
 
 
-def _ci(d: Dict) -> str:
-    return f"{d['mean']:.4f} [{d['low']:.4f}, {d['high']:.4f}]"
-
-
 def build_report(evaluation: Dict, runs: Sequence[Run], cfg: ReportConfig) -> Dict:
     """Compute all eight parts and write DIR/report.{json,md,html}; returns the JSON document."""
     out = Path(cfg.out)
@@ -466,7 +462,7 @@ def render(doc: Dict, folder: Path) -> Document:
     d.h("1. Every metric with its 95% confidence interval")
     names = ["P@1", "P@10", "R@10", "R-precision", "MAP@R", "kNN@20"]
     d.table(["model (features)", "n"] + names,
-            [[m, v["P@1"]["n"]] + [_ci(v[n]) if n in v else "" for n in names] for m, v in doc["confidence_intervals"].items()])
+            [[m, v["P@1"]["n"]] + [ci_text(v[n]) if n in v else "" for n in names] for m, v in doc["confidence_intervals"].items()])
     d.image(doc["figures"]["confidence_intervals"], "Means with 95% bootstrap intervals")
     d.image(doc["figures"]["precision_at_k"], "precision@k against k")
 
@@ -494,10 +490,7 @@ def render(doc: Dict, folder: Path) -> Document:
 
     d.h("4. Agreement")
     if doc["agreement"]:
-        shares = lambda a: [a["p_at_1"][k] for k in ("both_right", f"only_{a['a']}", f"only_{a['b']}", "neither")]
-        d.table(["pair", f"mean top-{TOP_OVERLAP} overlap", "P@1 both right", "only first", "only second", "neither"],
-                [[f"{a['a']} / {a['b']}"] + [f"{v:.3f}" for v in [a[f"top{TOP_OVERLAP}_overlap"]] + shares(a)]
-                 for a in doc["agreement"]])
+        d.table(*agreement_table(doc["agreement"]))
 
     d.h("5. Stylistically closer, measured")
     st = doc["style"]
@@ -506,14 +499,14 @@ def render(doc: Dict, folder: Path) -> Document:
             "colour = CIELAB histogram intersection, structure = SSIM of 32x32 greyscale thumbnails.")
         for measure, entry in st["measures"].items():
             d.table(["", f"{measure} similarity to the query (95% CI)"],
-                    [[name, _ci(v)] for name, v in entry.items() if " - " not in name])
+                    [[name, ci_text(v)] for name, v in entry.items() if " - " not in name])
         d.paragraphs(st["sentences"])
     else:
         d.p("Not measured: pass --data-root so that the images can be read.")
 
     d.h("6. DINO-style kNN (weighted vote of the 20 nearest, T = 0.07, unit-normalised features)")
     if doc["dino_knn"]:
-        d.table(["model", "top-1 (95% CI)", "protocol"], [[m, _ci(v), v["protocol"]] for m, v in doc["dino_knn"].items()])
+        d.table(["model", "top-1 (95% CI)", "protocol"], [[m, ci_text(v), v["protocol"]] for m, v in doc["dino_knn"].items()])
     else:
         d.p("Not run: pass --holdout 0.2, or --database-split and --query-split.")
 

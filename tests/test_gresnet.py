@@ -4,7 +4,6 @@ import torch
 import torch.nn as nn
 from timm.utils import reparameterize_model
 
-import embed.gresnet  # noqa: F401  (registers gresnet50 with timm)
 from embed.gresnet import (CheckpointMismatchError, FusedSplitNormConv2d, GResNet, SplitNormConv2d,
                            checkpoint_filter_fn)
 

@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the 
 import streamlit as st  # noqa: E402
 
 from app.backend import Settings  # noqa: E402
+from indexer.report_tables import agreement_table, ci_text  # noqa: E402
 from indexer.store import StoreError, VectorStore  # noqa: E402
 
 DEFAULT_REPORT_DIR = os.environ.get("RETRIEVAL_REPORT_DIR", "data/report")
@@ -51,10 +52,6 @@ def database_models(settings: Settings) -> dict:
     return {c.meta.model: c.meta.rows for c in colls if c.meta.split == settings.split}
 
 
-def ci_text(d: dict) -> str:
-    return f"{d['mean']:.4f} [{d['low']:.4f}, {d['high']:.4f}]"
-
-
 def show_tables(doc: dict, folder: Path) -> None:
     st.subheader("Every metric with its 95% confidence interval")
     names = ["P@1", "P@10", "R@10", "R-precision", "MAP@R", "kNN@20", "DINO kNN top-1"]
@@ -81,13 +78,9 @@ def show_tables(doc: dict, folder: Path) -> None:
 
     if doc.get("agreement"):
         st.subheader("Agreement")
-        # one set of columns for every pair (the JSON names the "only" shares after the models)
-        st.table([{"pair": f"{a['a']} / {a['b']}", "mean top-10 overlap": f"{a['top10_overlap']:.3f}",
-                   "P@1 both right": f"{a['p_at_1']['both_right']:.3f}",
-                   "only first": f"{a['p_at_1']['only_' + a['a']]:.3f}",
-                   "only second": f"{a['p_at_1']['only_' + a['b']]:.3f}",
-                   "neither": f"{a['p_at_1']['neither']:.3f}", "queries": a["p_at_1"]["queries"]}
-                  for a in doc["agreement"]])
+        headers, rows = agreement_table(doc["agreement"])
+        st.table([{**dict(zip(headers, row)), "queries": a["p_at_1"]["queries"]}
+                  for row, a in zip(rows, doc["agreement"])])
 
     if doc.get("style"):
         st.subheader("Stylistically closer, measured")
