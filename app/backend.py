@@ -15,12 +15,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from embed.datasets import class_name
-from embed.imaging import BadImage, load_rgb, read_bytes_capped
-from embed import settings
-from embed.registry import BLOG_MODELS, REGISTRY
-from indexer.query import IndexedCollection, embedder_for, indexed_collections
-from indexer.store import DEFAULT_URI, StoreError, VectorStore
+from embed.sources.datasets import class_name
+from embed.sources.imaging import BadImage, load_rgb, read_bytes_capped
+from embed.common import settings
+from embed.models.registry import BLOG_MODELS, REGISTRY
+from indexer.catalog import IndexedCollection, indexed_collections
+from indexer.milvus_store import DEFAULT_URI, StoreError, VectorStore
+from indexer.query_embedding import QueryEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class Backend:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.store = VectorStore(settings.uri, settings.token)
-        self._embedders: Dict[str, object] = {}
+        self._embedders: Dict[str, QueryEmbedder] = {}
         self.collections: Dict[str, IndexedCollection] = {}
         self.refresh()
 
@@ -192,9 +193,9 @@ class Backend:
         path = safe_image_path(self.data_root, self.settings.split, row["relpath"])
         return Query(load_rgb(path), row["class_id"], int(row["id"]), row["relpath"])
 
-    def embedder(self, model: str):
+    def embedder(self, model: str) -> QueryEmbedder:
         if model not in self._embedders:
-            self._embedders[model] = embedder_for(self.collections[model].meta)
+            self._embedders[model] = QueryEmbedder.for_collection(self.collections[model].meta)
         return self._embedders[model]
 
     def has_embedder(self, model: str) -> bool:
@@ -223,8 +224,7 @@ class Backend:
                                        consistency=self.search_consistency)
             if rows:
                 return np.asarray(rows[0]["vector"], dtype=np.float32)[None, :]
-        from indexer.query import embed_query
-        return embed_query(self.embedder(model), query.image, coll.meta)
+        return self.embedder(model).embed([query.image])
 
     def search(self, model: str, query: Query, k: int, vector: Optional[np.ndarray] = None,
                embed_ms: float = 0.0) -> ColumnResult:
@@ -239,7 +239,7 @@ class Backend:
                                               f"--data-root {root} --uri {self.settings.uri}")
         meta = coll.meta
         weights = "RANDOM weights: results are meaningless" if meta.is_random else \
-            f"{meta.weights_source} weights ({meta.weights_fingerprint[:19]})"
+            f"{meta.identity.weights_source} weights ({meta.identity.weights_fingerprint[:19]})"
         try:
             t = time.perf_counter()
             vec = vector if vector is not None else self.query_vector(model, query)

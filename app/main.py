@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the repository
     sys.path.insert(0, str(ROOT))
 
-from embed.quiet import quiet_grpc_environment, quiet_third_party_logs  # noqa: E402
+from embed.common.logs import quiet_grpc_environment, quiet_third_party_logs  # noqa: E402
 
 quiet_grpc_environment()  # before anything imports grpc
 quiet_third_party_logs()
@@ -22,8 +22,8 @@ from streamlit import config as st_config  # noqa: E402
 
 from app.backend import (MAX_UPLOAD_MB, Backend, BadImage, Query, Settings, load_upload, model_title,  # noqa: E402
                          safe_image_path, thumbnail)
-from embed.datasets import class_name  # noqa: E402
-from indexer.store import DatabaseLocked, StoreError  # noqa: E402
+from embed.sources.datasets import class_name  # noqa: E402
+from indexer.milvus_store import DatabaseLocked, StoreError  # noqa: E402
 
 st.set_page_config(page_title="Backbone retrieval", layout="wide")
 # The server rejects uploads above server.maxUploadSize (read on every upload request); the widget shows and

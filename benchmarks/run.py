@@ -69,7 +69,7 @@ def machine_tag(device: torch.device) -> str:
 def _model(name: str, fused: bool = True):
     """A registry model (or any timm name, e.g. resnet50d) with seeded random weights: for timing only."""
     import timm
-    from embed.registry import REGISTRY, get_spec
+    from embed.models.registry import REGISTRY, get_spec
     from timm.utils import reparameterize_model
     spec = REGISTRY.get(name) or get_spec(f"timm:{name}")
     torch.manual_seed(0)
@@ -81,7 +81,7 @@ def _model(name: str, fused: bool = True):
 
 def time_forward(model, batch: int, size: int, device: torch.device, precision: Optional[torch.dtype],
                  channels_last: bool, compile: bool, min_seconds: float, warmup: int = 2) -> float:
-    from embed.embedder import images_per_second
+    from embed.extraction.embedder import images_per_second
     model = model.to(device)
     x = torch.randn(batch, 3, size, size, device=device)
     if channels_last:
@@ -171,7 +171,7 @@ def imagenet_sized_copy(n: int, root: Path) -> Path:
     """
     from concurrent.futures import ThreadPoolExecutor
     from PIL import Image
-    from embed.datasets import load_split
+    from embed.sources.datasets import load_split
     images = load_split(TINY, "val").limited(n)
 
     def one(record):
@@ -186,8 +186,8 @@ def imagenet_sized_copy(n: int, root: Path) -> Path:
 
 
 def bench_e2e(device: torch.device, quick: bool) -> List[Dict]:
-    from embed.embedder import build_embedder, default_workers
-    from embed.extract import ExtractConfig, extract
+    from embed.extraction.embedder import build_embedder, default_workers
+    from embed.extraction.extract import ExtractConfig, extract
     if not (TINY / "val" / "val_annotations.txt").is_file():
         return [{"skipped": f"no Tiny-ImageNet at {TINY}"}]
     rows = []
@@ -223,7 +223,8 @@ def bench_e2e(device: torch.device, quick: bool) -> List[Dict]:
 # 3. Milvus ----------------------------------------------------------------------------------------
 
 def bench_milvus(quick: bool) -> Dict:
-    from indexer.store import CollectionMeta, VectorStore
+    from benchmarks.synthetic import synthetic_meta
+    from indexer.milvus_store import VectorStore
     out: Dict = {"insert": [], "search": []}
     tmp = Path(tempfile.mkdtemp(prefix="bench_milvus_"))
     backends = {"lite": str(tmp / "bench.db")}
@@ -242,8 +243,7 @@ def bench_milvus(quick: bool) -> Dict:
             for dim in (384, 768, 2048):
                 name = f"bench_insert_{dim}"
                 store.drop(name)
-                store.ensure_collection(name, CollectionMeta("bench", "bench", dim, "random", "random", "bench",
-                                                             "/", "val", False))
+                store.ensure_collection(name, synthetic_meta("bench", dim, "bench", "/"))
                 vecs = rng.normal(size=(n_insert, dim)).astype(np.float32)
                 t = time.perf_counter()
                 store.upsert(name, np.arange(n_insert), vecs, ["c"] * n_insert, [f"p{i}" for i in range(n_insert)],
@@ -258,8 +258,7 @@ def bench_milvus(quick: bool) -> Dict:
             for n in ((10000,) if quick else (10000, 50000)):
                 name = f"bench_search_{n}"
                 store.drop(name)
-                store.ensure_collection(name, CollectionMeta("bench", "bench", dim, "random", "random", "bench",
-                                                             "/", "val", False))
+                store.ensure_collection(name, synthetic_meta("bench", dim, "bench", "/"))
                 for start in range(0, n, 10000):
                     vecs = rng.normal(size=(min(10000, n - start), dim)).astype(np.float32)
                     store.upsert(name, np.arange(start, start + len(vecs)), vecs, ["c"] * len(vecs),
@@ -288,9 +287,10 @@ def bench_milvus(quick: bool) -> Dict:
 
 def bench_evaluation(quick: bool, device: torch.device) -> Dict:
     """Exact chunked evaluation vs a naive one that sends one Milvus Lite search per query."""
-    from indexer.evaluate import naive_search
-    from indexer.metrics import encode_labels, exact_neighbours, needed_k, retrieval_metrics
-    from indexer.store import CollectionMeta, VectorStore
+    from indexer.evaluation.evaluate import naive_search
+    from indexer.evaluation.metrics import encode_labels, exact_neighbours, needed_k, retrieval_metrics
+    from benchmarks.synthetic import synthetic_meta
+    from indexer.milvus_store import VectorStore
     n, dim = 10000, 2048
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 200, n)
@@ -306,8 +306,7 @@ def bench_evaluation(quick: bool, device: torch.device) -> Dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     try:
         store = VectorStore(str(tmp / "eval.db"))
-        store.ensure_collection("bench_eval", CollectionMeta("bench", "bench", dim, "random", "random", "bench", "/",
-                                                             "val", False))
+        store.ensure_collection("bench_eval", synthetic_meta("bench", dim, "bench", "/"))
         store.upsert("bench_eval", np.arange(n), vecs, [str(c) for c in labels], ["p"] * n, progress=False)
         store.flush("bench_eval")
         store.count("bench_eval")
@@ -365,7 +364,7 @@ def ratios(report: Dict, device: torch.device) -> Dict:
             if gain is not None:
                 out[f"gresnet_compiled_over_eager_{prec}"] = gain
         # the target is about the default pipeline (auto decode) on the shared data; the table lists every configuration
-        from embed.device_decode import resolve_decode
+        from embed.extraction.device_decode import resolve_decode
         default = resolve_decode("auto", device)
         e2e = [r for r in report.get("e2e", []) if "pipeline_efficiency" in r
                and r.get("files", "tiny-imagenet 64px") == "tiny-imagenet 64px" and r.get("decode", default) == default]
@@ -405,7 +404,7 @@ def main(argv=None) -> int:
                         "Lite and the embedded server, ~15 min on 2 cores) runs only when named")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    from embed.cli import quiet_third_party_logs
+    from embed.common.logs import quiet_third_party_logs
     quiet_third_party_logs()
     for ours in ("embed", "indexer"):  # the benchmark prints its own lines
         logging.getLogger(ours).setLevel(logging.ERROR)

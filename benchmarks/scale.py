@@ -80,17 +80,16 @@ def synthetic_upload(seed: int) -> bytes:
 
 
 def collection_meta(model: str, data_root: str):
-    from embed.registry import REGISTRY
-    from indexer.store import CollectionMeta
+    from embed.models.registry import REGISTRY
+    from benchmarks.synthetic import synthetic_meta
     spec = REGISTRY[model]
     # the fingerprint of --random-init weights: the app embeds uploads with the same seeded random model
-    return CollectionMeta(model=model, timm_name=spec.timm_name, dim=spec.dim, weights_source="random",
-                          weights_fingerprint=random_fingerprint(), dataset=DATASET, data_root=data_root,
-                          split=SPLIT, normalized=False, precision="synthetic")
+    return synthetic_meta(model, spec.dim, DATASET, data_root, SPLIT, timm_name=spec.timm_name,
+                          weights_fingerprint=random_fingerprint())
 
 
 def random_fingerprint() -> str:
-    from embed.registry import RANDOM_INIT_SEED
+    from embed.models.registry import RANDOM_INIT_SEED
     return f"random:seed{RANDOM_INIT_SEED}"
 
 
@@ -98,8 +97,8 @@ def random_fingerprint() -> str:
 
 def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> Dict:
     """Insert ``rows`` vectors per model in steps; after each step, time nq=1 searches at that size."""
-    from embed.keys import EmbeddingKey
-    from indexer.store import VectorStore
+    from embed.common.identity import EmbeddingKey
+    from indexer.milvus_store import VectorStore
     store = VectorStore(uri)
     consistency = None if store.is_lite else "Bounded"
     rng = np.random.default_rng(cfg.seed)
@@ -156,7 +155,7 @@ def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.nda
 
 
 def model_dim(model: str) -> int:
-    from embed.registry import REGISTRY
+    from embed.models.registry import REGISTRY
     return REGISTRY[model].dim
 
 
@@ -254,8 +253,8 @@ def peak_rss_mib() -> float:
 
 def evaluate_child(uri: str, models: Sequence[str], features: Sequence[str]) -> Dict:
     """The exact leave-one-out evaluation as ``indexer evaluate`` runs it; time and this process's peak RSS."""
-    from indexer.evaluate import EvalConfig, evaluate
-    from indexer.store import VectorStore
+    from indexer.evaluation.evaluate import EvalConfig, evaluate
+    from indexer.milvus_store import VectorStore
     store = VectorStore(uri)
     t = time.perf_counter()
     report = evaluate(EvalConfig(split=SPLIT, dataset=DATASET, models=list(models), features=list(features),

@@ -6,14 +6,14 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from embed.embedder import build_embedder
-from embed.extract import ExtractConfig, extract
-from embed.keys import EmbeddingKey
-from embed.store import EmbeddingStore
-from embed.vectors import l2_normalize
+from embed.extraction.embedder import build_embedder
+from embed.extraction.extract import ExtractConfig, extract
+from embed.common.identity import EmbeddingKey
+from embed.extraction.shards import EmbeddingStore
+from embed.common.vectors import l2_normalize
 
-from .lite_advice import server_advice
-from .store import CollectionMeta, StoreError, VectorStore
+from indexer.lite_advice import server_advice
+from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,11 @@ def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recre
           progress: bool = True, embedder=None) -> BuildResult:
     """Extract what is missing, then make the collection hold exactly the embedded images.
 
-    Embeddings and a collection made with random weights are replaced without asking once real
-    weights are available: random vectors are never worth keeping. Other differences still need
-    ``--force`` / ``--recreate``.
+    The collection and the shards carry one identity (embed.common.identity.VectorSetIdentity), compared
+    field by field. Embeddings and a collection made with random weights are replaced without asking once
+    real weights are available: random vectors are never worth keeping. ``--force`` recomputes the
+    embeddings and rebuilds a collection that no longer matches them; any other difference needs
+    ``--recreate``.
     """
     if embedder is None:
         embedder = build_embedder(cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision,
@@ -59,10 +61,16 @@ def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recre
         vectors = l2_normalize(vectors)
     name = manifest.key.collection_name
     meta = CollectionMeta.from_manifest(manifest, normalized=normalize)
-    if real and not recreate and store.has_collection(name) and (old := store.meta(name)) is not None \
-            and old.is_random:
-        log.warning("%s was built with RANDOM weights: rebuilding it with %s", name, extracted.weights)
-        recreate = True
+    old = store.meta(name) if not recreate and store.has_collection(name) else None
+    if old is not None and old.identity != meta.identity:
+        if real and old.is_random:
+            log.warning("%s was built with RANDOM weights: rebuilding it with %s", name, extracted.weights)
+            recreate = True
+        elif cfg.force:
+            # the shards were just recomputed on purpose: the collection follows them
+            log.warning("%s holds vectors made differently (%s): rebuilding it from the recomputed embeddings",
+                        name, old.identity.describe_differences(meta.identity))
+            recreate = True
     created = store.ensure_collection(name, meta, recreate=recreate)
     expected = len(positions)
     advice = server_advice(store.is_lite, name, expected, manifest.dim)
@@ -102,4 +110,4 @@ def _random_embeddings(cfg: ExtractConfig) -> bool:
     """Whether the embeddings folder this run writes to holds vectors made with random weights."""
     dataset = Path(cfg.data_root).expanduser().resolve().name
     manifest = EmbeddingStore(EmbeddingKey(cfg.model, dataset, cfg.split).folder(cfg.out)).read_manifest()
-    return manifest is not None and manifest.weights_source == "random"
+    return manifest is not None and manifest.identity.is_random

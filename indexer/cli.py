@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from embed.cli import (add_compute_arguments, add_data_arguments, add_weights_arguments, extract_config,
+from embed.common.cli_args import (add_compute_arguments, add_data_arguments, add_weights_arguments, extract_config,
                        non_negative_int, port_number, positive_int, positive_int_list, run_cli)
-from embed.settings import DEFAULT_EMBEDDINGS
+from embed.common.settings import DEFAULT_EMBEDDINGS
 
-from .store import DEFAULT_TOKEN, DEFAULT_URI, StoreError, VectorStore
+from indexer.milvus_store import DEFAULT_TOKEN, DEFAULT_URI, StoreError, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _models_for_build(args) -> List[str]:
     """One model, or for ``all`` every registry model whose real weights can be had here (each other one: a line why)."""
-    from embed.registry import REGISTRY, weights_obtainable
+    from embed.models.registry import REGISTRY, weights_obtainable
     if args.model != "all":
         return [args.model]
     if args.checkpoint:
@@ -183,9 +183,9 @@ def _models_for_build(args) -> List[str]:
 
 def cmd_build(args) -> int:
     """Exit 0 when at least one model was built (``all`` skips the ones without weights), 2 when none was."""
-    from embed.cli import resolve_data_root
-    from embed.registry import WeightsUnavailable
-    from .build import build
+    from embed.common.cli_args import resolve_data_root
+    from embed.models.registry import WeightsUnavailable
+    from indexer.build import build
     store = _store(args)
     store.check_writable()  # before minutes of extraction, not after
     resolve_data_root(args)  # download a named --dataset once, before the first model
@@ -211,7 +211,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .query import indexed_collections
+    from indexer.catalog import indexed_collections
     store = _store(args)
     rows = []
     for c in indexed_collections(store):
@@ -219,7 +219,9 @@ def cmd_status(args) -> int:
         rows.append({"collection": c.name, "model": c.meta.model, "split": c.meta.split, "dataset": c.meta.dataset,
                      "rows": d["rows"], "dim": c.meta.dim, "index_type": d["index_type"], "metric": d["metric"],
                      "normalized": c.meta.normalized, "complete": c.meta.complete,
-                     "weights": c.meta.weights_source, "weights_fingerprint": c.meta.weights_fingerprint})
+                     "weights": c.meta.identity.weights_source,
+                     "weights_fingerprint": c.meta.identity.weights_fingerprint, "decode": c.meta.identity.decode,
+                     "precision": c.meta.identity.precision})
     if args.json:
         print(json.dumps({"uri": store.uri, "collections": rows}, indent=1))
         return 0
@@ -238,15 +240,16 @@ def _dataset_arg(args) -> Optional[str]:
 
 
 def cmd_search(args) -> int:
-    from embed.datasets import class_name
-    from .batch import expand_query_paths, search_images
-    from .query import embedder_for, find_collection
+    from embed.sources.datasets import class_name
+    from indexer.image_search import expand_query_paths, search_images
+    from indexer.catalog import find_collection
+    from indexer.query_embedding import QueryEmbedder
     store = _store(args)
     coll = find_collection(store, args.model, args.split, _dataset_arg(args))
     paths = expand_query_paths(args.image)
     if not paths:
         raise StoreError(f"no query images in {' '.join(str(p) for p in args.image)}")
-    emb = embedder_for(coll.meta, args.checkpoint, args.device)
+    emb = QueryEmbedder.for_collection(coll.meta, args.checkpoint, args.device)
     answers = search_images(store, coll, emb, paths, args.k)
     for a in answers:
         for h in a.hits:
@@ -277,7 +280,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_drop(args) -> int:
-    from .query import find_collection
+    from indexer.catalog import find_collection
     store = _store(args)
     coll = find_collection(store, args.model, args.split, _dataset_arg(args))
     store.drop(coll.name)
@@ -286,13 +289,13 @@ def cmd_drop(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .serve import serve
+    from indexer.serve import serve
     return serve(args.data_dir, args.host, args.port)
 
 
 def _evaluated_collection(store: VectorStore, args, models: List[str]):
     """The dataset to evaluate: from --data-root, else the one the split is indexed for (as `search` finds it)."""
-    from .query import find_collection
+    from indexer.catalog import find_collection
     found = {m: find_collection(store, m, args.split, _dataset_arg(args)) for m in models}
     datasets = {c.meta.dataset for c in found.values()}
     if len(datasets) > 1:
@@ -320,7 +323,7 @@ def _fraction(text: str) -> float:
 
 def cmd_evaluate(args) -> int:
     if args.simulate_rows:
-        from .knn import dry_run
+        from indexer.evaluation.knn import dry_run
         result = dry_run(args.simulate_rows, args.dim, args.queries, args.chunk_rows,
                          device="cpu" if args.device == "auto" else args.device, seed=args.seed)
         print("\n".join(result.lines()))
@@ -328,7 +331,7 @@ def cmd_evaluate(args) -> int:
             from dataclasses import asdict
             args.json.write_text(json.dumps(asdict(result), indent=1))
         return 0
-    from .evaluate import EvalConfig, evaluate_runs, markdown_table, write_csv, write_json, write_plot
+    from indexer.evaluation.evaluate import EvalConfig, evaluate_runs, markdown_table, write_csv, write_json, write_plot
     if not args.split:
         raise StoreError("--split is required (the split the collections were built from, e.g. val)")
     if bool(args.database_split) != bool(args.query_split):
@@ -360,7 +363,7 @@ def cmd_evaluate(args) -> int:
             writer(report, path)
             print(f"wrote {path}")
     if args.report:
-        from .report import ReportConfig, build_report
+        from indexer.evaluation.report import ReportConfig, build_report
         data_root = Path(args.data_root or reference.meta.data_root).expanduser().resolve()
         rcfg = ReportConfig(out=args.report, data_root=data_root if (data_root / args.split).is_dir() else None,
                             split=args.split, embeddings=args.embeddings, resamples=args.bootstrap, seed=args.seed,
@@ -373,7 +376,7 @@ def cmd_evaluate(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from embed.imaging import BadImage
+    from embed.sources.imaging import BadImage
     handlers = {"build": cmd_build, "status": cmd_status, "search": cmd_search, "drop": cmd_drop,
                 "serve": cmd_serve, "evaluate": cmd_evaluate}
     return run_cli(handlers, build_parser(), argv, extra_errors=(StoreError, BadImage))

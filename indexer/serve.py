@@ -14,8 +14,8 @@ import os
 import signal
 from pathlib import Path
 
-from .shared_lite import live_record, lock_held, publish, unpublish, writable_problem
-from .store import DatabaseLocked, DatabaseReadOnly
+from indexer.shared_lite import live_record, lock_held, publish, unpublish, writable_problem
+from indexer.milvus_store import DatabaseLocked, DatabaseReadOnly
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ APP = str(REPO / "app" / "main.py")
 @pytest.fixture(scope="module")
 def small_index(tmp_path_factory):
     """gresnet and vit (random weights) plus effnet-lite0 indexed; convnext deliberately missing."""
-    from embed.extract import ExtractConfig
+    from embed.extraction.extract import ExtractConfig
     from indexer.build import build
-    from indexer.store import VectorStore
+    from indexer.milvus_store import VectorStore
     base = tmp_path_factory.mktemp("appindex")
     root = make_tiny_layout(base / "data", n_per_class=4, classes=("n01440764", "n01443537", "n01484850"))
     uri = str(base / "milvus.db")
@@ -41,7 +41,7 @@ def small_index(tmp_path_factory):
 
 def _app(small_index, monkeypatch):
     from streamlit.testing.v1 import AppTest
-    # as arguments: embed.settings reads the RETRIEVAL_* variables once, when this process first imported it
+    # as arguments: embed.common.settings reads the RETRIEVAL_* variables once, when this process first imported it
     monkeypatch.setattr(sys, "argv", ["main.py", "--uri", small_index["uri"], "--data-root", small_index["root"]])
     at = AppTest.from_file(APP, default_timeout=300)
     at.run()

@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from embed.datasets import (DatasetError, class_name, load_split, parse_imagenet_solution_row,
+from embed.sources.datasets import (DatasetError, class_name, load_split, parse_imagenet_solution_row,
                             parse_tiny_annotation_line)
 from conftest import make_imagenet_flat_layout, make_tiny_layout
 

@@ -12,10 +12,10 @@ from PIL import Image
 from torchvision import transforms as T
 
 from conftest import _gradient, bad_images, good_images, have_effnet_package, write_files
-from embed.device_decode import DeviceDecoder, read_encoded, resolve_decode, tensor_transform
-from embed.extract import ExtractConfig, extract
-from embed.imaging import load_rgb
-from embed.store import EmbeddingStore, StoreMismatch
+from embed.extraction.device_decode import DeviceDecoder, read_encoded, resolve_decode, tensor_transform
+from embed.extraction.extract import ExtractConfig, extract
+from embed.sources.imaging import load_rgb
+from embed.extraction.shards import EmbeddingStore, StoreMismatch
 
 MODEL = "timm:test_resnet"
 
@@ -103,8 +103,8 @@ def test_unsupported_transform_steps_are_named():
 
 @pytest.mark.parametrize("size,upsampling", [((64, 64), True), ((500, 375), False)])
 def test_auto_decode_follows_the_file_sizes(tmp_path, size, upsampling):
-    from embed.device_decode import transform_upsamples
-    from embed.datasets import load_split
+    from embed.extraction.device_decode import transform_upsamples
+    from embed.sources.datasets import load_split
     root = tmp_path / "ds"
     buf = io.BytesIO()
     Image.fromarray(_gradient(*size, 1)).save(buf, "JPEG")
@@ -132,7 +132,7 @@ def test_real_model_vectors_agree_with_the_default_path(tiny_root, tmp_path):
 
 def test_worker_decoding_equals_device_decoding_on_cpu(tmp_path):
     # on a CPU the workers decode JPEGs themselves; the result must be what the device path decodes
-    from embed.device_decode import decode_in_worker
+    from embed.extraction.device_decode import decode_in_worker
     path = tmp_path / "o.jpg"
     path.write_bytes(_jpeg_with_orientation(_gradient(48, 24, 6), 6))
     transform = T.Compose([T.Resize(16), T.CenterCrop(16), T.ToTensor()])
@@ -150,7 +150,7 @@ def test_worker_decoding_equals_device_decoding_on_cpu(tmp_path):
 
 
 def test_queries_use_the_preprocessing_of_their_collection(tmp_path):
-    from embed.embedder import build_embedder
+    from embed.extraction.embedder import build_embedder
     root = tmp_path / "ds"
     png = next(d for n, d in good_images() if n == "png.png")
     write_files(root / "val" / "a", [("q.png", png)])

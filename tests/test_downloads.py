@@ -17,9 +17,9 @@ import pytest
 import timm
 import torch
 
-from embed.datasets import DatasetError, load_split
-from embed.keys import EmbeddingKey
-from embed.registry import WeightsUnavailable, load_model
+from embed.sources.datasets import DatasetError, load_split
+from embed.common.identity import EmbeddingKey
+from embed.models.registry import WeightsUnavailable, load_model
 from conftest import _jpeg, make_tiny_layout
 
 
@@ -138,8 +138,8 @@ def test_build_gresnet_records_the_downloaded_files_sha256_and_replaces_random(
         served_checkpoints, cache, tmp_path, monkeypatch, capsys):
     """`build --model gresnet`: random weights first (nothing reachable), then the download replaces them."""
     from indexer.cli import main
-    from indexer.store import VectorStore
-    from embed.store import EmbeddingStore
+    from indexer.milvus_store import VectorStore
+    from embed.extraction.shards import EmbeddingStore
     data = make_tiny_layout(tmp_path / "tiny", n_per_class=2, classes=("n01440764", "n01443537"))
     uri, out = str(tmp_path / "milvus.db"), tmp_path / "emb"
     argv = ["build", "--model", "gresnet", "--split", "val", "--data-root", str(data), "--out", str(out),
@@ -155,9 +155,9 @@ def test_build_gresnet_records_the_downloaded_files_sha256_and_replaces_random(
     store = VectorStore(uri)
     (name,) = [c for c in store.client.list_collections() if "gresnet" in c]
     meta = store.meta(name)
-    assert meta.weights_source == "download" and meta.weights_fingerprint == sha and meta.complete
+    assert meta.identity.weights_source == "download" and meta.identity.weights_fingerprint == sha and meta.complete
     manifest = EmbeddingStore(EmbeddingKey("gresnet", "tiny", "val").folder(out)).read_manifest()
-    assert manifest.weights_fingerprint == sha and store.count(name) == 4
+    assert manifest.identity.weights_fingerprint == sha and store.count(name) == 4
 
 
 def test_model_all_builds_what_is_real_and_says_why_for_the_rest(tmp_path, monkeypatch, capsys):
@@ -175,7 +175,7 @@ def test_model_all_builds_what_is_real_and_says_why_for_the_rest(tmp_path, monke
     assert sorted(line.split()[1].rstrip(":") for line in skipped) == ["convnext", "gresnet", "vit"]
     assert all("--checkpoint PATH" in line and "internet" in line for line in skipped)
 
-    monkeypatch.setattr("embed.registry.weights_obtainable", lambda name: (False, "test: none here"))
+    monkeypatch.setattr("embed.models.registry.weights_obtainable", lambda name: (False, "test: none here"))
     assert cli.main(argv) == 2
     assert "no model was built" in capsys.readouterr().err
 
@@ -220,7 +220,7 @@ def _serve_dataset(monkeypatch, server, key: str, name: str, md5: bool = True) -
 
 
 def test_named_datasets_download_verify_and_extract(server, datasets_dir, monkeypatch):
-    from embed.dataset_download import ensure_dataset
+    from embed.sources.dataset_download import ensure_dataset
     _tiny_zip(server.root / "tiny.zip")
     _imagenette_tgz(server.root / "nette.tgz")
     _serve_dataset(monkeypatch, server, "TINY_IMAGENET", "tiny.zip")
@@ -246,7 +246,7 @@ def test_named_datasets_download_verify_and_extract(server, datasets_dir, monkey
     ("outside", "not under tiny-imagenet-200/"),
 ])
 def test_bad_archives_are_refused_and_leave_nothing(archive, why, server, datasets_dir, monkeypatch):
-    from embed.dataset_download import ensure_dataset
+    from embed.sources.dataset_download import ensure_dataset
     key, name, dataset = "TINY_IMAGENET", "bad.zip", "tiny-imagenet"
     if archive == "dotdot":
         _tiny_zip(server.root / name, {"tiny-imagenet-200/../../escaped.txt": b"x"})
@@ -278,7 +278,7 @@ def test_bad_archives_are_refused_and_leave_nothing(archive, why, server, datase
 
 
 def test_archive_expanding_beyond_the_cap_is_refused(tmp_path):
-    from embed.dataset_download import extract_archive
+    from embed.sources.dataset_download import extract_archive
     archive = tmp_path / "big.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("tiny-imagenet-200/val/zeros.bin", bytes(4 << 20))  # compresses to a few KiB
@@ -290,7 +290,7 @@ def test_archive_expanding_beyond_the_cap_is_refused(tmp_path):
 
 
 def test_data_root_always_wins_and_nothing_is_downloaded(server, datasets_dir, tmp_path, monkeypatch):
-    from embed.cli import resolve_data_root
+    from embed.common.cli_args import resolve_data_root
     _tiny_zip(server.root / "tiny.zip")
     _serve_dataset(monkeypatch, server, "TINY_IMAGENET", "tiny.zip")
     args = SimpleNamespace(data_root=tmp_path / "mine", dataset="tiny-imagenet", no_progress=True)

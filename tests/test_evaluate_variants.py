@@ -7,10 +7,11 @@ equal the metrics of explicitly normalised vectors and differ from the raw ones.
 import numpy as np
 import pytest
 
-from indexer.evaluate import EvalConfig, evaluate
-from indexer.metrics import encode_labels, exact_neighbours, needed_k, retrieval_metrics
-from embed.keys import EmbeddingKey
-from indexer.store import CollectionMeta, VectorStore
+from indexer.evaluation.evaluate import EvalConfig, evaluate
+from indexer.evaluation.metrics import encode_labels, exact_neighbours, needed_k, retrieval_metrics
+from embed.common.identity import EmbeddingKey
+from benchmarks.synthetic import synthetic_meta
+from indexer.milvus_store import VectorStore
 
 KS = (1, 5)
 KNN_K = 5
@@ -31,9 +32,7 @@ def varied_norm_collection(tmp_path):
     vectors, labels = _directional_vectors()
     store = VectorStore(str(tmp_path / "milvus.db"))
     name = EmbeddingKey("toy", "toyset", "val").collection_name
-    meta = CollectionMeta(model="toy", timm_name="toy", dim=vectors.shape[1], weights_source="random",
-                          weights_fingerprint="random", dataset="toyset", data_root=str(tmp_path), split="val",
-                          normalized=False, rows=len(vectors), complete=True)
+    meta = synthetic_meta("toy", vectors.shape[1], "toyset", str(tmp_path), rows=len(vectors), complete=True)
     store.ensure_collection(name, meta)
     store.upsert(name, np.arange(len(vectors)), vectors, labels, [f"{l}/{i}.jpg" for i, l in enumerate(labels)],
                  progress=False)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embed.embedder import build_embedder
-from embed.extract import ExtractConfig, extract
-from embed.store import EmbeddingStore, StoreMismatch
+from embed.extraction.embedder import build_embedder
+from embed.extraction.extract import ExtractConfig, extract
+from embed.extraction.shards import EmbeddingStore, StoreMismatch
 from conftest import REPO, make_tiny_layout
 
 MODEL = "timm:test_resnet"  # tiny timm test net: fast on CPU; random weights are fine for mechanics
@@ -32,7 +32,7 @@ def test_bad_files_are_skipped_counted_and_listed(imagefolder, tmp_path):
     assert vectors.shape == (12, result.n_embedded and vectors.shape[1]) and vectors.dtype == np.float32
     assert len(set(positions.tolist())) == 12 and len(skipped) == 4
     manifest = EmbeddingStore(result.folder).read_manifest()
-    assert manifest.weights_source == "random"
+    assert manifest.identity.weights_source == "random"
 
 
 def test_all_image_modes_are_embedded(tmp_path):

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 from timm.utils import reparameterize_model
 
-from embed.gresnet import (CheckpointMismatchError, FusedSplitNormConv2d, GResNet, SplitNormConv2d,
+from embed.models.gresnet import (CheckpointMismatchError, FusedSplitNormConv2d, GResNet, SplitNormConv2d,
                            checkpoint_filter_fn)
 
 
@@ -141,7 +141,7 @@ def test_fused_model_compiles_into_one_graph(trained_pair):
 
 
 def test_pipeline_uses_fused_model():
-    from embed.registry import load_model
+    from embed.models.registry import load_model
     loaded = load_model("gresnet", random_init=True)
     assert loaded.fused
     assert not any(isinstance(m, SplitNormConv2d) for m in loaded.model.modules())
@@ -167,7 +167,7 @@ def test_checkpoint_filter_prefers_ema_and_strips_prefixes(trained_pair, tmp_pat
     for (k, a), (_, b) in zip(src.state_dict().items(), dst.state_dict().items()):
         assert torch.equal(a, b), k
     # and through the registry's --checkpoint path, which also fuses
-    from embed.registry import load_model
+    from embed.models.registry import load_model
     loaded = load_model("gresnet", checkpoint=path)
     assert loaded.weights.source == "checkpoint" and loaded.weights.fingerprint.startswith("sha256:")
     x = torch.randn(1, 3, 96, 96)

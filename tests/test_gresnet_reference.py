@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from timm.utils import reparameterize_model
 
-import embed.gresnet  # noqa: F401  (registers gresnet50 with timm)
+import embed.models.gresnet  # noqa: F401  (registers gresnet50 with timm)
 
 GOLDEN = Path(__file__).parent / "data" / "gresnet50_golden_features.npy"
 GOLDEN_CHANNELS = np.arange(0, 2048, 128)    # 16 values per image

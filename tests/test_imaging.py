@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from embed.imaging import DEFAULT_MAX_PIXELS, BadImage, load_rgb, read_bytes_capped
+from embed.sources.imaging import DEFAULT_MAX_PIXELS, BadImage, load_rgb, read_bytes_capped
 from conftest import _gradient, bad_images, bomb_png, exif_rotated_jpeg, good_images
 
 

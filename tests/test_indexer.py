@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from embed.extract import ExtractConfig
+from embed.extraction.extract import ExtractConfig
 from indexer.build import build
-from embed.keys import EmbeddingKey
-from indexer.store import DatabaseLocked, MetadataMismatch, StoreError, VectorStore
+from embed.common.identity import EmbeddingKey
+from indexer.milvus_store import DatabaseLocked, MetadataMismatch, StoreError, VectorStore
 from conftest import REPO, make_tiny_layout
 
 MODEL = "timm:test_resnet"
@@ -30,7 +30,7 @@ def dataset(tmp_path):
 
 def _fresh(store: VectorStore, root, out):
     # the server is shared by the session: start each test from an empty collection
-    from embed.datasets import load_split
+    from embed.sources.datasets import load_split
     store.drop(EmbeddingKey(MODEL, load_split(root, "val").dataset_name, "val").collection_name)
 
 
@@ -90,20 +90,66 @@ def test_metadata_mismatch_is_refused_unless_recreate(store_uri, dataset, tmp_pa
         build(_cfg(dataset, tmp_path / "emb"), store, normalize=True, progress=False)
     result = build(_cfg(dataset, tmp_path / "emb"), store, normalize=True, recreate=True, progress=False)
     assert result.rows == 30 and store.meta(result.collection).normalized
-    # vectors of another extraction (precision) must not hide behind a "complete" collection
-    import torch
-    from embed.embedder import resolve_precision
-    other = "bf16" if resolve_precision("auto", torch.device("cpu")) is None else "fp32"
-    with pytest.raises(MetadataMismatch, match="precision"):
-        build(_cfg(dataset, tmp_path / "emb", precision=other, force=True), store, normalize=True, progress=False)
     _, vectors, _, _ = store.read_all(result.collection)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    # embeddings recomputed another way behind the collection's back: the collection is refused, not reused
+    import torch
+    from embed.extraction.embedder import resolve_precision
+    from embed.extraction.extract import extract
+    other = "bf16" if resolve_precision("auto", torch.device("cpu")) is None else "fp32"
+    extract(_cfg(dataset, tmp_path / "emb", precision=other, force=True))
+    with pytest.raises(MetadataMismatch, match="precision: stored"):
+        build(_cfg(dataset, tmp_path / "emb", precision=other), store, normalize=True, progress=False)
+
+
+def test_forced_re_extraction_rebuilds_the_collection_with_the_new_identity(store_uri, dataset, tmp_path):
+    """build(decode=workers), then build(decode=device, force=True): the collection follows the new shards."""
+    from embed.extraction.shards import EmbeddingStore
+    store = VectorStore(store_uri)
+    _fresh(store, dataset, tmp_path / "emb")
+    first = build(_cfg(dataset, tmp_path / "emb", decode="workers"), store, progress=False)
+    assert store.meta(first.collection).identity.decode == "workers"
+    second = build(_cfg(dataset, tmp_path / "emb", decode="device", force=True), store, progress=False)
+    assert not second.already_complete and second.inserted == 30
+    meta = store.meta(second.collection)
+    assert meta.identity.decode == "device" and meta.complete
+    folder = EmbeddingKey(MODEL, dataset.name, "val").folder(tmp_path / "emb")
+    manifest = EmbeddingStore(folder).read_manifest()
+    assert manifest.identity.with_normalized(False) == meta.identity.with_normalized(False)
+    positions, shard_vectors, _ = EmbeddingStore(folder).load()
+    ids, vectors, _, _ = store.read_all(second.collection)
+    np.testing.assert_array_equal(ids, positions)
+    np.testing.assert_array_equal(vectors, shard_vectors)
+
+
+def test_a_query_is_embedded_with_the_collections_precision_and_decode(store_uri, dataset, tmp_path):
+    """The query embedder takes precision and decode from the collection, whatever the defaults are now."""
+    import torch
+    from PIL import Image
+    from embed.extraction.embedder import resolve_precision
+    from embed.extraction.shards import EmbeddingStore
+    from indexer.query_embedding import QueryEmbedder
+    other = "bf16" if resolve_precision("auto", torch.device("cpu")) is None else "fp32"
+    store = VectorStore(store_uri)
+    _fresh(store, dataset, tmp_path / "emb")
+    result = build(_cfg(dataset, tmp_path / "emb", decode="device", precision=other), store, progress=False)
+    meta = store.meta(result.collection)
+    assert (meta.identity.precision, meta.identity.decode) == (other, "device")
+    query = QueryEmbedder.for_collection(meta, device="cpu")
+    assert query.embedder.precision_name == other
+    folder = EmbeddingKey(MODEL, dataset.name, "val").folder(tmp_path / "emb")
+    manifest = EmbeddingStore(folder).read_manifest()
+    positions, shard_vectors, _ = EmbeddingStore(folder).load()
+    image = Image.open(dataset / "val" / manifest.relpaths[int(positions[3])])
+    vector = query.embed([image])[0]
+    # the same image embedded as a query equals its row: same weights, precision and resampling
+    np.testing.assert_allclose(vector, shard_vectors[3], rtol=0, atol=1e-4 * float(np.abs(shard_vectors[3]).max()))
 
 
 def test_batches_are_bounded_by_bytes(store_uri, monkeypatch):
-    from indexer.store import CollectionMeta
+    from benchmarks.synthetic import synthetic_meta
     store = VectorStore(store_uri)
-    meta = CollectionMeta("m", "m", 64, "random", "random", "bytes_test", "/x", "val", False)
+    meta = synthetic_meta("m", 64, "bytes_test", "/x")
     store.drop("bytes_test")
     store.ensure_collection("bytes_test", meta)
     sizes = []
@@ -186,7 +232,7 @@ def test_cli_status_json_and_search(dataset, tmp_path):
 
 
 def test_evaluate_report_outputs_and_milvus_agreement(store_uri, dataset, tmp_path):
-    from indexer.evaluate import EvalConfig, evaluate, markdown_table, write_csv, write_json, write_plot
+    from indexer.evaluation.evaluate import EvalConfig, evaluate, markdown_table, write_csv, write_json, write_plot
     store = VectorStore(store_uri)
     _fresh(store, dataset, tmp_path / "emb")
     build(_cfg(dataset, tmp_path / "emb"), store, progress=False)

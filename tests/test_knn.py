@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from embed.vectors import l2_normalize
-from indexer.knn import (KnnConfig, array_chunks, dino_knn, peak_rss_bytes, reset_peak_rss, stratified_holdout,
+from embed.common.vectors import l2_normalize
+from indexer.evaluation.knn import (KnnConfig, array_chunks, dino_knn, peak_rss_bytes, reset_peak_rss, stratified_holdout,
                          synthetic_chunks, weighted_vote)
 
 
@@ -56,7 +56,7 @@ def test_streamed_chunks_equal_the_direct_computation(chunk):
 @pytest.mark.parametrize("buffer_bytes", [4 * 64 * 7, 4 * 64 * 60, 1 << 30])
 def test_query_blocks_give_the_same_neighbours(monkeypatch, buffer_bytes):
     """Queries in blocks of 7, 60 (a partial last block: 150 queries) or all at once: one result."""
-    import indexer.knn as knn
+    import indexer.evaluation.knn as knn
     rng = np.random.default_rng(5)
     db_labels, q_labels = rng.integers(0, 6, 400), rng.integers(0, 6, 150)
     database, queries = rng.normal(size=(400, 16)).astype(np.float32), rng.normal(size=(150, 16)).astype(np.float32)
@@ -68,7 +68,7 @@ def test_query_blocks_give_the_same_neighbours(monkeypatch, buffer_bytes):
 def test_peak_memory_does_not_grow_with_the_queries_beyond_their_top_k(monkeypatch):
     if not reset_peak_rss():
         pytest.skip("this kernel does not let a process reset its peak-memory counter")
-    import indexer.knn as knn
+    import indexer.evaluation.knn as knn
     monkeypatch.setattr(knn, "SIMILARITY_BUFFER_BYTES", 64 * 2**20)
     dim, rows = 32, 16384
     peaks = {}
@@ -143,7 +143,7 @@ class RowsOnly:
 
 
 def test_milvus_stream_gives_the_same_result_and_codes_unseen_classes():
-    from indexer.knn import milvus_chunks
+    from indexer.evaluation.knn import milvus_chunks
     rng = np.random.default_rng(1)
     db = rng.normal(size=(300, 8)).astype(np.float32)
     db_classes = [f"c{i % 7}" for i in range(300)]                  # c6 never appears among the queries

@@ -6,7 +6,7 @@ farthest occurrence), so a reversed tie-break cannot pass.
 import numpy as np
 import pytest
 
-from indexer.metrics import encode_labels, exact_neighbours, knn_predict, retrieval_metrics
+from indexer.evaluation.metrics import encode_labels, exact_neighbours, knn_predict, retrieval_metrics
 
 
 @pytest.mark.parametrize("neighbour_labels,nearest_wins", [

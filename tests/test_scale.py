@@ -8,8 +8,9 @@ from PIL import Image
 from app.backend import Backend, Query, Settings
 from conftest import make_tiny_layout
 from indexer.lite_advice import THRESHOLD_ENV, server_advice
-from embed.keys import EmbeddingKey
-from indexer.store import CollectionMeta, StoreError, VectorStore
+from embed.common.identity import EmbeddingKey
+from benchmarks.synthetic import synthetic_meta
+from indexer.milvus_store import StoreError, VectorStore
 
 MODELS = {"gresnet": 48, "convnext": 32, "vit": 16}   # small stand-in dims: only the search path is under test
 ROWS = 120
@@ -25,8 +26,8 @@ def three_collections(tmp_path):
     labels = np.arange(ROWS) % 6
     for model, dim in MODELS.items():
         name = EmbeddingKey(model, "synthetic", "val").collection_name
-        meta = CollectionMeta(model, model, dim, "random", "random:seed0", "synthetic", root, "val", False,
-                              rows=ROWS, complete=True)
+        meta = synthetic_meta(model, dim, "synthetic", root, weights_fingerprint="random:seed0", rows=ROWS,
+                              complete=True)
         store.ensure_collection(name, meta)
         vecs = (rng.normal(size=(6, dim))[labels] + rng.normal(scale=0.5, size=(ROWS, dim))).astype(np.float32)
         store.upsert(name, np.arange(ROWS), vecs, [f"c{c}" for c in labels], [f"{i}.jpg" for i in range(ROWS)],
@@ -107,7 +108,7 @@ def test_server_advice_threshold():
 
 
 def test_build_prints_the_server_line_past_the_threshold(tmp_path, monkeypatch, caplog):
-    from embed.extract import ExtractConfig
+    from embed.extraction.extract import ExtractConfig
     from indexer.build import build
     root = make_tiny_layout(tmp_path / "ds", n_per_class=3)
     store = VectorStore(str(tmp_path / "milvus.db"))

@@ -23,7 +23,7 @@ from test_cli_messages import build_tiny12, env, run
 def _holder(uri: str):
     """Another process of this tool with the database open (it becomes the owner)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", f"from indexer.store import VectorStore; s = VectorStore({uri!r}); "
+        [sys.executable, "-c", f"from indexer.milvus_store import VectorStore; s = VectorStore({uri!r}); "
                                f"s.list_collections(); print('open', flush=True); import time; time.sleep(120)"],
         stdout=subprocess.PIPE, text=True, env=env())
     assert proc.stdout.readline().strip() == "open"
@@ -32,7 +32,7 @@ def _holder(uri: str):
 
 def test_second_process_uses_the_owner_then_takes_over_when_it_dies(tmp_path):
     from indexer import shared_lite
-    from indexer.store import VectorStore
+    from indexer.milvus_store import VectorStore
     uri = str(tmp_path / "milvus.db")
     holder = _holder(uri)
     try:

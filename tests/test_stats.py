@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from indexer.stats import bootstrap_ci, compare_sentence, mcnemar_exact, paired_difference
+from indexer.evaluation.stats import bootstrap_ci, compare_sentence, mcnemar_exact, paired_difference
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -19,8 +19,8 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the 
 import streamlit as st  # noqa: E402
 
 from app.backend import Settings  # noqa: E402
-from indexer.report_tables import agreement_table, ci_text  # noqa: E402
-from indexer.store import StoreError, VectorStore  # noqa: E402
+from indexer.evaluation.sections import agreement_table, ci_text  # noqa: E402
+from indexer.milvus_store import StoreError, VectorStore  # noqa: E402
 
 DEFAULT_REPORT_DIR = os.environ.get("RETRIEVAL_REPORT_DIR", "data/report")
 
@@ -43,7 +43,7 @@ def load_report(path: str, mtime: float) -> dict:
 
 def database_models(settings: Settings) -> dict:
     """model -> rows, for the collections of the app's split in the database."""
-    from indexer.query import indexed_collections
+    from indexer.catalog import indexed_collections
     try:
         colls = indexed_collections(get_store(settings.uri, settings.token))
     except StoreError as e:

@@ -11,9 +11,10 @@ import pytest
 
 from app.backend import Backend, Query, Settings, safe_image_path
 from conftest import free_port, make_tiny_layout
-from embed.imaging import BadImage
-from embed.keys import EmbeddingKey
-from indexer.store import CollectionMeta, StoreError, VectorStore
+from embed.sources.imaging import BadImage
+from embed.common.identity import EmbeddingKey
+from benchmarks.synthetic import synthetic_meta
+from indexer.milvus_store import StoreError, VectorStore
 from reliability.helpers import MODEL, build_cmd, env, run
 
 MODEL_B = "timm:test_efficientnet"
@@ -113,7 +114,7 @@ def test_serve_refuses_a_database_in_use(tmp_path):
 
 @pytest.mark.parametrize("evil", ["x' or id >= 0 or '", "a\"b", "id in [1]", "drop;collection", "../../x"])
 def test_names_cannot_inject_into_milvus(tmp_path, evil):
-    from embed.registry import UnknownModel, get_spec
+    from embed.models.registry import UnknownModel, get_spec
     with pytest.raises(UnknownModel):
         get_spec(evil)
     store = VectorStore(str(tmp_path / "n.db"))
@@ -141,7 +142,7 @@ def test_crafted_stored_paths_are_not_opened_by_the_app(tmp_path, monkeypatch):
     root = make_tiny_layout(tmp_path / "ds3", n_per_class=3)
     uri = str(tmp_path / "crafted.db")
     store = VectorStore(uri)
-    meta = CollectionMeta(MODEL, "test_resnet", 4, "random", "random:seed0", "ds3", str(root), "val", False)
+    meta = synthetic_meta(MODEL, 4, "ds3", str(root), timm_name="test_resnet", weights_fingerprint="random:seed0")
     name = EmbeddingKey(MODEL, "ds3", "val").collection_name
     store.ensure_collection(name, meta)
     paths = ["images/val_0.JPEG", "../../../../etc/passwd", "/etc/shadow", "images/../../val_annotations.txt"]

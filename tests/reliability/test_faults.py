@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_layout
-from embed.keys import EmbeddingKey
-from indexer.store import VectorStore
+from embed.common.identity import EmbeddingKey
+from indexer.milvus_store import VectorStore
 from reliability.helpers import MODEL, build_cmd, env, kill_when, run
 
 N = 40  # 2 classes x 20 images: 5 shards of 8

@@ -8,10 +8,10 @@ from PIL import Image
 
 from app.backend import load_upload
 from conftest import _gradient, bomb_png
-from embed.imaging import BadImage
-from embed.store import EmbeddingStore
-from embed.keys import EmbeddingKey
-from indexer.store import VectorStore
+from embed.sources.imaging import BadImage
+from embed.extraction.shards import EmbeddingStore
+from embed.common.identity import EmbeddingKey
+from indexer.milvus_store import VectorStore
 from reliability.helpers import MODEL, build_cmd, run
 
 # the documented 20 MiB (README, app section), not the constant: a wrong constant must fail here, and

@@ -15,15 +15,15 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from . import distributed
-from .datasets import ImageList, load_split
-from .device_decode import resolve_decode, transform_upsamples
-from .embedder import Embedder, build_embedder, default_batch_size, default_workers
-from .imaging import DEFAULT_MAX_PIXELS
-from .keys import EmbeddingKey
-from .reader import ImageReader
-from .settings import DEFAULT_DATA_ROOT, DEFAULT_EMBEDDINGS
-from .store import EmbeddingStore, Manifest, ShardWriter
+from embed.extraction import distributed
+from embed.sources.datasets import ImageList, load_split
+from embed.extraction.device_decode import resolve_decode, transform_upsamples
+from embed.extraction.embedder import Embedder, build_embedder, default_batch_size, default_workers
+from embed.sources.imaging import DEFAULT_MAX_PIXELS
+from embed.common.identity import EmbeddingKey, VectorSetIdentity
+from embed.extraction.reader import ImageReader
+from embed.common.settings import DEFAULT_DATA_ROOT, DEFAULT_EMBEDDINGS
+from embed.extraction.shards import EmbeddingStore, Manifest, ShardWriter
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +69,21 @@ class ExtractResult:
         return self.n_computed / self.seconds if self.seconds > 0 else 0.0
 
 
-def make_manifest(embedder: Embedder, full: ImageList, shard_size: int, reader: ImageReader) -> Manifest:
+def vector_set_identity(embedder: Embedder, images: ImageList, decode: str) -> VectorSetIdentity:
+    """The identity of the raw vectors ``embedder`` makes of ``images`` when they are decoded as ``decode``."""
     loaded = embedder.loaded
-    # device decoding gives slightly different pixels (tensor vs PIL resampling): never mix the two in one set
-    transform = repr(loaded.transform) + (f"\n{reader.decoder.describe()}" if reader.decoder else "")
-    return Manifest(
+    return VectorSetIdentity(
         model=loaded.spec.name, timm_name=loaded.spec.timm_name, dim=loaded.spec.dim,
         weights_source=loaded.weights.source, weights_fingerprint=loaded.weights.fingerprint,
-        transform=transform, data_root=str(full.data_root), dataset=full.dataset_name,
-        split=full.split, layout=full.layout, list_fingerprint=full.fingerprint(), shard_size=shard_size,
-        relpaths=[r.relpath for r in full.records], class_ids=[r.class_id for r in full.records],
-        precision=embedder.precision_name, decode=reader.decode, weights_detail=loaded.weights.detail,
-    )
+        dataset=images.dataset_name, data_fingerprint=images.fingerprint(), split=images.split,
+        transform=repr(loaded.transform), decode=decode, precision=embedder.precision_name)
+
+
+def make_manifest(embedder: Embedder, full: ImageList, shard_size: int, reader: ImageReader) -> Manifest:
+    return Manifest(
+        identity=vector_set_identity(embedder, full, reader.decode), data_root=str(full.data_root),
+        layout=full.layout, shard_size=shard_size, relpaths=[r.relpath for r in full.records],
+        class_ids=[r.class_id for r in full.records], weights_detail=embedder.loaded.weights.detail)
 
 
 def make_reader(cfg: ExtractConfig, embedder: Embedder, images: ImageList) -> ImageReader:

@@ -29,7 +29,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from .checkpoint_mapping import CheckpointMismatchError, fit_state_dict, unwrap_checkpoint  # noqa: F401  (re-exported)
+from embed.models.checkpoint_mapping import CheckpointMismatchError, fit_state_dict, unwrap_checkpoint  # noqa: F401  (re-exported)
 
 __all__ = ["GResNet", "SplitNormConv2d", "FusedSplitNormConv2d", "checkpoint_filter_fn"]
 

@@ -20,7 +20,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 import torch
 
-from embed.vectors import l2_normalize
+from embed.common.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 

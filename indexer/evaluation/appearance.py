@@ -27,7 +27,7 @@ class Appearance:
 def appearance(path: Path) -> Appearance:
     from PIL import Image
     from skimage.color import rgb2lab
-    from embed.imaging import load_rgb
+    from embed.sources.imaging import load_rgb
     image = load_rgb(path)
     small = np.asarray(image.resize((64, 64), Image.BILINEAR), dtype=np.float64) / 255.0
     lab = rgb2lab(small).reshape(-1, 3)

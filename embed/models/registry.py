@@ -21,11 +21,11 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from . import gresnet as _gresnet  # noqa: F401  (registers gresnet50 with timm)
-from . import gresnet_weights
-from .checkpoint_mapping import fit_state_dict, unwrap_checkpoint
-from .download import DownloadError, file_digest
-from .keys import InvalidName
+from embed.models import gresnet as _gresnet  # noqa: F401  (registers gresnet50 with timm)
+from embed.models import gresnet_weights
+from embed.models.checkpoint_mapping import fit_state_dict, unwrap_checkpoint
+from embed.sources.download import DownloadError, file_digest
+from embed.common.identity import InvalidName
 
 log = logging.getLogger(__name__)
 

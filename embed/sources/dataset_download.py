@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Dict, Iterator, List, Optional
 
-from .datasets import DatasetError
-from .download import DownloadError, download
+from embed.sources.datasets import DatasetError
+from embed.sources.download import DownloadError, download
 
 log = logging.getLogger(__name__)
 

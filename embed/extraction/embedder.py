@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .registry import LoadedModel, load_model
+from embed.models.registry import LoadedModel, load_model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,7 +129,7 @@ class Embedder:
         ``decode`` is the extraction's mode: "device" means the tensor resize of ``--decode device``,
         so that a query and the vectors it is compared with went through the same resampling.
         """
-        from .reader import transform_pil_images
+        from embed.extraction.reader import transform_pil_images
         return self(transform_pil_images(images, self.loaded.transform, self.device, decode)).cpu().numpy()
 
     def time_forward(self, batch_size: int, image_size: int, iters: int = 5, warmup: int = 1) -> float:

@@ -16,13 +16,13 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .keys import EmbeddingKey
+from embed.common.identity import EmbeddingKey, VectorSetIdentity
 
 log = logging.getLogger(__name__)
 
@@ -36,31 +36,14 @@ class StoreMismatch(RuntimeError):
 
 @dataclass
 class Manifest:
-    model: str
-    timm_name: str
-    dim: int
-    weights_source: str
-    weights_fingerprint: str
-    transform: str
+    identity: VectorSetIdentity   # how the vectors were made (always raw: normalized=False)
     data_root: str
-    dataset: str
-    split: str
     layout: str
-    list_fingerprint: str
     shard_size: int
     relpaths: List[str]
     class_ids: List[str]
-    precision: str = "fp32"
-    format_version: int = FORMAT_VERSION
-    decode: str = "workers"       # where images became model input (README: --decode)
     weights_detail: str = ""      # the weights file's path or hub id, for finding them again
-
-    # precision is identity: fp32 and bf16 vectors must never mix in one set of shards
-    IDENTITY = ("model", "timm_name", "dim", "weights_fingerprint", "transform", "data_root", "split",
-                "list_fingerprint", "shard_size", "precision", "format_version")
-
-    def identity(self) -> Dict:
-        return {k: getattr(self, k) for k in self.IDENTITY}
+    format_version: int = FORMAT_VERSION
 
     @property
     def n_total(self) -> int:
@@ -68,18 +51,42 @@ class Manifest:
 
     @property
     def key(self) -> EmbeddingKey:
-        return EmbeddingKey(self.model, self.dataset, self.split)
+        return self.identity.key
+
+    @property
+    def dim(self) -> int:
+        return self.identity.dim
+
+    def compatible_with(self, other: "Manifest") -> str:
+        """Empty when shards written under ``other`` can be kept under this manifest, else why not."""
+        problems = [self.identity.describe_differences(other.identity)] if self.identity != other.identity else []
+        for name in ("shard_size", "format_version"):
+            if getattr(self, name) != getattr(other, name):
+                problems.append(f"{name}: stored {getattr(self, name)!r}, now {getattr(other, name)!r}")
+        return "; ".join(problems)
+
+    def to_dict(self) -> Dict:
+        return {**asdict(self), "identity": self.identity.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Dict) -> "Manifest":
-        # manifests written before decode and weights_detail were typed fields kept them in "extra"
-        data = {**data.get("extra", {}), **data}
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        if "identity" not in data:
+            data = _manifest_from_flat(data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in data.items() if k in known},
+                      "identity": VectorSetIdentity.from_dict(data["identity"])})
 
 
-def identity_diff(stored: Dict, now: Dict) -> Dict[str, Tuple]:
-    """{key: (stored value, current value)} for every identity key that differs."""
-    return {k: (stored.get(k), v) for k, v in now.items() if stored.get(k) != v}
+def _manifest_from_flat(data: Dict) -> Dict:
+    """A manifest written before the identity was one record: its flat fields, regrouped."""
+    data = {**data.get("extra", {}), **data}
+    transform = str(data.get("transform", "")).split("\ndecode=")[0]  # the decode mode used to be appended
+    identity = dict(model=data["model"], timm_name=data["timm_name"], dim=data["dim"],
+                    weights_source=data["weights_source"], weights_fingerprint=data["weights_fingerprint"],
+                    dataset=data["dataset"], data_fingerprint=data["list_fingerprint"], split=data["split"],
+                    transform=transform, decode=data.get("decode", "workers"),
+                    precision=data.get("precision", "fp32"))
+    return {**data, "identity": identity}
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -116,19 +123,17 @@ class EmbeddingStore:
             return None  # unreadable: treated as absent, the run rewrites it
 
     def write_manifest(self, manifest: Manifest) -> None:
-        atomic_write_bytes(self.folder / MANIFEST, json.dumps(asdict(manifest), indent=1).encode())
+        atomic_write_bytes(self.folder / MANIFEST, json.dumps(manifest.to_dict(), indent=1).encode())
 
     def prepare(self, manifest: Manifest, force: bool) -> None:
         """Make the folder hold ``manifest``; refuse to mix with embeddings of another identity."""
         existing = self.read_manifest()
-        if existing is not None and existing.identity() != manifest.identity():
-            if not force:
-                diff = identity_diff(existing.identity(), manifest.identity())
-                shown = {k: (str(a)[:60], str(b)[:60]) for k, (a, b) in diff.items()}
-                raise StoreMismatch(
-                    f"{self.folder} holds embeddings made differently ({shown}, stored vs now); "
-                    f"rerun with --force to recompute them")
-        if force or (existing is not None and existing.identity() != manifest.identity()):
+        differs = existing is not None and existing.compatible_with(manifest) != ""
+        if differs and not force:
+            raise StoreMismatch(
+                f"{self.folder} holds embeddings made differently ({existing.compatible_with(manifest)}); "
+                f"rerun with --force to recompute them")
+        if force or differs:
             self.clear_shards()
         self.write_manifest(manifest)
 

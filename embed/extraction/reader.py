@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .datasets import ImageList
-from .device_decode import DeviceDecoder, Encoded, collate_encoded, load_encoded
-from .imaging import BadImage, load_rgb
+from embed.sources.datasets import ImageList
+from embed.extraction.device_decode import DeviceDecoder, Encoded, collate_encoded, load_encoded
+from embed.sources.imaging import BadImage, load_rgb
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .imaging import has_image_extension
+from embed.sources.imaging import has_image_extension
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from .datasets import ImageList
-from .imaging import BadImage, load_rgb
+from embed.sources.datasets import ImageList
+from embed.sources.imaging import BadImage, load_rgb
 
 DECODE_MODES = ("auto", "workers", "device")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
 
-from .checkpoint_mapping import CheckpointMismatchError
-from .download import DownloadError, cache_dir, download, looks_like_html
+from embed.models.checkpoint_mapping import CheckpointMismatchError
+from embed.sources.download import DownloadError, cache_dir, download, looks_like_html
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def validate_checkpoint(path: Path) -> None:
     """Raise DownloadError unless ``path`` is a checkpoint that fits GResNet-50."""
     import timm
     from timm.models import load_state_dict
-    from .checkpoint_mapping import fit_state_dict
+    from embed.models.checkpoint_mapping import fit_state_dict
     if looks_like_html(path):
         raise DownloadError("the server sent a web page instead of the checkpoint (Google Drive's quota, "
                             "virus-scan or sign-in page)")

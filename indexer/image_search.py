@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
-from embed.imaging import has_image_extension
+from embed.sources.imaging import has_image_extension
+
+from indexer.catalog import IndexedCollection
+from indexer.milvus_store import VectorStore
+from indexer.query_embedding import QueryEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ def expand_query_paths(paths: Iterable[Path]) -> List[Path]:
 
 def _load(path: Path):
     """(image, None) or (None, a reason that names the file)."""
-    from embed.imaging import BadImage, load_rgb
+    from embed.sources.imaging import BadImage, load_rgb
     if not path.exists():
         return None, f"{path}: no such file or folder"
     try:
@@ -51,9 +55,9 @@ def _load(path: Path):
         return None, f"{path}: {e.reason}"
 
 
-def search_images(store, coll, embedder, paths: List[Path], k: int) -> List[QueryAnswer]:
+def search_images(store: VectorStore, coll: IndexedCollection, embedder: QueryEmbedder, paths: List[Path],
+                  k: int) -> List[QueryAnswer]:
     """One answer per path, in order: hits by squared L2, or the reason the file could not be used."""
-    from .query import embed_query
     import numpy as np
     answers: List[QueryAnswer] = []
     n_rows = store.count(coll.name)
@@ -61,7 +65,7 @@ def search_images(store, coll, embedder, paths: List[Path], k: int) -> List[Quer
         chunk = paths[start:start + EMBED_CHUNK]
         loaded = [_load(p) for p in chunk]
         good = [(p, im) for p, (im, _) in zip(chunk, loaded) if im is not None]
-        vectors = np.concatenate([embed_query(embedder, im, coll.meta) for _, im in good]) if good else None
+        vectors = embedder.embed([im for _, im in good]) if good else None
         hits = iter(store.search(coll.name, vectors, k=k, n_rows=n_rows) if good else [])
         for p, (im, err) in zip(chunk, loaded):
             answers.append(QueryAnswer(str(p), error=err) if im is None else QueryAnswer(str(p), next(hits)))

@@ -17,9 +17,9 @@ from typing import Dict, Optional
 
 import torch
 
-from .datasets import DatasetError, load_split
-from .keys import EmbeddingKey
-from .store import atomic_write_bytes
+from embed.sources.datasets import DatasetError, load_split
+from embed.common.identity import EmbeddingKey
+from embed.extraction.shards import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,10 @@ def imagenet_index() -> Dict[str, int]:
 
 def run_check(cfg: CheckConfig) -> CheckResult:
     from tqdm import tqdm
-    from .embedder import default_workers, resolve_device
-    from .imaging import DEFAULT_MAX_PIXELS
-    from .reader import ImageReader
-    from .registry import load_model
+    from embed.extraction.embedder import default_workers, resolve_device
+    from embed.sources.imaging import DEFAULT_MAX_PIXELS
+    from embed.extraction.reader import ImageReader
+    from embed.models.registry import load_model
 
     images = load_split(cfg.data_root, cfg.split, cfg.limit)
     index = imagenet_index()

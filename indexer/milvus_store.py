@@ -10,15 +10,15 @@ import logging
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from embed.settings import DEFAULT_MILVUS_TOKEN, DEFAULT_MILVUS_URI
-from embed.keys import EmbeddingKey, InvalidName, validate_collection_name
-from embed.store import Manifest, identity_diff
+from embed.common.settings import DEFAULT_MILVUS_TOKEN, DEFAULT_MILVUS_URI
+from embed.common.identity import EmbeddingKey, InvalidName, VectorSetIdentity, validate_collection_name
+from embed.extraction.shards import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -54,61 +54,77 @@ class MetadataMismatch(StoreError):
 
 @dataclass
 class CollectionMeta:
-    model: str
-    timm_name: str
-    dim: int
-    weights_source: str
-    weights_fingerprint: str
-    dataset: str
+    """What a collection holds, stored in its properties: the vectors' identity and where their images are."""
+    identity: VectorSetIdentity
     data_root: str
-    split: str
-    normalized: bool
-    precision: str = "fp32"       # of the extraction; collections from before this field were fp32
-    metric: str = "L2"
-    index_type: str = "FLAT"
+    layout: str = ""              # the data layout the images were read in
+    weights_detail: str = ""      # the weights file's path or hub id, to load them again for queries
     rows: int = 0                 # rows after the last completed build
     complete: bool = False
-    decode: str = "workers"       # queries must be preprocessed as the rows were (README: --decode)
-    weights_detail: str = ""      # the weights file's path or hub id, to load them again for queries
-    layout: str = ""              # the data layout the images were read in
+    metric: str = "L2"
+    index_type: str = "FLAT"
 
-    # precision included: a collection must not claim to be complete while holding vectors of another extraction
-    IDENTITY = ("model", "timm_name", "dim", "weights_fingerprint", "dataset", "data_root", "split", "normalized",
-                "precision")
+    @property
+    def model(self) -> str:
+        return self.identity.model
 
-    def identity(self) -> Dict:
-        return {k: getattr(self, k) for k in self.IDENTITY}
+    @property
+    def dataset(self) -> str:
+        return self.identity.dataset
+
+    @property
+    def split(self) -> str:
+        return self.identity.split
+
+    @property
+    def dim(self) -> int:
+        return self.identity.dim
+
+    @property
+    def normalized(self) -> bool:
+        return self.identity.normalized
 
     @property
     def is_random(self) -> bool:
-        return self.weights_source == "random"
+        return self.identity.is_random
 
     @property
     def key(self) -> EmbeddingKey:
-        return EmbeddingKey(self.model, self.dataset, self.split)
+        return self.identity.key
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, normalized: bool) -> "CollectionMeta":
         """The metadata of a collection built from these embeddings."""
-        return cls(model=manifest.model, timm_name=manifest.timm_name, dim=manifest.dim,
-                   weights_source=manifest.weights_source, weights_fingerprint=manifest.weights_fingerprint,
-                   dataset=manifest.dataset, data_root=manifest.data_root, split=manifest.split,
-                   normalized=normalized, precision=manifest.precision, decode=manifest.decode,
-                   weights_detail=manifest.weights_detail, layout=manifest.layout)
+        return cls(identity=manifest.identity.with_normalized(normalized), data_root=manifest.data_root,
+                   layout=manifest.layout, weights_detail=manifest.weights_detail)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps({**asdict(self), "identity": self.identity.to_dict()}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "CollectionMeta":
         data = json.loads(text)
-        # collections built before decode, weights_detail and layout were typed fields kept them in "extra"
-        data = {**data.get("extra", {}), **data}
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        if "identity" not in data:
+            data = _meta_from_flat(data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in data.items() if k in known},
+                      "identity": VectorSetIdentity.from_dict(data["identity"])})
+
+
+def _meta_from_flat(data: Dict) -> Dict:
+    """Metadata written before the identity was one record. It recorded no transform or data fingerprint:
+    such a collection differs from any current build and is rebuilt (random) or needs --recreate."""
+    data = {**data.get("extra", {}), **data}
+    identity = dict(model=data["model"], timm_name=data["timm_name"], dim=data["dim"],
+                    weights_source=data["weights_source"], weights_fingerprint=data["weights_fingerprint"],
+                    dataset=data["dataset"], data_fingerprint="(not recorded)", split=data["split"],
+                    transform="(not recorded)", decode=data.get("decode", "workers"),
+                    precision=data.get("precision", "fp32"), normalized=data.get("normalized", False))
+    return {**data, "identity": identity}
 
 
 def validate_name(name: str) -> str:
-    """The collection-name rule of embed.keys, failing as a StoreError like every other store problem."""
+    """The collection-name rule of embed.common.identity, failing as a StoreError like every other store problem."""
     try:
         return validate_collection_name(name)
     except InvalidName as e:
@@ -121,7 +137,7 @@ def is_local_uri(uri: str) -> bool:
 
 def lite_lock_holder(path: Path) -> bool:
     """Whether a process holds Milvus Lite's advisory lock on ``path``."""
-    from .shared_lite import lock_held
+    from indexer.shared_lite import lock_held
     return lock_held(Path(path))
 
 
@@ -165,7 +181,7 @@ class VectorStore:
         """For a Lite database: which process serves it to the others (empty for a server URI)."""
         if not self.is_lite:
             return ""
-        from .shared_lite import read_record
+        from indexer.shared_lite import read_record
         rec = read_record(Path(os.path.abspath(self.uri)))
         if rec is None:
             return ""
@@ -179,7 +195,7 @@ class VectorStore:
 
     def _connect(self):
         from pymilvus import MilvusClient
-        from embed.quiet import quiet_third_party_logs
+        from embed.common.logs import quiet_third_party_logs
         quiet_third_party_logs()  # again: importing pymilvus has just reset its loggers (logging.config.dictConfig)
         if self.is_lite:
             return MilvusClient(self._lite_address(), grpc_options=LOOPBACK_GRPC_OPTIONS, timeout=30)
@@ -188,7 +204,7 @@ class VectorStore:
 
     def _lite_address(self) -> str:
         """Where this process reaches the Lite database: the server of the process that has it open, or its own."""
-        from .shared_lite import LiteOpenError, resolve
+        from indexer.shared_lite import LiteOpenError, resolve
         if not self.uri.endswith(".db"):
             raise StoreError(f"a local Milvus Lite URI must end in .db (got {self.uri!r}); "
                              f"for a server use --uri http://host:19530")
@@ -296,12 +312,10 @@ class VectorStore:
             elif existing is None:
                 raise MetadataMismatch(f"collection {name} exists but was not created by this tool; "
                                        f"use --recreate to replace it")
-            elif existing.identity() != meta.identity():
-                diff = identity_diff(existing.identity(), meta.identity())
+            elif existing.identity != meta.identity:
                 raise MetadataMismatch(
-                    f"collection {name} was built differently: "
-                    + "; ".join(f"{k}: stored {str(a)[:48]!r}, now {str(b)[:48]!r}" for k, (a, b) in diff.items())
-                    + ". Use --recreate to rebuild it.")
+                    f"collection {name} was built differently: {existing.identity.describe_differences(meta.identity)}"
+                    f". Use --recreate to rebuild it.")
             else:
                 return False
         self._create(name, meta)

@@ -17,10 +17,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from embed.settings import DEFAULT_EMBEDDINGS
-from .evaluate import EvaluationError, Run, write_plot
-from .report_tables import TOP_OVERLAP, agreement_table, ci_text
-from .stats import DEFAULT_RESAMPLES, Interval, bootstrap_ci, bootstrap_means, compare_sentence, mcnemar_exact, paired_difference
+from embed.common.settings import DEFAULT_EMBEDDINGS
+from indexer.evaluation.evaluate import EvaluationError, Run, write_plot
+from indexer.evaluation.sections import TOP_OVERLAP, agreement_table, ci_text
+from indexer.evaluation.stats import DEFAULT_RESAMPLES, Interval, bootstrap_ci, bootstrap_means, compare_sentence, mcnemar_exact, paired_difference
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def pairs(runs: Sequence[Run], resamples: int, seed: int) -> List[Dict]:
 
 def per_class(runs: Sequence[Run], shown: int) -> Dict:
     """Per-class P@10 of every model, and the classes where each model gains or loses most against the others."""
-    from embed.datasets import class_name
+    from embed.sources.datasets import class_name
     labels = runs[0].labels[runs[0].per_query.valid]
     classes = np.unique(labels)
     names = np.asarray(runs[0].class_ids, dtype=object)[runs[0].per_query.valid]
@@ -139,7 +139,7 @@ def agreement(runs: Sequence[Run]) -> List[Dict]:
 
 def style(runs: Sequence[Run], cfg: ReportConfig) -> Optional[Dict]:
     """Colour and structure similarity of retrieved same-class neighbours vs random same-class pairs."""
-    from .style import AppearanceCache, colour_similarity, structure_similarity
+    from indexer.evaluation.appearance import AppearanceCache, colour_similarity, structure_similarity
     if cfg.data_root is None:
         return None
     folder = Path(cfg.data_root) / cfg.split
@@ -205,7 +205,7 @@ def _style_sentence(model: str, measure: str, value: Dict, diff: Interval) -> st
 
 def read_check(embeddings: Path, model: str, dataset: str, split: str) -> Optional[Dict]:
     """The ``python -m embed check`` result for a model, where one was saved (check.json beside the manifest)."""
-    from embed.check import check_path
+    from embed.models.accuracy_check import check_path
     path = check_path(Path(embeddings), model, dataset, split)
     if not path.is_file():
         return None
@@ -254,8 +254,8 @@ def gallery(runs: Sequence[Run], row: int, folder: Path, path: Path) -> Dict:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from embed.datasets import class_name
-    from embed.imaging import load_rgb
+    from embed.sources.datasets import class_name
+    from embed.sources.imaging import load_rgb
     first = runs[0]
     fig, axes = plt.subplots(len(runs), GALLERY_TOP + 1, figsize=(1.6 * (GALLERY_TOP + 1), 1.75 * len(runs)),
                              dpi=72, squeeze=False)

@@ -11,12 +11,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from embed.vectors import l2_normalize
-from embed.keys import EmbeddingKey
+from embed.common.vectors import l2_normalize
+from embed.common.identity import EmbeddingKey
 
-from .metrics import (PROTOCOL, Neighbours, PerQuery, compare_with_milvus, encode_labels, exact_neighbours, needed_k,
+from indexer.evaluation.metrics import (PROTOCOL, Neighbours, PerQuery, compare_with_milvus, encode_labels, exact_neighbours, needed_k,
                       retrieval_metrics)
-from .store import StoreError, VectorStore
+from indexer.milvus_store import StoreError, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class EvalConfig:
     time_naive: int = 0          # queries of a naive one-search-per-query Milvus evaluation to time
     seed: int = 0
     progress: bool = True
-    # DINO-style kNN (indexer.knn): a class-stratified holdout of the split, or two splits
+    # DINO-style kNN (indexer.evaluation.knn): a class-stratified holdout of the split, or two splits
     holdout: float = 0.0
     database_split: Optional[str] = None
     query_split: Optional[str] = None
@@ -83,8 +83,8 @@ def evaluate(cfg: EvalConfig, store: VectorStore) -> Dict:
 
 
 def evaluate_runs(cfg: EvalConfig, store: VectorStore) -> Tuple[Dict, List[Run]]:
-    """The evaluation report, and the per-query values of every model and variant (for ``indexer.report``)."""
-    from embed.embedder import resolve_device
+    """The evaluation report, and the per-query values of every model and variant (for ``indexer.evaluation.report``)."""
+    from embed.extraction.embedder import resolve_device
     device = str(resolve_device(cfg.device))
     results: List[ModelResult] = []
     runs: List[Run] = []
@@ -97,7 +97,7 @@ def evaluate_runs(cfg: EvalConfig, store: VectorStore) -> Tuple[Dict, List[Run]]
         ids, vectors, class_ids, relpaths = store.read_all(name, progress=cfg.progress)
         labels = encode_labels(class_ids)
         k = needed_k(labels, cfg.ks, cfg.knn_k)
-        weights = "RANDOM (--random-init)" if meta.is_random else f"{meta.weights_source}: {meta.weights_fingerprint}"
+        weights = "RANDOM (--random-init)" if meta.is_random else f"{meta.identity.weights_source}: {meta.identity.weights_fingerprint}"
         dino = _dino_knn(cfg, store, model, vectors, labels, device)
         for variant in cfg.features:
             feats = l2_normalize(vectors) if variant == "normalized" else vectors
@@ -133,7 +133,7 @@ def evaluate_runs(cfg: EvalConfig, store: VectorStore) -> Tuple[Dict, List[Run]]
 
 def _dino_knn(cfg: EvalConfig, store: VectorStore, model: str, vectors: np.ndarray, labels: np.ndarray, device: str):
     """DINO-style kNN for one model: a holdout of the evaluated split, or query split vs streamed database split."""
-    from . import knn
+    from indexer.evaluation import knn
     kcfg = knn.KnnConfig(k=20, temperature=0.07, chunk_rows=cfg.chunk_rows, device=device)
     if cfg.database_split and cfg.query_split:
         q_name = EmbeddingKey(model, cfg.dataset, cfg.query_split).collection_name

@@ -10,7 +10,7 @@ Queries whose class has no other member (R = 0) are left out of those and counte
 kNN top-1: majority class of the k nearest (k = 20), ties broken by the nearest tied class; every
 query counts. The tie rule matters (about 17% of Tiny-ImageNet queries have a tied vote), so this figure
 matches no other tool exactly. This is leave-one-out over one split; the DINO protocol (disjoint database
-and queries, weighted vote) is in ``indexer.knn``.
+and queries, weighted vote) is in ``indexer.evaluation.knn``.
 
 Every metric is a mean of per-query values; ``PerQuery`` keeps those values so that the report can
 bootstrap and pair them without a second pass.

@@ -28,6 +28,6 @@ def quiet_third_party_logs() -> None:
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     # their INFO lines (faiss loader, per-segment index builds, server start/stop, matplotlib's
     # "generated new fontManager" on first use, timm's "Loading pretrained weights from Hugging Face hub" even
-    # when none are found) drown ours; embed.registry says once which weights were used
+    # when none are found) drown ours; embed.models.registry says once which weights were used
     for noisy in ("faiss", "faiss.loader", "milvus_lite", "httpx", "urllib3", "huggingface_hub", "matplotlib", "timm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,118 @@
+"""What a set of vectors is: its key (which model embedded which split of which dataset: the embeddings
+folder, the Milvus collection name and every lookup derive from it) and its full identity (how it was
+made: weights, transform, decode, precision, data), stored and compared the same way everywhere. NumPy- and torch-free: the app and ``--help`` import it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+# a model name as a file-name part: 'timm:resnet18.a1_in1k' -> 'timm_resnet18_a1_in1k'
+MODEL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+# only [A-Za-z0-9_] names reach Milvus: nothing user-supplied is ever spliced into an expression
+COLLECTION_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
+class InvalidName(ValueError):
+    pass
+
+
+def safe_model_key(name: str) -> str:
+    """A model name usable in file names: 'timm:resnet18.a1_in1k' -> 'timm_resnet18_a1_in1k'."""
+    key = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    if not key or not MODEL_KEY_RE.match(key.lower()):
+        raise InvalidName(f"model name {name!r} cannot be used as a key")
+    return key
+
+
+def validate_collection_name(name: str) -> str:
+    if not isinstance(name, str) or not COLLECTION_NAME_RE.match(name):
+        raise InvalidName(f"invalid collection name {name!r}")
+    return name
+
+
+def _name_part(part: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", part).strip("_").lower() or "x"
+
+
+@dataclass(frozen=True)
+class EmbeddingKey:
+    model: str      # registry name, e.g. "effnet-lite0" or "timm:resnet50d"
+    dataset: str    # the data root's folder name, e.g. "tiny-imagenet-200"
+    split: str
+
+    def folder(self, embeddings_root: Path) -> Path:
+        """``<root>/<model key>/<dataset>/<split>``: where the manifest and shards live."""
+        return Path(embeddings_root) / safe_model_key(self.model) / self.dataset / self.split
+
+    @property
+    def collection_name(self) -> str:
+        """``effnet-lite0``, ``tiny-imagenet-200``, ``val`` -> ``effnet_lite0__tiny_imagenet_200__val``."""
+        name = "__".join(_name_part(p) for p in (self.model, self.dataset, self.split))
+        return validate_collection_name("c_" + name if name[0].isdigit() else name)
+
+    def matches(self, model: Optional[str] = None, split: Optional[str] = None, dataset: Optional[str] = None) -> bool:
+        """Whether this key fits a lookup; a part given as None matches anything."""
+        return all(want is None or want == have
+                   for want, have in ((model, self.model), (split, self.split), (dataset, self.dataset)))
+
+    def __str__(self) -> str:
+        return f"{self.model}/{self.dataset}/{self.split}"
+
+
+@dataclass(frozen=True)
+class VectorSetIdentity:
+    """Everything that decides a set of vectors: two sets compare, or one replaces the other, only when equal.
+
+    The shards' manifest and the collection's metadata both store this record and compare it with the
+    same code (``differences``), so a collection cannot keep vectors the shards no longer hold, and a
+    query is embedded exactly as the rows it is compared with (transform, decode, precision, weights).
+    """
+    model: str                # registry name, e.g. "effnet-lite0"
+    timm_name: str
+    dim: int
+    weights_source: str       # "checkpoint" | "package" | "download" | "hub" | "random"
+    weights_fingerprint: str  # "sha256:<hex>", "hub:<tag>" or "random:seed0"
+    dataset: str              # the data root's folder name
+    data_fingerprint: str     # hash of the split's (relpath, class) list: ids mean the same images
+    split: str
+    transform: str            # the eval transform, as timm builds it for the weights
+    decode: str               # "workers" (PIL) or "device" (tensor resampling): they differ slightly
+    precision: str            # "fp32" | "bf16" | "fp16": autocast dtype of the forward pass
+    normalized: bool = False  # rows scaled to unit length (shards always hold raw vectors)
+
+    @property
+    def key(self) -> EmbeddingKey:
+        return EmbeddingKey(self.model, self.dataset, self.split)
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights_source == "random"
+
+    def with_normalized(self, normalized: bool) -> "VectorSetIdentity":
+        return replace(self, normalized=normalized)
+
+    def differences(self, other: "VectorSetIdentity") -> Dict[str, Tuple[object, object]]:
+        """{field: (this value, other value)} for every field that differs."""
+        return {f.name: (getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
+                if getattr(self, f.name) != getattr(other, f.name)}
+
+    def describe_differences(self, other: "VectorSetIdentity") -> str:
+        """'decode: stored 'workers', now 'device'; ...' with this identity as the stored one."""
+        return "; ".join(f"{name}: stored {_short(a)}, now {_short(b)}"
+                         for name, (a, b) in self.differences(other).items())
+
+    def to_dict(self) -> Dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, object]) -> "VectorSetIdentity":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})  # type: ignore[arg-type]
+
+
+def _short(value: object, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."

@@ -1,0 +1,66 @@
+"""Query images embedded exactly as a collection's rows were: same weights, transform, decode, precision, scaling."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import numpy as np
+
+from embed.common.vectors import l2_normalize
+
+from indexer.milvus_store import CollectionMeta, StoreError
+
+if TYPE_CHECKING:  # torch loads only when a query is embedded
+    from embed.extraction.embedder import Embedder
+
+
+class QueryEmbedderMismatch(StoreError):
+    """The model found now would embed queries differently from the collection's rows."""
+
+
+class QueryEmbedder:
+    """Turns query images into vectors comparable with one collection's rows.
+
+    Built from the collection's identity: the weights it names (checked by fingerprint), its autocast
+    precision, its decode mode (PIL or tensor resampling) and its normalisation. A transform that timm now
+    builds differently is refused rather than silently compared.
+    """
+
+    def __init__(self, meta: CollectionMeta, embedder: "Embedder"):
+        self.meta = meta
+        self.embedder = embedder
+
+    @classmethod
+    def for_collection(cls, meta: CollectionMeta, checkpoint: Optional[Path] = None,
+                       device: str = "auto") -> "QueryEmbedder":
+        from embed.extraction.embedder import build_embedder
+        identity = meta.identity
+        path = None
+        if identity.weights_source == "checkpoint":
+            path = checkpoint or (Path(meta.weights_detail) if meta.weights_detail else None)
+            if path is None or not Path(path).is_file():
+                raise StoreError(f"{identity.model} was indexed with a checkpoint file; pass it with --checkpoint")
+        emb = build_embedder(identity.model, checkpoint=path, random_init=identity.is_random, device=device,
+                             precision=identity.precision)
+        query = cls(meta, emb)
+        query.check()
+        return query
+
+    def check(self) -> None:
+        """Refuse when the loaded model would embed differently from the rows it is compared with."""
+        identity, emb = self.meta.identity, self.embedder
+        now = {"weights_fingerprint": emb.loaded.weights.fingerprint, "precision": emb.precision_name,
+               "transform": repr(emb.loaded.transform), "dim": emb.dim}
+        stored = {name: getattr(identity, name) for name in now}
+        wrong = {k: (stored[k], now[k]) for k in now if stored[k] != now[k]}
+        if wrong:
+            said = "; ".join(f"{k}: collection {str(a)[:40]!r}, now {str(b)[:40]!r}" for k, (a, b) in wrong.items())
+            raise QueryEmbedderMismatch(
+                f"{identity.model}: queries would be embedded differently from the collection's rows ({said}); "
+                f"rebuild it with `python -m indexer build --model {identity.model} --split {identity.split} "
+                f"--recreate` or pass the checkpoint it was built with (--checkpoint)")
+
+    def embed(self, images: Sequence) -> np.ndarray:
+        """PIL images -> (n, dim) float32 query vectors."""
+        vectors = self.embedder.embed_images(images, decode=self.meta.identity.decode)
+        return l2_normalize(vectors) if self.meta.normalized else vectors
