@@ -17,10 +17,10 @@ from PIL import Image
 
 from embed.sources.datasets import class_name
 from embed.sources.imaging import BadImage, load_rgb, read_bytes_capped
-from embed.common import settings
+from embed.common.settings import RetrievalSettings
 from embed.models.registry import BLOG_MODELS, REGISTRY
 from indexer.catalog import IndexedCollection, indexed_collections
-from indexer.milvus_store import DEFAULT_URI, StoreError, VectorStore
+from indexer.milvus_store import StoreError, VectorStore
 from indexer.query_embedding import QueryEmbedder
 
 log = logging.getLogger(__name__)
@@ -32,18 +32,18 @@ THUMB = 112
 
 
 @dataclass
-class Settings:
-    uri: str = DEFAULT_URI
+class AppSettings:
+    uri: str = "data/milvus.db"
     data_root: Optional[str] = None
     split: str = "val"
     token: str = ""
     extra_models: List[str] = field(default_factory=list)
 
     @classmethod
-    def from_argv(cls, argv: Sequence[str]) -> "Settings":
+    def from_argv(cls, argv: Sequence[str]) -> "AppSettings":
         """``streamlit run app/main.py -- --uri ... --data-root ... --split ...``, env vars as defaults."""
         p = argparse.ArgumentParser(prog="streamlit run app/main.py --", add_help=False)
-        env = settings.from_environment()
+        env = RetrievalSettings.from_environment()
         p.add_argument("--uri", default=env.milvus_uri)
         p.add_argument("--data-root", default=env.data_root_from_env)
         p.add_argument("--split", default=env.split)
@@ -126,7 +126,7 @@ class Backend:
     # make every search wait for the next time tick (~200 ms, benchmarks/README.md "scale"); Lite ignores it.
     search_consistency = "Bounded"
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: AppSettings):
         self.settings = settings
         self.store = VectorStore(settings.uri, settings.token)
         self._embedders: Dict[str, QueryEmbedder] = {}

@@ -20,7 +20,7 @@ quiet_third_party_logs()
 import streamlit as st  # noqa: E402
 from streamlit import config as st_config  # noqa: E402
 
-from app.backend import (MAX_UPLOAD_MB, Backend, BadImage, Query, Settings, load_upload, model_title,  # noqa: E402
+from app.backend import (MAX_UPLOAD_MB, Backend, BadImage, Query, AppSettings, load_upload, model_title,  # noqa: E402
                          safe_image_path, thumbnail)
 from embed.sources.datasets import class_name  # noqa: E402
 from indexer.milvus_store import DatabaseLocked, StoreError  # noqa: E402
@@ -34,7 +34,7 @@ st_config.set_option("server.maxUploadSize", MAX_UPLOAD_MB)
 
 @st.cache_resource(show_spinner="Connecting to Milvus and reading collections…")
 def get_backend(uri: str, data_root: str, split: str, token: str) -> Backend:
-    return Backend(Settings(uri=uri, data_root=data_root or None, split=split, token=token))
+    return Backend(AppSettings(uri=uri, data_root=data_root or None, split=split, token=token))
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
@@ -47,7 +47,7 @@ def cached_rows(_backend: Backend, key: str):
     return _backend.indexed_rows()
 
 
-def app_command(settings: Settings, uri: str) -> str:
+def app_command(settings: AppSettings, uri: str) -> str:
     """This app's own command line with another --uri: every setting kept, so it opens the same data."""
     parts = ["streamlit run app/main.py --", f"--uri {uri}", f"--split {settings.split}"]
     if settings.data_root:
@@ -57,7 +57,7 @@ def app_command(settings: Settings, uri: str) -> str:
     return " ".join(parts)
 
 
-def show_locked(settings: Settings) -> None:
+def show_locked(settings: AppSettings) -> None:
     """One message: what happened, then the commands that fix it, in full."""
     st.error(f"The database {settings.uri} is open in another process that does not share it (not this tool, or an "
              f"old version of it). Stop that process, or serve the database from one process and point the app at it:")
@@ -163,7 +163,7 @@ def load_models(backend: Backend, models) -> None:
 
 
 def main() -> None:
-    settings = Settings.from_argv(sys.argv[1:])
+    settings = AppSettings.from_argv(sys.argv[1:])
     title = st.empty()   # named after the columns once they are known
     title.title("Backbone retrieval")
     try:

@@ -164,8 +164,8 @@ def model_dim(model: str) -> int:
 def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> Dict:
     """The app backend answering a click (indexed image) and an upload, concurrent vs one column after another."""
     from PIL import Image
-    from app.backend import Backend, Query, Settings, load_upload
-    backend = Backend(Settings(uri=uri, data_root=data_root, split=SPLIT))
+    from app.backend import Backend, Query, AppSettings, load_upload
+    backend = Backend(AppSettings(uri=uri, data_root=data_root, split=SPLIT))
     missing = [m for m in cfg.models if m not in backend.collections]
     if missing:
         raise RuntimeError(f"the app backend does not see the collections for {missing}")
@@ -262,10 +262,9 @@ def evaluate_child(uri: str, models: Sequence[str], features: Sequence[str]) -> 
     seconds = time.perf_counter() - t
     store.close()
     return {"evaluate_s": round(seconds, 1), "evaluate_peak_rss_mib": round(peak_rss_mib(), 1),
-            "features": sorted({r["features"] for r in report["results"]}),
-            "precision_at_1": {f"{r['model']}/{r['features']}": round(r["precision"]["1"], 4)
-                               for r in report["results"]},
-            "exact_s_per_model": {f"{r['model']}/{r['features']}": r["seconds"] for r in report["results"]}}
+            "features": sorted({r.features for r in report.results}),
+            "precision_at_1": {f"{r.model}/{r.features}": round(r.precision["1"], 4) for r in report.results},
+            "exact_s_per_model": {f"{r.model}/{r.features}": r.seconds for r in report.results}}
 
 
 def run_evaluation(uri: str, models: Sequence[str], features: Sequence[str]) -> Dict:

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 from embed.common.cli_args import (add_compute_arguments, add_data_arguments, add_weights_arguments, extract_config,
                                    positive_int, resolve_data_root, run_cli)
-from embed.common.settings import DEFAULT_EMBEDDINGS
+from embed.common import settings
 
 # Nothing heavy is imported at module level: `--help` and argument errors are answered without torch,
 # timm or pymilvus (see benchmarks/help_startup.py); every command imports what it needs when it runs.
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a registry name or timm:<name> with an ImageNet-1k head")
     add_data_arguments(p)
     add_weights_arguments(p)
-    p.add_argument("--out", type=Path, default=Path(DEFAULT_EMBEDDINGS),
+    p.add_argument("--out", type=Path, default=Path(settings.current().embeddings),
                    help="embeddings folder; the result goes to <out>/<model>/<dataset>/<split>/check.json "
                         "(default %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default %(default)s)")

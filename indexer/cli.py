@@ -14,9 +14,9 @@ from typing import List, Optional
 
 from embed.common.cli_args import (add_compute_arguments, add_data_arguments, add_weights_arguments, extract_config,
                        non_negative_int, port_number, positive_int, positive_int_list, run_cli)
-from embed.common.settings import DEFAULT_EMBEDDINGS
+from embed.common import settings
 
-from indexer.milvus_store import DEFAULT_TOKEN, DEFAULT_URI, StoreError, VectorStore
+from indexer.milvus_store import StoreError, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,10 @@ EVALUATE_EXAMPLES = """evaluate examples:
 
 def add_store_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("vector store")
-    g.add_argument("--uri", default=DEFAULT_URI,
+    g.add_argument("--uri", default=settings.current().milvus_uri,
                    help="Milvus Lite folder ending in .db, or http://host:19530 for a Milvus server / Zilliz Cloud "
                         "(env RETRIEVAL_MILVUS_URI; default %(default)s)")
-    g.add_argument("--token", default=DEFAULT_TOKEN, help="user:password or API key (env RETRIEVAL_MILVUS_TOKEN)")
+    g.add_argument("--token", default=settings.current().milvus_token, help="user:password or API key (env RETRIEVAL_MILVUS_TOKEN)")
 
 
 def add_collection_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TCP port to listen on (default %(default)s; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1",
                    help="bind address (default 127.0.0.1; 0.0.0.0 exposes the database to the network, unauthenticated)")
-    p.add_argument("--data-dir", default=DEFAULT_URI, help="Milvus Lite database folder (default %(default)s)")
+    p.add_argument("--data-dir", default=settings.current().milvus_uri, help="Milvus Lite database folder (default %(default)s)")
 
     p = _fmt(sub, "evaluate", "precision@k, recall@k, R-precision, MAP@R, kNN accuracy (leave-one-out); "
                               "--report DIR adds CIs, paired tests, per-class, agreement, style, DINO kNN, galleries")
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--style-queries", type=non_negative_int, default=500,
                    help="queries sampled for the colour/structure similarity measure (default %(default)s)")
     g.add_argument("--galleries", type=non_negative_int, default=8, help="disagreement galleries to draw (default %(default)s)")
-    g.add_argument("--embeddings", type=Path, default=Path(DEFAULT_EMBEDDINGS),
+    g.add_argument("--embeddings", type=Path, default=Path(settings.current().embeddings),
                    help="embeddings root where `python -m embed check` saved check.json (default %(default)s)")
     g = p.add_argument_group("DINO-style kNN (weighted 20-NN, T = 0.07, database and queries disjoint)")
     g.add_argument("--holdout", type=_fraction, default=0.0, metavar="FRACTION",
@@ -350,17 +350,17 @@ def cmd_evaluate(args) -> int:
     bad = [f for f in cfg.features if f not in ("raw", "normalized")]
     if bad:
         raise StoreError(f"--features takes raw, normalized or raw,normalized (got {args.features!r})")
-    report, runs = evaluate_runs(cfg, store)
-    print(markdown_table(report))
-    for r in report["results"]:
-        check = r.get("milvus_check")
+    evaluation, runs = evaluate_runs(cfg, store)
+    print(markdown_table(evaluation))
+    for r in evaluation.results:
+        check = r.milvus_check
         if check:  # a disagreement already ended the run with an error naming the lists
-            print(f"milvus check {r['model']}/{r['features']}: {check['agree']}/{check['queries']} top-{check['k']} "
+            print(f"milvus check {r.model}/{r.features}: {check.agree}/{check.queries} top-{check.k} "
                   f"neighbour lists from Milvus agree with the exact computation")
     for path, writer in ((args.json, write_json), (args.csv, write_csv), (args.plot, write_plot)):
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            writer(report, path)
+            writer(evaluation, path)
             print(f"wrote {path}")
     if args.report:
         from indexer.evaluation.report import ReportConfig, build_report
@@ -368,8 +368,8 @@ def cmd_evaluate(args) -> int:
         rcfg = ReportConfig(out=args.report, data_root=data_root if (data_root / args.split).is_dir() else None,
                             split=args.split, embeddings=args.embeddings, resamples=args.bootstrap, seed=args.seed,
                             style_queries=args.style_queries, galleries=args.galleries)
-        doc = build_report(report, runs, rcfg)
-        for sentence in doc["sentences"]:
+        doc = build_report(evaluation, runs, rcfg)
+        for sentence in doc.sentences:
             print(sentence)
         print(f"wrote {args.report / 'report.html'}, report.json and report.md")
     return 0

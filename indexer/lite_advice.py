@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from typing import Optional
+from embed.common import settings
 
 # Milvus Lite 3 computes a FLAT L2 search in NumPy over every stored vector, so one query's time grows with
 # rows x dim. On a quiet 2-core run (benchmarks/results/cpu-2core/2026-11-24.json, "milvus") the nq=1 p50 at
@@ -17,8 +18,7 @@ THRESHOLD_ENV = "RETRIEVAL_LITE_SLOW_ROWS_X_DIM"   # overrides the threshold (te
 
 
 def lite_slow_rows_x_dim() -> int:
-    value = os.environ.get(THRESHOLD_ENV)
-    return int(value) if value else LITE_SLOW_ROWS_X_DIM
+    return settings.current().lite_slow_rows_x_dim or LITE_SLOW_ROWS_X_DIM
 
 
 def server_advice(is_lite: bool, collection: str, rows: int, dim: int,

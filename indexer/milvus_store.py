@@ -16,17 +16,13 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from embed.common.settings import DEFAULT_MILVUS_TOKEN, DEFAULT_MILVUS_URI
+from embed.common import settings
 from embed.common.identity import EmbeddingKey, InvalidName, VectorSetIdentity, validate_collection_name
 from embed.extraction.shards import Manifest
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URI = DEFAULT_MILVUS_URI
-DEFAULT_TOKEN = DEFAULT_MILVUS_TOKEN
 META_KEY = "retrieval.meta"
-# under Lite's 256 MiB and a server's 64 MiB request limits
-MAX_BATCH_BYTES = int(os.environ.get("RETRIEVAL_INSERT_BATCH_BYTES", 32 * 1024 * 1024))
 DEFAULT_SEARCH_BUDGET = 1 << 30          # bytes Milvus Lite may spend on one search call (nq x N x dim floats)
 MAX_PATH_LEN = 2048
 MAX_CLASS_LEN = 256
@@ -161,10 +157,12 @@ def _is_transient(exc: BaseException) -> bool:
 class VectorStore:
     """A connection to one Milvus deployment (Lite folder or server URI), with retries."""
 
-    def __init__(self, uri: str = DEFAULT_URI, token: str = DEFAULT_TOKEN, retries: int = 6, backoff: float = 1.0,
+    def __init__(self, uri: Optional[str] = None, token: Optional[str] = None, retries: int = 6, backoff: float = 1.0,
                  search_budget_bytes: int = DEFAULT_SEARCH_BUDGET):
-        self.uri = str(uri)
-        self.token = token or ""
+        config = settings.current()
+        self.uri = str(uri if uri is not None else config.milvus_uri)
+        self.token = (token if token is not None else config.milvus_token) or ""
+        self.max_batch_bytes = config.insert_batch_bytes
         self.retries = retries
         self.backoff = backoff
         self.search_budget_bytes = search_budget_bytes
@@ -361,7 +359,7 @@ class VectorStore:
         if n == 0:
             return 0
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        max_batch_bytes = max_batch_bytes or MAX_BATCH_BYTES
+        max_batch_bytes = max_batch_bytes or self.max_batch_bytes
         text_bytes = sum(len(c) + len(p) for c, p in zip(class_ids, relpaths)) / n
         row_bytes = vectors.shape[1] * 4 + 8 + text_bytes + 64
         per_batch = max(1, int(max_batch_bytes // row_bytes))

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Optional
+from embed.common import settings
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ RECORD_SUFFIX = ".server.json"
 
 def wait_for_owner_s() -> float:
     """How long to wait for a process that holds the lock to publish its address (it may be starting up)."""
-    return float(os.environ.get("RETRIEVAL_LITE_WAIT_S", 15))
+    return settings.current().lite_wait_s
 
 
 class LiteOpenError(RuntimeError):

@@ -58,7 +58,7 @@ def _metrics_of(vectors, labels):
 def test_normalized_variant_equals_metrics_of_unit_vectors(varied_norm_collection):
     store, vectors, labels = varied_norm_collection
     cfg = EvalConfig(split="val", dataset="toyset", models=["toy"], ks=KS, knn_k=KNN_K, device="cpu", progress=False)
-    rows = {r["features"]: r for r in evaluate(cfg, store)["results"]}
+    rows = {r.features: r for r in evaluate(cfg, store).results}
     assert set(rows) == {"raw", "normalized"}
 
     unit = vectors.astype(np.float64) / np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)

@@ -239,13 +239,13 @@ def test_evaluate_report_outputs_and_milvus_agreement(store_uri, dataset, tmp_pa
     cfg = EvalConfig(split="val", dataset=dataset.name, models=[MODEL], ks=(1, 5, 10), milvus_check=20,
                      time_naive=30, progress=False)
     report = evaluate(cfg, store)
-    raw, norm = report["results"]
-    assert (raw["features"], norm["features"]) == ("raw", "normalized")
-    assert raw["n"] == 30 and raw["random_weights"] and set(raw["precision"]) == {"1", "5", "10"}
-    assert raw["milvus_check"]["agree"] == 20 and raw["milvus_check"]["disagree"] == 0
-    naive = raw["extra"]["naive"]
-    assert naive["queries"] == 30 and naive["naive_precision_at_1"] == pytest.approx(raw["precision"]["1"])
-    assert "leave-one-out" in report["protocol"]["name"] and "query iterator" in report["protocol"]["computation"]
+    raw, norm = report.results
+    assert (raw.features, norm.features) == ("raw", "normalized")
+    assert raw.n == 30 and raw.random_weights and set(raw.precision) == {"1", "5", "10"}
+    assert raw.milvus_check.agree == 20 and raw.milvus_check.disagree == 0
+    naive = raw.naive
+    assert naive.queries == 30 and naive.naive_precision_at_1 == pytest.approx(raw.precision["1"])
+    assert "leave-one-out" in report.protocol.name and "query iterator" in report.protocol.computation
     table = markdown_table(report)
     assert "⚠random" in table and "RANDOM" in table and "Protocol:" in table
     write_json(report, tmp_path / "r.json")

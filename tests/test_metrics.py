@@ -60,7 +60,7 @@ def test_hand_made_line():
 def test_singletons_are_excluded_but_counted():
     x = np.array([[0.0], [1.0], [5.0]])
     m = _metrics(x, ["a", "a", "lonely"], ks=(1,))
-    assert m.n == 3 and m.n_queries == 2 and m.extra["excluded_singletons"] == 1
+    assert m.n == 3 and m.n_queries == 2 and m.excluded_singletons == 1
     assert m.precision["1"] == 1.0
 
 

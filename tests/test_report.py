@@ -11,6 +11,7 @@ import pytest
 
 from app_browser import needs_chromium, streamlit_in_chromium
 from conftest import REPO, have_effnet_package, tiny_imagenet_root
+from indexer.evaluation.document import SCHEMA_VERSION, ReportDocument
 
 MODELS = ("effnet-lite0", "timm:test_resnet")    # real weights, and a random-weights control
 
@@ -82,49 +83,58 @@ def _loo_p_at_1(vectors, labels):
     return (labels[d.argmin(1)] == labels)[valid]
 
 
+
+def _intervals(doc, model, features):
+    (found,) = [mi for mi in doc.intervals if (mi.model, mi.features) == (model, features)]
+    return found
+
 def test_report_files_hold_all_eight_parts(small_real):
     out = small_real["out"]
     html = (out / "report.html").read_text()
     md = (out / "report.md").read_text()
-    doc = json.loads((out / "report.json").read_text())
+    doc = ReportDocument.from_json((out / "report.json").read_text())
+    assert json.loads((out / "report.json").read_text())["schema_version"] == SCHEMA_VERSION
     for title in ("1. Every metric", "2. Paired differences", "3. Per class", "4. Agreement", "5. Stylistically closer",
                   "6. DINO-style kNN", "7. Classifier accuracy", "8. Where the models disagree"):
         assert title in html and title in md
     # self-contained: every image inline, nothing fetched from anywhere
     assert html.count("data:image/png;base64,") == 3 + 3
     assert not re.search(r"(src|href)=['\"](?!data:)", html)
-    for key in ("confidence_intervals", "pairs", "per_class", "agreement", "style", "dino_knn", "accuracy", "galleries"):
-        assert doc[key], key
-    ci = doc["confidence_intervals"]["effnet-lite0 (raw)"]["P@10"]
-    assert ci["low"] < ci["mean"] < ci["high"] and doc["bootstrap"]["resamples"] == 1000
-    (pair,) = doc["pairs"]
-    assert pair["sentences"][0].startswith("effnet-lite0 retrieves better than timm:test_resnet on P@1 by ")
-    assert doc["accuracy"]["checks"]["effnet-lite0"]["top1"] == 0.61 and doc["accuracy"]["checks"]["timm:test_resnet"] is None
-    assert any("embed check" in s for s in doc["accuracy"]["sentences"])
-    assert len(doc["galleries"]) == 3 and all((out / "galleries" / g["png"]).stat().st_size > 5000 for g in doc["galleries"])
-    assert set(doc["style"]["measures"]) == {"colour", "structure"}
-    assert "What this supports" in doc["style"]["sentences"][-1]
-    for r in doc["results"]:
-        assert r["milvus_check"]["agree"] == 30, "both variants are cross-checked in Milvus"
+    for part in (doc.intervals, doc.pairs, doc.per_class, doc.agreement, doc.appearance, doc.dino_knn, doc.accuracy,
+                 doc.galleries):
+        assert part
+    ci = _intervals(doc, "effnet-lite0", "raw").get("P@10")
+    assert ci.low < ci.mean < ci.high and ci.level == 0.95 and doc.bootstrap.resamples == 1000
+    (pair,) = doc.pairs
+    assert pair.sentences[0].startswith("effnet-lite0 retrieves better than timm:test_resnet on P@1 by ")
+    checks = {row.model: row.check for row in doc.accuracy.rows}
+    assert checks["effnet-lite0"].top1 == 0.61 and checks["timm:test_resnet"] is None
+    assert any("embed check" in s for s in doc.accuracy.sentences)
+    assert len(doc.galleries) == 3 and all((out / "galleries" / g.png).stat().st_size > 5000 for g in doc.galleries)
+    assert [m.measure for m in doc.appearance.measures] == ["colour", "structure"]
+    assert "What this supports" in doc.appearance.sentences[-1]
+    for r in doc.results:
+        assert r.milvus_check.agree == 30, "both variants are cross-checked in Milvus"
+    assert "P@1 (95% CI)" in md and "95% CI" in html, "the level is printed where the intervals are"
 
 
 def test_p_at_1_and_paired_difference_equal_an_independent_computation(small_real):
     from embed.common.identity import EmbeddingKey
     from indexer.evaluation.stats import mcnemar_exact
-    doc = json.loads((small_real["out"] / "report.json").read_text())
+    doc = ReportDocument.from_json((small_real["out"] / "report.json").read_text())
     store = small_real["store"]
     correct = {}
     for model in MODELS:
         _, vectors, classes, _ = store.read_all(EmbeddingKey(model, "tiny12", "val").collection_name)
         correct[model] = _loo_p_at_1(vectors, classes)
-        assert doc["confidence_intervals"][f"{model} (raw)"]["P@1"]["mean"] == pytest.approx(correct[model].mean(),
-                                                                                              abs=1e-12)
+        assert _intervals(doc, model, "raw").get("P@1").mean == pytest.approx(correct[model].mean(), abs=1e-12)
     a, b = correct[MODELS[0]], correct[MODELS[1]]
-    (pair,) = doc["pairs"]
-    assert pair["metrics"]["P@1"]["mean"] == pytest.approx(a.mean() - b.mean(), abs=1e-12)
+    (pair,) = doc.pairs
+    p_at_1 = next(m for m in pair.metrics if m.metric == "P@1")
+    assert p_at_1.difference.mean == pytest.approx(a.mean() - b.mean(), abs=1e-12)
     test = mcnemar_exact(a, b)
-    assert pair["mcnemar_p_at_1"]["only_a"] == test.only_a and pair["mcnemar_p_at_1"]["only_b"] == test.only_b
-    assert pair["metrics"]["P@1"]["p_value"] == pytest.approx(test.p_value)
+    assert pair.mcnemar_p_at_1.only_a == test.only_a and pair.mcnemar_p_at_1.only_b == test.only_b
+    assert p_at_1.p_value == pytest.approx(test.p_value)
     assert test.only_a > test.only_b, "real weights beat random ones"
 
 
@@ -133,14 +143,14 @@ def test_dino_knn_in_the_report_equals_the_protocol_by_hand(small_real):
     from indexer.evaluation.knn import stratified_holdout
     from indexer.evaluation.metrics import encode_labels
     from embed.common.identity import EmbeddingKey
-    doc = json.loads((small_real["out"] / "report.json").read_text())
+    doc = ReportDocument.from_json((small_real["out"] / "report.json").read_text())
     _, vectors, classes, _ = small_real["store"].read_all(EmbeddingKey("effnet-lite0", "tiny12", "val").collection_name)
     labels = encode_labels(classes)
     q, db = stratified_holdout(labels, 0.2, seed=0)
     expected = dino_by_hand(vectors[q], labels[q], vectors[db], labels[db])
-    got = doc["dino_knn"]["effnet-lite0"]
-    assert got["mean"] == pytest.approx(expected.mean()) and got["n"] == len(q) == 36
-    assert "holdout" in got["protocol"]
+    (got,) = [row for row in doc.dino_knn if row.model == "effnet-lite0"]
+    assert got.top1.mean == pytest.approx(expected.mean()) and got.top1.n == len(q) == 36
+    assert "holdout" in got.protocol
 
 
 def test_read_check_ignores_missing_and_broken_files(tmp_path):
@@ -151,7 +161,7 @@ def test_read_check_ignores_missing_and_broken_files(tmp_path):
     (folder / "check.json").write_text("{not json")
     assert read_check(tmp_path, "timm:resnet18.a1_in1k", "d", "val") is None
     (folder / "check.json").write_text(json.dumps({"model": "timm:resnet18.a1_in1k", "top1": 0.7, "top5": 0.9, "n": 5}))
-    assert read_check(tmp_path, "timm:resnet18.a1_in1k", "d", "val")["top1"] == 0.7
+    assert read_check(tmp_path, "timm:resnet18.a1_in1k", "d", "val").top1 == 0.7
 
 
 def test_evaluation_page_shows_report_and_opens_side_by_side(small_real, monkeypatch):
@@ -172,15 +182,15 @@ def test_evaluation_page_shows_report_and_opens_side_by_side(small_real, monkeyp
     assert agreement and list(agreement[0].columns) == ["pair", "mean top-10 overlap", "P@1 both right", "only first",
                                                         "only second", "neither", "queries"]
     assert not agreement[0].isna().any().any(), "one set of columns for every pair, none left empty"
-    doc = json.loads((small_real["out"] / "report.json").read_text())
-    target = doc["galleries"][1]
-    at.selectbox(key="eval_query").set_value(target["query_id"]).run()
+    doc = ReportDocument.from_json((small_real["out"] / "report.json").read_text())
+    target = doc.galleries[1]
+    at.selectbox(key="eval_query").set_value(target.query_id).run()
     at.button(key="open_side_by_side").click().run()
     assert not at.exception, [e.value for e in at.exception]
     labels = [m.value for m in at.markdown if m.value.startswith("**Query:**")]
     assert labels, ([t.value for t in at.title], [m.value for m in at.markdown], [e.value for e in at.error],
                     [w.value for w in at.warning])
-    assert target["relpath"] in labels[0], "the side-by-side view opened on the chosen query"
+    assert target.relpath in labels[0], "the side-by-side view opened on the chosen query"
     assert "EfficientNet-Lite0" in [s.value for s in at.subheader]
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.backend import Backend, Query, Settings
+from app.backend import Backend, Query, AppSettings
 from conftest import make_tiny_layout
 from indexer.lite_advice import THRESHOLD_ENV, server_advice
 from embed.common.identity import EmbeddingKey
@@ -33,7 +33,7 @@ def three_collections(tmp_path):
         store.upsert(name, np.arange(ROWS), vecs, [f"c{c}" for c in labels], [f"{i}.jpg" for i in range(ROWS)],
                      progress=False)
         store.flush(name)
-    backend = Backend(Settings(uri=uri, data_root=root, split="val"))
+    backend = Backend(AppSettings(uri=uri, data_root=root, split="val"))
     yield backend, labels
     backend.store.close()
     store.close()

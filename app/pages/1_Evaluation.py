@@ -7,7 +7,6 @@ line, then env ``RETRIEVAL_REPORT_DIR``, then ``data/report``; the sidebar can c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -18,16 +17,17 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the 
 
 import streamlit as st  # noqa: E402
 
-from app.backend import Settings  # noqa: E402
-from indexer.evaluation.sections import agreement_table, ci_text  # noqa: E402
+from app.backend import AppSettings  # noqa: E402
+from embed.common.settings import RetrievalSettings  # noqa: E402
+from indexer.evaluation.document import ReportDocument, ReportSchemaError  # noqa: E402
+from indexer.evaluation.sections import sections  # noqa: E402
 from indexer.milvus_store import StoreError, VectorStore  # noqa: E402
 
-DEFAULT_REPORT_DIR = os.environ.get("RETRIEVAL_REPORT_DIR", "data/report")
 
 
 def report_dir_from_argv(argv) -> str:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--report-dir", default=DEFAULT_REPORT_DIR)
+    p.add_argument("--report-dir", default=RetrievalSettings.from_environment().report_dir)
     return p.parse_known_args(list(argv))[0].report_dir
 
 
@@ -37,11 +37,11 @@ def get_store(uri: str, token: str) -> VectorStore:
 
 
 @st.cache_data(show_spinner=False, ttl=30)
-def load_report(path: str, mtime: float) -> dict:
-    return json.loads(Path(path).read_text())
+def load_report(path: str, mtime: float) -> ReportDocument:
+    return ReportDocument.from_json(Path(path).read_text())
 
 
-def database_models(settings: Settings) -> dict:
+def database_models(settings: AppSettings) -> dict:
     """model -> rows, for the collections of the app's split in the database."""
     from indexer.catalog import indexed_collections
     try:
@@ -52,69 +52,33 @@ def database_models(settings: Settings) -> dict:
     return {c.meta.model: c.meta.rows for c in colls if c.meta.split == settings.split}
 
 
-def show_tables(doc: dict, folder: Path) -> None:
-    st.subheader("Every metric with its 95% confidence interval")
-    names = ["P@1", "P@10", "R@10", "R-precision", "MAP@R", "kNN@20", "DINO kNN top-1"]
-    st.table([{"model (features)": m, **{n: ci_text(v[n]) for n in names if n in v}}
-              for m, v in doc["confidence_intervals"].items()])
-    st.image(str(folder / doc["figures"]["confidence_intervals"]))
-
-    st.subheader("Paired differences")
-    for sentence in doc["sentences"] or ["One model only: nothing to pair."]:
-        st.markdown(f"- {sentence}")
-    if doc["pairs"]:
-        st.table([{"pair": f"{p['a']} − {p['b']}", "metric": label, "difference": f"{m['mean']:+.4f}",
-                   "95% CI": f"[{m['low']:+.4f}, {m['high']:+.4f}]",
-                   "p (McNemar)": "" if m["p_value"] is None else f"{m['p_value']:.3g}"}
-                  for p in doc["pairs"] for label, m in p["metrics"].items()])
-
-    if doc.get("per_class"):
-        st.subheader("Per class: where each model gains or loses most")
-        for model, movers in doc["per_class"]["movers"].items():
-            st.markdown(f"**{model}**")
-            st.table([{"": kind, "class": f"{c['class_name']} ({c['class_id']})", "vs others": f"{c['gain']:+.3f}"}
-                      for kind, items in (("most ahead", movers["gains"]), ("least ahead", movers["losses"])) for c in items])
-        st.image(str(folder / doc["figures"]["per_class"]))
-
-    if doc.get("agreement"):
-        st.subheader("Agreement")
-        headers, rows = agreement_table(doc["agreement"])
-        st.table([{**dict(zip(headers, row)), "queries": a["p_at_1"]["queries"]}
-                  for row, a in zip(rows, doc["agreement"])])
-
-    if doc.get("style"):
-        st.subheader("Stylistically closer, measured")
-        for measure, entry in doc["style"]["measures"].items():
-            st.table([{"": name, f"{measure} similarity (95% CI)": ci_text(v)} for name, v in entry.items()
-                      if " - " not in name])
-        for sentence in doc["style"]["sentences"]:
+def show_sections(doc: ReportDocument, folder: Path) -> None:
+    """The report's sections as the report renders them (indexer.evaluation.sections), in Streamlit."""
+    for section in sections(doc):
+        st.subheader(section.title)
+        if section.note:
+            st.caption(section.note)
+        for table in section.tables:
+            if table.caption:
+                st.markdown(table.caption)
+            st.table(table.records())
+        for picture in section.pictures:
+            st.image(str(folder / picture.file), caption=picture.caption)
+        for sentence in section.sentences:
             st.markdown(f"- {sentence}")
 
-    if doc.get("dino_knn"):
-        st.subheader("DINO-style kNN")
-        st.table([{"model": m, "top-1 (95% CI)": ci_text(v), "protocol": v["protocol"]}
-                  for m, v in doc["dino_knn"].items()])
 
-    st.subheader("Classifier accuracy beside retrieval")
-    checks = [{"model": m, "top-1": c["top1"], "top-5": c["top5"], "images": c["n"]}
-              for m, c in doc["accuracy"]["checks"].items() if c]
-    if checks:
-        st.table(checks)
-    for sentence in doc["accuracy"]["sentences"]:
-        st.markdown(f"- {sentence}")
-
-
-def disagreement_browser(doc: dict, folder: Path) -> None:
-    st.subheader("Where the models disagree most")
-    galleries = doc.get("galleries") or []
+def disagreement_browser(doc: ReportDocument, folder: Path) -> None:
+    st.subheader("8. Where the models disagree most")
+    galleries = doc.galleries
     if not galleries:
         st.info("This report has no galleries (they need two or more models and --data-root).")
         return
-    labels = {g["query_id"]: f"query id {g['query_id']} · {g['relpath']} · " +
-              ", ".join(f"{m} P@10 {v['p_at_10']:.1f}" for m, v in g["models"].items()) for g in galleries}
+    labels = {g.query_id: f"query id {g.query_id} · {g.relpath} · " +
+              ", ".join(f"{c.model} P@10 {c.p_at_10:.1f}" for c in g.columns) for g in galleries}
     chosen = st.selectbox("Query", list(labels), format_func=labels.get, key="eval_query")
-    gallery = next(g for g in galleries if g["query_id"] == chosen)
-    st.image(str(folder / "galleries" / gallery["png"]), caption="query, then each model's top 5 (green: hit, red: miss)")
+    gallery = next(g for g in galleries if g.query_id == chosen)
+    st.image(str(folder / "galleries" / gallery.png), caption="query, then each model's top 5 (green: hit, red: miss)")
     if st.button("Open side by side", key="open_side_by_side"):
         # app/main.py reads ?query_id=N and opens that indexed image (its hook for this page)
         st.switch_page("main.py", query_params={"query_id": str(chosen)})
@@ -122,7 +86,7 @@ def disagreement_browser(doc: dict, folder: Path) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="Evaluation", layout="wide")
-    settings = Settings.from_argv(sys.argv[1:])
+    settings = AppSettings.from_argv(sys.argv[1:])
     st.title("Evaluation: which backbone retrieves better, and how sure we are")
     report_dir = st.sidebar.text_input("Report folder", report_dir_from_argv(sys.argv[1:]), key="report_dir")
     folder = Path(report_dir).expanduser()
@@ -136,19 +100,23 @@ def main() -> None:
         st.code(f"python -m indexer evaluate --split {settings.split} --models {models}{data_root} --holdout 0.2 "
                 f"--uri {settings.uri} --report {folder}", language="bash")
         return
-    doc = load_report(str(path), path.stat().st_mtime)
-    proto = doc["protocol"]
-    in_report = sorted({r["model"] for r in doc["results"]})
-    st.caption(f"Report {path} · {proto['dataset']}/{proto['split']} · models compared on {doc['variant_compared']} "
-               f"features · {doc['bootstrap']['resamples']} bootstrap resamples")
+    try:
+        doc = load_report(str(path), path.stat().st_mtime)
+    except ReportSchemaError as e:
+        st.error(str(e))
+        return
+    proto = doc.protocol
+    in_report = doc.models
+    st.caption(f"Report {path} · {proto.dataset}/{proto.split} · models compared on {doc.variant_compared} "
+               f"features · {doc.bootstrap.resamples} bootstrap resamples, {doc.bootstrap.level:.0%} intervals")
     missing = sorted(set(in_db) - set(in_report))
     if missing:
         st.info(f"In the database but not in this report: {', '.join(missing)}. Rerun `python -m indexer evaluate "
                 f"--report {folder}` with them in --models.")
-    randoms = sorted({r["model"] for r in doc["results"] if r["random_weights"]})
+    randoms = doc.random_weight_models
     if randoms:
         st.error(f"RANDOM weights: {', '.join(randoms)}: their figures measure nothing but chance.")
-    show_tables(doc, folder)
+    show_sections(doc, folder)
     disagreement_browser(doc, folder)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from embed.common.logs import quiet_grpc_environment, quiet_third_party_logs
-from embed.common.settings import DEFAULT_DATA_ROOT, DEFAULT_EMBEDDINGS
+from embed.common import settings
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split", required=True, help="split folder under the data root, e.g. val")
     g.add_argument("--data-root", type=Path, default=None,
                    help="folder holding the split folders; always wins over --dataset, nothing is downloaded "
-                        f"(env RETRIEVAL_DATA_ROOT; default {DEFAULT_DATA_ROOT})")
+                        f"(env RETRIEVAL_DATA_ROOT; default {settings.current().data_root})")
     g.add_argument("--dataset", default=None, metavar="NAME",
                    help="tiny-imagenet or imagenette: found in data/datasets or ../shared/datasets (env "
                         "RETRIEVAL_DATASETS), else downloaded there once (checksum verified)")
@@ -74,7 +74,7 @@ def add_weights_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_compute_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("compute")
-    g.add_argument("--out", type=Path, default=Path(DEFAULT_EMBEDDINGS),
+    g.add_argument("--out", type=Path, default=Path(settings.current().embeddings),
                    help="embeddings folder (env RETRIEVAL_EMBEDDINGS; default %(default)s)")
     g.add_argument("--batch-size", type=positive_int, default=None, help="default: 256 on GPU, 32 on CPU")
     g.add_argument("--workers", type=non_negative_int, default=None, help="image decoding processes (default: by device and cores)")
@@ -103,7 +103,7 @@ def resolve_data_root(args: argparse.Namespace) -> Path:
             args.data_root = ensure_dataset(args.dataset, progress=not getattr(args, "no_progress", False))
             args.dataset = None  # resolved: later calls see a plain data root
         else:
-            args.data_root = Path(DEFAULT_DATA_ROOT)
+            args.data_root = Path(settings.current().data_root)
     elif args.dataset:
         log.info("--data-root %s given: --dataset %s is not looked up or downloaded", args.data_root, args.dataset)
     return args.data_root

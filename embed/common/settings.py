@@ -1,43 +1,77 @@
-"""Defaults every entry point shares (CLI, app, benchmarks), read from the environment in one place.
+"""The one configuration object: every ``RETRIEVAL_*`` variable is read here, and only here.
 
-Deliberately imports nothing heavy: ``--help`` and the app's start-up read these without torch.
+``RetrievalSettings.from_environment()`` reads the environment when it is called (argument parsing, the
+app's session, a download), never at import, so a variable set before a command runs is always seen.
+Code elsewhere asks for ``current()`` and passes the values it needs down. Deliberately imports nothing
+heavy: ``--help`` and the app's start-up read these without torch.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+ENV_PREFIX = "RETRIEVAL_"
+DATASET_URL_PREFIX = ENV_PREFIX + "DATASET_URL_"
+DATASET_MD5_PREFIX = ENV_PREFIX + "DATASET_MD5_"
 
 
 @dataclass(frozen=True)
-class Defaults:
-    data_root_from_env: Optional[str]   # RETRIEVAL_DATA_ROOT as set (the app then uses the indexed data root)
-    data_root: str
-    embeddings: str
-    milvus_uri: str
-    milvus_token: str
-    split: str
-    extra_models: str
+class RetrievalSettings:
+    """Defaults shared by the CLIs, the app, the downloads and the benchmarks (env variable in brackets)."""
+    data_root_from_env: Optional[str] = None      # RETRIEVAL_DATA_ROOT as set (the app then uses the indexed root)
+    data_root: str = "data/imagenet"              # RETRIEVAL_DATA_ROOT
+    embeddings: str = "data/embeddings"           # RETRIEVAL_EMBEDDINGS
+    milvus_uri: str = "data/milvus.db"            # RETRIEVAL_MILVUS_URI
+    milvus_token: str = ""                        # RETRIEVAL_MILVUS_TOKEN
+    split: str = "val"                            # RETRIEVAL_SPLIT
+    extra_models: str = ""                        # RETRIEVAL_EXTRA_MODELS (the app's extra columns)
+    report_dir: str = "data/report"               # RETRIEVAL_REPORT_DIR (the Evaluation page)
+    datasets_dirs: Tuple[str, ...] = ("data/datasets", "../shared/datasets")  # RETRIEVAL_DATASETS (os.pathsep)
+    # RETRIEVAL_DATASET_URL_<NAME> / RETRIEVAL_DATASET_MD5_<NAME>: another address for a named dataset
+    dataset_urls: Dict[str, str] = field(default_factory=dict)
+    dataset_md5s: Dict[str, str] = field(default_factory=dict)
+    cache_dir: Optional[str] = None               # RETRIEVAL_CACHE (default $XDG_CACHE_HOME/backbone-retrieval)
+    gresnet_url: Optional[str] = None             # RETRIEVAL_GRESNET_URL (default: the blog's Drive file)
+    lite_wait_s: float = 15.0                     # RETRIEVAL_LITE_WAIT_S: wait for a starting Lite owner
+    insert_batch_bytes: int = 32 * 1024 * 1024    # RETRIEVAL_INSERT_BATCH_BYTES: under every Milvus request limit
+    lite_slow_rows_x_dim: Optional[int] = None    # RETRIEVAL_LITE_SLOW_ROWS_X_DIM: when build advises a server
+
+    @classmethod
+    def from_environment(cls, environ: Optional[Dict[str, str]] = None) -> "RetrievalSettings":
+        env = dict(os.environ if environ is None else environ)
+        get = env.get
+        defaults = cls()
+        datasets = get(ENV_PREFIX + "DATASETS")
+        slow = get(ENV_PREFIX + "LITE_SLOW_ROWS_X_DIM")
+        return cls(
+            data_root_from_env=get(ENV_PREFIX + "DATA_ROOT"),
+            data_root=get(ENV_PREFIX + "DATA_ROOT") or defaults.data_root,
+            embeddings=get(ENV_PREFIX + "EMBEDDINGS") or defaults.embeddings,
+            milvus_uri=get(ENV_PREFIX + "MILVUS_URI") or defaults.milvus_uri,
+            milvus_token=get(ENV_PREFIX + "MILVUS_TOKEN", defaults.milvus_token),
+            split=get(ENV_PREFIX + "SPLIT") or defaults.split,
+            extra_models=get(ENV_PREFIX + "EXTRA_MODELS", defaults.extra_models),
+            report_dir=get(ENV_PREFIX + "REPORT_DIR") or defaults.report_dir,
+            datasets_dirs=tuple(p for p in datasets.split(os.pathsep) if p) if datasets else defaults.datasets_dirs,
+            dataset_urls={k[len(DATASET_URL_PREFIX):]: v for k, v in env.items() if k.startswith(DATASET_URL_PREFIX) and v},
+            dataset_md5s={k[len(DATASET_MD5_PREFIX):]: v for k, v in env.items() if k.startswith(DATASET_MD5_PREFIX) and v},
+            cache_dir=get(ENV_PREFIX + "CACHE") or None,
+            gresnet_url=get(ENV_PREFIX + "GRESNET_URL") or None,
+            lite_wait_s=float(get(ENV_PREFIX + "LITE_WAIT_S") or defaults.lite_wait_s),
+            insert_batch_bytes=int(get(ENV_PREFIX + "INSERT_BATCH_BYTES") or defaults.insert_batch_bytes),
+            lite_slow_rows_x_dim=int(slow) if slow else None,
+        )
+
+    def weights_cache(self) -> Path:
+        """Where downloaded weights live: RETRIEVAL_CACHE, else $XDG_CACHE_HOME or ~/.cache, /backbone-retrieval."""
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(base) / "backbone-retrieval"
 
 
-def from_environment() -> Defaults:
-    """The defaults as the environment says now (the app reads them per session, not at import)."""
-    env = os.environ.get
-    return Defaults(
-        data_root_from_env=env("RETRIEVAL_DATA_ROOT"),
-        data_root=env("RETRIEVAL_DATA_ROOT") or "data/imagenet",
-        embeddings=env("RETRIEVAL_EMBEDDINGS", "data/embeddings"),
-        milvus_uri=env("RETRIEVAL_MILVUS_URI", "data/milvus.db"),
-        milvus_token=env("RETRIEVAL_MILVUS_TOKEN", ""),
-        split=env("RETRIEVAL_SPLIT", "val"),
-        extra_models=env("RETRIEVAL_EXTRA_MODELS", ""),
-    )
-
-
-_AT_START = from_environment()
-DEFAULT_DATA_ROOT = _AT_START.data_root
-DEFAULT_EMBEDDINGS = _AT_START.embeddings
-DEFAULT_MILVUS_URI = _AT_START.milvus_uri
-DEFAULT_MILVUS_TOKEN = _AT_START.milvus_token
-DEFAULT_SPLIT = _AT_START.split
-DEFAULT_EXTRA_MODELS = _AT_START.extra_models
+def current() -> RetrievalSettings:
+    """The settings as the environment says now."""
+    return RetrievalSettings.from_environment()

@@ -22,7 +22,7 @@ from embed.extraction.embedder import Embedder, build_embedder, default_batch_si
 from embed.sources.imaging import DEFAULT_MAX_PIXELS
 from embed.common.identity import EmbeddingKey, VectorSetIdentity
 from embed.extraction.reader import ImageReader
-from embed.common.settings import DEFAULT_DATA_ROOT, DEFAULT_EMBEDDINGS
+from embed.common import settings
 from embed.extraction.shards import EmbeddingStore, Manifest, ShardWriter
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 class ExtractConfig:
     model: str
     split: str
-    data_root: Path = Path(DEFAULT_DATA_ROOT)
-    out: Path = Path(DEFAULT_EMBEDDINGS)
+    data_root: Path = field(default_factory=lambda: Path(settings.current().data_root))
+    out: Path = field(default_factory=lambda: Path(settings.current().embeddings))
     batch_size: Optional[int] = None      # None: 256 on GPU, 32 on CPU
     workers: Optional[int] = None         # None: by device and core count
     device: str = "auto"

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from embed.models.checkpoint_mapping import CheckpointMismatchError
 from embed.sources.download import DownloadError, cache_dir, download, looks_like_html
+from embed.common import settings
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ MANUAL_ROUTE = (f"download it yourself from {DRIVE_URL} (linked from the blog po
 
 
 def source_url() -> str:
-    return os.environ.get(URL_ENV) or DRIVE_URL
+    return settings.current().gresnet_url or DRIVE_URL
 
 
 def cache_path(url: Optional[str] = None) -> Path:

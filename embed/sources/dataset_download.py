@@ -26,6 +26,7 @@ from typing import Dict, Iterator, List, Optional
 
 from embed.sources.datasets import DatasetError
 from embed.sources.download import DownloadError, download
+from embed.common import settings
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,11 @@ class DatasetSource:
 
     def resolved(self) -> "DatasetSource":
         """This source with the address (and md5) the environment gives, if it gives one."""
-        url = os.environ.get(f"RETRIEVAL_DATASET_URL_{self.env_key}")
+        config = settings.current()
+        url = config.dataset_urls.get(self.env_key)
         if not url:
             return self
-        md5 = os.environ.get(f"RETRIEVAL_DATASET_MD5_{self.env_key}") or None
+        md5 = config.dataset_md5s.get(self.env_key)
         return DatasetSource(self.name, url, self.folder, self.split, md5, self.max_bytes, self.max_entries, self.note)
 
 
@@ -76,9 +78,7 @@ DATASETS: Dict[str, DatasetSource] = {
 
 
 def datasets_dirs() -> List[Path]:
-    env = os.environ.get("RETRIEVAL_DATASETS")
-    parts = env.split(os.pathsep) if env else ["data/datasets", "../shared/datasets"]
-    return [Path(p).expanduser() for p in parts if p]
+    return [Path(p).expanduser() for p in settings.current().datasets_dirs]
 
 
 def get_source(name: str) -> DatasetSource:

@@ -17,6 +17,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
+from embed.common import settings
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,8 @@ def file_digest(path: Path, algorithm: str = "sha256", chunk: int = CHUNK) -> st
 
 
 def cache_dir() -> Path:
-    """Where downloaded weights live: $RETRIEVAL_CACHE, else $XDG_CACHE_HOME or ~/.cache, /backbone-retrieval."""
-    env = os.environ.get("RETRIEVAL_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "backbone-retrieval"
+    """Where downloaded weights live (RetrievalSettings.weights_cache)."""
+    return settings.current().weights_cache()
 
 
 @contextmanager

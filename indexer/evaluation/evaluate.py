@@ -5,7 +5,7 @@ import csv
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -14,6 +14,8 @@ import numpy as np
 from embed.common.vectors import l2_normalize
 from embed.common.identity import EmbeddingKey
 
+from indexer.evaluation.document import (SCHEMA_VERSION, DinoKnn, Evaluation, MilvusCheck, ModelResult,
+                                         NaiveTiming)
 from indexer.evaluation.metrics import (PROTOCOL, Neighbours, PerQuery, compare_with_milvus, encode_labels, exact_neighbours, needed_k,
                       retrieval_metrics)
 from indexer.milvus_store import StoreError, VectorStore
@@ -59,30 +61,11 @@ class Run:
     dino_correct: Optional[np.ndarray] = None
 
 
-@dataclass
-class ModelResult:
-    model: str
-    features: str
-    n: int
-    n_queries: int
-    precision: Dict[str, float]
-    recall: Dict[str, float]
-    r_precision: float
-    map_at_r: float
-    knn_top1: float
-    weights: str
-    random_weights: bool
-    collection: str
-    seconds: float
-    milvus_check: Optional[Dict] = None
-    extra: Dict = field(default_factory=dict)
-
-
-def evaluate(cfg: EvalConfig, store: VectorStore) -> Dict:
+def evaluate(cfg: EvalConfig, store: VectorStore) -> Evaluation:
     return evaluate_runs(cfg, store)[0]
 
 
-def evaluate_runs(cfg: EvalConfig, store: VectorStore) -> Tuple[Dict, List[Run]]:
+def evaluate_runs(cfg: EvalConfig, store: VectorStore) -> Tuple[Evaluation, List[Run]]:
     """The evaluation report, and the per-query values of every model and variant (for ``indexer.evaluation.report``)."""
     from embed.extraction.embedder import resolve_device
     device = str(resolve_device(cfg.device))
@@ -105,30 +88,27 @@ def evaluate_runs(cfg: EvalConfig, store: VectorStore) -> Tuple[Dict, List[Run]]
             neigh = exact_neighbours(feats, k, device=device, progress=cfg.progress)
             m = retrieval_metrics(neigh, labels, cfg.ks, cfg.knn_k)
             seconds = time.perf_counter() - t
-            result = ModelResult(model, variant, m.n, m.n_queries, m.precision, m.recall, m.r_precision,
-                                 m.map_at_r, m.knn_top1, weights, meta.is_random, name, round(seconds, 3), extra=m.extra)
-            if dino is not None:
-                result.extra["dino_knn"] = {"top1": dino.top1, "top5": dino.top5, "queries": dino.n_queries,
-                                            "database": dino.n_database, "protocol": dino.protocol,
-                                            "seconds": round(dino.seconds, 2)}
+            result = ModelResult(
+                model, variant, m.n, m.n_queries, m.precision, m.recall, m.r_precision, m.map_at_r, m.knn_top1,
+                weights, meta.is_random, name, round(seconds, 3), excluded_singletons=m.excluded_singletons,
+                k_searched=m.k_searched,
+                dino_knn=None if dino is None else DinoKnn(dino.top1, dino.top5, dino.n_queries, dino.n_database,
+                                                           dino.protocol, round(dino.seconds, 2)))
             stored_variant = "normalized" if meta.normalized else "raw"
             if cfg.milvus_check:
                 result.milvus_check = _milvus_check(store, name, neigh, ids, feats, class_ids, relpaths, cfg,
                                                     scratch=variant != stored_variant)
             if cfg.time_naive and variant == stored_variant:
-                result.extra["naive"] = _time_naive(store, name, ids, feats, labels, k, seconds, cfg)
+                result.naive = _time_naive(store, name, ids, feats, labels, k, seconds, cfg)
             log.info("%s/%s: P@1 %.4f  MAP@R %.4f  kNN %.4f  (%.1f s exact)", model, variant,
                      m.precision.get("1", float("nan")), m.map_at_r, m.knn_top1, seconds)
             results.append(result)
             runs.append(Run(model, variant, ids, class_ids, relpaths, labels, neigh, m.per_query,
                             None if dino is None else dino.correct))
-    report = {
-        "protocol": {**PROTOCOL, "split": cfg.split, "dataset": cfg.dataset, "ks": list(cfg.ks), "knn_k": cfg.knn_k,
-                     "computation": f"exact, chunked torch matmul on {device}, vectors read back from Milvus "
-                                    f"with a query iterator"},
-        "results": [asdict(r) for r in results],
-    }
-    return report, runs
+    protocol = replace(PROTOCOL, split=cfg.split, dataset=cfg.dataset, ks=list(cfg.ks), knn_k=cfg.knn_k,
+                       computation=f"exact, chunked torch matmul on {device}, vectors read back from Milvus "
+                                   f"with a query iterator")
+    return Evaluation(protocol, results), runs
 
 
 def _dino_knn(cfg: EvalConfig, store: VectorStore, model: str, vectors: np.ndarray, labels: np.ndarray, device: str):
@@ -160,7 +140,7 @@ def _dino_knn(cfg: EvalConfig, store: VectorStore, model: str, vectors: np.ndarr
 
 
 def _milvus_check(store: VectorStore, name: str, neigh, ids: np.ndarray, feats: np.ndarray, class_ids, relpaths,
-                  cfg: EvalConfig, scratch: bool = False) -> Dict:
+                  cfg: EvalConfig, scratch: bool = False) -> MilvusCheck:
     """N random queries searched in Milvus; Milvus and the exact lists must both equal the float64 truth.
 
     ``scratch``: the collection stores the other variant, so these vectors go into a temporary collection
@@ -170,9 +150,9 @@ def _milvus_check(store: VectorStore, name: str, neigh, ids: np.ndarray, feats: 
     k = min(10, neigh.index.shape[1])
     target = name
     if scratch:
-        from dataclasses import replace
         target = f"{name}__xcheck"
-        meta = replace(store.meta(name), normalized=not store.meta(name).normalized, complete=False)
+        stored = store.meta(name)
+        meta = replace(stored, identity=stored.identity.with_normalized(not stored.normalized), complete=False)
         store.drop(target)
         store.ensure_collection(target, meta)
         store.upsert(target, ids, feats, class_ids, relpaths, progress=False)
@@ -183,10 +163,10 @@ def _milvus_check(store: VectorStore, name: str, neigh, ids: np.ndarray, feats: 
         if scratch:
             store.drop(target)
     agree, bad = compare_with_milvus(neigh, rows, hits, ids, feats)
-    check = {"queries": int(len(rows)), "k": k, "agree": agree, "disagree": len(bad), "examples": bad[:3],
-             "collection": "temporary copy" if scratch else "as built",
-             "rule": "identical id lists, except swaps between neighbours whose float64 distances are equal "
-                     "within relative 1e-6"}
+    check = MilvusCheck(queries=int(len(rows)), k=k, agree=agree, disagree=len(bad),
+                        collection="temporary copy" if scratch else "as built",
+                        rule="identical id lists, except swaps between neighbours whose float64 distances are equal "
+                             "within relative 1e-6", examples=[str(b) for b in bad[:3]])
     if bad:
         raise EvaluationError(f"Milvus, the exact computation and a float64 brute force disagree on {len(bad)}/"
                               f"{len(rows)} neighbour lists for {name}: {bad[:2]}")
@@ -204,78 +184,71 @@ def naive_search(store: VectorStore, name: str, feats: np.ndarray, ids: np.ndarr
 
 
 def _time_naive(store: VectorStore, name: str, ids: np.ndarray, feats: np.ndarray, labels: np.ndarray, k: int,
-                exact_seconds: float, cfg: EvalConfig) -> Dict:
+                exact_seconds: float, cfg: EvalConfig) -> NaiveTiming:
     """The evaluation done naively: one Milvus search per query, timed against the exact computation."""
     n = min(cfg.time_naive, len(ids))
     hits, seconds = naive_search(store, name, feats, ids, k, n, progress=cfg.progress)
     index = {int(v): j for j, v in enumerate(ids)}
     p1 = float(np.mean([labels[index[h[0]["id"]]] == labels[i] for i, h in enumerate(hits)]))
     full = seconds * len(ids) / n
-    return {"queries": n, "seconds": round(seconds, 2), "seconds_for_all": round(full, 1), "extrapolated": n < len(ids),
-            "exact_seconds": round(exact_seconds, 3), "exact_over_naive": round(full / exact_seconds, 1),
-            "naive_precision_at_1": p1}
+    return NaiveTiming(queries=n, seconds=round(seconds, 2), seconds_for_all=round(full, 1), extrapolated=n < len(ids),
+                       exact_seconds=round(exact_seconds, 3), exact_over_naive=round(full / exact_seconds, 1),
+                       naive_precision_at_1=p1)
 
 
 # output -----------------------------------------------------------------------------------------
 
-def markdown_table(report: Dict) -> str:
-    ks = report["protocol"]["ks"]
-    head = ["model", "features", "n"] + [f"P@{k}" for k in ks] + [f"R@{k}" for k in ks[:3]] + \
-           ["R-prec", "MAP@R", "kNN@20", "weights"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in report["results"]:
-        cells = [r["model"] + (" ⚠random" if r["random_weights"] else ""), r["features"], str(r["n"])]
-        cells += [f"{r['precision'][str(k)]:.4f}" for k in ks]
-        cells += [f"{r['recall'][str(k)]:.4f}" for k in ks[:3]]
-        cells += [f"{r['r_precision']:.4f}", f"{r['map_at_r']:.4f}", f"{r['knn_top1']:.4f}",
-                  "RANDOM" if r["random_weights"] else r["weights"].split(":")[0]]
-        lines.append("| " + " | ".join(cells) + " |")
-    p = report["protocol"]
+def markdown_table(evaluation: Evaluation) -> str:
+    from indexer.evaluation.sections import results_table
+    table = results_table(evaluation)
+    lines = ["| " + " | ".join(table.headers) + " |", "|" + "---|" * len(table.headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in table.rows]
+    p = evaluation.protocol
     lines.append("")
-    lines.append(f"Protocol: {p['name']} on {p['dataset']}/{p['split']}; {p['distance']}; {p['excluded']}; "
-                 f"kNN: {p['knn_top1']}. {p['note']}. Computation: {p['computation']}.")
-    for r in report["results"]:
-        naive = r.get("extra", {}).get("naive")
+    lines.append(f"Protocol: {p.name} on {p.dataset}/{p.split}; {p.distance}; {p.excluded}; "
+                 f"kNN: {p.knn_top1}. {p.note}. Computation: {p.computation}.")
+    for r in evaluation.results:
+        naive = r.naive
         if naive:
-            lines.append(f"{r['model']}: exact evaluation {naive['exact_seconds']} s vs naive per-query Milvus search "
-                         f"{naive['seconds_for_all']} s for all {r['n']} queries"
-                         f"{' (extrapolated from ' + str(naive['queries']) + ')' if naive['extrapolated'] else ''}: "
-                         f"{naive['exact_over_naive']}x faster; naive P@1 {naive['naive_precision_at_1']:.4f}")
-    if any(r["random_weights"] for r in report["results"]):
+            lines.append(f"{r.model}: exact evaluation {naive.exact_seconds} s vs naive per-query Milvus search "
+                         f"{naive.seconds_for_all} s for all {r.n} queries"
+                         f"{' (extrapolated from ' + str(naive.queries) + ')' if naive.extrapolated else ''}: "
+                         f"{naive.exact_over_naive}x faster; naive P@1 {naive.naive_precision_at_1:.4f}")
+    if any(r.random_weights for r in evaluation.results):
         lines.append("⚠ rows marked random use RANDOM weights (no pretrained weights were available): not a "
                      "measure of the architecture.")
     return "\n".join(lines)
 
 
-def write_csv(report: Dict, path: Path) -> None:
-    ks = report["protocol"]["ks"]
+def write_csv(evaluation: Evaluation, path: Path) -> None:
+    ks = evaluation.protocol.ks
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["model", "features", "n", "n_queries"] + [f"precision@{k}" for k in ks] +
                    [f"recall@{k}" for k in ks] + ["r_precision", "map_at_r", "knn_top1", "random_weights", "weights"])
-        for r in report["results"]:
-            w.writerow([r["model"], r["features"], r["n"], r["n_queries"]] +
-                       [r["precision"][str(k)] for k in ks] + [r["recall"][str(k)] for k in ks] +
-                       [r["r_precision"], r["map_at_r"], r["knn_top1"], r["random_weights"], r["weights"]])
+        for r in evaluation.results:
+            w.writerow([r.model, r.features, r.n, r.n_queries] + [r.precision[str(k)] for k in ks]
+                       + [r.recall[str(k)] for k in ks] + [r.r_precision, r.map_at_r, r.knn_top1, r.random_weights,
+                                                           r.weights])
 
 
-def write_plot(report: Dict, path: Path) -> None:
+def write_plot(evaluation: Evaluation, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    ks = report["protocol"]["ks"]
+    ks = evaluation.protocol.ks
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for r in report["results"]:
-        label = f"{r['model']} ({r['features']})" + (" [RANDOM weights]" if r["random_weights"] else "")
-        ax.plot(ks, [r["precision"][str(k)] for k in ks], marker="o",
-                linestyle="--" if r["features"] == "normalized" else "-", label=label)
+    for r in evaluation.results:
+        label = f"{r.model} ({r.features})" + (" [RANDOM weights]" if r.random_weights else "")
+        ax.plot(ks, [r.precision[str(k)] for k in ks], marker="o",
+                linestyle="--" if r.features == "normalized" else "-", label=label)
     ax.set_xscale("log")
     ax.set_xticks(ks)
     ax.set_xticklabels([str(k) for k in ks])
     ax.set_xlabel("k")
     ax.set_ylabel("precision@k")
-    p = report["protocol"]
-    ax.set_title(f"Leave-one-out precision@k, {p['dataset']}/{p['split']}")
+    p = evaluation.protocol
+    ax.set_title(f"Leave-one-out precision@k, {p.dataset}/{p.split}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -283,5 +256,6 @@ def write_plot(report: Dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_json(report: Dict, path: Path) -> None:
-    Path(path).write_text(json.dumps(report, indent=1))
+def write_json(evaluation: Evaluation, path: Path) -> None:
+    from indexer.evaluation.document import to_plain
+    Path(path).write_text(json.dumps({"schema_version": SCHEMA_VERSION, **to_plain(evaluation)}, indent=1))

@@ -24,19 +24,21 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-PROTOCOL = {
-    "name": "leave-one-out retrieval over one split",
-    "distance": "L2 (squared L2 ranks identically)",
-    "features": "raw: as stored; normalized: unit length (L2 ranking == cosine ranking)",
-    "precision@k": "fraction of the k nearest other images with the query's class",
-    "recall@k": "1 if any of the k nearest other images has the query's class",
-    "r_precision": "precision@R, R = number of other images of the query's class",
-    "map_at_r": "MAP@R (Musgrave, Belongie, Lim: A Metric Learning Reality Check, ECCV 2020)",
-    "knn_top1": "majority vote of the 20 nearest, ties broken by nearest; all queries",
-    "excluded": "queries with R = 0 are excluded from precision/recall/R-precision/MAP@R",
-    "note": "This kNN@20 is leave-one-out within the split; the DINO-style weighted kNN on disjoint database and "
-            "queries is --holdout or --database-split/--query-split (in the report)",
-}
+from indexer.evaluation.document import Protocol
+
+PROTOCOL = Protocol(
+    name="leave-one-out retrieval over one split",
+    distance="L2 (squared L2 ranks identically)",
+    features="raw: as stored; normalized: unit length (L2 ranking == cosine ranking)",
+    precision_at_k="fraction of the k nearest other images with the query's class",
+    recall_at_k="1 if any of the k nearest other images has the query's class",
+    r_precision="precision@R, R = number of other images of the query's class",
+    map_at_r="MAP@R (Musgrave, Belongie, Lim: A Metric Learning Reality Check, ECCV 2020)",
+    knn_top1="majority vote of the 20 nearest, ties broken by nearest; all queries",
+    excluded="queries with R = 0 are excluded from precision/recall/R-precision/MAP@R",
+    note="This kNN@20 is leave-one-out within the split; the DINO-style weighted kNN on disjoint database and "
+         "queries is --holdout or --database-split/--query-split (in the report)",
+)
 
 
 @dataclass
@@ -115,7 +117,8 @@ class Metrics:
     r_precision: float
     map_at_r: float
     knn_top1: float
-    extra: Dict = field(default_factory=dict)
+    excluded_singletons: int = 0   # queries with R = 0
+    k_searched: int = 0
     per_query: Optional[PerQuery] = None
 
 
@@ -158,7 +161,7 @@ def retrieval_metrics(neigh: Neighbours, labels: np.ndarray, ks: Sequence[int], 
     per_query = PerQuery(valid, prec_q, hit_q, rprec_q, ap, knn_correct)
     return Metrics(n=n, n_queries=nq, precision=precision, recall=recall, r_precision=_mean(rprec_q),
                    map_at_r=_mean(ap), knn_top1=float(knn_correct.mean()),
-                   extra={"excluded_singletons": int(n - nq), "k_searched": K}, per_query=per_query)
+                   excluded_singletons=int(n - nq), k_searched=K, per_query=per_query)
 
 
 def _mean(values: np.ndarray) -> float:

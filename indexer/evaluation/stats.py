@@ -6,27 +6,13 @@ resample the same queries for both models, which removes the between-query varia
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Dict, Optional
+from typing import Optional
 
 import numpy as np
 
+from indexer.evaluation.document import CONFIDENCE, Interval, McNemar
+
 DEFAULT_RESAMPLES = 2000
-CONFIDENCE = 0.95
-
-
-@dataclass
-class Interval:
-    mean: float
-    low: float
-    high: float
-    n: int
-
-    def excludes_zero(self) -> bool:
-        return self.low > 0 or self.high < 0
-
-    def to_dict(self) -> Dict:
-        return asdict(self)
 
 
 def bootstrap_means(values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
@@ -49,11 +35,11 @@ def bootstrap_ci(values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed:
     """Mean of ``values`` with its percentile-bootstrap interval (as ``scipy.stats.bootstrap(method='percentile')``)."""
     v = np.asarray(values, dtype=np.float64)
     if len(v) == 0:
-        return Interval(float("nan"), float("nan"), float("nan"), 0)
+        return Interval(float("nan"), float("nan"), float("nan"), 0, confidence)
     means = bootstrap_means(v, n_resamples, seed)[:, 0]
     alpha = (1 - confidence) / 2
     low, high = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
-    return Interval(float(v.mean()), float(low), float(high), len(v))
+    return Interval(float(v.mean()), float(low), float(high), len(v), confidence)
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
@@ -64,18 +50,6 @@ def paired_difference(a: np.ndarray, b: np.ndarray, n_resamples: int = DEFAULT_R
     if a.shape != b.shape:
         raise ValueError(f"paired values need the same queries: {a.shape} vs {b.shape}")
     return bootstrap_ci(a - b, n_resamples, seed, confidence)
-
-
-@dataclass
-class McNemar:
-    only_a: int          # queries A gets right and B wrong
-    only_b: int
-    both: int
-    neither: int
-    p_value: float       # exact two-sided binomial test on the discordant queries
-
-    def to_dict(self) -> Dict:
-        return asdict(self)
 
 
 def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> McNemar:
@@ -92,10 +66,10 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> McNemar:
 def compare_sentence(a: str, b: str, metric: str, diff: Interval, p_value: Optional[float] = None,
                      better: str = "retrieves better than") -> str:
     """One plain sentence: which model is ahead on ``metric`` and by how much, or no significant difference."""
-    ci = f"95% CI {diff.low:.3f}–{diff.high:.3f}"
+    ci = f"{diff.level:.0%} CI {diff.low:.3f}–{diff.high:.3f}"
     p = f", p = {p_value:.2g}" if p_value is not None else ""
     if not diff.excludes_zero() or (p_value is not None and p_value >= 0.05):
         return f"No significant difference between {a} and {b} on {metric} ({a} − {b} = {diff.mean:+.3f}, {ci}{p})."
     if diff.mean > 0:
         return f"{a} {better} {b} on {metric} by {diff.mean:.3f} ({ci}{p})."
-    return f"{b} {better} {a} on {metric} by {-diff.mean:.3f} (95% CI {-diff.high:.3f}–{-diff.low:.3f}{p})."
+    return f"{b} {better} {a} on {metric} by {-diff.mean:.3f} ({diff.level:.0%} CI {-diff.high:.3f}–{-diff.low:.3f}{p})."

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from app.backend import Backend, Query, Settings, safe_image_path
+from app.backend import Backend, Query, AppSettings, safe_image_path
 from conftest import free_port, make_tiny_layout
 from embed.sources.imaging import BadImage
 from embed.common.identity import EmbeddingKey
@@ -37,7 +37,7 @@ def test_app_queries_while_another_model_builds_through_serve(tmp_path):
     try:
         first = run(build_cmd(root, tmp_path / "emb", uri), cwd=tmp_path)
         assert first.returncode == 0, first.stderr[-2000:]
-        backend = Backend(Settings(uri=uri, data_root=str(root), split="val"))
+        backend = Backend(AppSettings(uri=uri, data_root=str(root), split="val"))
         assert list(backend.collections) == [MODEL]
         query = backend.query_for_row({"id": 0, "relpath": "images/val_0.JPEG", "class_id": "n01440764"})
 
@@ -150,7 +150,7 @@ def test_crafted_stored_paths_are_not_opened_by_the_app(tmp_path, monkeypatch):
     store.flush(name)
     meta.complete, meta.rows = True, 4
     store.set_meta(name, meta)
-    backend = Backend(Settings(uri=uri, data_root=str(root), split="val"))
+    backend = Backend(AppSettings(uri=uri, data_root=str(root), split="val"))
     opened = []
     import app.backend as ab
     real = ab.load_rgb
