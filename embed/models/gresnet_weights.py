@@ -49,33 +49,18 @@ def cached_checkpoint() -> Optional[Path]:
     return path if path.is_file() else None
 
 
-def source_reachable(timeout: float = 3.0) -> bool:
-    """Whether the download host answers a TCP connect (DNS included) within ``timeout``."""
-    url = urlparse(source_url())
-    try:
-        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
-                                      timeout=timeout):
-            return True
-    except (OSError, TypeError):
-        return False
-
-
 def validate_checkpoint(path: Path) -> None:
-    """Raise DownloadError unless ``path`` is a checkpoint that fits GResNet-50."""
-    import timm
-    from timm.models import load_state_dict
-    from embed.models.checkpoint_mapping import fit_state_dict
+    """Raise DownloadError unless ``path`` is a checkpoint that fits GResNet-50 (read and fitted as every file is)."""
+    from embed.models.registry import REGISTRY
+    from embed.models.weights import WeightsUnavailable, load_file
     if looks_like_html(path):
         raise DownloadError("the server sent a web page instead of the checkpoint (Google Drive's quota, "
                             "virus-scan or sign-in page)")
     try:
-        state = load_state_dict(str(path), use_ema=True)
-    except Exception as e:  # truncated zip, not a torch file, foreign pickle classes
-        raise DownloadError(f"the downloaded file is not a readable checkpoint ({type(e).__name__}: "
-                            f"{str(e)[:160]}); truncated or damaged") from None
-    try:
-        fit_state_dict(state, timm.create_model(ARCHITECTURE), "downloaded GResNet checkpoint",
-                       skip_target=("pad_value",))
+        load_file(REGISTRY["gresnet"], path)
+    except WeightsUnavailable as e:  # truncated zip, not a torch file, foreign pickle classes
+        raise DownloadError(f"the downloaded file is not a readable checkpoint ({str(e)[:200]}); truncated or "
+                            f"damaged") from None
     except CheckpointMismatchError as e:
         raise DownloadError(str(e)) from None
 
