@@ -111,12 +111,12 @@ def cmd_extract(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from embed.models.accuracy_check import CheckConfig, run_check, save_check
-    result = run_check(CheckConfig(
+    from embed.models.accuracy_check import AccuracyCheckConfig, measure_accuracy, save_accuracy
+    result = measure_accuracy(AccuracyCheckConfig(
         model=args.model, split=args.split, data_root=resolve_data_root(args), limit=args.limit, checkpoint=args.checkpoint,
         random_init=args.random_init, batch_size=args.batch_size, workers=args.workers, device=args.device,
         progress=not args.no_progress))
-    path = save_check(result, args.out)
+    path = save_accuracy(result, args.out)
     if args.json:
         print(json.dumps({**asdict(result), "saved": str(path)}, indent=1))
     else:

@@ -187,7 +187,7 @@ def cmd_build(args) -> int:
     from embed.models.registry import WeightsUnavailable
     from indexer.build import build
     store = _store(args)
-    store.check_writable()  # before minutes of extraction, not after
+    store.ensure_writable()  # before minutes of extraction, not after
     resolve_data_root(args)  # download a named --dataset once, before the first model
     built = 0
     for model in _models_for_build(args):

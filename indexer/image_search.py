@@ -65,8 +65,7 @@ def search_images(store: VectorStore, coll: IndexedCollection, embedder: QueryEm
         chunk = paths[start:start + EMBED_CHUNK]
         loaded = [_load(p) for p in chunk]
         good = [(p, im) for p, (im, _) in zip(chunk, loaded) if im is not None]
-        vectors = embedder.embed([im for _, im in good]) if good else None
-        hits = iter(store.search(coll.name, vectors, k=k, n_rows=n_rows) if good else [])
+        hits = iter(store.search(coll.name, embedder.embed([im for _, im in good]), k=k, n_rows=n_rows) if good else [])
         for p, (im, err) in zip(chunk, loaded):
             answers.append(QueryAnswer(str(p), error=err) if im is None else QueryAnswer(str(p), next(hits)))
     return answers

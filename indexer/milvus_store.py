@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 from embed.common import settings
 from embed.common.identity import EmbeddingKey, InvalidName, VectorSetIdentity, validate_collection_name
@@ -222,7 +223,7 @@ class VectorStore:
                     f"to every command and to the app.") from None
             raise StoreError(f"could not open Milvus Lite at {self.uri}: {e}") from None
 
-    def check_writable(self) -> None:
+    def ensure_writable(self) -> None:
         """Fail now, with the reason, if this database cannot take writes (before a build spends minutes extracting)."""
         probe = f"retrieval_write_probe_{os.getpid()}"
         self.drop(probe)  # left over by a killed run that had the same pid
@@ -438,7 +439,7 @@ class VectorStore:
     # search -------------------------------------------------------------------------------------
 
     def search(self, name: str, queries: np.ndarray, k: int = 10, n_rows: Optional[int] = None,
-               exclude_self_ids: Optional[Sequence[int]] = None, consistency: Optional[str] = None
+               exclude_self_ids: Optional[npt.ArrayLike] = None, consistency: Optional[str] = None
                ) -> List[List[Dict]]:
         """Top-k by squared L2 (as Milvus reports it), with id, class_id, relpath and distance.
 
@@ -460,6 +461,7 @@ class VectorStore:
         per_query = max(1, (n_rows or 1) * queries.shape[1] * 4 * 3)
         group = max(1, min(len(queries), self.search_budget_bytes // per_query, 1024))
         extra = {"consistency_level": consistency} if consistency else {}
+        excluded = None if exclude_self_ids is None else np.asarray(exclude_self_ids, dtype=np.int64)
         out: List[List[Dict]] = []
         for start in range(0, len(queries), group):
             chunk = queries[start:start + group]
@@ -470,8 +472,8 @@ class VectorStore:
                 rows = [{"id": int(h["id"]), "distance": float(h["distance"]),
                          "class_id": h["entity"].get("class_id"), "relpath": h["entity"].get("relpath")}
                         for h in hits]
-                if exclude_self_ids is not None:
-                    own = int(exclude_self_ids[start + qi])
+                if excluded is not None:
+                    own = int(excluded[start + qi])
                     rows = [r for r in rows if r["id"] != own]
                 out.append(rows[:k])
         return out

@@ -7,7 +7,7 @@ import pytest
 import timm
 import torch
 
-from embed.models.accuracy_check import CheckConfig, run_check
+from embed.models.accuracy_check import AccuracyCheckConfig, measure_accuracy
 from embed.cli import main
 from conftest import _jpeg, write_files
 
@@ -34,7 +34,7 @@ def test_random_weights_score_near_chance(tiny_root, tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "random_lite0.pth"
     torch.save(timm.create_model("tf_efficientnet_lite0").state_dict(), path)
-    result = run_check(CheckConfig("effnet-lite0", "val", tiny_root, limit=100, checkpoint=path, workers=0,
+    result = measure_accuracy(AccuracyCheckConfig("effnet-lite0", "val", tiny_root, limit=100, checkpoint=path, workers=0,
                                    progress=False))
     assert result.weights_source == "checkpoint" and result.n == 100
     assert result.top1 < 0.03 and result.top5 < 0.08

@@ -41,8 +41,8 @@ def small_real(tmp_path_factory):
         build(ExtractConfig(model=model, split="val", data_root=root, out=base / "emb", random_init=True, workers=0,
                             batch_size=32, progress=False), store, progress=False)
     # `python -m embed check` result for one model (its contract: check.json beside the embeddings manifest)
-    from embed.models.accuracy_check import check_path
-    check = check_path(base / "emb", "effnet-lite0", "tiny12", "val")
+    from embed.models.accuracy_check import accuracy_path
+    check = accuracy_path(base / "emb", "effnet-lite0", "tiny12", "val")
     check.parent.mkdir(parents=True, exist_ok=True)
     check.write_text(json.dumps({"model": "effnet-lite0", "dataset": "tiny12", "split": "val", "n": 180,
                                  "top1": 0.61, "top5": 0.83, "weights_source": "package",

@@ -15,6 +15,8 @@ the decode mode is part of the embeddings' identity.
 """
 from __future__ import annotations
 
+import functools
+
 import io
 import re
 import warnings
@@ -114,6 +116,7 @@ def read_encoded(path, position: int, max_pixels: int) -> Encoded:
 
 def decode_in_worker(enc: Encoded) -> Encoded:
     """Decode a JPEG item to pixels on the CPU (the model's device is the CPU: decoding scales with workers)."""
+    assert enc.jpeg is not None, "only JPEG items are decoded here"
     img, reason = decode_jpegs([enc.jpeg], torch.device("cpu"))[0]
     if img is None:
         raise BadImage(reason)
@@ -133,6 +136,11 @@ def collate_encoded(items):
     return good, bad
 
 
+def _resize_clamped(x: torch.Tensor, size, interpolation, max_size) -> torch.Tensor:
+    # PIL resizes uint8 and saturates; clamping keeps bicubic overshoot out of the same range
+    return TF.resize(x, size, interpolation, max_size, antialias=True).clamp_(0, 1)
+
+
 def tensor_transform(transform: T.Compose) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model's PIL eval transform as batched tensor ops on float images in [0, 1].
 
@@ -143,8 +151,7 @@ def tensor_transform(transform: T.Compose) -> Callable[[torch.Tensor], torch.Ten
     for t in getattr(transform, "transforms", [transform]):
         if isinstance(t, T.Resize):
             size, interp, max_size = t.size, t.interpolation, t.max_size
-            # PIL resizes uint8 and saturates; clamping keeps bicubic overshoot out of the same range
-            steps.append(lambda x, s=size, i=interp, m=max_size: TF.resize(x, s, i, m, antialias=True).clamp_(0, 1))
+            steps.append(functools.partial(_resize_clamped, size=size, interpolation=interp, max_size=max_size))
         elif isinstance(t, (T.CenterCrop, T.Normalize)):
             steps.append(t)
         elif type(t).__name__ in ("ToTensor", "MaybeToTensor"):
@@ -195,11 +202,12 @@ class DeviceDecoder:
 
     def __call__(self, items: List[Encoded], bad: List[Tuple[int, str]]):
         bad = list(bad)
-        jpegs = [e for e in items if e.jpeg is not None]
-        decoded = dict(zip((e.position for e in jpegs), decode_jpegs([e.jpeg for e in jpegs], self.device))) if jpegs else {}
+        jpegs = [(e.position, e.jpeg) for e in items if e.jpeg is not None]
+        decoded = dict(zip((p for p, _ in jpegs), decode_jpegs([j for _, j in jpegs], self.device))) if jpegs else {}
         images: List[Tuple[int, torch.Tensor]] = []
         for e in items:
             if e.jpeg is None:
+                assert e.pixels is not None, "a worker hands over bytes or pixels"
                 images.append((e.position, e.pixels.to(self.device, non_blocking=True)))
                 continue
             img, reason = decoded[e.position]
@@ -210,7 +218,7 @@ class DeviceDecoder:
         if not images:
             return torch.zeros(0, dtype=torch.int64), None, bad
         # images of one size resize together; the usual dataset has few distinct sizes per batch
-        out: List[Optional[torch.Tensor]] = [None] * len(images)
+        out: List[torch.Tensor] = [torch.empty(0)] * len(images)
         by_size: dict = {}
         for i, (_, img) in enumerate(images):
             by_size.setdefault(tuple(img.shape), []).append(i)

@@ -82,6 +82,7 @@ class ImageReader:
         return f"decode={self.decode} ({where})"
 
     def _loader(self, positions: Sequence[int]) -> DataLoader:
+        load: Callable[..., object]
         if self.decoder is None:
             load = partial(load_transformed, transform=self.transform, max_pixels=self.max_pixels)
             collate = collate_skipping

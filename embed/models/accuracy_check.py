@@ -27,7 +27,7 @@ CHECK_FILE = "check.json"
 
 
 @dataclass
-class CheckConfig:
+class AccuracyCheckConfig:
     model: str
     split: str
     data_root: Path
@@ -41,7 +41,7 @@ class CheckConfig:
 
 
 @dataclass
-class CheckResult:
+class AccuracyResult:
     model: str
     dataset: str
     split: str
@@ -64,7 +64,7 @@ def imagenet_index() -> Dict[str, int]:
     return {synset: i for i, synset in enumerate(ImageNetInfo().label_names())}
 
 
-def run_check(cfg: CheckConfig) -> CheckResult:
+def measure_accuracy(cfg: AccuracyCheckConfig) -> AccuracyResult:
     from tqdm import tqdm
     from embed.extraction.embedder import default_workers, resolve_device
     from embed.sources.imaging import DEFAULT_MAX_PIXELS
@@ -99,7 +99,7 @@ def run_check(cfg: CheckConfig) -> CheckResult:
             bar.update(len(batch_positions) + len(bad))
     if n == 0:
         raise DatasetError(f"none of the {len(positions)} images in {images.split_dir} could be read")
-    return CheckResult(
+    return AccuracyResult(
         model=cfg.model, dataset=images.dataset_name, split=images.split, n=n, top1=top1 / n, top5=top5 / n,
         weights_source=loaded.weights.source, weights_fingerprint=loaded.weights.fingerprint,
         timm_name=loaded.spec.timm_name, data_root=str(images.data_root),
@@ -107,12 +107,12 @@ def run_check(cfg: CheckConfig) -> CheckResult:
         seconds=round(time.perf_counter() - start, 2))
 
 
-def check_path(out: Path, model: str, dataset: str, split: str) -> Path:
+def accuracy_path(out: Path, model: str, dataset: str, split: str) -> Path:
     """Where a check's result lives: beside the model's embeddings manifest for the same data."""
     return EmbeddingKey(model, dataset, split).folder(out) / CHECK_FILE
 
 
-def save_check(result: CheckResult, out: Path) -> Path:
-    path = check_path(out, result.model, result.dataset, result.split)
+def save_accuracy(result: AccuracyResult, out: Path) -> Path:
+    path = accuracy_path(out, result.model, result.dataset, result.split)
     atomic_write_bytes(path, json.dumps(asdict(result), indent=1).encode())
     return path

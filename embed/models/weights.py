@@ -145,15 +145,17 @@ class DownloadedWeights(WeightsSource):
         return spec.download is not None
 
     def availability(self, spec: "ModelSpec") -> Availability:
-        cached = spec.download.cached()
+        assert spec.download is not None
+        cached, source = spec.download.cached(), spec.download.source()
         if cached is not None:
             return Availability(True, True, f"download cache ({cached})")
-        if host_reachable(spec.download.source()):
-            return Availability(False, True, f"downloads on first use ({spec.download.source()})")
-        return Availability(False, False, f"no weights here and {spec.download.source()} is unreachable: connect to "
+        if host_reachable(source):
+            return Availability(False, True, f"downloads on first use ({source})")
+        return Availability(False, False, f"no weights here and {source} is unreachable: connect to "
                                           f"the internet once (the file is then cached), {manual_route(spec)}")
 
     def load(self, spec, create_kwargs):
+        assert spec.download is not None
         try:
             path = spec.download.cached() or spec.download.fetch()
         except DownloadError as e:

@@ -102,11 +102,14 @@ def load_split(data_root, split: str, limit: Optional[int] = None) -> ImageList:
         raise DatasetError(f"split {split!r} not found under {data_root}{hint}")
 
     if (split_dir / "images").is_dir() and (split_dir / TINY_ANNOTATIONS).is_file():
-        layout, pairs, skipped = "tiny-imagenet", *_tiny_imagenet(split_dir)
+        layout = "tiny-imagenet"
+        pairs, skipped = _tiny_imagenet(split_dir)
     elif (solution := _find_imagenet_solution(data_root, split_dir)) is not None:
-        layout, pairs, skipped = "imagenet-val", *_imagenet_flat(split_dir, solution)
+        layout = "imagenet-val"
+        pairs, skipped = _imagenet_flat(split_dir, solution)
     else:
-        layout, pairs, skipped = "imagefolder", *_image_folder(split_dir)
+        layout = "imagefolder"
+        pairs, skipped = _image_folder(split_dir)
     pairs.sort()
     records = [ImageRecord(i, rel, cls) for i, (rel, cls) in enumerate(pairs)]
     if not records:
@@ -222,7 +225,9 @@ def _image_folder(split_dir: Path):
 @functools.lru_cache(maxsize=1)
 def _imagenet_descriptions() -> Dict[str, str]:
     from timm.data import ImageNetInfo
-    return ImageNetInfo().label_descriptions(as_dict=True)
+    descriptions = ImageNetInfo().label_descriptions(as_dict=True)
+    assert isinstance(descriptions, dict)
+    return descriptions
 
 
 def class_name(class_id: str) -> str:

@@ -29,10 +29,10 @@ def appearance(path: Path) -> Appearance:
     from skimage.color import rgb2lab
     from embed.sources.imaging import load_rgb
     image = load_rgb(path)
-    small = np.asarray(image.resize((64, 64), Image.BILINEAR), dtype=np.float64) / 255.0
+    small = np.asarray(image.resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float64) / 255.0
     lab = rgb2lab(small).reshape(-1, 3)
     hist, _ = np.histogramdd(lab, bins=BINS, range=LAB_RANGE)
-    grey = np.asarray(image.convert("L").resize((THUMB, THUMB), Image.BILINEAR), dtype=np.float64) / 255.0
+    grey = np.asarray(image.convert("L").resize((THUMB, THUMB), Image.Resampling.BILINEAR), dtype=np.float64) / 255.0
     return Appearance((hist / hist.sum()).ravel(), grey)
 
 

@@ -361,7 +361,7 @@ def _build(tp: Any, data: Any) -> Any:
     if origin in (dict, Dict):
         _, item = typing.get_args(tp)
         return {k: _build(item, v) for k, v in data.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp, vars(sys.modules[tp.__module__]))
         names = {f.name for f in dataclasses.fields(tp)}
         return tp(**{k: _build(hints[k], v) for k, v in data.items() if k in names})

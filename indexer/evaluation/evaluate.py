@@ -96,13 +96,14 @@ def evaluate_runs(cfg: EvalConfig, store: VectorStore) -> Tuple[Evaluation, List
                                                            dino.protocol, round(dino.seconds, 2)))
             stored_variant = "normalized" if meta.normalized else "raw"
             if cfg.milvus_check:
-                result.milvus_check = _milvus_check(store, name, neigh, ids, feats, class_ids, relpaths, cfg,
+                result.milvus_check = _cross_check_in_milvus(store, name, neigh, ids, feats, class_ids, relpaths, cfg,
                                                     scratch=variant != stored_variant)
             if cfg.time_naive and variant == stored_variant:
                 result.naive = _time_naive(store, name, ids, feats, labels, k, seconds, cfg)
             log.info("%s/%s: P@1 %.4f  MAP@R %.4f  kNN %.4f  (%.1f s exact)", model, variant,
                      m.precision.get("1", float("nan")), m.map_at_r, m.knn_top1, seconds)
             results.append(result)
+            assert m.per_query is not None  # retrieval_metrics always keeps them
             runs.append(Run(model, variant, ids, class_ids, relpaths, labels, neigh, m.per_query,
                             None if dino is None else dino.correct))
     protocol = replace(PROTOCOL, split=cfg.split, dataset=cfg.dataset, ks=list(cfg.ks), knn_k=cfg.knn_k,
@@ -139,7 +140,7 @@ def _dino_knn(cfg: EvalConfig, store: VectorStore, model: str, vectors: np.ndarr
     return None
 
 
-def _milvus_check(store: VectorStore, name: str, neigh, ids: np.ndarray, feats: np.ndarray, class_ids, relpaths,
+def _cross_check_in_milvus(store: VectorStore, name: str, neigh, ids: np.ndarray, feats: np.ndarray, class_ids, relpaths,
                   cfg: EvalConfig, scratch: bool = False) -> MilvusCheck:
     """N random queries searched in Milvus; Milvus and the exact lists must both equal the float64 truth.
 
@@ -152,6 +153,7 @@ def _milvus_check(store: VectorStore, name: str, neigh, ids: np.ndarray, feats: 
     if scratch:
         target = f"{name}__xcheck"
         stored = store.meta(name)
+        assert stored is not None  # evaluate_runs found it
         meta = replace(stored, identity=stored.identity.with_normalized(not stored.normalized), complete=False)
         store.drop(target)
         store.ensure_collection(target, meta)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from indexer.evaluation.document import Protocol
@@ -180,13 +181,13 @@ def knn_predict(neighbour_labels: np.ndarray) -> np.ndarray:
 TIE_RTOL = 1e-6   # float32 rounding: distances closer than this are ties, and tied items may come in any order
 
 
-def true_neighbours(vectors: np.ndarray, rows: Sequence[int], k: int, block: int = 8192) -> Neighbours:
+def true_neighbours(vectors: np.ndarray, query_rows: npt.ArrayLike, k: int, block: int = 8192) -> Neighbours:
     """Float64 brute force for a few query rows (self excluded): the ground truth for cross-checks.
 
     The database is converted to float64 a block at a time, so memory stays near one block plus
     queries x rows distances. Expanded in float64, |x|^2 + |q|^2 - 2 q.x keeps about 1e-12 relative accuracy
     at these norms, far below the 1e-6 that separates ties."""
-    rows = np.asarray(rows, dtype=np.int64)
+    rows = np.asarray(query_rows, dtype=np.int64)
     q = np.asarray(vectors[rows], dtype=np.float64)
     d = np.empty((len(rows), len(vectors)), np.float64)
     for start in range(0, len(vectors), block):
@@ -198,30 +199,31 @@ def true_neighbours(vectors: np.ndarray, rows: Sequence[int], k: int, block: int
     return Neighbours(order, np.take_along_axis(d, order, 1))
 
 
-def same_up_to_ties(got: Sequence[int], truth_index: np.ndarray, truth_distance: np.ndarray, vectors: np.ndarray,
+def same_up_to_ties(got: npt.ArrayLike, truth_index: np.ndarray, truth_distance: np.ndarray, vectors: np.ndarray,
                     query: int, rtol: float = TIE_RTOL) -> bool:
     """True if ``got`` (row indices) is the true top-k list, except for swaps between items whose true
     distances are equal within ``rtol`` (relative). Positions are compared one by one: an item may stand in
     for another only at the same true distance, so a missed or extra neighbour always fails."""
-    got = np.asarray(got, dtype=np.int64)
+    rows = np.asarray(got, dtype=np.int64)
     k = len(truth_index)
-    if len(got) != k or len(set(got.tolist())) != k or query in set(got.tolist()):
+    if len(rows) != k or len(set(rows.tolist())) != k or query in set(rows.tolist()):
         return False
-    if np.array_equal(got, truth_index):
+    if np.array_equal(rows, truth_index):
         return True
-    d_got = ((np.asarray(vectors[got], np.float64) - np.asarray(vectors[query], np.float64)) ** 2).sum(1)
+    d_got = ((np.asarray(vectors[rows], np.float64) - np.asarray(vectors[query], np.float64)) ** 2).sum(1)
     scale = np.maximum(np.abs(truth_distance), np.abs(d_got))
     return bool(np.all(np.abs(d_got - truth_distance) <= rtol * scale))
 
 
-def compare_with_milvus(exact: Neighbours, query_rows: Sequence[int], milvus_hits: List[List[Dict]], ids: np.ndarray,
+def compare_with_milvus(exact: Neighbours, query_rows: npt.ArrayLike, milvus_hits: List[List[Dict]], ids: np.ndarray,
                         vectors: np.ndarray, rtol: float = TIE_RTOL) -> Tuple[int, List[Dict]]:
     """How many neighbour lists, from Milvus and from the exact computation, both equal the float64 truth
     (ties within ``rtol`` aside); and the disagreements. ``ids`` must be sorted (row i holds ids[i])."""
     k = min(len(h) for h in milvus_hits) if milvus_hits else 0
-    truth = true_neighbours(vectors, query_rows, k)
+    rows = np.asarray(query_rows, dtype=np.int64)
+    truth = true_neighbours(vectors, rows, k)
     agree, bad = 0, []
-    for j, (row, hits) in enumerate(zip(query_rows, milvus_hits)):
+    for j, (row, hits) in enumerate(zip(rows, milvus_hits)):
         got_rows = np.searchsorted(ids, [h["id"] for h in hits[:k]])
         ok_milvus = same_up_to_ties(got_rows, truth.index[j], truth.distance[j], vectors, row, rtol)
         ok_exact = same_up_to_ties(exact.index[row, :k], truth.index[j], truth.distance[j], vectors, row, rtol)

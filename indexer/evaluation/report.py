@@ -82,7 +82,7 @@ def _pair_values(run: Run, key: str, k: Optional[str]) -> np.ndarray:
     return getattr(run.per_query, key)[k] if k else getattr(run.per_query, key)
 
 
-def check_aligned(runs: Sequence[Run]) -> None:
+def require_same_images(runs: Sequence[Run]) -> None:
     first = runs[0]
     for r in runs[1:]:
         if not np.array_equal(r.ids, first.ids) or list(r.class_ids) != list(first.class_ids):
@@ -208,8 +208,8 @@ def _appearance_sentence(model: str, measure: str, value: Interval, diff: Interv
 def read_check(embeddings: Path, model: str, dataset: str, split: str) -> Optional[AccuracyCheck]:
     """The ``python -m embed check`` result for a model, where one was saved (check.json beside the manifest)."""
     import json
-    from embed.models.accuracy_check import check_path
-    path = check_path(Path(embeddings), model, dataset, split)
+    from embed.models.accuracy_check import accuracy_path
+    path = accuracy_path(Path(embeddings), model, dataset, split)
     if not path.is_file():
         return None
     try:
@@ -405,7 +405,7 @@ def build_report(evaluation: Evaluation, runs: Sequence[Run], cfg: ReportConfig)
     proto = evaluation.protocol
     variant = runs[0].features
     primary = [r for r in runs if r.features == variant]
-    check_aligned(primary)
+    require_same_images(primary)
     log.info("report: confidence intervals (%d resamples)", cfg.resamples)
     all_intervals = [intervals(r, cfg.resamples, cfg.seed) for r in runs]
     primary_intervals = [mi for mi in all_intervals if mi.features == variant]
