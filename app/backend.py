@@ -18,7 +18,7 @@ from PIL import Image
 from embed.sources.datasets import class_name
 from embed.sources.imaging import BadImage, load_rgb, read_bytes_capped
 from embed.common import settings
-from embed.models.registry import BLOG_MODELS, REGISTRY
+from embed.models.catalog import BLOG_MODELS, REGISTRY
 from indexer.catalog import IndexedCollection, indexed_collections
 from indexer.milvus_store import DEFAULT_URI, StoreError, VectorStore
 from indexer.query_embedding import QueryEmbedder

@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
-from embed.common.cli_args import (add_compute_arguments, add_data_arguments, add_weights_arguments, extract_config,
-                                   positive_int, resolve_data_root, run_cli)
+from embed.common.cli_args import (add_compute_arguments, add_data_arguments, add_weights_arguments, check_inputs,
+                                   extract_config, positive_int, resolve_data_root, run_cli)
 from embed.common.settings import DEFAULT_EMBEDDINGS
 
 # Nothing heavy is imported at module level: `--help` and argument errors are answered without torch,
@@ -65,13 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_models(args) -> int:
-    from embed.models.registry import REGISTRY, weights_available
-    import timm
+    from embed.models.catalog import REGISTRY, weights_available  # the catalogue: no torch, no timm
     rows = []
     for name, spec in REGISTRY.items():
         available, where = weights_available(name)
-        cfg = timm.models.get_pretrained_cfg(spec.timm_name)
-        size = cfg.input_size[-1] if cfg else "?"
+        size = spec.input_size or "?"
         rows.append({"name": name, "timm": spec.timm_name, "dim": spec.dim, "input_size": size,
                      "weights_here": available, "weights": where, "title": spec.title})
     if args.json:
@@ -86,6 +84,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_extract(args) -> int:
+    check_inputs(args)  # before torch loads with the modules below
     from embed.extraction import distributed
     from embed.extraction.embedder import build_embedder, default_batch_size
     from embed.extraction.extract import extract
@@ -111,6 +110,7 @@ def cmd_extract(args) -> int:
 
 
 def cmd_check(args) -> int:
+    check_inputs(args)
     from embed.models.accuracy_check import CheckConfig, run_check, save_check
     result = run_check(CheckConfig(
         model=args.model, split=args.split, data_root=resolve_data_root(args), limit=args.limit, checkpoint=args.checkpoint,

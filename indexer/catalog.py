@@ -30,8 +30,8 @@ def indexed_collections(store: VectorStore) -> List[IndexedCollection]:
 
 
 def find_collection(store: VectorStore, model: str, split: str, dataset: Optional[str] = None) -> IndexedCollection:
-    from embed.models.registry import get_spec
-    get_spec(model)  # unknown model -> the list of valid names
+    from embed.models.catalog import check_model_name
+    check_model_name(model)  # unknown model -> the list of valid names
     everything = indexed_collections(store)
     matches = [c for c in everything if c.meta.key.matches(model, split, dataset)]
     if len(matches) == 1:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from embed.common.cli_args import (add_compute_arguments, add_data_arguments, add_weights_arguments, extract_config,
-                       non_negative_int, port_number, positive_int, positive_int_list, run_cli)
+                                   non_negative_int, port_number, positive_int, positive_int_list, run_cli)
 from embed.common.settings import DEFAULT_EMBEDDINGS
 
 from indexer.milvus_store import DEFAULT_TOKEN, DEFAULT_URI, StoreError, VectorStore
@@ -183,12 +183,13 @@ def _models_for_build(args) -> List[str]:
 
 def cmd_build(args) -> int:
     """Exit 0 when at least one model was built (``all`` skips the ones without weights), 2 when none was."""
-    from embed.common.cli_args import resolve_data_root
-    from embed.models.registry import WeightsUnavailable
-    from indexer.build import build
+    from embed.common.cli_args import check_inputs, resolve_data_root
+    from embed.models.catalog import WeightsUnavailable
+    check_inputs(args, all_allowed=True)  # names, paths and the split: in a moment, before the store or a model is opened
     store = _store(args)
     store.check_writable()  # before minutes of extraction, not after
     resolve_data_root(args)  # download a named --dataset once, before the first model
+    from indexer.build import build
     built = 0
     for model in _models_for_build(args):
         cfg = extract_config(args, model=model)
@@ -249,8 +250,8 @@ def cmd_search(args) -> int:
     paths = expand_query_paths(args.image)
     if not paths:
         raise StoreError(f"no query images in {' '.join(str(p) for p in args.image)}")
-    emb = QueryEmbedder.for_collection(coll.meta, args.checkpoint, args.device)
-    answers = search_images(store, coll, emb, paths, args.k)
+    answers = search_images(store, coll, lambda: QueryEmbedder.for_collection(coll.meta, args.checkpoint, args.device),
+                            paths, args.k)
     for a in answers:
         for h in a.hits:
             h["class_name"] = class_name(h["class_id"] or "")

