@@ -18,6 +18,7 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the 
 
 import streamlit as st  # noqa: E402
 
+from app import navigation  # noqa: E402
 from app.backend import Settings  # noqa: E402
 from indexer.evaluation.sections import agreement_table, ci_text  # noqa: E402
 from indexer.milvus_store import StoreError, VectorStore  # noqa: E402
@@ -116,8 +117,8 @@ def disagreement_browser(doc: dict, folder: Path) -> None:
     gallery = next(g for g in galleries if g["query_id"] == chosen)
     st.image(str(folder / "galleries" / gallery["png"]), caption="query, then each model's top 5 (green: hit, red: miss)")
     if st.button("Open side by side", key="open_side_by_side"):
-        # app/main.py reads ?query_id=N and opens that indexed image (its hook for this page)
-        st.switch_page("main.py", query_params={"query_id": str(chosen)})
+        # the Search page reads ?query_id=N and opens that indexed image (its hook for this page)
+        navigation.switch_to_search(query_params={"query_id": str(chosen)})
 
 
 def main() -> None:

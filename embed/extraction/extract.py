@@ -20,7 +20,7 @@ from embed.extraction import distributed
 from embed.sources.datasets import ImageList, load_split
 from embed.extraction.device_decode import resolve_decode, transform_upsamples
 from embed.extraction.embedder import Embedder, build_embedder, default_batch_size, default_workers
-from embed.sources.imaging import DEFAULT_MAX_PIXELS
+from embed.sources.imaging import MAX_IMAGE_PIXELS
 from embed.common.identity import EmbeddingKey, VectorSetIdentity
 from embed.extraction.reader import ImageReader
 from embed.common.settings import DEFAULT_DATA_ROOT, DEFAULT_EMBEDDINGS
@@ -47,7 +47,7 @@ class ExtractConfig:
     random_init: bool = False
     force: bool = False
     shard_size: int = 1024
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = MAX_IMAGE_PIXELS
     progress: bool = True
 
 
