@@ -144,8 +144,10 @@ def main() -> None:
                f"features · {doc['bootstrap']['resamples']} bootstrap resamples")
     missing = sorted(set(in_db) - set(in_report))
     if missing:
-        st.info(f"In the database but not in this report: {', '.join(missing)}. Rerun `python -m indexer evaluate "
-                f"--report {folder}` with them in --models.")
+        st.info(f"In the database but not in this report: {', '.join(missing)}. To add them, rerun:")
+        st.code(f"python -m indexer evaluate --split {proto['split']} --models {','.join(in_report + missing)}"
+                f"{' --holdout 0.2' if doc.get('dino_knn') else ''} --uri {settings.uri} --report {folder}",
+                language="bash")
     randoms = sorted({r["model"] for r in doc["results"] if r["random_weights"]})
     if randoms:
         st.error(f"RANDOM weights: {', '.join(randoms)}: their figures measure nothing but chance.")
