@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from PIL import Image
 from embed.sources.datasets import class_name
 from embed.sources.imaging import BadImage, load_rgb, read_bytes_capped
 from embed.common.settings import RetrievalSettings
-from embed.models.registry import BLOG_MODELS, REGISTRY
+from embed.models.catalog import BLOG_MODELS, REGISTRY
+from app.comparison import CollectionImages, Comparison, IndexedImage, build_command
 from indexer.catalog import IndexedCollection, indexed_collections
 from indexer.milvus_store import StoreError, VectorStore
 from indexer.query_embedding import QueryEmbedder
@@ -27,7 +29,6 @@ log = logging.getLogger(__name__)
 
 MAX_UPLOAD_MB = 20                         # Streamlit's "MB" are MiB (it multiplies by 1024 * 1024)
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
-MAX_UPLOAD_PIXELS = 50_000_000
 THUMB = 112
 
 
@@ -75,8 +76,18 @@ class ColumnResult:
     latency_ms: float = 0.0
     hits: List[Hit] = field(default_factory=list)
     precision: Optional[float] = None
+    best_precision: Optional[float] = None   # the highest P@k this collection allows for the query's class
     problem: Optional[str] = None      # why this column has no results
     build_command: Optional[str] = None
+    distance_note: str = ""            # what d² means here, and what it does not
+
+    @property
+    def precision_text(self) -> str:
+        """'0.22 (best possible 0.44)': the value beside the ceiling the collection sets for this query."""
+        if self.precision is None:
+            return ""
+        ceiling = "" if self.best_precision is None else f" (best possible {self.best_precision:.2f})"
+        return f"{self.precision:.2f}{ceiling}"
 
 
 @dataclass
@@ -87,10 +98,22 @@ class Query:
     indexed_id: Optional[int] = None
     label: str = ""
 
+    @property
+    def indexed_image(self) -> Optional[IndexedImage]:
+        """The indexed image this query is, or None for an upload."""
+        if self.indexed_id is None:
+            return None
+        return IndexedImage(self.indexed_id, self.class_id or "", self.label)
+
 
 def model_title(model: str) -> str:
     spec = REGISTRY.get(model)
     return spec.title if spec else model
+
+
+def distance_note(title: str, dim: int) -> str:
+    return (f"d²: squared L2 distance in {title}'s own {dim}-d feature space. Each model has its own scale: "
+            f"compare ranks across columns, not values.")
 
 
 def safe_image_path(data_root: str, split: str, relpath: str) -> Path:
@@ -110,7 +133,7 @@ def safe_image_path(data_root: str, split: str, relpath: str) -> Path:
 def load_upload(data: bytes) -> Image.Image:
     if len(data) > MAX_UPLOAD_BYTES:
         raise BadImage(f"file too large ({len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB)")
-    return load_rgb(data, max_pixels=MAX_UPLOAD_PIXELS)
+    return load_rgb(data)  # the pixel limit and its message are those of every image (embed.sources.imaging)
 
 
 def thumbnail(path: Path, size: int = THUMB) -> Image.Image:
@@ -130,6 +153,7 @@ class Backend:
         self.settings = settings
         self.store = VectorStore(settings.uri, settings.token)
         self._embedders: Dict[str, QueryEmbedder] = {}
+        self._images: Dict[str, CollectionImages] = {}   # by collection name, read once (no vectors)
         self.collections: Dict[str, IndexedCollection] = {}
         self.refresh()
 
@@ -140,6 +164,7 @@ class Backend:
             root = str(Path(self.settings.data_root).expanduser().resolve())
             colls = [c for c in colls if str(Path(c.meta.data_root).resolve()) == root] or colls
         self.collections = {c.meta.model: c for c in colls}
+        self._images.clear()
         if not self.settings.data_root and colls:
             self.settings.data_root = colls[0].meta.data_root
 
@@ -175,23 +200,39 @@ class Backend:
             lines.append(f"{model_title(m)}: {why}")
         return lines
 
-    def reference_collection(self) -> Optional[IndexedCollection]:
-        """The collection that lists the indexed images for picking queries."""
-        for model in list(BLOG_MODELS) + self.available_models():
-            if model in self.collections:
-                return self.collections[model]
-        return None
+    def images(self, model: str) -> Optional[CollectionImages]:
+        """What ``model``'s collection holds (ids, classes, paths), read once per collection; None if not indexed."""
+        coll = self.collections.get(model)
+        if coll is None:
+            return None
+        held = self._images.get(coll.name)
+        if held is None:
+            rows = (r for batch in self.store.iter_rows(coll.name, with_vectors=False) for r in batch)
+            held = self._images[coll.name] = CollectionImages.from_rows(model, model_title(model), coll.meta, rows)
+        return held
 
-    def indexed_rows(self) -> List[Dict]:
-        ref = self.reference_collection()
-        if ref is None:
-            return []
-        rows = [r for batch in self.store.iter_rows(ref.name, with_vectors=False) for r in batch]
-        return sorted(rows, key=lambda r: r["id"])
+    def compare(self, models: Sequence[str]) -> Comparison:
+        """The images every shown, indexed column holds, and how their collections differ."""
+        return Comparison.of([held for m in models if (held := self.images(m)) is not None], self.settings.uri)
+
+    def missing_build_command(self, model: str) -> Optional[str]:
+        """The build that adds ``model`` beside the indexed collections: same data root, same --limit as the
+        largest of them, so that its column compares like with like. None when no data root is known."""
+        if not self.data_root:
+            return None
+        limits = [held.limit for m in self.collections if (held := self.images(m)) is not None]
+        parts = ["python -m indexer build", f"--model {model}", f"--split {shlex.quote(self.settings.split)}",
+                 f"--data-root {shlex.quote(self.data_root)}"]
+        if limits:
+            parts.append(f"--limit {max(limits)}")
+        return " ".join(parts + [f"--uri {shlex.quote(self.settings.uri)}"])
 
     def query_for_row(self, row: Dict) -> Query:
-        path = safe_image_path(self.data_root, self.settings.split, row["relpath"])
-        return Query(load_rgb(path), row["class_id"], int(row["id"]), row["relpath"])
+        return self.query_for_image(IndexedImage(int(row["id"]), row["class_id"], row["relpath"]))
+
+    def query_for_image(self, image: IndexedImage) -> Query:
+        path = safe_image_path(self.data_root, self.settings.split, image.relpath)
+        return Query(load_rgb(path), image.class_id, image.id, image.relpath)
 
     def embedder(self, model: str) -> QueryEmbedder:
         if model not in self._embedders:
@@ -233,13 +274,20 @@ class Backend:
         title = model_title(model)
         coll = self.collections.get(model)
         if coll is None:
-            root = self.data_root or "DIR"
             return ColumnResult(model, title, None, problem=f"{title} is not indexed for split '{self.settings.split}'.",
-                                build_command=f"python -m indexer build --model {model} --split {self.settings.split} "
-                                              f"--data-root {root} --uri {self.settings.uri}")
+                                build_command=self.missing_build_command(model))
         meta = coll.meta
         weights = "RANDOM weights: results are meaningless" if meta.is_random else \
             f"{meta.identity.weights_source} weights ({meta.identity.weights_fingerprint[:19]})"
+        wanted = query.indexed_image
+        held = self.images(model) if wanted is not None else None
+        if held is not None and not held.holds(wanted):
+            # another collection's image: a search here would compare this column on a different footing
+            return ColumnResult(
+                model, title, coll.name, weights, meta.is_random,
+                problem=f"{wanted.relpath} (position {wanted.id}) is not in {title}'s collection "
+                        f"({len(held.images):,} images): not searched, so that every column answers the same query.",
+                build_command=build_command(meta, self.settings.uri, limit=max(held.limit, wanted.id + 1)))
         try:
             t = time.perf_counter()
             vec = vector if vector is not None else self.query_vector(model, query)
@@ -251,10 +299,12 @@ class Backend:
             return ColumnResult(model, title, coll.name, weights, meta.is_random, problem=str(e))
         hits = [Hit(r["id"], r["class_id"], class_name(r["class_id"]), r["relpath"], r["distance"],
                     None if query.class_id is None else r["class_id"] == query.class_id) for r in rows]
-        precision = None
+        precision = best = None
         if query.class_id is not None and hits:
             precision = sum(h.is_match for h in hits) / len(hits)
-        return ColumnResult(model, title, coll.name, weights, meta.is_random, latency, hits, precision)
+            best = self.images(model).best_precision(query.class_id, wanted, len(hits))
+        return ColumnResult(model, title, coll.name, weights, meta.is_random, latency, hits, precision, best,
+                            distance_note=distance_note(title, meta.dim))
 
 
     def search_all(self, models: Sequence[str], query: Query, k: int) -> List[ColumnResult]:

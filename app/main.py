@@ -20,8 +20,10 @@ quiet_third_party_logs()
 import streamlit as st  # noqa: E402
 from streamlit import config as st_config  # noqa: E402
 
+from app import navigation  # noqa: E402
 from app.backend import (MAX_UPLOAD_MB, Backend, BadImage, Query, AppSettings, load_upload, model_title,  # noqa: E402
                          safe_image_path, thumbnail)
+from app.comparison import Comparison  # noqa: E402
 from embed.sources.datasets import class_name  # noqa: E402
 from indexer.milvus_store import DatabaseLocked, StoreError  # noqa: E402
 
@@ -42,11 +44,6 @@ def cached_thumbnail(path: str):
     return thumbnail(Path(path))
 
 
-@st.cache_data(show_spinner=False, ttl=60)
-def cached_rows(_backend: Backend, key: str):
-    return _backend.indexed_rows()
-
-
 def app_command(settings: AppSettings, uri: str) -> str:
     """This app's own command line with another --uri: every setting kept, so it opens the same data."""
     parts = ["streamlit run app/main.py --", f"--uri {uri}", f"--split {settings.split}"]
@@ -65,7 +62,7 @@ def show_locked(settings: AppSettings) -> None:
             language="bash")
 
 
-def pick_query(backend: Backend, rows) -> Query | None:
+def pick_query(backend: Backend, comparison: Comparison) -> Query | None:
     st.sidebar.header("Query")
     source = st.sidebar.radio("Source", ["Indexed image", "Upload"], key="source", horizontal=True)
     if source == "Upload":
@@ -81,16 +78,21 @@ def pick_query(backend: Backend, rows) -> Query | None:
             return None
         return Query(image, None, None, up.name)
 
-    if not rows:
+    if not comparison.columns:
         return None
-    classes = sorted({r["class_id"] for r in rows})
+    if not comparison.shared:
+        st.warning("The shown collections have no image in common: choose other models, or upload an image.")
+        return None
+    # positions, classes and Random draw from the images every shown column holds: each column answers the same query
+    classes = sorted({im.class_id for im in comparison.shared})
     choice = st.sidebar.selectbox("Filter by class", ["(all classes)"] + classes, key="class_filter",
                                   format_func=lambda c: c if c.startswith("(") else f"{class_name(c)} ({c})")
-    pool = rows if choice == "(all classes)" else [r for r in rows if r["class_id"] == choice]
-    by_id = {r["id"]: r for r in pool}
-    ids = sorted(by_id)
-    if st.session_state.get("query_id") not in by_id:
-        st.session_state["query_id"] = ids[0]
+    pool = [im for im in comparison.shared if choice == "(all classes)" or im.class_id == choice]
+    ids = [im.id for im in pool]
+    current = st.session_state.get("query_id")
+    # a clicked hit may be an image only some columns hold: kept, and the others say so
+    if current is None or comparison.image(current) is None or (choice != "(all classes)" and current not in ids):
+        current = st.session_state["query_id"] = ids[0]
     pos_key = f"position_{choice}"
 
     def on_position():
@@ -101,14 +103,17 @@ def pick_query(backend: Backend, rows) -> Query | None:
 
     st.sidebar.button("Random image", key="random", on_click=on_random)
     # the widget shows where the current query sits, however it was chosen (position, random, click)
-    st.session_state[pos_key] = ids.index(st.session_state["query_id"])
-    st.sidebar.number_input(f"Position (0–{len(ids) - 1}, sorted by path)", 0, len(ids) - 1, key=pos_key,
-                            on_change=on_position)
-    row = by_id[st.session_state["query_id"]]
+    if current in ids:
+        st.session_state[pos_key] = ids.index(current)
+    label = f"Position (0–{len(ids) - 1}, sorted by path)"
+    if comparison.differs:
+        label += f" among the {len(ids):,} images every column holds"
+    st.sidebar.number_input(label, 0, len(ids) - 1, key=pos_key, on_change=on_position)
+    image = comparison.image(current)
     try:
-        return backend.query_for_row(row)
+        return backend.query_for_image(image)
     except BadImage as e:
-        st.error(f"Cannot open indexed image {row['relpath']}: {e.reason}")
+        st.error(f"Cannot open indexed image {image.relpath}: {e.reason}")
         return None
 
 
@@ -130,10 +135,11 @@ def show_column(backend: Backend, result, k: int) -> None:
         st.error("⚠ " + result.weights)
     else:
         st.caption(result.weights)
-    meta = f"query latency **{result.latency_ms:.0f} ms** · top {len(result.hits)} by squared L2"
+    meta = f"query latency **{result.latency_ms:.0f} ms** · top {len(result.hits)} by squared L2 (d²)"
     if result.precision is not None:
-        meta += f" · P@{k} **{result.precision:.2f}**"
-    st.markdown(meta)
+        meta += f" · P@{k} **{result.precision_text}**"
+    st.markdown(meta, help=result.distance_note)
+    st.caption(result.distance_note)
     per_row = 3
     for start in range(0, len(result.hits), per_row):
         cols = st.columns(per_row)
@@ -146,7 +152,7 @@ def show_column(backend: Backend, result, k: int) -> None:
                     st.caption(f"(image unavailable: {e.reason})")
                 # words, not emoji: headless browsers and many Linux desktops lack an emoji font
                 mark = {True: ":green[**HIT**] ", False: ":red[miss] ", None: ""}[hit.is_match]
-                st.caption(f"{mark}{hit.class_name}  \nd² = {hit.distance:.4g}")
+                st.caption(f"{mark}{hit.class_name}  \nd² = {hit.distance:.4g}", help=result.distance_note)
                 st.button("query", key=f"requery_{result.model}_{hit.id}", help=f"query with {hit.relpath}",
                           on_click=requery, args=(hit.id,))
 
@@ -162,7 +168,16 @@ def load_models(backend: Backend, models) -> None:
             st.toast(f"{model_title(model)} loaded in {seconds:.1f} s (not part of its query latency)")
 
 
-def main() -> None:
+def show_differences(comparison: Comparison) -> None:
+    """Under the title: which shown collections hold different images, and the builds that make them alike."""
+    if not comparison.differs:
+        return
+    st.warning("Not like for like: " + " ".join(comparison.lines))
+    if comparison.commands:
+        st.code("\n".join(comparison.commands), language="bash")
+
+
+def search_page() -> None:
     settings = AppSettings.from_argv(sys.argv[1:])
     title = st.empty()   # named after the columns once they are known
     title.title("Backbone retrieval")
@@ -176,7 +191,6 @@ def main() -> None:
         return
     if st.sidebar.button("Reload collections", key="reload"):
         backend.refresh()
-        cached_rows.clear()
 
     k = st.sidebar.slider("Top k", 5, 50, 9, key="k")
     chosen = st.sidebar.multiselect("Models", backend.model_choices(), key="models", format_func=model_title,
@@ -189,17 +203,23 @@ def main() -> None:
                        f"data root `{backend.data_root or 'unknown'}`")
 
     if not backend.collections:
-        st.warning(f"No collections for split '{settings.split}' in {backend.store.describe_target()} yet.")
-        st.code(f"python -m indexer build --model all --split {settings.split} --data-root DIR --uri {settings.uri}",
-                language="bash")
+        st.warning(f"No collections for split '{settings.split}' in {backend.store.describe_target()} yet. "
+                   f"Index the README's quick start (Tiny-ImageNet, found in ../shared/datasets or downloaded once), "
+                   f"or your own images with --data-root DIR instead of --dataset:")
+        st.code(f"python -m indexer build --model all --split {settings.split} --dataset tiny-imagenet --limit 1000 "
+                f"--uri {settings.uri}", language="bash")
+        return
+    if not models:
+        st.info("No model chosen: pick one or more in the sidebar's **Models** box to see their results side by side.")
         return
 
-    rows = cached_rows(backend, f"{settings.uri}|{settings.split}|{len(backend.collections)}")
+    comparison = backend.compare(models)
+    show_differences(comparison)
     if "query_id" in st.query_params:  # hook for app/pages/1_Evaluation.py: ?query_id=N opens that indexed image
         if st.query_params["query_id"].isdigit():
             requery(int(st.query_params["query_id"]))
         del st.query_params["query_id"]
-    query = pick_query(backend, rows)
+    query = pick_query(backend, comparison)
     if query is None:
         return
 
@@ -215,13 +235,16 @@ def main() -> None:
             st.markdown(f"**Class:** {class_name(query.class_id)} (`{query.class_id}`)")
         else:
             st.markdown("**Class:** unknown (uploaded image): no hit/miss marks")
-        scores = [f"{r.title}: **{r.precision:.2f}**" for r in results if r.precision is not None]
+        scores = [f"{r.title}: **{r.precision_text}**" for r in results if r.precision is not None]
         if scores:
-            st.markdown(f"Precision@{k} for this query: " + " · ".join(scores))
+            st.markdown(f"Precision@{k} for this query: " + " · ".join(scores),
+                        help="best possible: the other images of the query's class in that collection, at most k, "
+                             "divided by k (with about 5 images a class, P@9 cannot pass 0.44)")
 
     for col, result in zip(st.columns(len(results)), results):
         with col:
             show_column(backend, result, k)
 
 
-main()
+# Pages with titles (Streamlit would name a file-based first page after this file, "main")
+navigation.run(search_page)

@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
-from embed.common.cli_args import (add_compute_arguments, add_data_arguments, add_weights_arguments, extract_config,
-                                   positive_int, resolve_data_root, run_cli)
+from embed.common.cli_args import (add_compute_arguments, add_data_arguments, add_weights_arguments, check_inputs,
+                                   extract_config, positive_int, resolve_data_root, run_cli)
 from embed.common import settings
 
 # Nothing heavy is imported at module level: `--help` and argument errors are answered without torch,
@@ -28,6 +28,22 @@ EPILOG = """examples:
 """
 
 
+EXTRACT_EXAMPLES = """examples:
+  python -m embed extract --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200 --limit 1000
+  python -m embed extract --model effnet-lite2 --split val --dataset imagenette     # downloads it once
+  python -m embed extract --model convnext --split val --data-root /data/imagenet --device cuda --batch-size 256
+  torchrun --nproc-per-node 4 -m embed extract --model vit --split train --data-root /data/imagenet
+"""
+CHECK_EXAMPLES = """examples:
+  python -m embed check --model effnet-lite1 --split val --data-root ../shared/datasets/tiny-imagenet-200 --limit 500
+  python -m embed check --model gresnet --split val --data-root /data/imagenet --checkpoint gresnet50.pth --json
+"""
+MODELS_EXAMPLES = """examples:
+  python -m embed models
+  python -m embed models --json
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m embed", description="Extract pooled backbone features (classifier heads removed).",
@@ -35,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("extract", help="embed a split into data/embeddings (resumable)", epilog=EPILOG,
+    p = sub.add_parser("extract", help="embed a split into data/embeddings (resumable)", epilog=EXTRACT_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="gresnet, convnext, vit, effnet-lite0/1/2 or timm:<name>")
     add_data_arguments(p)
@@ -45,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the run, also time the bare model forward at the same batch size")
 
     p = sub.add_parser("check", help="are the weights real? top-1/top-5 of the model's ImageNet classifier on "
-                                     "images of ImageNet classes", epilog=EPILOG,
+                                     "images of ImageNet classes", epilog=CHECK_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a registry name or timm:<name> with an ImageNet-1k head")
     add_data_arguments(p)
@@ -59,19 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("models", help="list the models, their dims, input sizes and weights availability")
+    p = sub.add_parser("models", help="list the models, their dims, input sizes and weights availability",
+                       epilog=MODELS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
 def cmd_models(args) -> int:
-    from embed.models.registry import REGISTRY, weights_available
-    import timm
+    from embed.models.catalog import REGISTRY  # the catalogue: no torch, no timm
+    from embed.models.weights import weights_available
     rows = []
     for name, spec in REGISTRY.items():
         available, where = weights_available(name)
-        cfg = timm.models.get_pretrained_cfg(spec.timm_name)
-        size = cfg.input_size[-1] if cfg else "?"
+        size = spec.input_size or "?"
         rows.append({"name": name, "timm": spec.timm_name, "dim": spec.dim, "input_size": size,
                      "weights_here": available, "weights": where, "title": spec.title})
     if args.json:
@@ -86,6 +102,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_extract(args) -> int:
+    check_inputs(args)  # before torch loads with the modules below
     from embed.extraction import distributed
     from embed.extraction.embedder import build_embedder, default_batch_size
     from embed.extraction.extract import extract
@@ -111,6 +128,7 @@ def cmd_extract(args) -> int:
 
 
 def cmd_check(args) -> int:
+    check_inputs(args)
     from embed.models.accuracy_check import AccuracyCheckConfig, measure_accuracy, save_accuracy
     result = measure_accuracy(AccuracyCheckConfig(
         model=args.model, split=args.split, data_root=resolve_data_root(args), limit=args.limit, checkpoint=args.checkpoint,

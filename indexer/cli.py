@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from embed.common.cli_args import (add_compute_arguments, add_data_arguments, add_weights_arguments, extract_config,
-                       non_negative_int, port_number, positive_int, positive_int_list, run_cli)
+                                   non_negative_int, port_number, positive_int, positive_int_list, run_cli)
 from embed.common import settings
 
 from indexer.milvus_store import StoreError, VectorStore
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 EPILOG = """examples:
   python -m indexer build --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200
-  python -m indexer build --model all --split val --dataset tiny-imagenet --limit 2000   # the quick start
+  python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000   # the quick start
   python -m indexer build --model all --split val --data-root /data/imagenet --device cuda
   python -m indexer build --model gresnet --split val --checkpoint gresnet50.pth
   python -m indexer status
@@ -31,11 +31,31 @@ EPILOG = """examples:
   python -m indexer evaluate --split val --models effnet-lite0 --data-root ../shared/datasets/tiny-imagenet-200 --plot p.png
   python -m indexer serve --port 19530          # then: --uri http://127.0.0.1:19530 everywhere
   python -m indexer build --model vit --split val --uri http://milvus.internal:19530 --token user:password
+"""
 
-The database defaults to Milvus Lite in data/milvus.db (env RETRIEVAL_MILVUS_URI overrides it).
+DATABASE_NOTE = """The database defaults to Milvus Lite in data/milvus.db (env RETRIEVAL_MILVUS_URI overrides it).
 Several processes (the app, builds, searches) share it with no setup: the first one to open it serves
 it on 127.0.0.1 while it runs and writes the address to data/milvus.db.server.json; the others connect there.
 """
+EPILOG += "\n" + DATABASE_NOTE
+
+# each subcommand's --help shows its own examples (the top-level --help shows them all)
+EXAMPLES = {
+    "build": """  python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000   # the quick start
+  python -m indexer build --model all --split val --dataset tiny-imagenet      # later: only the new images are embedded
+  python -m indexer build --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200
+  python -m indexer build --model gresnet --split val --checkpoint gresnet50.pth
+  python -m indexer build --model vit --split val --data-root /data/imagenet --uri http://milvus.internal:19530""",
+    "status": """  python -m indexer status
+  python -m indexer status --json
+  python -m indexer status --uri http://127.0.0.1:19530""",
+    "search": """  python -m indexer search --model effnet-lite0 --split val --image query.jpg -k 5
+  python -m indexer search --model effnet-lite0 --split val --image a.jpg queries/ b.png --json   # one process""",
+    "drop": """  python -m indexer drop --model vit --split val
+  python -m indexer drop --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200""",
+    "serve": """  python -m indexer serve --port 19530          # then: --uri http://127.0.0.1:19530 everywhere
+  python -m indexer serve --data-dir data/milvus.db --port 0""",
+}
 
 
 EVALUATE_EXAMPLES = """evaluate examples:
@@ -69,7 +89,8 @@ def _store(args) -> VectorStore:
 
 
 def _fmt(p: argparse.ArgumentParser, name: str, help_: str, **kw) -> argparse.ArgumentParser:
-    return p.add_parser(name, help=help_, description=help_, epilog=EPILOG,
+    epilog = f"examples:\n{EXAMPLES[name]}\n\n{DATABASE_NOTE}" if name in EXAMPLES else None
+    return p.add_parser(name, help=help_, description=help_, epilog=epilog,
                         formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
 
 
@@ -116,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _fmt(sub, "evaluate", "precision@k, recall@k, R-precision, MAP@R, kNN accuracy (leave-one-out); "
                               "--report DIR adds CIs, paired tests, per-class, agreement, style, DINO kNN, galleries")
-    p.epilog = EVALUATE_EXAMPLES + "\n" + EPILOG
+    p.epilog = EVALUATE_EXAMPLES
     p.add_argument("--split", default=None,
                    help="split the collections were built from, e.g. val (required unless --simulate-rows)")
     p.add_argument("--data-root", type=Path, default=None,
@@ -166,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _models_for_build(args) -> List[str]:
     """One model, or for ``all`` every registry model whose real weights can be had here (each other one: a line why)."""
-    from embed.models.registry import REGISTRY, weights_obtainable
+    from embed.models.catalog import REGISTRY
+    from embed.models.weights import weights_obtainable
     if args.model != "all":
         return [args.model]
     if args.checkpoint:
@@ -183,12 +205,13 @@ def _models_for_build(args) -> List[str]:
 
 def cmd_build(args) -> int:
     """Exit 0 when at least one model was built (``all`` skips the ones without weights), 2 when none was."""
-    from embed.common.cli_args import resolve_data_root
-    from embed.models.registry import WeightsUnavailable
-    from indexer.build import build
+    from embed.common.cli_args import check_inputs, resolve_data_root
+    from embed.models.weights import WeightsUnavailable
+    check_inputs(args, all_allowed=True)  # names, paths and the split: in a moment, before the store or a model is opened
     store = _store(args)
     store.ensure_writable()  # before minutes of extraction, not after
     resolve_data_root(args)  # download a named --dataset once, before the first model
+    from indexer.build import build
     built = 0
     for model in _models_for_build(args):
         cfg = extract_config(args, model=model)
@@ -249,8 +272,8 @@ def cmd_search(args) -> int:
     paths = expand_query_paths(args.image)
     if not paths:
         raise StoreError(f"no query images in {' '.join(str(p) for p in args.image)}")
-    emb = QueryEmbedder.for_collection(coll.meta, args.checkpoint, args.device)
-    answers = search_images(store, coll, emb, paths, args.k)
+    answers = search_images(store, coll, lambda: QueryEmbedder.for_collection(coll.meta, args.checkpoint, args.device),
+                            paths, args.k)
     for a in answers:
         for h in a.hits:
             h["class_name"] = class_name(h["class_id"] or "")
@@ -346,7 +369,8 @@ def cmd_evaluate(args) -> int:
                      ks=ks, features=[f.strip() for f in args.features.split(",")],
                      device=args.device, milvus_check=args.milvus_check, time_naive=args.time_naive,
                      seed=args.seed, progress=not args.no_progress, holdout=args.holdout,
-                     database_split=args.database_split, query_split=args.query_split, chunk_rows=args.chunk_rows)
+                     database_split=args.database_split, query_split=args.query_split, chunk_rows=args.chunk_rows,
+                     data_root=reference.meta.data_root)
     bad = [f for f in cfg.features if f not in ("raw", "normalized")]
     if bad:
         raise StoreError(f"--features takes raw, normalized or raw,normalized (got {args.features!r})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 from embed.sources.imaging import has_image_extension
 
@@ -55,17 +55,24 @@ def _load(path: Path):
         return None, f"{path}: {e.reason}"
 
 
-def search_images(store: VectorStore, coll: IndexedCollection, embedder: QueryEmbedder, paths: List[Path],
-                  k: int) -> List[QueryAnswer]:
-    """One answer per path, in order: hits by squared L2, or the reason the file could not be used."""
-    import numpy as np
+def search_images(store: VectorStore, coll: IndexedCollection, embedder: Callable[[], QueryEmbedder],
+                  paths: List[Path], k: int) -> List[QueryAnswer]:
+    """One answer per path, in order: hits by squared L2, or the reason the file could not be used.
+
+    ``embedder`` is called (once) when the first readable image needs it: files that are all missing or
+    refused are answered at once, without loading the model (seconds, and torch).
+    """
     answers: List[QueryAnswer] = []
     n_rows = store.count(coll.name)
+    loaded_embedder: Optional[QueryEmbedder] = None
     for start in range(0, len(paths), EMBED_CHUNK):
         chunk = paths[start:start + EMBED_CHUNK]
         loaded = [_load(p) for p in chunk]
         good = [(p, im) for p, (im, _) in zip(chunk, loaded) if im is not None]
-        hits = iter(store.search(coll.name, embedder.embed([im for _, im in good]), k=k, n_rows=n_rows) if good else [])
+        if good and loaded_embedder is None:
+            loaded_embedder = embedder()
+        hits = iter(store.search(coll.name, loaded_embedder.embed([im for _, im in good]), k=k, n_rows=n_rows)
+                    if good and loaded_embedder is not None else [])
         for p, (im, err) in zip(chunk, loaded):
             answers.append(QueryAnswer(str(p), error=err) if im is None else QueryAnswer(str(p), next(hits)))
     return answers

@@ -5,14 +5,18 @@ distributed server, or Zilliz Cloud: only the URI (and token) differ.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
 import re
+import socket
+import textwrap
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from urllib.parse import urlparse
 
 import numpy as np
 import numpy.typing as npt
@@ -155,6 +159,60 @@ def _is_transient(exc: BaseException) -> bool:
     return any(t in text for t in _TRANSIENT)
 
 
+def brief(exc: BaseException, width: int = 160) -> str:
+    """An error's text on one line, shortened at a word boundary (never mid-word) to about ``width`` characters."""
+    return textwrap.shorten(str(exc) or type(exc).__name__, width=width, placeholder=" ...")
+
+
+def _is_local_address(address: str) -> bool:
+    """Loopback, or an address of this machine's own interfaces (nothing else can answer there)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    if ip.is_loopback or ip.is_unspecified:
+        return True
+    try:
+        own = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        return False
+    return address in own
+
+
+def permanent_connect_failure(uri: str, timeout: float = 2.0) -> Optional[str]:
+    """Why a server URI cannot be reached however long one waits, or None when waiting may help.
+
+    Two failures do not heal: a host name that does not resolve, and a refused connection on an address of
+    this machine (nothing listens on that port; a remote refusal may be a load balancer between restarts).
+    A timeout, or a server that accepts but is not ready yet, is left to the retries.
+    """
+    parsed = urlparse(uri)
+    host = parsed.hostname
+    if not host:
+        return None
+    try:
+        port = parsed.port or (443 if parsed.scheme in ("https", "grpcs") else 19530)
+    except ValueError:
+        return f"invalid port in {uri!r}"
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        return f"host name {host!r} not found: {e.strerror}"
+    for family, kind, proto, _, address in addresses:
+        if not _is_local_address(address[0]):
+            return None
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(timeout)
+                sock.connect(address)
+            return None
+        except ConnectionRefusedError:
+            continue
+        except OSError:
+            return None
+    return f"connection refused: nothing listens on {host} port {port}"
+
+
 class VectorStore:
     """A connection to one Milvus deployment (Lite folder or server URI), with retries."""
 
@@ -169,6 +227,7 @@ class VectorStore:
         self.search_budget_bytes = search_budget_bytes
         self.is_lite = is_local_uri(self.uri)
         self._client = None
+        self._connected_once = False  # after a first connection, a refusal is a server restarting: retried
         self._loaded: set = set()
 
     # connection ---------------------------------------------------------------------------------
@@ -193,13 +252,22 @@ class VectorStore:
         return self._client
 
     def _connect(self):
+        # before importing pymilvus (a second): a wrong address is answered in a moment
+        if not self.is_lite and not self._connected_once and (reason := permanent_connect_failure(self.uri)):
+            raise self._unreachable(reason)
         from pymilvus import MilvusClient
         from embed.common.logs import quiet_third_party_logs
         quiet_third_party_logs()  # again: importing pymilvus has just reset its loggers (logging.config.dictConfig)
         if self.is_lite:
             return MilvusClient(self._lite_address(), grpc_options=LOOPBACK_GRPC_OPTIONS, timeout=30)
         # one attempt: every call already runs inside _retry, which retries a failed connect with backoff
-        return MilvusClient(self.uri, token=self.token, timeout=10)
+        client = MilvusClient(self.uri, token=self.token, timeout=10)
+        self._connected_once = True
+        return client
+
+    def _unreachable(self, detail: str) -> ServerUnreachable:
+        return ServerUnreachable(f"{self.describe_target()} is unreachable ({detail}). Is the server running? "
+                                 f"Check --uri / RETRIEVAL_MILVUS_URI.")
 
     def _lite_address(self) -> str:
         """Where this process reaches the Lite database: the server of the process that has it open, or its own."""
@@ -239,11 +307,8 @@ class VectorStore:
                 if not _is_transient(e):
                     raise
                 if attempt == self.retries:
-                    raise ServerUnreachable(
-                        f"{self.describe_target()} is unreachable ({what} failed {self.retries + 1} times: "
-                        f"{str(e)[:160]}). Is the server running? Check --uri / RETRIEVAL_MILVUS_URI.") from None
-                log.warning("%s: %s failed (%s); retrying in %.1f s", self.describe_target(), what,
-                            str(e)[:120], delay)
+                    raise self._unreachable(f"{what} failed {self.retries + 1} times: {brief(e)}") from None
+                log.warning("%s: %s failed (%s); retrying in %.1f s", self.describe_target(), what, brief(e), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 30)
                 if self._client is not None:

@@ -1,6 +1,7 @@
 """Query images embedded exactly as a collection's rows were: same weights, transform, decode, precision, scaling."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -58,7 +59,8 @@ class QueryEmbedder:
             raise QueryEmbedderMismatch(
                 f"{identity.model}: queries would be embedded differently from the collection's rows ({said}); "
                 f"rebuild it with `python -m indexer build --model {identity.model} --split {identity.split} "
-                f"--recreate` or pass the checkpoint it was built with (--checkpoint)")
+                f"--data-root {shlex.quote(self.meta.data_root)} --recreate` (and your --uri) or pass the checkpoint "
+                f"it was built with (--checkpoint)")
 
     def embed(self, images: Sequence) -> np.ndarray:
         """PIL images -> (n, dim) float32 query vectors."""

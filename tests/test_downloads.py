@@ -175,7 +175,7 @@ def test_model_all_builds_what_is_real_and_says_why_for_the_rest(tmp_path, monke
     assert sorted(line.split()[1].rstrip(":") for line in skipped) == ["convnext", "gresnet", "vit"]
     assert all("--checkpoint PATH" in line and "internet" in line for line in skipped)
 
-    monkeypatch.setattr("embed.models.registry.weights_obtainable", lambda name: (False, "test: none here"))
+    monkeypatch.setattr("embed.models.weights.weights_obtainable", lambda name: (False, "test: none here"))
     assert cli.main(argv) == 2
     assert "no model was built" in capsys.readouterr().err
 

@@ -127,8 +127,8 @@ def test_resume_after_a_limit_that_leaves_a_partial_shard(tmp_path):
 
     first = extract(_cfg(root, tmp_path / "b", limit=7))
     assert first.n_computed == 7 and first.n_embedded == 7
-    # --limit 12 recomputes shard 1 whole (5) and adds [10, 12) (2); the full run then redoes shard 2 as [10, 14)
-    for limit, computed in ((12, 7), (None, 4)):
+    # --limit 12 extends shard 1 with [7, 10) (3) and adds [10, 12) (2); the full run then extends shard 2 with [12, 14)
+    for limit, computed in ((12, 5), (None, 2)):
         run = extract(_cfg(root, tmp_path / "b", limit=limit))
         n = limit or 14
         positions, vectors, _ = EmbeddingStore(run.folder).load(n)

@@ -3,14 +3,15 @@ import json
 import os
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
 
 from conftest import REPO
 from embed.common.vectors import l2_normalize
-from indexer.evaluation.knn import (KnnConfig, array_chunks, dino_knn, peak_rss_bytes, reset_peak_rss, stratified_holdout,
-                         synthetic_chunks, weighted_vote)
+from indexer.evaluation.knn import (KnnConfig, array_chunks, dino_knn, stratified_holdout, synthetic_chunks,
+                                    weighted_vote)
 
 
 def dino_by_hand(queries, q_labels, database, db_labels, k=20, t=0.07):
@@ -65,23 +66,57 @@ def test_query_blocks_give_the_same_neighbours(monkeypatch, buffer_bytes):
     assert res.correct.tolist() == dino_by_hand(queries, q_labels, database, db_labels).tolist()
 
 
+def _traced_peak_mib(run) -> float:
+    """Peak of the NumPy/Python memory ``run`` allocates (tracemalloc: what this process's code allocates, whatever
+    else the machine runs; torch's own allocations are not traced, the similarity blocks are measured apart)."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        run()
+        return (tracemalloc.get_traced_memory()[1] - base) / 2**20
+    finally:
+        tracemalloc.stop()
+
+
 def test_peak_memory_does_not_grow_with_the_queries_beyond_their_top_k(monkeypatch):
-    if not reset_peak_rss():
-        pytest.skip("this kernel does not let a process reset its peak-memory counter")
+    """All at once, 20,000 queries x 16,384 rows of float32 similarities would be 1,250 MiB; in blocks, no block is
+    over the budget, and the rest grows only by the queries themselves and their running top k."""
     import indexer.evaluation.knn as knn
-    monkeypatch.setattr(knn, "SIMILARITY_BUFFER_BYTES", 64 * 2**20)
-    dim, rows = 32, 16384
-    peaks = {}
-    for n_queries in (2000, 2000, 20000):             # the first run warms thread pools and allocator arenas
+    budget = 64 * 2**20
+    monkeypatch.setattr(knn, "SIMILARITY_BUFFER_BYTES", budget)
+    dim, rows, k = 32, 16384, 20
+    blocks, traced = {}, {}
+    for n_queries in (2000, 20000):
         queries = np.random.default_rng(0).standard_normal((n_queries, dim), dtype=np.float32)
-        reset_peak_rss()
-        before = peak_rss_bytes()
-        dino_knn(queries, np.zeros(n_queries, np.int64), synthetic_chunks(rows, dim, rows, 10), 10,
-                 KnnConfig(chunk_rows=rows))
-        peaks[n_queries] = (peak_rss_bytes() - before) / 2**20
-    # all at once, 20,000 queries x 16,384 rows of float32 similarities would add 1,250 MiB; in blocks the
-    # queries add only themselves and their running top 20 (a few MiB)
-    assert peaks[20000] < peaks[2000] + 100, peaks
+        result = {}
+        traced[n_queries] = _traced_peak_mib(lambda: result.setdefault("r", dino_knn(
+            queries, np.zeros(n_queries, np.int64), synthetic_chunks(rows, dim, rows, 10), 10,
+            KnnConfig(k=k, chunk_rows=rows))))
+        blocks[n_queries] = result["r"].largest_block_bytes
+    assert max(blocks.values()) <= budget, {n: b / 2**20 for n, b in blocks.items()}
+    assert blocks[20000] == blocks[2000], "the block size follows the budget, not the number of queries"
+    # 18,000 more queries: their normalised copy and votes (18,000 x 32 and x 10 floats, about 3.5 MiB); a chunk is
+    # 2 MiB either way
+    per_query_mib = (dim + 10) * 8 / 2**20
+    assert traced[20000] - traced[2000] < 18000 * per_query_mib + 2, traced
+
+
+def test_peak_memory_does_not_grow_with_the_database():
+    def streamed(rows: int, dim: int = 128):
+        queries = np.random.default_rng(0).standard_normal((500, dim), dtype=np.float32)
+        res = dino_knn(queries, np.zeros(500, np.int64), synthetic_chunks(rows, dim, 4096, 100), 100,
+                       KnnConfig(chunk_rows=4096))
+        assert res.n_database == rows
+        return res
+
+    small, large = {}, {}
+    traced_small = _traced_peak_mib(lambda: small.setdefault("r", streamed(40_000)))     # database 20 MiB
+    traced_large = _traced_peak_mib(lambda: large.setdefault("r", streamed(400_000)))    # database 195 MiB
+    chunk_mib = 4096 * 128 * 4 / 2**20                                                   # 2 MiB
+    assert traced_large < traced_small + chunk_mib, (traced_small, traced_large)
+    assert traced_large < 8 * chunk_mib, f"streaming 195 MiB of database must not hold it: traced {traced_large:.1f} MiB"
+    assert large["r"].largest_block_bytes == small["r"].largest_block_bytes == 500 * 4096 * 4
 
 
 def test_stratified_holdout_is_deterministic_disjoint_and_per_class():
@@ -95,26 +130,6 @@ def test_stratified_holdout_is_deterministic_disjoint_and_per_class():
     assert stratified_holdout(labels, 0.2, seed=4)[0].tolist() != q.tolist()
     with pytest.raises(ValueError, match="between 0 and 1"):
         stratified_holdout(labels, 1.5)
-
-
-def _streamed_peak_mib(rows: int, dim: int = 128) -> float:
-    queries = np.random.default_rng(0).standard_normal((500, dim), dtype=np.float32)
-    labels = np.zeros(500, np.int64)
-    reset_peak_rss()
-    before = peak_rss_bytes()
-    res = dino_knn(queries, labels, synthetic_chunks(rows, dim, 4096, 100), 100, KnnConfig(chunk_rows=4096))
-    assert res.n_database == rows
-    return (peak_rss_bytes() - before) / 2**20
-
-
-def test_peak_memory_does_not_grow_with_the_database():
-    if not reset_peak_rss():
-        pytest.skip("this kernel does not let a process reset its peak-memory counter")
-    _streamed_peak_mib(8192)                          # warm-up: thread pools, allocator arenas
-    small = _streamed_peak_mib(40_000)                # database 20 MiB
-    large = _streamed_peak_mib(400_000)               # database 195 MiB
-    assert large < small + 16, (small, large)
-    assert large < 60, f"streaming 195 MiB of database must not hold it: peak grew by {large:.0f} MiB"
 
 
 def test_dry_run_prints_projection(tmp_path):

@@ -116,3 +116,13 @@ def test_effnet_lite0_real_weights_classify_tiny_imagenet(tiny_root):
     model.load_state_dict(shuffled)
     bad = _top1(model, loaded.transform, images, records, 200)
     assert bad < 0.05, bad
+
+
+def test_the_torch_free_catalogue_agrees_with_timm():
+    """embed.models.catalog writes down input sizes and hub repositories so that `embed models` needs no timm."""
+    import timm
+    from embed.models.catalog import REGISTRY as CATALOGUE
+    for name, spec in CATALOGUE.items():
+        cfg = timm.models.get_pretrained_cfg(spec.timm_name)
+        assert spec.input_size == cfg.input_size[-1], name
+        assert spec.hub_id == getattr(cfg, "hf_hub_id", None), name

@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the 
 
 import streamlit as st  # noqa: E402
 
+from app import navigation  # noqa: E402
 from app.backend import AppSettings  # noqa: E402
 from embed.common.settings import RetrievalSettings  # noqa: E402
 from indexer.evaluation.document import ReportDocument, ReportSchemaError  # noqa: E402
@@ -80,8 +81,8 @@ def disagreement_browser(doc: ReportDocument, folder: Path) -> None:
     gallery = next(g for g in galleries if g.query_id == chosen)
     st.image(str(folder / "galleries" / gallery.png), caption="query, then each model's top 5 (green: hit, red: miss)")
     if st.button("Open side by side", key="open_side_by_side"):
-        # app/main.py reads ?query_id=N and opens that indexed image (its hook for this page)
-        st.switch_page("main.py", query_params={"query_id": str(chosen)})
+        # the Search page reads ?query_id=N and opens that indexed image (its hook for this page)
+        navigation.switch_to_search(query_params={"query_id": str(chosen)})
 
 
 def main() -> None:
@@ -111,8 +112,10 @@ def main() -> None:
                f"features · {doc.bootstrap.resamples} bootstrap resamples, {doc.bootstrap.level:.0%} intervals")
     missing = sorted(set(in_db) - set(in_report))
     if missing:
-        st.info(f"In the database but not in this report: {', '.join(missing)}. Rerun `python -m indexer evaluate "
-                f"--report {folder}` with them in --models.")
+        st.info(f"In the database but not in this report: {', '.join(missing)}. To add them, rerun:")
+        st.code(f"python -m indexer evaluate --split {proto.split} --models {','.join(in_report + missing)}"
+                f"{' --holdout 0.2' if doc.dino_knn else ''} --uri {settings.uri} --report {folder}",
+                language="bash")
     randoms = doc.random_weight_models
     if randoms:
         st.error(f"RANDOM weights: {', '.join(randoms)}: their figures measure nothing but chance.")

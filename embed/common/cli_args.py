@@ -109,6 +109,23 @@ def resolve_data_root(args: argparse.Namespace) -> Path:
     return args.data_root
 
 
+def check_inputs(args: argparse.Namespace, all_allowed: bool = False) -> None:
+    """Fail at once on a wrong model name, checkpoint path, data root or split: before a model (torch) loads.
+
+    A named ``--dataset`` not downloaded yet is checked after its download, by the command itself.
+    """
+    from embed.models.catalog import check_model_name
+    from embed.models.weights import WeightsUnavailable
+    from embed.sources.datasets import split_folder
+    if not (all_allowed and args.model == "all"):
+        check_model_name(args.model)
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise WeightsUnavailable(f"checkpoint {checkpoint} does not exist")
+    if args.data_root is not None or not args.dataset:
+        split_folder(args.data_root or settings.current().data_root, args.split)
+
+
 def extract_config(args: argparse.Namespace, model: Optional[str] = None):
     from embed.extraction.extract import ExtractConfig
     return ExtractConfig(
@@ -131,7 +148,8 @@ def run_cli(handlers, parser: argparse.ArgumentParser, argv: Optional[List[str]]
     quiet_grpc_environment()
     setup_logging(getattr(args, "verbose", False))
     from embed.sources.datasets import DatasetError
-    from embed.models.registry import UnknownModel, WeightsUnavailable
+    from embed.models.catalog import UnknownModel
+    from embed.models.weights import WeightsUnavailable
     from embed.models.checkpoint_mapping import CheckpointMismatchError
     from embed.sources.download import DownloadError
     from embed.common.identity import InvalidName

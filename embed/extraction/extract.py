@@ -2,8 +2,9 @@
 
 Composes the three parts, each with one job: the reader (files -> model-ready batches, reader.py),
 the model runner (batches -> vectors, embedder.py) and the shard writer (vectors -> atomic shards,
-store.py). Only missing shards are computed; under ``torchrun`` each rank takes every
-world-size-th shard of the same canonical order and writes into the same folder.
+shards.py). Only the positions not on disk are computed (a shard cut short by a smaller ``--limit`` is
+extended); under ``torchrun`` each rank takes every world-size-th shard of the same canonical order and
+writes into the same folder.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from embed.extraction import distributed
 from embed.sources.datasets import ImageList, load_split
 from embed.extraction.device_decode import resolve_decode, transform_upsamples
 from embed.extraction.embedder import Embedder, build_embedder, default_batch_size, default_workers
-from embed.sources.imaging import DEFAULT_MAX_PIXELS
+from embed.sources.imaging import MAX_IMAGE_PIXELS
 from embed.common.identity import EmbeddingKey, VectorSetIdentity
 from embed.extraction.reader import ImageReader
 from embed.common import settings
@@ -46,7 +47,7 @@ class ExtractConfig:
     random_init: bool = False
     force: bool = False
     shard_size: int = 1024
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = MAX_IMAGE_PIXELS
     progress: bool = True
 
 
@@ -118,7 +119,7 @@ def extract(cfg: ExtractConfig, embedder: Optional[Embedder] = None, keep_vector
 
     todo = store.missing_shards(len(images), cfg.shard_size, rank, world)
     writer = ShardWriter(store, todo, embedder.dim, keep=keep_vectors)
-    positions = [p for _, a, b in todo for p in range(a, b)]
+    positions = [p for task in todo for p in task.todo]
     start_time = time.perf_counter()
     if positions:
         _embed(cfg, embedder, reader, writer, positions, rank)

@@ -8,7 +8,8 @@ Layout of ``<out>/<model>/<dataset>/<split>/``::
 
 A shard covers a fixed range of canonical positions, so shards written by different runs, ranks
 or ``--limit`` values line up; an interrupted run leaves only whole shards behind (tmp + rename),
-and the next run computes exactly the missing ones.
+and the next run computes exactly the missing positions (a shard cut short by a smaller ``--limit``
+is extended, not recomputed).
 """
 from __future__ import annotations
 
@@ -164,21 +165,40 @@ class EmbeddingStore:
         )
         atomic_write_bytes(self.shard_path(index), buf.getvalue())
 
-    def missing_shards(self, n: int, shard_size: int, rank: int = 0, world: int = 1) -> List[Tuple[int, int, int]]:
-        """The shards of positions [0, n) still to compute, this rank's share (every world-th shard)."""
-        return [(i, a, b) for i, a, b in self.shard_ranges(n, shard_size)
-                if i % world == rank and not self.shard_covers(i, a, b)]
+    def missing_shards(self, n: int, shard_size: int, rank: int = 0, world: int = 1) -> List["ShardTask"]:
+        """The shards of positions [0, n) still to write, this rank's share (every world-th shard).
+
+        A shard written by a run with a smaller ``--limit`` ends early (positions [start, 1000) of
+        [0, 1024)): it is extended with the missing positions only, its vectors kept.
+        """
+        tasks = []
+        for i, a, b in self.shard_ranges(n, shard_size):
+            if i % world != rank:
+                continue
+            done = self.stored_stop(i, a)
+            if done is None or done < b:
+                tasks.append(ShardTask(i, a, b, a if done is None else done))
+        return tasks
+
+    def stored_stop(self, index: int, start: int) -> Optional[int]:
+        """Where the complete shard ``index`` on disk ends (it covers [start, stop)), or None when there is none."""
+        path = self.shard_path(index)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as z:
+                return int(z["stop"]) if int(z["start"]) == start else None
+        except Exception:
+            return None  # a damaged shard is recomputed
 
     def shard_covers(self, index: int, start: int, stop: int) -> bool:
         """Whether a complete shard for at least [start, stop) is on disk."""
-        path = self.shard_path(index)
-        if not path.is_file():
-            return False
-        try:
-            with np.load(path) as z:
-                return int(z["start"]) == start and int(z["stop"]) >= stop
-        except Exception:
-            return False  # a damaged shard is recomputed
+        done = self.stored_stop(index, start)
+        return done is not None and done >= stop
+
+    def read_shard(self, index: int) -> Dict[str, np.ndarray]:
+        with np.load(self.shard_path(index)) as z:
+            return {k: z[k] for k in ("positions", "vectors", "skipped_positions", "skipped_reasons")}
 
     def iter_shards(self, limit: Optional[int] = None,
                     in_memory: Optional[Dict[int, Dict[str, np.ndarray]]] = None) -> Iterator[Dict[str, np.ndarray]]:
@@ -194,8 +214,7 @@ class EmbeddingStore:
                 path = self.shard_path(index)
                 if not path.is_file():
                     raise FileNotFoundError(f"{path} is missing: run `python -m embed extract` first")
-                with np.load(path) as z:
-                    shard = {k: z[k] for k in ("positions", "vectors", "skipped_positions", "skipped_reasons")}
+                shard = self.read_shard(index)
             keep = shard["positions"] < stop
             skip = shard["skipped_positions"] < stop
             yield {"positions": shard["positions"][keep], "vectors": shard["vectors"][keep],
@@ -218,14 +237,29 @@ class EmbeddingStore:
         return np.concatenate(positions), np.concatenate(vectors), skipped
 
 
+@dataclass(frozen=True)
+class ShardTask:
+    """Shard ``index`` to write for positions [start, stop); [start, done) are already in a shorter shard on disk."""
+    index: int
+    start: int
+    stop: int
+    done: int
+
+    @property
+    def todo(self) -> range:
+        """The positions to compute."""
+        return range(self.done, self.stop)
+
+
 class ShardWriter:
     """Collects (positions, vectors, skipped) batches in canonical order and writes each shard when whole.
 
-    A batch may straddle shards, and a shard is whole once every position in its range is either a
-    vector or a skipped file.
+    A batch may straddle shards, and a shard is whole once every position of its task is either a
+    vector or a skipped file; a shard that extends a shorter one on disk is written with the old
+    one's rows first, in one atomic replacement.
     """
 
-    def __init__(self, store: EmbeddingStore, shards: List[Tuple[int, int, int]], dim: int, keep: bool = False):
+    def __init__(self, store: EmbeddingStore, shards: List[ShardTask], dim: int, keep: bool = False):
         self.store = store
         self.keep = keep
         self.dim = dim
@@ -241,23 +275,32 @@ class ShardWriter:
         self._skipped += skipped
         self.skipped += skipped
         while self._current is not None:
-            index, start, stop = self._current
-            inside = positions < stop
+            task = self._current
+            inside = positions < task.stop
             self._positions.append(positions[inside])
             self._vectors.append(vectors[inside])
             positions, vectors = positions[~inside], vectors[~inside]
-            seen = sum(len(p) for p in self._positions) + sum(1 for p, _ in self._skipped if p < stop)
-            if seen < stop - start:
+            seen = sum(len(p) for p in self._positions) + sum(1 for p, _ in self._skipped if p < task.stop)
+            if seen < len(task.todo):
                 return
-            self._write(index, start, stop)
+            self._write(task)
             self._current = next(self._shards, None)
 
-    def _write(self, index: int, start: int, stop: int) -> None:
-        positions = np.concatenate(self._positions) if self._positions else np.zeros(0, np.int64)
-        vectors = np.concatenate(self._vectors) if self._vectors else np.zeros((0, self.dim), np.float32)
-        skipped = sorted(b for b in self._skipped if start <= b[0] < stop)
+    def _write(self, task: ShardTask) -> None:
+        index, start, stop = task.index, task.start, task.stop
+        parts_p, parts_v = list(self._positions), list(self._vectors)
+        skipped = sorted(b for b in self._skipped if task.done <= b[0] < stop)
+        if task.done > start:   # keep what the shorter shard holds
+            old = self.store.read_shard(index)
+            keep, keep_skipped = old["positions"] < task.done, old["skipped_positions"] < task.done
+            parts_p.insert(0, old["positions"][keep])
+            parts_v.insert(0, old["vectors"][keep])
+            skipped = sorted(zip(old["skipped_positions"][keep_skipped].tolist(),
+                                 old["skipped_reasons"][keep_skipped].tolist())) + skipped
+        positions = np.concatenate(parts_p) if parts_p else np.zeros(0, np.int64)
+        vectors = np.concatenate(parts_v) if parts_v else np.zeros((0, self.dim), np.float32)
         self.store.write_shard(index, start, stop, positions, vectors, skipped)
-        log.debug("wrote shard %d (positions %d-%d)", index, start, stop)
+        log.debug("wrote shard %d (positions %d-%d, %d of them new)", index, start, stop, len(task.todo))
         if self.keep:
             self.written[index] = {
                 "positions": positions.astype(np.int64), "vectors": vectors.astype(np.float32, copy=False),

@@ -67,7 +67,7 @@ def imagenet_index() -> Dict[str, int]:
 def measure_accuracy(cfg: AccuracyCheckConfig) -> AccuracyResult:
     from tqdm import tqdm
     from embed.extraction.embedder import default_workers, resolve_device
-    from embed.sources.imaging import DEFAULT_MAX_PIXELS
+    from embed.sources.imaging import MAX_IMAGE_PIXELS
     from embed.extraction.reader import ImageReader
     from embed.models.registry import load_model
 
@@ -82,7 +82,7 @@ def measure_accuracy(cfg: AccuracyCheckConfig) -> AccuracyResult:
     device = resolve_device(cfg.device)
     model = loaded.model.to(device)
     workers = default_workers(device) if cfg.workers is None else cfg.workers
-    reader = ImageReader(images, loaded.transform, device, "workers", cfg.batch_size, workers, DEFAULT_MAX_PIXELS)
+    reader = ImageReader(images, loaded.transform, device, "workers", cfg.batch_size, workers, MAX_IMAGE_PIXELS)
     top1 = top5 = n = unreadable = 0
     start = time.perf_counter()
     with torch.inference_mode(), tqdm(total=len(positions), unit="img", desc=f"check {cfg.model}",

@@ -9,10 +9,11 @@ that is impossible the error lists the tensors that could not be placed, never a
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-import torch
-import torch.nn as nn
+if TYPE_CHECKING:  # torch loads with the model; the error class below is imported by torch-free callers
+    import torch
+    import torch.nn as nn
 
 # running-stat counters are not weights; BatchNorm fills in a missing one by itself
 IGNORED_SUFFIXES = ("num_batches_tracked", "n_averaged")
@@ -37,6 +38,7 @@ def unwrap_checkpoint(checkpoint: Any) -> Dict[str, torch.Tensor]:
                 break
     if not isinstance(checkpoint, dict):
         raise CheckpointMismatchError(f"checkpoint is a {type(checkpoint).__name__}, not a state dict")
+    import torch
     out = {}
     for key, value in checkpoint.items():
         if not torch.is_tensor(value):

@@ -22,10 +22,10 @@ from urllib.parse import urlparse
 
 from embed.sources.download import DownloadError, file_digest
 
+from embed.models.catalog import ModelSpec, get_spec
+
 if TYPE_CHECKING:
     import torch.nn as nn
-
-    from embed.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def read_checkpoint(path: Path) -> Dict[str, Any]:
     return unwrap_checkpoint(raw)
 
 
-def checkpoint_filter(spec: "ModelSpec") -> Callable[[Dict[str, Any], "nn.Module"], Dict[str, Any]]:
+def checkpoint_filter(spec: ModelSpec) -> Callable[[Dict[str, Any], "nn.Module"], Dict[str, Any]]:
     """The model's own ``checkpoint_filter_fn`` (as timm's model files have), else the generic fit."""
     if spec.checkpoint_filter:
         module, _, name = spec.checkpoint_filter.partition(":")
@@ -84,7 +84,7 @@ def checkpoint_filter(spec: "ModelSpec") -> Callable[[Dict[str, Any], "nn.Module
     return lambda state, model: fit_state_dict(state, model, spec.name)
 
 
-def load_file(spec: "ModelSpec", path: Path, **create_kwargs: Any) -> "nn.Module":
+def load_file(spec: ModelSpec, path: Path, **create_kwargs: Any) -> "nn.Module":
     """A model with the weights of a local file, fitted and loaded strictly: the one path for every file."""
     import timm
     state = read_checkpoint(path)
@@ -112,13 +112,13 @@ class WeightsSource:
     """One place weights can come from."""
     name = ""
 
-    def applies(self, spec: "ModelSpec") -> bool:
+    def applies(self, spec: ModelSpec) -> bool:
         raise NotImplementedError
 
-    def availability(self, spec: "ModelSpec") -> Availability:
+    def availability(self, spec: ModelSpec) -> Availability:
         raise NotImplementedError
 
-    def load(self, spec: "ModelSpec", create_kwargs: Dict[str, Any]) -> Tuple["nn.Module", WeightsInfo]:
+    def load(self, spec: ModelSpec, create_kwargs: Dict[str, Any]) -> Tuple["nn.Module", WeightsInfo]:
         raise NotImplementedError
 
 
@@ -126,10 +126,10 @@ class PackageWeights(WeightsSource):
     """A file a pip package ships (no network ever)."""
     name = "package"
 
-    def applies(self, spec: "ModelSpec") -> bool:
+    def applies(self, spec: ModelSpec) -> bool:
         return spec.package_weights is not None and spec.package_weights() is not None
 
-    def availability(self, spec: "ModelSpec") -> Availability:
+    def availability(self, spec: ModelSpec) -> Availability:
         return Availability(True, True, "pip package")
 
     def load(self, spec, create_kwargs):
@@ -141,10 +141,10 @@ class DownloadedWeights(WeightsSource):
     """A checkpoint downloaded once into the cache, validated before it is kept."""
     name = "download"
 
-    def applies(self, spec: "ModelSpec") -> bool:
+    def applies(self, spec: ModelSpec) -> bool:
         return spec.download is not None
 
-    def availability(self, spec: "ModelSpec") -> Availability:
+    def availability(self, spec: ModelSpec) -> Availability:
         assert spec.download is not None
         cached, source = spec.download.cached(), spec.download.source()
         if cached is not None:
@@ -171,16 +171,18 @@ class HubWeights(WeightsSource):
     """
     name = "hub"
 
-    def applies(self, spec: "ModelSpec") -> bool:
+    def applies(self, spec: ModelSpec) -> bool:
         return spec.hub
 
     @staticmethod
-    def hub_id(spec: "ModelSpec") -> Optional[str]:
-        import timm
+    def hub_id(spec: ModelSpec) -> Optional[str]:
+        if spec.hub_id is not None:
+            return spec.hub_id   # catalogue entries name it: no torch to answer "is it here?"
+        import timm  # a timm:<name> model: only timm's pretrained config knows its repository
         cfg = timm.models.get_pretrained_cfg(spec.timm_name)
         return getattr(cfg, "hf_hub_id", None) if cfg else None
 
-    def cached_file(self, spec: "ModelSpec") -> Optional[Path]:
+    def cached_file(self, spec: ModelSpec) -> Optional[Path]:
         from huggingface_hub import try_to_load_from_cache
         hub_id = self.hub_id(spec)
         for fname in HUB_FILES:
@@ -194,7 +196,7 @@ class HubWeights(WeightsSource):
         from huggingface_hub import constants
         return not constants.HF_HUB_OFFLINE and host_reachable(constants.ENDPOINT)
 
-    def availability(self, spec: "ModelSpec") -> Availability:
+    def availability(self, spec: ModelSpec) -> Availability:
         from huggingface_hub import constants
         hub_id = self.hub_id(spec) or spec.timm_name
         if self.cached_file(spec) is not None:
@@ -227,10 +229,10 @@ class RandomWeights(WeightsSource):
     """Seeded random weights, only on request: a resumed or repeated run embeds exactly as the first."""
     name = "random"
 
-    def applies(self, spec: "ModelSpec") -> bool:
+    def applies(self, spec: ModelSpec) -> bool:
         return True
 
-    def availability(self, spec: "ModelSpec") -> Availability:
+    def availability(self, spec: ModelSpec) -> Availability:
         return Availability(True, True, f"random init, seed {RANDOM_INIT_SEED}")
 
     def load(self, spec, create_kwargs):
@@ -245,23 +247,23 @@ class RandomWeights(WeightsSource):
 REAL_SOURCES: List[WeightsSource] = [PackageWeights(), DownloadedWeights(), HubWeights()]
 
 
-def manual_route(spec: "ModelSpec") -> str:
+def manual_route(spec: ModelSpec) -> str:
     return f"or pass --checkpoint PATH with --model {spec.name}"
 
 
-def sources_for(spec: "ModelSpec") -> List[WeightsSource]:
+def sources_for(spec: ModelSpec) -> List[WeightsSource]:
     """The real sources that apply to ``spec``, in resolution order."""
     return [s for s in REAL_SOURCES if s.applies(spec)]
 
 
-def availability(spec: "ModelSpec") -> Availability:
+def availability(spec: ModelSpec) -> Availability:
     """The first applicable source's answer: are real weights here, or obtainable now, and where."""
     for source in sources_for(spec):
         return source.availability(spec)
     return Availability(False, False, f"no published weights: {manual_route(spec)}")
 
 
-def resolve(spec: "ModelSpec", checkpoint: Optional[Path], random_init: bool,
+def resolve(spec: ModelSpec, checkpoint: Optional[Path], random_init: bool,
             create_kwargs: Dict[str, Any]) -> Tuple["nn.Module", WeightsInfo]:
     """Load ``spec`` with the first source that has weights; random ones only when ``random_init`` allows."""
     if checkpoint is not None:
@@ -279,3 +281,15 @@ def resolve(spec: "ModelSpec", checkpoint: Optional[Path], random_init: bool,
                                  f"with random weights.")
     log.warning("%s; using RANDOM weights (--random-init)", problem)
     return RandomWeights().load(spec, create_kwargs)
+
+
+def weights_available(name: str) -> Tuple[bool, str]:
+    """Whether ``load_model(name)`` would find real weights here without the network, and where."""
+    found = availability(get_spec(name))
+    return found.here, found.where
+
+
+def weights_obtainable(name: str) -> Tuple[bool, str]:
+    """Whether real weights for ``name`` are here or can be downloaded now; if not, why and how to get them."""
+    found = availability(get_spec(name))
+    return found.obtainable, found.where

@@ -88,8 +88,8 @@ def available_splits(data_root: Path) -> List[str]:
     return sorted(p.name for p in data_root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def load_split(data_root, split: str, limit: Optional[int] = None) -> ImageList:
-    """Resolve ``data_root/split`` in whichever layout it is and list its images in canonical order."""
+def split_folder(data_root, split: str) -> Path:
+    """``data_root/split`` when both exist (a quick check: nothing is listed), else a DatasetError saying why."""
     data_root = Path(data_root).expanduser().resolve()
     if not data_root.is_dir():
         raise DatasetError(f"data root {data_root} does not exist or is not a folder (set --data-root)")
@@ -100,6 +100,13 @@ def load_split(data_root, split: str, limit: Optional[int] = None) -> ImageList:
         splits = available_splits(data_root)
         hint = f"; splits found: {', '.join(splits)}" if splits else "; it has no sub-folders"
         raise DatasetError(f"split {split!r} not found under {data_root}{hint}")
+    return split_dir
+
+
+def load_split(data_root, split: str, limit: Optional[int] = None) -> ImageList:
+    """Resolve ``data_root/split`` in whichever layout it is and list its images in canonical order."""
+    split_dir = split_folder(data_root, split)
+    data_root = split_dir.parent
 
     if (split_dir / "images").is_dir() and (split_dir / TINY_ANNOTATIONS).is_file():
         layout = "tiny-imagenet"

@@ -45,6 +45,12 @@ class EvalConfig:
     database_split: Optional[str] = None
     query_split: Optional[str] = None
     chunk_rows: int = 65536
+    data_root: Optional[str] = None   # the indexed data root, for the build commands the errors suggest
+
+    def build_command(self, model: str, split: str) -> str:
+        import shlex
+        root = shlex.quote(self.data_root) if self.data_root else "DIR"
+        return f"python -m indexer build --model {shlex.quote(model)} --split {shlex.quote(split)} --data-root {root}"
 
 
 @dataclass
@@ -76,7 +82,7 @@ def evaluate_runs(cfg: EvalConfig, store: VectorStore) -> Tuple[Evaluation, List
         meta = store.meta(name)
         if meta is None:
             raise EvaluationError(f"no collection for {model} on {cfg.dataset}/{cfg.split}: run "
-                                  f"`python -m indexer build --model {model} --split {cfg.split} --data-root ...` first")
+                                  f"`{cfg.build_command(model, cfg.split)}` first")
         ids, vectors, class_ids, relpaths = store.read_all(name, progress=cfg.progress)
         labels = encode_labels(class_ids)
         k = needed_k(labels, cfg.ks, cfg.knn_k)
@@ -121,8 +127,8 @@ def _dino_knn(cfg: EvalConfig, store: VectorStore, model: str, vectors: np.ndarr
         db_name = EmbeddingKey(model, cfg.dataset, cfg.database_split).collection_name
         for split, coll in ((cfg.query_split, q_name), (cfg.database_split, db_name)):
             if store.meta(coll) is None:
-                raise EvaluationError(f"DINO kNN needs {model} on {cfg.dataset}/{split}: run `python -m indexer "
-                                      f"build --model {model} --split {split} --data-root ...` first")
+                raise EvaluationError(f"DINO kNN needs {model} on {cfg.dataset}/{split}: run "
+                                      f"`{cfg.build_command(model, split)}` first")
         _, q_vectors, q_classes, _ = store.read_all(q_name, progress=cfg.progress)
         codes: Dict[str, int] = {}
         q_labels = np.asarray([codes.setdefault(c, len(codes)) for c in q_classes], np.int64)

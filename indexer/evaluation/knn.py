@@ -45,6 +45,7 @@ class KnnResult:
     correct: np.ndarray          # (n_queries,) bool, top-1 per query
     seconds: float
     protocol: str
+    largest_block_bytes: int = 0  # the biggest query x chunk similarity block held at once
 
 
 class RunningTopK:
@@ -58,6 +59,7 @@ class RunningTopK:
         self.sim = torch.full((n, k), -math.inf, device=self.dev)
         self.label = torch.full((n, k), -1, dtype=torch.int64, device=self.dev)
         self.seen = 0
+        self.largest_block_bytes = 0   # the biggest similarity block computed so far (torch memory, not traced)
 
     @torch.inference_mode()
     def add(self, vectors: np.ndarray, labels: np.ndarray) -> None:
@@ -69,7 +71,10 @@ class RunningTopK:
         step = max(1, SIMILARITY_BUFFER_BYTES // (4 * max(1, len(x))))
         for a in range(0, len(self.q), step):
             b = min(a + step, len(self.q))
-            top_sim, top_idx = torch.topk(self.q[a:b] @ x.T, kk, dim=1)
+            block = self.q[a:b] @ x.T
+            self.largest_block_bytes = max(self.largest_block_bytes, block.element_size() * block.nelement())
+            top_sim, top_idx = torch.topk(block, kk, dim=1)
+            del block
             both_sim = torch.cat([self.sim[a:b], top_sim], 1)
             both_lab = torch.cat([self.label[a:b], lab[top_idx]], 1)
             keep_sim, keep = torch.topk(both_sim, self.k, dim=1)
@@ -108,7 +113,7 @@ def dino_knn(queries: np.ndarray, query_labels: np.ndarray, database: Iterable[C
     correct = ranked[:, 0] == truth
     top5 = (ranked == truth[:, None]).any(1)
     return KnnResult(float(correct.mean()) if len(correct) else float("nan"), float(top5.mean()) if len(top5) else float("nan"),
-                     len(truth), top.seen, correct, time.perf_counter() - t, protocol)
+                     len(truth), top.seen, correct, time.perf_counter() - t, protocol, top.largest_block_bytes)
 
 
 def array_chunks(vectors: np.ndarray, labels: np.ndarray, chunk_rows: int) -> Iterator[Chunk]:

@@ -238,9 +238,21 @@ def accuracy(runs: Sequence[Run], cfg: ReportConfig, dataset: str) -> Accuracy:
                          f"{' > '.join(by_ret)}: {same}.")
     missing = [row.model for row in rows if not row.check]
     if missing:
-        sentences.append(f"No classifier accuracy for {', '.join(missing)}: run `python -m embed check --model "
-                         f"MODEL --split {cfg.split}` to add it.")
+        commands = " and ".join(f"`{check_command(m, cfg)}`" for m in missing)
+        sentences.append(f"No classifier accuracy for {', '.join(missing)}: run {commands} to add it"
+                         f"{'' if cfg.data_root else ' (with --data-root DIR, the folder holding the images)'}.")
     return Accuracy(rows, sentences)
+
+
+def check_command(model: str, cfg: ReportConfig) -> str:
+    """The ``embed check`` run that adds ``model``'s classifier accuracy to the next report, as it runs."""
+    import shlex
+    parts = ["python -m embed check", f"--model {shlex.quote(model)}", f"--split {shlex.quote(cfg.split)}"]
+    if cfg.data_root:
+        parts.append(f"--data-root {shlex.quote(str(cfg.data_root))}")
+    if Path(cfg.embeddings) != Path(settings.current().embeddings):
+        parts.append(f"--out {shlex.quote(str(cfg.embeddings))}")
+    return " ".join(parts)
 
 
 def disagreement_queries(runs: Sequence[Run], n: int) -> List[int]:

@@ -115,7 +115,7 @@ def test_upload_past_the_byte_limit_is_refused_as_too_large():
 
 
 def test_upload_over_the_pixel_limit_is_refused_by_our_check():
-    # about 60 MP: under Pillow's own limits (89 MP warning, 179 MP error), over the app's 50 MP
+    from embed.sources.imaging import too_many_pixels
     with pytest.raises(BadImage) as e:
-        load_upload(bomb_png(8000, 7500))
-    assert e.value.reason == "too many pixels (8000x7500 > 50,000,000)"
+        load_upload(bomb_png(8000, 7500))   # 60 MP, over the 50 MP limit of every image
+    assert e.value.reason == too_many_pixels(8000, 7500) == "too many pixels: 8,000 x 7,500 = 60,000,000; the limit is 50,000,000"

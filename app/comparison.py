@@ -1,0 +1,155 @@
+"""Like for like: which images the shown columns have in common, and what to say when their collections differ.
+
+Every column answers the same query against its own collection. That compares the models only when the
+collections hold the same images: built from the same list of files (the identity's data fingerprint) and
+with the same ``--limit``. This module reads what each collection holds (ids, classes, paths: no vectors),
+finds the images they all hold, and words the differences with the build commands that remove them.
+Streamlit-free and store-free: ``app.backend`` feeds it rows.
+"""
+from __future__ import annotations
+
+import shlex
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+
+from indexer.milvus_store import CollectionMeta
+
+
+@dataclass(frozen=True)
+class IndexedImage:
+    """One row of a collection, without its vector: the image's canonical position (its id), class and path."""
+    id: int
+    class_id: str
+    relpath: str
+
+
+@dataclass
+class CollectionImages:
+    """The images one model's collection holds."""
+    model: str
+    title: str
+    meta: CollectionMeta
+    images: Dict[int, IndexedImage]
+    class_counts: Counter = field(default_factory=Counter)
+
+    @classmethod
+    def from_rows(cls, model: str, title: str, meta: CollectionMeta, rows: Iterable[Mapping]) -> "CollectionImages":
+        images = {int(r["id"]): IndexedImage(int(r["id"]), r["class_id"], r["relpath"]) for r in rows}
+        return cls(model, title, meta, images, Counter(im.class_id for im in images.values()))
+
+    def holds(self, image: IndexedImage) -> bool:
+        """Whether this collection holds that very image (same id and same file)."""
+        return self.images.get(image.id) == image
+
+    @property
+    def limit(self) -> int:
+        """The ``--limit`` that builds exactly these ids: one past the last position."""
+        return max(self.images, default=-1) + 1
+
+    def best_precision(self, class_id: str, query: Optional[IndexedImage], k: int) -> Optional[float]:
+        """The highest P@k any model can reach here for a query of ``class_id``: the other images of its class
+        in the collection (the query itself excluded), capped at k."""
+        if k <= 0:
+            return None
+        others = self.class_counts.get(class_id, 0) - (1 if query is not None and self.holds(query) else 0)
+        return min(k, max(others, 0)) / k
+
+
+def build_command(meta: CollectionMeta, uri: str, limit: Optional[int] = None, force: bool = False) -> str:
+    """The build command that makes this model's collection again, as it was made, with another ``--limit``.
+
+    Everything that decides its vectors is spelled out (decode, precision, weights, normalisation), so the
+    rebuilt collection has the same identity and the build extracts only the images not embedded yet.
+    """
+    identity = meta.identity
+    parts = ["python -m indexer build", f"--model {shlex.quote(identity.model)}", f"--split {shlex.quote(identity.split)}",
+             f"--data-root {shlex.quote(meta.data_root)}"]
+    if limit is not None:
+        parts.append(f"--limit {limit}")
+    if identity.weights_source == "checkpoint" and meta.weights_detail:
+        parts.append(f"--checkpoint {shlex.quote(meta.weights_detail)}")
+    if identity.is_random:
+        parts.append("--random-init")
+    if identity.normalized:
+        parts.append("--normalize")
+    parts += [f"--decode {identity.decode}", f"--precision {identity.precision}"]
+    if force:
+        parts.append("--force")
+    parts.append(f"--uri {shlex.quote(uri)}")
+    return " ".join(parts)
+
+
+def _names(columns: Sequence[CollectionImages]) -> str:
+    titles = [c.title for c in columns]
+    return titles[0] if len(titles) == 1 else ", ".join(titles[:-1]) + " and " + titles[-1]
+
+
+@dataclass
+class Comparison:
+    """What the shown (indexed) columns have in common, and how they differ."""
+    columns: List[CollectionImages]
+    shared: List[IndexedImage]                      # held by every column, by id
+    lines: List[str] = field(default_factory=list)  # each difference in a sentence
+    commands: List[str] = field(default_factory=list)  # the builds that remove them
+
+    @classmethod
+    def of(cls, columns: Sequence[CollectionImages], uri: str) -> "Comparison":
+        columns = list(columns)
+        if not columns:
+            return cls([], [])
+        shared_ids = set(columns[0].images)
+        for c in columns[1:]:
+            shared_ids &= {i for i, im in c.images.items() if columns[0].images.get(i) == im}
+        shared = [columns[0].images[i] for i in sorted(shared_ids)]
+        comparison = cls(columns, shared)
+        comparison._explain(uri)
+        return comparison
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.lines)
+
+    def image(self, image_id: int) -> Optional[IndexedImage]:
+        """The image with this id in the first column that holds one (a clicked hit may be in one column only)."""
+        for c in self.columns:
+            if image_id in c.images:
+                return c.images[image_id]
+        return None
+
+    def lacking(self, image: IndexedImage) -> List[CollectionImages]:
+        return [c for c in self.columns if not c.holds(image)]
+
+    def _explain(self, uri: str) -> None:
+        datasets: Dict[str, List[CollectionImages]] = {}
+        for c in self.columns:
+            datasets.setdefault(c.meta.dataset, []).append(c)
+        if len(datasets) > 1:
+            self.lines.append("The columns index different datasets (" + "; ".join(
+                f"{_names(cs)}: {name}" for name, cs in datasets.items()) + "): the same position is a different "
+                "image in each, so only images with the same path are compared. Open the app on one dataset:")
+            self.commands += [f"streamlit run app/main.py -- --data-root {shlex.quote(cs[0].meta.data_root)} "
+                              f"--split {shlex.quote(cs[0].meta.split)} --uri {shlex.quote(uri)}"
+                              for cs in datasets.values()]
+            return
+        lists: Dict[str, List[CollectionImages]] = {}
+        for c in self.columns:
+            lists.setdefault(c.meta.identity.data_fingerprint, []).append(c)
+        if len(lists) > 1:
+            self.lines.append("The columns were built from different lists of files in the same folder (the data "
+                              "changed between builds: " + "; ".join(f"{_names(cs)}: list {fp[:8]}"
+                                                                      for fp, cs in lists.items()) +
+                              "): a position may name different images. Rebuild them from the files as they are now:")
+            self.commands += [build_command(c.meta, uri, force=True) for c in self.columns]
+            return
+        sizes = Counter(len(c.images) for c in self.columns)
+        if len(sizes) > 1 or any(len(self.shared) < len(c.images) for c in self.columns):
+            by_size: Dict[int, List[CollectionImages]] = {}
+            for c in sorted(self.columns, key=lambda c: -len(c.images)):
+                by_size.setdefault(len(c.images), []).append(c)
+            held = "; ".join(f"{_names(cs)}: {n:,} images" for n, cs in by_size.items())
+            self.lines.append(f"The columns hold different images ({held}). Positions, classes and Random use the "
+                              f"{len(self.shared):,} images every column holds; a column that lacks the query says "
+                              f"so. To compare on all of them, build the smaller ones to the same --limit:")
+            limit = max(c.limit for c in self.columns)
+            self.commands += [build_command(c.meta, uri, limit=limit) for c in self.columns if c.limit < limit]

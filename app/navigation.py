@@ -1,0 +1,31 @@
+"""The app's pages, each with its title in the sidebar: app/main.py registers them, the other pages link to them.
+
+``st.navigation`` names pages by their titles; without it Streamlit names the first page after its file ("main").
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import streamlit as st
+from streamlit.navigation.page import StreamlitPage
+
+SEARCH_URL = "search"
+EVALUATION_FILE = "pages/1_Evaluation.py"   # relative to app/main.py, as Streamlit resolves page files
+_registered: Dict[str, StreamlitPage] = {}
+
+
+def run(search_page: Callable[[], None]) -> None:
+    """Show the sidebar's page list and run the chosen page (Search unless the URL names another)."""
+    pages = {
+        SEARCH_URL: st.Page(search_page, title="Search", icon=":material/image_search:", url_path=SEARCH_URL,
+                            default=True),
+        "Evaluation": st.Page(EVALUATION_FILE, title="Evaluation", icon=":material/analytics:",
+                              url_path="Evaluation"),
+    }
+    _registered.update(pages)
+    st.navigation(list(pages.values())).run()
+
+
+def switch_to_search(query_params: Optional[Dict[str, str]] = None) -> None:
+    """Open the Search page (registered by app/main.py, which runs before every page)."""
+    st.switch_page(_registered[SEARCH_URL], query_params=query_params)

@@ -1,0 +1,133 @@
+"""Every command the tool suggests runs as written: each suggestion is run here, as printed."""
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, have_effnet_package, make_tiny_layout
+
+needs_effnet = pytest.mark.skipif(not have_effnet_package(), reason="effnet-lite0's weights package is not installed")
+
+
+def _env(**extra):
+    return dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
+                **{k: str(v) for k, v in extra.items()})
+
+
+def _cli(*args, cwd, env=None, timeout=600):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env or _env(),
+                          timeout=timeout)
+
+
+def _run_as_written(command: str, cwd: Path, env=None) -> subprocess.CompletedProcess:
+    """The suggestion, word for word; `python` is this interpreter (the venv's python)."""
+    argv = shlex.split(command)
+    assert argv[0] == "python", command
+    return _cli(*argv[1:], cwd=cwd, env=env)
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """A database holding one collection (timm:test_resnet, random weights) of a small Tiny-ImageNet-like val."""
+    from embed.extraction.extract import ExtractConfig
+    from indexer.build import build
+    from indexer.milvus_store import VectorStore
+    base = tmp_path_factory.mktemp("suggest")
+    root = make_tiny_layout(base / "data", n_per_class=3, classes=("n01440764", "n01443537"))
+    uri = str(base / "milvus.db")
+    store = VectorStore(uri)
+    build(ExtractConfig(model="timm:test_resnet", split="val", data_root=root, out=base / "emb", random_init=True,
+                        workers=0, batch_size=6, progress=False), store, progress=False)
+    store.close()
+    from milvus_lite.server_manager import server_manager_instance
+    server_manager_instance.release_all()
+    return {"uri": uri, "root": root, "base": base}
+
+
+@pytest.mark.slow
+@needs_effnet
+def test_the_build_a_search_suggests_for_a_missing_model_runs(indexed, tmp_path):
+    query = indexed["root"] / "val" / "images" / "val_0.JPEG"
+    search = ("-m", "indexer", "search", "--model", "effnet-lite0", "--split", "val", "--image", str(query),
+              "--uri", indexed["uri"])
+    res = _cli(*search, cwd=tmp_path)
+    assert res.returncode == 2
+    suggested = re.search(r"Build it: (python -m indexer build [^\n]+)", res.stderr)
+    assert suggested, res.stderr
+    assert "DIR" not in suggested.group(1) and f"--data-root {indexed['root']}" in suggested.group(1)
+    built = _run_as_written(suggested.group(1), tmp_path)
+    assert built.returncode == 0, built.stderr[-3000:]
+    again = _cli(*search, cwd=tmp_path)
+    assert again.returncode == 0 and "top 6 in effnet_lite0__data__val" in again.stdout, again.stderr[-2000:]
+
+
+@pytest.mark.slow
+@needs_effnet
+def test_the_embed_check_the_report_suggests_runs(indexed, tmp_path):
+    from indexer.evaluation.report import ReportConfig, accuracy
+
+    class ModelOnly:   # the one Run field accuracy() reads when fewer than two models have a check
+        model = "effnet-lite0"
+
+    cfg = ReportConfig(out=tmp_path / "report", data_root=indexed["root"], split="val", embeddings=tmp_path / "emb")
+    [sentence] = accuracy([ModelOnly()], cfg, indexed["root"].name)["sentences"]
+    command = re.search(r"`(python -m embed check [^`]+)`", sentence).group(1)
+    assert "MODEL" not in command and f"--data-root {indexed['root']}" in command
+    checked = _run_as_written(command, tmp_path)
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert accuracy([ModelOnly()], cfg, indexed["root"].name)["checks"]["effnet-lite0"]["n"] == 6
+    assert not accuracy([ModelOnly()], cfg, indexed["root"].name)["sentences"], "nothing left to add"
+
+
+def test_a_search_on_a_missing_split_suggests_the_splits_there_are(tmp_path):
+    import numpy as np
+    from benchmarks.synthetic import synthetic_meta
+    from embed.common.identity import EmbeddingKey
+    from indexer.milvus_store import VectorStore
+    root = make_tiny_layout(tmp_path / "data")   # a val split only
+    uri = str(tmp_path / "milvus.db")
+    store = VectorStore(uri)
+    meta = synthetic_meta("effnet-lite0", 4, root.name, str(root))
+    name = EmbeddingKey("effnet-lite0", root.name, "val").collection_name
+    store.ensure_collection(name, meta)
+    store.upsert(name, np.arange(2), np.ones((2, 4), np.float32), ["a", "b"], ["x.jpg", "y.jpg"], progress=False)
+    store.close()
+    from milvus_lite.server_manager import server_manager_instance
+    server_manager_instance.release_all()
+    res = _cli("-m", "indexer", "search", "--model", "effnet-lite0", "--split", "test", "--image", "x.jpg",
+               "--uri", uri, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "indexer build" not in res.stderr, "no build of a split that does not exist"
+    assert f"No indexed data set has a split 'test' ({root} hold: val)" in res.stderr
+
+
+def test_an_empty_database_suggests_the_quick_start(tmp_path):
+    res = _cli("-m", "indexer", "drop", "--model", "effnet-lite0", "--split", "val", "--uri",
+               str(tmp_path / "empty.db"), cwd=tmp_path)
+    assert res.returncode == 2
+    assert (f"`python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000 --uri "
+            f"{tmp_path / 'empty.db'}`") in res.stderr
+
+
+def test_indexer_help_calls_the_readme_quick_start_the_quick_start(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    quick = re.search(r"python -m indexer build --model all [^&\n]*--limit (\d+)", readme)
+    res = _cli("-m", "indexer", "--help", cwd=tmp_path)
+    helped = re.search(r"--limit (\d+)\s+# the quick start", res.stdout)
+    assert quick and helped and helped.group(1) == quick.group(1) == "1000"
+
+
+@pytest.mark.parametrize("cli,command", [("indexer", c) for c in ("build", "status", "search", "drop", "serve",
+                                                                    "evaluate")] +
+                         [("embed", c) for c in ("extract", "check", "models")])
+def test_each_subcommand_shows_its_own_examples(cli, command, tmp_path):
+    res = _cli("-m", cli, command, "--help", cwd=tmp_path)
+    assert res.returncode == 0
+    examples = [line.strip() for line in res.stdout.split("examples:", 1)[1].splitlines()
+                if line.strip().startswith(("python -m", "torchrun"))]
+    assert 1 <= len(examples) <= 5, examples
+    assert all(f" {command}" in line for line in examples), examples
