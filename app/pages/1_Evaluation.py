@@ -6,9 +6,7 @@ line, then env ``RETRIEVAL_REPORT_DIR``, then ``data/report``; the sidebar can c
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -19,16 +17,9 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the 
 import streamlit as st  # noqa: E402
 
 from app.backend import Settings  # noqa: E402
+from indexer.maps import report_dir_from_argv  # noqa: E402
 from indexer.report_tables import agreement_table, ci_text  # noqa: E402
 from indexer.store import StoreError, VectorStore  # noqa: E402
-
-DEFAULT_REPORT_DIR = os.environ.get("RETRIEVAL_REPORT_DIR", "data/report")
-
-
-def report_dir_from_argv(argv) -> str:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--report-dir", default=DEFAULT_REPORT_DIR)
-    return p.parse_known_args(list(argv))[0].report_dir
 
 
 @st.cache_resource(show_spinner=False)
@@ -120,6 +111,27 @@ def disagreement_browser(doc: dict, folder: Path) -> None:
         st.switch_page("main.py", query_params={"query_id": str(chosen)})
 
 
+def maps_note(settings: Settings, folder: Path, features: str = "raw") -> None:
+    """Whether the Maps page has maps of the database's collections; if not, the command that makes them."""
+    from indexer.maps import available_params, maps_command
+    from indexer.query import indexed_collections
+    try:
+        colls = [c for c in indexed_collections(get_store(settings.uri, settings.token)) if c.meta.split == settings.split]
+    except StoreError:
+        return
+    if not colls:
+        return
+    st.subheader("Maps of the embedding spaces")
+    if available_params(folder, {c.name: c.meta for c in colls}):
+        st.markdown("Each model's space in 2-D, side by side, with its trustworthiness and per-class silhouette: "
+                    "the **Maps** page (sidebar).")
+        return
+    st.info(f"No maps of these collections in {folder / 'maps'} yet (or they were rebuilt since). The Maps page "
+            f"shows them; make them with:")
+    st.code(maps_command(settings.split, sorted(c.meta.model for c in colls), str(folder), settings.uri,
+                         features=features), language="bash")
+
+
 def main() -> None:
     st.set_page_config(page_title="Evaluation", layout="wide")
     settings = Settings.from_argv(sys.argv[1:])
@@ -135,6 +147,7 @@ def main() -> None:
         data_root = f" --data-root {settings.data_root}" if settings.data_root else ""
         st.code(f"python -m indexer evaluate --split {settings.split} --models {models}{data_root} --holdout 0.2 "
                 f"--uri {settings.uri} --report {folder}", language="bash")
+        maps_note(settings, folder)
         return
     doc = load_report(str(path), path.stat().st_mtime)
     proto = doc["protocol"]
@@ -150,6 +163,7 @@ def main() -> None:
         st.error(f"RANDOM weights: {', '.join(randoms)}: their figures measure nothing but chance.")
     show_tables(doc, folder)
     disagreement_browser(doc, folder)
+    maps_note(settings, folder, doc["variant_compared"])
 
 
 main()
