@@ -30,7 +30,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -164,7 +164,8 @@ def map_identity(meta: CollectionMeta) -> Dict:
     return {**meta.identity(), "decode": meta.decode, "rows": int(meta.rows)}
 
 
-def cache_paths(report_dir: Path, collection: str, params: MapParams) -> tuple:
+def cache_paths(report_dir: Path, collection: str, params: MapParams) -> Tuple[Path, Path]:
+    """(arrays, json) of this collection's map with these parameters."""
     stem = f"{collection}__{params.method}__{params.digest()}"
     folder = Path(report_dir) / MAPS_FOLDER
     return folder / f"{stem}.npz", folder / f"{stem}.json"
@@ -197,7 +198,7 @@ def _read(json_path: Path, load_arrays: bool = True) -> Optional[MapResult]:
                 classes, paths = z["class_ids"].tolist(), z["relpaths"].tolist()
         return MapResult(doc["collection"], doc["model"], doc["identity"], params, doc["effective"], ids, coords,
                          classes, paths, quality, doc["seconds"], cached=True)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, MapError) as e:
         log.debug("unusable map cache %s: %s", json_path, e)
         return None
 
@@ -228,7 +229,7 @@ def available_params(report_dir: Path, collections: Dict[str, CollectionMeta]) -
 
 # computing -------------------------------------------------------------------------------------
 
-def embed_2d(x: np.ndarray, params: MapParams, n_jobs: int = -1) -> tuple:
+def embed_2d(x: np.ndarray, params: MapParams, n_jobs: int = -1) -> Tuple[np.ndarray, Dict]:
     """(coordinates float32 (n, 2), effective parameters) of ``x`` by ``params.method``, seeded."""
     n = len(x)
     if n < 3:

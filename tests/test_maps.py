@@ -252,14 +252,15 @@ def test_missing_maps_page_gives_a_command_that_makes_them(three_lites, monkeypa
     # the class filter highlights the same classes, so the same images, in every map
     at = _page(args, monkeypatch)
     classes = sorted(at.multiselect(key="maps_highlight").options)[:2]
-    at.multiselect(key="maps_highlight").set_value([c.split(" (")[-1].rstrip(")") for c in classes]).run()
+    chosen = [c.split(" (")[-1].rstrip(")") for c in classes]
+    at.multiselect(key="maps_highlight").set_value(chosen).run()
     assert not at.exception, [e.value for e in at.exception]
     lit = []
     for chart in at.get("plotly_chart"):
         spec = json.loads(chart.proto.spec)
-        assert [t["name"] for t in spec["data"]] == ["other classes", "highlighted classes"]
+        assert [t["name"].split(" (")[-1] for t in spec["data"]] == ["other classes"] + [f"{c})" for c in chosen]
         assert all(t["type"] == "scattergl" for t in spec["data"])
-        lit.append(sorted(_array(spec["data"][1]["customdata"]).tolist()))
+        lit.append(sorted(i for t in spec["data"][1:] for i in _array(t["customdata"]).tolist()))
     assert len(lit) == 3 and lit[0] == lit[1] == lit[2] and len(lit[0]) == 2 * 10
 
 
@@ -272,26 +273,34 @@ def _array(value):
 
 
 def test_map_figure_marks_the_selection_and_maps_a_click_back_to_its_image():
-    from app.maps_view import class_colours, map_figure, selected_id
+    from app.maps_view import class_palette, map_figure, selected_id
     from indexer.maps import MapParams, MapQuality, MapResult
     ids = np.array([3, 5, 8, 13, 21], np.int64)
     classes = ["a", "b", "a", "c", "b"]
     result = MapResult("c", "effnet-lite0", {}, MapParams(method="pca"), {}, ids,
                        np.arange(10, dtype=np.float32).reshape(5, 2), classes, [f"{i}.jpg" for i in ids],
                        MapQuality(1.0, 2, 5, 0.5, 5), 0.1)
-    colours = class_colours(["c", "b", "a", "b"])
-    assert len(set(colours.values())) == 3 and colours == class_colours(["a", "b", "c"]), "one colour per class"
-    plain = map_figure(result, colours, {})
-    assert [t.name for t in plain.figure.data] == ["images"] and list(plain.figure.data[0].marker.color) == \
-        [colours[c] for c in classes]
-    fig = map_figure(result, colours, {"b": "bee"}, highlight=["b"], selected=13)
-    assert [t.name for t in fig.figure.data] == ["other classes", "highlighted classes", "selected image"]
+    palette = class_palette(["c", "b", "a", "b"])
+    assert palette == class_palette(["a", "b", "c"]) and len(set(palette.colours)) == 3, "one colour per class"
+    plain = map_figure(result, palette, {})
+    assert [t.name for t in plain.figure.data] == ["images"]
+    marker = plain.figure.data[0].marker
+    assert list(marker.color) == [0, 1, 0, 2, 1]
+    # each class's number falls in the band of its colour on the stepped scale
+    for code, colour in enumerate(palette.colours):
+        at = (code - marker.cmin) / (marker.cmax - marker.cmin)
+        assert [c for lo_hi in zip(marker.colorscale[::2], marker.colorscale[1::2])
+                for c in [lo_hi[0][1]] if lo_hi[0][0] <= at <= lo_hi[1][0]] == [colour]
+    fig = map_figure(result, palette, {"b": "bee"}, highlight=["b", "c"], selected=13)
+    assert [t.name for t in fig.figure.data] == ["other classes", "bee (b)", "c (c)", "selected image"]
+    assert [t.showlegend for t in fig.figure.data] == [False, True, True, False]
+    assert fig.figure.data[1].marker.color != fig.figure.data[2].marker.color != fig.figure.data[0].marker.color
     assert fig.trace_ids[1].tolist() == [5, 21] and fig.trace_ids[2].tolist() == [13]
-    assert list(fig.figure.data[1].text) == ["bee (b)", "bee (b)"]
+    assert fig.trace_ids[3].tolist() == [13] and list(fig.figure.data[1].text) == ["bee (b)", "bee (b)"]
     assert selected_id([{"curve_number": 1, "point_index": 1}], fig.trace_ids) == 21
-    assert selected_id([{"curve_number": 0, "point_number": 2}], fig.trace_ids) == 13
+    assert selected_id([{"curve_number": 0, "point_number": 1}], fig.trace_ids) == 8
     assert selected_id([{"curve_number": 7, "point_index": 0}], fig.trace_ids) is None
-    assert [t.name for t in map_figure(result, colours, {}, selected=99).figure.data] == ["images"]
+    assert [t.name for t in map_figure(result, palette, {}, selected=99).figure.data] == ["images"]
 
 
 def _plots(driver):
@@ -404,7 +413,7 @@ def test_real_browser_maps_hover_select_and_open_side_by_side(three_lites, tmp_p
 def test_real_browser_draws_50000_point_maps_within_the_benchmarks_bound(tmp_path):
     """As benchmarks/maps_render.py measures it (same data, same page, warm app): every point drawn in time."""
     from benchmarks.maps_render import drawn_fraction, synthetic_database, wait_drawn
-    measured = sorted(RENDER_RESULTS.glob("maps-render-*.json"))
+    measured = sorted(RENDER_RESULTS.glob("maps-render-????-??-??.json"))   # the 3-map runs
     assert measured, "run python -m benchmarks.maps_render first: its result is this test's bound"
     bench = json.loads(measured[-1].read_text())
     assert bench["points"] == 50_000

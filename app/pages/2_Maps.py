@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app.backend import Backend, BadImage, Settings, model_title, safe_image_path, thumbnail  # noqa: E402
-from app.maps_view import MAX_POINTS, class_colours, map_figure, selected_id  # noqa: E402
+from app.maps_view import MAX_POINTS, class_palette, map_figure, selected_id  # noqa: E402
 from embed.datasets import class_name  # noqa: E402
 from indexer.maps import MapParams, MapResult, available_params, load_map, maps_command, report_dir_from_argv  # noqa: E402
 from indexer.store import CollectionMeta, DatabaseLocked, StoreError  # noqa: E402
@@ -164,7 +164,7 @@ def main() -> None:
     all_classes = sorted({c for r in results.values() for c in r.class_ids})
     highlight = st.sidebar.multiselect("Highlight classes (in every map)", all_classes, key="maps_highlight",
                                        format_func=lambda c: f"{class_name(c)} ({c})")
-    colours = class_colours(all_classes)
+    palette = class_palette(all_classes)
     names = {c: class_name(c) for c in all_classes}
 
     st.caption(f"{params.label()} · maps in {folder / 'maps'} · colours: classes (the same in every map)")
@@ -181,7 +181,7 @@ def main() -> None:
             shown = displayed(r)
             st.caption(f"{params.label()} · {r.quality.caption(r.n)} · {r.n:,} images"
                        + (f", {shown.n:,} drawn (seeded sample)" if shown.n < r.n else ""))
-            fig = map_figure(shown, colours, names, highlight, st.session_state.get(SELECTED))
+            fig = map_figure(shown, palette, names, highlight, st.session_state.get(SELECTED))
             key = f"map_{m}"
             st.plotly_chart(fig.figure, key=key, on_select=functools.partial(remember_selection, key, fig.trace_ids),
                             selection_mode="points", config={"displaylogo": False, "scrollZoom": True},
