@@ -11,6 +11,7 @@ from streamlit.navigation.page import StreamlitPage
 
 SEARCH_URL = "search"
 EVALUATION_FILE = "pages/1_Evaluation.py"   # relative to app/main.py, as Streamlit resolves page files
+MAPS_FILE = "pages/2_Maps.py"
 _registered: Dict[str, StreamlitPage] = {}
 
 
@@ -21,6 +22,7 @@ def run(search_page: Callable[[], None]) -> None:
                             default=True),
         "Evaluation": st.Page(EVALUATION_FILE, title="Evaluation", icon=":material/analytics:",
                               url_path="Evaluation"),
+        "Maps": st.Page(MAPS_FILE, title="Maps", icon=":material/scatter_plot:", url_path="Maps"),
     }
     _registered.update(pages)
     st.navigation(list(pages.values())).run()

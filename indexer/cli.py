@@ -1,4 +1,4 @@
-"""``python -m indexer``: build, status, search, drop, serve, evaluate.
+"""``python -m indexer``: build, status, search, drop, serve, evaluate, maps.
 
 Module level imports nothing heavy (no torch, timm or pymilvus): `--help` and argument errors are
 answered at once; each command imports what it needs.
@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dim", type=positive_int, default=2048, help="dimension for --simulate-rows (default %(default)s)")
     g.add_argument("--queries", type=positive_int, default=10000, help="queries for --simulate-rows (default %(default)s)")
     add_store_arguments(p)
+    add_maps_parser(sub)
     return parser
 
 
@@ -399,8 +400,68 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# maps: 2-D maps of every model's embedding space for the app's Maps page (indexer/maps.py) ------------------
+
+MAPS_EXAMPLES = """maps examples:
+  python -m indexer maps --split val                                    # UMAP of every indexed model, raw features
+  python -m indexer maps --split val --models effnet-lite0,effnet-lite1,effnet-lite2 --method pca
+  python -m indexer maps --split val --method tsne --features normalized --report-dir docs/report
+  python -m indexer maps --split val --uri http://127.0.0.1:19530 --force    # recompute even when cached
+
+Maps are cached in DIR/maps/ (DIR: --report-dir) under the collection's identity and the method's parameters:
+a second run reads them back at once, a rebuilt collection gets a new map. The app's Maps page shows them.
+"""
+
+
+def add_maps_parser(sub) -> None:
+    from indexer.evaluation.maps import FEATURES, METHODS
+    p = _fmt(sub, "maps", "2-D maps of each model's embeddings (UMAP, PCA or t-SNE) with trustworthiness and "
+                          "per-class silhouette, cached for the app's Maps page")
+    p.epilog = MAPS_EXAMPLES + "\n" + EPILOG
+    p.add_argument("--split", required=True, help="split the collections were built from, e.g. val")
+    p.add_argument("--models", default=None,
+                   help="comma-separated models (default: every model indexed for the split)")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="choose the dataset (by its folder name) when the split is indexed for several")
+    p.add_argument("--method", choices=METHODS, default="umap",
+                   help="umap (default; seeded, so one thread), pca (seconds) or tsne (openTSNE)")
+    p.add_argument("--features", choices=FEATURES, default="raw",
+                   help="the vectors as stored (raw, default) or unit length (normalized), as evaluate's variants")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the map and of the samples (default 0)")
+    p.add_argument("--report-dir", type=Path, default=Path(settings.current().report_dir),
+                   help="maps go to DIR/maps/ (env RETRIEVAL_REPORT_DIR; default %(default)s, as the app's pages)")
+    p.add_argument("--force", action="store_true", help="recompute even when a current map is cached")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_store_arguments(p)
+
+
+def cmd_maps(args) -> int:
+    """One line per map: method, n, trustworthiness, silhouette, seconds, cached or computed."""
+    from indexer.evaluation.maps import MapParams, compute_map
+    from indexer.catalog import find_collection, indexed_collections
+    store = _store(args)
+    if args.models:
+        colls = [find_collection(store, m.strip(), args.split, _dataset_arg(args))
+                 for m in args.models.split(",") if m.strip()]
+    else:
+        colls = [c for c in indexed_collections(store) if c.meta.key.matches(split=args.split, dataset=_dataset_arg(args))]
+        if not colls:
+            raise StoreError(f"no collection for split {args.split!r} in {store.describe_target()}: build one first "
+                             f"(python -m indexer build --model all --split {args.split} --data-root DIR)")
+    datasets = {c.meta.dataset for c in colls}
+    if len(datasets) > 1:
+        raise StoreError(f"split {args.split!r} is indexed for several datasets ({', '.join(sorted(datasets))}): "
+                         f"pass --data-root to choose one")
+    params = MapParams(method=args.method, features=args.features, seed=args.seed)
+    for c in colls:
+        result = compute_map(store, c.name, params, args.report_dir, force=args.force, progress=not args.no_progress)
+        print(result.line(), flush=True)
+    print(f"maps in {args.report_dir / 'maps'} ({params.label()})")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from embed.sources.imaging import BadImage
     handlers = {"build": cmd_build, "status": cmd_status, "search": cmd_search, "drop": cmd_drop,
-                "serve": cmd_serve, "evaluate": cmd_evaluate}
+                "serve": cmd_serve, "evaluate": cmd_evaluate, "maps": cmd_maps}
     return run_cli(handlers, build_parser(), argv, extra_errors=(StoreError, BadImage))

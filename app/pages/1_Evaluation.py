@@ -6,8 +6,6 @@ line, then env ``RETRIEVAL_REPORT_DIR``, then ``data/report``; the sidebar can c
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -19,18 +17,10 @@ import streamlit as st  # noqa: E402
 
 from app import navigation  # noqa: E402
 from app.backend import AppSettings  # noqa: E402
-from embed.common.settings import RetrievalSettings  # noqa: E402
 from indexer.evaluation.document import ReportDocument, ReportSchemaError  # noqa: E402
+from indexer.evaluation.maps import report_dir_from_argv  # noqa: E402
 from indexer.evaluation.sections import sections  # noqa: E402
 from indexer.milvus_store import StoreError, VectorStore  # noqa: E402
-
-
-
-def report_dir_from_argv(argv) -> str:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--report-dir", default=RetrievalSettings.from_environment().report_dir)
-    return p.parse_known_args(list(argv))[0].report_dir
-
 
 @st.cache_resource(show_spinner=False)
 def get_store(uri: str, token: str) -> VectorStore:
@@ -85,6 +75,27 @@ def disagreement_browser(doc: ReportDocument, folder: Path) -> None:
         navigation.switch_to_search(query_params={"query_id": str(chosen)})
 
 
+def maps_note(settings: Settings, folder: Path, features: str = "raw") -> None:
+    """Whether the Maps page has maps of the database's collections; if not, the command that makes them."""
+    from indexer.evaluation.maps import available_params, maps_command
+    from indexer.catalog import indexed_collections
+    try:
+        colls = [c for c in indexed_collections(get_store(settings.uri, settings.token)) if c.meta.split == settings.split]
+    except StoreError:
+        return
+    if not colls:
+        return
+    st.subheader("Maps of the embedding spaces")
+    if available_params(folder, {c.name: c.meta for c in colls}):
+        st.markdown("Each model's space in 2-D, side by side, with its trustworthiness and per-class silhouette: "
+                    "the **Maps** page (sidebar).")
+        return
+    st.info(f"No maps of these collections in {folder / 'maps'} yet (or they were rebuilt since). The Maps page "
+            f"shows them; make them with:")
+    st.code(maps_command(settings.split, sorted(c.meta.model for c in colls), str(folder), settings.uri,
+                         features=features), language="bash")
+
+
 def main() -> None:
     st.set_page_config(page_title="Evaluation", layout="wide")
     settings = AppSettings.from_argv(sys.argv[1:])
@@ -100,6 +111,7 @@ def main() -> None:
         data_root = f" --data-root {settings.data_root}" if settings.data_root else ""
         st.code(f"python -m indexer evaluate --split {settings.split} --models {models}{data_root} --holdout 0.2 "
                 f"--uri {settings.uri} --report {folder}", language="bash")
+        maps_note(settings, folder)
         return
     try:
         doc = load_report(str(path), path.stat().st_mtime)
@@ -121,6 +133,7 @@ def main() -> None:
         st.error(f"RANDOM weights: {', '.join(randoms)}: their figures measure nothing but chance.")
     show_sections(doc, folder)
     disagreement_browser(doc, folder)
+    maps_note(settings, folder, doc["variant_compared"])
 
 
 main()

@@ -1,0 +1,117 @@
+"""The Maps page's figures, free of Streamlit: one WebGL scatter (Plotly ``Scattergl``) per model's map.
+
+Every map of a page gets the same class colours, the same highlighted classes and the same selected image, so
+that a class or an image can be followed from one model's space to the next.
+"""
+from __future__ import annotations
+
+import colorsys
+import itertools
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from indexer.evaluation.maps import MapResult
+
+GREY = "#c8c8c8"
+# highlighted classes: Plotly's Dark24, distinct from each other and from the grey of the rest
+HIGHLIGHT_COLOURS = ("#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100", "#750D86",
+                     "#EB663B", "#511CFB", "#00A08B", "#FB00D1", "#FC0080", "#B2828D", "#6C7C32", "#778AAE",
+                     "#862A16", "#A777F1", "#620042", "#1616A7", "#DA60CA", "#6C4516", "#0D2A63", "#AF0038")
+MAX_POINTS = 50_000          # what the page draws per map (benchmarks/maps_render.py measures this size)
+
+
+@dataclass
+class ClassPalette:
+    """A colour per class, the same on every map. Points carry their class's number and the figure a stepped
+    colour scale (Plotly validates 50,000 colour strings in seconds, numbers in milliseconds)."""
+    classes: List[str]
+    colours: List[str]
+
+    def __post_init__(self):
+        self.index = {c: i for i, c in enumerate(self.classes)}
+
+    def codes(self, class_ids: Sequence[str]) -> np.ndarray:
+        return np.asarray([self.index.get(c, -1) for c in class_ids], np.int32)
+
+    def marker(self) -> Dict:
+        """marker settings mapping code i to colours[i]: one flat band per class on [-0.5, K - 0.5]."""
+        k = max(1, len(self.classes))
+        scale = []
+        for i, colour in enumerate(self.colours or [GREY]):
+            scale += [[i / k, colour], [(i + 1) / k, colour]]
+        return dict(colorscale=scale, cmin=-0.5, cmax=k - 0.5, showscale=False)
+
+
+def class_palette(class_ids: Sequence[str]) -> ClassPalette:
+    """Hues spaced by the golden ratio, so neighbours in sorted order differ (200 classes cannot all be told
+    apart; the class filter is for that)."""
+    classes = sorted(set(class_ids))
+    colours = []
+    for i in range(len(classes)):
+        r, g, b = colorsys.hls_to_rgb((i * 0.618033988749895) % 1.0, (0.38, 0.5, 0.62)[i % 3], 0.75)
+        colours.append(f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}")
+    return ClassPalette(classes, colours)
+
+
+@dataclass
+class MapFigure:
+    figure: object              # plotly.graph_objects.Figure
+    trace_ids: List[np.ndarray]  # image ids of each trace's points, in order: a selection's (curve, point) -> id
+
+
+def map_figure(result: MapResult, palette: ClassPalette, names: Dict[str, str], highlight: Sequence[str] = (),
+               selected: Optional[int] = None, height: int = 460) -> MapFigure:
+    """The scatter of one map: every point coloured by class, or the ``highlight`` classes coloured over the others
+    in grey; ``selected`` (an image id) marked on top. Hover names the class and the image id."""
+    import plotly.graph_objects as go
+    ids = np.asarray(result.ids)
+    coords = np.asarray(result.coords)
+    classes = np.asarray(result.class_ids, dtype=object)
+    labels = np.asarray([f"{names.get(c, c)} ({c})" for c in classes], dtype=object)
+    size = 7 if len(ids) <= 1_000 else 4 if len(ids) <= 5_000 else 3 if len(ids) <= 20_000 else 2
+    hover = "%{text}<br>id %{customdata}<extra></extra>"
+    fig = go.Figure()
+    trace_ids: List[np.ndarray] = []
+
+    codes = palette.codes(classes)
+
+    def add(mask: np.ndarray, colour: Optional[str], marker_size: float, opacity: float, name: str,
+            showlegend: bool = False, **style) -> None:
+        """One trace of the points in ``mask``: in ``colour``, or (None) each in its class's colour."""
+        marker = dict(size=marker_size, opacity=opacity, **style)
+        marker.update(dict(color=colour) if colour else dict(color=codes[mask], **palette.marker()))
+        fig.add_trace(go.Scattergl(
+            x=coords[mask, 0], y=coords[mask, 1], mode="markers", name=name, showlegend=showlegend,
+            customdata=ids[mask], text=labels[mask],
+            hovertemplate=hover, marker=marker,
+            # a click selects one point: the others keep their look (the selected image gets its own marker)
+            selected=dict(marker=dict(opacity=opacity)), unselected=dict(marker=dict(opacity=opacity))))
+        trace_ids.append(ids[mask])
+
+    if highlight:
+        # the highlighted classes in colours far apart (the legend names them), the same order in every map
+        add(~np.isin(classes, list(highlight)), GREY, size, 0.35, "other classes")
+        for colour, cls in zip(itertools.cycle(HIGHLIGHT_COLOURS), highlight):
+            add(classes == cls, colour, size + 3, 0.95, f"{names.get(cls, cls)} ({cls})", showlegend=True)
+    else:
+        add(np.ones(len(ids), bool), None, size, 0.8, "images")
+    if selected is not None and selected in set(ids.tolist()):
+        add(ids == selected, "#000000", 16, 1.0, "selected image", symbol="x", line=dict(width=2, color="#ffffff"))
+    fig.update_layout(height=height, margin=dict(l=4, r=4, t=4, b=4), showlegend=bool(highlight), dragmode="pan",
+                      legend=dict(orientation="h", yanchor="top", y=-0.01, x=0, font=dict(size=11)),
+                      hovermode="closest", uirevision="map", plot_bgcolor="#ffffff",
+                      xaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None),
+                      yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None))
+    return MapFigure(fig, trace_ids)
+
+
+def selected_id(points: Sequence[Dict], trace_ids: Sequence[np.ndarray]) -> Optional[int]:
+    """The image id of the first point of a Streamlit plotly selection (its curve and point index)."""
+    for p in points:
+        curve, index = p.get("curve_number"), p.get("point_index", p.get("point_number"))
+        if curve is None or index is None or curve >= len(trace_ids) or index >= len(trace_ids[curve]):
+            continue
+        return int(trace_ids[curve][index])
+    return None
