@@ -105,6 +105,9 @@ def pick_query(backend: Backend, comparison: Comparison) -> Query | None:
     # the widget shows where the current query sits, however it was chosen (position, random, click)
     if current in ids:
         st.session_state[pos_key] = ids.index(current)
+    else:
+        st.sidebar.caption(f"The query (position {current} in the collections that hold it) is not one every column "
+                           f"holds; the position below picks among those.")
     label = f"Position (0–{len(ids) - 1}, sorted by path)"
     if comparison.differs:
         label += f" among the {len(ids):,} images every column holds"
@@ -152,7 +155,7 @@ def show_column(backend: Backend, result, k: int) -> None:
                     st.caption(f"(image unavailable: {e.reason})")
                 # words, not emoji: headless browsers and many Linux desktops lack an emoji font
                 mark = {True: ":green[**HIT**] ", False: ":red[miss] ", None: ""}[hit.is_match]
-                st.caption(f"{mark}{hit.class_name}  \nd² = {hit.distance:.4g}", help=result.distance_note)
+                st.caption(f"{mark}{hit.class_name}  \nd² = {hit.distance:.4g}")
                 st.button("query", key=f"requery_{result.model}_{hit.id}", help=f"query with {hit.relpath}",
                           on_click=requery, args=(hit.id,))
 
@@ -174,7 +177,7 @@ def show_differences(comparison: Comparison) -> None:
         return
     st.warning("Not like for like: " + " ".join(comparison.lines))
     if comparison.commands:
-        st.code("\n".join(comparison.commands), language="bash")
+        st.code("\n".join(comparison.commands), language="bash", wrap_lines=True)
 
 
 def search_page() -> None:

@@ -89,3 +89,11 @@ def test_imagenet_solution_parser_fuzz(row):
     if parsed is not None:
         image_id, synset = parsed
         assert image_id and synset and " " not in synset and "/" not in image_id
+
+
+def test_class_names_are_timms_imagenet_descriptions():
+    from timm.data import ImageNetInfo
+    from embed.sources.datasets import class_name
+    for synset, description in ImageNetInfo().label_descriptions(as_dict=True).items():
+        assert class_name(synset) == description.split(",")[0].strip()
+    assert class_name("zebra crossings") == "zebra crossings"

@@ -95,3 +95,12 @@ def test_a_search_whose_files_are_all_unusable_answers_without_loading_the_model
     assert report["code"] == 1
     assert "missing.jpg: no such file or folder" in res.stderr and "big.png: too many pixels" in res.stderr
     assert not report["torch"]
+
+
+def test_class_names_need_no_torch(tmp_path):
+    """The app names classes on its first page (the class filter) without loading a model."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    res = subprocess.run([sys.executable, "-c", "import sys; from embed.sources.datasets import class_name; "
+                          "print(class_name('n01440764'), 'torch' in sys.modules)"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert res.stdout.split() == ["tench", "False"], res.stderr

@@ -171,6 +171,7 @@ def test_evaluation_page_shows_report_and_opens_side_by_side(small_real, monkeyp
     monkeypatch.setattr(sys, "argv", ["main.py", "--uri", small_real["uri"], "--data-root", str(small_real["root"]),
                                       "--report-dir", str(small_real["out"])])
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
+    at.run()   # the entry point registers the pages (st.navigation), as when a browser opens the app
     at.switch_page("pages/1_Evaluation.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]

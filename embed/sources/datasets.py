@@ -231,6 +231,15 @@ def _image_folder(split_dir: Path):
 
 @functools.lru_cache(maxsize=1)
 def _imagenet_descriptions() -> Dict[str, str]:
+    """Synset -> lemmas, from the table timm ships, read without importing timm (it would import torch: the app
+    names classes long before, or without ever, loading a model)."""
+    import importlib.util
+    spec = importlib.util.find_spec("timm")
+    table = Path(spec.submodule_search_locations[0]) / "data" / "_info" / "imagenet_synset_to_lemma.txt" \
+        if spec and spec.submodule_search_locations else None
+    if table is not None and table.is_file():
+        with open(table, newline="", encoding="utf-8") as fh:
+            return dict(csv.reader(fh, delimiter="\t"))
     from timm.data import ImageNetInfo
     descriptions = ImageNetInfo().label_descriptions(as_dict=True)
     assert isinstance(descriptions, dict)
