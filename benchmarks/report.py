@@ -28,16 +28,44 @@ def render(report: Dict) -> str:
         lines += ["", "### Model forward (synthetic batch in memory)", ""] + _forward_table(report["forward"])
     paired = report.get("paired")
     if paired:
+        silu = "resnet50d_silu" in paired["fp32"]["images_per_s"]  # older results have no SiLU reference
         lines += ["", f"### GResNet ratios from {paired['rounds']} interleaved rounds (eager, channels_last, "
                       f"{paired['size']} px, batch {paired['batch']}; median of per-round ratios)", "",
-                  "| precision | gresnet img/s | unfused img/s | resnet50d img/s | fused/unfused | fused/resnet50d |",
-                  "|---|---|---|---|---|---|"]
+                  "| precision | gresnet img/s | unfused img/s | resnet50d img/s | "
+                  + ("resnet50d SiLU img/s | " if silu else "") + "fused/unfused | fused/resnet50d |"
+                  + (" fused/resnet50d SiLU |" if silu else ""),
+                  "|---|---|---|---|---|---|" + ("---|---|" if silu else "")]
         for prec in ("fp32", "bf16"):
             r = paired[prec]
             ips = {k: " / ".join(f"{v:.1f}" for v in vs) for k, vs in r["images_per_s"].items()}
             lines.append(f"| {prec} | {ips['gresnet']} | {ips['gresnet_unfused']} | {ips['resnet50d']} | "
-                         f"{r['fused_over_unfused']} | {r['fused_over_resnet50d']} |")
-    e2e = [r for r in report.get("e2e", []) if "e2e_images_per_s" in r]
+                         + (f"{ips['resnet50d_silu']} | " if silu else "")
+                         + f"{r['fused_over_unfused']} | {r['fused_over_resnet50d']} |"
+                         + (f" {r['fused_over_resnet50d_silu']} |" if silu else ""))
+        if paired.get("load_avg_start"):
+            lines += ["", f"Load average (1, 5, 15 min) at the start: {paired['load_avg_start']}, at the end: "
+                          f"{paired['load_avg_end']}."]
+    gpu = report.get("gpu")
+    if gpu:
+        lines += ["", f"### GPU (budget {gpu['budget_s']:.0f} s, {gpu['budget_left_s']:.0f} s left at the end)", "",
+                  "Forward, synthetic batch in memory, **random init** (speed only):", ""]
+        lines += _forward_table(gpu["forward"])
+        for r in gpu["forward"]:
+            if r.get("skipped") or r.get("error"):
+                lines.append(f"\n{r['model']} compile={r['compile']}: {r.get('skipped') or r.get('error')}")
+        e2e_gpu = gpu["e2e"]
+        if e2e_gpu.get("skipped"):
+            lines += ["", f"e2e: skipped, {e2e_gpu['skipped']}"]
+        for r in e2e_gpu.get("rows", []):
+            if "e2e_images_per_s" not in r:
+                lines.append(f"\ne2e {r['files']} decode={r['decode']}: {r.get('skipped') or r.get('error')}")
+        if e2e_gpu.get("agreement"):
+            lines += ["", "nvJPEG (`--decode device`) vs PIL in the workers (`--decode workers`), same images, "
+                          "per-image cosine:", "", "| model | files | images | mean | 1st percentile | min |",
+                      "|---|---|---|---|---|---|"]
+            lines += [f"| {a['model']} | {a['files']} | {a['images']} | {a['cosine_mean']} | {a['cosine_p1']} | "
+                      f"{a['cosine_min']} |" for a in e2e_gpu["agreement"]]
+    e2e = [r for r in report.get("e2e", []) or (gpu or {}).get("e2e", {}).get("rows", []) if "e2e_images_per_s" in r]
     if e2e:
         lines += ["", "### End-to-end extraction from JPEG vs bare forward (same run, same settings)", "",
                   "| model | files | images | batch | decode | workers | precision | e2e img/s | bare img/s | efficiency |",

@@ -1,5 +1,12 @@
 """GResNet: a ResNet-50 modernised as in the blog post "Vision Transformers are Overrated".
 
+``import embed.models.gresnet`` registers ``gresnet50`` with timm (``embed.models.registry`` imports it too):
+
+    import embed.models.gresnet, timm
+    model = timm.create_model("gresnet50")                         # random init
+    model = timm.create_model("gresnet50", pretrained=True)        # the blog's weights (Google Drive, cached)
+    feats = timm.create_model("gresnet50", features_only=True, out_indices=(1, 2, 3, 4))  # strides 4..32
+
 Changes against torchvision's ResNet-50 (https://frankzliu.com/blog/vision-transformers-are-overrated):
 
 * ResNet-D: a deep stem of three 3x3 convs (32, 64, 128 channels, stride 2 on the first),
@@ -7,190 +14,41 @@ Changes against torchvision's ResNet-50 (https://frankzliu.com/blog/vision-trans
   pooling followed by a stride-1 1x1 conv on downsampling shortcuts.
 * Because the max-pool is gone, the first block of the first stage has stride 2 as well.
 * SiLU wherever ResNet has ReLU.
-* Split normalization: every conv (stem, blocks, shortcuts) first normalises its *input* with
-  batch statistics (no affine), and the learnable per-channel scale and shift are applied
-  *after* the conv.
+* Split normalization (``embed.models.layers.split_norm``): every conv (stem, blocks, shortcuts) first
+  normalises its *input* with batch statistics (no affine), and the learnable per-channel scale
+  and shift are applied *after* the conv.
 
 At inference the normalisation and the affine fold into the conv (``SplitNormConv2d.fuse``),
-exactly, borders included; ``timm.utils.reparameterize_model`` applies it to a whole model.
+exactly, borders included; ``timm.utils.reparameterize_model`` applies it to a whole model, and
+the fused model keeps this interface (``forward_intermediates``, ``features_only`` included).
 
 Module names follow torchvision (``conv1``, ``layer1``..``layer4``, ``downsample``, ``fc``) so
 checkpoints written by torchvision's reference training scripts load through
-``checkpoint_filter_fn``.
+``checkpoint_filter_fn``. No ``from __future__ import annotations`` here (see embed/split_norm.py).
 """
-from __future__ import annotations
-
-from typing import Any, Dict, Tuple, Type
+import math
+from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, SelectAdaptivePool2d
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.layers import DropPath, LayerType, create_classifier, get_act_layer, get_device_dtype
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models._features_fx import register_notrace_module
 
 from embed.models.checkpoint_mapping import CheckpointMismatchError, fit_state_dict, unwrap_checkpoint  # noqa: F401  (re-exported)
+from embed.models.gresnet_weights import BLOG_WEIGHTS_DRIVE_ID, BLOG_WEIGHTS_URL
+from embed.models.layers.split_norm import ChannelAffine, FusedSplitNormConv2d, SplitNormConv2d
 
-__all__ = ["GResNet", "SplitNormConv2d", "FusedSplitNormConv2d", "checkpoint_filter_fn"]
+__all__ = ["GResNet", "SplitNormConv2d", "FusedSplitNormConv2d", "ChannelAffine", "checkpoint_filter_fn",
+           "BLOG_WEIGHTS_DRIVE_ID", "BLOG_WEIGHTS_URL"]
 
+# The checkpoint the blog post links: its one definition (embed/gresnet_weights.py downloads it from here).
 
-class ChannelAffine(nn.Module):
-    """Learnable per-channel scale and shift: the affine half of split normalization."""
-
-    def __init__(self, num_channels: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.bias.view(1, -1, 1, 1), x, self.weight.view(1, -1, 1, 1))
-
-
-class SplitNormConv2d(nn.Module):
-    """Batch-norm statistics on the input, conv, then the per-channel affine on the output."""
-
-    def __init__(
-            self,
-            in_chs: int,
-            out_chs: int,
-            kernel_size: int = 1,
-            stride: int = 1,
-            eps: float = 1e-5,
-            momentum: float = 0.1,
-    ):
-        super().__init__()
-        self.norm = nn.BatchNorm2d(in_chs, eps=eps, momentum=momentum, affine=False)
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding=kernel_size // 2, bias=False)
-        self.affine = ChannelAffine(out_chs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.affine(self.conv(self.norm(x)))
-
-    @torch.no_grad()
-    def fuse(self) -> nn.Conv2d:
-        """One conv with bias computing exactly what this module computes in eval mode.
-
-        With mu, sigma the running statistics, gamma, beta the affine:
-            y = gamma * conv(pad0((x - mu) / sigma)) + beta
-        Zero padding of the *normalised* input equals padding the raw input with mu, so
-            y = conv(pad0(x), W') + b + c,   W' = gamma W / sigma,   b = beta - sum(W' mu)
-        where c is zero wherever the kernel lies inside the image and, on the border bands,
-        adds back W' mu for the taps that fall on padding. A naive fold (c = 0) is wrong on
-        every border pixel of a padded conv.
-        """
-        conv = self.conv
-        inv_std = torch.rsqrt(self.norm.running_var.double() + self.norm.eps)
-        mean = self.norm.running_mean.double()
-        gamma = self.affine.weight.double()
-        weight = conv.weight.double() * inv_std.view(1, -1, 1, 1) * gamma.view(-1, 1, 1, 1)
-        bias = self.affine.bias.double() - (weight * mean.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
-        fused_cls = FusedSplitNormConv2d if any(p > 0 for p in conv.padding) else nn.Conv2d
-        fused = fused_cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-            bias=True, device=conv.weight.device, dtype=conv.weight.dtype,
-        )
-        fused.weight.copy_(weight.to(conv.weight.dtype))
-        fused.bias.copy_(bias.to(conv.weight.dtype))
-        if isinstance(fused, FusedSplitNormConv2d):
-            fused.set_pad_value(mean)
-        return fused
-
-
-class FusedSplitNormConv2d(nn.Conv2d):
-    """A zero-padded conv with bias plus an exact correction on its border rows and columns.
-
-    The correction depends only on the input's spatial size (not its values), so it is computed
-    once per size and cached; it touches only the output bands whose receptive field overlaps the
-    padding, which keeps the fused conv as cheap as a plain one. Inside ``torch.compile`` the same
-    correction is built from tensors instead, so the whole model stays one graph.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.register_buffer("pad_value", torch.zeros(self.in_channels), persistent=True)
-        self._border_cache: Dict[Tuple, Tuple[torch.Tensor, int, int, int, int]] = {}
-
-    @torch.no_grad()
-    def set_pad_value(self, mean: torch.Tensor) -> None:
-        self.pad_value.copy_(mean.to(self.pad_value.dtype))
-        self._border_cache.clear()
-
-    def _apply(self, fn, *args, **kwargs):
-        # a device or dtype move invalidates cached corrections
-        self._border_cache = {}
-        return super()._apply(fn, *args, **kwargs)
-
-    @torch.no_grad()
-    def _border_correction(self, height: int, width: int, ref: torch.Tensor):
-        key = (height, width, ref.device, ref.dtype)
-        hit = self._border_cache.get(key)
-        if hit is not None:
-            return hit
-        # c = (sum of W' mu over all taps) - (the same sum over the taps inside the image)
-        weight = self.weight.double()
-        mu = self.pad_value.double().view(1, -1, 1, 1)
-        mu_img = mu.expand(1, self.in_channels, height, width)
-        inside = F.conv2d(mu_img, weight, None, self.stride, self.padding, self.dilation, self.groups)
-        full = (weight * mu).sum(dim=(1, 2, 3)).view(1, -1, 1, 1)
-        # which outputs have taps on the padding is geometry, not values; rows and columns separate
-        out_h, out_w = inside.shape[-2:]
-        rows = _taps_on_padding(height, out_h, self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0],
-                                weight.device).any(dim=1)
-        cols = _taps_on_padding(width, out_w, self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1],
-                                weight.device).any(dim=1)
-        touches = rows[:, None] | cols[None, :]
-        corr = torch.where(touches, (full - inside)[0], torch.zeros((), dtype=torch.float64))
-        top = _leading_true(rows)
-        bottom = _leading_true(rows.flip(0))
-        left = _leading_true(cols)
-        right = _leading_true(cols.flip(0))
-        corr = corr.to(device=ref.device, dtype=ref.dtype)
-        hit = (corr, top, min(bottom, out_h - top), left, min(right, out_w - left))
-        self._border_cache[key] = hit
-        return hit
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
-            return self._forward_with_correction_map(x)
-        y = super().forward(x)
-        corr, top, bottom, left, right = self._border_correction(x.shape[-2], x.shape[-1], y)
-        h, w = y.shape[-2:]
-        if top:
-            y[..., :top, :] += corr[:, :top, :]
-        if bottom:
-            y[..., h - bottom:, :] += corr[:, h - bottom:, :]
-        if left:
-            y[..., top:h - bottom, :left] += corr[:, top:h - bottom, :left]
-        if right:
-            y[..., top:h - bottom, w - right:] += corr[:, top:h - bottom, w - right:]
-        return y
-
-
-    def _forward_with_correction_map(self, x: torch.Tensor) -> torch.Tensor:
-        # Under torch.compile the size-keyed cache above would break the graph. Here the correction
-        # is rebuilt from tensors each call (small: out_channels x out_h x out_w x taps) and its add
-        # fuses with the activation that follows.
-        y = super().forward(x)
-        kh, kw = self.kernel_size
-        per_tap = torch.einsum("oikl,i->okl", self.weight, self.pad_value.to(self.weight.dtype))
-        rows = _taps_on_padding(x.shape[-2], y.shape[-2], kh, self.stride[0], self.padding[0], self.dilation[0], x.device)
-        cols = _taps_on_padding(x.shape[-1], y.shape[-1], kw, self.stride[1], self.padding[1], self.dilation[1], x.device)
-        on_padding = rows[:, None, :, None] | cols[None, :, None, :]
-        corr = torch.einsum("okl,ijkl->oij", per_tap, on_padding.to(per_tap.dtype))
-        return y + corr.to(y.dtype)
-
-
-def _taps_on_padding(size: int, out_size: int, kernel: int, stride: int, padding: int, dilation: int,
-                     device: torch.device) -> torch.Tensor:
-    """(out_size, kernel) bool: whether tap k of output position i reads padding along one axis."""
-    pos = torch.arange(out_size, device=device)[:, None] * stride + torch.arange(kernel, device=device)[None, :] * dilation - padding
-    return (pos < 0) | (pos >= size)
-
-
-def _leading_true(flags: torch.Tensor) -> int:
-    """Length of the run of True at the start of a 1-d bool tensor."""
-    false_at = (~flags).nonzero()
-    return int(false_at[0, 0]) if len(false_at) else int(flags.numel())
+# FX tracing cannot follow the fused conv's size-keyed cache: trace it as one leaf call
+register_notrace_module(FusedSplitNormConv2d)
 
 
 class Bottleneck(nn.Module):
@@ -223,11 +81,15 @@ class Bottleneck(nn.Module):
         nn.init.zeros_(self.conv3.affine.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
+        shortcut = x
+        if self.downsample is not None:
+            shortcut = self.downsample(x)
         x = self.act1(self.conv1(x))
         x = self.act2(self.conv2(x))
-        x = self.conv3(x)
-        return self.act3(self.drop_path(x) + shortcut)
+        x = self.drop_path(self.conv3(x))
+        # in place: conv3's output is a fresh tensor, and a new one would cost an allocation per block
+        x += shortcut
+        return self.act3(x)
 
 
 class GResNet(nn.Module):
@@ -242,10 +104,11 @@ class GResNet(nn.Module):
             global_pool: str = "avg",
             drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
-            act_layer: Type[nn.Module] = nn.SiLU,
+            act_layer: LayerType = nn.SiLU,
             zero_init_last: bool = True,
     ):
         super().__init__()
+        act_layer = get_act_layer(act_layer)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
@@ -278,8 +141,7 @@ class GResNet(nn.Module):
             self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=name))
 
         self.num_features = self.head_hidden_size = in_chs
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
+        self.global_pool, self.fc = create_classifier(self.num_features, self.num_classes, pool_type=global_pool)
         self._init_weights(zero_init_last)
 
     def _init_weights(self, zero_init_last: bool) -> None:
@@ -300,22 +162,86 @@ class GResNet(nn.Module):
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.fc
+    def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
+        return "fc" if name_only else self.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new classifier; ``global_pool=''`` removes the pooling too (``forward`` then returns NCHW maps),
+        ``None`` keeps the current one."""
         self.num_classes = num_classes
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if global_pool is None:
+            global_pool = self.global_pool.pool_type
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool,
+                                                      **get_device_dtype(self))
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self.global_pool.train(self.training)
+        self.fc.train(self.training)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _stages(self) -> List[nn.Module]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = "NCHW",
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """The final feature map and the maps at ``feature_info``'s points (stem at stride 2, then each stage).
+
+        Args:
+            x: input images, NCHW.
+            indices: the last n points if an int, all if None, else the listed indices (0 = stem, 1-4 = stages).
+            norm: unused (no final norm in a ResNet), kept for timm's interface.
+            stop_early: stop after the last requested stage.
+            output_fmt: only 'NCHW'.
+            intermediates_only: return the list of maps only.
+        """
+        assert output_fmt in ("NCHW",), "Output shape must be NCHW."
+        intermediates = []
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
         x = self.act1(self.conv1(x))
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                from timm.models._manipulate import checkpoint_seq
+        if 0 in take_indices:
+            intermediates.append(x)
+        stages = self._stages()
+        if stop_early:
+            stages = stages[:max_index]
+        for feat_idx, stage in enumerate(stages, start=1):
+            if self.grad_checkpointing and not torch.jit.is_scripting() and isinstance(stage, nn.Sequential):
                 x = checkpoint_seq(stage, x)
             else:
                 x = stage(x)
+            if feat_idx in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages after the last of ``indices`` (and the head): what ``features_only`` needs."""
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        for name in ("layer1", "layer2", "layer3", "layer4")[max_index:]:
+            setattr(self, name, nn.Identity())
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.conv1(x))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq([self.layer1, self.layer2, self.layer3, self.layer4], x, flatten=True)
+        else:
+            x = self.layer1(x)
+            x = self.layer2(x)
+            x = self.layer3(x)
+            x = self.layer4(x)
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -325,19 +251,67 @@ class GResNet(nn.Module):
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        x = self.forward_features(x)
+        x = self.forward_head(x)
+        return x
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: GResNet) -> Dict[str, torch.Tensor]:
     """Fit a GResNet checkpoint onto this model: by name (torchvision reference-script layout), else by
     structure (the author's gist names its modules its own way), strictly: never a partial load.
 
-    Fused models carry a ``pad_value`` buffer that training checkpoints never have.
+    Fused models carry a ``pad_value`` buffer that training checkpoints never have. What timm's
+    pretrained loader adapts after this filter passes through: a first conv for ``in_chans`` other than
+    the checkpoint's 3 (``pretrained_cfg['first_conv']``; its input statistics are spread over the
+    channels here), and a classifier for another ``num_classes`` (dropped by timm, the model keeps its new one).
     """
-    return fit_state_dict(state_dict, model, "GResNet checkpoint", skip_target=("pad_value",))
+    source = unwrap_checkpoint(state_dict)
+    skip: Tuple[str, ...] = ("pad_value",)
+    passed_through: Dict[str, torch.Tensor] = {}
+    first = model.conv1[0]
+    in_chans = first.norm.num_features if isinstance(first, SplitNormConv2d) else first.in_channels
+    first_conv_key = "conv1.0.conv.weight"
+    if in_chans != 3 and first_conv_key in source:
+        passed_through[first_conv_key] = source.pop(first_conv_key)
+        skip += (first_conv_key,)
+        for key in ("conv1.0.norm.running_mean", "conv1.0.norm.running_var"):
+            if key in source:
+                source[key] = _spread_channels(source[key], in_chans)
+    head = model.get_classifier(name_only=True)
+    head_weight = source.get(f"{head}.weight")
+    if model.num_classes and head_weight is not None and head_weight.shape[0] != model.num_classes:
+        passed_through.update({k: source.pop(k) for k in (f"{head}.weight", f"{head}.bias") if k in source})
+        skip += (f"{head}.weight", f"{head}.bias")
+    fitted = fit_state_dict(source, model, "GResNet checkpoint", skip_target=skip)
+    return {**fitted, **passed_through}
+
+
+def _spread_channels(stat: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Per-channel input statistics for ``in_chans`` channels from 3, the way timm adapts the conv weight:
+    one channel takes their mean (a grey image repeated), more channels repeat them cyclically."""
+    if in_chans == 1:
+        return stat.mean().view(1)
+    return stat.repeat(math.ceil(in_chans / stat.numel()))[:in_chans].clone()
+
+
+def _blog_weights_overlay(overlay: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """``pretrained_cfg_overlay`` with ``file`` set to the cached blog checkpoint, downloaded first if needed.
+
+    timm would fetch ``url`` with torch.hub, which gets Google Drive's confirmation page instead of the
+    file; embed.models.gresnet_weights gets past it (and honours RETRIEVAL_GRESNET_URL). A caller's own
+    ``file`` or ``state_dict`` wins.
+    """
+    overlay = dict(overlay or {})
+    if overlay.get("file") or overlay.get("state_dict") is not None:
+        return overlay
+    from embed.models.gresnet_weights import download_checkpoint  # imports this module: only when weights are asked for
+    overlay["file"] = str(download_checkpoint())
+    return overlay
 
 
 def _create_gresnet(variant: str, pretrained: bool = False, **kwargs) -> GResNet:
+    if pretrained:
+        kwargs["pretrained_cfg_overlay"] = _blog_weights_overlay(kwargs.get("pretrained_cfg_overlay"))
     return build_model_with_cfg(
         GResNet, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
@@ -345,23 +319,27 @@ def _create_gresnet(variant: str, pretrained: bool = False, **kwargs) -> GResNet
     )
 
 
-def _cfg(**kwargs) -> Dict[str, Any]:
+def _cfg(url: str = "", **kwargs) -> Dict[str, Any]:
     return {
+        "url": url,
         "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
         "crop_pct": 224 / 232, "interpolation": "bilinear", "crop_mode": "center",
         "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
         "first_conv": "conv1.0.conv", "classifier": "fc",
-        "license": "see the blog post", **kwargs,
+        **kwargs,
     }
 
 
 default_cfgs = generate_default_cfgs({
-    # Trained at 176 px with torchvision's reference recipe, evaluated at 224 (resize 232, crop 224).
-    # The author's checkpoint is not on the Hugging Face hub: embed/gresnet_weights.py downloads it from
-    # Google Drive on first use, or pass it with --checkpoint.
+    # Trained at 176 px with torchvision's reference recipe; evaluated as its eval preset does it:
+    # bilinear resize of the shorter side to 232, centre crop 224 (crop_pct = 224 / 232), ImageNet mean/std.
+    # Not on the Hugging Face hub: `pretrained=True` downloads the Drive file once (embed/gresnet_weights.py).
     "gresnet50.blog_in1k": _cfg(
-        notes=("trained at 176x176 (torchvision reference recipe), evaluated at 224 after a 232 resize",),
+        url=BLOG_WEIGHTS_URL,
+        notes=("trained at 176x176 (torchvision reference recipe), evaluated at 224 after a 232 bilinear resize",
+               f"weights: Google Drive file {BLOG_WEIGHTS_DRIVE_ID}, linked from the blog post"),
         origin_url="https://frankzliu.com/blog/vision-transformers-are-overrated",
+        license="see the blog post",
     ),
 })
 

@@ -1,6 +1,7 @@
 """The blog author's GResNet-50 checkpoint, downloaded once into the cache folder.
 
-The post (https://frankzliu.com/blog/vision-transformers-are-overrated) links a Google Drive file;
+The post (https://frankzliu.com/blog/vision-transformers-are-overrated) links a Google Drive file
+(its id is defined once, in ``embed.models.gresnet``, whose ``default_cfgs`` names it as the weights' source);
 ``gdown`` gets past Drive's confirmation page. ``RETRIEVAL_GRESNET_URL`` replaces that address with
 any http(s) URL of a checkpoint file (a mirror, or a local server in tests). A file is kept only if
 it is not a web page, loads as a torch or safetensors checkpoint and fits the model; otherwise
@@ -22,23 +23,26 @@ from embed.common import settings
 
 log = logging.getLogger(__name__)
 
-DRIVE_FILE_ID = "1WKPkLybhrE389sierVj2-uZ_ZYAJI1Gf"
-DRIVE_URL = f"https://drive.google.com/uc?id={DRIVE_FILE_ID}"
+# the author's checkpoint, linked from the blog post; gresnet.py's default_cfgs names it from here
+BLOG_WEIGHTS_DRIVE_ID = "1WKPkLybhrE389sierVj2-uZ_ZYAJI1Gf"
+BLOG_WEIGHTS_URL = f"https://drive.google.com/uc?id={BLOG_WEIGHTS_DRIVE_ID}"
+
+
 URL_ENV = "RETRIEVAL_GRESNET_URL"
 ARCHITECTURE = "gresnet50"
-MANUAL_ROUTE = (f"download it yourself from {DRIVE_URL} (linked from the blog post) and pass "
+MANUAL_ROUTE = (f"download it yourself from {BLOG_WEIGHTS_URL} (linked from the blog post) and pass "
                 f"--checkpoint PATH, or set {URL_ENV} to a reachable copy")
 
 
 def source_url() -> str:
-    return settings.current().gresnet_url or DRIVE_URL
+    return settings.current().gresnet_url or BLOG_WEIGHTS_URL
 
 
 def cache_path(url: Optional[str] = None) -> Path:
     """The cache file for ``url``: another address gets another file, so a mirror never stands in for Drive."""
     url = url or source_url()
     suffix = ".safetensors" if urlparse(url).path.endswith(".safetensors") else ".pth"
-    if url == DRIVE_URL:
+    if url == BLOG_WEIGHTS_URL:
         return cache_dir() / f"{ARCHITECTURE}_blog{suffix}"
     tag = hashlib.sha256(url.encode()).hexdigest()[:12]
     return cache_dir() / f"{ARCHITECTURE}_{tag}{suffix}"
@@ -71,7 +75,7 @@ def download_checkpoint(progress: bool = True) -> Path:
     dest = cache_path(url)
     if dest.is_file():
         return dest
-    fetch = None if url != DRIVE_URL else _gdown_fetch(progress)
+    fetch = None if url != BLOG_WEIGHTS_URL else _gdown_fetch(progress)
     try:
         return download(url, dest, desc="GResNet-50 weights", validate=validate_checkpoint, fetch=fetch,
                         progress=progress)
@@ -85,7 +89,7 @@ def _gdown_fetch(progress: bool):
         # a file object, not a path: gdown then keeps no partial file of its own in the cache
         try:
             with open(out, "wb") as fh:
-                gdown.download(id=DRIVE_FILE_ID, output=fh, quiet=not progress)
+                gdown.download(id=BLOG_WEIGHTS_DRIVE_ID, output=fh, quiet=not progress)
         except Exception as e:  # gdown's own errors, requests' connection errors
             raise DownloadError(f"{type(e).__name__}: {str(e)[:300]}") from None
     return fetch
