@@ -76,6 +76,7 @@ class ColumnResult:
     precision: Optional[float] = None
     problem: Optional[str] = None      # why this column has no results
     build_command: Optional[str] = None
+    original_rank: Optional[int] = None    # where the query's untransformed original landed (None: not in the top k)
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Query:
     class_id: Optional[str]
     indexed_id: Optional[int] = None
     label: str = ""
+    original_id: Optional[int] = None   # a transformed indexed image: the id of its untransformed original
 
 
 def model_title(model: str) -> str:
@@ -254,7 +256,9 @@ class Backend:
         precision = None
         if query.class_id is not None and hits:
             precision = sum(h.is_match for h in hits) / len(hits)
-        return ColumnResult(model, title, coll.name, weights, meta.is_random, latency, hits, precision)
+        original_rank = next((i + 1 for i, h in enumerate(hits) if h.id == query.original_id), None)
+        return ColumnResult(model, title, coll.name, weights, meta.is_random, latency, hits, precision,
+                            original_rank=original_rank)
 
 
     def search_all(self, models: Sequence[str], query: Query, k: int) -> List[ColumnResult]:

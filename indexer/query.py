@@ -54,17 +54,17 @@ def find_collection(store: VectorStore, model: str, split: str, dataset: Optiona
 
 
 def embedder_for(meta: CollectionMeta, checkpoint: Optional[Path] = None, device: str = "auto") -> "Embedder":
-    """An embedder with the same weights as the collection, or a clear error."""
+    """An embedder with the same weights and precision as the collection, or a clear error."""
     from embed.embedder import build_embedder
     if meta.weights_source == "random":
-        emb = build_embedder(meta.model, random_init=True, device=device)
+        emb = build_embedder(meta.model, random_init=True, device=device, precision=meta.precision)
     elif meta.weights_source == "checkpoint":
         path = checkpoint or (Path(meta.weights_detail) if meta.weights_detail else None)
         if path is None or not Path(path).is_file():
             raise StoreError(f"{meta.model} was indexed with a checkpoint file; pass it with --checkpoint")
-        emb = build_embedder(meta.model, checkpoint=Path(path), device=device)
+        emb = build_embedder(meta.model, checkpoint=Path(path), device=device, precision=meta.precision)
     else:
-        emb = build_embedder(meta.model, device=device)
+        emb = build_embedder(meta.model, device=device, precision=meta.precision)
     got = emb.loaded.weights.fingerprint
     if got != meta.weights_fingerprint:
         raise StoreError(f"{meta.model}: the weights found now ({got[:30]}) are not the ones the collection was "
@@ -74,5 +74,10 @@ def embedder_for(meta: CollectionMeta, checkpoint: Optional[Path] = None, device
 
 def embed_query(emb: "Embedder", image, meta: CollectionMeta):
     """One image as a query vector for a collection: same preprocessing and normalisation as its rows."""
-    vec = emb.embed_images([image], decode=meta.decode)
+    return embed_queries(emb, [image], meta)
+
+
+def embed_queries(emb: "Embedder", images, meta: CollectionMeta):
+    """PIL images as one (n, dim) batch of query vectors for a collection, made as its rows were."""
+    vec = emb.embed_images(list(images), decode=meta.decode)
     return l2_normalize(vec) if meta.normalized else vec

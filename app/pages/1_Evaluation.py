@@ -120,6 +120,31 @@ def disagreement_browser(doc: dict, folder: Path) -> None:
         st.switch_page("main.py", query_params={"query_id": str(chosen)})
 
 
+def show_robustness(folder: Path) -> None:
+    """The robustness section, when ``python -m indexer robustness --report DIR`` wrote robustness.json here."""
+    from indexer.robustness_tables import TITLES, measure_table, measures_present, pair_table, protocol_text
+    path = folder / "robustness.json"
+    if not path.is_file():
+        st.caption(f"No robustness results in {folder}: `python -m indexer robustness --split SPLIT --models ... "
+                   f"--report {folder}` adds them.")
+        return
+    doc = load_report(str(path), path.stat().st_mtime)
+    st.header("Robustness: transformed queries")
+    st.caption(protocol_text(doc))
+    for sentence in doc["sentences"]:
+        st.markdown(f"- {sentence}")
+    present = measures_present(doc)
+    measure = st.selectbox("Measure", present, format_func=TITLES.get, key="robustness_measure")
+    headers, rows = measure_table(doc, measure)
+    st.table([dict(zip(headers, row)) for row in rows])
+    figure = folder / f"robustness_{measure}.png"
+    if figure.is_file():
+        st.image(str(figure))
+    if len(doc["models"]) > 1 and measure in ("copy_r1", "copy_r10", "shift_top1"):
+        headers, rows = pair_table(doc, measure)
+        st.table([dict(zip(headers, row)) for row in rows])
+
+
 def main() -> None:
     st.set_page_config(page_title="Evaluation", layout="wide")
     settings = Settings.from_argv(sys.argv[1:])
@@ -135,6 +160,7 @@ def main() -> None:
         data_root = f" --data-root {settings.data_root}" if settings.data_root else ""
         st.code(f"python -m indexer evaluate --split {settings.split} --models {models}{data_root} --holdout 0.2 "
                 f"--uri {settings.uri} --report {folder}", language="bash")
+        show_robustness(folder)
         return
     doc = load_report(str(path), path.stat().st_mtime)
     proto = doc["protocol"]
@@ -150,6 +176,7 @@ def main() -> None:
         st.error(f"RANDOM weights: {', '.join(randoms)}: their figures measure nothing but chance.")
     show_tables(doc, folder)
     disagreement_browser(doc, folder)
+    show_robustness(folder)
 
 
 main()
