@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 
     from embed.keys import EmbeddingKey
     from indexer.query import find_collection
-    from indexer.query_transforms import DEFAULT_FAMILIES, conditions_for, parse_families
+    from indexer.query_transforms import DEFAULT_FAMILIES, parse_families
     from indexer.robustness import RobustnessConfig, evaluate_collections, exact_search
     from indexer.store import VectorStore
 
@@ -87,7 +87,6 @@ def main(argv=None) -> int:
         exact_search(db, q, rng.integers(0, args.database_rows, args.target_queries))
         search_s[c.meta.model] = time.perf_counter() - t
     scale = args.target_queries / len(result.query_ids)
-    per_query = timing.load_images_s + timing.transform_s + timing.embed_s + timing.statistics_s
     projected = {
         "read_collections_s": timing.read_collections_s * args.database_rows / max(1, np.mean(list(rows.values()))),
         "load_images_s": timing.load_images_s * scale,

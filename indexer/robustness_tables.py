@@ -2,7 +2,7 @@
 Evaluation page. Free of NumPy and torch, so that the page can show it without loading them."""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 TITLES = {
     "copy_r1": "Copy retrieval: original at rank 1 (copy_r1)",
