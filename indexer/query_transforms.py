@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 # Bumped whenever a transform's pixels change: it is part of the cache identity of transformed-query embeddings.
-TRANSFORMS_VERSION = 1
+TRANSFORMS_VERSION = 2
 
 # Zhang 2019 ("Making Convolutional Networks Shift-Invariant Again"): 224 px windows of a 256 px resize.
 SHIFT_RESIZE = 256
@@ -48,9 +48,13 @@ def _pil(tensor) -> Image.Image:
 
 
 def _resize(x, height: int, width: int):
+    """Bicubic with antialiasing, as the models' own preprocessing resizes (timm's eval transforms here).
+
+    The filter matters: effnet-lite0's original comes back first for 0.69 of 200 Tiny-ImageNet queries shrunk to
+    32 px and back with bilinear resampling, 0.89 with bicubic, and 0.905 when the 32 px image itself is the query."""
     import torchvision.transforms.v2.functional as F
     from torchvision.transforms import InterpolationMode
-    return F.resize(x, [max(1, height), max(1, width)], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return F.resize(x, [max(1, height), max(1, width)], interpolation=InterpolationMode.BICUBIC, antialias=True)
 
 
 def translate(image: Image.Image, dx: int, dy: int) -> Image.Image:
