@@ -80,6 +80,7 @@ class ColumnResult:
     problem: Optional[str] = None      # why this column has no results
     build_command: Optional[str] = None
     distance_note: str = ""            # what d² means here, and what it does not
+    original_rank: Optional[int] = None    # where the query's untransformed original landed (None: not in the top k)
 
     @property
     def precision_text(self) -> str:
@@ -97,6 +98,7 @@ class Query:
     class_id: Optional[str]
     indexed_id: Optional[int] = None
     label: str = ""
+    original_id: Optional[int] = None   # a transformed indexed image: the id of its untransformed original
 
     @property
     def indexed_image(self) -> Optional[IndexedImage]:
@@ -303,8 +305,9 @@ class Backend:
         if query.class_id is not None and hits:
             precision = sum(h.is_match for h in hits) / len(hits)
             best = self.images(model).best_precision(query.class_id, wanted, len(hits))
+        original_rank = next((i + 1 for i, h in enumerate(hits) if h.id == query.original_id), None)
         return ColumnResult(model, title, coll.name, weights, meta.is_random, latency, hits, precision, best,
-                            distance_note=distance_note(title, meta.dim))
+                            distance_note=distance_note(title, meta.dim), original_rank=original_rank)
 
 
     def search_all(self, models: Sequence[str], query: Query, k: int) -> List[ColumnResult]:

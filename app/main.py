@@ -120,13 +120,48 @@ def pick_query(backend: Backend, comparison: Comparison) -> Query | None:
         return None
 
 
+# "transform the query": the robustness evaluation's own transforms (indexer/query_transforms.py) -------------
+
+QUERY_TRANSFORMS = ("none", "shift", "crop", "rotate", "downscale", "JPEG quality", "blur")
+
+
+def transform_control(query: Query) -> Query:
+    """The query as the sidebar's transform changes it; a changed indexed image keeps its id as the original."""
+    from indexer.evaluation import query_transforms as qt
+    st.sidebar.header("Transform the query")
+    kind = st.sidebar.selectbox("Transform", QUERY_TRANSFORMS, key="transform",
+                                help="applied to the image before it is embedded, as in `python -m indexer robustness`")
+    if kind == "none":
+        return query
+    if kind == "shift":
+        dx = st.sidebar.slider("Shift right (px of the 256 px resize)", -16, 16, 8, key="shift_dx")
+        dy = st.sidebar.slider("Shift down (px of the 256 px resize)", -16, 16, 0, key="shift_dy")
+        image, what = qt.translate(query.image, dx, dy), f"224 px window shifted {dx:+d}, {dy:+d} px"
+    elif kind == "crop":
+        f = st.sidebar.slider("Keep this fraction of each side (centre)", 0.3, 1.0, 0.7, 0.05, key="crop_fraction")
+        image, what = qt.zoom(query.image, f), f"central {f:.0%} crop"
+    elif kind == "rotate":
+        deg = st.sidebar.slider("Degrees (counter-clockwise)", -45, 45, 10, key="rotate_degrees")
+        image, what = qt.rotate(query.image, deg), f"rotated {deg:+d}°"
+    elif kind == "downscale":
+        px = st.sidebar.slider("Longer side (px), then back up", 8, max(8, max(query.image.size)), 32, key="size_px")
+        image, what = qt.thumbnail(query.image, px), f"shrunk to {px} px and back"
+    elif kind == "JPEG quality":
+        quality = st.sidebar.slider("Quality", 1, 100, 20, key="jpeg_quality")
+        image, what = qt.jpeg(query.image, quality), f"JPEG quality {quality}"
+    else:
+        sigma = st.sidebar.slider("Sigma (px)", 0.0, 5.0, 1.5, 0.25, key="blur_sigma")
+        image, what = qt.blur(query.image, sigma), f"Gaussian blur sigma {sigma:g} px"
+    return Query(image, query.class_id, None, f"{query.label} ({what})", original_id=query.indexed_id)
+
+
 def requery(hit_id: int) -> None:
     st.session_state["source"] = "Indexed image"
     st.session_state["class_filter"] = "(all classes)"
     st.session_state["query_id"] = hit_id
 
 
-def show_column(backend: Backend, result, k: int) -> None:
+def show_column(backend: Backend, result, k: int, original: int | None = None) -> None:
     st.subheader(result.title)
     if result.problem:
         st.warning(result.problem)
@@ -141,6 +176,8 @@ def show_column(backend: Backend, result, k: int) -> None:
     meta = f"query latency **{result.latency_ms:.0f} ms** · top {len(result.hits)} by squared L2 (d²)"
     if result.precision is not None:
         meta += f" · P@{k} **{result.precision_text}**"
+    if original is not None:
+        meta += f" · original image: **{f'rank {result.original_rank}' if result.original_rank else f'not in top {k}'}**"
     st.markdown(meta, help=result.distance_note)
     st.caption(result.distance_note)
     per_row = 3
@@ -155,6 +192,8 @@ def show_column(backend: Backend, result, k: int) -> None:
                     st.caption(f"(image unavailable: {e.reason})")
                 # words, not emoji: headless browsers and many Linux desktops lack an emoji font
                 mark = {True: ":green[**HIT**] ", False: ":red[miss] ", None: ""}[hit.is_match]
+                if original is not None and hit.id == original:
+                    mark = ":blue[**ORIGINAL**] " + mark
                 st.caption(f"{mark}{hit.class_name}  \nd² = {hit.distance:.4g}")
                 st.button("query", key=f"requery_{result.model}_{hit.id}", help=f"query with {hit.relpath}",
                           on_click=requery, args=(hit.id,))
@@ -225,6 +264,7 @@ def search_page() -> None:
     query = pick_query(backend, comparison)
     if query is None:
         return
+    query = transform_control(query)
 
     if query.indexed_id is None:  # an upload must be embedded: load the models first, outside the latency
         load_models(backend, models)
@@ -246,7 +286,7 @@ def search_page() -> None:
 
     for col, result in zip(st.columns(len(results)), results):
         with col:
-            show_column(backend, result, k)
+            show_column(backend, result, k, query.original_id)
 
 
 # Pages with titles (Streamlit would name a file-based first page after this file, "main")

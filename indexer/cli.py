@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--queries", type=positive_int, default=10000, help="queries for --simulate-rows (default %(default)s)")
     add_store_arguments(p)
     add_maps_parser(sub)
+    add_robustness_parser(sub)
     return parser
 
 
@@ -435,6 +436,53 @@ def add_maps_parser(sub) -> None:
     add_store_arguments(p)
 
 
+# robustness: retrieval under transformed queries (indexer/robustness.py) ----------------------------------
+
+ROBUSTNESS_EXAMPLES = """robustness examples:
+  python -m indexer robustness --split val --models effnet-lite0,effnet-lite1,effnet-lite2 \\
+      --data-root ../shared/datasets/tiny-imagenet-200 --report docs/report
+  python -m indexer robustness --split val --models effnet-lite0,effnet-lite1 --queries 100 \\
+      --families translation,thumbnail,jpeg --severities 5 --json robustness.json
+  python -m indexer robustness --split val --models effnet-lite0 --families all --no-labels   # label-free only
+
+A rerun embeds only what its cache (<embeddings>/<model>/<dataset>/<split>/robustness/) does not hold yet:
+adding families or queries costs only the new ones.
+"""
+
+
+def add_robustness_parser(sub) -> None:
+    from indexer.evaluation.query_transforms import DEFAULT_FAMILIES, FAMILIES
+    p = _fmt(sub, "robustness", "retrieval under transformed queries (shifts, crops, rotations, flips, lower "
+                                "resolution, JPEG, blur, colour, greyscale, ImageNet-C): copy retrieval, class P@10, "
+                                "stability and shift consistency per model, family and severity, with CIs")
+    p.epilog = ROBUSTNESS_EXAMPLES + "\n" + EPILOG
+    p.add_argument("--split", required=True, help="split the collections were built from, e.g. val")
+    p.add_argument("--models", default="gresnet,convnext,vit", help="comma-separated (default %(default)s)")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="the folder holding the split's images (default: the data root the collections were built from)")
+    p.add_argument("--queries", type=positive_int, default=500,
+                   help="query images sampled from the split, class-stratified and seeded (default %(default)s)")
+    p.add_argument("--families", default=",".join(DEFAULT_FAMILIES),
+                   help=f"comma-separated, or all (default %(default)s); all: {', '.join(FAMILIES)}")
+    p.add_argument("--severities", type=positive_int, default=3,
+                   help="levels per family, spread from the mildest to the strongest of its five (default %(default)s)")
+    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+                   help="write DIR/robustness.json, DIR/robustness.md and one PNG per measure; a comparison report "
+                        "already in DIR (report.json) gets a Robustness section")
+    p.add_argument("--json", type=Path, default=None, help="also write robustness.json here")
+    p.add_argument("--no-labels", action="store_true",
+                   help="label-free measures only (copy retrieval, stability, shift consistency)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the sample and the random transforms")
+    p.add_argument("--bootstrap", type=_int_at_least_1000, default=2000,
+                   help="bootstrap resamples (at least 1000; default %(default)s)")
+    p.add_argument("--embeddings", type=Path, default=Path(settings.current().embeddings),
+                   help="embeddings root: the collections' manifests and the transformed-query cache (default %(default)s)")
+    p.add_argument("--device", default="auto", help="where queries are embedded: auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="queries embedded at a time (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_store_arguments(p)
+
+
 def cmd_maps(args) -> int:
     """One line per map: method, n, trustworthiness, silhouette, seconds, cached or computed."""
     from indexer.evaluation.maps import MapParams, compute_map
@@ -460,8 +508,34 @@ def cmd_maps(args) -> int:
     return 0
 
 
+def cmd_robustness(args) -> int:
+    from indexer.evaluation.query_transforms import UnknownFamily, parse_families
+    from indexer.evaluation.robustness import RobustnessConfig, evaluate_collections, write_outputs
+    try:
+        families = [f.name for f in parse_families(args.families)]
+    except UnknownFamily as e:
+        raise StoreError(str(e)) from None
+    cfg = RobustnessConfig(split=args.split, models=[m.strip() for m in args.models.split(",") if m.strip()],
+                           dataset=_dataset_arg(args), data_root=args.data_root, embeddings=args.embeddings,
+                           queries=args.queries, families=families, severities=args.severities, seed=args.seed,
+                           resamples=args.bootstrap, batch_size=args.batch_size, device=args.device,
+                           labels=not args.no_labels, progress=not args.no_progress)
+    result = evaluate_collections(_store(args), cfg)
+    write_outputs(result, args.report, args.json)
+    for sentence in result.sentences:
+        print(sentence)
+    t = result.timing
+    print(f"{len(result.query_ids)} queries x {len(result.conditions)} conditions x {len(result.models)} models in "
+          f"{result.wall_s:.0f} s (embedded now: " + ", ".join(f"{m} {n}" for m, n in t.embedded.items()) +
+          f"; from the cache: {sum(t.from_cache.values())}; embedding {t.embed_s:.0f} s, transforms {t.transform_s:.0f} s, "
+          f"search {t.search_s:.0f} s, statistics {t.statistics_s:.0f} s)")
+    for path in ([args.report / "robustness.json"] if args.report else []) + ([args.json] if args.json else []):
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from embed.sources.imaging import BadImage
     handlers = {"build": cmd_build, "status": cmd_status, "search": cmd_search, "drop": cmd_drop,
-                "serve": cmd_serve, "evaluate": cmd_evaluate, "maps": cmd_maps}
+                "serve": cmd_serve, "evaluate": cmd_evaluate, "maps": cmd_maps, "robustness": cmd_robustness}
     return run_cli(handlers, build_parser(), argv, extra_errors=(StoreError, BadImage))

@@ -7,6 +7,7 @@ line, then env ``RETRIEVAL_REPORT_DIR``, then ``data/report``; the sidebar can c
 from __future__ import annotations
 
 import sys
+from typing import List
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +76,7 @@ def disagreement_browser(doc: ReportDocument, folder: Path) -> None:
         navigation.switch_to_search(query_params={"query_id": str(chosen)})
 
 
-def maps_note(settings: Settings, folder: Path, features: str = "raw") -> None:
+def maps_note(settings: AppSettings, folder: Path, features: str = "raw") -> None:
     """Whether the Maps page has maps of the database's collections; if not, the command that makes them."""
     from indexer.evaluation.maps import available_params, maps_command
     from indexer.catalog import indexed_collections
@@ -96,6 +97,33 @@ def maps_note(settings: Settings, folder: Path, features: str = "raw") -> None:
                          features=features), language="bash")
 
 
+def show_robustness(settings: AppSettings, folder: Path, models: List[str]) -> None:
+    """The robustness section, when ``python -m indexer robustness --report DIR`` wrote robustness.json here."""
+    import json
+    from indexer.evaluation.robustness_tables import TITLES, measure_table, measures_present, pair_table, protocol_text
+    path = folder / "robustness.json"
+    if not path.is_file():
+        st.caption(f"No robustness results in {folder}; this adds them:")
+        st.code(f"python -m indexer robustness --split {settings.split} --models {','.join(models)} "
+                f"--uri {settings.uri} --report {folder}", language="bash")
+        return
+    doc = json.loads(path.read_text())
+    st.header("Robustness: transformed queries")
+    st.caption(protocol_text(doc))
+    for sentence in doc["sentences"]:
+        st.markdown(f"- {sentence}")
+    present = measures_present(doc)
+    measure = st.selectbox("Measure", present, format_func=TITLES.get, key="robustness_measure")
+    headers, rows = measure_table(doc, measure)
+    st.table([dict(zip(headers, row)) for row in rows])
+    figure = folder / f"robustness_{measure}.png"
+    if figure.is_file():
+        st.image(str(figure))
+    if len(doc["models"]) > 1 and measure in ("copy_r1", "copy_r10", "shift_top1"):
+        headers, rows = pair_table(doc, measure)
+        st.table([dict(zip(headers, row)) for row in rows])
+
+
 def main() -> None:
     st.set_page_config(page_title="Evaluation", layout="wide")
     settings = AppSettings.from_argv(sys.argv[1:])
@@ -112,6 +140,7 @@ def main() -> None:
         st.code(f"python -m indexer evaluate --split {settings.split} --models {models}{data_root} --holdout 0.2 "
                 f"--uri {settings.uri} --report {folder}", language="bash")
         maps_note(settings, folder)
+        show_robustness(settings, folder, sorted(in_db) or ["gresnet", "convnext", "vit"])
         return
     try:
         doc = load_report(str(path), path.stat().st_mtime)
@@ -133,7 +162,8 @@ def main() -> None:
         st.error(f"RANDOM weights: {', '.join(randoms)}: their figures measure nothing but chance.")
     show_sections(doc, folder)
     disagreement_browser(doc, folder)
-    maps_note(settings, folder, doc["variant_compared"])
+    maps_note(settings, folder, doc.variant_compared)
+    show_robustness(settings, folder, in_report)
 
 
 main()

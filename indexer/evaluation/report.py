@@ -479,4 +479,10 @@ def render(doc: ReportDocument, folder: Path) -> Document:
         d.image(f"galleries/{g.png}", f"query id {g.query_id} ({g.relpath}, {g.class_id}): {marks}")
     if not doc.galleries:
         d.p("No galleries: they need two or more models and --data-root.")
+    # written by `python -m indexer robustness --report DIR` into the same folder
+    robustness = Path(folder) / "robustness.json"
+    if robustness.is_file():
+        import json
+        from indexer.evaluation.robustness_tables import add_robustness_section
+        add_robustness_section(d, json.loads(robustness.read_text()), title="9. Robustness: transformed queries")
     return d
