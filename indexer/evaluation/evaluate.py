@@ -172,7 +172,8 @@ def _milvus_check(store: VectorStore, name: str, neigh, ids: np.ndarray, feats: 
     if scratch:
         from dataclasses import replace
         target = f"{name}__xcheck"
-        meta = replace(store.meta(name), normalized=not store.meta(name).normalized, complete=False)
+        stored = store.meta(name)
+        meta = replace(stored, identity=stored.identity.with_normalized(not stored.normalized), complete=False)
         store.drop(target)
         store.ensure_collection(target, meta)
         store.upsert(target, ids, feats, class_ids, relpaths, progress=False)

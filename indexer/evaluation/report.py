@@ -20,7 +20,9 @@ import numpy as np
 from embed.common.settings import DEFAULT_EMBEDDINGS
 from indexer.evaluation.evaluate import EvaluationError, Run, write_plot
 from indexer.evaluation.sections import TOP_OVERLAP, agreement_table, ci_text
-from indexer.evaluation.stats import DEFAULT_RESAMPLES, Interval, bootstrap_ci, bootstrap_means, compare_sentence, mcnemar_exact, paired_difference
+from indexer.evaluation.stats import (CONFIDENCE, CONFIDENCE_LABEL, DEFAULT_RESAMPLES, Interval, bootstrap_ci,
+                                      bootstrap_means, compare_sentence, mcnemar_exact, paired_difference,
+                                      percentile_interval)
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +56,14 @@ def metric_columns(run: Run) -> Dict[str, np.ndarray]:
 
 
 def intervals(run: Run, resamples: int, seed: int) -> Dict[str, Dict]:
-    """Every metric of a run with its 95% bootstrap interval (retrieval metrics share their resamples)."""
+    """Every metric of a run with its percentile-bootstrap interval at CONFIDENCE (retrieval metrics share their
+    resamples; each column's interval is the one ``bootstrap_ci`` gives it alone)."""
     cols = metric_columns(run)
     names = list(cols)
     matrix = np.stack([cols[n] for n in names], 1)
     out = {}
     if len(matrix):
-        means = bootstrap_means(matrix, resamples, seed)
-        low, high = np.percentile(means, [2.5, 97.5], axis=0)
+        low, high = percentile_interval(bootstrap_means(matrix, resamples, seed), CONFIDENCE)
         for j, n in enumerate(names):
             out[n] = Interval(float(matrix[:, j].mean()), float(low[j]), float(high[j]), len(matrix)).to_dict()
     out["kNN@20"] = bootstrap_ci(run.per_query.knn_correct.astype(float), resamples, seed).to_dict()
@@ -194,7 +196,7 @@ def style(runs: Sequence[Run], cfg: ReportConfig) -> Optional[Dict]:
 
 
 def _style_sentence(model: str, measure: str, value: Dict, diff: Interval) -> str:
-    ci = f"95% CI {diff.low:+.3f} to {diff.high:+.3f}"
+    ci = f"{CONFIDENCE_LABEL} CI {diff.low:+.3f} to {diff.high:+.3f}"
     if not diff.excludes_zero():
         return (f"{model}'s same-class neighbours are no closer in {measure} to the query than random same-class "
                 f"images (mean {value['mean']:.3f}; difference {diff.mean:+.3f}, {ci}).")
@@ -304,7 +306,7 @@ def ci_plot(cis: Dict[str, Dict], path: Path, metrics=("P@1", "P@10", "R-precisi
         ax.bar(x, mean, width, yerr=err, capsize=3, label=m)
     ax.set_xticks(np.arange(len(shown)) + width * (len(models) - 1) / 2)
     ax.set_xticklabels(shown)
-    ax.set_ylabel("value (95% bootstrap CI)")
+    ax.set_ylabel(f"value ({CONFIDENCE_LABEL} bootstrap CI)")
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
@@ -406,7 +408,8 @@ def build_report(evaluation: Dict, runs: Sequence[Run], cfg: ReportConfig) -> Di
     log.info("report: confidence intervals (%d resamples)", cfg.resamples)
     cis = {f"{r.model} ({r.features})": intervals(r, cfg.resamples, cfg.seed) for r in runs}
     doc = {"protocol": proto, "variant_compared": variant, "bootstrap": {"resamples": cfg.resamples, "seed": cfg.seed,
-           "method": "percentile bootstrap over queries, 95%"}, "results": evaluation["results"],
+           "confidence": CONFIDENCE, "method": f"percentile bootstrap over queries, {CONFIDENCE_LABEL}"},
+           "results": evaluation["results"],
            "confidence_intervals": cis}
     doc["pairs"] = pairs(primary, cfg.resamples, cfg.seed) if len(primary) > 1 else []
     doc["per_class"] = per_class(primary, cfg.classes_shown) if len(primary) > 1 else None
@@ -459,11 +462,11 @@ def render(doc: Dict, folder: Path) -> Document:
     if randoms:
         d.p(f"Warning: {', '.join(randoms)} use RANDOM weights; their figures measure nothing but chance.")
 
-    d.h("1. Every metric with its 95% confidence interval")
+    d.h(f"1. Every metric with its {CONFIDENCE_LABEL} confidence interval")
     names = ["P@1", "P@10", "R@10", "R-precision", "MAP@R", "kNN@20"]
     d.table(["model (features)", "n"] + names,
             [[m, v["P@1"]["n"]] + [ci_text(v[n]) if n in v else "" for n in names] for m, v in doc["confidence_intervals"].items()])
-    d.image(doc["figures"]["confidence_intervals"], "Means with 95% bootstrap intervals")
+    d.image(doc["figures"]["confidence_intervals"], f"Means with {CONFIDENCE_LABEL} bootstrap intervals")
     d.image(doc["figures"]["precision_at_k"], "precision@k against k")
 
     d.h("2. Paired differences")
@@ -473,7 +476,7 @@ def render(doc: Dict, folder: Path) -> Document:
             for label, m in p["metrics"].items():
                 pv = "" if m["p_value"] is None else f"{m['p_value']:.3g} (exact McNemar)"
                 rows.append([f"{p['a']} − {p['b']}", label, f"{m['mean']:+.4f}", f"[{m['low']:+.4f}, {m['high']:+.4f}]", pv])
-        d.table(["pair", "metric", "difference", "95% CI (paired bootstrap)", "p"], rows)
+        d.table(["pair", "metric", "difference", f"{CONFIDENCE_LABEL} CI (paired bootstrap)", "p"], rows)
         d.paragraphs(doc["sentences"])
     else:
         d.p("One model only: nothing to pair.")
@@ -498,7 +501,7 @@ def render(doc: Dict, folder: Path) -> Document:
         d.p(f"{st['queries']} sampled queries; neighbours: {st['neighbours']}; baseline: {st['baseline']}. "
             "colour = CIELAB histogram intersection, structure = SSIM of 32x32 greyscale thumbnails.")
         for measure, entry in st["measures"].items():
-            d.table(["", f"{measure} similarity to the query (95% CI)"],
+            d.table(["", f"{measure} similarity to the query ({CONFIDENCE_LABEL} CI)"],
                     [[name, ci_text(v)] for name, v in entry.items() if " - " not in name])
         d.paragraphs(st["sentences"])
     else:
@@ -506,7 +509,7 @@ def render(doc: Dict, folder: Path) -> Document:
 
     d.h("6. DINO-style kNN (weighted vote of the 20 nearest, T = 0.07, unit-normalised features)")
     if doc["dino_knn"]:
-        d.table(["model", "top-1 (95% CI)", "protocol"], [[m, ci_text(v), v["protocol"]] for m, v in doc["dino_knn"].items()])
+        d.table(["model", f"top-1 ({CONFIDENCE_LABEL} CI)", "protocol"], [[m, ci_text(v), v["protocol"]] for m, v in doc["dino_knn"].items()])
     else:
         d.p("Not run: pass --holdout 0.2, or --database-split and --query-split.")
 

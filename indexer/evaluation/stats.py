@@ -7,12 +7,13 @@ resample the same queries for both models, which removes the between-query varia
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
 DEFAULT_RESAMPLES = 2000
 CONFIDENCE = 0.95
+CONFIDENCE_LABEL = f"{CONFIDENCE:.0%}"   # how every interval is labelled in sentences, tables and plots
 
 
 @dataclass
@@ -50,10 +51,15 @@ def bootstrap_ci(values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed:
     v = np.asarray(values, dtype=np.float64)
     if len(v) == 0:
         return Interval(float("nan"), float("nan"), float("nan"), 0)
-    means = bootstrap_means(v, n_resamples, seed)[:, 0]
-    alpha = (1 - confidence) / 2
-    low, high = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
+    low, high = percentile_interval(bootstrap_means(v, n_resamples, seed)[:, 0], confidence)
     return Interval(float(v.mean()), float(low), float(high), len(v))
+
+
+def percentile_interval(means: np.ndarray, confidence: float = CONFIDENCE) -> Tuple[np.ndarray, np.ndarray]:
+    """(low, high) percentile interval of bootstrap means (n_resamples,) or (n_resamples, m), per column."""
+    alpha = (1 - confidence) / 2
+    low, high = np.percentile(means, [100 * alpha, 100 * (1 - alpha)], axis=0)
+    return low, high
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
@@ -92,10 +98,10 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> McNemar:
 def compare_sentence(a: str, b: str, metric: str, diff: Interval, p_value: Optional[float] = None,
                      better: str = "retrieves better than") -> str:
     """One plain sentence: which model is ahead on ``metric`` and by how much, or no significant difference."""
-    ci = f"95% CI {diff.low:.3f}–{diff.high:.3f}"
+    ci = f"{CONFIDENCE_LABEL} CI {diff.low:.3f}–{diff.high:.3f}"
     p = f", p = {p_value:.2g}" if p_value is not None else ""
     if not diff.excludes_zero() or (p_value is not None and p_value >= 0.05):
         return f"No significant difference between {a} and {b} on {metric} ({a} − {b} = {diff.mean:+.3f}, {ci}{p})."
     if diff.mean > 0:
         return f"{a} {better} {b} on {metric} by {diff.mean:.3f} ({ci}{p})."
-    return f"{b} {better} {a} on {metric} by {-diff.mean:.3f} (95% CI {-diff.high:.3f}–{-diff.low:.3f}{p})."
+    return f"{b} {better} {a} on {metric} by {-diff.mean:.3f} ({CONFIDENCE_LABEL} CI {-diff.high:.3f}–{-diff.low:.3f}{p})."
