@@ -64,12 +64,40 @@ def wait_healthy(server, timeout_s: float = START_TIMEOUT_S, poll_s: float = 0.5
         time.sleep(poll_s)
 
 
+def _config_with_own_etcd_ports(base_dir: Path):
+    """The package's server config, with its embedded etcd on free ports too.
+
+    Left alone, the embedded etcd listens on etcd's fixed defaults (127.0.0.1:2379 and :2380), so a second server
+    on the machine (another test run) dies at start-up ("bind: address already in use"). Milvus takes an etcd
+    config file (``etcd.config.path``) that the package's template has no key for: a copy of the template gets one.
+    """
+    import milvus
+    from milvus import MilvusServerConfig
+    base_dir.mkdir(parents=True, exist_ok=True)
+    template = Path(milvus.__file__).parent / "data" / "config.yaml.template"
+    text = template.read_text(encoding="utf-8")
+    if "\netcd:\n" not in text:
+        return None       # another package version: keep its own template
+    own = base_dir / "config.yaml.template"
+    own.write_text(text.replace("\netcd:\n", "\netcd:\n  config:\n    path: {{ etcd_config_path }}\n", 1),
+                   encoding="utf-8")
+    client, peer = free_port(), free_port()
+    etcd = base_dir / "embed-etcd.yaml"
+    etcd.write_text(f"listen-client-urls: http://127.0.0.1:{client}\nadvertise-client-urls: http://127.0.0.1:{client}\n"
+                    f"listen-peer-urls: http://127.0.0.1:{peer}\ninitial-advertise-peer-urls: http://127.0.0.1:{peer}\n"
+                    f"initial-cluster: default=http://127.0.0.1:{peer}\n", encoding="utf-8")
+    config = MilvusServerConfig(template=str(own))
+    config.glog_conf_file = str(template.parent / "glog.conf")   # the package sets it only for its own template
+    config.set("etcd_config_path", str(etcd))
+    return config
+
+
 def start_embedded_milvus(base_dir: Path, timeout_s: float = START_TIMEOUT_S):
     """A healthy ``milvus.MilvusServer`` keeping its data under ``base_dir``; ``listen_port`` is its proxy port.
 
     Raises ServerDidNotStart (the server stopped again) when it does not become healthy."""
     from milvus import MilvusServer
-    server = MilvusServer(wait_for_started=False)
+    server = MilvusServer(_config_with_own_etcd_ports(Path(base_dir) / "etc"), wait_for_started=False)
     server.set_base_dir(str(base_dir))
     for key in server.config_keys:
         if key.endswith("_port"):
