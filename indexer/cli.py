@@ -241,9 +241,12 @@ def cmd_status(args) -> int:
     rows = []
     for c in indexed_collections(store):
         d = store.describe(c.name)
+        # a completed build recorded its row count; rows lost since (deleted, a count that comes up short) make the
+        # collection incomplete again, whatever the flag says
+        complete = c.meta.complete and d["rows"] == d["rows_built"]
         rows.append({"collection": c.name, "model": c.meta.model, "split": c.meta.split, "dataset": c.meta.dataset,
-                     "rows": d["rows"], "dim": c.meta.dim, "index_type": d["index_type"], "metric": d["metric"],
-                     "normalized": c.meta.normalized, "complete": c.meta.complete,
+                     "rows": d["rows"], "rows_built": d["rows_built"], "dim": c.meta.dim, "index_type": d["index_type"],
+                     "metric": d["metric"], "normalized": c.meta.normalized, "complete": complete,
                      "weights": c.meta.identity.weights_source,
                      "weights_fingerprint": c.meta.identity.weights_fingerprint, "decode": c.meta.identity.decode,
                      "precision": c.meta.identity.precision})
@@ -253,7 +256,7 @@ def cmd_status(args) -> int:
     shared = store.sharing()
     print(f"{store.describe_target()}{f' ({shared})' if shared else ''}: {len(rows)} collection(s)")
     for r in rows:
-        flag = "" if r["complete"] else "  (INCOMPLETE: rerun build)"
+        flag = "" if r["complete"] else f"  (INCOMPLETE: {r['rows']} of {r['rows_built']} rows; rerun build)"
         rnd = "  RANDOM WEIGHTS" if r["weights"] == "random" else ""
         print(f"  {r['collection']:45} {r['model']:13} {r['dataset']}/{r['split']:6} rows={r['rows']:<8} "
               f"dim={r['dim']:<5} {r['index_type']}/{r['metric']} {r['weights_fingerprint'][:23]}{rnd}{flag}")

@@ -356,13 +356,14 @@ class VectorStore:
         return CollectionMeta.from_json(text) if text else None
 
     def describe(self, name: str) -> Dict:
-        """Everything ``status`` shows about a collection."""
+        """Everything ``status`` shows about a collection: what Milvus holds now (rows, index), then the metadata
+        (whose ``rows`` is what the last build wrote: ``rows_built`` here, so that it never hides the live count)."""
         meta = self.meta(name)
         index = self._retry(lambda: self.client.describe_index(name, "vector"), "describe index") or {}
         return {
-            "collection": name, "rows": self.count(name),
-            "index_type": index.get("index_type"), "metric": index.get("metric_type"),
             **(asdict(meta) if meta else {"model": None}),
+            "collection": name, "rows": self.count(name), "rows_built": meta.rows if meta else None,
+            "index_type": index.get("index_type"), "metric": index.get("metric_type"),
         }
 
     def ensure_collection(self, name: str, meta: CollectionMeta, recreate: bool = False) -> bool:

@@ -140,6 +140,12 @@ def make_tiny_layout(root: Path, n_per_class: int = 3, classes=("n01440764", "n0
     return root
 
 
+@pytest.fixture
+def tiny_layout():
+    """``make_tiny_layout`` for test modules (they take fixtures, not imports from this file)."""
+    return make_tiny_layout
+
+
 def make_imagenet_flat_layout(root: Path, inside: bool = False) -> Path:
     val = root / "val"
     val.mkdir(parents=True)
@@ -153,31 +159,48 @@ def make_imagenet_flat_layout(root: Path, inside: bool = False) -> Path:
 
 
 from benchmarks.milvus_server import free_port  # noqa: E402  (re-exported for the tests)
+from support.milvus import server_unavailable  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory):
-    """A real Milvus 2.3 standalone from the `milvus` package, for this test session only.
+    """A real Milvus 2.3 standalone from the `milvus` package, started once for the whole test session.
 
-    It cannot be told to bind loopback only, so every port is random and it stops with the session.
+    Ready when its health endpoint says so (benchmarks.milvus_server.wait_healthy), however long that takes on
+    a loaded machine. It cannot be told to bind loopback only, so every port is random and it stops with the
+    session. A failed start is remembered by pytest for the session: every server test reports the same reason.
     """
     try:
         import milvus  # noqa: F401
     except ImportError:
-        pytest.skip("the `milvus` package (embedded Milvus server) is not installed")
-    from benchmarks.milvus_server import start_embedded_milvus
+        server_unavailable("the `milvus` package (embedded Milvus server) is not installed: pip install -e '.[test]'")
+    from benchmarks.milvus_server import ServerDidNotStart, start_embedded_milvus
     try:
         server = start_embedded_milvus(tmp_path_factory.mktemp("milvus_server"))
-    except Exception as e:  # pragma: no cover - depends on the machine
-        pytest.skip(f"embedded Milvus server could not start: {e}")
+    except ServerDidNotStart as e:
+        server_unavailable(f"the embedded Milvus server did not start: {e}")
     yield server
     server.stop()
 
 
-@pytest.fixture(params=["lite", "server"])
+@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])
 def store_uri(request, tmp_path):
     """A fresh database URI on each backend: a Milvus Lite folder, or a database on the real server."""
     if request.param == "lite":
         return str(tmp_path / "milvus.db")
     server = request.getfixturevalue("milvus_server")
     return f"http://127.0.0.1:{server.listen_port}"
+
+
+def _uses_server(item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return "milvus_server" in getattr(item, "fixturenames", ()) or \
+        (callspec is not None and callspec.params.get("store_uri") == "server")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that needs the server carries the ``server`` marker, so that ``-m "not server"`` leaves none."""
+    unmarked = [item.nodeid for item in items if _uses_server(item) and item.get_closest_marker("server") is None]
+    if unmarked:
+        raise pytest.UsageError("tests that use the Milvus server must be marked @pytest.mark.server: "
+                                + ", ".join(unmarked))

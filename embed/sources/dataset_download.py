@@ -129,8 +129,9 @@ def extract_archive(archive: Path, target: Path, folder: str, max_bytes: int, ma
                     progress: bool = True) -> Path:
     """Extract ``archive`` (zip or tar[.gz]) whose entries all lie under ``folder/`` into ``target/folder``.
 
-    Every entry is checked before anything is written; the result appears under its final name
-    only when the whole archive was extracted (a staging folder, then a rename).
+    Every entry is checked before anything is written, what is written is counted against ``max_bytes`` (declared
+    sizes can lie), and a tar must end where its last entry does; the result appears under its final name only
+    when the whole archive was extracted (a staging folder, then a rename).
     """
     from tqdm import tqdm
     target.mkdir(parents=True, exist_ok=True)
@@ -153,6 +154,7 @@ def extract_archive(archive: Path, target: Path, folder: str, max_bytes: int, ma
                         if written > max_bytes:
                             raise UnsafeArchive(f"{archive.name} expands beyond {max_bytes / GIB:.1f} GiB")
                         out.write(block)
+            entries.check_end()
         final = target / folder
         if final.exists():
             raise DatasetError(f"{final} appeared while extracting; remove it or pass --data-root {final}")
@@ -201,10 +203,30 @@ class ArchiveReader:
                 is_dir = info.is_dir()
                 # zip entries carry a unix mode only when made on unix; no mode means a plain file
                 is_file = not is_dir and kind in (0, stat.S_IFREG)
+                if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+                    # stored data is its own size: a header that says otherwise is lying about one of them
+                    raise UnsafeArchive(f"{self.path.name}: entry {info.filename!r} declares {info.file_size} bytes "
+                                        f"but stores {info.compress_size}")
                 yield _Member(info.filename, info.file_size, is_dir, is_file, info)
         else:
             for info in self.tar:
                 yield _Member(info.name, info.size, info.isdir(), info.isreg(), info)
+
+    def check_end(self) -> None:
+        """Refuse a tar archive with data after its last entry (call after reading the entries, in order).
+
+        tarfile ends the listing silently at the first block that is not a header. A clean archive ends there
+        with zeros (or the file's end); anything else is data that no header accounts for, e.g. an entry whose
+        header understates its size: the rest of it, and every entry after it, would be dropped unseen. (Read
+        once the entries have been: a compressed tar seeks forward cheaply, backward only by decompressing again.)
+        """
+        if self.tar is None:
+            return
+        self.tar.fileobj.seek(self.tar.offset)
+        block = self.tar.fileobj.read(tarfile.BLOCKSIZE)
+        if block.strip(b"\0"):
+            raise UnsafeArchive(f"{self.path.name}: data at byte {self.tar.offset} belongs to no entry (a header "
+                                f"declares less than its entry holds, or the archive is damaged)")
 
     def open(self, member: _Member):
         if self.zip is not None:
@@ -216,10 +238,16 @@ def _check_members(members: List[_Member], folder: str, max_bytes: int, max_entr
     if len(members) > max_entries:
         raise UnsafeArchive(f"{label} has {len(members)} entries, more than the {max_entries} expected")
     total = 0
+    seen: Dict[tuple, bool] = {}   # normalised path -> is a directory
     for m in members:
         bad = _unsafe_reason(m, folder)
         if bad:
             raise UnsafeArchive(f"{label}: refusing entry {m.name!r}: {bad}")
+        parts = PurePosixPath(m.name.replace("\\", "/")).parts
+        if parts in seen and not (seen[parts] and m.is_dir):
+            # a second entry under one name would overwrite (or, as a folder, sit on) the first
+            raise UnsafeArchive(f"{label}: refusing entry {m.name!r}: the name appears twice in the archive")
+        seen[parts] = m.is_dir
         total += m.size
     if total > max_bytes:
         raise UnsafeArchive(f"{label} declares {total / GIB:.1f} GiB, more than the {max_bytes / GIB:.1f} GiB cap")

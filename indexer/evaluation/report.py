@@ -25,7 +25,7 @@ from indexer.evaluation.document import (Accuracy, AccuracyCheck, AccuracyRow, A
 from indexer.evaluation.evaluate import EvaluationError, Run, write_plot
 from indexer.evaluation.sections import TOP_OVERLAP, sections
 from indexer.evaluation.stats import (CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_ci, bootstrap_means, compare_sentence,
-                                      mcnemar_exact, paired_difference)
+                                      mcnemar_exact, paired_difference, percentile_interval)
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,7 @@ def intervals(run: Run, resamples: int, seed: int, confidence: float = CONFIDENC
     matrix = np.stack([cols[n] for n in names], 1)
     out: List[MetricInterval] = []
     if len(matrix):
-        means = bootstrap_means(matrix, resamples, seed)
-        alpha = 100 * (1 - confidence) / 2
-        low, high = np.percentile(means, [alpha, 100 - alpha], axis=0)
+        low, high = percentile_interval(bootstrap_means(matrix, resamples, seed), confidence)
         out = [MetricInterval(n, Interval(float(matrix[:, j].mean()), float(low[j]), float(high[j]), len(matrix),
                                           confidence)) for j, n in enumerate(names)]
     out.append(MetricInterval("kNN@20", bootstrap_ci(run.per_query.knn_correct.astype(float), resamples, seed,

@@ -374,7 +374,7 @@ class PairComparison:
                "difference": self.difference.mean, "ci": [self.difference.low, self.difference.high],
                "significant": self.significant}
         if self.mcnemar is not None:
-            out["mcnemar"] = self.mcnemar.to_dict()
+            out["mcnemar"] = asdict(self.mcnemar)
         return out
 
 

@@ -6,7 +6,7 @@ resample the same queries for both models, which removes the between-query varia
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -36,10 +36,15 @@ def bootstrap_ci(values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed:
     v = np.asarray(values, dtype=np.float64)
     if len(v) == 0:
         return Interval(float("nan"), float("nan"), float("nan"), 0, confidence)
-    means = bootstrap_means(v, n_resamples, seed)[:, 0]
-    alpha = (1 - confidence) / 2
-    low, high = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
+    low, high = percentile_interval(bootstrap_means(v, n_resamples, seed)[:, 0], confidence)
     return Interval(float(v.mean()), float(low), float(high), len(v), confidence)
+
+
+def percentile_interval(means: np.ndarray, confidence: float = CONFIDENCE) -> Tuple[np.ndarray, np.ndarray]:
+    """(low, high) percentile interval of bootstrap means (n_resamples,) or (n_resamples, m), per column."""
+    alpha = (1 - confidence) / 2
+    low, high = np.percentile(means, [100 * alpha, 100 * (1 - alpha)], axis=0)
+    return low, high
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,

@@ -60,6 +60,7 @@ def test_app_queries_while_another_model_builds_through_serve(tmp_path):
         assert server.wait(timeout=30) == 0
 
 
+@pytest.mark.server
 def test_two_builds_at_once_against_a_server(tmp_path, milvus_server):
     root = make_tiny_layout(tmp_path / "ds2", n_per_class=15)
     uri = f"http://127.0.0.1:{milvus_server.listen_port}"

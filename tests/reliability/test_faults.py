@@ -89,6 +89,7 @@ def _build_until_insert_then(cmd, tmp_path, action):
     return proc.returncode, "".join(out) + rest
 
 
+@pytest.mark.server
 def test_server_restart_mid_build_resumes(dataset, reference, tmp_path, proxied_server):
     uri = f"http://127.0.0.1:{proxied_server.port}"
     VectorStore(uri).drop(EmbeddingKey(MODEL, dataset.name, "val").collection_name)
@@ -104,6 +105,7 @@ def test_server_restart_mid_build_resumes(dataset, reference, tmp_path, proxied_
     _check_exact(uri, dataset, reference)
 
 
+@pytest.mark.server
 def test_server_down_gives_clear_error_then_rerun_repairs(dataset, reference, tmp_path, proxied_server):
     uri = f"http://127.0.0.1:{proxied_server.port}"
     VectorStore(uri).drop(EmbeddingKey(MODEL, dataset.name, "val").collection_name)

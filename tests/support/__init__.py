@@ -1,0 +1,1 @@
+"""Helpers shared by test modules (imported as ``support.<module>``; fixtures stay in conftest.py)."""
