@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_browser import needs_chromium, streamlit_in_chromium
-from conftest import REPO, make_tiny_layout
+from support.browser import needs_chromium, streamlit_in_chromium
+from support.data import REPO, make_tiny_layout
 
 APP = str(REPO / "app" / "main.py")
 

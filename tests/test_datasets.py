@@ -3,7 +3,7 @@ from hypothesis import given, settings, strategies as st
 
 from embed.sources.datasets import (DatasetError, class_name, load_split, parse_imagenet_solution_row,
                             parse_tiny_annotation_line)
-from conftest import make_imagenet_flat_layout, make_tiny_layout
+from support.data import make_imagenet_flat_layout, make_tiny_layout
 
 
 def test_imagefolder_layout_order_and_classes(imagefolder):

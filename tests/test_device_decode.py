@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from conftest import _gradient, bad_images, good_images, have_effnet_package, write_files
+from support.data import gradient, bad_images, good_images, have_effnet_package, write_files
 from embed.extraction.device_decode import DeviceDecoder, read_encoded, resolve_decode, tensor_transform
 from embed.extraction.extract import ExtractConfig, extract
 from embed.sources.imaging import load_rgb
@@ -38,7 +38,7 @@ def _jpeg_with_orientation(pixels: np.ndarray, orientation: int) -> bytes:
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_matches_pil(tmp_path, orientation):
     # a wide, asymmetric picture: any wrong turn or flip moves the bright corner
-    pixels = _gradient(48, 24, 5)
+    pixels = gradient(48, 24, 5)
     path = tmp_path / "o.jpg"
     path.write_bytes(_jpeg_with_orientation(pixels, orientation))
     transform = T.Compose([T.Resize(16), T.CenterCrop(16), T.ToTensor()])
@@ -107,7 +107,7 @@ def test_auto_decode_follows_the_file_sizes(tmp_path, size, upsampling):
     from embed.sources.datasets import load_split
     root = tmp_path / "ds"
     buf = io.BytesIO()
-    Image.fromarray(_gradient(*size, 1)).save(buf, "JPEG")
+    Image.fromarray(gradient(*size, 1)).save(buf, "JPEG")
     write_files(root / "val" / "a", [(f"{i}.jpg", buf.getvalue()) for i in range(3)] + [("bad.jpg", b"")])
     transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
     assert transform_upsamples(load_split(root, "val"), transform) is upsampling
@@ -134,7 +134,7 @@ def test_worker_decoding_equals_device_decoding_on_cpu(tmp_path):
     # on a CPU the workers decode JPEGs themselves; the result must be what the device path decodes
     from embed.extraction.device_decode import decode_in_worker
     path = tmp_path / "o.jpg"
-    path.write_bytes(_jpeg_with_orientation(_gradient(48, 24, 6), 6))
+    path.write_bytes(_jpeg_with_orientation(gradient(48, 24, 6), 6))
     transform = T.Compose([T.Resize(16), T.CenterCrop(16), T.ToTensor()])
     decoder = DeviceDecoder(transform, torch.device("cpu"))
     enc = read_encoded(path, 0, 10**8)

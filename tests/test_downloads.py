@@ -20,7 +20,7 @@ import torch
 from embed.sources.datasets import DatasetError, load_split
 from embed.common.identity import EmbeddingKey
 from embed.models.registry import WeightsUnavailable, load_model
-from conftest import _jpeg, make_tiny_layout
+from support.data import jpeg_bytes, make_tiny_layout
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -186,7 +186,7 @@ def _tiny_zip(path: Path, extra=None) -> None:
     with zipfile.ZipFile(path, "w") as z:
         lines = []
         for i, cls in enumerate(("n01440764", "n01443537")):
-            z.writestr(f"tiny-imagenet-200/val/images/val_{i}.JPEG", _jpeg(i))
+            z.writestr(f"tiny-imagenet-200/val/images/val_{i}.JPEG", jpeg_bytes(i))
             lines.append(f"val_{i}.JPEG\t{cls}\t0\t0\t1\t1")
         z.writestr("tiny-imagenet-200/val/val_annotations.txt", "\n".join(lines) + "\n")
         for name, data in (extra or {}).items():
@@ -196,7 +196,7 @@ def _tiny_zip(path: Path, extra=None) -> None:
 def _imagenette_tgz(path: Path, link: bool = False) -> None:
     with tarfile.open(path, "w:gz") as t:
         for i, cls in enumerate(("n01440764", "n02102040", "n01440764")):
-            data = _jpeg(i)
+            data = jpeg_bytes(i)
             info = tarfile.TarInfo(f"imagenette2-320/val/{cls}/img_{i}.JPEG")
             info.size = len(data)
             t.addfile(info, io.BytesIO(data))

@@ -10,7 +10,7 @@ import pytest
 from embed.extraction.embedder import build_embedder
 from embed.extraction.extract import ExtractConfig, extract
 from embed.extraction.shards import EmbeddingStore, StoreMismatch
-from conftest import REPO, make_tiny_layout
+from support.data import REPO, make_tiny_layout
 
 MODEL = "timm:test_resnet"  # tiny timm test net: fast on CPU; random weights are fine for mechanics
 
@@ -36,7 +36,7 @@ def test_bad_files_are_skipped_counted_and_listed(imagefolder, tmp_path):
 
 
 def test_all_image_modes_are_embedded(tmp_path):
-    from conftest import good_images, write_files
+    from support.data import good_images, write_files
     root = tmp_path / "modes"
     write_files(root / "val" / "any", good_images())
     result = extract(_cfg(root, tmp_path / "emb"))

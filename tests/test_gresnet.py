@@ -4,28 +4,16 @@ import torch
 import torch.nn as nn
 from timm.utils import reparameterize_model
 
+from support.models import nontrivial
+
 from embed.models.gresnet import (CheckpointMismatchError, FusedSplitNormConv2d, GResNet, SplitNormConv2d,
                            checkpoint_filter_fn)
-
-
-def _nontrivial(model: nn.Module, size: int = 96, seed: int = 0) -> nn.Module:
-    """Random affines and running statistics from a few training-mode batches."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, SplitNormConv2d):
-                m.affine.weight.copy_(torch.rand(m.affine.weight.shape, generator=g) + 0.5)
-                m.affine.bias.copy_(torch.randn(m.affine.bias.shape, generator=g) * 0.1)
-        model.train()
-        for _ in range(3):
-            model(torch.randn(4, 3, size, size, generator=g) * 1.3 + 0.4)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def trained_pair():
     torch.manual_seed(0)
-    model = _nontrivial(timm.create_model("gresnet50", num_classes=0))
+    model = nontrivial(timm.create_model("gresnet50", num_classes=0))
     return model, reparameterize_model(model)
 
 
@@ -158,7 +146,7 @@ def _torchvision_style_checkpoint(model: GResNet):
 def test_checkpoint_filter_prefers_ema_and_strips_prefixes(trained_pair, tmp_path):
     model, _ = trained_pair
     src = timm.create_model("gresnet50")
-    _nontrivial(src, seed=3)
+    nontrivial(src, seed=3)
     ckpt = _torchvision_style_checkpoint(src)
     path = tmp_path / "gresnet_ema.pth"
     torch.save(ckpt, path)

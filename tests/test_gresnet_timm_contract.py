@@ -21,7 +21,7 @@ from timm.utils import reparameterize_model
 import embed.models.gresnet  # noqa: F401  (registers gresnet50 with timm)
 from embed.models import gresnet_weights
 from embed.models.gresnet import BLOG_WEIGHTS_DRIVE_ID, BLOG_WEIGHTS_URL, SplitNormConv2d
-from test_gresnet import _nontrivial
+from support.models import nontrivial
 
 REPO = Path(__file__).resolve().parents[1]
 CHANNELS = [128, 256, 512, 1024, 2048]
@@ -40,7 +40,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def pair():
     """An unfused model with non-trivial statistics and affines, and its fused twin."""
     torch.manual_seed(0)
-    model = _nontrivial(timm.create_model("gresnet50"), size=64)
+    model = nontrivial(timm.create_model("gresnet50"), size=64)
     return model, reparameterize_model(model)
 
 
@@ -142,7 +142,7 @@ def test_features_only_maps_and_feature_info(feature_cls):
 @pytest.mark.parametrize("size", [96, 97])
 def test_fused_feature_pyramid_equals_unfused(size):
     torch.manual_seed(1)
-    feats = _nontrivial(timm.create_model("gresnet50", features_only=True, out_indices=(1, 2, 3, 4)), size=64, seed=1)
+    feats = nontrivial(timm.create_model("gresnet50", features_only=True, out_indices=(1, 2, 3, 4)), size=64, seed=1)
     fused = reparameterize_model(feats)
     assert not any(isinstance(m, SplitNormConv2d) for m in fused.modules())
     x = _x(size, seed=size)
@@ -175,7 +175,7 @@ def _torchvision_style_file(model: nn.Module, path: Path) -> Path:
 
 def test_pretrained_loads_through_timm_in_chans_and_features_only(tmp_path):
     torch.manual_seed(3)
-    src = _nontrivial(timm.create_model("gresnet50"), size=64, seed=3)
+    src = nontrivial(timm.create_model("gresnet50"), size=64, seed=3)
     path = _torchvision_style_file(src, tmp_path / "stand_in.pth")   # a stand-in file, not the author's weights
     overlay = dict(file=str(path))
     model = timm.create_model("gresnet50", pretrained=True, pretrained_cfg_overlay=overlay).eval()

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from embed.sources.imaging import MAX_IMAGE_PIXELS, BadImage, load_rgb, read_bytes_capped, too_many_pixels
-from conftest import _gradient, bad_images, bomb_png, exif_rotated_jpeg, good_images
+from support.data import gradient, bad_images, bomb_png, exif_rotated_jpeg, good_images
 
 
 @pytest.mark.parametrize("name,data", good_images(), ids=[n for n, _ in good_images()])
@@ -106,7 +106,7 @@ def test_header_over_the_limit_is_refused_before_decoding():
 
 def test_per_call_max_pixels_is_applied():
     buf = io.BytesIO()
-    Image.fromarray(_gradient(100, 80, 4)).save(buf, "PNG")
+    Image.fromarray(gradient(100, 80, 4)).save(buf, "PNG")
     data = buf.getvalue()
     with pytest.raises(BadImage) as e:
         load_rgb(data, max_pixels=7999)

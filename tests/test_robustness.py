@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import have_effnet_package, tiny_imagenet_root
+from support.data import have_effnet_package, tiny_imagenet_root
 from indexer.evaluation.query_transforms import (CLEAN, FAMILIES, Condition, chosen_levels, conditions_for, parse_families,
                                       transform_query, translate)
 from indexer.evaluation.robustness import (CacheIdentity, Gallery, QueryEncoder, Timing, exact_search, family_sentences, measure,
@@ -295,7 +295,7 @@ def toy_result(tmp_path):
 
 def test_outputs_json_markdown_plots_and_the_report_section(tmp_path):
     import shutil
-    from conftest import REPO
+    from support.data import REPO
     from indexer.evaluation.robustness import write_outputs
     folder = tmp_path / "report"
     shutil.copytree(REPO / "docs" / "report", folder)    # a comparison report already there
@@ -334,7 +334,7 @@ def test_unlabelled_data_gets_the_label_free_measures_only():
 def test_app_transform_control_embeds_the_changed_query_and_marks_where_the_original_landed(tmp_path, monkeypatch):
     import sys
     from streamlit.testing.v1 import AppTest
-    from conftest import REPO, make_tiny_layout
+    from support.data import REPO, make_tiny_layout
     from embed.extraction.extract import ExtractConfig
     from indexer.build import build
     from indexer.milvus_store import VectorStore
@@ -371,7 +371,7 @@ def test_app_transform_control_embeds_the_changed_query_and_marks_where_the_orig
 def test_evaluation_page_shows_the_robustness_section(tmp_path, monkeypatch):
     import sys
     from streamlit.testing.v1 import AppTest
-    from conftest import REPO
+    from support.data import REPO
     from indexer.evaluation.robustness import write_outputs
     folder = tmp_path / "report"
     doc = write_outputs(toy_result(tmp_path), folder)       # robustness only: no comparison report in the folder

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, have_effnet_package, make_tiny_layout
+from support.data import REPO, have_effnet_package, make_tiny_layout
 
 needs_effnet = pytest.mark.skipif(not have_effnet_package(), reason="effnet-lite0's weights package is not installed")
 

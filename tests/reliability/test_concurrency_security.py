@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from app.backend import Backend, Query, AppSettings, safe_image_path
-from conftest import free_port, make_tiny_layout
+from support.data import free_port, make_tiny_layout
 from embed.sources.imaging import BadImage
 from embed.common.identity import EmbeddingKey
 from benchmarks.synthetic import synthetic_meta
 from indexer.milvus_store import StoreError, VectorStore
-from reliability.helpers import MODEL, build_cmd, env, run
+from support.processes import MODEL, build_cmd, env, run
 
 MODEL_B = "timm:test_efficientnet"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_tiny_layout
+from support.data import make_tiny_layout
 from embed.common.identity import EmbeddingKey
 from indexer.milvus_store import VectorStore
-from reliability.helpers import MODEL, build_cmd, env, kill_when, run
+from support.processes import MODEL, build_cmd, env, kill_when, run
 
 N = 40  # 2 classes x 20 images: 5 shards of 8
 
@@ -69,8 +69,8 @@ def test_sigkill_then_rerun_is_exact(dataset, reference, tmp_path, marker, occur
 @pytest.fixture
 def proxied_server(milvus_server):
     """The real server behind a proxy that tests can stop and start."""
-    from conftest import free_port
-    from reliability.tcp_proxy import TcpProxy
+    from support.data import free_port
+    from support.tcp_proxy import TcpProxy
     proxy = TcpProxy(milvus_server.listen_port, free_port()).start()
     yield proxy
     proxy.stop()

@@ -7,12 +7,12 @@ import pytest
 from PIL import Image
 
 from app.backend import load_upload
-from conftest import _gradient, bomb_png
+from support.data import gradient, bomb_png
 from embed.sources.imaging import BadImage
 from embed.extraction.shards import EmbeddingStore
 from embed.common.identity import EmbeddingKey
 from indexer.milvus_store import VectorStore
-from reliability.helpers import MODEL, build_cmd, run
+from support.processes import MODEL, build_cmd, run
 
 # the documented 20 MiB (README, app section), not the constant: a wrong constant must fail here, and
 # must not make a test allocate gigabytes
@@ -34,7 +34,7 @@ def _rotated_with_exif(upright: Image.Image) -> bytes:
 
 
 def _bad_input_dataset(root):
-    base = Image.fromarray(_gradient(80, 48, 7))
+    base = Image.fromarray(gradient(80, 48, 7))
     good = {
         "cmyk.jpg": _save(base.convert("CMYK"), "JPEG"),
         "gray16.png": _save(Image.fromarray((np.asarray(base.convert("L"), np.uint16) * 257)), "PNG"),
@@ -93,7 +93,7 @@ def test_bad_uploads_are_refused_with_a_reason(name):
 
 
 def test_convertible_uploads_become_rgb():
-    base = Image.fromarray(_gradient(40, 30, 1))
+    base = Image.fromarray(gradient(40, 30, 1))
     for data in (_save(base.convert("CMYK"), "JPEG"), _save(base.convert("P"), "GIF"), _rotated_with_exif(base),
                  _save(base.convert("RGBA"), "PNG")):
         im = load_upload(data)
@@ -102,7 +102,7 @@ def test_convertible_uploads_become_rgb():
 
 def _png_padded_to(n_bytes: int) -> bytes:
     """A valid PNG followed by zero bytes (ignored after IEND) up to ``n_bytes``."""
-    png = _save(Image.fromarray(_gradient(40, 30, 2)), "PNG")
+    png = _save(Image.fromarray(gradient(40, 30, 2)), "PNG")
     return png + b"\0" * (n_bytes - len(png))
 
 

@@ -1,4 +1,4 @@
-"""Issue 17: the app's concurrent column search, and the build's advice to leave Milvus Lite past its size."""
+"""The app's columns search concurrently, one failing column leaves the others, an upload is embedded once per model."""
 import logging
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from app.backend import Backend, Query, AppSettings
-from conftest import make_tiny_layout
+from support.data import make_tiny_layout
 from indexer.lite_advice import THRESHOLD_ENV, server_advice
 from embed.common.identity import EmbeddingKey
 from benchmarks.synthetic import synthetic_meta
@@ -97,31 +97,3 @@ def test_upload_is_embedded_once_per_model_before_the_searches(three_collections
     results = backend.search_all(list(MODELS), upload, k=3)
     assert sorted(calls) == sorted(MODELS)
     assert all(len(r.hits) == 3 and r.precision is None and r.problem is None for r in results)
-
-
-def test_server_advice_threshold():
-    assert server_advice(True, "c", 100, 2048, threshold_rows_x_dim=100 * 2048) is not None
-    assert server_advice(True, "c", 99, 2048, threshold_rows_x_dim=100 * 2048) is None
-    assert server_advice(False, "c", 10**7, 2048, threshold_rows_x_dim=1) is None  # already on a server
-    line = server_advice(True, "gresnet__x__val", 50_000, 2048)
-    assert line and "--uri http://" in line and "50,000 rows" in line and "\n" not in line
-
-
-def test_build_prints_the_server_line_past_the_threshold(tmp_path, monkeypatch, caplog):
-    from embed.extraction.extract import ExtractConfig
-    from indexer.build import build
-    root = make_tiny_layout(tmp_path / "ds", n_per_class=3)
-    store = VectorStore(str(tmp_path / "milvus.db"))
-    cfg = ExtractConfig(model="timm:test_resnet", split="val", data_root=root, out=tmp_path / "emb", random_init=True,
-                        workers=0, batch_size=8, progress=False)
-    with caplog.at_level(logging.WARNING, logger="indexer"):
-        build(cfg, store, progress=False)
-    assert not [r for r in caplog.records if "--uri http://" in r.getMessage()]  # 6 rows: Lite is fine
-
-    monkeypatch.setenv(THRESHOLD_ENV, "6")  # 6 rows x any dim passes
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="indexer"):
-        result = build(cfg, store, progress=False)
-    lines = [r.getMessage() for r in caplog.records if "--uri http://" in r.getMessage()]
-    assert len(lines) == 1 and result.collection in lines[0] and "6 rows" in lines[0]
-    store.close()

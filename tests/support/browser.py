@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port
+from support.data import REPO, free_port
 
 APP = str(REPO / "app" / "main.py")
 have_chromium = bool(shutil.which("chromium") and shutil.which("chromedriver"))

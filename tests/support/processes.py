@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from conftest import REPO
+from support.data import REPO
 
 MODEL = "timm:test_resnet"
 

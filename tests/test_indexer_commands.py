@@ -11,7 +11,7 @@ from embed.extraction.extract import ExtractConfig
 from indexer.build import build
 from embed.common.identity import EmbeddingKey
 from indexer.milvus_store import DatabaseLocked, MetadataMismatch, StoreError, VectorStore
-from conftest import REPO, make_tiny_layout
+from support.data import REPO, make_tiny_layout
 
 MODEL = "timm:test_resnet"
 
@@ -195,7 +195,7 @@ def test_lite_lock_conflict_names_the_remedy(tmp_path):
 
 
 def test_unreachable_server_retries_then_fails_clearly():
-    from conftest import free_port
+    from support.data import free_port
     store = VectorStore(f"http://127.0.0.1:{free_port()}", retries=2, backoff=0.1)
     t = time.perf_counter()
     with pytest.raises(StoreError, match="unreachable"):

