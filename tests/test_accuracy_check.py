@@ -11,6 +11,9 @@ from embed.models.accuracy_check import AccuracyCheckConfig, measure_accuracy
 from embed.cli import main
 from support.data import jpeg_bytes, write_files
 
+# real-weights ImageNet checks on hundreds of images
+pytestmark = pytest.mark.slow
+
 N_IMAGES = 120  # the first 120 of Tiny-ImageNet val in canonical order: about 100 classes
 
 

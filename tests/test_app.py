@@ -13,6 +13,9 @@ from PIL import Image
 from support.browser import needs_chromium, streamlit_in_chromium
 from support.data import REPO, make_tiny_layout
 
+# the app in Streamlit's AppTest and a real browser
+pytestmark = pytest.mark.slow
+
 APP = str(REPO / "app" / "main.py")
 
 

@@ -12,6 +12,9 @@ import pytest
 
 from support.data import REPO, free_port
 
+# starts a real streamlit server
+pytestmark = pytest.mark.slow
+
 
 def _listening_addresses(port: int):
     """Local addresses of the sockets in LISTEN state on ``port``, from /proc/net/tcp and tcp6."""

@@ -99,11 +99,13 @@ def indexed(tmp_path_factory):
     return build_tiny12(tmp_path_factory.mktemp("cli_messages"))
 
 
+@pytest.mark.slow
 def test_build_log_names_the_decode_mode_as_the_readme_does(indexed):
     assert "decode=device" in indexed["build_log"] or "decode=workers" in indexed["build_log"]
     assert "decode on cpu" not in indexed["build_log"]
 
 
+@pytest.mark.slow
 def test_search_errors_name_the_file_and_do_not_stop_the_batch(indexed, tmp_path):
     q = tmp_path / "queries"
     q.mkdir()
@@ -125,6 +127,7 @@ def test_search_errors_name_the_file_and_do_not_stop_the_batch(indexed, tmp_path
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_infers_the_dataset_and_prints_the_milvus_check_verdict(indexed):
     p = run(["indexer", "evaluate", "--split", "val", "--models", "effnet-lite0", "--features", "raw",
              "--milvus-check", "5", "--no-progress"], cwd=indexed["work"])
@@ -136,6 +139,7 @@ def test_evaluate_infers_the_dataset_and_prints_the_milvus_check_verdict(indexed
         assert noise not in p.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_with_an_unindexed_split_names_the_splits_there_are(indexed):
     p = run(["indexer", "evaluate", "--split", "train", "--models", "effnet-lite0", "--no-progress"],
             cwd=indexed["work"])
@@ -161,6 +165,7 @@ def _read_only_prefix(folder: Path):
                                          f'exec "$0" "$@"']
 
 
+@pytest.mark.slow
 def test_read_only_location_is_reported_as_read_only(indexed, tmp_path):
     ro = tmp_path / "ro"
     shutil.copytree(indexed["work"] / "data" / "milvus.db", ro / "milvus.db", ignore=shutil.ignore_patterns("LOCK"))
@@ -173,6 +178,7 @@ def test_read_only_location_is_reported_as_read_only(indexed, tmp_path):
         assert "in use" not in p.stderr and "another process" not in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_build_checks_the_database_is_writable_before_extracting(indexed, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()

@@ -117,6 +117,7 @@ def test_model_fusion_relative_error(trained_pair, size):
     assert rel < 1e-4, rel
 
 
+@pytest.mark.slow
 def test_fused_model_compiles_into_one_graph(trained_pair):
     # a graph break here made the compiled model slower than eager; fullgraph=True fails on any break
     model, fused = trained_pair

@@ -25,6 +25,9 @@ from timm.utils import reparameterize_model
 
 import embed.models.gresnet  # noqa: F401  (registers gresnet50 with timm)
 
+# full-size GResNet forward passes against the reference
+pytestmark = pytest.mark.slow
+
 GOLDEN = Path(__file__).parent / "data" / "gresnet50_golden_features.npy"
 GOLDEN_CHANNELS = np.arange(0, 2048, 128)    # 16 values per image
 SEED = 1234

@@ -13,6 +13,9 @@ from support.browser import needs_chromium, streamlit_in_chromium
 from support.data import REPO, have_effnet_package, tiny_imagenet_root
 from indexer.evaluation.document import SCHEMA_VERSION, ReportDocument
 
+# real weights, a real report, the Evaluation page in a browser: minutes on 2 cores
+pytestmark = pytest.mark.slow
+
 MODELS = ("effnet-lite0", "timm:test_resnet")    # real weights, and a random-weights control
 
 

@@ -1,3 +1,4 @@
+import pytest
 """One default Milvus Lite database for the app and the CLI (issue 15).
 
 The first process to open the database serves it on 127.0.0.1 and records the address next to it
@@ -18,6 +19,9 @@ from pathlib import Path
 from support.browser import headless_chromium, needs_chromium, start_app, stop_app
 from support.data import free_port
 from support.cli import build_tiny12, env, run
+
+# the app in a browser beside CLI processes on one database
+pytestmark = pytest.mark.slow
 
 
 def _holder(uri: str):

@@ -17,6 +17,9 @@ from benchmarks.synthetic import synthetic_meta
 from indexer.milvus_store import StoreError, VectorStore
 from support.processes import MODEL, build_cmd, env, run
 
+# real CLI processes, builds and the app
+pytestmark = pytest.mark.slow
+
 MODEL_B = "timm:test_efficientnet"
 
 

@@ -13,6 +13,9 @@ from embed.common.identity import EmbeddingKey
 from indexer.milvus_store import VectorStore
 from support.processes import MODEL, build_cmd, env, kill_when, run
 
+# real CLI processes killed and restarted
+pytestmark = pytest.mark.slow
+
 N = 40  # 2 classes x 20 images: 5 shards of 8
 
 

@@ -14,6 +14,9 @@ from embed.common.identity import EmbeddingKey
 from indexer.milvus_store import VectorStore
 from support.processes import MODEL, build_cmd, run
 
+# real CLI builds over bad inputs
+pytestmark = pytest.mark.slow
+
 # the documented 20 MiB (README, app section), not the constant: a wrong constant must fail here, and
 # must not make a test allocate gigabytes
 UPLOAD_LIMIT_BYTES = 20 * 1024 * 1024
