@@ -2,6 +2,7 @@
 
 Kept free of Streamlit so that it can be tested directly and reused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,18 +17,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from embed.sources.datasets import class_name
-from embed.sources.imaging import BadImage, load_rgb, read_bytes_capped
+from app.comparison import CollectionImages, Comparison, IndexedImage, build_command
 from embed.common.settings import RetrievalSettings
 from embed.models.catalog import BLOG_MODELS, REGISTRY
-from app.comparison import CollectionImages, Comparison, IndexedImage, build_command
+from embed.sources.datasets import class_name
+from embed.sources.imaging import BadImage, load_rgb, read_bytes_capped
 from indexer.catalog import IndexedCollection, indexed_collections
 from indexer.milvus_store import StoreError, VectorStore
 from indexer.query_embedding import QueryEmbedder
 
 log = logging.getLogger(__name__)
 
-MAX_UPLOAD_MB = 20                         # Streamlit's "MB" are MiB (it multiplies by 1024 * 1024)
+MAX_UPLOAD_MB = 20  # Streamlit's "MB" are MiB (it multiplies by 1024 * 1024)
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 THUMB = 112
 
@@ -49,8 +50,11 @@ class AppSettings:
         p.add_argument("--data-root", default=env.data_root_from_env)
         p.add_argument("--split", default=env.split)
         p.add_argument("--token", default=env.milvus_token)
-        p.add_argument("--extra-models", default=env.extra_models,
-                       help="comma-separated models to show besides the default ones (every model with real weights)")
+        p.add_argument(
+            "--extra-models",
+            default=env.extra_models,
+            help="comma-separated models to show besides the default ones (every model with real weights)",
+        )
         args, _ = p.parse_known_args(list(argv))
         extras = [m.strip() for m in args.extra_models.split(",") if m.strip()]
         return cls(uri=args.uri, data_root=args.data_root, split=args.split, token=args.token, extra_models=extras)
@@ -76,11 +80,11 @@ class ColumnResult:
     latency_ms: float = 0.0
     hits: List[Hit] = field(default_factory=list)
     precision: Optional[float] = None
-    best_precision: Optional[float] = None   # the highest P@k this collection allows for the query's class
-    problem: Optional[str] = None      # why this column has no results
+    best_precision: Optional[float] = None  # the highest P@k this collection allows for the query's class
+    problem: Optional[str] = None  # why this column has no results
     build_command: Optional[str] = None
-    distance_note: str = ""            # what d² means here, and what it does not
-    original_rank: Optional[int] = None    # where the query's untransformed original landed (None: not in the top k)
+    distance_note: str = ""  # what d² means here, and what it does not
+    original_rank: Optional[int] = None  # where the query's untransformed original landed (None: not in the top k)
 
     @property
     def precision_text(self) -> str:
@@ -94,11 +98,12 @@ class ColumnResult:
 @dataclass
 class Query:
     """What the user asked with: an indexed image (by id) or an uploaded image."""
+
     image: Image.Image
     class_id: Optional[str]
     indexed_id: Optional[int] = None
     label: str = ""
-    original_id: Optional[int] = None   # a transformed indexed image: the id of its untransformed original
+    original_id: Optional[int] = None  # a transformed indexed image: the id of its untransformed original
 
     @property
     def indexed_image(self) -> Optional[IndexedImage]:
@@ -114,8 +119,10 @@ def model_title(model: str) -> str:
 
 
 def distance_note(title: str, dim: int) -> str:
-    return (f"d²: squared L2 distance in {title}'s own {dim}-d feature space. Each model has its own scale: "
-            f"compare ranks across columns, not values.")
+    return (
+        f"d²: squared L2 distance in {title}'s own {dim}-d feature space. Each model has its own scale: "
+        f"compare ranks across columns, not values."
+    )
 
 
 def safe_image_path(data_root: str, split: str, relpath: str) -> Path:
@@ -155,7 +162,7 @@ class Backend:
         self.settings = settings
         self.store = VectorStore(settings.uri, settings.token)
         self._embedders: Dict[str, QueryEmbedder] = {}
-        self._images: Dict[str, CollectionImages] = {}   # by collection name, read once (no vectors)
+        self._images: Dict[str, CollectionImages] = {}  # by collection name, read once (no vectors)
         self.collections: Dict[str, IndexedCollection] = {}
         self.refresh()
 
@@ -197,8 +204,11 @@ class Backend:
         for m in BLOG_MODELS:
             if m in shown:
                 continue
-            why = "RANDOM weights (its real weights need internet once, or --checkpoint)" \
-                if m in self.collections else "not indexed"
+            why = (
+                "RANDOM weights (its real weights need internet once, or --checkpoint)"
+                if m in self.collections
+                else "not indexed"
+            )
             lines.append(f"{model_title(m)}: {why}")
         return lines
 
@@ -223,8 +233,12 @@ class Backend:
         if not self.data_root:
             return None
         limits = [held.limit for m in self.collections if (held := self.images(m)) is not None]
-        parts = ["python -m indexer build", f"--model {model}", f"--split {shlex.quote(self.settings.split)}",
-                 f"--data-root {shlex.quote(self.data_root)}"]
+        parts = [
+            "python -m indexer build",
+            f"--model {model}",
+            f"--split {shlex.quote(self.settings.split)}",
+            f"--data-root {shlex.quote(self.data_root)}",
+        ]
         if limits:
             parts.append(f"--limit {max(limits)}")
         return " ".join(parts + [f"--uri {shlex.quote(self.settings.uri)}"])
@@ -263,52 +277,87 @@ class Backend:
         """The stored vector for an indexed image (no model needed), else the image embedded now."""
         coll = self.collections[model]
         if query.indexed_id is not None:
-            rows = self.store.get_rows(coll.name, [query.indexed_id], fields=["vector"],
-                                       consistency=self.search_consistency)
+            rows = self.store.get_rows(
+                coll.name, [query.indexed_id], fields=["vector"], consistency=self.search_consistency
+            )
             if rows:
                 return np.asarray(rows[0]["vector"], dtype=np.float32)[None, :]
         return self.embedder(model).embed([query.image])
 
-    def search(self, model: str, query: Query, k: int, vector: Optional[np.ndarray] = None,
-               embed_ms: float = 0.0) -> ColumnResult:
+    def search(
+        self, model: str, query: Query, k: int, vector: Optional[np.ndarray] = None, embed_ms: float = 0.0
+    ) -> ColumnResult:
         """One column's result. ``vector``: the query already embedded for this model, which took ``embed_ms``
         (uploads, see search_all): the latency shown is the query's own, embedding included."""
         title = model_title(model)
         coll = self.collections.get(model)
         if coll is None:
-            return ColumnResult(model, title, None, problem=f"{title} is not indexed for split '{self.settings.split}'.",
-                                build_command=self.missing_build_command(model))
+            return ColumnResult(
+                model,
+                title,
+                None,
+                problem=f"{title} is not indexed for split '{self.settings.split}'.",
+                build_command=self.missing_build_command(model),
+            )
         meta = coll.meta
-        weights = "RANDOM weights: results are meaningless" if meta.is_random else \
-            f"{meta.identity.weights_source} weights ({meta.identity.weights_fingerprint[:19]})"
+        weights = (
+            "RANDOM weights: results are meaningless"
+            if meta.is_random
+            else f"{meta.identity.weights_source} weights ({meta.identity.weights_fingerprint[:19]})"
+        )
         wanted = query.indexed_image
         held = self.images(model) if wanted is not None else None
         if held is not None and not held.holds(wanted):
             # another collection's image: a search here would compare this column on a different footing
             return ColumnResult(
-                model, title, coll.name, weights, meta.is_random,
+                model,
+                title,
+                coll.name,
+                weights,
+                meta.is_random,
                 problem=f"{wanted.relpath} (position {wanted.id}) is not in {title}'s collection "
-                        f"({len(held.images):,} images): not searched, so that every column answers the same query.",
-                build_command=build_command(meta, self.settings.uri, limit=max(held.limit, wanted.id + 1)))
+                f"({len(held.images):,} images): not searched, so that every column answers the same query.",
+                build_command=build_command(meta, self.settings.uri, limit=max(held.limit, wanted.id + 1)),
+            )
         try:
             t = time.perf_counter()
             vec = vector if vector is not None else self.query_vector(model, query)
             exclude = [query.indexed_id] if query.indexed_id is not None else None
-            rows = self.store.search(coll.name, vec, k=k, exclude_self_ids=exclude,
-                                     consistency=self.search_consistency)[0]
+            rows = self.store.search(
+                coll.name, vec, k=k, exclude_self_ids=exclude, consistency=self.search_consistency
+            )[0]
             latency = (time.perf_counter() - t) * 1000 + embed_ms
         except (StoreError, BadImage) as e:
             return ColumnResult(model, title, coll.name, weights, meta.is_random, problem=str(e))
-        hits = [Hit(r["id"], r["class_id"], class_name(r["class_id"]), r["relpath"], r["distance"],
-                    None if query.class_id is None else r["class_id"] == query.class_id) for r in rows]
+        hits = [
+            Hit(
+                r["id"],
+                r["class_id"],
+                class_name(r["class_id"]),
+                r["relpath"],
+                r["distance"],
+                None if query.class_id is None else r["class_id"] == query.class_id,
+            )
+            for r in rows
+        ]
         precision = best = None
         if query.class_id is not None and hits:
             precision = sum(h.is_match for h in hits) / len(hits)
             best = self.images(model).best_precision(query.class_id, wanted, len(hits))
         original_rank = next((i + 1 for i, h in enumerate(hits) if h.id == query.original_id), None)
-        return ColumnResult(model, title, coll.name, weights, meta.is_random, latency, hits, precision, best,
-                            distance_note=distance_note(title, meta.dim), original_rank=original_rank)
-
+        return ColumnResult(
+            model,
+            title,
+            coll.name,
+            weights,
+            meta.is_random,
+            latency,
+            hits,
+            precision,
+            best,
+            distance_note=distance_note(title, meta.dim),
+            original_rank=original_rank,
+        )
 
     def search_all(self, models: Sequence[str], query: Query, k: int) -> List[ColumnResult]:
         """Every column's result for one query, in the order of ``models``, the searches running concurrently.

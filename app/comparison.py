@@ -6,6 +6,7 @@ with the same ``--limit``. This module reads what each collection holds (ids, cl
 finds the images they all hold, and words the differences with the build commands that remove them.
 Streamlit-free and store-free: ``app.backend`` feeds it rows.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -19,6 +20,7 @@ from indexer.milvus_store import CollectionMeta
 @dataclass(frozen=True)
 class IndexedImage:
     """One row of a collection, without its vector: the image's canonical position (its id), class and path."""
+
     id: int
     class_id: str
     relpath: str
@@ -27,6 +29,7 @@ class IndexedImage:
 @dataclass
 class CollectionImages:
     """The images one model's collection holds."""
+
     model: str
     title: str
     meta: CollectionMeta
@@ -63,8 +66,12 @@ def build_command(meta: CollectionMeta, uri: str, limit: Optional[int] = None, f
     rebuilt collection has the same identity and the build extracts only the images not embedded yet.
     """
     identity = meta.identity
-    parts = ["python -m indexer build", f"--model {shlex.quote(identity.model)}", f"--split {shlex.quote(identity.split)}",
-             f"--data-root {shlex.quote(meta.data_root)}"]
+    parts = [
+        "python -m indexer build",
+        f"--model {shlex.quote(identity.model)}",
+        f"--split {shlex.quote(identity.split)}",
+        f"--data-root {shlex.quote(meta.data_root)}",
+    ]
     if limit is not None:
         parts.append(f"--limit {limit}")
     if identity.weights_source == "checkpoint" and meta.weights_detail:
@@ -88,8 +95,9 @@ def _names(columns: Sequence[CollectionImages]) -> str:
 @dataclass
 class Comparison:
     """What the shown (indexed) columns have in common, and how they differ."""
+
     columns: List[CollectionImages]
-    shared: List[IndexedImage]                      # held by every column, by id
+    shared: List[IndexedImage]  # held by every column, by id
     lines: List[str] = field(default_factory=list)  # each difference in a sentence
     commands: List[str] = field(default_factory=list)  # the builds that remove them
 
@@ -125,21 +133,28 @@ class Comparison:
         for c in self.columns:
             datasets.setdefault(c.meta.dataset, []).append(c)
         if len(datasets) > 1:
-            self.lines.append("The columns index different datasets (" + "; ".join(
-                f"{_names(cs)}: {name}" for name, cs in datasets.items()) + "): the same position is a different "
-                "image in each, so only images with the same path are compared. Open the app on one dataset:")
-            self.commands += [f"streamlit run app/main.py -- --data-root {shlex.quote(cs[0].meta.data_root)} "
-                              f"--split {shlex.quote(cs[0].meta.split)} --uri {shlex.quote(uri)}"
-                              for cs in datasets.values()]
+            self.lines.append(
+                "The columns index different datasets ("
+                + "; ".join(f"{_names(cs)}: {name}" for name, cs in datasets.items())
+                + "): the same position is a different "
+                "image in each, so only images with the same path are compared. Open the app on one dataset:"
+            )
+            self.commands += [
+                f"streamlit run app/main.py -- --data-root {shlex.quote(cs[0].meta.data_root)} "
+                f"--split {shlex.quote(cs[0].meta.split)} --uri {shlex.quote(uri)}"
+                for cs in datasets.values()
+            ]
             return
         lists: Dict[str, List[CollectionImages]] = {}
         for c in self.columns:
             lists.setdefault(c.meta.identity.data_fingerprint, []).append(c)
         if len(lists) > 1:
-            self.lines.append("The columns were built from different lists of files in the same folder (the data "
-                              "changed between builds: " + "; ".join(f"{_names(cs)}: list {fp[:8]}"
-                                                                      for fp, cs in lists.items()) +
-                              "): a position may name different images. Rebuild them from the files as they are now:")
+            self.lines.append(
+                "The columns were built from different lists of files in the same folder (the data "
+                "changed between builds: "
+                + "; ".join(f"{_names(cs)}: list {fp[:8]}" for fp, cs in lists.items())
+                + "): a position may name different images. Rebuild them from the files as they are now:"
+            )
             self.commands += [build_command(c.meta, uri, force=True) for c in self.columns]
             return
         sizes = Counter(len(c.images) for c in self.columns)
@@ -148,8 +163,10 @@ class Comparison:
             for c in sorted(self.columns, key=lambda c: -len(c.images)):
                 by_size.setdefault(len(c.images), []).append(c)
             held = "; ".join(f"{_names(cs)}: {n:,} images" for n, cs in by_size.items())
-            self.lines.append(f"The columns hold different images ({held}). Positions, classes and Random use the "
-                              f"{len(self.shared):,} images every column holds; a column that lacks the query says "
-                              f"so. To compare on all of them, build the smaller ones to the same --limit:")
+            self.lines.append(
+                f"The columns hold different images ({held}). Positions, classes and Random use the "
+                f"{len(self.shared):,} images every column holds; a column that lacks the query says "
+                f"so. To compare on all of them, build the smaller ones to the same --limit:"
+            )
             limit = max(c.limit for c in self.columns)
             self.commands += [build_command(c.meta, uri, limit=limit) for c in self.columns if c.limit < limit]

@@ -2,6 +2,7 @@
 
 Run: ``streamlit run app/main.py -- [--uri URI] [--data-root DIR] [--split val]``
 """
+
 from __future__ import annotations
 
 import random
@@ -21,8 +22,17 @@ import streamlit as st  # noqa: E402
 from streamlit import config as st_config  # noqa: E402
 
 from app import navigation  # noqa: E402
-from app.backend import (MAX_UPLOAD_MB, Backend, BadImage, Query, AppSettings, load_upload, model_title,  # noqa: E402
-                         safe_image_path, thumbnail)
+from app.backend import (  # noqa: E402
+    MAX_UPLOAD_MB,
+    AppSettings,
+    Backend,
+    BadImage,
+    Query,
+    load_upload,
+    model_title,
+    safe_image_path,
+    thumbnail,
+)
 from app.comparison import Comparison  # noqa: E402
 from embed.sources.datasets import class_name  # noqa: E402
 from indexer.milvus_store import DatabaseLocked, StoreError  # noqa: E402
@@ -56,18 +66,23 @@ def app_command(settings: AppSettings, uri: str) -> str:
 
 def show_locked(settings: AppSettings) -> None:
     """One message: what happened, then the commands that fix it, in full."""
-    st.error(f"The database {settings.uri} is open in another process that does not share it (not this tool, or an "
-             f"old version of it). Stop that process, or serve the database from one process and point the app at it:")
-    st.code(f"python -m indexer serve --data-dir {settings.uri}\n{app_command(settings, 'http://127.0.0.1:19530')}",
-            language="bash")
+    st.error(
+        f"The database {settings.uri} is open in another process that does not share it (not this tool, or an "
+        f"old version of it). Stop that process, or serve the database from one process and point the app at it:"
+    )
+    st.code(
+        f"python -m indexer serve --data-dir {settings.uri}\n{app_command(settings, 'http://127.0.0.1:19530')}",
+        language="bash",
+    )
 
 
 def pick_query(backend: Backend, comparison: Comparison) -> Query | None:
     st.sidebar.header("Query")
     source = st.sidebar.radio("Source", ["Indexed image", "Upload"], key="source", horizontal=True)
     if source == "Upload":
-        up = st.sidebar.file_uploader("Image (JPEG, PNG, WebP)", type=["jpg", "jpeg", "png", "webp"],
-                                      key="upload", max_upload_size=MAX_UPLOAD_MB)
+        up = st.sidebar.file_uploader(
+            "Image (JPEG, PNG, WebP)", type=["jpg", "jpeg", "png", "webp"], key="upload", max_upload_size=MAX_UPLOAD_MB
+        )
         if up is None:
             st.info("Upload an image in the sidebar to query with it.")
             return None
@@ -85,8 +100,12 @@ def pick_query(backend: Backend, comparison: Comparison) -> Query | None:
         return None
     # positions, classes and Random draw from the images every shown column holds: each column answers the same query
     classes = sorted({im.class_id for im in comparison.shared})
-    choice = st.sidebar.selectbox("Filter by class", ["(all classes)"] + classes, key="class_filter",
-                                  format_func=lambda c: c if c.startswith("(") else f"{class_name(c)} ({c})")
+    choice = st.sidebar.selectbox(
+        "Filter by class",
+        ["(all classes)"] + classes,
+        key="class_filter",
+        format_func=lambda c: c if c.startswith("(") else f"{class_name(c)} ({c})",
+    )
     pool = [im for im in comparison.shared if choice == "(all classes)" or im.class_id == choice]
     ids = [im.id for im in pool]
     current = st.session_state.get("query_id")
@@ -106,8 +125,10 @@ def pick_query(backend: Backend, comparison: Comparison) -> Query | None:
     if current in ids:
         st.session_state[pos_key] = ids.index(current)
     else:
-        st.sidebar.caption(f"The query (position {current} in the collections that hold it) is not one every column "
-                           f"holds; the position below picks among those.")
+        st.sidebar.caption(
+            f"The query (position {current} in the collections that hold it) is not one every column "
+            f"holds; the position below picks among those."
+        )
     label = f"Position (0–{len(ids) - 1}, sorted by path)"
     if comparison.differs:
         label += f" among the {len(ids):,} images every column holds"
@@ -128,9 +149,14 @@ QUERY_TRANSFORMS = ("none", "shift", "crop", "rotate", "downscale", "JPEG qualit
 def transform_control(query: Query) -> Query:
     """The query as the sidebar's transform changes it; a changed indexed image keeps its id as the original."""
     from indexer.evaluation import query_transforms as qt
+
     st.sidebar.header("Transform the query")
-    kind = st.sidebar.selectbox("Transform", QUERY_TRANSFORMS, key="transform",
-                                help="applied to the image before it is embedded, as in `python -m indexer robustness`")
+    kind = st.sidebar.selectbox(
+        "Transform",
+        QUERY_TRANSFORMS,
+        key="transform",
+        help="applied to the image before it is embedded, as in `python -m indexer robustness`",
+    )
     if kind == "none":
         return query
     if kind == "shift":
@@ -177,13 +203,15 @@ def show_column(backend: Backend, result, k: int, original: int | None = None) -
     if result.precision is not None:
         meta += f" · P@{k} **{result.precision_text}**"
     if original is not None:
-        meta += f" · original image: **{f'rank {result.original_rank}' if result.original_rank else f'not in top {k}'}**"
+        meta += (
+            f" · original image: **{f'rank {result.original_rank}' if result.original_rank else f'not in top {k}'}**"
+        )
     st.markdown(meta, help=result.distance_note)
     st.caption(result.distance_note)
     per_row = 3
     for start in range(0, len(result.hits), per_row):
         cols = st.columns(per_row)
-        for col, hit in zip(cols, result.hits[start:start + per_row]):
+        for col, hit in zip(cols, result.hits[start : start + per_row]):
             with col:
                 try:
                     path = safe_image_path(backend.data_root, backend.settings.split, hit.relpath)
@@ -195,8 +223,13 @@ def show_column(backend: Backend, result, k: int, original: int | None = None) -
                 if original is not None and hit.id == original:
                     mark = ":blue[**ORIGINAL**] " + mark
                 st.caption(f"{mark}{hit.class_name}  \nd² = {hit.distance:.4g}")
-                st.button("query", key=f"requery_{result.model}_{hit.id}", help=f"query with {hit.relpath}",
-                          on_click=requery, args=(hit.id,))
+                st.button(
+                    "query",
+                    key=f"requery_{result.model}_{hit.id}",
+                    help=f"query with {hit.relpath}",
+                    on_click=requery,
+                    args=(hit.id,),
+                )
 
 
 def load_models(backend: Backend, models) -> None:
@@ -221,7 +254,7 @@ def show_differences(comparison: Comparison) -> None:
 
 def search_page() -> None:
     settings = AppSettings.from_argv(sys.argv[1:])
-    title = st.empty()   # named after the columns once they are known
+    title = st.empty()  # named after the columns once they are known
     title.title("Backbone retrieval")
     try:
         backend = get_backend(settings.uri, settings.data_root or "", settings.split, settings.token)
@@ -235,21 +268,33 @@ def search_page() -> None:
         backend.refresh()
 
     k = st.sidebar.slider("Top k", 5, 50, 9, key="k")
-    chosen = st.sidebar.multiselect("Models", backend.model_choices(), key="models", format_func=model_title,
-                                    default=backend.default_models(settings.extra_models))
-    models = [m for m in backend.model_choices() if m in chosen]   # the blog's order, whatever the clicks
+    chosen = st.sidebar.multiselect(
+        "Models",
+        backend.model_choices(),
+        key="models",
+        format_func=model_title,
+        default=backend.default_models(settings.extra_models),
+    )
+    models = [m for m in backend.model_choices() if m in chosen]  # the blog's order, whatever the clicks
     title.title("Backbone retrieval: " + (" vs ".join(model_title(m) for m in models) or "no model chosen"))
     if left := backend.left_out(models):
         st.caption("Not shown (add them in the sidebar): " + " · ".join(left))
-    st.sidebar.caption(f"Database: {backend.store.describe_target()} · split `{settings.split}` · "
-                       f"data root `{backend.data_root or 'unknown'}`")
+    st.sidebar.caption(
+        f"Database: {backend.store.describe_target()} · split `{settings.split}` · "
+        f"data root `{backend.data_root or 'unknown'}`"
+    )
 
     if not backend.collections:
-        st.warning(f"No collections for split '{settings.split}' in {backend.store.describe_target()} yet. "
-                   f"Index the README's quick start (Tiny-ImageNet, found in ../shared/datasets or downloaded once), "
-                   f"or your own images with --data-root DIR instead of --dataset:")
-        st.code(f"python -m indexer build --model all --split {settings.split} --dataset tiny-imagenet --limit 1000 "
-                f"--uri {settings.uri}", language="bash")
+        st.warning(
+            f"No collections for split '{settings.split}' in {backend.store.describe_target()} yet. "
+            f"Index the README's quick start (Tiny-ImageNet, found in ../shared/datasets or downloaded once), "
+            f"or your own images with --data-root DIR instead of --dataset:"
+        )
+        st.code(
+            f"python -m indexer build --model all --split {settings.split} --dataset tiny-imagenet --limit 1000 "
+            f"--uri {settings.uri}",
+            language="bash",
+        )
         return
     if not models:
         st.info("No model chosen: pick one or more in the sidebar's **Models** box to see their results side by side.")
@@ -280,9 +325,11 @@ def search_page() -> None:
             st.markdown("**Class:** unknown (uploaded image): no hit/miss marks")
         scores = [f"{r.title}: **{r.precision_text}**" for r in results if r.precision is not None]
         if scores:
-            st.markdown(f"Precision@{k} for this query: " + " · ".join(scores),
-                        help="best possible: the other images of the query's class in that collection, at most k, "
-                             "divided by k (with about 5 images a class, P@9 cannot pass 0.44)")
+            st.markdown(
+                f"Precision@{k} for this query: " + " · ".join(scores),
+                help="best possible: the other images of the query's class in that collection, at most k, "
+                "divided by k (with about 5 images a class, P@9 cannot pass 0.44)",
+            )
 
     for col, result in zip(st.columns(len(results)), results):
         with col:

@@ -3,6 +3,7 @@
 Every map of a page gets the same class colours, the same highlighted classes and the same selected image, so
 that a class or an image can be followed from one model's space to the next.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -16,16 +17,40 @@ from indexer.evaluation.maps import MapResult
 
 GREY = "#c8c8c8"
 # highlighted classes: Plotly's Dark24, distinct from each other and from the grey of the rest
-HIGHLIGHT_COLOURS = ("#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100", "#750D86",
-                     "#EB663B", "#511CFB", "#00A08B", "#FB00D1", "#FC0080", "#B2828D", "#6C7C32", "#778AAE",
-                     "#862A16", "#A777F1", "#620042", "#1616A7", "#DA60CA", "#6C4516", "#0D2A63", "#AF0038")
-MAX_POINTS = 50_000          # what the page draws per map (benchmarks/maps_render.py measures this size)
+HIGHLIGHT_COLOURS = (
+    "#2E91E5",
+    "#E15F99",
+    "#1CA71C",
+    "#FB0D0D",
+    "#DA16FF",
+    "#222A2A",
+    "#B68100",
+    "#750D86",
+    "#EB663B",
+    "#511CFB",
+    "#00A08B",
+    "#FB00D1",
+    "#FC0080",
+    "#B2828D",
+    "#6C7C32",
+    "#778AAE",
+    "#862A16",
+    "#A777F1",
+    "#620042",
+    "#1616A7",
+    "#DA60CA",
+    "#6C4516",
+    "#0D2A63",
+    "#AF0038",
+)
+MAX_POINTS = 50_000  # what the page draws per map (benchmarks/maps_render.py measures this size)
 
 
 @dataclass
 class ClassPalette:
     """A colour per class, the same on every map. Points carry their class's number and the figure a stepped
     colour scale (Plotly validates 50,000 colour strings in seconds, numbers in milliseconds)."""
+
     classes: List[str]
     colours: List[str]
 
@@ -57,15 +82,22 @@ def class_palette(class_ids: Sequence[str]) -> ClassPalette:
 
 @dataclass
 class MapFigure:
-    figure: object              # plotly.graph_objects.Figure
+    figure: object  # plotly.graph_objects.Figure
     trace_ids: List[np.ndarray]  # image ids of each trace's points, in order: a selection's (curve, point) -> id
 
 
-def map_figure(result: MapResult, palette: ClassPalette, names: Dict[str, str], highlight: Sequence[str] = (),
-               selected: Optional[int] = None, height: int = 460) -> MapFigure:
+def map_figure(
+    result: MapResult,
+    palette: ClassPalette,
+    names: Dict[str, str],
+    highlight: Sequence[str] = (),
+    selected: Optional[int] = None,
+    height: int = 460,
+) -> MapFigure:
     """The scatter of one map: every point coloured by class, or the ``highlight`` classes coloured over the others
     in grey; ``selected`` (an image id) marked on top. Hover names the class and the image id."""
     import plotly.graph_objects as go
+
     ids = np.asarray(result.ids)
     coords = np.asarray(result.coords)
     classes = np.asarray(result.class_ids, dtype=object)
@@ -77,17 +109,34 @@ def map_figure(result: MapResult, palette: ClassPalette, names: Dict[str, str], 
 
     codes = palette.codes(classes)
 
-    def add(mask: np.ndarray, colour: Optional[str], marker_size: float, opacity: float, name: str,
-            showlegend: bool = False, **style) -> None:
+    def add(
+        mask: np.ndarray,
+        colour: Optional[str],
+        marker_size: float,
+        opacity: float,
+        name: str,
+        showlegend: bool = False,
+        **style,
+    ) -> None:
         """One trace of the points in ``mask``: in ``colour``, or (None) each in its class's colour."""
         marker = dict(size=marker_size, opacity=opacity, **style)
         marker.update(dict(color=colour) if colour else dict(color=codes[mask], **palette.marker()))
-        fig.add_trace(go.Scattergl(
-            x=coords[mask, 0], y=coords[mask, 1], mode="markers", name=name, showlegend=showlegend,
-            customdata=ids[mask], text=labels[mask],
-            hovertemplate=hover, marker=marker,
-            # a click selects one point: the others keep their look (the selected image gets its own marker)
-            selected=dict(marker=dict(opacity=opacity)), unselected=dict(marker=dict(opacity=opacity))))
+        fig.add_trace(
+            go.Scattergl(
+                x=coords[mask, 0],
+                y=coords[mask, 1],
+                mode="markers",
+                name=name,
+                showlegend=showlegend,
+                customdata=ids[mask],
+                text=labels[mask],
+                hovertemplate=hover,
+                marker=marker,
+                # a click selects one point: the others keep their look (the selected image gets its own marker)
+                selected=dict(marker=dict(opacity=opacity)),
+                unselected=dict(marker=dict(opacity=opacity)),
+            )
+        )
         trace_ids.append(ids[mask])
 
     if highlight:
@@ -99,11 +148,18 @@ def map_figure(result: MapResult, palette: ClassPalette, names: Dict[str, str], 
         add(np.ones(len(ids), bool), None, size, 0.8, "images")
     if selected is not None and selected in set(ids.tolist()):
         add(ids == selected, "#000000", 16, 1.0, "selected image", symbol="x", line=dict(width=2, color="#ffffff"))
-    fig.update_layout(height=height, margin=dict(l=4, r=4, t=4, b=4), showlegend=bool(highlight), dragmode="pan",
-                      legend=dict(orientation="h", yanchor="top", y=-0.01, x=0, font=dict(size=11)),
-                      hovermode="closest", uirevision="map", plot_bgcolor="#ffffff",
-                      xaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None),
-                      yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None))
+    fig.update_layout(
+        height=height,
+        margin=dict(l=4, r=4, t=4, b=4),
+        showlegend=bool(highlight),
+        dragmode="pan",
+        legend=dict(orientation="h", yanchor="top", y=-0.01, x=0, font=dict(size=11)),
+        hovermode="closest",
+        uirevision="map",
+        plot_bgcolor="#ffffff",
+        xaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None),
+        yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None),
+    )
     return MapFigure(fig, trace_ids)
 
 

@@ -2,6 +2,7 @@
 
 ``st.navigation`` names pages by their titles; without it Streamlit names the first page after its file ("main").
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict, Optional
@@ -10,7 +11,7 @@ import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
 SEARCH_URL = "search"
-EVALUATION_FILE = "pages/1_Evaluation.py"   # relative to app/main.py, as Streamlit resolves page files
+EVALUATION_FILE = "pages/1_Evaluation.py"  # relative to app/main.py, as Streamlit resolves page files
 MAPS_FILE = "pages/2_Maps.py"
 _registered: Dict[str, StreamlitPage] = {}
 
@@ -18,10 +19,10 @@ _registered: Dict[str, StreamlitPage] = {}
 def run(search_page: Callable[[], None]) -> None:
     """Show the sidebar's page list and run the chosen page (Search unless the URL names another)."""
     pages = {
-        SEARCH_URL: st.Page(search_page, title="Search", icon=":material/image_search:", url_path=SEARCH_URL,
-                            default=True),
-        "Evaluation": st.Page(EVALUATION_FILE, title="Evaluation", icon=":material/analytics:",
-                              url_path="Evaluation"),
+        SEARCH_URL: st.Page(
+            search_page, title="Search", icon=":material/image_search:", url_path=SEARCH_URL, default=True
+        ),
+        "Evaluation": st.Page(EVALUATION_FILE, title="Evaluation", icon=":material/analytics:", url_path="Evaluation"),
         "Maps": st.Page(MAPS_FILE, title="Maps", icon=":material/scatter_plot:", url_path="Maps"),
     }
     _registered.update(pages)

@@ -12,6 +12,7 @@
 Order: eager forwards, e2e, then the compiled forwards (the slowest to start). Each step checks the time left in
 the budget and is skipped with a reason, not cut off, when it would not fit.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,8 @@ BATCH = 256
 SIZE = 224
 FORWARD_MODELS = ("gresnet", "convnext", "vit")
 E2E_MODEL = "effnet-lite0"
-E2E_IMAGES = {False: 10000, True: 2048}   # Tiny-ImageNet files, by --quick
-E2E_LARGE_IMAGES = 2048                   # of them re-encoded at 500x375 (not with --quick)
+E2E_IMAGES = {False: 10000, True: 2048}  # Tiny-ImageNet files, by --quick
+E2E_LARGE_IMAGES = 2048  # of them re-encoded at 500x375 (not with --quick)
 # time a step is allowed to need (compile included): estimates, since none of this has run on a GPU yet
 STEP_NEEDS_S = {"forward_eager": 20.0, "forward_compile": 120.0, "e2e": 90.0}
 
@@ -42,9 +43,11 @@ class NoCuda(RuntimeError):
 
 def require_cuda() -> torch.device:
     if not torch.cuda.is_available():
-        raise NoCuda(f"--device cuda: torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is "
-                     f"False). Run it on a machine with an NVIDIA GPU and a CUDA build of torch, or use "
-                     f"--device cpu for the CPU benchmarks.")
+        raise NoCuda(
+            f"--device cuda: torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is "
+            f"False). Run it on a machine with an NVIDIA GPU and a CUDA build of torch, or use "
+            f"--device cpu for the CPU benchmarks."
+        )
     return torch.device("cuda")
 
 
@@ -62,20 +65,40 @@ class Budget:
 
 def bench_gpu_forward(device: torch.device, budget: Budget, compile: bool, quick: bool = False) -> List[Dict]:
     from benchmarks.run import _model, time_forward
+
     rows = []
     step = "forward_compile" if compile else "forward_eager"
     for name in FORWARD_MODELS:
-        channels_last = name != "vit"   # a ViT has one conv, its patch embedding
-        row = {"model": name, "size": SIZE, "batch": BATCH, "precision": "bf16", "channels_last": channels_last,
-               "compile": compile, "weights": "random init (speed only)", "images_per_s": None}
+        channels_last = name != "vit"  # a ViT has one conv, its patch embedding
+        row = {
+            "model": name,
+            "size": SIZE,
+            "batch": BATCH,
+            "precision": "bf16",
+            "channels_last": channels_last,
+            "compile": compile,
+            "weights": "random init (speed only)",
+            "images_per_s": None,
+        }
         if not budget.allows(step):
             row["skipped"] = f"not enough time left in the {budget.seconds:.0f} s budget ({budget.left():.0f} s)"
         else:
             start = time.perf_counter()
             try:
-                row["images_per_s"] = round(time_forward(_model(name), BATCH, SIZE, device, torch.bfloat16,
-                                                         channels_last, compile, min_seconds=1.0 if quick else 3.0,
-                                                         warmup=3), 1)
+                row["images_per_s"] = round(
+                    time_forward(
+                        _model(name),
+                        BATCH,
+                        SIZE,
+                        device,
+                        torch.bfloat16,
+                        channels_last,
+                        compile,
+                        min_seconds=1.0 if quick else 3.0,
+                        warmup=3,
+                    ),
+                    1,
+                )
             except Exception as e:  # an unsupported combination is reported, not fatal
                 row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
             row["seconds"] = round(time.perf_counter() - start, 1)
@@ -90,8 +113,12 @@ def decode_agreement(a: np.ndarray, b: np.ndarray) -> Dict:
     a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)
     b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
     cos = (a * b).sum(axis=1)
-    return {"images": int(len(cos)), "cosine_mean": round(float(cos.mean()), 5),
-            "cosine_p1": round(float(np.percentile(cos, 1)), 5), "cosine_min": round(float(cos.min()), 5)}
+    return {
+        "images": int(len(cos)),
+        "cosine_mean": round(float(cos.mean()), 5),
+        "cosine_p1": round(float(np.percentile(cos, 1)), 5),
+        "cosine_min": round(float(cos.min()), 5),
+    }
 
 
 def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool = False) -> Dict:
@@ -99,6 +126,7 @@ def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool 
     from embed.extraction.embedder import build_embedder, default_workers
     from embed.extraction.extract import ExtractConfig, extract
     from embed.models.registry import WeightsUnavailable
+
     out: Dict = {"rows": [], "agreement": []}
     if not (tiny / "val" / "val_annotations.txt").is_file():
         out["skipped"] = f"no Tiny-ImageNet at {tiny} (set TINY_IMAGENET)"
@@ -113,39 +141,71 @@ def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool 
     with tempfile.TemporaryDirectory() as data_tmp:
         datasets = [("tiny-imagenet 64px", tiny, n)]
         if not quick:
-            datasets.append(("500x375 re-encoded", imagenet_sized_copy(E2E_LARGE_IMAGES, Path(data_tmp) / "big"),
-                             E2E_LARGE_IMAGES))
+            datasets.append(
+                ("500x375 re-encoded", imagenet_sized_copy(E2E_LARGE_IMAGES, Path(data_tmp) / "big"), E2E_LARGE_IMAGES)
+            )
         for files, root, limit in datasets:
             vectors: Dict[str, np.ndarray] = {}
             for decode in ("workers", "device"):
                 if not budget.allows("e2e"):
-                    out["rows"].append({"model": E2E_MODEL, "files": files, "decode": decode,
-                                        "skipped": f"not enough time left in the {budget.seconds:.0f} s "
-                                                   f"budget ({budget.left():.0f} s)"})
+                    out["rows"].append(
+                        {
+                            "model": E2E_MODEL,
+                            "files": files,
+                            "decode": decode,
+                            "skipped": f"not enough time left in the {budget.seconds:.0f} s "
+                            f"budget ({budget.left():.0f} s)",
+                        }
+                    )
                     continue
                 with tempfile.TemporaryDirectory() as tmp:
-                    cfg = ExtractConfig(model=E2E_MODEL, split="val", data_root=root, out=Path(tmp), limit=limit,
-                                        batch_size=BATCH, device=str(device), progress=False, shard_size=10**6,
-                                        decode=decode)
+                    cfg = ExtractConfig(
+                        model=E2E_MODEL,
+                        split="val",
+                        data_root=root,
+                        out=Path(tmp),
+                        limit=limit,
+                        batch_size=BATCH,
+                        device=str(device),
+                        progress=False,
+                        shard_size=10**6,
+                        decode=decode,
+                    )
                     try:
                         result = extract(cfg, embedder=emb, keep_vectors=True)
                     except Exception as e:  # the nvJPEG path has never run on a GPU before this benchmark
-                        out["rows"].append({"model": E2E_MODEL, "files": files, "decode": decode,
-                                            "error": f"{type(e).__name__}: {str(e)[:300]}"})
+                        out["rows"].append(
+                            {
+                                "model": E2E_MODEL,
+                                "files": files,
+                                "decode": decode,
+                                "error": f"{type(e).__name__}: {str(e)[:300]}",
+                            }
+                        )
                         log.warning("gpu e2e %s %s failed: %s", files, decode, e)
                         continue
                 vectors[decode] = result.vectors
-                out["rows"].append({"model": E2E_MODEL, "files": files, "images": result.n_computed, "batch": BATCH,
-                                    "decode": decode, "workers": default_workers(device),
-                                    "precision": emb.precision_name, "channels_last": emb.channels_last,
-                                    "weights": emb.loaded.weights.source,
-                                    "e2e_images_per_s": round(result.images_per_s, 1),
-                                    "bare_forward_images_per_s": round(bare, 1),
-                                    "pipeline_efficiency": round(result.images_per_s / bare, 3)})
+                out["rows"].append(
+                    {
+                        "model": E2E_MODEL,
+                        "files": files,
+                        "images": result.n_computed,
+                        "batch": BATCH,
+                        "decode": decode,
+                        "workers": default_workers(device),
+                        "precision": emb.precision_name,
+                        "channels_last": emb.channels_last,
+                        "weights": emb.loaded.weights.source,
+                        "e2e_images_per_s": round(result.images_per_s, 1),
+                        "bare_forward_images_per_s": round(bare, 1),
+                        "pipeline_efficiency": round(result.images_per_s / bare, 3),
+                    }
+                )
                 log.info("gpu e2e %s", out["rows"][-1])
             if len(vectors) == 2 and len(vectors["workers"]) == len(vectors["device"]):
-                out["agreement"].append({"model": E2E_MODEL, "files": files,
-                                         **decode_agreement(vectors["workers"], vectors["device"])})
+                out["agreement"].append(
+                    {"model": E2E_MODEL, "files": files, **decode_agreement(vectors["workers"], vectors["device"])}
+                )
                 log.info("decode agreement %s", out["agreement"][-1])
     return out
 

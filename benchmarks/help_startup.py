@@ -10,6 +10,7 @@ an unknown model and one with a missing split, and `python -c "import torch, tim
 and the ratio of the medians (the target for --help is <= 1/3 of the import), and from one `python -X importtime`
 run of each command whether torch was imported and the summed import time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ HELP = ("indexer_help", "embed_help")
 def commands(scratch: Path) -> Dict[str, List[str]]:
     """The timed commands; ``scratch`` holds their empty database and a data root with a val split only."""
     (scratch / "data" / "val").mkdir(parents=True, exist_ok=True)
-    with socket.socket() as s:   # a port nothing listens on once it is closed
+    with socket.socket() as s:  # a port nothing listens on once it is closed
         s.bind(("127.0.0.1", 0))
         refused = s.getsockname()[1]
     py = [sys.executable]
@@ -44,10 +45,20 @@ def commands(scratch: Path) -> Dict[str, List[str]]:
         "embed_models": py + ["-m", "embed", "models"],
         "indexer_status_empty_lite": py + ["-m", "indexer", "status", "--uri", str(scratch / "empty.db")],
         "indexer_status_refused_address": py + ["-m", "indexer", "status", "--uri", f"http://127.0.0.1:{refused}"],
-        "indexer_build_unknown_model": py + ["-m", "indexer", "build", "--model", "resnet", "--split", "val",
-                                             "--data-root", str(scratch / "data")],
-        "indexer_build_missing_split": py + ["-m", "indexer", "build", "--model", "effnet-lite0", "--split", "test",
-                                             "--data-root", str(scratch / "data")],
+        "indexer_build_unknown_model": py
+        + ["-m", "indexer", "build", "--model", "resnet", "--split", "val", "--data-root", str(scratch / "data")],
+        "indexer_build_missing_split": py
+        + [
+            "-m",
+            "indexer",
+            "build",
+            "--model",
+            "effnet-lite0",
+            "--split",
+            "test",
+            "--data-root",
+            str(scratch / "data"),
+        ],
         "import_torch_timm": py + ["-c", "import torch, timm"],
     }
 
@@ -68,18 +79,26 @@ def import_profile(cmd) -> Dict[str, object]:
     modules, self_us = set(), 0
     for line in res.stderr.splitlines():
         if line.startswith("import time:") and "|" in line and "self [us]" not in line:
-            own, _, name = (part.strip() for part in line[len("import time:"):].split("|"))
+            own, _, name = (part.strip() for part in line[len("import time:") :].split("|"))
             modules.add(name)
             self_us += int(own)
-    return {"imports_torch": "torch" in modules, "imports_timm": "timm" in modules,
-            "import_time_s": round(self_us / 1e6, 3), "modules": len(modules)}
+    return {
+        "imports_torch": "torch" in modules,
+        "imports_timm": "timm" in modules,
+        "import_time_s": round(self_us / 1e6, 3),
+        "modules": len(modules),
+    }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default %(default)s)")
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cpu-2core" /
-                   f"help-startup-{dt.date.today().isoformat()}.json", help="JSON result file")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "benchmarks" / "results" / "cpu-2core" / f"help-startup-{dt.date.today().isoformat()}.json",
+        help="JSON result file",
+    )
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="help-startup-") as scratch:
         cmds = commands(Path(scratch))
@@ -94,20 +113,36 @@ def main(argv=None) -> int:
     base = median["import_torch_timm"]
     ratios = {name: median[name] / base for name in cmds if name != "import_torch_timm"}
     result = {
-        "benchmark": "help_startup", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "load_average_1min": os.getloadavg()[0]},
-        "rounds": args.rounds, "seconds": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
+        "benchmark": "help_startup",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_1min": os.getloadavg()[0],
+        },
+        "rounds": args.rounds,
+        "seconds": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
         "median_s": {k: round(v, 3) for k, v in median.items()},
         "ratio_to_import_torch_timm": {k: round(v, 3) for k, v in ratios.items()},
         "imports": imports,
-        "target_ratio": round(TARGET_RATIO, 3), "meets_target": all(ratios[h] <= TARGET_RATIO for h in HELP),
+        "target_ratio": round(TARGET_RATIO, 3),
+        "meets_target": all(ratios[h] <= TARGET_RATIO for h in HELP),
         "no_torch": sorted(n for n, i in imports.items() if not i["imports_torch"]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({"median_s": result["median_s"], "ratio": result["ratio_to_import_torch_timm"],
-                      "meets_target": result["meets_target"], "no_torch": result["no_torch"], "out": str(args.out)}))
+    print(
+        json.dumps(
+            {
+                "median_s": result["median_s"],
+                "ratio": result["ratio_to_import_torch_timm"],
+                "meets_target": result["meets_target"],
+                "no_torch": result["no_torch"],
+                "out": str(args.out),
+            }
+        )
+    )
     return 0
 
 

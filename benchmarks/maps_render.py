@@ -11,6 +11,7 @@ and each map's area must hold drawn (non-white) pixels, else the round fails. Ti
 nothing. ``wait_bound_s`` in the result (3x the slowest round) is the wait the browser test in
 tests/test_maps.py allows the same page.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASET = "synthetic-maps"
 SPLIT = "val"
 MODELS = ("effnet-lite0", "effnet-lite1", "effnet-lite2")
-WAIT_FACTOR = 3          # the browser test's bound over the slowest measured round (a shared, busy machine)
+WAIT_FACTOR = 3  # the browser test's bound over the slowest measured round (a shared, busy machine)
 
 READY_JS = """
 const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
@@ -47,10 +48,11 @@ return plots.map(g => (g._fullData && g._fullData.length && g.querySelector('can
 def synthetic_database(base: Path, points: int, maps: int, dim: int = 16, seed: int = 0) -> dict:
     """``maps`` collections (named as effnet-lite0/1/2's) of ``points`` clustered vectors, each with a cached PCA
     map under ``base/report``; returns the uri, the report dir and the collection names."""
+    from benchmarks.synthetic import synthetic_meta
     from embed.common.identity import EmbeddingKey
     from indexer.evaluation.maps import MapParams, compute_map
-    from benchmarks.synthetic import synthetic_meta
     from indexer.milvus_store import VectorStore
+
     rng = np.random.default_rng(seed)
     classes = max(2, points // 50)
     labels = np.arange(points) % classes
@@ -61,11 +63,24 @@ def synthetic_database(base: Path, points: int, maps: int, dim: int = 16, seed: 
     for model in MODELS[:maps]:
         x = (centres[labels] + rng.normal(0, 1, (points, dim))).astype(np.float32)
         name = EmbeddingKey(model, DATASET, SPLIT).collection_name
-        meta = synthetic_meta(model, dim, DATASET, str(base / "images"), SPLIT, weights_source="synthetic",
-                              weights_fingerprint="synthetic")
+        meta = synthetic_meta(
+            model,
+            dim,
+            DATASET,
+            str(base / "images"),
+            SPLIT,
+            weights_source="synthetic",
+            weights_fingerprint="synthetic",
+        )
         store.ensure_collection(name, meta)
-        store.upsert(name, np.arange(points), x, [f"n{c:08d}" for c in labels],
-                     [f"n{c:08d}/{i}.JPEG" for i, c in enumerate(labels)], progress=False)
+        store.upsert(
+            name,
+            np.arange(points),
+            x,
+            [f"n{c:08d}" for c in labels],
+            [f"n{c:08d}/{i}.JPEG" for i, c in enumerate(labels)],
+            progress=False,
+        )
         store.flush(name)
         meta.rows, meta.complete = points, True
         store.set_meta(name, meta)
@@ -73,7 +88,8 @@ def synthetic_database(base: Path, points: int, maps: int, dim: int = 16, seed: 
         names.append(name)
     store.close()
     from milvus_lite.server_manager import server_manager_instance
-    server_manager_instance.release_all()   # the app, another process, opens the database next
+
+    server_manager_instance.release_all()  # the app, another process, opens the database next
     return {"uri": uri, "report": str(report), "collections": names}
 
 
@@ -92,8 +108,9 @@ def wait_title(driver, timeout: float) -> float:
     """Seconds until the page's title is shown: the app's shell loaded and its script started, before any map."""
     t = time.perf_counter()
     while time.perf_counter() - t < timeout:
-        if driver.execute_script("return Array.from(document.querySelectorAll('h1')).some(h => "
-                                 "h.textContent.startsWith('Maps:'))"):
+        if driver.execute_script(
+            "return Array.from(document.querySelectorAll('h1')).some(h => h.textContent.startsWith('Maps:'))"
+        ):
             return time.perf_counter() - t
         time.sleep(0.02)
     raise TimeoutError(f"the Maps page's title not shown within {timeout:.0f} s")
@@ -103,6 +120,7 @@ def drawn_fraction(driver, index: int) -> float:
     """Share of non-white pixels in map ``index``'s screenshot: WebGL output, read the way a user sees it."""
     from PIL import Image
     from selenium.webdriver.common.by import By
+
     plot = driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")[index]
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", plot)
     time.sleep(0.3)
@@ -119,17 +137,18 @@ class RenderResult:
     maps: int
     rounds: int
     render_s: List[float]
-    title_s: List[float]            # the same loads, until the page's title showed (shell and script, no map yet)
+    title_s: List[float]  # the same loads, until the page's title showed (shell and script, no map yet)
     median_s: float
     slowest_s: float
     wait_bound_s: float
-    drawn_fraction: List[float]     # per map, last round: non-white share of its area
+    drawn_fraction: List[float]  # per map, last round: non-white share of its area
     note: str
 
 
 def measure(points: int, maps: int, rounds: int, timeout: float = 600) -> RenderResult:
     sys.path.insert(0, str(REPO / "tests"))
-    from app_browser import streamlit_in_chromium   # the tests' browser helper: the same app and browser
+    from app_browser import streamlit_in_chromium  # the tests' browser helper: the same app and browser
+
     with tempfile.TemporaryDirectory(prefix="maps-render-") as tmp:
         base = Path(tmp)
         db = synthetic_database(base, points, maps)
@@ -138,7 +157,7 @@ def measure(points: int, maps: int, rounds: int, timeout: float = 600) -> Render
         titles: List[float] = []
         fractions: List[float] = []
         with streamlit_in_chromium(args, base, window="1600,1300") as (driver, url):
-            driver.get(url + "/Maps")       # warm-up: the app's first script run imports and connects
+            driver.get(url + "/Maps")  # warm-up: the app's first script run imports and connects
             wait_drawn(driver, maps, points, timeout)
             for r in range(rounds):
                 driver.get("about:blank")
@@ -152,29 +171,50 @@ def measure(points: int, maps: int, rounds: int, timeout: float = 600) -> Render
                     raise RuntimeError(f"round {r}: a map's area is blank ({fractions})")
                 log.info("round %d: %.2f s, drawn %s", r, times[-1], [round(f, 3) for f in fractions])
     return RenderResult(
-        "maps_render", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-         "load_average_1min": round(os.getloadavg()[0], 2), "browser": "headless Chromium (software WebGL)"},
-        points, maps, rounds, [round(t, 3) for t in times], [round(t, 3) for t in titles],
+        "maps_render",
+        dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_1min": round(os.getloadavg()[0], 2),
+            "browser": "headless Chromium (software WebGL)",
+        },
+        points,
+        maps,
+        rounds,
+        [round(t, 3) for t in times],
+        [round(t, 3) for t in titles],
         round(statistics.median(times), 3),
-        round(max(times), 3), round(WAIT_FACTOR * max(times), 1), [round(f, 4) for f in fractions],
+        round(max(times), 3),
+        round(WAIT_FACTOR * max(times), 1),
+        [round(f, 4) for f in fractions],
         "render_s: from the page request to every map's Scattergl trace holding all its points (warm app, fresh "
         "tab); title_s: to the page's title, before any map. Synthetic 16-d vectors, PCA maps read from the cache; "
-        "Chromium draws WebGL in software here (no GPU)")
+        "Chromium draws WebGL in software here (no GPU)",
+    )
 
 
 def main(argv: Sequence[str] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--points", type=int, default=50_000, help="points per map (default %(default)s)")
-    p.add_argument("--maps", type=int, default=3, choices=range(1, len(MODELS) + 1), help="maps on the page (default 3)")
+    p.add_argument(
+        "--maps", type=int, default=3, choices=range(1, len(MODELS) + 1), help="maps on the page (default 3)"
+    )
     p.add_argument("--rounds", type=int, default=3, help="timed page loads (default %(default)s)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="JSON result file (default benchmarks/results/cpu-2core/maps-render-DATE.json for 3 maps, "
-                        "maps-render-DATE-Nmap.json otherwise; the browser test reads the 3-map file)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON result file (default benchmarks/results/cpu-2core/maps-render-DATE.json for 3 maps, "
+        "maps-render-DATE-Nmap.json otherwise; the browser test reads the 3-map file)",
+    )
     args = p.parse_args(argv)
     if args.out is None:
         suffix = "" if args.maps == 3 else f"-{args.maps}map"
-        args.out = REPO / "benchmarks" / "results" / "cpu-2core" / f"maps-render-{dt.date.today().isoformat()}{suffix}.json"
+        args.out = (
+            REPO / "benchmarks" / "results" / "cpu-2core" / f"maps-render-{dt.date.today().isoformat()}{suffix}.json"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     result = measure(args.points, args.maps, args.rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ its metrics port, the endpoint the package's ``wait_started`` polls): on a loade
 minutes, so the wait ends when it is healthy or its process has died, and only a generous deadline
 (``MILVUS_START_TIMEOUT_S``, default 900 s) stops a server that never becomes healthy.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,9 @@ def wait_healthy(server, timeout_s: float = START_TIMEOUT_S, poll_s: float = 0.5
         except (urllib.error.URLError, OSError) as e:
             last = str(getattr(e, "reason", e))
         if time.monotonic() - started > timeout_s:
-            raise ServerDidNotStart(f"not healthy after {timeout_s:.0f} s ({url}: {last}); see {log}, or raise "
-                                    f"MILVUS_START_TIMEOUT_S")
+            raise ServerDidNotStart(
+                f"not healthy after {timeout_s:.0f} s ({url}: {last}); see {log}, or raise MILVUS_START_TIMEOUT_S"
+            )
         time.sleep(poll_s)
 
 
@@ -73,21 +75,26 @@ def _config_with_own_etcd_ports(base_dir: Path):
     """
     import milvus
     from milvus import MilvusServerConfig
+
     base_dir.mkdir(parents=True, exist_ok=True)
     template = Path(milvus.__file__).parent / "data" / "config.yaml.template"
     text = template.read_text(encoding="utf-8")
     if "\netcd:\n" not in text:
-        return None       # another package version: keep its own template
+        return None  # another package version: keep its own template
     own = base_dir / "config.yaml.template"
-    own.write_text(text.replace("\netcd:\n", "\netcd:\n  config:\n    path: {{ etcd_config_path }}\n", 1),
-                   encoding="utf-8")
+    own.write_text(
+        text.replace("\netcd:\n", "\netcd:\n  config:\n    path: {{ etcd_config_path }}\n", 1), encoding="utf-8"
+    )
     client, peer = free_port(), free_port()
     etcd = base_dir / "embed-etcd.yaml"
-    etcd.write_text(f"listen-client-urls: http://127.0.0.1:{client}\nadvertise-client-urls: http://127.0.0.1:{client}\n"
-                    f"listen-peer-urls: http://127.0.0.1:{peer}\ninitial-advertise-peer-urls: http://127.0.0.1:{peer}\n"
-                    f"initial-cluster: default=http://127.0.0.1:{peer}\n", encoding="utf-8")
+    etcd.write_text(
+        f"listen-client-urls: http://127.0.0.1:{client}\nadvertise-client-urls: http://127.0.0.1:{client}\n"
+        f"listen-peer-urls: http://127.0.0.1:{peer}\ninitial-advertise-peer-urls: http://127.0.0.1:{peer}\n"
+        f"initial-cluster: default=http://127.0.0.1:{peer}\n",
+        encoding="utf-8",
+    )
     config = MilvusServerConfig(template=str(own))
-    config.glog_conf_file = str(template.parent / "glog.conf")   # the package sets it only for its own template
+    config.glog_conf_file = str(template.parent / "glog.conf")  # the package sets it only for its own template
     config.set("etcd_config_path", str(etcd))
     return config
 
@@ -97,6 +104,7 @@ def start_embedded_milvus(base_dir: Path, timeout_s: float = START_TIMEOUT_S):
 
     Raises ServerDidNotStart (the server stopped again) when it does not become healthy."""
     from milvus import MilvusServer
+
     server = MilvusServer(_config_with_own_etcd_ports(Path(base_dir) / "etc"), wait_for_started=False)
     server.set_base_dir(str(base_dir))
     for key in server.config_keys:

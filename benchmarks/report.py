@@ -1,4 +1,5 @@
 """Render a benchmark results JSON as markdown: python -m benchmarks.report RESULTS.json"""
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,20 @@ def _forward_table(rows: List[Dict]) -> List[str]:
     out = ["| model | px | batch | precision | channels_last | compile | images/s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         ips = "failed" if r["images_per_s"] is None else f"{r['images_per_s']:.1f}"
-        out.append(f"| {r['model']} | {r['size']} | {r['batch']} | {r['precision']} | {r['channels_last']} | "
-                   f"{r['compile']} | {ips} |")
+        out.append(
+            f"| {r['model']} | {r['size']} | {r['batch']} | {r['precision']} | {r['channels_last']} | "
+            f"{r['compile']} | {ips} |"
+        )
     return out
 
 
 def render(report: Dict) -> str:
     m = report["machine"]
-    lines = [f"Machine: {m.get('gpu') or m['cpu']}, {m['cores']} cores, torch {m['torch']}, timm {m['timm']} "
-             f"({report['date']}{', quick' if report.get('quick') else ''})", ""]
+    lines = [
+        f"Machine: {m.get('gpu') or m['cpu']}, {m['cores']} cores, torch {m['torch']}, timm {m['timm']} "
+        f"({report['date']}{', quick' if report.get('quick') else ''})",
+        "",
+    ]
     lines += ["### Targets", "", "| ratio / figure | measured | target | met |", "|---|---|---|---|"]
     for k, v in report.get("ratios", {}).items():
         met = {True: "yes", False: "**no**", None: ""}[v["met"]]
@@ -29,26 +35,41 @@ def render(report: Dict) -> str:
     paired = report.get("paired")
     if paired:
         silu = "resnet50d_silu" in paired["fp32"]["images_per_s"]  # older results have no SiLU reference
-        lines += ["", f"### GResNet ratios from {paired['rounds']} interleaved rounds (eager, channels_last, "
-                      f"{paired['size']} px, batch {paired['batch']}; median of per-round ratios)", "",
-                  "| precision | gresnet img/s | unfused img/s | resnet50d img/s | "
-                  + ("resnet50d SiLU img/s | " if silu else "") + "fused/unfused | fused/resnet50d |"
-                  + (" fused/resnet50d SiLU |" if silu else ""),
-                  "|---|---|---|---|---|---|" + ("---|---|" if silu else "")]
+        lines += [
+            "",
+            f"### GResNet ratios from {paired['rounds']} interleaved rounds (eager, channels_last, "
+            f"{paired['size']} px, batch {paired['batch']}; median of per-round ratios)",
+            "",
+            "| precision | gresnet img/s | unfused img/s | resnet50d img/s | "
+            + ("resnet50d SiLU img/s | " if silu else "")
+            + "fused/unfused | fused/resnet50d |"
+            + (" fused/resnet50d SiLU |" if silu else ""),
+            "|---|---|---|---|---|---|" + ("---|---|" if silu else ""),
+        ]
         for prec in ("fp32", "bf16"):
             r = paired[prec]
             ips = {k: " / ".join(f"{v:.1f}" for v in vs) for k, vs in r["images_per_s"].items()}
-            lines.append(f"| {prec} | {ips['gresnet']} | {ips['gresnet_unfused']} | {ips['resnet50d']} | "
-                         + (f"{ips['resnet50d_silu']} | " if silu else "")
-                         + f"{r['fused_over_unfused']} | {r['fused_over_resnet50d']} |"
-                         + (f" {r['fused_over_resnet50d_silu']} |" if silu else ""))
+            lines.append(
+                f"| {prec} | {ips['gresnet']} | {ips['gresnet_unfused']} | {ips['resnet50d']} | "
+                + (f"{ips['resnet50d_silu']} | " if silu else "")
+                + f"{r['fused_over_unfused']} | {r['fused_over_resnet50d']} |"
+                + (f" {r['fused_over_resnet50d_silu']} |" if silu else "")
+            )
         if paired.get("load_avg_start"):
-            lines += ["", f"Load average (1, 5, 15 min) at the start: {paired['load_avg_start']}, at the end: "
-                          f"{paired['load_avg_end']}."]
+            lines += [
+                "",
+                f"Load average (1, 5, 15 min) at the start: {paired['load_avg_start']}, at the end: "
+                f"{paired['load_avg_end']}.",
+            ]
     gpu = report.get("gpu")
     if gpu:
-        lines += ["", f"### GPU (budget {gpu['budget_s']:.0f} s, {gpu['budget_left_s']:.0f} s left at the end)", "",
-                  "Forward, synthetic batch in memory, **random init** (speed only):", ""]
+        lines += [
+            "",
+            f"### GPU (budget {gpu['budget_s']:.0f} s, {gpu['budget_left_s']:.0f} s left at the end)",
+            "",
+            "Forward, synthetic batch in memory, **random init** (speed only):",
+            "",
+        ]
         lines += _forward_table(gpu["forward"])
         for r in gpu["forward"]:
             if r.get("skipped") or r.get("error"):
@@ -60,38 +81,68 @@ def render(report: Dict) -> str:
             if "e2e_images_per_s" not in r:
                 lines.append(f"\ne2e {r['files']} decode={r['decode']}: {r.get('skipped') or r.get('error')}")
         if e2e_gpu.get("agreement"):
-            lines += ["", "nvJPEG (`--decode device`) vs PIL in the workers (`--decode workers`), same images, "
-                          "per-image cosine:", "", "| model | files | images | mean | 1st percentile | min |",
-                      "|---|---|---|---|---|---|"]
-            lines += [f"| {a['model']} | {a['files']} | {a['images']} | {a['cosine_mean']} | {a['cosine_p1']} | "
-                      f"{a['cosine_min']} |" for a in e2e_gpu["agreement"]]
+            lines += [
+                "",
+                "nvJPEG (`--decode device`) vs PIL in the workers (`--decode workers`), same images, per-image cosine:",
+                "",
+                "| model | files | images | mean | 1st percentile | min |",
+                "|---|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {a['model']} | {a['files']} | {a['images']} | {a['cosine_mean']} | {a['cosine_p1']} | "
+                f"{a['cosine_min']} |"
+                for a in e2e_gpu["agreement"]
+            ]
     e2e = [r for r in report.get("e2e", []) or (gpu or {}).get("e2e", {}).get("rows", []) if "e2e_images_per_s" in r]
     if e2e:
-        lines += ["", "### End-to-end extraction from JPEG vs bare forward (same run, same settings)", "",
-                  "| model | files | images | batch | decode | workers | precision | e2e img/s | bare img/s | efficiency |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### End-to-end extraction from JPEG vs bare forward (same run, same settings)",
+            "",
+            "| model | files | images | batch | decode | workers | precision | e2e img/s | bare img/s | efficiency |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in e2e:
-            lines.append(f"| {r['model']} | {r.get('files', 'tiny-imagenet 64px')} | {r['images']} | {r['batch']} | "
-                         f"{r.get('decode', 'workers')} | "
-                         f"{r['workers']} | {r['precision']} | "
-                         f"{r['e2e_images_per_s']} | {r['bare_forward_images_per_s']} | {r['pipeline_efficiency']} |")
+            lines.append(
+                f"| {r['model']} | {r.get('files', 'tiny-imagenet 64px')} | {r['images']} | {r['batch']} | "
+                f"{r.get('decode', 'workers')} | "
+                f"{r['workers']} | {r['precision']} | "
+                f"{r['e2e_images_per_s']} | {r['bare_forward_images_per_s']} | {r['pipeline_efficiency']} |"
+            )
     mil = report.get("milvus")
     if mil:
-        lines += ["", "### Milvus insert (upsert + flush)", "", "| backend | dim | rows | rows/s |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "### Milvus insert (upsert + flush)",
+            "",
+            "| backend | dim | rows | rows/s |",
+            "|---|---|---|---|",
+        ]
         lines += [f"| {r['backend']} | {r['dim']} | {r['rows']} | {r['rows_per_s']} |" for r in mil["insert"]]
-        lines += ["", "### Milvus search, nq = 1, k = 10, FLAT/L2", "", "| backend | rows | dim | p50 ms | p99 ms |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {r['backend']} | {r['rows']} | {r['dim']} | {r['p50_ms']} | {r['p99_ms']} |" for r in mil["search"]]
+        lines += [
+            "",
+            "### Milvus search, nq = 1, k = 10, FLAT/L2",
+            "",
+            "| backend | rows | dim | p50 ms | p99 ms |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['backend']} | {r['rows']} | {r['dim']} | {r['p50_ms']} | {r['p99_ms']} |" for r in mil["search"]
+        ]
         if mil.get("server_skipped"):
             lines.append(f"\nServer: {mil['server_skipped']}")
     ev = report.get("evaluation")
     if ev:
-        lines += ["", "### Evaluation: exact (chunked matmul) vs naive (one Milvus Lite search per query)", "",
-                  f"{ev['rows']} x {ev['dim']}: exact {ev['exact_seconds']} s; naive {ev['naive_seconds_measured']} s "
-                  f"for {ev['naive_queries_run']} queries ({ev['naive_seconds_for_all']} s for all"
-                  f"{', extrapolated' if ev['naive_extrapolated'] else ''}); exact is **{ev['exact_over_naive']}x** "
-                  f"faster. P@1 on the naive queries: exact {ev['p1_exact_on_naive_queries']:.4f}, "
-                  f"naive {ev['p1_naive']:.4f}."]
+        lines += [
+            "",
+            "### Evaluation: exact (chunked matmul) vs naive (one Milvus Lite search per query)",
+            "",
+            f"{ev['rows']} x {ev['dim']}: exact {ev['exact_seconds']} s; naive {ev['naive_seconds_measured']} s "
+            f"for {ev['naive_queries_run']} queries ({ev['naive_seconds_for_all']} s for all"
+            f"{', extrapolated' if ev['naive_extrapolated'] else ''}); exact is **{ev['exact_over_naive']}x** "
+            f"faster. P@1 on the naive queries: exact {ev['p1_exact_on_naive_queries']:.4f}, "
+            f"naive {ev['p1_naive']:.4f}.",
+        ]
     if report.get("scale"):
         lines += [""] + _scale_tables(report["scale"])
     return "\n".join(lines)
@@ -99,33 +150,54 @@ def render(report: Dict) -> str:
 
 def _scale_tables(sc: Dict) -> List[str]:
     dims = ", ".join(f"{m} {d}" for m, d in sc["dims"].items())
-    lines = [f"### Scale: {sc['rows']:,} rows per collection ({dims} dims), {sc['vectors']}", "",
-             "| backend | app query p50 / p95 ms (concurrent) | sequential p50 / p95 ms | upload p50 ms (concurrent) | "
-             "sequential p50 ms | evaluate s | evaluate peak RSS MiB | insert rows/s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### Scale: {sc['rows']:,} rows per collection ({dims} dims), {sc['vectors']}",
+        "",
+        "| backend | app query p50 / p95 ms (concurrent) | sequential p50 / p95 ms | upload p50 ms (concurrent) | "
+        "sequential p50 ms | evaluate s | evaluate peak RSS MiB | insert rows/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, b in sc["backends"].items():
-        lines.append(f"| {name} | {b.get('app_query_ms_p50')} / {b.get('app_query_ms_p95')} | "
-                     f"{b.get('app_query_sequential_ms_p50')} / {b.get('app_query_sequential_ms_p95')} | "
-                     f"{b.get('upload_query_ms_p50')} | {b.get('upload_query_sequential_ms_p50')} | "
-                     f"{b.get('evaluate_s', b.get('failed', ''))} | {b.get('evaluate_peak_rss_mib', '')} | "
-                     f"{b.get('insert_rows_per_s')} |")
-    lines += ["", "nq = 1 search, k = 9, p50 ms by rows (Lite: in-process; server: Bounded consistency unless marked)",
-              "", "| backend | model | dim | " + " | ".join(f"{r:,}" for r in _curve_rows(sc)) + " |",
-              "|---|---|---|" + "---|" * len(_curve_rows(sc))]
+        lines.append(
+            f"| {name} | {b.get('app_query_ms_p50')} / {b.get('app_query_ms_p95')} | "
+            f"{b.get('app_query_sequential_ms_p50')} / {b.get('app_query_sequential_ms_p95')} | "
+            f"{b.get('upload_query_ms_p50')} | {b.get('upload_query_sequential_ms_p50')} | "
+            f"{b.get('evaluate_s', b.get('failed', ''))} | {b.get('evaluate_peak_rss_mib', '')} | "
+            f"{b.get('insert_rows_per_s')} |"
+        )
+    lines += [
+        "",
+        "nq = 1 search, k = 9, p50 ms by rows (Lite: in-process; server: Bounded consistency unless marked)",
+        "",
+        "| backend | model | dim | " + " | ".join(f"{r:,}" for r in _curve_rows(sc)) + " |",
+        "|---|---|---|" + "---|" * len(_curve_rows(sc)),
+    ]
     for name, b in sc["backends"].items():
         for model in sc["models"]:
-            pts = {r["rows"]: r["p50_ms"] for r in b.get("search_curve", [])
-                   if r["model"] == model and r["consistency"] != "Strong"}
-            lines.append(f"| {name} | {model} | {sc['dims'][model]} | "
-                         + " | ".join(str(pts.get(r, "")) for r in _curve_rows(sc)) + " |")
+            pts = {
+                r["rows"]: r["p50_ms"]
+                for r in b.get("search_curve", [])
+                if r["model"] == model and r["consistency"] != "Strong"
+            }
+            lines.append(
+                f"| {name} | {model} | {sc['dims'][model]} | "
+                + " | ".join(str(pts.get(r, "")) for r in _curve_rows(sc))
+                + " |"
+            )
         for r in [r for r in b.get("search_curve", []) if r["consistency"] == "Strong"]:
-            lines.append(f"| {name}, Strong | {r['model']} | {r['dim']} | "
-                         + " | ".join(str(r["p50_ms"]) if x == r["rows"] else "" for x in _curve_rows(sc)) + " |")
+            lines.append(
+                f"| {name}, Strong | {r['model']} | {r['dim']} | "
+                + " | ".join(str(r["p50_ms"]) if x == r["rows"] else "" for x in _curve_rows(sc))
+                + " |"
+            )
     slow = sc.get("lite_slow", {})
     if slow.get("rows"):
-        lines += ["", f"Milvus Lite's nq=1 p50 passes {slow['ms']} ms at about **{slow['rows']:,} rows** of "
-                      f"{slow['dim']} dims in this run (the size past which `indexer build` recommends a server is "
-                      f"the constant in indexer/lite_advice.py)."]
+        lines += [
+            "",
+            f"Milvus Lite's nq=1 p50 passes {slow['ms']} ms at about **{slow['rows']:,} rows** of "
+            f"{slow['dim']} dims in this run (the size past which `indexer build` recommends a server is "
+            f"the constant in indexer/lite_advice.py).",
+        ]
     return lines
 
 

@@ -11,6 +11,7 @@ and are scaled linearly to ``--target-queries``. Search grows with queries x dat
 condition and model. Reading the collections is scaled by rows. The JSON says which figure is measured and which
 projected, and the load average while it ran (the 2 cores are shared).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,11 @@ log = logging.getLogger("benchmarks.robustness")
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.robustness", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.robustness",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--uri", required=True, help="Milvus Lite .db or server URI holding the collections")
     p.add_argument("--embeddings", type=Path, required=True, help="embeddings root (the collections' manifests)")
     p.add_argument("--split", default="val")
@@ -44,7 +48,9 @@ def main(argv=None) -> int:
     p.add_argument("--severities", type=int, default=3)
     p.add_argument("--out", type=Path, required=True, help="JSON result file")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
 
     from embed.common.identity import EmbeddingKey
     from indexer.catalog import find_collection
@@ -64,8 +70,16 @@ def main(argv=None) -> int:
             dst = EmbeddingKey(c.meta.model, c.meta.dataset, c.meta.split).folder(Path(tmp)) / "manifest.json"
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dst)
-        cfg = RobustnessConfig(split=args.split, models=models, data_root=args.data_root, embeddings=Path(tmp),
-                               queries=args.queries, families=families, severities=args.severities, progress=False)
+        cfg = RobustnessConfig(
+            split=args.split,
+            models=models,
+            data_root=args.data_root,
+            embeddings=Path(tmp),
+            queries=args.queries,
+            families=families,
+            severities=args.severities,
+            progress=False,
+        )
         t = time.perf_counter()
         cpu = resource.getrusage(resource.RUSAGE_SELF)
         result = evaluate_collections(store, cfg)
@@ -74,7 +88,7 @@ def main(argv=None) -> int:
         measured_cpu = (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime)
     load_after = os.getloadavg()
     timing = result.timing
-    n_conditions = 1 + len(result.conditions)          # the clean queries are embedded too
+    n_conditions = 1 + len(result.conditions)  # the clean queries are embedded too
     rows = {c.meta.model: store.count(c.name) for c in colls}
 
     # search: the target's queries against the target's rows, timed once per model, for every condition
@@ -103,30 +117,53 @@ def main(argv=None) -> int:
     doc = {
         "benchmark": "robustness evaluation (python -m indexer robustness)",
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-                    "load_average_before": load_before, "load_average_after": load_after,
-                    "note": "2 cores shared with other jobs; the load average says how busy they were"},
-        "config": {"models": models, "families": families, "severities": args.severities,
-                   "conditions_per_model": n_conditions, "measured_queries": len(result.query_ids),
-                   "target_queries": args.target_queries, "collection_rows": rows,
-                   "projected_database_rows": args.database_rows},
-        "measured": {"wall_s": measured_wall, "cpu_s": measured_cpu, **asdict(timing),
-                     "embeddings": sum(timing.embedded.values()),
-                     "queries_per_s_by_model": {m: timing.embedded[m] / s for m, s in timing.embed_s_by_model.items()}},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "affinity": len(os.sched_getaffinity(0)),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+            "note": "2 cores shared with other jobs; the load average says how busy they were",
+        },
+        "config": {
+            "models": models,
+            "families": families,
+            "severities": args.severities,
+            "conditions_per_model": n_conditions,
+            "measured_queries": len(result.query_ids),
+            "target_queries": args.target_queries,
+            "collection_rows": rows,
+            "projected_database_rows": args.database_rows,
+        },
+        "measured": {
+            "wall_s": measured_wall,
+            "cpu_s": measured_cpu,
+            **asdict(timing),
+            "embeddings": sum(timing.embedded.values()),
+            "queries_per_s_by_model": {m: timing.embedded[m] / s for m, s in timing.embed_s_by_model.items()},
+        },
         "search_timed_once_per_model_s": search_s,
         "projected": projected,
         "method": "measured on measured_queries with an empty cache; transforms, embedding and statistics scaled "
-                  "linearly to target_queries; search timed on synthetic vectors of target size (projected_database_rows "
-                  "x dim, target_queries queries) once per model, times the conditions; reading the collections scaled "
-                  "by rows",
+        "linearly to target_queries; search timed on synthetic vectors of target size (projected_database_rows "
+        "x dim, target_queries queries) once per model, times the conditions; reading the collections scaled "
+        "by rows",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1))
-    print(json.dumps({"measured_wall_s": round(measured_wall, 1), "measured_cpu_s": round(measured_cpu, 1),
-                      "projected_total_s": round(projected["total_s"], 1),
-                      "projected_idle_wall_s": round(projected["idle_machine_wall_s_estimate"], 1),
-                      "queries_per_s_by_model": {m: round(v, 1) for m, v in doc["measured"]["queries_per_s_by_model"].items()},
-                      "load_average": load_after}))
+    print(
+        json.dumps(
+            {
+                "measured_wall_s": round(measured_wall, 1),
+                "measured_cpu_s": round(measured_cpu, 1),
+                "projected_total_s": round(projected["total_s"], 1),
+                "projected_idle_wall_s": round(projected["idle_machine_wall_s_estimate"], 1),
+                "queries_per_s_by_model": {
+                    m: round(v, 1) for m, v in doc["measured"]["queries_per_s_by_model"].items()
+                },
+                "load_average": load_after,
+            }
+        )
+    )
     return 0
 
 

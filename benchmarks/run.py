@@ -7,6 +7,7 @@ python -m benchmarks.run --device cuda    # the GPU benchmark (benchmarks/gpu.py
 
 Every comparison is measured within one run and reported as a ratio next to the absolute figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,7 @@ import torch
 log = logging.getLogger("benchmarks")
 REPO = Path(__file__).resolve().parents[1]
 
+
 def _tiny_imagenet() -> Path:
     """$TINY_IMAGENET, else the shared copy beside the checkout, else one inside it (the device machine's copy)."""
     if os.environ.get("TINY_IMAGENET"):
@@ -41,22 +43,36 @@ TINY = _tiny_imagenet()
 
 TARGETS = {
     # fused GResNet against timm's resnet50d, plain and with SiLU (the activation GResNet has): issue 24
-    "cpu": {"gresnet_fused_over_unfused": 1.3, "gresnet_fused_over_resnet50d": 0.95,
-            "gresnet_fused_over_resnet50d_silu": 1.0, "fused_over_resnet50d_bf16": 0.95,
-            "fused_over_resnet50d_silu_bf16": 1.0, "e2e_over_bare": 0.8, "exact_over_naive_eval": 50.0},
-    "cuda": {"gresnet_fused_bf16_224_b256": 15000, "convnext_bf16_224_b256": 13000, "vit_bf16_224_b256": 19000,
-             "e2e_images_per_s": 5000},
+    "cpu": {
+        "gresnet_fused_over_unfused": 1.3,
+        "gresnet_fused_over_resnet50d": 0.95,
+        "gresnet_fused_over_resnet50d_silu": 1.0,
+        "fused_over_resnet50d_bf16": 0.95,
+        "fused_over_resnet50d_silu_bf16": 1.0,
+        "e2e_over_bare": 0.8,
+        "exact_over_naive_eval": 50.0,
+    },
+    "cuda": {
+        "gresnet_fused_bf16_224_b256": 15000,
+        "convnext_bf16_224_b256": 13000,
+        "vit_bf16_224_b256": 19000,
+        "e2e_images_per_s": 5000,
+    },
 }
 
 
 DEFAULT_SECTIONS = "forward,paired,e2e,milvus,evaluation"
-GPU_SECTIONS = "gpu"   # what --device cuda runs unless --only says otherwise
+GPU_SECTIONS = "gpu"  # what --device cuda runs unless --only says otherwise
 # the lowest per-image cosine between nvJPEG- and PIL-decoded vectors, by set of files
-E2E_COSINE_KEYS = {"tiny-imagenet 64px": "decode_cosine_min_tiny_imagenet", "500x375 re-encoded": "decode_cosine_min_500x375"}
+E2E_COSINE_KEYS = {
+    "tiny-imagenet 64px": "decode_cosine_min_tiny_imagenet",
+    "500x375 re-encoded": "decode_cosine_min_500x375",
+}
 
 
 def machine_info(device: torch.device) -> Dict:
     import timm
+
     cpu = platform.processor()
     try:
         for line in open("/proc/cpuinfo"):
@@ -65,10 +81,16 @@ def machine_info(device: torch.device) -> Dict:
                 break
     except OSError:
         pass
-    info = {"hostname_hash": str(abs(hash(socket.gethostname())) % 10**6), "cpu": cpu,
-            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
-            "torch_threads": torch.get_num_threads(), "device": str(device)}
+    info = {
+        "hostname_hash": str(abs(hash(socket.gethostname())) % 10**6),
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -82,12 +104,15 @@ def machine_tag(device: torch.device) -> str:
 
 # 1. forward ---------------------------------------------------------------------------------------
 
+
 def _model(name: str, fused: bool = True, **kwargs):
     """A registry model (or any timm name, e.g. resnet50d; ``kwargs`` go to timm) with seeded random weights:
     for timing only."""
     import timm
-    from embed.models.registry import REGISTRY, get_spec
     from timm.utils import reparameterize_model
+
+    from embed.models.registry import REGISTRY, get_spec
+
     spec = REGISTRY.get(name) or get_spec(f"timm:{name}")
     torch.manual_seed(0)
     model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **kwargs).eval()
@@ -96,9 +121,19 @@ def _model(name: str, fused: bool = True, **kwargs):
     return model
 
 
-def time_forward(model, batch: int, size: int, device: torch.device, precision: Optional[torch.dtype],
-                 channels_last: bool, compile: bool, min_seconds: float, warmup: int = 2) -> float:
+def time_forward(
+    model,
+    batch: int,
+    size: int,
+    device: torch.device,
+    precision: Optional[torch.dtype],
+    channels_last: bool,
+    compile: bool,
+    min_seconds: float,
+    warmup: int = 2,
+) -> float:
     from embed.extraction.embedder import images_per_second
+
     model = model.to(device)
     x = torch.randn(batch, 3, size, size, device=device)
     if channels_last:
@@ -107,8 +142,10 @@ def time_forward(model, batch: int, size: int, device: torch.device, precision: 
     fn = torch.compile(model) if compile else model
 
     def step():
-        with torch.inference_mode(), torch.autocast(device.type, dtype=precision or torch.float32,
-                                                     enabled=precision is not None):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None),
+        ):
             return fn(x)
 
     return images_per_second(step, batch, device, warmup=warmup, min_seconds=min_seconds)
@@ -125,8 +162,15 @@ def bench_forward(device: torch.device, quick: bool) -> List[Dict]:
         precisions = {"fp32": None}
     compiles = [False] if (quick or not gpu) else [False, True]
     rows = []
-    cases = [("gresnet", True, 224), ("gresnet", False, 224), ("gresnet", True, 176), ("resnet50d", True, 224),
-             ("convnext", True, 224), ("vit", True, 224), ("effnet-lite0", True, 224)]
+    cases = [
+        ("gresnet", True, 224),
+        ("gresnet", False, 224),
+        ("gresnet", True, 176),
+        ("resnet50d", True, 224),
+        ("convnext", True, 224),
+        ("vit", True, 224),
+        ("effnet-lite0", True, 224),
+    ]
     for name, fused, size in cases:
         model = _model(name, fused)
         for pname, prec in precisions.items():
@@ -134,17 +178,26 @@ def bench_forward(device: torch.device, quick: bool) -> List[Dict]:
                 if name == "vit" and cl:
                     continue  # channels_last only changes the patch-embedding conv
                 # on CPU, compiling every model costs minutes each: compile the two ResNets being compared
-                model_compiles = compiles if gpu or quick else (
-                    [False, True] if name in ("gresnet", "resnet50d") and fused and cl else [False])
+                model_compiles = (
+                    compiles
+                    if gpu or quick
+                    else ([False, True] if name in ("gresnet", "resnet50d") and fused and cl else [False])
+                )
                 for comp in model_compiles:
                     try:
                         ips = time_forward(model, batch, size, device, prec, cl, comp, min_s)
                     except Exception as e:  # an unsupported combination is reported, not fatal
                         log.warning("%s %s failed: %s", name, pname, e)
                         ips = None
-                    row = {"model": name + ("" if fused or name != "gresnet" else "_unfused"), "size": size,
-                           "batch": batch, "precision": pname, "channels_last": cl, "compile": comp,
-                           "images_per_s": None if ips is None else round(ips, 2)}
+                    row = {
+                        "model": name + ("" if fused or name != "gresnet" else "_unfused"),
+                        "size": size,
+                        "batch": batch,
+                        "precision": pname,
+                        "channels_last": cl,
+                        "compile": comp,
+                        "images_per_s": None if ips is None else round(ips, 2),
+                    }
                     log.info("forward %s", row)
                     rows.append(row)
         del model
@@ -152,8 +205,11 @@ def bench_forward(device: torch.device, quick: bool) -> List[Dict]:
 
 
 # ratio name (fused GResNet over ...) -> the model timed beside it
-PAIRED_REFERENCES = {"fused_over_unfused": "gresnet_unfused", "fused_over_resnet50d": "resnet50d",
-                     "fused_over_resnet50d_silu": "resnet50d_silu"}
+PAIRED_REFERENCES = {
+    "fused_over_unfused": "gresnet_unfused",
+    "fused_over_resnet50d": "resnet50d",
+    "fused_over_resnet50d_silu": "resnet50d_silu",
+}
 
 
 def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
@@ -164,18 +220,32 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
     ``resnet50d_silu`` is timm's resnet50d with SiLU (GResNet's activation) and its batch norms unfused.
     """
     batch = 256 if device.type == "cuda" else 16
-    models = {"gresnet": _model("gresnet"), "gresnet_unfused": _model("gresnet", False), "resnet50d": _model("resnet50d"),
-              "resnet50d_silu": _model("resnet50d", act_layer="silu")}
-    out: Dict = {"rounds": 2 if quick else rounds, "batch": batch, "size": 224, "channels_last": True, "compile": False,
-                 "load_avg_start": [round(v, 2) for v in os.getloadavg()]}
+    models = {
+        "gresnet": _model("gresnet"),
+        "gresnet_unfused": _model("gresnet", False),
+        "resnet50d": _model("resnet50d"),
+        "resnet50d_silu": _model("resnet50d", act_layer="silu"),
+    }
+    out: Dict = {
+        "rounds": 2 if quick else rounds,
+        "batch": batch,
+        "size": 224,
+        "channels_last": True,
+        "compile": False,
+        "load_avg_start": [round(v, 2) for v in os.getloadavg()],
+    }
     for pname, prec in {"fp32": None, "bf16": torch.bfloat16}.items():
         samples: Dict[str, List[float]] = {k: [] for k in models}
         for _ in range(out["rounds"]):
             for name, model in models.items():
                 samples[name].append(time_forward(model, batch, 224, device, prec, True, False, 2.0))
-        out[pname] = {"images_per_s": {k: [round(v, 2) for v in vs] for k, vs in samples.items()},
-                      **{ratio: round(statistics.median([g / r for g, r in zip(samples["gresnet"], samples[ref])]), 3)
-                         for ratio, ref in PAIRED_REFERENCES.items()}}
+        out[pname] = {
+            "images_per_s": {k: [round(v, 2) for v in vs] for k, vs in samples.items()},
+            **{
+                ratio: round(statistics.median([g / r for g, r in zip(samples["gresnet"], samples[ref])]), 3)
+                for ratio, ref in PAIRED_REFERENCES.items()
+            },
+        }
         log.info("paired %s %s", pname, out[pname])
     out["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
     return out
@@ -188,6 +258,7 @@ def best(rows: List[Dict], **match) -> Optional[Dict]:
 
 # 2. end-to-end extraction -----------------------------------------------------------------------
 
+
 def imagenet_sized_copy(n: int, root: Path) -> Path:
     """The first ``n`` Tiny-ImageNet val images re-encoded at 500x375 (ImageNet's typical size), as an ImageFolder.
 
@@ -195,8 +266,11 @@ def imagenet_sized_copy(n: int, root: Path) -> Path:
     and that is the case that decides where decoding should happen.
     """
     from concurrent.futures import ThreadPoolExecutor
+
     from PIL import Image
+
     from embed.sources.datasets import load_split
+
     images = load_split(TINY, "val").limited(n)
 
     def one(record):
@@ -213,6 +287,7 @@ def imagenet_sized_copy(n: int, root: Path) -> Path:
 def bench_e2e(device: torch.device, quick: bool) -> List[Dict]:
     from embed.extraction.embedder import build_embedder, default_workers
     from embed.extraction.extract import ExtractConfig, extract
+
     if not (TINY / "val" / "val_annotations.txt").is_file():
         return [{"skipped": f"no Tiny-ImageNet at {TINY}"}]
     rows = []
@@ -222,7 +297,7 @@ def bench_e2e(device: torch.device, quick: bool) -> List[Dict]:
         datasets = [("tiny-imagenet 64px", TINY)]
         if not quick:
             datasets.append(("500x375 re-encoded", imagenet_sized_copy(n, Path(data_tmp) / "big")))
-        for model in (["effnet-lite0"] if quick else ["effnet-lite0", "gresnet"]):
+        for model in ["effnet-lite0"] if quick else ["effnet-lite0", "gresnet"]:
             emb = build_embedder(model, random_init=True, device=str(device))
             batch = 256 if gpu else 32
             fwd = emb.time_forward(batch, emb.loaded.data_config["input_size"][-1], iters=20 if gpu else 5)
@@ -231,31 +306,53 @@ def bench_e2e(device: torch.device, quick: bool) -> List[Dict]:
             for files, data_root in datasets:
                 for decode in ("workers", "device"):
                     with tempfile.TemporaryDirectory() as tmp:
-                        cfg = ExtractConfig(model=model, split="val", data_root=data_root, out=Path(tmp), limit=n,
-                                            batch_size=batch, device=str(device), random_init=True, progress=False,
-                                            shard_size=10**6, decode=decode)
+                        cfg = ExtractConfig(
+                            model=model,
+                            split="val",
+                            data_root=data_root,
+                            out=Path(tmp),
+                            limit=n,
+                            batch_size=batch,
+                            device=str(device),
+                            random_init=True,
+                            progress=False,
+                            shard_size=10**6,
+                            decode=decode,
+                        )
                         result = extract(cfg, embedder=emb)
-                    rows.append({"model": model, "files": files, "images": result.n_computed, "batch": batch,
-                                 "decode": decode, "workers": default_workers(device),
-                                 "precision": emb.precision_name, "channels_last": emb.channels_last,
-                                 "e2e_images_per_s": round(result.images_per_s, 2),
-                                 "bare_forward_images_per_s": round(fwd, 2),
-                                 "pipeline_efficiency": round(result.images_per_s / fwd, 3)})
+                    rows.append(
+                        {
+                            "model": model,
+                            "files": files,
+                            "images": result.n_computed,
+                            "batch": batch,
+                            "decode": decode,
+                            "workers": default_workers(device),
+                            "precision": emb.precision_name,
+                            "channels_last": emb.channels_last,
+                            "e2e_images_per_s": round(result.images_per_s, 2),
+                            "bare_forward_images_per_s": round(fwd, 2),
+                            "pipeline_efficiency": round(result.images_per_s / fwd, 3),
+                        }
+                    )
                     log.info("e2e %s", rows[-1])
     return rows
 
 
 # 3. Milvus ----------------------------------------------------------------------------------------
 
+
 def bench_milvus(quick: bool) -> Dict:
     from benchmarks.synthetic import synthetic_meta
     from indexer.milvus_store import VectorStore
+
     out: Dict = {"insert": [], "search": []}
     tmp = Path(tempfile.mkdtemp(prefix="bench_milvus_"))
     backends = {"lite": str(tmp / "bench.db")}
     server = None
     try:
         from benchmarks.milvus_server import start_embedded_milvus
+
         server = start_embedded_milvus(tmp / "server")
         backends["server"] = f"http://127.0.0.1:{server.listen_port}"
     except Exception as e:
@@ -271,23 +368,36 @@ def bench_milvus(quick: bool) -> Dict:
                 store.ensure_collection(name, synthetic_meta("bench", dim, "bench", "/"))
                 vecs = rng.normal(size=(n_insert, dim)).astype(np.float32)
                 t = time.perf_counter()
-                store.upsert(name, np.arange(n_insert), vecs, ["c"] * n_insert, [f"p{i}" for i in range(n_insert)],
-                             progress=False)
+                store.upsert(
+                    name,
+                    np.arange(n_insert),
+                    vecs,
+                    ["c"] * n_insert,
+                    [f"p{i}" for i in range(n_insert)],
+                    progress=False,
+                )
                 store.flush(name)
                 secs = time.perf_counter() - t
-                out["insert"].append({"backend": backend, "dim": dim, "rows": n_insert,
-                                      "rows_per_s": round(n_insert / secs, 1)})
+                out["insert"].append(
+                    {"backend": backend, "dim": dim, "rows": n_insert, "rows_per_s": round(n_insert / secs, 1)}
+                )
                 log.info("insert %s", out["insert"][-1])
                 store.drop(name)
             dim = 2048
-            for n in ((10000,) if quick else (10000, 50000)):
+            for n in (10000,) if quick else (10000, 50000):
                 name = f"bench_search_{n}"
                 store.drop(name)
                 store.ensure_collection(name, synthetic_meta("bench", dim, "bench", "/"))
                 for start in range(0, n, 10000):
                     vecs = rng.normal(size=(min(10000, n - start), dim)).astype(np.float32)
-                    store.upsert(name, np.arange(start, start + len(vecs)), vecs, ["c"] * len(vecs),
-                                 ["p"] * len(vecs), progress=False)
+                    store.upsert(
+                        name,
+                        np.arange(start, start + len(vecs)),
+                        vecs,
+                        ["c"] * len(vecs),
+                        ["p"] * len(vecs),
+                        progress=False,
+                    )
                 store.flush(name)
                 store.count(name)
                 queries = rng.normal(size=(60 if quick else 200, dim)).astype(np.float32)
@@ -297,9 +407,18 @@ def bench_milvus(quick: bool) -> Dict:
                     store.search(name, q[None], k=10, n_rows=n)
                     if i >= 5:
                         lat.append((time.perf_counter() - t) * 1000)
-                out["search"].append({"backend": backend, "rows": n, "dim": dim, "nq": 1, "k": 10,
-                                      "p50_ms": round(statistics.median(lat), 2),
-                                      "p99_ms": round(float(np.percentile(lat, 99)), 2), "samples": len(lat)})
+                out["search"].append(
+                    {
+                        "backend": backend,
+                        "rows": n,
+                        "dim": dim,
+                        "nq": 1,
+                        "k": 10,
+                        "p50_ms": round(statistics.median(lat), 2),
+                        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+                        "samples": len(lat),
+                    }
+                )
                 log.info("search %s", out["search"][-1])
                 store.drop(name)
             store.close()
@@ -312,10 +431,11 @@ def bench_milvus(quick: bool) -> Dict:
 
 def bench_evaluation(quick: bool, device: torch.device) -> Dict:
     """Exact chunked evaluation vs a naive one that sends one Milvus Lite search per query."""
+    from benchmarks.synthetic import synthetic_meta
     from indexer.evaluation.evaluate import naive_search
     from indexer.evaluation.metrics import encode_labels, exact_neighbours, needed_k, retrieval_metrics
-    from benchmarks.synthetic import synthetic_meta
     from indexer.milvus_store import VectorStore
+
     n, dim = 10000, 2048
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 200, n)
@@ -345,13 +465,23 @@ def bench_evaluation(quick: bool, device: torch.device) -> Dict:
     naive_p1 = float(np.mean([labels[h[0]["id"]] == labels[i] for i, h in enumerate(naive_hits)]))
     exact_p1 = float(np.mean(codes[neigh.index[:n_naive, 0]] == codes[:n_naive]))
     naive_full = naive_s * n / n_naive
-    return {"rows": n, "dim": dim, "exact_seconds": round(exact_s, 2), "naive_queries_run": n_naive,
-            "naive_seconds_measured": round(naive_s, 2), "naive_seconds_for_all": round(naive_full, 1),
-            "naive_extrapolated": n_naive < n, "exact_over_naive": round(naive_full / exact_s, 1),
-            "p1_exact_on_naive_queries": exact_p1, "p1_naive": naive_p1, "exact_precision_at_1": exact_m.precision["1"]}
+    return {
+        "rows": n,
+        "dim": dim,
+        "exact_seconds": round(exact_s, 2),
+        "naive_queries_run": n_naive,
+        "naive_seconds_measured": round(naive_s, 2),
+        "naive_seconds_for_all": round(naive_full, 1),
+        "naive_extrapolated": n_naive < n,
+        "exact_over_naive": round(naive_full / exact_s, 1),
+        "p1_exact_on_naive_queries": exact_p1,
+        "p1_naive": naive_p1,
+        "exact_precision_at_1": exact_m.precision["1"],
+    }
 
 
 # report -----------------------------------------------------------------------------------------
+
 
 def ratios(report: Dict, device: torch.device) -> Dict:
     fw = report.get("forward", [])
@@ -364,10 +494,22 @@ def ratios(report: Dict, device: torch.device) -> Dict:
 
         eager = dict(size=224, compile=False)
         pairs = {
-            "gresnet_fused_over_unfused": ({"model": "gresnet", "precision": "fp32"}, {"model": "gresnet_unfused", "precision": "fp32"}),
-            "gresnet_fused_over_resnet50d": ({"model": "gresnet", "precision": "fp32"}, {"model": "resnet50d", "precision": "fp32"}),
-            "fused_over_unfused_bf16": ({"model": "gresnet", "precision": "bf16"}, {"model": "gresnet_unfused", "precision": "bf16"}),
-            "fused_over_resnet50d_bf16": ({"model": "gresnet", "precision": "bf16"}, {"model": "resnet50d", "precision": "bf16"}),
+            "gresnet_fused_over_unfused": (
+                {"model": "gresnet", "precision": "fp32"},
+                {"model": "gresnet_unfused", "precision": "fp32"},
+            ),
+            "gresnet_fused_over_resnet50d": (
+                {"model": "gresnet", "precision": "fp32"},
+                {"model": "resnet50d", "precision": "fp32"},
+            ),
+            "fused_over_unfused_bf16": (
+                {"model": "gresnet", "precision": "bf16"},
+                {"model": "gresnet_unfused", "precision": "bf16"},
+            ),
+            "fused_over_resnet50d_bf16": (
+                {"model": "gresnet", "precision": "bf16"},
+                {"model": "resnet50d", "precision": "bf16"},
+            ),
         }
         for key, (a, b) in pairs.items():
             value = ratio({**eager, **a}, {**eager, **b})
@@ -380,19 +522,29 @@ def ratios(report: Dict, device: torch.device) -> Dict:
                     out[f"gresnet_{ratio}"] = paired["fp32"][ratio]
                     out[f"{ratio}_bf16"] = paired["bf16"][ratio]
         for prec in ("fp32", "bf16"):
-            compiled = ratio({"model": "gresnet", "size": 224, "precision": prec, "compile": True},
-                             {"model": "resnet50d", "size": 224, "precision": prec, "compile": True})
+            compiled = ratio(
+                {"model": "gresnet", "size": 224, "precision": prec, "compile": True},
+                {"model": "resnet50d", "size": 224, "precision": prec, "compile": True},
+            )
             if compiled is not None:
                 out[f"fused_over_resnet50d_both_compiled_{prec}"] = compiled
-            gain = ratio({"model": "gresnet", "size": 224, "precision": prec, "compile": True},
-                         {"model": "gresnet", "size": 224, "precision": prec, "compile": False})
+            gain = ratio(
+                {"model": "gresnet", "size": 224, "precision": prec, "compile": True},
+                {"model": "gresnet", "size": 224, "precision": prec, "compile": False},
+            )
             if gain is not None:
                 out[f"gresnet_compiled_over_eager_{prec}"] = gain
         # the target is about the default pipeline (auto decode) on the shared data; the table lists every configuration
         from embed.extraction.device_decode import resolve_decode
+
         default = resolve_decode("auto", device)
-        e2e = [r for r in report.get("e2e", []) if "pipeline_efficiency" in r
-               and r.get("files", "tiny-imagenet 64px") == "tiny-imagenet 64px" and r.get("decode", default) == default]
+        e2e = [
+            r
+            for r in report.get("e2e", [])
+            if "pipeline_efficiency" in r
+            and r.get("files", "tiny-imagenet 64px") == "tiny-imagenet 64px"
+            and r.get("decode", default) == default
+        ]
         if e2e:
             out["e2e_over_bare"] = min(r["pipeline_efficiency"] for r in e2e)
         if "evaluation" in report:
@@ -400,8 +552,11 @@ def ratios(report: Dict, device: torch.device) -> Dict:
     else:
         gpu = report.get("gpu", {})
         fw = fw or gpu.get("forward", [])
-        for name, key in (("gresnet", "gresnet_fused_bf16_224_b256"), ("convnext", "convnext_bf16_224_b256"),
-                          ("vit", "vit_bf16_224_b256")):
+        for name, key in (
+            ("gresnet", "gresnet_fused_bf16_224_b256"),
+            ("convnext", "convnext_bf16_224_b256"),
+            ("vit", "vit_bf16_224_b256"),
+        ):
             b = best(fw, model=name, size=224, precision="bf16")
             if b:
                 out[key] = b["images_per_s"]
@@ -411,47 +566,67 @@ def ratios(report: Dict, device: torch.device) -> Dict:
         for agreement in gpu.get("e2e", {}).get("agreement", []):
             out[E2E_COSINE_KEYS[agreement["files"]]] = agreement["cosine_min"]
     targets = TARGETS["cuda" if device.type == "cuda" else "cpu"]
-    result = {k: {"measured": v, "target": targets.get(k), "met": (v >= targets[k]) if k in targets else None}
-              for k, v in out.items()}
+    result = {
+        k: {"measured": v, "target": targets.get(k), "met": (v >= targets[k]) if k in targets else None}
+        for k, v in out.items()
+    }
     scale = report.get("scale")
     if scale:  # ceilings: lower is better
         for key, ceiling in scale["targets"].items():
             v = scale.get(key)
-            result[f"scale_{key}"] = {"measured": v, "target": f"<= {ceiling}",
-                                      "met": None if v is None else v <= ceiling}
+            result[f"scale_{key}"] = {
+                "measured": v,
+                "target": f"<= {ceiling}",
+                "met": None if v is None else v <= ceiling,
+            }
     return result
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--quick", action="store_true", help="smaller grid and samples (a few minutes on CPU)")
-    p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<machine>/<date>.json)")
-    p.add_argument("--only", default=None,
-                   help=f"comma-separated sections (default {DEFAULT_SECTIONS}; with --device cuda: {GPU_SECTIONS}, "
-                        f"the GPU benchmark of benchmarks/gpu.py); 'scale' (50,000-row collections on Milvus "
-                        f"Lite and the embedded server, ~15 min on 2 cores) runs only when named")
+    p.add_argument(
+        "--out", type=Path, default=None, help="JSON path (default benchmarks/results/<machine>/<date>.json)"
+    )
+    p.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated sections (default {DEFAULT_SECTIONS}; with --device cuda: {GPU_SECTIONS}, "
+        f"the GPU benchmark of benchmarks/gpu.py); 'scale' (50,000-row collections on Milvus "
+        f"Lite and the embedded server, ~15 min on 2 cores) runs only when named",
+    )
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the paired section (default 5)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from embed.common.logs import quiet_third_party_logs
+
     quiet_third_party_logs()
     for ours in ("embed", "indexer"):  # the benchmark prints its own lines
         logging.getLogger(ours).setLevel(logging.ERROR)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          (args.device if args.device != "auto" else "cpu"))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else (args.device if args.device != "auto" else "cpu")
+    )
     if device.type == "cuda":
         from benchmarks.gpu import NoCuda, require_cuda
+
         try:
             require_cuda()
         except NoCuda as e:
             log.error("%s", e)
             return 2
     sections = set((args.only or (GPU_SECTIONS if device.type == "cuda" else DEFAULT_SECTIONS)).split(","))
-    report: Dict = {"machine": machine_info(device), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "quick": args.quick, "settings": {"cpu_batch": 16, "gpu_batch": 256}}
+    report: Dict = {
+        "machine": machine_info(device),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "settings": {"cpu_batch": 16, "gpu_batch": 256},
+    }
     t0 = time.perf_counter()
     if "forward" in sections:
         report["forward"] = bench_forward(device, args.quick)
@@ -465,15 +640,20 @@ def main(argv=None) -> int:
         report["evaluation"] = bench_evaluation(args.quick, device)
     if "gpu" in sections:
         from benchmarks.gpu import bench_gpu
+
         report["gpu"] = bench_gpu(device, TINY, args.quick)
     if "scale" in sections:
         from benchmarks.scale import bench_scale
+
         report["scale"] = bench_scale(args.quick)
     report["ratios"] = ratios(report, device)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     # a run of other sections than the default ones gets its own file: it must not replace the day's full run
     suffix = "" if sections == set(DEFAULT_SECTIONS.split(",")) else "-" + "-".join(sorted(sections))
-    out = args.out or REPO / "benchmarks" / "results" / machine_tag(device) / f"{dt.date.today().isoformat()}{suffix}.json"
+    out = (
+        args.out
+        or REPO / "benchmarks" / "results" / machine_tag(device) / f"{dt.date.today().isoformat()}{suffix}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report["ratios"], indent=1))

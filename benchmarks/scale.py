@@ -9,6 +9,7 @@ Milvus Lite and on the embedded Milvus server in the same run. Timings only: the
 is the evaluation child: it runs the exact leave-one-out evaluation in its own process and prints its time and
 peak RSS as JSON, so that the memory figure is the evaluation's alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,6 @@ import logging
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +36,7 @@ SPLIT = "val"
 VECTORS_NOTE = "synthetic vectors (Gaussian class clusters): search and evaluation timings only, not retrieval quality"
 TARGET_APP_QUERY_MS_P50 = 300
 TARGET_EVALUATE_PEAK_MIB = 4096
-LITE_SLOW_MS = 100   # a third of the app's budget: one column's search past this makes three columns too slow
+LITE_SLOW_MS = 100  # a third of the app's budget: one column's search past this makes three columns too slow
 
 
 @dataclass
@@ -44,13 +44,13 @@ class ScaleConfig:
     rows: int = 50_000
     models: Sequence[str] = ("gresnet", "convnext", "vit")
     classes: int = 1000
-    step: int = 10_000             # rows inserted between two points of the search-time curve
-    curve_queries: int = 20        # nq=1 searches per curve point
+    step: int = 10_000  # rows inserted between two points of the search-time curve
+    curve_queries: int = 20  # nq=1 searches per curve point
     app_queries: int = 40
     upload_queries: int = 8
-    k: int = 9                     # the app's default top k
+    k: int = 9  # the app's default top k
     evaluate: bool = True
-    eval_features: Sequence[str] = ("raw",)   # the vectors as stored; `indexer evaluate` adds "normalized" by default
+    eval_features: Sequence[str] = ("raw",)  # the vectors as stored; `indexer evaluate` adds "normalized" by default
     seed: int = 0
 
 
@@ -72,6 +72,7 @@ def synthetic_vectors(rng: np.random.Generator, labels: np.ndarray, classes: int
 def synthetic_upload(seed: int) -> bytes:
     """A 500x375 JPEG (ImageNet's typical size) of smooth noise, as a user would upload."""
     from PIL import Image
+
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, size=(15, 20, 3), dtype=np.uint8)
     buf = io.BytesIO()
@@ -80,25 +81,30 @@ def synthetic_upload(seed: int) -> bytes:
 
 
 def collection_meta(model: str, data_root: str):
-    from embed.models.registry import REGISTRY
     from benchmarks.synthetic import synthetic_meta
+    from embed.models.registry import REGISTRY
+
     spec = REGISTRY[model]
     # the fingerprint of --random-init weights: the app embeds uploads with the same seeded random model
-    return synthetic_meta(model, spec.dim, DATASET, data_root, SPLIT, timm_name=spec.timm_name,
-                          weights_fingerprint=random_fingerprint())
+    return synthetic_meta(
+        model, spec.dim, DATASET, data_root, SPLIT, timm_name=spec.timm_name, weights_fingerprint=random_fingerprint()
+    )
 
 
 def random_fingerprint() -> str:
     from embed.models.registry import RANDOM_INIT_SEED
+
     return f"random:seed{RANDOM_INIT_SEED}"
 
 
 # building, with the search-time curve ---------------------------------------------------------------
 
+
 def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> Dict:
     """Insert ``rows`` vectors per model in steps; after each step, time nq=1 searches at that size."""
     from embed.common.identity import EmbeddingKey
     from indexer.milvus_store import VectorStore
+
     store = VectorStore(uri)
     consistency = None if store.is_lite else "Bounded"
     rng = np.random.default_rng(cfg.seed)
@@ -114,8 +120,14 @@ def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.nda
         for start in range(0, cfg.rows, cfg.step):
             stop = min(start + cfg.step, cfg.rows)
             t = time.perf_counter()
-            store.upsert(name, np.arange(start, stop), vectors[start:stop], class_ids[start:stop],
-                         relpaths[start:stop], progress=False)
+            store.upsert(
+                name,
+                np.arange(start, stop),
+                vectors[start:stop],
+                class_ids[start:stop],
+                relpaths[start:stop],
+                progress=False,
+            )
             store.flush(name)
             seconds += time.perf_counter() - t
             store.count(name)  # Strong: the search below sees every row
@@ -126,14 +138,30 @@ def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.nda
                 store.search(name, q[None], k=cfg.k, n_rows=stop, consistency=consistency)
                 if i >= 2:  # the first searches after an insert rebuild Lite's caches
                     lat.append((time.perf_counter() - t) * 1000)
-            curve.append({"model": model, "dim": meta.dim, "rows": stop, "nq": 1, "k": cfg.k,
-                          "consistency": consistency or "none (Lite)", "p50_ms": percentile(lat, 50),
-                          "p95_ms": percentile(lat, 95)})
+            curve.append(
+                {
+                    "model": model,
+                    "dim": meta.dim,
+                    "rows": stop,
+                    "nq": 1,
+                    "k": cfg.k,
+                    "consistency": consistency or "none (Lite)",
+                    "p50_ms": percentile(lat, 50),
+                    "p95_ms": percentile(lat, 95),
+                }
+            )
             log.info("scale search %s", curve[-1])
         meta.rows, meta.complete = cfg.rows, True
         store.set_meta(name, meta)
-        insert.append({"model": model, "dim": meta.dim, "rows": cfg.rows, "seconds": round(seconds, 2),
-                       "rows_per_s": round(cfg.rows / seconds, 1)})
+        insert.append(
+            {
+                "model": model,
+                "dim": meta.dim,
+                "rows": cfg.rows,
+                "seconds": round(seconds, 2),
+                "rows_per_s": round(cfg.rows / seconds, 1),
+            }
+        )
         log.info("scale insert %s", insert[-1])
         del vectors
     if not store.is_lite:
@@ -145,8 +173,18 @@ def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.nda
             store.search(EmbeddingKey(model, DATASET, SPLIT).collection_name, q[None], k=cfg.k, n_rows=cfg.rows)
             if i >= 2:
                 lat.append((time.perf_counter() - t) * 1000)
-        curve.append({"model": model, "dim": dim, "rows": cfg.rows, "nq": 1, "k": cfg.k, "consistency": "Strong",
-                      "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95)})
+        curve.append(
+            {
+                "model": model,
+                "dim": dim,
+                "rows": cfg.rows,
+                "nq": 1,
+                "k": cfg.k,
+                "consistency": "Strong",
+                "p50_ms": percentile(lat, 50),
+                "p95_ms": percentile(lat, 95),
+            }
+        )
         log.info("scale search %s", curve[-1])
     store.close()
     total_rows = cfg.rows * len(cfg.models)
@@ -156,15 +194,19 @@ def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.nda
 
 def model_dim(model: str) -> int:
     from embed.models.registry import REGISTRY
+
     return REGISTRY[model].dim
 
 
 # the app's query ----------------------------------------------------------------------------------
 
+
 def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> Dict:
     """The app backend answering a click (indexed image) and an upload, concurrent vs one column after another."""
     from PIL import Image
-    from app.backend import Backend, Query, AppSettings, load_upload
+
+    from app.backend import AppSettings, Backend, Query, load_upload
+
     backend = Backend(AppSettings(uri=uri, data_root=data_root, split=SPLIT))
     missing = [m for m in cfg.models if m not in backend.collections]
     if missing:
@@ -187,7 +229,7 @@ def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> 
         query = Query(blank, f"c{labels[row]:04d}", int(row), f"row {row}")
         got = {}
         # alternate the order: neither mode always runs right after the other's cache warm-up
-        for mode in (("concurrent", "sequential") if i % 2 else ("sequential", "concurrent")):
+        for mode in ("concurrent", "sequential") if i % 2 else ("sequential", "concurrent"):
             t = time.perf_counter()
             results = (concurrent if mode == "concurrent" else sequential)(query)
             elapsed = (time.perf_counter() - t) * 1000
@@ -205,7 +247,7 @@ def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> 
     upload: Dict[str, List[float]] = {"concurrent": [], "sequential": []}
     for i in range(cfg.upload_queries + 2):
         data = synthetic_upload(cfg.seed + i)
-        for mode in (("concurrent", "sequential") if i % 2 else ("sequential", "concurrent")):
+        for mode in ("concurrent", "sequential") if i % 2 else ("sequential", "concurrent"):
             t = time.perf_counter()
             query = Query(load_upload(data), None, None, "upload.jpg")
             results = (concurrent if mode == "concurrent" else sequential)(query)
@@ -229,12 +271,13 @@ def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> 
         "upload_query_sequential_ms_p50": percentile(upload["sequential"], 50),
         "upload_query_samples": len(upload["concurrent"]),
         "upload_models": f"{', '.join(models)} with seeded random weights (--random-init), {precision}, warm; "
-                         f"timing only",
+        f"timing only",
         "search_consistency": None if backend.store.is_lite else Backend.search_consistency,
     }
 
 
 # evaluation in a child process --------------------------------------------------------------------------
+
 
 def peak_rss_mib() -> float:
     """This process's own peak RSS.
@@ -255,22 +298,36 @@ def evaluate_child(uri: str, models: Sequence[str], features: Sequence[str]) -> 
     """The exact leave-one-out evaluation as ``indexer evaluate`` runs it; time and this process's peak RSS."""
     from indexer.evaluation.evaluate import EvalConfig, evaluate
     from indexer.milvus_store import VectorStore
+
     store = VectorStore(uri)
     t = time.perf_counter()
-    report = evaluate(EvalConfig(split=SPLIT, dataset=DATASET, models=list(models), features=list(features),
-                                 progress=False), store)
+    report = evaluate(
+        EvalConfig(split=SPLIT, dataset=DATASET, models=list(models), features=list(features), progress=False), store
+    )
     seconds = time.perf_counter() - t
     store.close()
-    return {"evaluate_s": round(seconds, 1), "evaluate_peak_rss_mib": round(peak_rss_mib(), 1),
-            "features": sorted({r.features for r in report.results}),
-            "precision_at_1": {f"{r.model}/{r.features}": round(r.precision["1"], 4) for r in report.results},
-            "exact_s_per_model": {f"{r.model}/{r.features}": r.seconds for r in report.results}}
+    return {
+        "evaluate_s": round(seconds, 1),
+        "evaluate_peak_rss_mib": round(peak_rss_mib(), 1),
+        "features": sorted({r.features for r in report.results}),
+        "precision_at_1": {f"{r.model}/{r.features}": round(r.precision["1"], 4) for r in report.results},
+        "exact_s_per_model": {f"{r.model}/{r.features}": r.seconds for r in report.results},
+    }
 
 
 def run_evaluation(uri: str, models: Sequence[str], features: Sequence[str]) -> Dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
-    cmd = [sys.executable, "-m", "benchmarks.scale", "--evaluate", uri, "--models", ",".join(models),
-           "--features", ",".join(features)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.scale",
+        "--evaluate",
+        uri,
+        "--models",
+        ",".join(models),
+        "--features",
+        ",".join(features),
+    ]
     t = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -282,6 +339,7 @@ def run_evaluation(uri: str, models: Sequence[str], features: Sequence[str]) -> 
 
 
 # the whole section --------------------------------------------------------------------------------
+
 
 def lite_slow_rows(curve: List[Dict], dim: int, ms: float = LITE_SLOW_MS) -> Optional[int]:
     """Rows at which Lite's nq=1 p50 crosses ``ms`` at ``dim`` (linear interpolation of the curve)."""
@@ -296,15 +354,20 @@ def lite_slow_rows(curve: List[Dict], dim: int, ms: float = LITE_SLOW_MS) -> Opt
 
 def bench_scale(quick: bool, cfg: Optional[ScaleConfig] = None) -> Dict:
     from benchmarks.milvus_server import start_embedded_milvus
+
     cfg = cfg or (QUICK if quick else ScaleConfig())
     labels = np.arange(cfg.rows) % cfg.classes
     tmp = Path(tempfile.mkdtemp(prefix="bench_scale_"))
     data_root = str(tmp / "data")  # the app only needs it to resolve thumbnails, which are not timed
-    out: Dict = {"vectors": VECTORS_NOTE, "rows": cfg.rows, "models": list(cfg.models),
-                 "dims": {m: model_dim(m) for m in cfg.models}, "config": asdict(cfg),
-                 "targets": {"app_query_ms_p50": TARGET_APP_QUERY_MS_P50,
-                             "evaluate_peak_rss_mib": TARGET_EVALUATE_PEAK_MIB},
-                 "backends": {}}
+    out: Dict = {
+        "vectors": VECTORS_NOTE,
+        "rows": cfg.rows,
+        "models": list(cfg.models),
+        "dims": {m: model_dim(m) for m in cfg.models},
+        "config": asdict(cfg),
+        "targets": {"app_query_ms_p50": TARGET_APP_QUERY_MS_P50, "evaluate_peak_rss_mib": TARGET_EVALUATE_PEAK_MIB},
+        "backends": {},
+    }
     log.info("scale: %d rows x %s, %s", cfg.rows, out["dims"], VECTORS_NOTE)
     server = None
     try:
@@ -315,14 +378,18 @@ def bench_scale(quick: bool, cfg: Optional[ScaleConfig] = None) -> Dict:
         except Exception as e:
             out["server_skipped"] = f"embedded Milvus server unavailable: {e}"
         for backend, uri in backends.items():
-            row: Dict = {"uri_kind": "Milvus Lite (in-process)" if backend == "lite" else
-                         "embedded Milvus 2.3 standalone server (pip `milvus`)"}
+            row: Dict = {
+                "uri_kind": "Milvus Lite (in-process)"
+                if backend == "lite"
+                else "embedded Milvus 2.3 standalone server (pip `milvus`)"
+            }
             row.update(build_collections(uri, cfg, data_root, labels))
             row.update(time_app(uri, cfg, data_root, labels))
             log.info("scale app %s: %s", backend, {k: v for k, v in row.items() if k.startswith(("app_", "upload_"))})
             if backend == "lite":
                 # Milvus Lite allows one process per database: let the evaluation child open it
                 from milvus_lite.server_manager import server_manager_instance
+
                 server_manager_instance.release_server(uri)
             if cfg.evaluate:
                 row.update(run_evaluation(uri, cfg.models, cfg.eval_features))
@@ -334,20 +401,31 @@ def bench_scale(quick: bool, cfg: Optional[ScaleConfig] = None) -> Dict:
         shutil.rmtree(tmp, ignore_errors=True)
     lite = out["backends"].get("lite", {})
     dim = model_dim(cfg.models[0])
-    out["lite_slow"] = {"dim": dim, "ms": LITE_SLOW_MS, "rows": lite_slow_rows(lite.get("search_curve", []), dim),
-                        "note": f"rows at which Milvus Lite's nq=1 FLAT search p50 passes {LITE_SLOW_MS} ms at {dim} dims"}
+    out["lite_slow"] = {
+        "dim": dim,
+        "ms": LITE_SLOW_MS,
+        "rows": lite_slow_rows(lite.get("search_curve", []), dim),
+        "note": f"rows at which Milvus Lite's nq=1 FLAT search p50 passes {LITE_SLOW_MS} ms at {dim} dims",
+    }
     # the headline figures: the engine the build recommends at this size (the server when there is one)
     chosen = "server" if "server" in out["backends"] and "failed" not in out["backends"]["server"] else "lite"
     out["headline_backend"] = chosen
-    for key in ("app_query_ms_p50", "app_query_ms_p95", "upload_query_ms_p50", "evaluate_s", "evaluate_peak_rss_mib",
-                "insert_rows_per_s"):
+    for key in (
+        "app_query_ms_p50",
+        "app_query_ms_p95",
+        "upload_query_ms_p50",
+        "evaluate_s",
+        "evaluate_peak_rss_mib",
+        "insert_rows_per_s",
+    ):
         out[key] = out["backends"].get(chosen, {}).get(key)
     return out
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.scale", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--evaluate", metavar="URI", required=True, help="run the evaluation child on this database")
     p.add_argument("--models", default="gresnet,convnext,vit")
     p.add_argument("--features", default="raw", help="raw, normalized or both, comma-separated")

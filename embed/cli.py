@@ -1,17 +1,25 @@
 """``python -m embed``: extract features, check weights, list models."""
+
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
-from embed.common.cli_args import (add_compute_arguments, add_data_arguments, add_weights_arguments, check_inputs,
-                                   extract_config, positive_int, resolve_data_root, run_cli)
 from embed.common import settings
+from embed.common.cli_args import (
+    add_compute_arguments,
+    add_data_arguments,
+    add_weights_arguments,
+    check_inputs,
+    extract_config,
+    positive_int,
+    resolve_data_root,
+    run_cli,
+)
 
 # Nothing heavy is imported at module level: `--help` and argument errors are answered without torch,
 # timm or pymilvus (see benchmarks/help_startup.py); every command imports what it needs when it runs.
@@ -46,37 +54,57 @@ MODELS_EXAMPLES = """examples:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m embed", description="Extract pooled backbone features (classifier heads removed).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="python -m embed",
+        description="Extract pooled backbone features (classifier heads removed).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("extract", help="embed a split into data/embeddings (resumable)", epilog=EXTRACT_EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "extract",
+        help="embed a split into data/embeddings (resumable)",
+        epilog=EXTRACT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", required=True, help="gresnet, convnext, vit, effnet-lite0/1/2 or timm:<name>")
     add_data_arguments(p)
     add_weights_arguments(p)
     add_compute_arguments(p)
-    p.add_argument("--compare-forward", action="store_true",
-                   help="after the run, also time the bare model forward at the same batch size")
+    p.add_argument(
+        "--compare-forward",
+        action="store_true",
+        help="after the run, also time the bare model forward at the same batch size",
+    )
 
-    p = sub.add_parser("check", help="are the weights real? top-1/top-5 of the model's ImageNet classifier on "
-                                     "images of ImageNet classes", epilog=CHECK_EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "check",
+        help="are the weights real? top-1/top-5 of the model's ImageNet classifier on images of ImageNet classes",
+        epilog=CHECK_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", required=True, help="a registry name or timm:<name> with an ImageNet-1k head")
     add_data_arguments(p)
     add_weights_arguments(p)
-    p.add_argument("--out", type=Path, default=Path(settings.current().embeddings),
-                   help="embeddings folder; the result goes to <out>/<model>/<dataset>/<split>/check.json "
-                        "(default %(default)s)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(settings.current().embeddings),
+        help="embeddings folder; the result goes to <out>/<model>/<dataset>/<split>/check.json (default %(default)s)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="image decoding processes (default: by device and cores)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("models", help="list the models, their dims, input sizes and weights availability",
-                       epilog=MODELS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "models",
+        help="list the models, their dims, input sizes and weights availability",
+        epilog=MODELS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -84,19 +112,31 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_models(args) -> int:
     from embed.models.catalog import REGISTRY  # the catalogue: no torch, no timm
     from embed.models.weights import weights_available
+
     rows = []
     for name, spec in REGISTRY.items():
         available, where = weights_available(name)
         size = spec.input_size or "?"
-        rows.append({"name": name, "timm": spec.timm_name, "dim": spec.dim, "input_size": size,
-                     "weights_here": available, "weights": where, "title": spec.title})
+        rows.append(
+            {
+                "name": name,
+                "timm": spec.timm_name,
+                "dim": spec.dim,
+                "input_size": size,
+                "weights_here": available,
+                "weights": where,
+                "title": spec.title,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     print(f"{'name':14} {'dim':>5} {'input':>5}  {'weights here':12} {'timm model':34} where")
     for r in rows:
-        print(f"{r['name']:14} {r['dim']:>5} {r['input_size']:>5}  {'yes' if r['weights_here'] else 'no':12} "
-              f"{r['timm']:34} {r['weights']}")
+        print(
+            f"{r['name']:14} {r['dim']:>5} {r['input_size']:>5}  {'yes' if r['weights_here'] else 'no':12} "
+            f"{r['timm']:34} {r['weights']}"
+        )
     print("\nany timm model also works as timm:<name>, e.g. timm:resnet50d.ra2_in1k")
     return 0
 
@@ -106,15 +146,24 @@ def cmd_extract(args) -> int:
     from embed.extraction import distributed
     from embed.extraction.embedder import build_embedder, default_batch_size
     from embed.extraction.extract import extract
+
     cfg = extract_config(args)
     result = extract(cfg)
-    summary = {"model": cfg.model, "images": result.n_images, "embedded": result.n_embedded,
-               "computed": result.n_computed, "skipped": len(result.skipped),
-               "seconds": round(result.seconds, 2), "images_per_s": round(result.images_per_s, 2),
-               "folder": str(result.folder), "weights": result.weights}
+    summary = {
+        "model": cfg.model,
+        "images": result.n_images,
+        "embedded": result.n_embedded,
+        "computed": result.n_computed,
+        "skipped": len(result.skipped),
+        "seconds": round(result.seconds, 2),
+        "images_per_s": round(result.images_per_s, 2),
+        "folder": str(result.folder),
+        "weights": result.weights,
+    }
     if args.compare_forward:
-        emb = build_embedder(cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision,
-                             cfg.channels_last, cfg.compile)
+        emb = build_embedder(
+            cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision, cfg.channels_last, cfg.compile
+        )
         bs = cfg.batch_size or default_batch_size(emb.device)
         size = emb.loaded.data_config["input_size"][-1]
         fwd = emb.time_forward(bs, size)
@@ -130,17 +179,30 @@ def cmd_extract(args) -> int:
 def cmd_check(args) -> int:
     check_inputs(args)
     from embed.models.accuracy_check import AccuracyCheckConfig, measure_accuracy, save_accuracy
-    result = measure_accuracy(AccuracyCheckConfig(
-        model=args.model, split=args.split, data_root=resolve_data_root(args), limit=args.limit, checkpoint=args.checkpoint,
-        random_init=args.random_init, batch_size=args.batch_size, workers=args.workers, device=args.device,
-        progress=not args.no_progress))
+
+    result = measure_accuracy(
+        AccuracyCheckConfig(
+            model=args.model,
+            split=args.split,
+            data_root=resolve_data_root(args),
+            limit=args.limit,
+            checkpoint=args.checkpoint,
+            random_init=args.random_init,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    )
     path = save_accuracy(result, args.out)
     if args.json:
         print(json.dumps({**asdict(result), "saved": str(path)}, indent=1))
     else:
         random = "  RANDOM WEIGHTS" if result.weights_source == "random" else ""
-        print(f"{result.model} on {result.dataset}/{result.split}: top-1 {result.top1:.3f}  top-5 {result.top5:.3f}  "
-              f"({result.n} images, weights {result.weights_source} {result.weights_fingerprint[:23]}){random}")
+        print(
+            f"{result.model} on {result.dataset}/{result.split}: top-1 {result.top1:.3f}  top-5 {result.top5:.3f}  "
+            f"({result.n} images, weights {result.weights_source} {result.weights_fingerprint[:23]}){random}"
+        )
         print(f"saved {path}")
     return 0
 

@@ -1,4 +1,5 @@
 """``indexer build``: embeddings (cached or extracted now) -> the model's Milvus collection."""
+
 from __future__ import annotations
 
 import logging
@@ -6,12 +7,11 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from embed.common.identity import EmbeddingKey
+from embed.common.vectors import l2_normalize
 from embed.extraction.embedder import build_embedder
 from embed.extraction.extract import ExtractConfig, extract
-from embed.common.identity import EmbeddingKey
 from embed.extraction.shards import EmbeddingStore
-from embed.common.vectors import l2_normalize
-
 from indexer.lite_advice import server_advice
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
 
@@ -37,8 +37,14 @@ class BuildResult:
         return self.inserted / self.insert_seconds if self.insert_seconds > 0 else 0.0
 
 
-def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recreate: bool = False,
-          progress: bool = True, embedder=None) -> BuildResult:
+def build(
+    cfg: ExtractConfig,
+    store: VectorStore,
+    normalize: bool = False,
+    recreate: bool = False,
+    progress: bool = True,
+    embedder=None,
+) -> BuildResult:
     """Extract what is missing, then make the collection hold exactly the embedded images.
 
     The collection and the shards carry one identity (embed.common.identity.VectorSetIdentity), compared
@@ -48,12 +54,16 @@ def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recre
     ``--recreate``.
     """
     if embedder is None:
-        embedder = build_embedder(cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision,
-                                  cfg.channels_last, cfg.compile)
+        embedder = build_embedder(
+            cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision, cfg.channels_last, cfg.compile
+        )
     real = not embedder.loaded.weights.is_random
     if real and not cfg.force and _random_embeddings(cfg):
-        log.warning("%s: embeddings on disk were made with RANDOM weights; replacing them with %s",
-                    cfg.model, embedder.loaded.weights.describe())
+        log.warning(
+            "%s: embeddings on disk were made with RANDOM weights; replacing them with %s",
+            cfg.model,
+            embedder.loaded.weights.describe(),
+        )
         cfg = replace(cfg, force=True)
     extracted = extract(cfg, embedder=embedder, keep_vectors=True)
     manifest, positions, vectors = extracted.manifest, extracted.positions, extracted.vectors
@@ -68,8 +78,11 @@ def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recre
             recreate = True
         elif cfg.force:
             # the shards were just recomputed on purpose: the collection follows them
-            log.warning("%s holds vectors made differently (%s): rebuilding it from the recomputed embeddings",
-                        name, old.identity.describe_differences(meta.identity))
+            log.warning(
+                "%s holds vectors made differently (%s): rebuilding it from the recomputed embeddings",
+                name,
+                old.identity.describe_differences(meta.identity),
+            )
             recreate = True
     created = store.ensure_collection(name, meta, recreate=recreate)
     expected = len(positions)
@@ -77,8 +90,13 @@ def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recre
     if advice:
         log.warning(advice)
     stored = store.meta(name)
-    if not created and stored is not None and stored.complete and stored.rows == expected \
-            and store.count(name) == expected:
+    if (
+        not created
+        and stored is not None
+        and stored.complete
+        and stored.rows == expected
+        and store.count(name) == expected
+    ):
         log.info("%s already holds all %d rows: nothing to insert", name, expected)
         return BuildResult(name, expected, 0, len(extracted.skipped), 0.0, True, extracted.weights)
 
@@ -101,8 +119,13 @@ def build(cfg: ExtractConfig, store: VectorStore, normalize: bool = False, recre
         raise CountMismatch(f"{name}: {count} rows after the build, expected {expected}; rerun the build to repair")
     meta.complete = True
     store.set_meta(name, meta)
-    log.info("%s: %d rows (%d skipped images), upserted at %.0f rows/s", name, count, len(extracted.skipped),
-             expected / seconds if seconds else 0)
+    log.info(
+        "%s: %d rows (%d skipped images), upserted at %.0f rows/s",
+        name,
+        count,
+        len(extracted.skipped),
+        expected / seconds if seconds else 0,
+    )
     return BuildResult(name, count, expected, len(extracted.skipped), seconds, False, extracted.weights)
 
 

@@ -3,6 +3,7 @@
 Module level imports nothing heavy (no torch, timm or pymilvus): `--help` and argument errors are
 answered at once; each command imports what it needs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,10 +13,18 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from embed.common.cli_args import (add_compute_arguments, add_data_arguments, add_weights_arguments, extract_config,
-                                   non_negative_int, port_number, positive_int, positive_int_list, run_cli)
 from embed.common import settings
-
+from embed.common.cli_args import (
+    add_compute_arguments,
+    add_data_arguments,
+    add_weights_arguments,
+    extract_config,
+    non_negative_int,
+    port_number,
+    positive_int,
+    positive_int_list,
+    run_cli,
+)
 from indexer.milvus_store import StoreError, VectorStore
 
 log = logging.getLogger(__name__)
@@ -69,18 +78,27 @@ EVALUATE_EXAMPLES = """evaluate examples:
 
 def add_store_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("vector store")
-    g.add_argument("--uri", default=settings.current().milvus_uri,
-                   help="Milvus Lite folder ending in .db, or http://host:19530 for a Milvus server / Zilliz Cloud "
-                        "(env RETRIEVAL_MILVUS_URI; default %(default)s)")
-    g.add_argument("--token", default=settings.current().milvus_token, help="user:password or API key (env RETRIEVAL_MILVUS_TOKEN)")
+    g.add_argument(
+        "--uri",
+        default=settings.current().milvus_uri,
+        help="Milvus Lite folder ending in .db, or http://host:19530 for a Milvus server / Zilliz Cloud "
+        "(env RETRIEVAL_MILVUS_URI; default %(default)s)",
+    )
+    g.add_argument(
+        "--token", default=settings.current().milvus_token, help="user:password or API key (env RETRIEVAL_MILVUS_TOKEN)"
+    )
 
 
 def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     """Which collection: model + split (+ data root when several datasets are indexed), and where."""
     p.add_argument("--model", required=True, help="registry name, e.g. gresnet, convnext, vit, effnet-lite0")
     p.add_argument("--split", required=True, help="split the collection was built from, e.g. val")
-    p.add_argument("--data-root", type=Path, default=None,
-                   help="choose the dataset (by its folder name) when the model/split is indexed for several")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="choose the dataset (by its folder name) when the model/split is indexed for several",
+    )
     add_store_arguments(p)
 
 
@@ -90,19 +108,27 @@ def _store(args) -> VectorStore:
 
 def _fmt(p: argparse.ArgumentParser, name: str, help_: str, **kw) -> argparse.ArgumentParser:
     epilog = f"examples:\n{EXAMPLES[name]}\n\n{DATABASE_NOTE}" if name in EXAMPLES else None
-    return p.add_parser(name, help=help_, description=help_, epilog=epilog,
-                        formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+    return p.add_parser(
+        name, help=help_, description=help_, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter, **kw
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m indexer", description="Per-model Milvus collections (FLAT, L2).",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m indexer",
+        description="Per-model Milvus collections (FLAT, L2).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = _fmt(sub, "build", "extract (reusing cached embeddings) and index a split")
-    p.add_argument("--model", required=True,
-                   help="gresnet, convnext, vit, effnet-lite0/1/2, timm:<name>, or all (every model with real weights)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="gresnet, convnext, vit, effnet-lite0/1/2, timm:<name>, or all (every model with real weights)",
+    )
     p.add_argument("--normalize", action="store_true", help="store unit-length vectors (L2 ranking == cosine)")
     p.add_argument("--recreate", action="store_true", help="drop and rebuild a collection built differently")
     add_data_arguments(p)
@@ -116,71 +142,153 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _fmt(sub, "search", "top-k neighbours of image files (several files and folders in one run)")
     add_collection_arguments(p)
-    p.add_argument("--image", type=Path, required=True, nargs="+", metavar="PATH",
-                   help="query image files and/or folders (their image files, recursively); a file that cannot be "
-                        "read is reported by name and the others are still answered (exit status 1 if any failed)")
+    p.add_argument(
+        "--image",
+        type=Path,
+        required=True,
+        nargs="+",
+        metavar="PATH",
+        help="query image files and/or folders (their image files, recursively); a file that cannot be "
+        "read is reported by name and the others are still answered (exit status 1 if any failed)",
+    )
     p.add_argument("-k", type=positive_int, default=10, help="number of neighbours (default %(default)s)")
     p.add_argument("--checkpoint", type=Path, default=None, help="weights file, if the collection was built with one")
-    p.add_argument("--device", default="auto", help="where the query model runs: auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object per line and per image: its path and hits, or its path and error")
+    p.add_argument(
+        "--device", default="auto", help="where the query model runs: auto, cpu, cuda or cuda:N (default auto)"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per line and per image: its path and hits, or its path and error",
+    )
 
     p = _fmt(sub, "drop", "delete a model's collection")
     add_collection_arguments(p)
 
     p = _fmt(sub, "serve", "serve a Milvus Lite database on 127.0.0.1 so several processes can share it")
-    p.add_argument("--port", type=port_number, default=19530,
-                   help="TCP port to listen on (default %(default)s; 0 picks a free one)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="bind address (default 127.0.0.1; 0.0.0.0 exposes the database to the network, unauthenticated)")
-    p.add_argument("--data-dir", default=settings.current().milvus_uri, help="Milvus Lite database folder (default %(default)s)")
+    p.add_argument(
+        "--port",
+        type=port_number,
+        default=19530,
+        help="TCP port to listen on (default %(default)s; 0 picks a free one)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address (default 127.0.0.1; 0.0.0.0 exposes the database to the network, unauthenticated)",
+    )
+    p.add_argument(
+        "--data-dir", default=settings.current().milvus_uri, help="Milvus Lite database folder (default %(default)s)"
+    )
 
-    p = _fmt(sub, "evaluate", "precision@k, recall@k, R-precision, MAP@R, kNN accuracy (leave-one-out); "
-                              "--report DIR adds CIs, paired tests, per-class, agreement, style, DINO kNN, galleries")
+    p = _fmt(
+        sub,
+        "evaluate",
+        "precision@k, recall@k, R-precision, MAP@R, kNN accuracy (leave-one-out); "
+        "--report DIR adds CIs, paired tests, per-class, agreement, style, DINO kNN, galleries",
+    )
     p.epilog = EVALUATE_EXAMPLES
-    p.add_argument("--split", default=None,
-                   help="split the collections were built from, e.g. val (required unless --simulate-rows)")
-    p.add_argument("--data-root", type=Path, default=None,
-                   help="choose the dataset (by its folder name) when the split is indexed for several; "
-                        "not needed when only one is (the report then reads images from the indexed data root)")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="split the collections were built from, e.g. val (required unless --simulate-rows)",
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="choose the dataset (by its folder name) when the split is indexed for several; "
+        "not needed when only one is (the report then reads images from the indexed data root)",
+    )
     p.add_argument("--models", default="gresnet,convnext,vit", help="comma-separated (default %(default)s)")
-    p.add_argument("--k", type=positive_int_list, default="1,5,10,20,100",
-                   help="comma-separated cut-offs (default %(default)s)")
-    p.add_argument("--features", default="raw,normalized",
-                   help="raw, normalized or both (default both; the report compares models on the first)")
-    p.add_argument("--device", default="auto",
-                   help="where the exact neighbour computation runs: auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument(
+        "--k", type=positive_int_list, default="1,5,10,20,100", help="comma-separated cut-offs (default %(default)s)"
+    )
+    p.add_argument(
+        "--features",
+        default="raw,normalized",
+        help="raw, normalized or both (default both; the report compares models on the first)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where the exact neighbour computation runs: auto, cpu, cuda or cuda:N (default auto)",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     p.add_argument("--csv", type=Path, default=None, help="write the results as CSV")
     p.add_argument("--plot", type=Path, default=None, help="write precision@k vs k as PNG")
-    p.add_argument("--milvus-check", type=non_negative_int, default=0, metavar="N",
-                   help="also search N random queries through Milvus (both feature variants) and require the same "
-                        "neighbour lists as a float64 brute force, ties within relative 1e-6 aside")
-    p.add_argument("--time-naive", type=non_negative_int, default=0, metavar="N",
-                   help="also time a naive evaluation sending N single-query Milvus searches (ratio vs exact)")
+    p.add_argument(
+        "--milvus-check",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="also search N random queries through Milvus (both feature variants) and require the same "
+        "neighbour lists as a float64 brute force, ties within relative 1e-6 aside",
+    )
+    p.add_argument(
+        "--time-naive",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="also time a naive evaluation sending N single-query Milvus searches (ratio vs exact)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = p.add_argument_group("comparison report (--report)")
-    g.add_argument("--report", type=Path, default=None, metavar="DIR",
-                   help="write DIR/report.html (self-contained), DIR/report.json and DIR/report.md")
-    g.add_argument("--bootstrap", type=_int_at_least_1000, default=2000,
-                   help="bootstrap resamples (at least 1000; default %(default)s)")
-    g.add_argument("--seed", type=non_negative_int, default=0, help="seed for resampling, holdout and sampling (default 0)")
-    g.add_argument("--style-queries", type=non_negative_int, default=500,
-                   help="queries sampled for the colour/structure similarity measure (default %(default)s)")
-    g.add_argument("--galleries", type=non_negative_int, default=8, help="disagreement galleries to draw (default %(default)s)")
-    g.add_argument("--embeddings", type=Path, default=Path(settings.current().embeddings),
-                   help="embeddings root where `python -m embed check` saved check.json (default %(default)s)")
+    g.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write DIR/report.html (self-contained), DIR/report.json and DIR/report.md",
+    )
+    g.add_argument(
+        "--bootstrap",
+        type=_int_at_least_1000,
+        default=2000,
+        help="bootstrap resamples (at least 1000; default %(default)s)",
+    )
+    g.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed for resampling, holdout and sampling (default 0)"
+    )
+    g.add_argument(
+        "--style-queries",
+        type=non_negative_int,
+        default=500,
+        help="queries sampled for the colour/structure similarity measure (default %(default)s)",
+    )
+    g.add_argument(
+        "--galleries", type=non_negative_int, default=8, help="disagreement galleries to draw (default %(default)s)"
+    )
+    g.add_argument(
+        "--embeddings",
+        type=Path,
+        default=Path(settings.current().embeddings),
+        help="embeddings root where `python -m embed check` saved check.json (default %(default)s)",
+    )
     g = p.add_argument_group("DINO-style kNN (weighted 20-NN, T = 0.07, database and queries disjoint)")
-    g.add_argument("--holdout", type=_fraction, default=0.0, metavar="FRACTION",
-                   help="hold out this fraction of every class of --split as queries, the rest is the database (e.g. 0.2)")
+    g.add_argument(
+        "--holdout",
+        type=_fraction,
+        default=0.0,
+        metavar="FRACTION",
+        help="hold out this fraction of every class of --split as queries, the rest is the database (e.g. 0.2)",
+    )
     g.add_argument("--database-split", default=None, help="database split, e.g. train (with --query-split)")
     g.add_argument("--query-split", default=None, help="query split, e.g. val (with --database-split)")
-    g.add_argument("--chunk-rows", type=positive_int, default=65536,
-                   help="database rows per streamed chunk (default %(default)s)")
-    g.add_argument("--simulate-rows", type=non_negative_int, default=0, metavar="N",
-                   help="dry run: time a sample of a simulated N-row database, print projected time and peak memory")
+    g.add_argument(
+        "--chunk-rows", type=positive_int, default=65536, help="database rows per streamed chunk (default %(default)s)"
+    )
+    g.add_argument(
+        "--simulate-rows",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="dry run: time a sample of a simulated N-row database, print projected time and peak memory",
+    )
     g.add_argument("--dim", type=positive_int, default=2048, help="dimension for --simulate-rows (default %(default)s)")
-    g.add_argument("--queries", type=positive_int, default=10000, help="queries for --simulate-rows (default %(default)s)")
+    g.add_argument(
+        "--queries", type=positive_int, default=10000, help="queries for --simulate-rows (default %(default)s)"
+    )
     add_store_arguments(p)
     add_maps_parser(sub)
     add_robustness_parser(sub)
@@ -191,6 +299,7 @@ def _models_for_build(args) -> List[str]:
     """One model, or for ``all`` every registry model whose real weights can be had here (each other one: a line why)."""
     from embed.models.catalog import REGISTRY
     from embed.models.weights import weights_obtainable
+
     if args.model != "all":
         return [args.model]
     if args.checkpoint:
@@ -209,11 +318,15 @@ def cmd_build(args) -> int:
     """Exit 0 when at least one model was built (``all`` skips the ones without weights), 2 when none was."""
     from embed.common.cli_args import check_inputs, resolve_data_root
     from embed.models.weights import WeightsUnavailable
-    check_inputs(args, all_allowed=True)  # names, paths and the split: in a moment, before the store or a model is opened
+
+    check_inputs(
+        args, all_allowed=True
+    )  # names, paths and the split: in a moment, before the store or a model is opened
     store = _store(args)
     store.ensure_writable()  # before minutes of extraction, not after
     resolve_data_root(args)  # download a named --dataset once, before the first model
     from indexer.build import build
+
     built = 0
     for model in _models_for_build(args):
         cfg = extract_config(args, model=model)
@@ -225,18 +338,32 @@ def cmd_build(args) -> int:
             print(f"skipping {model}: {' '.join(str(e).split())}", file=sys.stderr)
             continue
         built += 1
-        print(json.dumps({"collection": result.collection, "rows": result.rows, "inserted": result.inserted,
-                          "skipped_images": result.skipped_images, "already_complete": result.already_complete,
-                          "insert_rows_per_s": round(result.rows_per_s, 1), "weights": result.weights}))
+        print(
+            json.dumps(
+                {
+                    "collection": result.collection,
+                    "rows": result.rows,
+                    "inserted": result.inserted,
+                    "skipped_images": result.skipped_images,
+                    "already_complete": result.already_complete,
+                    "insert_rows_per_s": round(result.rows_per_s, 1),
+                    "weights": result.weights,
+                }
+            )
+        )
     if not built:
-        print("error: no model was built: none has real weights here (see the lines above); "
-              "use --random-init to build with random weights", file=sys.stderr)
+        print(
+            "error: no model was built: none has real weights here (see the lines above); "
+            "use --random-init to build with random weights",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
 
 def cmd_status(args) -> int:
     from indexer.catalog import indexed_collections
+
     store = _store(args)
     rows = []
     for c in indexed_collections(store):
@@ -244,12 +371,25 @@ def cmd_status(args) -> int:
         # a completed build recorded its row count; rows lost since (deleted, a count that comes up short) make the
         # collection incomplete again, whatever the flag says
         complete = c.meta.complete and d["rows"] == d["rows_built"]
-        rows.append({"collection": c.name, "model": c.meta.model, "split": c.meta.split, "dataset": c.meta.dataset,
-                     "rows": d["rows"], "rows_built": d["rows_built"], "dim": c.meta.dim, "index_type": d["index_type"],
-                     "metric": d["metric"], "normalized": c.meta.normalized, "complete": complete,
-                     "weights": c.meta.identity.weights_source,
-                     "weights_fingerprint": c.meta.identity.weights_fingerprint, "decode": c.meta.identity.decode,
-                     "precision": c.meta.identity.precision})
+        rows.append(
+            {
+                "collection": c.name,
+                "model": c.meta.model,
+                "split": c.meta.split,
+                "dataset": c.meta.dataset,
+                "rows": d["rows"],
+                "rows_built": d["rows_built"],
+                "dim": c.meta.dim,
+                "index_type": d["index_type"],
+                "metric": d["metric"],
+                "normalized": c.meta.normalized,
+                "complete": complete,
+                "weights": c.meta.identity.weights_source,
+                "weights_fingerprint": c.meta.identity.weights_fingerprint,
+                "decode": c.meta.identity.decode,
+                "precision": c.meta.identity.precision,
+            }
+        )
     if args.json:
         print(json.dumps({"uri": store.uri, "collections": rows}, indent=1))
         return 0
@@ -258,8 +398,10 @@ def cmd_status(args) -> int:
     for r in rows:
         flag = "" if r["complete"] else f"  (INCOMPLETE: {r['rows']} of {r['rows_built']} rows; rerun build)"
         rnd = "  RANDOM WEIGHTS" if r["weights"] == "random" else ""
-        print(f"  {r['collection']:45} {r['model']:13} {r['dataset']}/{r['split']:6} rows={r['rows']:<8} "
-              f"dim={r['dim']:<5} {r['index_type']}/{r['metric']} {r['weights_fingerprint'][:23]}{rnd}{flag}")
+        print(
+            f"  {r['collection']:45} {r['model']:13} {r['dataset']}/{r['split']:6} rows={r['rows']:<8} "
+            f"dim={r['dim']:<5} {r['index_type']}/{r['metric']} {r['weights_fingerprint'][:23]}{rnd}{flag}"
+        )
     return 0
 
 
@@ -269,16 +411,18 @@ def _dataset_arg(args) -> Optional[str]:
 
 def cmd_search(args) -> int:
     from embed.sources.datasets import class_name
-    from indexer.image_search import expand_query_paths, search_images
     from indexer.catalog import find_collection
+    from indexer.image_search import expand_query_paths, search_images
     from indexer.query_embedding import QueryEmbedder
+
     store = _store(args)
     coll = find_collection(store, args.model, args.split, _dataset_arg(args))
     paths = expand_query_paths(args.image)
     if not paths:
         raise StoreError(f"no query images in {' '.join(str(p) for p in args.image)}")
-    answers = search_images(store, coll, lambda: QueryEmbedder.for_collection(coll.meta, args.checkpoint, args.device),
-                            paths, args.k)
+    answers = search_images(
+        store, coll, lambda: QueryEmbedder.for_collection(coll.meta, args.checkpoint, args.device), paths, args.k
+    )
     for a in answers:
         for h in a.hits:
             h["class_name"] = class_name(h["class_id"] or "")
@@ -287,8 +431,18 @@ def cmd_search(args) -> int:
     if args.json:
         for a in answers:
             body = {"error": a.error} if a.error else {"hits": a.hits}
-            print(json.dumps({"image": a.image, "collection": coll.name, "distance": "squared L2",
-                              "random_weights": coll.meta.is_random, **body}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "image": a.image,
+                        "collection": coll.name,
+                        "distance": "squared L2",
+                        "random_weights": coll.meta.is_random,
+                        **body,
+                    }
+                ),
+                flush=True,
+            )
     else:
         if coll.meta.is_random:
             print("WARNING: this collection was built with RANDOM weights")
@@ -297,18 +451,25 @@ def cmd_search(args) -> int:
                 continue
             print(f"{a.image}: top {len(a.hits)} in {coll.name} (distance = squared L2):")
             for rank, h in enumerate(a.hits, 1):
-                print(f"{rank:3}. id={h['id']:<7} d²={h['distance']:<12.4f} {h['class_id']} ({h['class_name']})  "
-                      f"{h['path']}")
+                print(
+                    f"{rank:3}. id={h['id']:<7} d²={h['distance']:<12.4f} {h['class_id']} ({h['class_name']})  "
+                    f"{h['path']}"
+                )
     for a in failed:
         print(f"error: {a.error}", file=sys.stderr)
     if len(answers) > 1:
-        log.info("answered %d of %d query images%s", len(answers) - len(failed), len(answers),
-                 f"; {len(failed)} could not be read (named above)" if failed else "")
+        log.info(
+            "answered %d of %d query images%s",
+            len(answers) - len(failed),
+            len(answers),
+            f"; {len(failed)} could not be read (named above)" if failed else "",
+        )
     return 1 if failed else 0
 
 
 def cmd_drop(args) -> int:
     from indexer.catalog import find_collection
+
     store = _store(args)
     coll = find_collection(store, args.model, args.split, _dataset_arg(args))
     store.drop(coll.name)
@@ -318,17 +479,21 @@ def cmd_drop(args) -> int:
 
 def cmd_serve(args) -> int:
     from indexer.serve import serve
+
     return serve(args.data_dir, args.host, args.port)
 
 
 def _evaluated_collection(store: VectorStore, args, models: List[str]):
     """The dataset to evaluate: from --data-root, else the one the split is indexed for (as `search` finds it)."""
     from indexer.catalog import find_collection
+
     found = {m: find_collection(store, m, args.split, _dataset_arg(args)) for m in models}
     datasets = {c.meta.dataset for c in found.values()}
     if len(datasets) > 1:
-        raise StoreError(f"the models are indexed for different datasets ({', '.join(sorted(datasets))}) on split "
-                         f"{args.split!r}: pass --data-root to choose one")
+        raise StoreError(
+            f"the models are indexed for different datasets ({', '.join(sorted(datasets))}) on split "
+            f"{args.split!r}: pass --data-root to choose one"
+        )
     return next(iter(found.values()))
 
 
@@ -352,30 +517,52 @@ def _fraction(text: str) -> float:
 def cmd_evaluate(args) -> int:
     if args.simulate_rows:
         from indexer.evaluation.knn import dry_run
-        result = dry_run(args.simulate_rows, args.dim, args.queries, args.chunk_rows,
-                         device="cpu" if args.device == "auto" else args.device, seed=args.seed)
+
+        result = dry_run(
+            args.simulate_rows,
+            args.dim,
+            args.queries,
+            args.chunk_rows,
+            device="cpu" if args.device == "auto" else args.device,
+            seed=args.seed,
+        )
         print("\n".join(result.lines()))
         if args.json:
             from dataclasses import asdict
+
             args.json.write_text(json.dumps(asdict(result), indent=1))
         return 0
     from indexer.evaluation.evaluate import EvalConfig, evaluate_runs, markdown_table, write_csv, write_json, write_plot
+
     if not args.split:
         raise StoreError("--split is required (the split the collections were built from, e.g. val)")
     if bool(args.database_split) != bool(args.query_split):
-        raise StoreError("--database-split and --query-split go together (e.g. --database-split train --query-split val)")
+        raise StoreError(
+            "--database-split and --query-split go together (e.g. --database-split train --query-split val)"
+        )
     store = _store(args)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     reference = _evaluated_collection(store, args, models)
     ks = list(args.k)
-    if args.report:   # the report compares P@1 and P@10
+    if args.report:  # the report compares P@1 and P@10
         ks = sorted(set(ks) | {1, 10})
-    cfg = EvalConfig(split=args.split, dataset=reference.meta.dataset, models=models,
-                     ks=ks, features=[f.strip() for f in args.features.split(",")],
-                     device=args.device, milvus_check=args.milvus_check, time_naive=args.time_naive,
-                     seed=args.seed, progress=not args.no_progress, holdout=args.holdout,
-                     database_split=args.database_split, query_split=args.query_split, chunk_rows=args.chunk_rows,
-                     data_root=reference.meta.data_root)
+    cfg = EvalConfig(
+        split=args.split,
+        dataset=reference.meta.dataset,
+        models=models,
+        ks=ks,
+        features=[f.strip() for f in args.features.split(",")],
+        device=args.device,
+        milvus_check=args.milvus_check,
+        time_naive=args.time_naive,
+        seed=args.seed,
+        progress=not args.no_progress,
+        holdout=args.holdout,
+        database_split=args.database_split,
+        query_split=args.query_split,
+        chunk_rows=args.chunk_rows,
+        data_root=reference.meta.data_root,
+    )
     bad = [f for f in cfg.features if f not in ("raw", "normalized")]
     if bad:
         raise StoreError(f"--features takes raw, normalized or raw,normalized (got {args.features!r})")
@@ -384,8 +571,10 @@ def cmd_evaluate(args) -> int:
     for r in evaluation.results:
         check = r.milvus_check
         if check:  # a disagreement already ended the run with an error naming the lists
-            print(f"milvus check {r.model}/{r.features}: {check.agree}/{check.queries} top-{check.k} "
-                  f"neighbour lists from Milvus agree with the exact computation")
+            print(
+                f"milvus check {r.model}/{r.features}: {check.agree}/{check.queries} top-{check.k} "
+                f"neighbour lists from Milvus agree with the exact computation"
+            )
     for path, writer in ((args.json, write_json), (args.csv, write_csv), (args.plot, write_plot)):
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -393,10 +582,18 @@ def cmd_evaluate(args) -> int:
             print(f"wrote {path}")
     if args.report:
         from indexer.evaluation.report import ReportConfig, build_report
+
         data_root = Path(args.data_root or reference.meta.data_root).expanduser().resolve()
-        rcfg = ReportConfig(out=args.report, data_root=data_root if (data_root / args.split).is_dir() else None,
-                            split=args.split, embeddings=args.embeddings, resamples=args.bootstrap, seed=args.seed,
-                            style_queries=args.style_queries, galleries=args.galleries)
+        rcfg = ReportConfig(
+            out=args.report,
+            data_root=data_root if (data_root / args.split).is_dir() else None,
+            split=args.split,
+            embeddings=args.embeddings,
+            resamples=args.bootstrap,
+            seed=args.seed,
+            style_queries=args.style_queries,
+            galleries=args.galleries,
+        )
         doc = build_report(evaluation, runs, rcfg)
         for sentence in doc.sentences:
             print(sentence)
@@ -419,21 +616,41 @@ a second run reads them back at once, a rebuilt collection gets a new map. The a
 
 def add_maps_parser(sub) -> None:
     from indexer.evaluation.maps import FEATURES, METHODS
-    p = _fmt(sub, "maps", "2-D maps of each model's embeddings (UMAP, PCA or t-SNE) with trustworthiness and "
-                          "per-class silhouette, cached for the app's Maps page")
+
+    p = _fmt(
+        sub,
+        "maps",
+        "2-D maps of each model's embeddings (UMAP, PCA or t-SNE) with trustworthiness and "
+        "per-class silhouette, cached for the app's Maps page",
+    )
     p.epilog = MAPS_EXAMPLES + "\n" + EPILOG
     p.add_argument("--split", required=True, help="split the collections were built from, e.g. val")
-    p.add_argument("--models", default=None,
-                   help="comma-separated models (default: every model indexed for the split)")
-    p.add_argument("--data-root", type=Path, default=None,
-                   help="choose the dataset (by its folder name) when the split is indexed for several")
-    p.add_argument("--method", choices=METHODS, default="umap",
-                   help="umap (default; seeded, so one thread), pca (seconds) or tsne (openTSNE)")
-    p.add_argument("--features", choices=FEATURES, default="raw",
-                   help="the vectors as stored (raw, default) or unit length (normalized), as evaluate's variants")
+    p.add_argument("--models", default=None, help="comma-separated models (default: every model indexed for the split)")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="choose the dataset (by its folder name) when the split is indexed for several",
+    )
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="umap",
+        help="umap (default; seeded, so one thread), pca (seconds) or tsne (openTSNE)",
+    )
+    p.add_argument(
+        "--features",
+        choices=FEATURES,
+        default="raw",
+        help="the vectors as stored (raw, default) or unit length (normalized), as evaluate's variants",
+    )
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the map and of the samples (default 0)")
-    p.add_argument("--report-dir", type=Path, default=Path(settings.current().report_dir),
-                   help="maps go to DIR/maps/ (env RETRIEVAL_REPORT_DIR; default %(default)s, as the app's pages)")
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path(settings.current().report_dir),
+        help="maps go to DIR/maps/ (env RETRIEVAL_REPORT_DIR; default %(default)s, as the app's pages)",
+    )
     p.add_argument("--force", action="store_true", help="recompute even when a current map is cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_store_arguments(p)
@@ -455,54 +672,102 @@ adding families or queries costs only the new ones.
 
 def add_robustness_parser(sub) -> None:
     from indexer.evaluation.query_transforms import DEFAULT_FAMILIES, FAMILIES
-    p = _fmt(sub, "robustness", "retrieval under transformed queries (shifts, crops, rotations, flips, lower "
-                                "resolution, JPEG, blur, colour, greyscale, ImageNet-C): copy retrieval, class P@10, "
-                                "stability and shift consistency per model, family and severity, with CIs")
+
+    p = _fmt(
+        sub,
+        "robustness",
+        "retrieval under transformed queries (shifts, crops, rotations, flips, lower "
+        "resolution, JPEG, blur, colour, greyscale, ImageNet-C): copy retrieval, class P@10, "
+        "stability and shift consistency per model, family and severity, with CIs",
+    )
     p.epilog = ROBUSTNESS_EXAMPLES + "\n" + EPILOG
     p.add_argument("--split", required=True, help="split the collections were built from, e.g. val")
     p.add_argument("--models", default="gresnet,convnext,vit", help="comma-separated (default %(default)s)")
-    p.add_argument("--data-root", type=Path, default=None,
-                   help="the folder holding the split's images (default: the data root the collections were built from)")
-    p.add_argument("--queries", type=positive_int, default=500,
-                   help="query images sampled from the split, class-stratified and seeded (default %(default)s)")
-    p.add_argument("--families", default=",".join(DEFAULT_FAMILIES),
-                   help=f"comma-separated, or all (default %(default)s); all: {', '.join(FAMILIES)}")
-    p.add_argument("--severities", type=positive_int, default=3,
-                   help="levels per family, spread from the mildest to the strongest of its five (default %(default)s)")
-    p.add_argument("--report", type=Path, default=None, metavar="DIR",
-                   help="write DIR/robustness.json, DIR/robustness.md and one PNG per measure; a comparison report "
-                        "already in DIR (report.json) gets a Robustness section")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="the folder holding the split's images (default: the data root the collections were built from)",
+    )
+    p.add_argument(
+        "--queries",
+        type=positive_int,
+        default=500,
+        help="query images sampled from the split, class-stratified and seeded (default %(default)s)",
+    )
+    p.add_argument(
+        "--families",
+        default=",".join(DEFAULT_FAMILIES),
+        help=f"comma-separated, or all (default %(default)s); all: {', '.join(FAMILIES)}",
+    )
+    p.add_argument(
+        "--severities",
+        type=positive_int,
+        default=3,
+        help="levels per family, spread from the mildest to the strongest of its five (default %(default)s)",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write DIR/robustness.json, DIR/robustness.md and one PNG per measure; a comparison report "
+        "already in DIR (report.json) gets a Robustness section",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write robustness.json here")
-    p.add_argument("--no-labels", action="store_true",
-                   help="label-free measures only (copy retrieval, stability, shift consistency)")
+    p.add_argument(
+        "--no-labels",
+        action="store_true",
+        help="label-free measures only (copy retrieval, stability, shift consistency)",
+    )
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the sample and the random transforms")
-    p.add_argument("--bootstrap", type=_int_at_least_1000, default=2000,
-                   help="bootstrap resamples (at least 1000; default %(default)s)")
-    p.add_argument("--embeddings", type=Path, default=Path(settings.current().embeddings),
-                   help="embeddings root: the collections' manifests and the transformed-query cache (default %(default)s)")
+    p.add_argument(
+        "--bootstrap",
+        type=_int_at_least_1000,
+        default=2000,
+        help="bootstrap resamples (at least 1000; default %(default)s)",
+    )
+    p.add_argument(
+        "--embeddings",
+        type=Path,
+        default=Path(settings.current().embeddings),
+        help="embeddings root: the collections' manifests and the transformed-query cache (default %(default)s)",
+    )
     p.add_argument("--device", default="auto", help="where queries are embedded: auto, cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="queries embedded at a time (default %(default)s)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=32, help="queries embedded at a time (default %(default)s)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_store_arguments(p)
 
 
 def cmd_maps(args) -> int:
     """One line per map: method, n, trustworthiness, silhouette, seconds, cached or computed."""
-    from indexer.evaluation.maps import MapParams, compute_map
     from indexer.catalog import find_collection, indexed_collections
+    from indexer.evaluation.maps import MapParams, compute_map
+
     store = _store(args)
     if args.models:
-        colls = [find_collection(store, m.strip(), args.split, _dataset_arg(args))
-                 for m in args.models.split(",") if m.strip()]
+        colls = [
+            find_collection(store, m.strip(), args.split, _dataset_arg(args))
+            for m in args.models.split(",")
+            if m.strip()
+        ]
     else:
-        colls = [c for c in indexed_collections(store) if c.meta.key.matches(split=args.split, dataset=_dataset_arg(args))]
+        colls = [
+            c for c in indexed_collections(store) if c.meta.key.matches(split=args.split, dataset=_dataset_arg(args))
+        ]
         if not colls:
-            raise StoreError(f"no collection for split {args.split!r} in {store.describe_target()}: build one first "
-                             f"(python -m indexer build --model all --split {args.split} --data-root DIR)")
+            raise StoreError(
+                f"no collection for split {args.split!r} in {store.describe_target()}: build one first "
+                f"(python -m indexer build --model all --split {args.split} --data-root DIR)"
+            )
     datasets = {c.meta.dataset for c in colls}
     if len(datasets) > 1:
-        raise StoreError(f"split {args.split!r} is indexed for several datasets ({', '.join(sorted(datasets))}): "
-                         f"pass --data-root to choose one")
+        raise StoreError(
+            f"split {args.split!r} is indexed for several datasets ({', '.join(sorted(datasets))}): "
+            f"pass --data-root to choose one"
+        )
     params = MapParams(method=args.method, features=args.features, seed=args.seed)
     for c in colls:
         result = compute_map(store, c.name, params, args.report_dir, force=args.force, progress=not args.no_progress)
@@ -514,24 +779,39 @@ def cmd_maps(args) -> int:
 def cmd_robustness(args) -> int:
     from indexer.evaluation.query_transforms import UnknownFamily, parse_families
     from indexer.evaluation.robustness import RobustnessConfig, evaluate_collections, write_outputs
+
     try:
         families = [f.name for f in parse_families(args.families)]
     except UnknownFamily as e:
         raise StoreError(str(e)) from None
-    cfg = RobustnessConfig(split=args.split, models=[m.strip() for m in args.models.split(",") if m.strip()],
-                           dataset=_dataset_arg(args), data_root=args.data_root, embeddings=args.embeddings,
-                           queries=args.queries, families=families, severities=args.severities, seed=args.seed,
-                           resamples=args.bootstrap, batch_size=args.batch_size, device=args.device,
-                           labels=not args.no_labels, progress=not args.no_progress)
+    cfg = RobustnessConfig(
+        split=args.split,
+        models=[m.strip() for m in args.models.split(",") if m.strip()],
+        dataset=_dataset_arg(args),
+        data_root=args.data_root,
+        embeddings=args.embeddings,
+        queries=args.queries,
+        families=families,
+        severities=args.severities,
+        seed=args.seed,
+        resamples=args.bootstrap,
+        batch_size=args.batch_size,
+        device=args.device,
+        labels=not args.no_labels,
+        progress=not args.no_progress,
+    )
     result = evaluate_collections(_store(args), cfg)
     write_outputs(result, args.report, args.json)
     for sentence in result.sentences:
         print(sentence)
     t = result.timing
-    print(f"{len(result.query_ids)} queries x {len(result.conditions)} conditions x {len(result.models)} models in "
-          f"{result.wall_s:.0f} s (embedded now: " + ", ".join(f"{m} {n}" for m, n in t.embedded.items()) +
-          f"; from the cache: {sum(t.from_cache.values())}; embedding {t.embed_s:.0f} s, transforms {t.transform_s:.0f} s, "
-          f"search {t.search_s:.0f} s, statistics {t.statistics_s:.0f} s)")
+    print(
+        f"{len(result.query_ids)} queries x {len(result.conditions)} conditions x {len(result.models)} models in "
+        f"{result.wall_s:.0f} s (embedded now: "
+        + ", ".join(f"{m} {n}" for m, n in t.embedded.items())
+        + f"; from the cache: {sum(t.from_cache.values())}; embedding {t.embed_s:.0f} s, transforms {t.transform_s:.0f} s, "
+        f"search {t.search_s:.0f} s, statistics {t.statistics_s:.0f} s)"
+    )
     for path in ([args.report / "robustness.json"] if args.report else []) + ([args.json] if args.json else []):
         print(f"wrote {path}")
     return 0
@@ -539,6 +819,15 @@ def cmd_robustness(args) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     from embed.sources.imaging import BadImage
-    handlers = {"build": cmd_build, "status": cmd_status, "search": cmd_search, "drop": cmd_drop,
-                "serve": cmd_serve, "evaluate": cmd_evaluate, "maps": cmd_maps, "robustness": cmd_robustness}
+
+    handlers = {
+        "build": cmd_build,
+        "status": cmd_status,
+        "search": cmd_search,
+        "drop": cmd_drop,
+        "serve": cmd_serve,
+        "evaluate": cmd_evaluate,
+        "maps": cmd_maps,
+        "robustness": cmd_robustness,
+    }
     return run_cli(handlers, build_parser(), argv, extra_errors=(StoreError, BadImage))

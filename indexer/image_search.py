@@ -1,4 +1,5 @@
 """Many query images in one process: the model loads once, every image is answered or named with its error."""
+
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,6 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
 from embed.sources.imaging import has_image_extension
-
 from indexer.catalog import IndexedCollection
 from indexer.milvus_store import VectorStore
 from indexer.query_embedding import QueryEmbedder
@@ -47,6 +47,7 @@ def expand_query_paths(paths: Iterable[Path]) -> List[Path]:
 def _load(path: Path):
     """(image, None) or (None, a reason that names the file)."""
     from embed.sources.imaging import BadImage, load_rgb
+
     if not path.exists():
         return None, f"{path}: no such file or folder"
     try:
@@ -55,8 +56,9 @@ def _load(path: Path):
         return None, f"{path}: {e.reason}"
 
 
-def search_images(store: VectorStore, coll: IndexedCollection, embedder: Callable[[], QueryEmbedder],
-                  paths: List[Path], k: int) -> List[QueryAnswer]:
+def search_images(
+    store: VectorStore, coll: IndexedCollection, embedder: Callable[[], QueryEmbedder], paths: List[Path], k: int
+) -> List[QueryAnswer]:
     """One answer per path, in order: hits by squared L2, or the reason the file could not be used.
 
     ``embedder`` is called (once) when the first readable image needs it: files that are all missing or
@@ -66,13 +68,16 @@ def search_images(store: VectorStore, coll: IndexedCollection, embedder: Callabl
     n_rows = store.count(coll.name)
     loaded_embedder: Optional[QueryEmbedder] = None
     for start in range(0, len(paths), EMBED_CHUNK):
-        chunk = paths[start:start + EMBED_CHUNK]
+        chunk = paths[start : start + EMBED_CHUNK]
         loaded = [_load(p) for p in chunk]
         good = [(p, im) for p, (im, _) in zip(chunk, loaded) if im is not None]
         if good and loaded_embedder is None:
             loaded_embedder = embedder()
-        hits = iter(store.search(coll.name, loaded_embedder.embed([im for _, im in good]), k=k, n_rows=n_rows)
-                    if good and loaded_embedder is not None else [])
+        hits = iter(
+            store.search(coll.name, loaded_embedder.embed([im for _, im in good]), k=k, n_rows=n_rows)
+            if good and loaded_embedder is not None
+            else []
+        )
         for p, (im, err) in zip(chunk, loaded):
             answers.append(QueryAnswer(str(p), error=err) if im is None else QueryAnswer(str(p), next(hits)))
     return answers

@@ -1,8 +1,9 @@
 """When a collection outgrows Milvus Lite: the measured size, and the one line `indexer build` prints past it."""
+
 from __future__ import annotations
 
-import os
 from typing import Optional
+
 from embed.common import settings
 
 # Milvus Lite 3 computes a FLAT L2 search in NumPy over every stored vector, so one query's time grows with
@@ -14,19 +15,22 @@ from embed.common import settings
 LITE_SLOW_ROWS_X_DIM = 34_000 * 2048
 LITE_SLOW_MS = 100
 MEASURED = "145.9 ms per query at 50,000 x 2048 on Milvus Lite vs 35 ms on a Milvus server, 2 CPU cores"
-THRESHOLD_ENV = "RETRIEVAL_LITE_SLOW_ROWS_X_DIM"   # overrides the threshold (tests, other machines)
+THRESHOLD_ENV = "RETRIEVAL_LITE_SLOW_ROWS_X_DIM"  # overrides the threshold (tests, other machines)
 
 
 def lite_slow_rows_x_dim() -> int:
     return settings.current().lite_slow_rows_x_dim or LITE_SLOW_ROWS_X_DIM
 
 
-def server_advice(is_lite: bool, collection: str, rows: int, dim: int,
-                  threshold_rows_x_dim: Optional[int] = None) -> Optional[str]:
+def server_advice(
+    is_lite: bool, collection: str, rows: int, dim: int, threshold_rows_x_dim: Optional[int] = None
+) -> Optional[str]:
     """The recommendation to move ``collection`` to a Milvus server, or None while Lite is fast enough."""
     threshold = threshold_rows_x_dim if threshold_rows_x_dim is not None else lite_slow_rows_x_dim()
     if not is_lite or rows * dim < threshold:
         return None
-    return (f"{collection}: {rows:,} rows x {dim} dims is past the size where Milvus Lite's FLAT search takes over "
-            f"{LITE_SLOW_MS} ms per query (from about {threshold // dim:,} rows at {dim} dims; measured {MEASURED}): "
-            f"for the app, build into a Milvus server with --uri http://HOST:19530")
+    return (
+        f"{collection}: {rows:,} rows x {dim} dims is past the size where Milvus Lite's FLAT search takes over "
+        f"{LITE_SLOW_MS} ms per query (from about {threshold // dim:,} rows at {dim} dims; measured {MEASURED}): "
+        f"for the app, build into a Milvus server with --uri http://HOST:19530"
+    )

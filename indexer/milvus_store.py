@@ -3,6 +3,7 @@
 The same code talks to Milvus Lite (a local ``.db`` folder, the default), a Milvus standalone or
 distributed server, or Zilliz Cloud: only the URI (and token) differ.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -28,7 +29,7 @@ from embed.extraction.shards import Manifest
 log = logging.getLogger(__name__)
 
 META_KEY = "retrieval.meta"
-DEFAULT_SEARCH_BUDGET = 1 << 30          # bytes Milvus Lite may spend on one search call (nq x N x dim floats)
+DEFAULT_SEARCH_BUDGET = 1 << 30  # bytes Milvus Lite may spend on one search call (nq x N x dim floats)
 MAX_PATH_LEN = 2048
 MAX_CLASS_LEN = 256
 
@@ -56,11 +57,12 @@ class MetadataMismatch(StoreError):
 @dataclass
 class CollectionMeta:
     """What a collection holds, stored in its properties: the vectors' identity and where their images are."""
+
     identity: VectorSetIdentity
     data_root: str
-    layout: str = ""              # the data layout the images were read in
-    weights_detail: str = ""      # the weights file's path or hub id, to load them again for queries
-    rows: int = 0                 # rows after the last completed build
+    layout: str = ""  # the data layout the images were read in
+    weights_detail: str = ""  # the weights file's path or hub id, to load them again for queries
+    rows: int = 0  # rows after the last completed build
     complete: bool = False
     metric: str = "L2"
     index_type: str = "FLAT"
@@ -96,8 +98,12 @@ class CollectionMeta:
     @classmethod
     def from_manifest(cls, manifest: Manifest, normalized: bool) -> "CollectionMeta":
         """The metadata of a collection built from these embeddings."""
-        return cls(identity=manifest.identity.with_normalized(normalized), data_root=manifest.data_root,
-                   layout=manifest.layout, weights_detail=manifest.weights_detail)
+        return cls(
+            identity=manifest.identity.with_normalized(normalized),
+            data_root=manifest.data_root,
+            layout=manifest.layout,
+            weights_detail=manifest.weights_detail,
+        )
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "identity": self.identity.to_dict()}, sort_keys=True)
@@ -108,19 +114,32 @@ class CollectionMeta:
         if "identity" not in data:
             data = _meta_from_flat(data)
         known = {f.name for f in fields(cls)}
-        return cls(**{**{k: v for k, v in data.items() if k in known},
-                      "identity": VectorSetIdentity.from_dict(data["identity"])})
+        return cls(
+            **{
+                **{k: v for k, v in data.items() if k in known},
+                "identity": VectorSetIdentity.from_dict(data["identity"]),
+            }
+        )
 
 
 def _meta_from_flat(data: Dict) -> Dict:
     """Metadata written before the identity was one record. It recorded no transform or data fingerprint:
     such a collection differs from any current build and is rebuilt (random) or needs --recreate."""
     data = {**data.get("extra", {}), **data}
-    identity = dict(model=data["model"], timm_name=data["timm_name"], dim=data["dim"],
-                    weights_source=data["weights_source"], weights_fingerprint=data["weights_fingerprint"],
-                    dataset=data["dataset"], data_fingerprint="(not recorded)", split=data["split"],
-                    transform="(not recorded)", decode=data.get("decode", "workers"),
-                    precision=data.get("precision", "fp32"), normalized=data.get("normalized", False))
+    identity = dict(
+        model=data["model"],
+        timm_name=data["timm_name"],
+        dim=data["dim"],
+        weights_source=data["weights_source"],
+        weights_fingerprint=data["weights_fingerprint"],
+        dataset=data["dataset"],
+        data_fingerprint="(not recorded)",
+        split=data["split"],
+        transform="(not recorded)",
+        decode=data.get("decode", "workers"),
+        precision=data.get("precision", "fp32"),
+        normalized=data.get("normalized", False),
+    )
     return {**data, "identity": identity}
 
 
@@ -139,17 +158,31 @@ def is_local_uri(uri: str) -> bool:
 def lite_lock_holder(path: Path) -> bool:
     """Whether a process holds Milvus Lite's advisory lock on ``path``."""
     from indexer.shared_lite import lock_held
+
     return lock_held(Path(path))
 
 
 # pymilvus' default client keepalive (a ping every 10 s, even when idle) breaks the server's default
 # policy (at most one ping per 5 min without calls): the server answers GOAWAY "too_many_pings" and
 # grpc logs it as an error. No keepalive pings are needed on a loopback connection.
-LOOPBACK_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 2 ** 31 - 1, "grpc.keepalive_permit_without_calls": 0}
+LOOPBACK_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": 0}
 
 
-_TRANSIENT = ("connect", "unavailable", "deadline", "timeout", "timed out", "connection refused", "socket closed",
-              "channel", "service not ready", "not ready", "broken pipe", "reset by peer", "rpc error")
+_TRANSIENT = (
+    "connect",
+    "unavailable",
+    "deadline",
+    "timeout",
+    "timed out",
+    "connection refused",
+    "socket closed",
+    "channel",
+    "service not ready",
+    "not ready",
+    "broken pipe",
+    "reset by peer",
+    "rpc error",
+)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -216,8 +249,14 @@ def permanent_connect_failure(uri: str, timeout: float = 2.0) -> Optional[str]:
 class VectorStore:
     """A connection to one Milvus deployment (Lite folder or server URI), with retries."""
 
-    def __init__(self, uri: Optional[str] = None, token: Optional[str] = None, retries: int = 6, backoff: float = 1.0,
-                 search_budget_bytes: int = DEFAULT_SEARCH_BUDGET):
+    def __init__(
+        self,
+        uri: Optional[str] = None,
+        token: Optional[str] = None,
+        retries: int = 6,
+        backoff: float = 1.0,
+        search_budget_bytes: int = DEFAULT_SEARCH_BUDGET,
+    ):
         config = settings.current()
         self.uri = str(uri if uri is not None else config.milvus_uri)
         self.token = (token if token is not None else config.milvus_token) or ""
@@ -240,6 +279,7 @@ class VectorStore:
         if not self.is_lite:
             return ""
         from indexer.shared_lite import read_record
+
         rec = read_record(Path(os.path.abspath(self.uri)))
         if rec is None:
             return ""
@@ -256,7 +296,9 @@ class VectorStore:
         if not self.is_lite and not self._connected_once and (reason := permanent_connect_failure(self.uri)):
             raise self._unreachable(reason)
         from pymilvus import MilvusClient
+
         from embed.common.logs import quiet_third_party_logs
+
         quiet_third_party_logs()  # again: importing pymilvus has just reset its loggers (logging.config.dictConfig)
         if self.is_lite:
             return MilvusClient(self._lite_address(), grpc_options=LOOPBACK_GRPC_OPTIONS, timeout=30)
@@ -266,15 +308,19 @@ class VectorStore:
         return client
 
     def _unreachable(self, detail: str) -> ServerUnreachable:
-        return ServerUnreachable(f"{self.describe_target()} is unreachable ({detail}). Is the server running? "
-                                 f"Check --uri / RETRIEVAL_MILVUS_URI.")
+        return ServerUnreachable(
+            f"{self.describe_target()} is unreachable ({detail}). Is the server running? "
+            f"Check --uri / RETRIEVAL_MILVUS_URI."
+        )
 
     def _lite_address(self) -> str:
         """Where this process reaches the Lite database: the server of the process that has it open, or its own."""
         from indexer.shared_lite import LiteOpenError, resolve
+
         if not self.uri.endswith(".db"):
-            raise StoreError(f"a local Milvus Lite URI must end in .db (got {self.uri!r}); "
-                             f"for a server use --uri http://host:19530")
+            raise StoreError(
+                f"a local Milvus Lite URI must end in .db (got {self.uri!r}); for a server use --uri http://host:19530"
+            )
         try:
             return resolve(self.uri)
         except LiteOpenError as e:
@@ -282,13 +328,15 @@ class VectorStore:
                 raise DatabaseReadOnly(
                     f"{self.uri} is in a read-only location: {e}. Milvus Lite writes to its folder even to read "
                     f"(a LOCK file and its log): copy the database somewhere writable and pass --uri "
-                    f"/writable/place/milvus.db, or run the command as a user who may write there.") from None
+                    f"/writable/place/milvus.db, or run the command as a user who may write there."
+                ) from None
             if e.kind == "locked":
                 raise DatabaseLocked(
                     f"{self.uri} is open in another process that does not share it (not this tool, or an old "
                     f"version of it). Stop that process, or have one process own the database: "
                     f"`python -m indexer serve --data-dir {self.uri}` and pass --uri http://127.0.0.1:19530 "
-                    f"to every command and to the app.") from None
+                    f"to every command and to the app."
+                ) from None
             raise StoreError(f"could not open Milvus Lite at {self.uri}: {e}") from None
 
     def ensure_writable(self) -> None:
@@ -318,6 +366,7 @@ class VectorStore:
         """Drop the dead connection and connect again; for Lite, to whichever process serves the database now."""
         try:
             from pymilvus import MilvusClient
+
             # pymilvus caches one connection per URI: close the dead one, or the new client reuses it
             old, self._client = self._client, None
             if old is not None:
@@ -362,8 +411,11 @@ class VectorStore:
         index = self._retry(lambda: self.client.describe_index(name, "vector"), "describe index") or {}
         return {
             **(asdict(meta) if meta else {"model": None}),
-            "collection": name, "rows": self.count(name), "rows_built": meta.rows if meta else None,
-            "index_type": index.get("index_type"), "metric": index.get("metric_type"),
+            "collection": name,
+            "rows": self.count(name),
+            "rows_built": meta.rows if meta else None,
+            "index_type": index.get("index_type"),
+            "metric": index.get("metric_type"),
         }
 
     def ensure_collection(self, name: str, meta: CollectionMeta, recreate: bool = False) -> bool:
@@ -375,12 +427,14 @@ class VectorStore:
                 log.info("dropping %s (--recreate)", name)
                 self.drop(name)
             elif existing is None:
-                raise MetadataMismatch(f"collection {name} exists but was not created by this tool; "
-                                       f"use --recreate to replace it")
+                raise MetadataMismatch(
+                    f"collection {name} exists but was not created by this tool; use --recreate to replace it"
+                )
             elif existing.identity != meta.identity:
                 raise MetadataMismatch(
                     f"collection {name} was built differently: {existing.identity.describe_differences(meta.identity)}"
-                    f". Use --recreate to rebuild it.")
+                    f". Use --recreate to rebuild it."
+                )
             else:
                 return False
         self._create(name, meta)
@@ -388,9 +442,13 @@ class VectorStore:
 
     def _create(self, name: str, meta: CollectionMeta) -> None:
         from pymilvus import DataType
+
         client = self.client
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False,
-                                      description=f"{meta.model} features of {meta.dataset}/{meta.split}")
+        schema = client.create_schema(
+            auto_id=False,
+            enable_dynamic_field=False,
+            description=f"{meta.model} features of {meta.dataset}/{meta.split}",
+        )
         schema.add_field("id", DataType.INT64, is_primary=True, description="canonical position of the image")
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=meta.dim)
         schema.add_field("class_id", DataType.VARCHAR, max_length=MAX_CLASS_LEN)
@@ -398,14 +456,23 @@ class VectorStore:
         index = client.prepare_index_params()
         # explicit FLAT + L2: the quick-create default would be AUTOINDEX + COSINE
         index.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
-        self._retry(lambda: client.create_collection(
-            name, schema=schema, index_params=index, consistency_level="Strong",
-            properties={META_KEY: meta.to_json()}), "create collection")
+        self._retry(
+            lambda: client.create_collection(
+                name,
+                schema=schema,
+                index_params=index,
+                consistency_level="Strong",
+                properties={META_KEY: meta.to_json()},
+            ),
+            "create collection",
+        )
         log.info("created collection %s (dim %d, FLAT, L2)", name, meta.dim)
 
     def set_meta(self, name: str, meta: CollectionMeta) -> None:
-        self._retry(lambda: self.client.alter_collection_properties(name, properties={META_KEY: meta.to_json()}),
-                    "update metadata")
+        self._retry(
+            lambda: self.client.alter_collection_properties(name, properties={META_KEY: meta.to_json()}),
+            "update metadata",
+        )
 
     def drop(self, name: str) -> bool:
         validate_name(name)
@@ -417,10 +484,19 @@ class VectorStore:
 
     # rows ---------------------------------------------------------------------------------------
 
-    def upsert(self, name: str, ids: np.ndarray, vectors: np.ndarray, class_ids: Sequence[str],
-               relpaths: Sequence[str], progress: bool = True, max_batch_bytes: Optional[int] = None) -> int:
+    def upsert(
+        self,
+        name: str,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        class_ids: Sequence[str],
+        relpaths: Sequence[str],
+        progress: bool = True,
+        max_batch_bytes: Optional[int] = None,
+    ) -> int:
         """Insert or overwrite rows by id, in batches of at most ``max_batch_bytes``; returns rows sent."""
         from tqdm import tqdm
+
         validate_name(name)
         n = len(ids)
         if n == 0:
@@ -433,9 +509,16 @@ class VectorStore:
         bar = tqdm(total=n, unit="row", desc=f"upsert {name}", disable=not progress, dynamic_ncols=True)
         for start in range(0, n, per_batch):
             stop = min(start + per_batch, n)
-            rows = [{"id": int(ids[i]), "vector": vectors[i], "class_id": class_ids[i][:MAX_CLASS_LEN],
-                     "relpath": relpaths[i][:MAX_PATH_LEN]} for i in range(start, stop)]
-            self._retry(lambda: self.client.upsert(name, rows), "upsert")
+            rows = [
+                {
+                    "id": int(ids[i]),
+                    "vector": vectors[i],
+                    "class_id": class_ids[i][:MAX_CLASS_LEN],
+                    "relpath": relpaths[i][:MAX_PATH_LEN],
+                }
+                for i in range(start, stop)
+            ]
+            self._retry(lambda rows=rows: self.client.upsert(name, rows), "upsert")
             log.debug("upserted rows %d-%d of %d into %s", start, stop, n, name)
             bar.update(stop - start)
         bar.close()
@@ -463,8 +546,10 @@ class VectorStore:
         """All rows, in batches, through Milvus' query iterator."""
         fields = ["id", "class_id", "relpath"] + (["vector"] if with_vectors else [])
         self.ensure_loaded(name)
-        it = self._retry(lambda: self.client.query_iterator(name, batch_size=batch_size, filter="id >= 0",
-                                                           output_fields=fields), "query iterator")
+        it = self._retry(
+            lambda: self.client.query_iterator(name, batch_size=batch_size, filter="id >= 0", output_fields=fields),
+            "query iterator",
+        )
         try:
             while True:
                 batch = it.next()
@@ -477,6 +562,7 @@ class VectorStore:
     def read_all(self, name: str, progress: bool = False) -> Tuple[np.ndarray, np.ndarray, List[str], List[str]]:
         """(ids, vectors, class_ids, relpaths) of the whole collection, sorted by id."""
         from tqdm import tqdm
+
         total = self.count(name)
         ids, vecs, classes, paths = [], [], [], []
         with tqdm(total=total, unit="row", desc=f"read {name}", disable=not progress) as bar:
@@ -490,11 +576,15 @@ class VectorStore:
         order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
         dim = len(vecs[0]) if vecs else 0
         vectors = np.stack(vecs)[order] if vecs else np.zeros((0, dim), np.float32)
-        return (np.asarray(ids, dtype=np.int64)[order], vectors,
-                [classes[i] for i in order], [paths[i] for i in order])
+        return (np.asarray(ids, dtype=np.int64)[order], vectors, [classes[i] for i in order], [paths[i] for i in order])
 
-    def get_rows(self, name: str, ids: Sequence[int], fields: Sequence[str] = ("id", "class_id", "relpath"),
-                 consistency: Optional[str] = None) -> List[Dict]:
+    def get_rows(
+        self,
+        name: str,
+        ids: Sequence[int],
+        fields: Sequence[str] = ("id", "class_id", "relpath"),
+        consistency: Optional[str] = None,
+    ) -> List[Dict]:
         ids = [int(i) for i in ids]
         if not ids:
             return []
@@ -504,9 +594,15 @@ class VectorStore:
 
     # search -------------------------------------------------------------------------------------
 
-    def search(self, name: str, queries: np.ndarray, k: int = 10, n_rows: Optional[int] = None,
-               exclude_self_ids: Optional[npt.ArrayLike] = None, consistency: Optional[str] = None
-               ) -> List[List[Dict]]:
+    def search(
+        self,
+        name: str,
+        queries: np.ndarray,
+        k: int = 10,
+        n_rows: Optional[int] = None,
+        exclude_self_ids: Optional[npt.ArrayLike] = None,
+        consistency: Optional[str] = None,
+    ) -> List[List[Dict]]:
         """Top-k by squared L2 (as Milvus reports it), with id, class_id, relpath and distance.
 
         Milvus Lite's FLAT search materialises nq x N x dim floats, so queries are sent in groups
@@ -530,14 +626,28 @@ class VectorStore:
         excluded = None if exclude_self_ids is None else np.asarray(exclude_self_ids, dtype=np.int64)
         out: List[List[Dict]] = []
         for start in range(0, len(queries), group):
-            chunk = queries[start:start + group]
-            res = self._retry(lambda: self.client.search(
-                name, data=[q for q in chunk], limit=limit, output_fields=["class_id", "relpath"],
-                search_params={"metric_type": "L2", "params": {}}, **extra), "search")
+            chunk = queries[start : start + group]
+            res = self._retry(
+                lambda chunk=chunk: self.client.search(
+                    name,
+                    data=[q for q in chunk],
+                    limit=limit,
+                    output_fields=["class_id", "relpath"],
+                    search_params={"metric_type": "L2", "params": {}},
+                    **extra,
+                ),
+                "search",
+            )
             for qi, hits in enumerate(res):
-                rows = [{"id": int(h["id"]), "distance": float(h["distance"]),
-                         "class_id": h["entity"].get("class_id"), "relpath": h["entity"].get("relpath")}
-                        for h in hits]
+                rows = [
+                    {
+                        "id": int(h["id"]),
+                        "distance": float(h["distance"]),
+                        "class_id": h["entity"].get("class_id"),
+                        "relpath": h["entity"].get("relpath"),
+                    }
+                    for h in hits
+                ]
                 if excluded is not None:
                     own = int(excluded[start + qi])
                     rows = [r for r in rows if r["id"] != own]

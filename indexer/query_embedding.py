@@ -1,4 +1,5 @@
 """Query images embedded exactly as a collection's rows were: same weights, transform, decode, precision, scaling."""
+
 from __future__ import annotations
 
 import shlex
@@ -8,7 +9,6 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 
 from embed.common.vectors import l2_normalize
-
 from indexer.milvus_store import CollectionMeta, StoreError
 
 if TYPE_CHECKING:  # torch loads only when a query is embedded
@@ -32,17 +32,20 @@ class QueryEmbedder:
         self.embedder = embedder
 
     @classmethod
-    def for_collection(cls, meta: CollectionMeta, checkpoint: Optional[Path] = None,
-                       device: str = "auto") -> "QueryEmbedder":
+    def for_collection(
+        cls, meta: CollectionMeta, checkpoint: Optional[Path] = None, device: str = "auto"
+    ) -> "QueryEmbedder":
         from embed.extraction.embedder import build_embedder
+
         identity = meta.identity
         path = None
         if identity.weights_source == "checkpoint":
             path = checkpoint or (Path(meta.weights_detail) if meta.weights_detail else None)
             if path is None or not Path(path).is_file():
                 raise StoreError(f"{identity.model} was indexed with a checkpoint file; pass it with --checkpoint")
-        emb = build_embedder(identity.model, checkpoint=path, random_init=identity.is_random, device=device,
-                             precision=identity.precision)
+        emb = build_embedder(
+            identity.model, checkpoint=path, random_init=identity.is_random, device=device, precision=identity.precision
+        )
         query = cls(meta, emb)
         query.check()
         return query
@@ -50,8 +53,12 @@ class QueryEmbedder:
     def check(self) -> None:
         """Refuse when the loaded model would embed differently from the rows it is compared with."""
         identity, emb = self.meta.identity, self.embedder
-        now = {"weights_fingerprint": emb.loaded.weights.fingerprint, "precision": emb.precision_name,
-               "transform": repr(emb.loaded.transform), "dim": emb.dim}
+        now = {
+            "weights_fingerprint": emb.loaded.weights.fingerprint,
+            "precision": emb.precision_name,
+            "transform": repr(emb.loaded.transform),
+            "dim": emb.dim,
+        }
         stored = {name: getattr(identity, name) for name in now}
         wrong = {k: (stored[k], now[k]) for k in now if stored[k] != now[k]}
         if wrong:
@@ -60,7 +67,8 @@ class QueryEmbedder:
                 f"{identity.model}: queries would be embedded differently from the collection's rows ({said}); "
                 f"rebuild it with `python -m indexer build --model {identity.model} --split {identity.split} "
                 f"--data-root {shlex.quote(self.meta.data_root)} --recreate` (and your --uri) or pass the checkpoint "
-                f"it was built with (--checkpoint)")
+                f"it was built with (--checkpoint)"
+            )
 
     def embed(self, images: Sequence) -> np.ndarray:
         """PIL images -> (n, dim) float32 query vectors."""

@@ -11,6 +11,7 @@ exits the record is removed and the next process to need the database becomes th
 whose owner went away reconnects through :func:`resolve` (see ``VectorStore._reconnect``). A record
 whose pid is dead, or whose port no longer answers, is stale and deleted on sight.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -22,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Optional
+
 from embed.common import settings
 
 log = logging.getLogger(__name__)
@@ -63,8 +65,9 @@ def record_path(db: Path) -> Path:
 def read_record(db: Path) -> Optional[ServerRecord]:
     try:
         data = json.loads(record_path(db).read_text())
-        return ServerRecord(int(data["pid"]), int(data["port"]), str(data["host"]), str(data["path"]),
-                            float(data.get("started", 0)))
+        return ServerRecord(
+            int(data["pid"]), int(data["port"]), str(data["host"]), str(data["path"]), float(data.get("started", 0))
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -93,6 +96,7 @@ def lock_held(db: Path) -> bool:
     if not lock.exists():
         return False
     import fcntl
+
     try:
         fd = os.open(lock, os.O_RDONLY)
     except OSError:
@@ -161,6 +165,7 @@ _owned: Dict[str, ServerRecord] = {}
 def _open_here(db: Path) -> ServerRecord:
     """Open ``db`` in this process through pymilvus' own server manager and publish its address."""
     from milvus_lite.server_manager import server_manager_instance
+
     failure = _capture_failure("milvus_lite.server_manager")
     try:
         uri = server_manager_instance.start_and_get_uri(str(db))
@@ -271,4 +276,5 @@ def release(db_path: str) -> None:
         return
     unpublish(db)
     from milvus_lite.server_manager import server_manager_instance
+
     server_manager_instance.release_server(str(db))

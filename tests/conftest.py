@@ -5,17 +5,28 @@ import os
 # tests never touch the network: hub weights resolve from the local cache or not at all
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import io
 import os
-import struct
-import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-
-from support.data import REPO, SHARED_TINY, gradient, jpeg_bytes, _uses_server, bad_images, bomb_png, exif_rotated_jpeg, free_port, good_images, have_effnet_package, make_imagenet_flat_layout, make_tiny_layout, server_unavailable, tiny_imagenet_root, write_files  # noqa: F401,E402
+from support.data import (  # noqa: F401,E402
+    REPO,
+    SHARED_TINY,
+    _uses_server,
+    bad_images,
+    bomb_png,
+    exif_rotated_jpeg,
+    free_port,
+    good_images,
+    gradient,
+    have_effnet_package,
+    jpeg_bytes,
+    make_imagenet_flat_layout,
+    make_tiny_layout,
+    server_unavailable,
+    tiny_imagenet_root,
+    write_files,
+)
 
 
 @pytest.fixture
@@ -53,6 +64,7 @@ def milvus_server(tmp_path_factory):
     except ImportError:
         server_unavailable("the `milvus` package (embedded Milvus server) is not installed: pip install -e '.[test]'")
     from benchmarks.milvus_server import ServerDidNotStart, start_embedded_milvus
+
     try:
         server = start_embedded_milvus(tmp_path_factory.mktemp("milvus_server"))
     except ServerDidNotStart as e:
@@ -74,5 +86,6 @@ def pytest_collection_modifyitems(config, items):
     """Every test that needs the server carries the ``server`` marker, so that ``-m "not server"`` leaves none."""
     unmarked = [item.nodeid for item in items if _uses_server(item) and item.get_closest_marker("server") is None]
     if unmarked:
-        raise pytest.UsageError("tests that use the Milvus server must be marked @pytest.mark.server: "
-                                + ", ".join(unmarked))
+        raise pytest.UsageError(
+            "tests that use the Milvus server must be marked @pytest.mark.server: " + ", ".join(unmarked)
+        )

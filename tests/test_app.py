@@ -1,4 +1,5 @@
 """The Streamlit app: AppTest for the flows, and a real headless-Chromium run."""
+
 import io
 import os
 import shutil
@@ -9,7 +10,6 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-
 from support.browser import needs_chromium, streamlit_in_chromium
 from support.data import REPO, make_tiny_layout
 
@@ -25,16 +25,26 @@ def small_index(tmp_path_factory):
     from embed.extraction.extract import ExtractConfig
     from indexer.build import build
     from indexer.milvus_store import VectorStore
+
     base = tmp_path_factory.mktemp("appindex")
     root = make_tiny_layout(base / "data", n_per_class=4, classes=("n01440764", "n01443537", "n01484850"))
     uri = str(base / "milvus.db")
     store = VectorStore(uri)
     for model in ("gresnet", "vit", "effnet-lite0"):
-        cfg = ExtractConfig(model=model, split="val", data_root=root, out=base / "emb", random_init=True, workers=0,
-                            batch_size=12, progress=False)
+        cfg = ExtractConfig(
+            model=model,
+            split="val",
+            data_root=root,
+            out=base / "emb",
+            random_init=True,
+            workers=0,
+            batch_size=12,
+            progress=False,
+        )
         build(cfg, store, progress=False)
     store.close()
     from milvus_lite.server_manager import server_manager_instance
+
     server_manager_instance.release_all()
     # AppTest runs the app in this process and keeps the database open; the browser test's app is another
     # process, so it gets a copy of its own (Milvus Lite allows one process per database)
@@ -44,6 +54,7 @@ def small_index(tmp_path_factory):
 
 def _app(small_index, monkeypatch):
     from streamlit.testing.v1 import AppTest
+
     # as arguments: embed.common.settings reads the RETRIEVAL_* variables once, when this process first imported it
     monkeypatch.setattr(sys, "argv", ["main.py", "--uri", small_index["uri"], "--data-root", small_index["root"]])
     at = AppTest.from_file(APP, default_timeout=300)
@@ -53,8 +64,14 @@ def _app(small_index, monkeypatch):
 
 
 def _texts(at):
-    return " ".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [s.value for s in at.subheader] +
-                    [w.value for w in at.warning] + [e.value for e in at.error] + [c.value for c in at.code])
+    return " ".join(
+        [m.value for m in at.markdown]
+        + [c.value for c in at.caption]
+        + [s.value for s in at.subheader]
+        + [w.value for w in at.warning]
+        + [e.value for e in at.error]
+        + [c.value for c in at.code]
+    )
 
 
 def _query_label(at):
@@ -67,7 +84,11 @@ def test_opens_on_the_real_weights_models_and_says_where_the_blog_ones_are(small
     assert [s.value for s in at.subheader] == ["EfficientNet-Lite0"]
     assert at.title[0].value == "Backbone retrieval: EfficientNet-Lite0", "the title names what is compared"
     text = _texts(at)
-    assert "GResNet-50: RANDOM weights" in text and "ConvNeXt-T: not indexed" in text and "ViT-S (DeiT-III): RANDOM" in text
+    assert (
+        "GResNet-50: RANDOM weights" in text
+        and "ConvNeXt-T: not indexed" in text
+        and "ViT-S (DeiT-III): RANDOM" in text
+    )
     assert "images/val_0.JPEG" in _query_label(at), "the page starts with the first indexed image"
     assert "RANDOM weights" not in " ".join(w.value for w in at.warning)
 
@@ -90,7 +111,7 @@ def test_blog_models_from_the_sidebar_show_random_and_missing_columns(small_inde
 def test_pick_by_position_and_class(small_index, monkeypatch):
     at = _app(small_index, monkeypatch)
     at.number_input[0].set_value(5).run()
-    canonical = sorted(f"images/val_{i}.JPEG" for i in range(12))   # positions follow sorted paths
+    canonical = sorted(f"images/val_{i}.JPEG" for i in range(12))  # positions follow sorted paths
     assert canonical[5] in _query_label(at)
     at.button(key="random").click().run()
     assert not at.exception
@@ -105,7 +126,7 @@ def test_click_result_to_requery(small_index, monkeypatch):
     target = int(button.key.rsplit("_", 1)[1])
     button.click().run()
     assert not at.exception
-    canonical = sorted(f"images/val_{i}.JPEG" for i in range(12))   # ids are positions in sorted-path order
+    canonical = sorted(f"images/val_{i}.JPEG" for i in range(12))  # ids are positions in sorted-path order
     assert canonical[target] in _query_label(at)
 
 
@@ -126,7 +147,9 @@ def test_upload_and_bad_upload(small_index, monkeypatch):
     assert not at.exception and len(at.toast) == 0 and "query latency" in _texts(at)
     # the upload limit shown by the widget and enforced by the server are the backend's
     from streamlit import config
+
     from app.backend import MAX_UPLOAD_BYTES
+
     assert at.file_uploader(key="upload").proto.max_upload_size_mb * 1024 * 1024 == MAX_UPLOAD_BYTES
     assert config.get_option("server.maxUploadSize") * 1024 * 1024 == MAX_UPLOAD_BYTES
     at.file_uploader(key="upload").set_value(("fake.jpg", b"not an image" * 10, "image/jpeg")).run()
@@ -135,9 +158,13 @@ def test_upload_and_bad_upload(small_index, monkeypatch):
 
 
 def test_extra_models_argument_adds_columns(small_index, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["main.py", "--uri", small_index["uri"], "--data-root", small_index["root"],
-                                      "--extra-models", "vit"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["main.py", "--uri", small_index["uri"], "--data-root", small_index["root"], "--extra-models", "vit"],
+    )
     from streamlit.testing.v1 import AppTest
+
     at = AppTest.from_file(APP, default_timeout=300)
     at.run()
     assert not at.exception
@@ -146,11 +173,18 @@ def test_extra_models_argument_adds_columns(small_index, monkeypatch):
 
 def test_locked_database_explains_the_remedy(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
+
     uri = str(tmp_path / "locked.db")
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
-                               f"print('open', flush=True); import time; time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
+            f"print('open', flush=True); import time; time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "open"
         monkeypatch.setenv("RETRIEVAL_LITE_WAIT_S", "1")
@@ -162,7 +196,8 @@ def test_locked_database_explains_the_remedy(tmp_path, monkeypatch):
         assert len(at.error) == 1 and "open in another process that does not share it" in at.error[0].value
         assert [c.value for c in at.code] == [
             f"python -m indexer serve --data-dir {uri}\n"
-            f"streamlit run app/main.py -- --uri http://127.0.0.1:19530 --split val --data-root {tmp_path / 'imgs'}"]
+            f"streamlit run app/main.py -- --uri http://127.0.0.1:19530 --split val --data-root {tmp_path / 'imgs'}"
+        ]
     finally:
         holder.kill()
         holder.wait()
@@ -171,15 +206,28 @@ def test_locked_database_explains_the_remedy(tmp_path, monkeypatch):
 @needs_chromium
 def test_real_browser_renders_three_columns(small_index, tmp_path):
     from selenium.webdriver.common.by import By
-    with streamlit_in_chromium(["--uri", small_index["browser_uri"], "--data-root", small_index["root"],
-                                "--extra-models", "gresnet,convnext,vit"], tmp_path) as (driver, url):
+
+    with streamlit_in_chromium(
+        [
+            "--uri",
+            small_index["browser_uri"],
+            "--data-root",
+            small_index["root"],
+            "--extra-models",
+            "gresnet,convnext,vit",
+        ],
+        tmp_path,
+    ) as (driver, url):
         driver.get(url)
         deadline = time.time() + 240
         imgs = []
         while time.time() < deadline:
             heads = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "h3")]
-            imgs = [i for i in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
-                    if i.get_attribute("naturalWidth") not in (None, "0")]
+            imgs = [
+                i
+                for i in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
+                if i.get_attribute("naturalWidth") not in (None, "0")
+            ]
             if {"GResNet-50", "ConvNeXt-T", "ViT-S (DeiT-III)"} <= {h.strip() for h in heads} and len(imgs) >= 19:
                 break
             time.sleep(1)

@@ -1,5 +1,6 @@
 """Started as the README says (`streamlit run app/main.py` from the repository root), the app listens on 127.0.0.1
 only and announces neither a network URL nor usage-statistics collection (.streamlit/config.toml)."""
+
 import os
 import signal
 import socket
@@ -9,7 +10,6 @@ import time
 import urllib.request
 
 import pytest
-
 from support.data import REPO, free_port
 
 # starts a real streamlit server
@@ -30,7 +30,7 @@ def _listening_addresses(port: int):
             if state == "0A" and int(hex_port, 16) == port:
                 raw = bytes.fromhex(address)
                 # the kernel writes each 32-bit word in host (little-endian) order
-                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
                 family = socket.AF_INET if width == 8 else socket.AF_INET6
                 found.append(socket.inet_ntop(family, words))
     return found
@@ -49,11 +49,29 @@ def _own_non_loopback_address():
 
 def test_the_app_listens_on_loopback_only_and_collects_no_statistics(tmp_path):
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO), HOME=str(tmp_path))   # no ~/.streamlit of this machine's user
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-                             "--server.headless", "true", "--", "--uri", str(tmp_path / "milvus.db")],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    env = dict(os.environ, PYTHONPATH=str(REPO), HOME=str(tmp_path))  # no ~/.streamlit of this machine's user
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app/main.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--",
+            "--uri",
+            str(tmp_path / "milvus.db"),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         for _ in range(240):
             try:

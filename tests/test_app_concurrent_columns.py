@@ -1,18 +1,15 @@
 """The app's columns search concurrently, one failing column leaves the others, an upload is embedded once per model."""
-import logging
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from app.backend import Backend, Query, AppSettings
-from support.data import make_tiny_layout
-from indexer.lite_advice import THRESHOLD_ENV, server_advice
-from embed.common.identity import EmbeddingKey
+from app.backend import AppSettings, Backend, Query
 from benchmarks.synthetic import synthetic_meta
+from embed.common.identity import EmbeddingKey
 from indexer.milvus_store import StoreError, VectorStore
 
-MODELS = {"gresnet": 48, "convnext": 32, "vit": 16}   # small stand-in dims: only the search path is under test
+MODELS = {"gresnet": 48, "convnext": 32, "vit": 16}  # small stand-in dims: only the search path is under test
 ROWS = 120
 
 
@@ -26,12 +23,14 @@ def three_collections(tmp_path):
     labels = np.arange(ROWS) % 6
     for model, dim in MODELS.items():
         name = EmbeddingKey(model, "synthetic", "val").collection_name
-        meta = synthetic_meta(model, dim, "synthetic", root, weights_fingerprint="random:seed0", rows=ROWS,
-                              complete=True)
+        meta = synthetic_meta(
+            model, dim, "synthetic", root, weights_fingerprint="random:seed0", rows=ROWS, complete=True
+        )
         store.ensure_collection(name, meta)
         vecs = (rng.normal(size=(6, dim))[labels] + rng.normal(scale=0.5, size=(ROWS, dim))).astype(np.float32)
-        store.upsert(name, np.arange(ROWS), vecs, [f"c{c}" for c in labels], [f"{i}.jpg" for i in range(ROWS)],
-                     progress=False)
+        store.upsert(
+            name, np.arange(ROWS), vecs, [f"c{c}" for c in labels], [f"{i}.jpg" for i in range(ROWS)], progress=False
+        )
         store.flush(name)
     backend = Backend(AppSettings(uri=uri, data_root=root, split="val"))
     yield backend, labels
@@ -44,8 +43,10 @@ def _query(row: int, labels) -> Query:
 
 
 def _summary(results):
-    return [(r.model, r.collection, r.problem, [(h.id, round(h.distance, 4), h.is_match) for h in r.hits],
-             r.precision) for r in results]
+    return [
+        (r.model, r.collection, r.problem, [(h.id, round(h.distance, 4), h.is_match) for h in r.hits], r.precision)
+        for r in results
+    ]
 
 
 def test_concurrent_search_equals_sequential(three_collections):
@@ -59,7 +60,7 @@ def test_concurrent_search_equals_sequential(three_collections):
         assert [r.model for r in concurrent] == models
         for r in concurrent[:3]:
             assert len(r.hits) == 5 and row not in [h.id for h in r.hits]  # leave-one-out, real hits
-            assert r.precision is not None and r.precision > 0.5        # clusters: neighbours share the class
+            assert r.precision is not None and r.precision > 0.5  # clusters: neighbours share the class
         assert concurrent[3].problem and "indexer build --model effnet-lite0" in concurrent[3].build_command
 
 
@@ -68,8 +69,10 @@ def test_one_failing_column_does_not_break_the_others(three_collections, monkeyp
     query = _query(3, labels)
     expected = _summary(backend.search_all(list(MODELS), query, k=4))
     real_search = backend.store.search
-    broken = {EmbeddingKey("convnext", "synthetic", "val").collection_name: RuntimeError("segment lost"),
-              EmbeddingKey("vit", "synthetic", "val").collection_name: StoreError("server went away")}
+    broken = {
+        EmbeddingKey("convnext", "synthetic", "val").collection_name: RuntimeError("segment lost"),
+        EmbeddingKey("vit", "synthetic", "val").collection_name: StoreError("server went away"),
+    }
 
     def search(name, *args, **kwargs):
         if name in broken:
@@ -79,7 +82,7 @@ def test_one_failing_column_does_not_break_the_others(three_collections, monkeyp
     monkeypatch.setattr(backend.store, "search", search)
     results = backend.search_all(list(MODELS), query, k=4)
     assert [r.model for r in results] == list(MODELS)
-    assert _summary(results[:1]) == expected[:1]            # the healthy column is untouched
+    assert _summary(results[:1]) == expected[:1]  # the healthy column is untouched
     assert "segment lost" in results[1].problem and not results[1].hits
     assert "server went away" in results[2].problem and not results[2].hits
 

@@ -1,6 +1,7 @@
 """The app compares like with like: queries come from the images every shown column holds, a column that lacks the
 query says so, different collections are named with the build that makes them alike; no crash without models;
 every column says what its distances mean, and P@k comes with its ceiling."""
+
 import os
 import shlex
 import shutil
@@ -9,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.data import REPO, make_tiny_layout
 
 from app.comparison import CollectionImages, Comparison, IndexedImage, build_command
 from benchmarks.synthetic import synthetic_meta
-from support.data import REPO, make_tiny_layout
 
 APP = str(REPO / "app" / "main.py")
-BIG, SMALL = "timm:test_resnet", "timm:test_efficientnet"   # tiny timm nets, seeded random weights
+BIG, SMALL = "timm:test_resnet", "timm:test_efficientnet"  # tiny timm nets, seeded random weights
 N_PER_CLASS, CLASSES = 10, ("n01440764", "n01443537", "n01484850")
 SMALL_LIMIT = 20
 
@@ -26,16 +27,27 @@ def unequal_index(tmp_path_factory):
     from embed.extraction.extract import ExtractConfig
     from indexer.build import build
     from indexer.milvus_store import VectorStore
+
     base = tmp_path_factory.mktemp("unequal")
     root = make_tiny_layout(base / "data", n_per_class=N_PER_CLASS, classes=CLASSES)
     uri = str(base / "milvus.db")
     store = VectorStore(uri)
     for model, limit in ((BIG, None), (SMALL, SMALL_LIMIT)):
-        cfg = ExtractConfig(model=model, split="val", data_root=root, out=base / "emb", random_init=True, workers=0,
-                            batch_size=10, progress=False, limit=limit)
+        cfg = ExtractConfig(
+            model=model,
+            split="val",
+            data_root=root,
+            out=base / "emb",
+            random_init=True,
+            workers=0,
+            batch_size=10,
+            progress=False,
+            limit=limit,
+        )
         build(cfg, store, progress=False)
     store.close()
     from milvus_lite.server_manager import server_manager_instance
+
     server_manager_instance.release_all()
     return {"uri": uri, "root": str(root), "emb": base / "emb"}
 
@@ -48,8 +60,12 @@ def _classes_in_order():
 
 def _app(index, monkeypatch, models=(BIG, SMALL)):
     from streamlit.testing.v1 import AppTest
-    monkeypatch.setattr(sys, "argv", ["main.py", "--uri", index["uri"], "--data-root", index["root"],
-                                      "--extra-models", ",".join(models)])
+
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["main.py", "--uri", index["uri"], "--data-root", index["root"], "--extra-models", ",".join(models)],
+    )
     at = AppTest.from_file(APP, default_timeout=300)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -63,10 +79,12 @@ def test_unequal_collections_are_named_with_the_build_that_makes_them_alike(uneq
     warning = at.warning[0].value
     assert warning.startswith("Not like for like") and "30 images" in warning and f"{SMALL_LIMIT} images" in warning
     commands = at.code[0].value.splitlines()
-    made = _identity(unequal_index)   # spelled out, so that the rebuilt collection has the same identity
-    assert commands == [f"python -m indexer build --model {SMALL} --split val --data-root {unequal_index['root']} "
-                        f"--limit 30 --random-init --decode {made.decode} --precision {made.precision} "
-                        f"--uri {unequal_index['uri']}"]
+    made = _identity(unequal_index)  # spelled out, so that the rebuilt collection has the same identity
+    assert commands == [
+        f"python -m indexer build --model {SMALL} --split val --data-root {unequal_index['root']} "
+        f"--limit 30 --random-init --decode {made.decode} --precision {made.precision} "
+        f"--uri {unequal_index['uri']}"
+    ]
     # positions, classes and Random draw from the 20 images both columns hold
     assert at.number_input[0].max == SMALL_LIMIT - 1
     assert "among the 20 images every column holds" in at.number_input[0].label
@@ -79,17 +97,21 @@ def test_unequal_collections_are_named_with_the_build_that_makes_them_alike(uneq
 
 
 def _identity(index):
-    from embed.extraction.shards import EmbeddingStore
     from embed.common.identity import EmbeddingKey
+    from embed.extraction.shards import EmbeddingStore
+
     manifest = EmbeddingStore(EmbeddingKey(SMALL, Path(index["root"]).name, "val").folder(index["emb"])).read_manifest()
     return manifest.identity
 
 
 def test_a_column_that_lacks_the_query_says_so_instead_of_searching(unequal_index, monkeypatch):
     at = _app(unequal_index, monkeypatch)
-    at.slider(key="k").set_value(20).run()     # 20 of BIG's 29 other images: at least one beyond position 19
-    button = next(b for b in at.button if b.key and b.key.startswith(f"requery_{BIG}_")
-                  and int(b.key.rsplit("_", 1)[1]) >= SMALL_LIMIT)
+    at.slider(key="k").set_value(20).run()  # 20 of BIG's 29 other images: at least one beyond position 19
+    button = next(
+        b
+        for b in at.button
+        if b.key and b.key.startswith(f"requery_{BIG}_") and int(b.key.rsplit("_", 1)[1]) >= SMALL_LIMIT
+    )
     target = int(button.key.rsplit("_", 1)[1])
     button.click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -120,8 +142,11 @@ def test_each_column_explains_its_distance_and_its_best_possible_precision(unequ
     k = 9
     for model, held in ((BIG, _classes_in_order()), (SMALL, _classes_in_order()[:SMALL_LIMIT])):
         best = min(k, held.count(query_class) - 1) / k
-        meta = next(m.value for m in at.markdown if m.value.startswith("query latency") and f"P@{k}" in m.value
-                    and f"(best possible {best:.2f})" in m.value)
+        meta = next(
+            m.value
+            for m in at.markdown
+            if m.value.startswith("query latency") and f"P@{k}" in m.value and f"(best possible {best:.2f})" in m.value
+        )
         assert meta
     summary = next(m.value for m in at.markdown if m.value.startswith("Precision@9 for this query"))
     assert summary.count("best possible") == 2
@@ -137,7 +162,9 @@ def test_the_suggested_build_runs_as_written_and_the_columns_become_alike(unequa
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", RETRIEVAL_EMBEDDINGS=str(index["emb"]))
     argv = shlex.split(command)
     assert argv[0] == "python"
-    res = subprocess.run([sys.executable] + argv[1:], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    res = subprocess.run(
+        [sys.executable] + argv[1:], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "extracting 10 images" in res.stderr, "only the images not embedded yet are embedded"
     at.button(key="reload").click().run()
@@ -148,10 +175,12 @@ def test_the_suggested_build_runs_as_written_and_the_columns_become_alike(unequa
 
 # the comparison itself, on collections that differ in data rather than in --limit --------------------------
 
+
 def _images(model, ids, dataset="ds", fingerprint="synthetic", relpath="img{}.jpg"):
     meta = synthetic_meta(model, 8, dataset, f"/data/{dataset}")
     if fingerprint != "synthetic":
         from dataclasses import replace
+
         meta.identity = replace(meta.identity, data_fingerprint=fingerprint)
     rows = [{"id": i, "class_id": "c", "relpath": relpath.format(i)} for i in ids]
     return CollectionImages.from_rows(model, model.upper(), meta, rows)
@@ -168,8 +197,10 @@ def test_different_file_lists_are_named_and_rebuilt_with_force():
 def test_different_datasets_are_named_with_the_app_command_for_each():
     comparison = Comparison.of([_images("a", range(3), "tiny"), _images("b", range(3), "nette")], "db")
     assert "different datasets" in comparison.lines[0]
-    assert comparison.commands == ["streamlit run app/main.py -- --data-root /data/tiny --split val --uri db",
-                                   "streamlit run app/main.py -- --data-root /data/nette --split val --uri db"]
+    assert comparison.commands == [
+        "streamlit run app/main.py -- --data-root /data/tiny --split val --uri db",
+        "streamlit run app/main.py -- --data-root /data/nette --split val --uri db",
+    ]
 
 
 def test_equal_collections_say_nothing_and_the_ceiling_counts_the_other_images():
@@ -179,5 +210,6 @@ def test_equal_collections_say_nothing_and_the_ceiling_counts_the_other_images()
     query = IndexedImage(0, "c", "img0.jpg")
     assert a.best_precision("c", query, 9) == 3 / 9, "three other images of the class, k = 9"
     assert a.best_precision("c", None, 2) == 1.0, "an upload: all four count, capped at k"
-    assert build_command(a.meta, "db", limit=7).startswith("python -m indexer build --model a --split val "
-                                                          "--data-root /data/ds --limit 7 --random-init")
+    assert build_command(a.meta, "db", limit=7).startswith(
+        "python -m indexer build --model a --split val --data-root /data/ds --limit 7 --random-init"
+    )

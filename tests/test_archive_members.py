@@ -6,6 +6,7 @@ write more than the cap. Refused means an error that names the entry, and nothin
 folder, no link, inside the target or outside it. Plain files and folders (with or without a unix mode) are
 extracted, so that refusing everything cannot pass.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,17 +30,23 @@ GOOD = f"{FOLDER}/val/images/a.txt"
 
 def extract(archive: Path, out: Path, max_bytes: int = 1 << 30):
     from embed.sources.dataset_download import extract_archive
+
     return extract_archive(archive, out, FOLDER, max_bytes=max_bytes, max_entries=100, progress=False)
 
 
 def assert_nothing_left(tmp_path: Path, out: Path, archive: Path) -> None:
     assert [p for p in out.rglob("*")] == [], f"left behind in {out}: {list(out.rglob('*'))}"
-    leftovers = [Path(d) / n for d, dirs, files in os.walk(tmp_path) for n in dirs + files
-                 if Path(d, n) not in (out, archive) and not Path(d, n).is_relative_to(out)]
+    leftovers = [
+        Path(d) / n
+        for d, dirs, files in os.walk(tmp_path)
+        for n in dirs + files
+        if Path(d, n) not in (out, archive) and not Path(d, n).is_relative_to(out)
+    ]
     assert leftovers == [], f"written outside the target: {leftovers}"
 
 
 # zip -------------------------------------------------------------------------------------------------------
+
 
 def _zip(path: Path, entries) -> Path:
     """entries: (name, data, unix mode or None); None: no unix mode at all (an archive made on Windows)."""
@@ -88,11 +95,14 @@ def test_zip_entry_is_refused_and_nothing_is_left(case, tmp_path):
 
 
 def test_zip_plain_files_and_folders_are_extracted(tmp_path):
-    archive = _zip(tmp_path / "good.zip", [
-        (f"{FOLDER}/val/images/b.txt", b"regular", stat.S_IFREG | 0o644),
-        (f"{FOLDER}/val/images/c.txt", b"no unix mode", None),
-        (f"{FOLDER}/val/empty/", b"", stat.S_IFDIR | 0o755),
-    ])
+    archive = _zip(
+        tmp_path / "good.zip",
+        [
+            (f"{FOLDER}/val/images/b.txt", b"regular", stat.S_IFREG | 0o644),
+            (f"{FOLDER}/val/images/c.txt", b"no unix mode", None),
+            (f"{FOLDER}/val/empty/", b"", stat.S_IFDIR | 0o755),
+        ],
+    )
     root = extract(archive, tmp_path / "out")
     assert (root / "val/images/a.txt").read_bytes() == b"good"
     assert (root / "val/images/b.txt").read_bytes() == b"regular"
@@ -101,6 +111,7 @@ def test_zip_plain_files_and_folders_are_extracted(tmp_path):
 
 
 # tar -------------------------------------------------------------------------------------------------------
+
 
 class Entry(NamedTuple):
     name: str
@@ -129,8 +140,10 @@ TAR_REFUSED = {
     "fifo": ([Entry(f"{FOLDER}/val/pipe", tarfile.FIFOTYPE)], "special files"),
     "absolute": ([Entry("/ABS/escaped.txt", data=b"x")], "absolute path"),
     "dotdot": ([Entry(f"{FOLDER}/../../escaped.txt", data=b"x")], "outside the target folder"),
-    "long name with dotdot": ([Entry(f"{FOLDER}/{'d' * 120}/../../../escaped.txt", data=b"x")],
-                              "outside the target folder"),
+    "long name with dotdot": (
+        [Entry(f"{FOLDER}/{'d' * 120}/../../../escaped.txt", data=b"x")],
+        "outside the target folder",
+    ),
     "outside the folder": ([Entry("elsewhere/escaped.txt", data=b"x")], f"not under {FOLDER}/"),
     "duplicate name": ([Entry(GOOD, data=b"second")], "appears twice"),
     "duplicate through ./": ([Entry(f"{FOLDER}/val/./images/a.txt", data=b"second")], "appears twice"),
@@ -152,12 +165,15 @@ def test_tar_entry_is_refused_and_nothing_is_left(case, gz, tmp_path):
 
 
 def test_tar_regular_contiguous_and_folder_entries_are_extracted(tmp_path):
-    archive = _tar(tmp_path / "good.tar", [
-        Entry(f"{FOLDER}/val/images/b.txt", tarfile.AREGTYPE, b"old-style regular"),
-        Entry(f"{FOLDER}/val/images/c.txt", tarfile.CONTTYPE, b"contiguous"),
-        Entry(f"{FOLDER}/val/empty", tarfile.DIRTYPE),
-        Entry(f"{FOLDER}/val/{'n' * 120}.txt", data=b"long name"),
-    ])
+    archive = _tar(
+        tmp_path / "good.tar",
+        [
+            Entry(f"{FOLDER}/val/images/b.txt", tarfile.AREGTYPE, b"old-style regular"),
+            Entry(f"{FOLDER}/val/images/c.txt", tarfile.CONTTYPE, b"contiguous"),
+            Entry(f"{FOLDER}/val/empty", tarfile.DIRTYPE),
+            Entry(f"{FOLDER}/val/{'n' * 120}.txt", data=b"long name"),
+        ],
+    )
     root = extract(archive, tmp_path / "out")
     assert (root / "val/images/a.txt").read_bytes() == b"good"
     assert (root / "val/images/b.txt").read_bytes() == b"old-style regular"
@@ -168,15 +184,18 @@ def test_tar_regular_contiguous_and_folder_entries_are_extracted(tmp_path):
 
 # headers that understate sizes --------------------------------------------------------------------------
 
-PAYLOAD = bytes(range(256)) * 12            # 3,072 bytes, not all zeros
+PAYLOAD = bytes(range(256)) * 12  # 3,072 bytes, not all zeros
 DECLARED = 100
 
 
 def _lying_tar(path: Path, gz: bool) -> Path:
     """A good entry, then one whose header says 100 bytes while 3,072 follow, then a third entry."""
     blocks = io.BytesIO()
-    for name, data, declared in ((GOOD, b"good", 4), (f"{FOLDER}/val/images/big.bin", PAYLOAD, DECLARED),
-                                 (f"{FOLDER}/val/images/after.txt", b"after", 5)):
+    for name, data, declared in (
+        (GOOD, b"good", 4),
+        (f"{FOLDER}/val/images/big.bin", PAYLOAD, DECLARED),
+        (f"{FOLDER}/val/images/after.txt", b"after", 5),
+    ):
         info = tarfile.TarInfo(name)
         info.size = declared
         blocks.write(info.tobuf(format=tarfile.USTAR_FORMAT))
@@ -185,6 +204,7 @@ def _lying_tar(path: Path, gz: bool) -> Path:
     raw = blocks.getvalue()
     if gz:
         import gzip
+
         raw = gzip.compress(raw)
     path.write_bytes(raw)
     return path
@@ -204,16 +224,16 @@ def _patch_zip_sizes(raw: bytes, name: str, size: int, crc: int = None) -> bytes
     data = bytearray(raw)
     encoded = name.encode()
     local = data.find(b"PK\x03\x04")
-    while True:    # the local header of ``name``
+    while True:  # the local header of ``name``
         n = struct.unpack_from("<H", data, local + 26)[0]
-        if bytes(data[local + 30:local + 30 + n]) == encoded:
+        if bytes(data[local + 30 : local + 30 + n]) == encoded:
             break
         local = data.find(b"PK\x03\x04", local + 4)
     struct.pack_into("<I", data, local + 22, size)
     central = data.find(b"PK\x01\x02")
     while True:
         n = struct.unpack_from("<H", data, central + 28)[0]
-        if bytes(data[central + 46:central + 46 + n]) == encoded:
+        if bytes(data[central + 46 : central + 46 + n]) == encoded:
             break
         central = data.find(b"PK\x01\x02", central + 4)
     struct.pack_into("<I", data, central + 24, size)
@@ -223,9 +243,11 @@ def _patch_zip_sizes(raw: bytes, name: str, size: int, crc: int = None) -> bytes
     return bytes(data)
 
 
-@pytest.mark.parametrize("compression,crc_of", [(zipfile.ZIP_DEFLATED, "all"), (zipfile.ZIP_STORED, "all"),
-                                                (zipfile.ZIP_STORED, "declared part")],
-                         ids=["deflated", "stored", "stored, crc forged for the declared part"])
+@pytest.mark.parametrize(
+    "compression,crc_of",
+    [(zipfile.ZIP_DEFLATED, "all"), (zipfile.ZIP_STORED, "all"), (zipfile.ZIP_STORED, "declared part")],
+    ids=["deflated", "stored", "stored, crc forged for the declared part"],
+)
 def test_zip_header_understating_its_size_is_refused(compression, crc_of, tmp_path):
     name = f"{FOLDER}/val/images/big.bin"
     buf = io.BytesIO()
@@ -245,6 +267,7 @@ def test_zip_header_understating_its_size_is_refused(compression, crc_of, tmp_pa
 
 # the cap on what is actually written ----------------------------------------------------------------------
 
+
 def _zeros_zip(path: Path, sizes) -> Path:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for i, size in enumerate(sizes):
@@ -260,11 +283,13 @@ def declared_sizes_understated(monkeypatch):
     outgrow the declarations; the cap on written bytes is for readers that do not. Here the listing lies and
     the reader still reads every real byte."""
     from embed.sources import dataset_download as dd
+
     real = dd.ArchiveReader.list
 
     def understated(self):
         for m in real(self):
             yield dd._Member(m.name, 0, m.is_dir, m.is_file, m.handle)
+
     monkeypatch.setattr(dd.ArchiveReader, "list", understated)
 
 
@@ -272,7 +297,7 @@ CAP = 1 << 20
 
 
 def test_streamed_cap_refuses_what_the_declared_sizes_hid(declared_sizes_understated, tmp_path):
-    archive = _zeros_zip(tmp_path / "bomb.zip", [400 << 10] * 3)      # 1.2 MiB written, 0 declared
+    archive = _zeros_zip(tmp_path / "bomb.zip", [400 << 10] * 3)  # 1.2 MiB written, 0 declared
     out = tmp_path / "out"
     with pytest.raises(DatasetError, match="expands beyond"):
         extract(archive, out, max_bytes=CAP)
@@ -280,7 +305,7 @@ def test_streamed_cap_refuses_what_the_declared_sizes_hid(declared_sizes_underst
 
 
 def test_streamed_cap_counts_every_byte_across_entries_up_to_the_cap(declared_sizes_understated, tmp_path):
-    exactly = _zeros_zip(tmp_path / "exact.zip", [CAP // 2, CAP // 2])   # the cap itself is allowed
+    exactly = _zeros_zip(tmp_path / "exact.zip", [CAP // 2, CAP // 2])  # the cap itself is allowed
     root = extract(exactly, tmp_path / "out", max_bytes=CAP)
     assert sum(p.stat().st_size for p in root.rglob("*.bin")) == CAP
     one_more = _zeros_zip(tmp_path / "over.zip", [CAP // 2, CAP // 2 + 1])

@@ -4,6 +4,7 @@ Two ways to be short: a row deleted afterwards with the store's own client (the 
 complete), and a build whose rows do not all arrive (the backend takes fewer than were sent: the count after
 the build comes up short). Neither may be called complete, and rerunning the build must restore every row.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,17 @@ N = 12
 def setup(tmp_path, tiny_layout):
     root = tiny_layout(tmp_path / "ds", n_per_class=4, classes=("n01440764", "n01443537", "n01484850"))
     uri = str(tmp_path / "milvus.db")
-    cfg = ExtractConfig(model=MODEL, split="val", data_root=root, out=tmp_path / "emb", random_init=True, workers=0,
-                        batch_size=4, shard_size=4, progress=False)
+    cfg = ExtractConfig(
+        model=MODEL,
+        split="val",
+        data_root=root,
+        out=tmp_path / "emb",
+        random_init=True,
+        workers=0,
+        batch_size=4,
+        shard_size=4,
+        progress=False,
+    )
     store = VectorStore(uri)
     yield store, cfg, uri
     store.close()
@@ -74,8 +84,15 @@ def test_a_count_that_comes_up_short_fails_the_build_and_is_repaired(setup, caps
     def loses_one_row(self, name, ids, vectors, class_ids, relpaths, **kw):
         # a backend that acknowledges the rows but keeps one fewer
         keep = np.arange(len(ids)) != len(ids) // 2
-        real_upsert(self, name, np.asarray(ids)[keep], np.asarray(vectors)[keep],
-                    [c for c, k in zip(class_ids, keep) if k], [p for p, k in zip(relpaths, keep) if k], **kw)
+        real_upsert(
+            self,
+            name,
+            np.asarray(ids)[keep],
+            np.asarray(vectors)[keep],
+            [c for c, k in zip(class_ids, keep) if k],
+            [p for p, k in zip(relpaths, keep) if k],
+            **kw,
+        )
         return len(ids)
 
     monkeypatch.setattr(VectorStore, "upsert", loses_one_row)

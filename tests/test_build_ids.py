@@ -5,6 +5,7 @@ side-by-side view, the report's galleries and the paired comparisons all join mo
 row's path and class are the split's at that id, the skipped positions hold no row, and searching with an
 image embedded again (the query path, not the stored vector) finds that very image under its own id.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,7 @@ from indexer.build import build
 from indexer.milvus_store import VectorStore
 
 MODEL = "timm:test_resnet"
-UNREADABLE = {1: b"", 5: b"this is not an image\n" * 8}   # position -> bytes; 6 is truncated below
+UNREADABLE = {1: b"", 5: b"this is not an image\n" * 8}  # position -> bytes; 6 is truncated below
 
 
 @pytest.fixture
@@ -35,8 +36,17 @@ def split_with_holes(tmp_path, tiny_layout):
 
 
 def _cfg(root: Path, out: Path) -> ExtractConfig:
-    return ExtractConfig(model=MODEL, split="val", data_root=root, out=out, random_init=True, workers=0, batch_size=4,
-                         shard_size=4, progress=False)
+    return ExtractConfig(
+        model=MODEL,
+        split="val",
+        data_root=root,
+        out=out,
+        random_init=True,
+        workers=0,
+        batch_size=4,
+        shard_size=4,
+        progress=False,
+    )
 
 
 def test_ids_are_canonical_positions_after_skipped_images(split_with_holes, tmp_path):
@@ -54,8 +64,9 @@ def test_ids_are_canonical_positions_after_skipped_images(split_with_holes, tmp_
         assert ids.tolist() == readable, "ids are the readable images' positions in the split, holes left empty"
         for i, path, cls in zip(ids.tolist(), relpaths, classes):
             assert manifest.relpaths[i] == split.records[i].relpath, "the manifest lists the split in order"
-            assert path == split.records[i].relpath, f"row {i} stores {path}, but position {i} is " \
-                                                     f"{split.records[i].relpath}"
+            assert path == split.records[i].relpath, (
+                f"row {i} stores {path}, but position {i} is {split.records[i].relpath}"
+            )
             assert cls == split.records[i].class_id
 
         # the stored vector of each row is the one extraction computed for the image at that position
@@ -67,6 +78,7 @@ def test_ids_are_canonical_positions_after_skipped_images(split_with_holes, tmp_
         from indexer.catalog import find_collection
         from indexer.image_search import search_images
         from indexer.query_embedding import QueryEmbedder
+
         coll = find_collection(store, MODEL, "val", root.name)
         embedder = QueryEmbedder.for_collection(coll.meta, device="cpu")
         files = [root / "val" / split.records[p].relpath for p in readable]
@@ -74,8 +86,9 @@ def test_ids_are_canonical_positions_after_skipped_images(split_with_holes, tmp_
         for pos, answer in zip(readable, answers):
             assert answer.error is None, answer.error
             (hit,) = answer.hits
-            assert (hit["id"], hit["relpath"]) == (pos, split.records[pos].relpath), \
+            assert (hit["id"], hit["relpath"]) == (pos, split.records[pos].relpath), (
                 f"{split.records[pos].relpath} found {hit['relpath']} under id {hit['id']}"
-            assert hit["distance"] < 1e-3 * float((shard_vectors ** 2).sum(1).mean())
+            )
+            assert hit["distance"] < 1e-3 * float((shard_vectors**2).sum(1).mean())
     finally:
         store.close()

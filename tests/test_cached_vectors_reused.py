@@ -1,8 +1,9 @@
 """Growing --limit (or dropping it) embeds only the images not embedded yet, whatever the shard size."""
+
 import numpy as np
 import pytest
-
 from support.data import make_tiny_layout
+
 from embed.extraction.extract import ExtractConfig, extract
 from embed.extraction.shards import EmbeddingStore
 
@@ -10,14 +11,15 @@ MODEL = "timm:test_resnet"  # tiny timm test net with seeded random weights: the
 
 
 def _cfg(root, out, **kw):
-    base = dict(model=MODEL, split="val", data_root=root, out=out, random_init=True, workers=0, batch_size=4,
-                progress=False)
+    base = dict(
+        model=MODEL, split="val", data_root=root, out=out, random_init=True, workers=0, batch_size=4, progress=False
+    )
     return ExtractConfig(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return make_tiny_layout(tmp_path_factory.mktemp("reuse") / "tiny", n_per_class=7)   # 14 images
+    return make_tiny_layout(tmp_path_factory.mktemp("reuse") / "tiny", n_per_class=7)  # 14 images
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def reference(dataset, tmp_path_factory):
 @pytest.mark.parametrize("shard_size", [5, 1024])
 def test_growing_the_limit_computes_only_the_new_images(dataset, reference, tmp_path, shard_size):
     out = tmp_path / "emb"
-    steps = [(3, 3), (8, 5), (None, 6), (None, 0)]       # (--limit, images this run must embed)
+    steps = [(3, 3), (8, 5), (None, 6), (None, 0)]  # (--limit, images this run must embed)
     for limit, new in steps:
         result = extract(_cfg(dataset, out, limit=limit, shard_size=shard_size))
         assert result.n_computed == new, f"--limit {limit}: embedded {result.n_computed}, expected {new}"
@@ -59,8 +61,12 @@ def test_skipped_files_of_the_kept_part_stay_listed(imagefolder, tmp_path):
     assert first.n_computed == 4
     grown = extract(_cfg(imagefolder, out, shard_size=1024))
     assert grown.n_computed == 8 and grown.n_embedded == 12
-    assert sorted(r for r, _ in grown.skipped) == ["n01443537/bomb.png", "n01443537/empty.jpg",
-                                                   "n01443537/text.jpg", "n01443537/truncated.jpg"]
+    assert sorted(r for r, _ in grown.skipped) == [
+        "n01443537/bomb.png",
+        "n01443537/empty.jpg",
+        "n01443537/text.jpg",
+        "n01443537/truncated.jpg",
+    ]
 
 
 def test_an_interrupted_extension_keeps_the_shorter_shard(dataset, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ file errors that name the file, read-only locations, dataset inference in evalua
 
 Everything runs the real CLI in subprocesses, the way a user meets these messages.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support.cli import build_tiny12, env, run  # noqa: F401
-from support.data import REPO, have_effnet_package, tiny_imagenet_root
+from support.data import REPO
 
 PY = sys.executable
 HEAVY = ("torch", "timm", "pymilvus", "grpc")
@@ -35,31 +35,43 @@ print("\\nPROBE " + json.dumps({"code": code, "heavy": [m for m in %r if m in sy
 """ % (HEAVY,)
 
 
-
-
-
-
 def probe(module, *argv):
-    p = subprocess.run([PY, "-c", PROBE, module, *argv], cwd=REPO, env=env(), capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run(
+        [PY, "-c", PROBE, module, *argv], cwd=REPO, env=env(), capture_output=True, text=True, timeout=120
+    )
     line = [l for l in p.stdout.splitlines() if l.startswith("PROBE ")][-1]
     return json.loads(line[6:]), p.stdout + p.stderr
 
 
-@pytest.mark.parametrize("module,argv,code,text", [
-    ("indexer", ["--help"], 0, "examples:"),
-    ("indexer", ["search", "--help"], 0, "--image PATH [PATH ...]"),
-    ("indexer", ["evaluate", "--help"], 0, "--milvus-check"),
-    ("embed", ["--help"], 0, "examples:"),
-    ("embed", ["extract", "--help"], 0, "--decode"),
-    ("indexer", ["search", "--model", "vit", "--split", "val", "--image", "a.jpg", "-k", "abc"], 2,
-     "argument -k: expected a positive integer, got 'abc'"),
-    ("indexer", ["evaluate", "--split", "val", "--k", "1,abc"], 2,
-     "argument --k: expected comma-separated positive integers (e.g. 1,5,10), got '1,abc'"),
-    ("indexer", ["serve", "--port", "70000"], 2, "a TCP port is at most 65535"),
-    ("embed", ["extract", "--model", "vit", "--split", "val", "--limit", "0"], 2,
-     "argument --limit: expected a positive integer, got 0"),
-])
+@pytest.mark.parametrize(
+    "module,argv,code,text",
+    [
+        ("indexer", ["--help"], 0, "examples:"),
+        ("indexer", ["search", "--help"], 0, "--image PATH [PATH ...]"),
+        ("indexer", ["evaluate", "--help"], 0, "--milvus-check"),
+        ("embed", ["--help"], 0, "examples:"),
+        ("embed", ["extract", "--help"], 0, "--decode"),
+        (
+            "indexer",
+            ["search", "--model", "vit", "--split", "val", "--image", "a.jpg", "-k", "abc"],
+            2,
+            "argument -k: expected a positive integer, got 'abc'",
+        ),
+        (
+            "indexer",
+            ["evaluate", "--split", "val", "--k", "1,abc"],
+            2,
+            "argument --k: expected comma-separated positive integers (e.g. 1,5,10), got '1,abc'",
+        ),
+        ("indexer", ["serve", "--port", "70000"], 2, "a TCP port is at most 65535"),
+        (
+            "embed",
+            ["extract", "--model", "vit", "--split", "val", "--limit", "0"],
+            2,
+            "argument --limit: expected a positive integer, got 0",
+        ),
+    ],
+)
 def test_help_and_argument_errors_need_no_heavy_imports(module, argv, code, text):
     result, output = probe(module, *argv)
     assert result["code"] == code, output
@@ -70,6 +82,7 @@ def test_help_and_argument_errors_need_no_heavy_imports(module, argv, code, text
 
 def _all_actions(parser):
     import argparse
+
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
@@ -82,16 +95,20 @@ def _all_actions(parser):
 @pytest.mark.parametrize("cli", ["indexer.cli", "embed.cli"])
 def test_every_option_has_help_text(cli):
     import importlib
+
     parser = importlib.import_module(cli).build_parser()
-    missing = sorted({f"{where}: {'/'.join(a.option_strings)}" for a, where in _all_actions(parser)
-                      if a.option_strings and not (a.help or "").strip()})
+    missing = sorted(
+        {
+            f"{where}: {'/'.join(a.option_strings)}"
+            for a, where in _all_actions(parser)
+            if a.option_strings and not (a.help or "").strip()
+        }
+    )
     assert missing == []
 
 
 # ---------------------------------------------------------------------------------------------------------
 # against a real index: 12 Tiny-ImageNet images with effnet-lite0 (real weights from its pip package)
-
-
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +130,23 @@ def test_search_errors_name_the_file_and_do_not_stop_the_batch(indexed, tmp_path
     (q / "empty.jpg").write_bytes(b"")
     (q / "text.jpg").write_text("not an image\n")
     missing = tmp_path / "missing.jpg"
-    p = run(["indexer", "search", "--model", "effnet-lite0", "--split", "val", "-k", "3", "--json",
-             "--image", str(q), str(missing)], cwd=indexed["work"])
+    p = run(
+        [
+            "indexer",
+            "search",
+            "--model",
+            "effnet-lite0",
+            "--split",
+            "val",
+            "-k",
+            "3",
+            "--json",
+            "--image",
+            str(q),
+            str(missing),
+        ],
+        cwd=indexed["work"],
+    )
     assert p.returncode == 1, p.stderr
     answers = {Path(a["image"]).name: a for a in map(json.loads, p.stdout.splitlines())}
     assert set(answers) == {"good.JPEG", "empty.jpg", "text.jpg", "missing.jpg"}
@@ -129,8 +161,22 @@ def test_search_errors_name_the_file_and_do_not_stop_the_batch(indexed, tmp_path
 
 @pytest.mark.slow
 def test_evaluate_infers_the_dataset_and_prints_the_milvus_check_verdict(indexed):
-    p = run(["indexer", "evaluate", "--split", "val", "--models", "effnet-lite0", "--features", "raw",
-             "--milvus-check", "5", "--no-progress"], cwd=indexed["work"])
+    p = run(
+        [
+            "indexer",
+            "evaluate",
+            "--split",
+            "val",
+            "--models",
+            "effnet-lite0",
+            "--features",
+            "raw",
+            "--milvus-check",
+            "5",
+            "--no-progress",
+        ],
+        cwd=indexed["work"],
+    )
     assert p.returncode == 0, p.stderr
     assert "on tiny12/val" in p.stdout
     assert "milvus check effnet-lite0/raw: 5/5 top-10 neighbour lists from Milvus agree" in p.stdout
@@ -141,8 +187,9 @@ def test_evaluate_infers_the_dataset_and_prints_the_milvus_check_verdict(indexed
 
 @pytest.mark.slow
 def test_evaluate_with_an_unindexed_split_names_the_splits_there_are(indexed):
-    p = run(["indexer", "evaluate", "--split", "train", "--models", "effnet-lite0", "--no-progress"],
-            cwd=indexed["work"])
+    p = run(
+        ["indexer", "evaluate", "--split", "train", "--models", "effnet-lite0", "--no-progress"], cwd=indexed["work"]
+    )
     assert p.returncode == 2
     assert "no collection for model 'effnet-lite0', split 'train'" in p.stderr
     # the indexed data set has no train split: building one would fail, so none is suggested
@@ -157,12 +204,25 @@ def _read_only_prefix(folder: Path):
         return []
     if not shutil.which("unshare"):
         pytest.skip("running as root without unshare: no way to make a folder read-only")
-    check = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {folder} {folder} && "
-                            f"mount -o remount,bind,ro {folder} && ! touch {folder}/x"], capture_output=True)
+    check = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && ! touch {folder}/x",
+        ],
+        capture_output=True,
+    )
     if check.returncode != 0:
         pytest.skip(f"cannot make a read-only bind mount here: {check.stderr.decode()[:200]}")
-    return ["unshare", "-m", "sh", "-c", f'mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && '
-                                         f'exec "$0" "$@"']
+    return [
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        f'mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && exec "$0" "$@"',
+    ]
 
 
 @pytest.mark.slow
@@ -171,8 +231,14 @@ def test_read_only_location_is_reported_as_read_only(indexed, tmp_path):
     shutil.copytree(indexed["work"] / "data" / "milvus.db", ro / "milvus.db", ignore=shutil.ignore_patterns("LOCK"))
     prefix = _read_only_prefix(ro)
     for uri in (ro / "milvus.db", ro / "new.db"):
-        p = subprocess.run(prefix + [PY, "-m", "indexer", "status", "--uri", str(uri)], cwd=REPO, env=env(),
-                           capture_output=True, text=True, timeout=120)
+        p = subprocess.run(
+            prefix + [PY, "-m", "indexer", "status", "--uri", str(uri)],
+            cwd=REPO,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert p.returncode == 2, p.stdout + p.stderr
         assert f"error: {uri} is in a read-only location" in p.stderr
         assert "in use" not in p.stderr and "another process" not in p.stderr and "Traceback" not in p.stderr
@@ -184,9 +250,31 @@ def test_build_checks_the_database_is_writable_before_extracting(indexed, tmp_pa
     ro.mkdir()
     prefix = _read_only_prefix(ro)
     out = tmp_path / "emb"
-    p = subprocess.run(prefix + [PY, "-m", "indexer", "build", "--model", "effnet-lite0", "--split", "val",
-                                 "--data-root", str(indexed["root"]), "--out", str(out), "--uri", str(ro / "m.db"),
-                                 "--no-progress"], cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        prefix
+        + [
+            PY,
+            "-m",
+            "indexer",
+            "build",
+            "--model",
+            "effnet-lite0",
+            "--split",
+            "val",
+            "--data-root",
+            str(indexed["root"]),
+            "--out",
+            str(out),
+            "--uri",
+            str(ro / "m.db"),
+            "--no-progress",
+        ],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 2
     assert f"{ro / 'm.db'} is in a read-only location" in p.stderr
     assert "extracting" not in p.stderr and not out.exists(), "nothing is extracted before the write check"

@@ -1,9 +1,15 @@
 import pytest
-from hypothesis import given, settings, strategies as st
-
-from embed.sources.datasets import (DatasetError, class_name, load_split, parse_imagenet_solution_row,
-                            parse_tiny_annotation_line)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.data import make_imagenet_flat_layout, make_tiny_layout
+
+from embed.sources.datasets import (
+    DatasetError,
+    class_name,
+    load_split,
+    parse_imagenet_solution_row,
+    parse_tiny_annotation_line,
+)
 
 
 def test_imagefolder_layout_order_and_classes(imagefolder):
@@ -93,7 +99,9 @@ def test_imagenet_solution_parser_fuzz(row):
 
 def test_class_names_are_timms_imagenet_descriptions():
     from timm.data import ImageNetInfo
+
     from embed.sources.datasets import class_name
+
     for synset, description in ImageNetInfo().label_descriptions(as_dict=True).items():
         assert class_name(synset) == description.split(",")[0].strip()
     assert class_name("zebra crossings") == "zebra crossings"

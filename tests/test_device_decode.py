@@ -3,26 +3,36 @@
 The same code runs on CUDA with device="cuda"; these tests pin down what it must agree with: the
 default PIL path's files accepted and refused, EXIF orientation, and the vectors themselves.
 """
+
 import io
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.data import bad_images, good_images, gradient, have_effnet_package, write_files
 from torchvision import transforms as T
 
-from support.data import gradient, bad_images, good_images, have_effnet_package, write_files
 from embed.extraction.device_decode import DeviceDecoder, read_encoded, resolve_decode, tensor_transform
 from embed.extraction.extract import ExtractConfig, extract
-from embed.sources.imaging import load_rgb
 from embed.extraction.shards import EmbeddingStore, StoreMismatch
+from embed.sources.imaging import load_rgb
 
 MODEL = "timm:test_resnet"
 
 
 def _cfg(root, out, **kw):
-    base = dict(model=MODEL, split="val", data_root=root, out=out, random_init=True, workers=0,
-                batch_size=4, shard_size=5, progress=False)
+    base = dict(
+        model=MODEL,
+        split="val",
+        data_root=root,
+        out=out,
+        random_init=True,
+        workers=0,
+        batch_size=4,
+        shard_size=5,
+        progress=False,
+    )
     base.update(kw)
     return ExtractConfig(**base)
 
@@ -70,8 +80,13 @@ def test_same_files_accepted_and_refused_as_the_default_path(tmp_path):
 
 def test_non_jpeg_and_cmyk_are_decoded_by_the_worker(tmp_path):
     files = dict((n, d) for n, d in good_images())
-    for name, kind in (("rgb.jpg", "jpeg"), ("exif_rotated.jpg", "jpeg"), ("cmyk.jpg", "pixels"),
-                       ("png.png", "pixels"), ("gray16.png", "pixels")):
+    for name, kind in (
+        ("rgb.jpg", "jpeg"),
+        ("exif_rotated.jpg", "jpeg"),
+        ("cmyk.jpg", "pixels"),
+        ("png.png", "pixels"),
+        ("gray16.png", "pixels"),
+    ):
         path = tmp_path / name
         path.write_bytes(files[name])
         enc = read_encoded(path, 0, 10**8)
@@ -105,6 +120,7 @@ def test_unsupported_transform_steps_are_named():
 def test_auto_decode_follows_the_file_sizes(tmp_path, size, upsampling):
     from embed.extraction.device_decode import transform_upsamples
     from embed.sources.datasets import load_split
+
     root = tmp_path / "ds"
     buf = io.BytesIO()
     Image.fromarray(gradient(*size, 1)).save(buf, "JPEG")
@@ -133,6 +149,7 @@ def test_real_model_vectors_agree_with_the_default_path(tiny_root, tmp_path):
 def test_worker_decoding_equals_device_decoding_on_cpu(tmp_path):
     # on a CPU the workers decode JPEGs themselves; the result must be what the device path decodes
     from embed.extraction.device_decode import decode_in_worker
+
     path = tmp_path / "o.jpg"
     path.write_bytes(_jpeg_with_orientation(gradient(48, 24, 6), 6))
     transform = T.Compose([T.Resize(16), T.CenterCrop(16), T.ToTensor()])
@@ -151,6 +168,7 @@ def test_worker_decoding_equals_device_decoding_on_cpu(tmp_path):
 
 def test_queries_use_the_preprocessing_of_their_collection(tmp_path):
     from embed.extraction.embedder import build_embedder
+
     root = tmp_path / "ds"
     png = next(d for n, d in good_images() if n == "png.png")
     write_files(root / "val" / "a", [("q.png", png)])

@@ -2,6 +2,7 @@
 Google Drive and the dataset hosts: good files, web pages, truncated files, cut transfers, and
 archives that try to escape their folder. The checkpoints are randomly initialised GResNet-50
 state dicts saved for the test (fixtures, not real weights)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,15 +17,16 @@ from types import SimpleNamespace
 import pytest
 import timm
 import torch
+from support.data import jpeg_bytes, make_tiny_layout
 
-from embed.sources.datasets import DatasetError, load_split
 from embed.common.identity import EmbeddingKey
 from embed.models.registry import WeightsUnavailable, load_model
-from support.data import jpeg_bytes, make_tiny_layout
+from embed.sources.datasets import DatasetError, load_split
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves a folder; ``/cut/NAME`` announces NAME's full length but sends half of it and hangs up."""
+
     hits = []
 
     def log_message(self, *args) -> None:
@@ -33,7 +35,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):
         type(self).hits.append(self.path)
         if self.path.startswith("/cut/"):
-            body = (Path(self.directory) / self.path[len("/cut/"):]).read_bytes()
+            body = (Path(self.directory) / self.path[len("/cut/") :]).read_bytes()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -63,6 +65,7 @@ def _all_files(folder: Path):
 
 # GResNet checkpoint ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def gresnet_source():
     torch.manual_seed(7)
@@ -85,8 +88,10 @@ def served_checkpoints(server, gresnet_source):
     torch.save({"model": sd, "epoch": 599}, server.root / "named.pth")
     # the same tensors in the same order under foreign names: only the structure can place them
     torch.save({f"net.{i:04d}.t": v for i, v in enumerate(sd.values())}, server.root / "renamed.pth")
-    (server.root / "quota.html").write_text("<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title>"
-                                            "</head><body>Too many users have viewed or downloaded this file</body></html>")
+    (server.root / "quota.html").write_text(
+        "<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title>"
+        "</head><body>Too many users have viewed or downloaded this file</body></html>"
+    )
     whole = (server.root / "named.pth").read_bytes()
     (server.root / "truncated.pth").write_bytes(whole[: len(whole) // 3])
     torch.save(timm.create_model("resnet18").state_dict(), server.root / "resnet18.pth")
@@ -102,7 +107,8 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["named.pth", "renamed.pth"])
 def test_gresnet_checkpoint_downloads_once_and_loads_by_name_or_structure(
-        name, served_checkpoints, gresnet_source, cache, monkeypatch):
+    name, served_checkpoints, gresnet_source, cache, monkeypatch
+):
     monkeypatch.setenv("RETRIEVAL_GRESNET_URL", f"{served_checkpoints.url}/{name}")
     loaded = load_model("gresnet")
     served = served_checkpoints.root / name
@@ -118,13 +124,16 @@ def test_gresnet_checkpoint_downloads_once_and_loads_by_name_or_structure(
     assert [p for p in _all_files(cache)] == [Path(loaded.weights.detail).name]
 
 
-@pytest.mark.parametrize("path,why", [
-    ("quota.html", "web page"),
-    ("truncated.pth", "not a readable checkpoint"),
-    ("cut/named.pth", "stopped after"),
-    ("missing.pth", "HTTP 404"),
-    ("resnet18.pth", "could not be placed"),
-])
+@pytest.mark.parametrize(
+    "path,why",
+    [
+        ("quota.html", "web page"),
+        ("truncated.pth", "not a readable checkpoint"),
+        ("cut/named.pth", "stopped after"),
+        ("missing.pth", "HTTP 404"),
+        ("resnet18.pth", "could not be placed"),
+    ],
+)
 def test_bad_gresnet_download_is_a_clear_error_and_leaves_nothing(path, why, served_checkpoints, cache, monkeypatch):
     monkeypatch.setenv("RETRIEVAL_GRESNET_URL", f"{served_checkpoints.url}/{path}")
     with pytest.raises(WeightsUnavailable) as e:
@@ -135,15 +144,31 @@ def test_bad_gresnet_download_is_a_clear_error_and_leaves_nothing(path, why, ser
 
 
 def test_build_gresnet_records_the_downloaded_files_sha256_and_replaces_random(
-        served_checkpoints, cache, tmp_path, monkeypatch, capsys):
+    served_checkpoints, cache, tmp_path, monkeypatch, capsys
+):
     """`build --model gresnet`: random weights first (nothing reachable), then the download replaces them."""
+    from embed.extraction.shards import EmbeddingStore
     from indexer.cli import main
     from indexer.milvus_store import VectorStore
-    from embed.extraction.shards import EmbeddingStore
+
     data = make_tiny_layout(tmp_path / "tiny", n_per_class=2, classes=("n01440764", "n01443537"))
     uri, out = str(tmp_path / "milvus.db"), tmp_path / "emb"
-    argv = ["build", "--model", "gresnet", "--split", "val", "--data-root", str(data), "--out", str(out),
-            "--uri", uri, "--workers", "0", "--no-progress"]
+    argv = [
+        "build",
+        "--model",
+        "gresnet",
+        "--split",
+        "val",
+        "--data-root",
+        str(data),
+        "--out",
+        str(out),
+        "--uri",
+        uri,
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     monkeypatch.setenv("RETRIEVAL_GRESNET_URL", "http://127.0.0.1:9/gresnet50.pth")  # nothing listens there
     assert main(argv + ["--random-init"]) == 0
     assert main(argv) == 2  # no weights, no --random-init: a clear error, not random weights
@@ -162,11 +187,28 @@ def test_build_gresnet_records_the_downloaded_files_sha256_and_replaces_random(
 
 def test_model_all_builds_what_is_real_and_says_why_for_the_rest(tmp_path, monkeypatch, capsys):
     from indexer import cli
+
     data = make_tiny_layout(tmp_path / "tiny", n_per_class=2, classes=("n01440764", "n01443537"))
     monkeypatch.setenv("RETRIEVAL_GRESNET_URL", "http://127.0.0.1:9/gresnet50.pth")
     monkeypatch.setenv("RETRIEVAL_CACHE", str(tmp_path / "cache"))
-    argv = ["build", "--model", "all", "--split", "val", "--data-root", str(data), "--out", str(tmp_path / "emb"),
-            "--uri", str(tmp_path / "milvus.db"), "--workers", "0", "--no-progress", "--limit", "2"]
+    argv = [
+        "build",
+        "--model",
+        "all",
+        "--split",
+        "val",
+        "--data-root",
+        str(data),
+        "--out",
+        str(tmp_path / "emb"),
+        "--uri",
+        str(tmp_path / "milvus.db"),
+        "--workers",
+        "0",
+        "--no-progress",
+        "--limit",
+        "2",
+    ]
     assert cli.main(argv) == 0
     captured = capsys.readouterr()
     built = [line for line in captured.out.splitlines() if line.startswith("{")]
@@ -181,6 +223,7 @@ def test_model_all_builds_what_is_real_and_says_why_for_the_rest(tmp_path, monke
 
 
 # datasets ---------------------------------------------------------------------------------------------
+
 
 def _tiny_zip(path: Path, extra=None) -> None:
     with zipfile.ZipFile(path, "w") as z:
@@ -221,6 +264,7 @@ def _serve_dataset(monkeypatch, server, key: str, name: str, md5: bool = True) -
 
 def test_named_datasets_download_verify_and_extract(server, datasets_dir, monkeypatch):
     from embed.sources.dataset_download import ensure_dataset
+
     _tiny_zip(server.root / "tiny.zip")
     _imagenette_tgz(server.root / "nette.tgz")
     _serve_dataset(monkeypatch, server, "TINY_IMAGENET", "tiny.zip")
@@ -236,17 +280,21 @@ def test_named_datasets_download_verify_and_extract(server, datasets_dir, monkey
     assert sorted(p.name for p in datasets_dir.iterdir()) == ["imagenette2-320", "tiny-imagenet-200"]
 
 
-@pytest.mark.parametrize("archive,why", [
-    ("dotdot", "outside the target folder"),
-    ("absolute", "absolute path"),
-    ("link", "links"),
-    ("corrupt", "damaged or not an archive"),
-    ("md5", "does not match"),
-    ("cut", "stopped after"),
-    ("outside", "not under tiny-imagenet-200/"),
-])
+@pytest.mark.parametrize(
+    "archive,why",
+    [
+        ("dotdot", "outside the target folder"),
+        ("absolute", "absolute path"),
+        ("link", "links"),
+        ("corrupt", "damaged or not an archive"),
+        ("md5", "does not match"),
+        ("cut", "stopped after"),
+        ("outside", "not under tiny-imagenet-200/"),
+    ],
+)
 def test_bad_archives_are_refused_and_leave_nothing(archive, why, server, datasets_dir, monkeypatch):
     from embed.sources.dataset_download import ensure_dataset
+
     key, name, dataset = "TINY_IMAGENET", "bad.zip", "tiny-imagenet"
     if archive == "dotdot":
         _tiny_zip(server.root / name, {"tiny-imagenet-200/../../escaped.txt": b"x"})
@@ -279,18 +327,21 @@ def test_bad_archives_are_refused_and_leave_nothing(archive, why, server, datase
 
 def test_archive_expanding_beyond_the_cap_is_refused(tmp_path):
     from embed.sources.dataset_download import extract_archive
+
     archive = tmp_path / "big.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("tiny-imagenet-200/val/zeros.bin", bytes(4 << 20))  # compresses to a few KiB
     assert archive.stat().st_size < 64 << 10
     with pytest.raises(DatasetError, match="GiB"):
-        extract_archive(archive, tmp_path / "out", "tiny-imagenet-200", max_bytes=1 << 20, max_entries=10,
-                        progress=False)
+        extract_archive(
+            archive, tmp_path / "out", "tiny-imagenet-200", max_bytes=1 << 20, max_entries=10, progress=False
+        )
     assert _all_files(tmp_path / "out") == []
 
 
 def test_data_root_always_wins_and_nothing_is_downloaded(server, datasets_dir, tmp_path, monkeypatch):
     from embed.common.cli_args import resolve_data_root
+
     _tiny_zip(server.root / "tiny.zip")
     _serve_dataset(monkeypatch, server, "TINY_IMAGENET", "tiny.zip")
     args = SimpleNamespace(data_root=tmp_path / "mine", dataset="tiny-imagenet", no_progress=True)

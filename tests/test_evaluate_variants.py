@@ -4,13 +4,14 @@ Vectors whose class is their direction and whose norms vary over four decades: o
 every class is clean, on raw vectors the short ones crowd round the origin. The figures must
 equal the metrics of explicitly normalised vectors and differ from the raw ones.
 """
+
 import numpy as np
 import pytest
 
+from benchmarks.synthetic import synthetic_meta
+from embed.common.identity import EmbeddingKey
 from indexer.evaluation.evaluate import EvalConfig, evaluate
 from indexer.evaluation.metrics import encode_labels, exact_neighbours, needed_k, retrieval_metrics
-from embed.common.identity import EmbeddingKey
-from benchmarks.synthetic import synthetic_meta
 from indexer.milvus_store import VectorStore
 
 KS = (1, 5)
@@ -19,7 +20,7 @@ KNN_K = 5
 
 def _directional_vectors(n_per_class=12, n_classes=4, dim=8, seed=0):
     rng = np.random.default_rng(seed)
-    centres = np.linalg.qr(rng.normal(size=(dim, dim)))[0][:n_classes]     # orthonormal class directions
+    centres = np.linalg.qr(rng.normal(size=(dim, dim)))[0][:n_classes]  # orthonormal class directions
     labels = np.repeat(np.arange(n_classes), n_per_class)
     directions = centres[labels] + rng.normal(0, 0.15, (len(labels), dim))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
@@ -34,8 +35,9 @@ def varied_norm_collection(tmp_path):
     name = EmbeddingKey("toy", "toyset", "val").collection_name
     meta = synthetic_meta("toy", vectors.shape[1], "toyset", str(tmp_path), rows=len(vectors), complete=True)
     store.ensure_collection(name, meta)
-    store.upsert(name, np.arange(len(vectors)), vectors, labels, [f"{l}/{i}.jpg" for i, l in enumerate(labels)],
-                 progress=False)
+    store.upsert(
+        name, np.arange(len(vectors)), vectors, labels, [f"{l}/{i}.jpg" for i, l in enumerate(labels)], progress=False
+    )
     store.flush(name)
     return store, vectors, labels
 

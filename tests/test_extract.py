@@ -6,18 +6,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.data import REPO, make_tiny_layout
 
 from embed.extraction.embedder import build_embedder
 from embed.extraction.extract import ExtractConfig, extract
 from embed.extraction.shards import EmbeddingStore, StoreMismatch
-from support.data import REPO, make_tiny_layout
 
 MODEL = "timm:test_resnet"  # tiny timm test net: fast on CPU; random weights are fine for mechanics
 
 
 def _cfg(root, out, **kw):
-    base = dict(model=MODEL, split="val", data_root=root, out=out, random_init=True, workers=0,
-                batch_size=4, shard_size=5, progress=False)
+    base = dict(
+        model=MODEL,
+        split="val",
+        data_root=root,
+        out=out,
+        random_init=True,
+        workers=0,
+        batch_size=4,
+        shard_size=5,
+        progress=False,
+    )
     base.update(kw)
     return ExtractConfig(**base)
 
@@ -37,6 +46,7 @@ def test_bad_files_are_skipped_counted_and_listed(imagefolder, tmp_path):
 
 def test_all_image_modes_are_embedded(tmp_path):
     from support.data import good_images, write_files
+
     root = tmp_path / "modes"
     write_files(root / "val" / "any", good_images())
     result = extract(_cfg(root, tmp_path / "emb"))
@@ -44,7 +54,7 @@ def test_all_image_modes_are_embedded(tmp_path):
 
 
 def test_resume_after_interruption_gives_identical_vectors(tmp_path):
-    root = make_tiny_layout(tmp_path / "tiny", n_per_class=7)   # 14 images, shards of 5 -> 3 shards
+    root = make_tiny_layout(tmp_path / "tiny", n_per_class=7)  # 14 images, shards of 5 -> 3 shards
     full = extract(_cfg(root, tmp_path / "a"))
     _, ref, _ = EmbeddingStore(full.folder).load()
 
@@ -68,7 +78,7 @@ def test_partial_tmp_files_do_not_count_as_shards(tmp_path):
     root = make_tiny_layout(tmp_path / "tiny", n_per_class=5)
     result = extract(_cfg(root, tmp_path / "emb"))
     shard = EmbeddingStore(result.folder).shard_path(1)
-    shard.write_bytes(shard.read_bytes()[:100])   # a torn write from a crash
+    shard.write_bytes(shard.read_bytes()[:100])  # a torn write from a crash
     again = extract(_cfg(root, tmp_path / "emb"))
     assert again.n_computed == 5 and again.n_embedded == 10
 
@@ -85,18 +95,57 @@ def test_other_weights_refuse_to_mix(tmp_path):
 def test_cli_extract_and_models(tmp_path):
     root = make_tiny_layout(tmp_path / "tiny")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "-m", "embed", "extract", "--model", MODEL, "--split", "val",
-                          "--data-root", str(root), "--out", str(tmp_path / "emb"), "--random-init",
-                          "--workers", "1", "--no-progress"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "embed",
+            "extract",
+            "--model",
+            MODEL,
+            "--split",
+            "val",
+            "--data-root",
+            str(root),
+            "--out",
+            str(tmp_path / "emb"),
+            "--random-init",
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["embedded"] == 6 and summary["skipped"] == 0
-    bad = subprocess.run([sys.executable, "-m", "embed", "extract", "--model", "gresnet", "--split", "val",
-                          "--data-root", str(root), "--out", str(tmp_path / "emb")],
-                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "embed",
+            "extract",
+            "--model",
+            "gresnet",
+            "--split",
+            "val",
+            "--data-root",
+            str(root),
+            "--out",
+            str(tmp_path / "emb"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and "--checkpoint" in bad.stderr and "Traceback" not in bad.stderr
-    models = subprocess.run([sys.executable, "-m", "embed", "models", "--json"], capture_output=True, text=True,
-                            env=env, cwd=tmp_path)
+    models = subprocess.run(
+        [sys.executable, "-m", "embed", "models", "--json"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     rows = {r["name"]: r for r in json.loads(models.stdout)}
     assert rows["gresnet"]["dim"] == 2048 and rows["vit"]["dim"] == 384
 
@@ -107,10 +156,35 @@ def test_torchrun_two_ranks_split_the_shards(tmp_path):
     single = extract(_cfg(root, tmp_path / "single", precision="fp32"))
     _, ref, _ = EmbeddingStore(single.folder).load()
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "embed", "extract", "--model", MODEL, "--split", "val", "--data-root", str(root),
-           "--out", str(tmp_path / "dist"), "--random-init", "--workers", "0", "--shard-size", "5",
-           "--batch-size", "4", "--no-progress", "--precision", "fp32"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "embed",
+        "extract",
+        "--model",
+        MODEL,
+        "--split",
+        "val",
+        "--data-root",
+        str(root),
+        "--out",
+        str(tmp_path / "dist"),
+        "--random-init",
+        "--workers",
+        "0",
+        "--shard-size",
+        "5",
+        "--batch-size",
+        "4",
+        "--no-progress",
+        "--precision",
+        "fp32",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     store = EmbeddingStore(Path(single.folder.as_posix().replace("/single/", "/dist/")))
@@ -121,7 +195,7 @@ def test_torchrun_two_ranks_split_the_shards(tmp_path):
 
 def test_resume_after_a_limit_that_leaves_a_partial_shard(tmp_path):
     """--limit 7 with shards of 5 leaves shard 1 holding [5, 7) only: larger runs must complete it."""
-    root = make_tiny_layout(tmp_path / "tiny", n_per_class=7)   # 14 images -> shards [0,5) [5,10) [10,14)
+    root = make_tiny_layout(tmp_path / "tiny", n_per_class=7)  # 14 images -> shards [0,5) [5,10) [10,14)
     fresh = extract(_cfg(root, tmp_path / "fresh"))
     _, ref, _ = EmbeddingStore(fresh.folder).load()
 

@@ -2,12 +2,16 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+from support.models import nontrivial
 from timm.utils import reparameterize_model
 
-from support.models import nontrivial
-
-from embed.models.gresnet import (CheckpointMismatchError, FusedSplitNormConv2d, GResNet, SplitNormConv2d,
-                           checkpoint_filter_fn)
+from embed.models.gresnet import (
+    CheckpointMismatchError,
+    FusedSplitNormConv2d,
+    GResNet,
+    SplitNormConv2d,
+    checkpoint_filter_fn,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +63,18 @@ def test_split_norm_trains_like_batchnorm():
     m = SplitNormConv2d(3, 4, 3)
     ref = nn.BatchNorm2d(3, affine=False)
     x = torch.randn(8, 3, 10, 10) * 2 + 1
-    m.train(); ref.train()
-    m(x); ref(x)
+    m.train()
+    ref.train()
+    m(x)
+    ref(x)
     assert torch.allclose(m.norm.running_mean, ref.running_mean)
     assert torch.allclose(m.norm.running_var, ref.running_var)
 
 
-@pytest.mark.parametrize("k,stride,h,w", [(3, 1, 7, 9), (3, 2, 8, 8), (3, 2, 9, 7), (3, 1, 1, 1), (3, 2, 2, 3),
-                                          (3, 2, 5, 4), (1, 1, 5, 6), (1, 2, 6, 5)])
+@pytest.mark.parametrize(
+    "k,stride,h,w",
+    [(3, 1, 7, 9), (3, 2, 8, 8), (3, 2, 9, 7), (3, 1, 1, 1), (3, 2, 2, 3), (3, 2, 5, 4), (1, 1, 5, 6), (1, 2, 6, 5)],
+)
 def test_module_fusion_is_exact_on_borders(k, stride, h, w):
     torch.manual_seed(k * 100 + h * 10 + w)
     m = SplitNormConv2d(5, 6, k, stride)
@@ -131,6 +139,7 @@ def test_fused_model_compiles_into_one_graph(trained_pair):
 
 def test_pipeline_uses_fused_model():
     from embed.models.registry import load_model
+
     loaded = load_model("gresnet", random_init=True)
     assert loaded.fused
     assert not any(isinstance(m, SplitNormConv2d) for m in loaded.model.modules())
@@ -157,6 +166,7 @@ def test_checkpoint_filter_prefers_ema_and_strips_prefixes(trained_pair, tmp_pat
         assert torch.equal(a, b), k
     # and through the registry's --checkpoint path, which also fuses
     from embed.models.registry import load_model
+
     loaded = load_model("gresnet", checkpoint=path)
     assert loaded.weights.source == "checkpoint" and loaded.weights.fingerprint.startswith("sha256:")
     x = torch.randn(1, 3, 96, 96)

@@ -14,6 +14,7 @@ the blog's description with plain torch ops on the model's own state dict:
 Weights, statistics and affines are all set from one seeded generator (none left at their
 initial value), so the features do not depend on the model's own initialisation code.
 """
+
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,9 @@ import embed.models.gresnet  # noqa: F401  (registers gresnet50 with timm)
 pytestmark = pytest.mark.slow
 
 GOLDEN = Path(__file__).parent / "data" / "gresnet50_golden_features.npy"
-GOLDEN_CHANNELS = np.arange(0, 2048, 128)    # 16 values per image
+GOLDEN_CHANNELS = np.arange(0, 2048, 128)  # 16 values per image
 SEED = 1234
-SIZE = 80       # 40 -> 20 -> 10 -> 5 -> 3: the last shortcut pools an odd map (ceil mode)
+SIZE = 80  # 40 -> 20 -> 10 -> 5 -> 3: the last shortcut pools an odd map (ceil mode)
 EPS = 1e-5
 
 
@@ -53,7 +54,7 @@ def seeded_state_dict(model: torch.nn.Module, seed: int = SEED) -> dict:
             sd[key] = (torch.rand(ref.shape, generator=g) * 0.6 + 0.4).double()
         elif key.endswith("affine.bias") or key == "fc.bias":
             sd[key] = (torch.randn(ref.shape, generator=g) * 0.1).double()
-        elif ref.dim() == 4 or key == "fc.weight":     # conv weights, He-scaled
+        elif ref.dim() == 4 or key == "fc.weight":  # conv weights, He-scaled
             sd[key] = (torch.randn(ref.shape, generator=g) * (2.0 / ref[0].numel()) ** 0.5).double()
         else:
             raise AssertionError(f"unexpected tensor {key}: the reference below does not know it")
@@ -83,6 +84,7 @@ def fixed_input(n: int = 2, size: int = SIZE, seed: int = 7) -> torch.Tensor:
 
 
 # the reference ---------------------------------------------------------------------------------
+
 
 def split_norm_conv(x, sd, prefix, stride, kernel, calibrate=False):
     """BN statistics on the input channels, conv (zero padding of the normalised input), affine after.
@@ -137,7 +139,9 @@ def test_reference_agrees_with_the_model_unfused_and_fused(seeded_pair):
         fused = fused_model(x)
     assert ref.shape == unfused.shape == (2, 2048)
     assert _rel(ref[0], ref[1]) > 0.05, "features that ignore the image would make this comparison blind"
-    assert _rel(unfused, ref) < 1e-4, f"unfused GResNet differs from the reference forward: rel {_rel(unfused, ref):.3g}"
+    assert _rel(unfused, ref) < 1e-4, (
+        f"unfused GResNet differs from the reference forward: rel {_rel(unfused, ref):.3g}"
+    )
     assert _rel(fused, ref) < 1e-4, f"fused GResNet differs from the reference forward: rel {_rel(fused, ref):.3g}"
 
 
@@ -147,8 +151,16 @@ def test_reference_is_sensitive_to_what_it_guards(seeded_pair):
     x = fixed_input().double()
     with torch.inference_mode():
         ref = reference_features(sd, x)
-        no_stats = {k: (torch.zeros_like(v) if k.endswith("running_mean") else
-                        torch.ones_like(v) - EPS if k.endswith("running_var") else v) for k, v in sd.items()}
+        no_stats = {
+            k: (
+                torch.zeros_like(v)
+                if k.endswith("running_mean")
+                else torch.ones_like(v) - EPS
+                if k.endswith("running_var")
+                else v
+            )
+            for k, v in sd.items()
+        }
         assert _rel(reference_features(no_stats, x), ref) > 1e-2
         assert _rel(reference_features(sd, x, act=F.relu), ref) > 1e-2
 
@@ -163,10 +175,12 @@ def test_golden_features(seeded_pair):
         fused = fused_model(x).numpy()[:, GOLDEN_CHANNELS]
     assert golden.dtype == np.float32 and golden.shape == (2, len(GOLDEN_CHANNELS))
     scale = np.abs(golden).max()
-    np.testing.assert_allclose(unfused, golden, rtol=0, atol=1e-3 * scale,
-                               err_msg="GResNet features changed from the stored golden values")
-    np.testing.assert_allclose(fused, golden, rtol=0, atol=1e-3 * scale,
-                               err_msg="fused GResNet features changed from the stored golden values")
+    np.testing.assert_allclose(
+        unfused, golden, rtol=0, atol=1e-3 * scale, err_msg="GResNet features changed from the stored golden values"
+    )
+    np.testing.assert_allclose(
+        fused, golden, rtol=0, atol=1e-3 * scale, err_msg="fused GResNet features changed from the stored golden values"
+    )
 
 
 if __name__ == "__main__":

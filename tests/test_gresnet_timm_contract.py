@@ -5,6 +5,7 @@ tests/test_models.py on small inputs: unpooled maps after ``reset_classifier(0, 
 TorchScript, FX tracing that scripts, ``forward_intermediates``/``prune_intermediate_layers``,
 ``features_only`` with its ``feature_info``, fused and unfused alike, and the pretrained config.
 """
+
 import copy
 import math
 import subprocess
@@ -15,13 +16,13 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+from support.models import nontrivial
 from timm.data import create_transform, resolve_data_config
 from timm.utils import reparameterize_model
 
 import embed.models.gresnet  # noqa: F401  (registers gresnet50 with timm)
 from embed.models import gresnet_weights
 from embed.models.gresnet import BLOG_WEIGHTS_DRIVE_ID, BLOG_WEIGHTS_URL, SplitNormConv2d
-from support.models import nontrivial
 
 REPO = Path(__file__).resolve().parents[1]
 CHANNELS = [128, 256, 512, 1024, 2048]
@@ -50,9 +51,9 @@ def test_reset_classifier_without_pool_returns_unpooled_maps(pair, fused):
     x = _x(64)
     with torch.inference_mode():
         feats = model.forward_features(x)
-        model.reset_classifier(0)                        # pooled features, no classifier
+        model.reset_classifier(0)  # pooled features, no classifier
         pooled = model(x)
-        model.reset_classifier(0, "")                    # no pooling either: forward gives the maps
+        model.reset_classifier(0, "")  # no pooling either: forward gives the maps
         maps = model(x)
     assert pooled.shape == (2, 2048) and model.num_classes == 0
     assert maps.shape == (2, 2048, 2, 2)
@@ -78,6 +79,7 @@ def test_torchscript_matches_eager(pair):
 def test_fx_trace_scripts_and_matches_eager(pair):
     from timm.models import get_notrace_functions, get_notrace_modules
     from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
     model, _ = pair
     tracer_kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions())
     _, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
@@ -93,7 +95,7 @@ def test_fx_trace_scripts_and_matches_eager(pair):
 @pytest.mark.parametrize("fused", [False, True])
 def test_forward_intermediates_agree_with_forward_features(pair, fused):
     model = pair[fused]
-    size = 72   # 36 -> 18 -> 9 -> 5 -> 3: odd maps on the way down
+    size = 72  # 36 -> 18 -> 9 -> 5 -> 3: odd maps on the way down
     x = _x(size)
     with torch.inference_mode():
         final, maps = model.forward_intermediates(x)
@@ -126,8 +128,7 @@ def test_prune_intermediate_layers_keeps_the_requested_maps(pair):
 
 @pytest.mark.parametrize("feature_cls", ["list", "getter"])
 def test_features_only_maps_and_feature_info(feature_cls):
-    model = timm.create_model("gresnet50", features_only=True, out_indices=(1, 2, 3, 4),
-                              feature_cls=feature_cls).eval()
+    model = timm.create_model("gresnet50", features_only=True, out_indices=(1, 2, 3, 4), feature_cls=feature_cls).eval()
     info = model.feature_info
     assert info.channels() == CHANNELS[1:] and info.reduction() == REDUCTIONS[1:]
     assert info.module_name() == ["layer1", "layer2", "layer3", "layer4"]
@@ -157,7 +158,7 @@ def test_pretrained_cfg_describes_the_blog_weights_and_their_eval_transform(monk
     cfg = timm.get_pretrained_cfg("gresnet50.blog_in1k")
     assert cfg.url == BLOG_WEIGHTS_URL and BLOG_WEIGHTS_DRIVE_ID in cfg.url
     monkeypatch.delenv(gresnet_weights.URL_ENV, raising=False)
-    assert gresnet_weights.source_url() == cfg.url      # the downloader's default source is the config's
+    assert gresnet_weights.source_url() == cfg.url  # the downloader's default source is the config's
     assert "gresnet50.blog_in1k" in timm.list_models(pretrained=True)
     model = timm.create_model("gresnet50")
     steps = create_transform(**resolve_data_config(model=model), is_training=False).transforms
@@ -176,7 +177,7 @@ def _torchvision_style_file(model: nn.Module, path: Path) -> Path:
 def test_pretrained_loads_through_timm_in_chans_and_features_only(tmp_path):
     torch.manual_seed(3)
     src = nontrivial(timm.create_model("gresnet50"), size=64, seed=3)
-    path = _torchvision_style_file(src, tmp_path / "stand_in.pth")   # a stand-in file, not the author's weights
+    path = _torchvision_style_file(src, tmp_path / "stand_in.pth")  # a stand-in file, not the author's weights
     overlay = dict(file=str(path))
     model = timm.create_model("gresnet50", pretrained=True, pretrained_cfg_overlay=overlay).eval()
     x = _x(64)
@@ -195,7 +196,7 @@ def test_pretrained_loads_through_timm_in_chans_and_features_only(tmp_path):
 def test_pretrained_without_a_file_uses_the_download_cache(tmp_path, monkeypatch):
     """pretrained=True goes through embed.models.gresnet_weights (Drive needs gdown): here its cache answers."""
     monkeypatch.setenv("RETRIEVAL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv(gresnet_weights.URL_ENV, "http://127.0.0.1:9/gresnet50.pth")   # nothing listens there
+    monkeypatch.setenv(gresnet_weights.URL_ENV, "http://127.0.0.1:9/gresnet50.pth")  # nothing listens there
     torch.manual_seed(4)
     src = timm.create_model("gresnet50").eval()
     with pytest.raises(Exception, match="--checkpoint PATH"):

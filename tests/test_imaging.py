@@ -3,11 +3,12 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
+from support.data import bad_images, bomb_png, exif_rotated_jpeg, good_images, gradient
 
 from embed.sources.imaging import MAX_IMAGE_PIXELS, BadImage, load_rgb, read_bytes_capped, too_many_pixels
-from support.data import gradient, bad_images, bomb_png, exif_rotated_jpeg, good_images
 
 
 @pytest.mark.parametrize("name,data", good_images(), ids=[n for n, _ in good_images()])

@@ -6,31 +6,43 @@ import time
 
 import numpy as np
 import pytest
+from support.data import REPO, make_tiny_layout
 
+from embed.common.identity import EmbeddingKey
 from embed.extraction.extract import ExtractConfig
 from indexer.build import build
-from embed.common.identity import EmbeddingKey
 from indexer.milvus_store import DatabaseLocked, MetadataMismatch, StoreError, VectorStore
-from support.data import REPO, make_tiny_layout
 
 MODEL = "timm:test_resnet"
 
 
 def _cfg(root, out, **kw):
-    base = dict(model=MODEL, split="val", data_root=root, out=out, random_init=True, workers=0, batch_size=8,
-                shard_size=8, progress=False)
+    base = dict(
+        model=MODEL,
+        split="val",
+        data_root=root,
+        out=out,
+        random_init=True,
+        workers=0,
+        batch_size=8,
+        shard_size=8,
+        progress=False,
+    )
     base.update(kw)
     return ExtractConfig(**base)
 
 
 @pytest.fixture
 def dataset(tmp_path):
-    return make_tiny_layout(tmp_path / f"ds{os.getpid()}", n_per_class=10, classes=("n01440764", "n01443537", "n01484850"))
+    return make_tiny_layout(
+        tmp_path / f"ds{os.getpid()}", n_per_class=10, classes=("n01440764", "n01443537", "n01484850")
+    )
 
 
 def _fresh(store: VectorStore, root, out):
     # the server is shared by the session: start each test from an empty collection
     from embed.sources.datasets import load_split
+
     store.drop(EmbeddingKey(MODEL, load_split(root, "val").dataset_name, "val").collection_name)
 
 
@@ -94,8 +106,10 @@ def test_metadata_mismatch_is_refused_unless_recreate(store_uri, dataset, tmp_pa
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     # embeddings recomputed another way behind the collection's back: the collection is refused, not reused
     import torch
+
     from embed.extraction.embedder import resolve_precision
     from embed.extraction.extract import extract
+
     other = "bf16" if resolve_precision("auto", torch.device("cpu")) is None else "fp32"
     extract(_cfg(dataset, tmp_path / "emb", precision=other, force=True))
     with pytest.raises(MetadataMismatch, match="precision: stored"):
@@ -105,6 +119,7 @@ def test_metadata_mismatch_is_refused_unless_recreate(store_uri, dataset, tmp_pa
 def test_forced_re_extraction_rebuilds_the_collection_with_the_new_identity(store_uri, dataset, tmp_path):
     """build(decode=workers), then build(decode=device, force=True): the collection follows the new shards."""
     from embed.extraction.shards import EmbeddingStore
+
     store = VectorStore(store_uri)
     _fresh(store, dataset, tmp_path / "emb")
     first = build(_cfg(dataset, tmp_path / "emb", decode="workers"), store, progress=False)
@@ -126,9 +141,11 @@ def test_a_query_is_embedded_with_the_collections_precision_and_decode(store_uri
     """The query embedder takes precision and decode from the collection, whatever the defaults are now."""
     import torch
     from PIL import Image
+
     from embed.extraction.embedder import resolve_precision
     from embed.extraction.shards import EmbeddingStore
     from indexer.query_embedding import QueryEmbedder
+
     other = "bf16" if resolve_precision("auto", torch.device("cpu")) is None else "fp32"
     store = VectorStore(store_uri)
     _fresh(store, dataset, tmp_path / "emb")
@@ -148,6 +165,7 @@ def test_a_query_is_embedded_with_the_collections_precision_and_decode(store_uri
 
 def test_batches_are_bounded_by_bytes(store_uri, monkeypatch):
     from benchmarks.synthetic import synthetic_meta
+
     store = VectorStore(store_uri)
     meta = synthetic_meta("m", 64, "bytes_test", "/x")
     store.drop("bytes_test")
@@ -162,8 +180,15 @@ def test_batches_are_bounded_by_bytes(store_uri, monkeypatch):
 
     monkeypatch.setattr(client, "upsert", spy)
     vectors = np.random.default_rng(0).normal(size=(30, 64)).astype(np.float32)
-    store.upsert("bytes_test", np.arange(30), vectors, ["c"] * 30, [f"p{i}" for i in range(30)],
-                 progress=False, max_batch_bytes=3000)
+    store.upsert(
+        "bytes_test",
+        np.arange(30),
+        vectors,
+        ["c"] * 30,
+        [f"p{i}" for i in range(30)],
+        progress=False,
+        max_batch_bytes=3000,
+    )
     store.flush("bytes_test")
     assert sum(sizes) == 30 and len(sizes) >= 3
     assert max(sizes) * 64 * 4 <= 3000, "each request carries at most max_batch_bytes of vectors"
@@ -176,15 +201,25 @@ def test_invalid_names_never_reach_milvus(store_uri):
     for bad in ("x; drop", "a b", "../etc", "id >= 0 or 1", ""):
         with pytest.raises(StoreError):
             store.count(bad)
-    assert EmbeddingKey("timm:resnet18.a1_in1k", "my data-set", "val").collection_name == "timm_resnet18_a1_in1k__my_data_set__val"
+    assert (
+        EmbeddingKey("timm:resnet18.a1_in1k", "my data-set", "val").collection_name
+        == "timm_resnet18_a1_in1k__my_data_set__val"
+    )
 
 
 def test_lite_lock_conflict_names_the_remedy(tmp_path):
     uri = str(tmp_path / "locked.db")
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
-                               f"print('open', flush=True); import time; time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        [
+            sys.executable,
+            "-c",
+            f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
+            f"print('open', flush=True); import time; time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     try:
         assert holder.stdout.readline().strip() == "open"
         with pytest.raises(DatabaseLocked, match="indexer serve.*--uri"):
@@ -196,6 +231,7 @@ def test_lite_lock_conflict_names_the_remedy(tmp_path):
 
 def test_unreachable_server_retries_then_fails_clearly():
     from support.data import free_port
+
     store = VectorStore(f"http://127.0.0.1:{free_port()}", retries=2, backoff=0.1)
     t = time.perf_counter()
     with pytest.raises(StoreError, match="unreachable"):
@@ -207,10 +243,25 @@ def test_cli_status_json_and_search(dataset, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     uri = str(tmp_path / "cli.db")
     common = ["--uri", uri]
-    run = lambda *a: subprocess.run([sys.executable, "-m", "indexer", *a], capture_output=True, text=True, env=env,
-                                    cwd=tmp_path, timeout=600)
-    b = run("build", "--model", MODEL, "--split", "val", "--data-root", str(dataset), "--out", str(tmp_path / "emb"),
-            "--random-init", "--workers", "0", "--no-progress", *common)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "indexer", *a], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600
+    )
+    b = run(
+        "build",
+        "--model",
+        MODEL,
+        "--split",
+        "val",
+        "--data-root",
+        str(dataset),
+        "--out",
+        str(tmp_path / "emb"),
+        "--random-init",
+        "--workers",
+        "0",
+        "--no-progress",
+        *common,
+    )
     assert b.returncode == 0, b.stderr
     s = run("status", "--json", *common)
     status = json.loads(s.stdout)
@@ -233,11 +284,13 @@ def test_cli_status_json_and_search(dataset, tmp_path):
 
 def test_evaluate_report_outputs_and_milvus_agreement(store_uri, dataset, tmp_path):
     from indexer.evaluation.evaluate import EvalConfig, evaluate, markdown_table, write_csv, write_json, write_plot
+
     store = VectorStore(store_uri)
     _fresh(store, dataset, tmp_path / "emb")
     build(_cfg(dataset, tmp_path / "emb"), store, progress=False)
-    cfg = EvalConfig(split="val", dataset=dataset.name, models=[MODEL], ks=(1, 5, 10), milvus_check=20,
-                     time_naive=30, progress=False)
+    cfg = EvalConfig(
+        split="val", dataset=dataset.name, models=[MODEL], ks=(1, 5, 10), milvus_check=20, time_naive=30, progress=False
+    )
     report = evaluate(cfg, store)
     raw, norm = report.results
     assert (raw.features, norm.features) == ("raw", "normalized")
@@ -298,8 +351,10 @@ def test_rerun_build_writes_each_id_once(store_uri, dataset, tmp_path, monkeypat
     assert len(sent) == 60 and {i for _, i in sent} == set(range(30))
     held = _rows_without_dedup(sent)
     duplicated = sorted(i for i, n in held.items() if n > 1)
-    assert not duplicated, (f"ids written twice without replacing: {duplicated[:5]}... "
-                            f"a backend without deduplication would hold {sum(held.values())} rows for 30 ids")
+    assert not duplicated, (
+        f"ids written twice without replacing: {duplicated[:5]}... "
+        f"a backend without deduplication would hold {sum(held.values())} rows for 30 ids"
+    )
     assert store.count(first.collection) == 30
     ids, _, _, _ = store.read_all(first.collection)
     assert ids.tolist() == list(range(30)), "ids queried back: each once, none missing"

@@ -1,6 +1,7 @@
 """Commands that need no model never import torch: `indexer status`, `indexer drop`, `embed models`, and the checks of
 model names, paths and splits (a wrong one is reported before any model loads). Checked in a fresh interpreter
 through ``sys.modules``, not by timing (timings: benchmarks/help_startup.py)."""
+
 import json
 import os
 import subprocess
@@ -8,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from support.data import REPO, make_tiny_layout
 
 PROBE = """
@@ -21,8 +21,14 @@ print(json.dumps({{"code": code, "torch": "torch" in sys.modules, "timm": "timm"
 
 def _run(cli: str, *args, cwd):
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
-    res = subprocess.run([sys.executable, "-c", PROBE.format(cli=cli), *map(str, args)], capture_output=True,
-                         text=True, cwd=cwd, env=env, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", PROBE.format(cli=cli), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
     report = json.loads(res.stdout.strip().splitlines()[-1])
     return report, res
 
@@ -33,6 +39,7 @@ def database(tmp_path_factory):
     from benchmarks.synthetic import synthetic_meta
     from embed.common.identity import EmbeddingKey
     from indexer.milvus_store import VectorStore
+
     base = tmp_path_factory.mktemp("light")
     root = make_tiny_layout(base / "data")
     uri = str(base / "milvus.db")
@@ -40,10 +47,17 @@ def database(tmp_path_factory):
     for model in ("effnet-lite0", "effnet-lite1"):
         name = EmbeddingKey(model, root.name, "val").collection_name
         store.ensure_collection(name, synthetic_meta(model, 8, root.name, str(root), rows=6, complete=True))
-        store.upsert(name, np.arange(6), np.eye(6, 8, dtype=np.float32), ["n01440764"] * 3 + ["n01443537"] * 3,
-                     [f"images/val_{i}.JPEG" for i in range(6)], progress=False)
+        store.upsert(
+            name,
+            np.arange(6),
+            np.eye(6, 8, dtype=np.float32),
+            ["n01440764"] * 3 + ["n01443537"] * 3,
+            [f"images/val_{i}.JPEG" for i in range(6)],
+            progress=False,
+        )
     store.close()
     from milvus_lite.server_manager import server_manager_instance
+
     server_manager_instance.release_all()
     return {"uri": uri, "root": root, "base": base}
 
@@ -55,8 +69,9 @@ def test_status_imports_no_torch(database, tmp_path):
 
 
 def test_drop_imports_no_torch(database, tmp_path):
-    report, res = _run("indexer", "drop", "--model", "effnet-lite1", "--split", "val", "--uri", database["uri"],
-                       cwd=tmp_path)
+    report, res = _run(
+        "indexer", "drop", "--model", "effnet-lite1", "--split", "val", "--uri", database["uri"], cwd=tmp_path
+    )
     assert report["code"] == 0 and "dropped effnet_lite1__data__val" in res.stdout, res.stderr[-2000:]
     assert not report["torch"] and not report["timm"]
 
@@ -67,16 +82,22 @@ def test_embed_models_imports_no_torch_and_still_knows_the_weights(tmp_path):
     rows = {r["name"]: r for r in json.loads(res.stdout.rsplit("\n{", 1)[0])}
     assert rows["effnet-lite2"]["input_size"] == 260 and rows["vit"]["dim"] == 384
     from support.data import have_effnet_package
+
     assert rows["effnet-lite0"]["weights_here"] == have_effnet_package()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--model", "resnet", "--split", "val", "--data-root", "{root}"], "unknown model 'resnet'"),
-    (["--model", "effnet-lite0", "--split", "val", "--data-root", "{base}/nowhere"], "does not exist"),
-    (["--model", "effnet-lite0", "--split", "test", "--data-root", "{root}"], "splits found: val"),
-    (["--model", "effnet-lite0", "--split", "val", "--data-root", "{root}", "--checkpoint", "{base}/none.pth"],
-     "checkpoint"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model", "resnet", "--split", "val", "--data-root", "{root}"], "unknown model 'resnet'"),
+        (["--model", "effnet-lite0", "--split", "val", "--data-root", "{base}/nowhere"], "does not exist"),
+        (["--model", "effnet-lite0", "--split", "test", "--data-root", "{root}"], "splits found: val"),
+        (
+            ["--model", "effnet-lite0", "--split", "val", "--data-root", "{root}", "--checkpoint", "{base}/none.pth"],
+            "checkpoint",
+        ),
+    ],
+)
 @pytest.mark.parametrize("cli,command", [("indexer", "build"), ("embed", "extract"), ("embed", "check")])
 def test_wrong_names_paths_and_splits_are_reported_before_torch(database, tmp_path, cli, command, args, message):
     args = [a.format(root=database["root"], base=database["base"]) for a in args]
@@ -88,10 +109,23 @@ def test_wrong_names_paths_and_splits_are_reported_before_torch(database, tmp_pa
 
 def test_a_search_whose_files_are_all_unusable_answers_without_loading_the_model(database, tmp_path):
     from support.data import bomb_png
+
     big = tmp_path / "big.png"
     big.write_bytes(bomb_png(8000, 7000))
-    report, res = _run("indexer", "search", "--model", "effnet-lite0", "--split", "val", "--uri", database["uri"],
-                       "--image", tmp_path / "missing.jpg", big, cwd=tmp_path)
+    report, res = _run(
+        "indexer",
+        "search",
+        "--model",
+        "effnet-lite0",
+        "--split",
+        "val",
+        "--uri",
+        database["uri"],
+        "--image",
+        tmp_path / "missing.jpg",
+        big,
+        cwd=tmp_path,
+    )
     assert report["code"] == 1
     assert "missing.jpg: no such file or folder" in res.stderr and "big.png: too many pixels" in res.stderr
     assert not report["torch"]
@@ -100,7 +134,17 @@ def test_a_search_whose_files_are_all_unusable_answers_without_loading_the_model
 def test_class_names_need_no_torch(tmp_path):
     """The app names classes on its first page (the class filter) without loading a model."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    res = subprocess.run([sys.executable, "-c", "import sys; from embed.sources.datasets import class_name; "
-                          "print(class_name('n01440764'), 'torch' in sys.modules)"],
-                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from embed.sources.datasets import class_name; "
+            "print(class_name('n01440764'), 'torch' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
     assert res.stdout.split() == ["tench", "False"], res.stderr

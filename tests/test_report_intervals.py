@@ -6,8 +6,8 @@ resamples and seed that report.md itself states. The project's bootstrap draws i
 does for a seeded generator (``rng.integers(0, n, (resamples, n))``), so the intervals must agree to rounding,
 not just statistically: the interval labelled 95% is the 2.5/97.5 percentile interval of those draws.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import re
 
@@ -38,22 +38,42 @@ def _vectors(noise: float, seed: int, n_classes: int = 6, per_class: int = 20, d
 def report(tmp_path_factory):
     base = tmp_path_factory.mktemp("report_intervals")
     store = VectorStore(str(base / "milvus.db"))
-    for model, noise in zip(MODELS, (0.6, 1.2)):           # the same images, one model retrieving better
+    for model, noise in zip(MODELS, (0.6, 1.2)):  # the same images, one model retrieving better
         vectors, labels = _vectors(noise, seed=1)
         classes = [f"c{c}" for c in labels]
         name = EmbeddingKey(model, DATASET, "val").collection_name
-        store.ensure_collection(name, synthetic_meta(model, vectors.shape[1], DATASET, str(base), rows=len(vectors),
-                                                     complete=True))
-        store.upsert(name, np.arange(len(vectors)), vectors, classes, [f"{c}/{i}.jpg" for i, c in enumerate(classes)],
-                     progress=False)
+        store.ensure_collection(
+            name, synthetic_meta(model, vectors.shape[1], DATASET, str(base), rows=len(vectors), complete=True)
+        )
+        store.upsert(
+            name,
+            np.arange(len(vectors)),
+            vectors,
+            classes,
+            [f"{c}/{i}.jpg" for i, c in enumerate(classes)],
+            progress=False,
+        )
         store.flush(name)
-    cfg = EvalConfig(split="val", dataset=DATASET, models=list(MODELS), ks=(1, 5, 10), features=("raw",), knn_k=20,
-                     device="cpu", progress=False, holdout=0.2)
+    cfg = EvalConfig(
+        split="val",
+        dataset=DATASET,
+        models=list(MODELS),
+        ks=(1, 5, 10),
+        features=("raw",),
+        knn_k=20,
+        device="cpu",
+        progress=False,
+        holdout=0.2,
+    )
     evaluation, runs = evaluate_runs(cfg, store)
     out = base / "rep"
     build_report(evaluation, runs, ReportConfig(out=out, resamples=RESAMPLES, seed=SEED, galleries=0))
     store.close()
-    return {"runs": runs, "md": (out / "report.md").read_text(), "doc": ReportDocument.from_json((out / "report.json").read_text())}
+    return {
+        "runs": runs,
+        "md": (out / "report.md").read_text(),
+        "doc": ReportDocument.from_json((out / "report.json").read_text()),
+    }
 
 
 def _per_query_columns(run):
@@ -61,14 +81,26 @@ def _per_query_columns(run):
     pq = run.per_query
     cols = {f"P@{k}": np.asarray(v, float) for k, v in pq.precision.items()}
     cols.update({f"R@{k}": np.asarray(v, float) for k, v in pq.hit.items()})
-    cols.update({"R-precision": np.asarray(pq.r_precision, float), "MAP@R": np.asarray(pq.ap_at_r, float),
-                 "kNN@20": pq.knn_correct.astype(float), "DINO kNN top-1": run.dino_correct.astype(float)})
+    cols.update(
+        {
+            "R-precision": np.asarray(pq.r_precision, float),
+            "MAP@R": np.asarray(pq.ap_at_r, float),
+            "kNN@20": pq.knn_correct.astype(float),
+            "DINO kNN top-1": run.dino_correct.astype(float),
+        }
+    )
     return cols
 
 
 def _scipy(values, level: float, resamples: int, seed: int):
-    ci = sps.bootstrap((values,), np.mean, n_resamples=resamples, method="percentile", confidence_level=level,
-                       rng=np.random.default_rng(seed)).confidence_interval
+    ci = sps.bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=resamples,
+        method="percentile",
+        confidence_level=level,
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
     return float(ci.low), float(ci.high)
 
 
@@ -88,7 +120,7 @@ def _md_table(md: str, heading: str):
 def _shows(cell: str, *values: float, decimals: int = 4) -> bool:
     """Whether the numbers printed in ``cell`` are ``values`` rounded to ``decimals`` (either way at a tie)."""
     printed = [float(v) for v in re.findall(r"[-+]?\d+\.\d+", cell)]
-    half = 0.5 * 10 ** -decimals + 1e-12
+    half = 0.5 * 10**-decimals + 1e-12
     return len(printed) == len(values) and all(abs(p - v) <= half for p, v in zip(printed, values))
 
 
@@ -117,7 +149,8 @@ def test_every_metric_interval_is_scipys_percentile_interval_at_the_printed_leve
             got = intervals.get(name)
             assert got.mean == pytest.approx(values.mean(), abs=1e-12), (label, name)
             assert (got.low, got.high) == pytest.approx((low, high), rel=1e-12, abs=1e-12), (
-                f"{label} {name}: [{got.low}, {got.high}] is not the {level:.0%} percentile interval [{low}, {high}]")
+                f"{label} {name}: [{got.low}, {got.high}] is not the {level:.0%} percentile interval [{low}, {high}]"
+            )
             assert got.n == len(values) and got.level == level
             column = f"{name} ({level:.0%} CI)"
             if column in head:
@@ -133,9 +166,11 @@ def test_paired_differences_and_their_sentences_use_the_printed_level(report):
     ci_col = next(h for h in head if "paired bootstrap" in h)
     assert ci_col == f"{level * 100:g}% CI (paired bootstrap)"
     a, b = report["runs"]
-    pairs = {"P@1": (a.per_query.hit["1"].astype(float), b.per_query.hit["1"].astype(float)),
-             "P@10": (a.per_query.precision["10"], b.per_query.precision["10"]),
-             "MAP@R": (a.per_query.ap_at_r, b.per_query.ap_at_r)}
+    pairs = {
+        "P@1": (a.per_query.hit["1"].astype(float), b.per_query.hit["1"].astype(float)),
+        "P@10": (a.per_query.precision["10"], b.per_query.precision["10"]),
+        "MAP@R": (a.per_query.ap_at_r, b.per_query.ap_at_r),
+    }
     (pair,) = doc.pairs
     md_rows = {r[1]: dict(zip(head, r)) for r in rows}
     for metric, (va, vb) in pairs.items():

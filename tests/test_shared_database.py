@@ -1,10 +1,10 @@
-import pytest
 """One default Milvus Lite database for the app and the CLI (issue 15).
 
 The first process to open the database serves it on 127.0.0.1 and records the address next to it
 (``<db>.server.json``); later processes connect there. Tested with real processes: a Streamlit app
 opened in headless Chromium, then CLI commands on the same default database while it is open.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-
+import pytest
 from support.browser import headless_chromium, needs_chromium, start_app, stop_app
-from support.data import free_port
 from support.cli import build_tiny12, env, run
+from support.data import free_port
 
 # the app in a browser beside CLI processes on one database
 pytestmark = pytest.mark.slow
@@ -27,9 +27,16 @@ pytestmark = pytest.mark.slow
 def _holder(uri: str):
     """Another process of this tool with the database open (it becomes the owner)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", f"from indexer.milvus_store import VectorStore; s = VectorStore({uri!r}); "
-                               f"s.list_collections(); print('open', flush=True); import time; time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True, env=env())
+        [
+            sys.executable,
+            "-c",
+            f"from indexer.milvus_store import VectorStore; s = VectorStore({uri!r}); "
+            f"s.list_collections(); print('open', flush=True); import time; time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
     assert proc.stdout.readline().strip() == "open"
     return proc
 
@@ -37,6 +44,7 @@ def _holder(uri: str):
 def test_second_process_uses_the_owner_then_takes_over_when_it_dies(tmp_path):
     from indexer import shared_lite
     from indexer.milvus_store import VectorStore
+
     uri = str(tmp_path / "milvus.db")
     holder = _holder(uri)
     try:
@@ -62,11 +70,13 @@ def test_second_process_uses_the_owner_then_takes_over_when_it_dies(tmp_path):
 
 def test_stale_record_of_a_dead_process_is_removed(tmp_path):
     from indexer import shared_lite
+
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     db = tmp_path / "milvus.db"
-    (tmp_path / "milvus.db.server.json").write_text(json.dumps(
-        {"pid": dead.pid, "port": free_port(), "host": "127.0.0.1", "path": str(db), "started": 0}))
+    (tmp_path / "milvus.db.server.json").write_text(
+        json.dumps({"pid": dead.pid, "port": free_port(), "host": "127.0.0.1", "path": str(db), "started": 0})
+    )
     assert shared_lite.live_record(db) is None
     assert not (tmp_path / "milvus.db.server.json").exists()
 
@@ -75,9 +85,16 @@ def test_foreign_holder_is_named_with_the_remedy(tmp_path):
     """A process that opened the file without this tool (no record) cannot be shared: say so, and how to fix it."""
     uri = str(tmp_path / "foreign.db")
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
-                               f"print('open', flush=True); import time; time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True, env=env())
+        [
+            sys.executable,
+            "-c",
+            f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
+            f"print('open', flush=True); import time; time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
     try:
         assert holder.stdout.readline().strip() == "open"
         p = run(["indexer", "status", "--uri", uri], RETRIEVAL_LITE_WAIT_S="1")
@@ -97,7 +114,8 @@ def _broken_jpeg(good: Path) -> bytes:
 @needs_chromium
 def test_app_open_in_a_browser_and_cli_share_the_default_database(tmp_path):
     from selenium.webdriver.common.by import By
-    info = build_tiny12(tmp_path)           # cwd tmp_path: the default database is tmp_path/data/milvus.db
+
+    info = build_tiny12(tmp_path)  # cwd tmp_path: the default database is tmp_path/data/milvus.db
     work = info["work"]
     record_file = work / "data" / "milvus.db.server.json"
     assert not record_file.exists(), "the build has exited: it no longer serves the database"
@@ -110,8 +128,11 @@ def test_app_open_in_a_browser_and_cli_share_the_default_database(tmp_path):
         imgs, heads = [], set()
         while time.time() < deadline:
             heads = {h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, "h3")}
-            imgs = [i for i in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
-                    if i.get_attribute("naturalWidth") not in (None, "0")]
+            imgs = [
+                i
+                for i in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
+                if i.get_attribute("naturalWidth") not in (None, "0")
+            ]
             if "EfficientNet-Lite0" in heads and len(imgs) >= 10:
                 break
             time.sleep(1)
@@ -130,16 +151,32 @@ def test_app_open_in_a_browser_and_cli_share_the_default_database(tmp_path):
         for image in info["images"]:
             shutil.copy(image, queries)
         (queries / "broken.jpg").write_bytes(_broken_jpeg(info["images"][0]))
-        search = run(["indexer", "search", "--model", "effnet-lite0", "--split", "val", "--image", str(queries),
-                      "--json", "-k", "5"], cwd=work)
+        search = run(
+            [
+                "indexer",
+                "search",
+                "--model",
+                "effnet-lite0",
+                "--split",
+                "val",
+                "--image",
+                str(queries),
+                "--json",
+                "-k",
+                "5",
+            ],
+            cwd=work,
+        )
         answers = [json.loads(line) for line in search.stdout.splitlines()]
         assert len(answers) == 13, search.stderr
         good = [a for a in answers if "hits" in a]
         bad = [a for a in answers if "error" in a]
         assert len(good) == 12 and all(len(a["hits"]) == 5 for a in good)
         # an indexed image finds itself first
-        assert all(a["hits"][0]["distance"] < 1e-3 and Path(a["hits"][0]["relpath"]).name == Path(a["image"]).name
-                   for a in good)
+        assert all(
+            a["hits"][0]["distance"] < 1e-3 and Path(a["hits"][0]["relpath"]).name == Path(a["image"]).name
+            for a in good
+        )
         assert [a["image"] for a in bad] == [str(queries / "broken.jpg")]
         assert str(queries / "broken.jpg") in bad[0]["error"] and f"error: {bad[0]['error']}" in search.stderr
         assert search.returncode == 1, "exit status 1: one image could not be answered"

@@ -4,6 +4,7 @@ A port is only a number: after the owner died, anything may listen there (anothe
 Only the pid says whether the owner lives, so a dead pid must remove the record even when a plain TCP listener
 answers on the recorded port; a client that trusted the port would connect to that listener and hang.
 """
+
 from __future__ import annotations
 
 import json
@@ -81,6 +82,6 @@ def test_live_owner_is_kept_and_a_live_pid_with_a_closed_port_is_not(tmp_path, l
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
-    closed.close()                                      # bound once, now nobody listens there
+    closed.close()  # bound once, now nobody listens there
     record = _write_record(db, live_pid, port)
     assert shared_lite.live_record(db) is None and not record.exists()

@@ -1,4 +1,5 @@
 """Bootstrap intervals, paired differences and the exact McNemar test, against scipy on known cases."""
+
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -8,10 +9,16 @@ from indexer.evaluation.stats import bootstrap_ci, compare_sentence, mcnemar_exa
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_bootstrap_interval_matches_scipy_percentile(seed):
-    x = np.random.default_rng(seed).exponential(2.0, 400)     # skewed: the percentile interval is asymmetric
+    x = np.random.default_rng(seed).exponential(2.0, 400)  # skewed: the percentile interval is asymmetric
     ours = bootstrap_ci(x, n_resamples=4000, seed=seed)
-    ref = sps.bootstrap((x,), np.mean, n_resamples=4000, method="percentile", confidence_level=0.95,
-                        random_state=np.random.default_rng(seed + 10)).confidence_interval
+    ref = sps.bootstrap(
+        (x,),
+        np.mean,
+        n_resamples=4000,
+        method="percentile",
+        confidence_level=0.95,
+        random_state=np.random.default_rng(seed + 10),
+    ).confidence_interval
     se = x.std(ddof=1) / np.sqrt(len(x))
     assert ours.mean == pytest.approx(x.mean())
     # two Monte-Carlo estimates of the same quantiles: within a small fraction of the standard error
@@ -37,8 +44,14 @@ def test_paired_difference_removes_shared_variance():
     unpaired_width = 2 * 1.96 * np.sqrt(a.var() / 1000 + b.var() / 1000)
     assert paired.excludes_zero() and paired.mean == pytest.approx(a.mean() - b.mean())
     assert paired.high - paired.low < unpaired_width / 5
-    ref = sps.bootstrap((a, b), lambda u, v, axis: u.mean(axis) - v.mean(axis), paired=True, n_resamples=2000,
-                        method="percentile", random_state=np.random.default_rng(5)).confidence_interval
+    ref = sps.bootstrap(
+        (a, b),
+        lambda u, v, axis: u.mean(axis) - v.mean(axis),
+        paired=True,
+        n_resamples=2000,
+        method="percentile",
+        random_state=np.random.default_rng(5),
+    ).confidence_interval
     assert paired.low == pytest.approx(ref.low, abs=0.002) and paired.high == pytest.approx(ref.high, abs=0.002)
     with pytest.raises(ValueError, match="same queries"):
         paired_difference(a, b[:-1])
@@ -52,7 +65,7 @@ def test_mcnemar_exact_on_known_tables():
     assert (t.both, t.only_a, t.only_b, t.neither) == (50, 12, 3, 35)
     expected = 2 * sps.binom.cdf(3, 15, 0.5)
     assert t.p_value == pytest.approx(expected) and t.p_value == pytest.approx(0.03515625)
-    assert mcnemar_exact(a, a).p_value == 1.0            # no discordant queries
+    assert mcnemar_exact(a, a).p_value == 1.0  # no discordant queries
     assert mcnemar_exact(b, a).p_value == pytest.approx(t.p_value)
 
 

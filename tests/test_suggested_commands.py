@@ -1,4 +1,5 @@
 """Every command the tool suggests runs as written: each suggestion is run here, as printed."""
+
 import os
 import re
 import shlex
@@ -7,20 +8,25 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support.data import REPO, have_effnet_package, make_tiny_layout
 
 needs_effnet = pytest.mark.skipif(not have_effnet_package(), reason="effnet-lite0's weights package is not installed")
 
 
 def _env(**extra):
-    return dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
-                **{k: str(v) for k, v in extra.items()})
+    return dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        **{k: str(v) for k, v in extra.items()},
+    )
 
 
 def _cli(*args, cwd, env=None, timeout=600):
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env or _env(),
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env or _env(), timeout=timeout
+    )
 
 
 def _run_as_written(command: str, cwd: Path, env=None) -> subprocess.CompletedProcess:
@@ -36,14 +42,28 @@ def indexed(tmp_path_factory):
     from embed.extraction.extract import ExtractConfig
     from indexer.build import build
     from indexer.milvus_store import VectorStore
+
     base = tmp_path_factory.mktemp("suggest")
     root = make_tiny_layout(base / "data", n_per_class=3, classes=("n01440764", "n01443537"))
     uri = str(base / "milvus.db")
     store = VectorStore(uri)
-    build(ExtractConfig(model="timm:test_resnet", split="val", data_root=root, out=base / "emb", random_init=True,
-                        workers=0, batch_size=6, progress=False), store, progress=False)
+    build(
+        ExtractConfig(
+            model="timm:test_resnet",
+            split="val",
+            data_root=root,
+            out=base / "emb",
+            random_init=True,
+            workers=0,
+            batch_size=6,
+            progress=False,
+        ),
+        store,
+        progress=False,
+    )
     store.close()
     from milvus_lite.server_manager import server_manager_instance
+
     server_manager_instance.release_all()
     return {"uri": uri, "root": root, "base": base}
 
@@ -52,8 +72,19 @@ def indexed(tmp_path_factory):
 @needs_effnet
 def test_the_build_a_search_suggests_for_a_missing_model_runs(indexed, tmp_path):
     query = indexed["root"] / "val" / "images" / "val_0.JPEG"
-    search = ("-m", "indexer", "search", "--model", "effnet-lite0", "--split", "val", "--image", str(query),
-              "--uri", indexed["uri"])
+    search = (
+        "-m",
+        "indexer",
+        "search",
+        "--model",
+        "effnet-lite0",
+        "--split",
+        "val",
+        "--image",
+        str(query),
+        "--uri",
+        indexed["uri"],
+    )
     res = _cli(*search, cwd=tmp_path)
     assert res.returncode == 2
     suggested = re.search(r"Build it: (python -m indexer build [^\n]+)", res.stderr)
@@ -70,7 +101,7 @@ def test_the_build_a_search_suggests_for_a_missing_model_runs(indexed, tmp_path)
 def test_the_embed_check_the_report_suggests_runs(indexed, tmp_path):
     from indexer.evaluation.report import ReportConfig, accuracy
 
-    class ModelOnly:   # the one Run field accuracy() reads when fewer than two models have a check
+    class ModelOnly:  # the one Run field accuracy() reads when fewer than two models have a check
         model = "effnet-lite0"
 
     cfg = ReportConfig(out=tmp_path / "report", data_root=indexed["root"], split="val", embeddings=tmp_path / "emb")
@@ -85,10 +116,12 @@ def test_the_embed_check_the_report_suggests_runs(indexed, tmp_path):
 
 def test_a_search_on_a_missing_split_suggests_the_splits_there_are(tmp_path):
     import numpy as np
+
     from benchmarks.synthetic import synthetic_meta
     from embed.common.identity import EmbeddingKey
     from indexer.milvus_store import VectorStore
-    root = make_tiny_layout(tmp_path / "data")   # a val split only
+
+    root = make_tiny_layout(tmp_path / "data")  # a val split only
     uri = str(tmp_path / "milvus.db")
     store = VectorStore(uri)
     meta = synthetic_meta("effnet-lite0", 4, root.name, str(root))
@@ -97,20 +130,45 @@ def test_a_search_on_a_missing_split_suggests_the_splits_there_are(tmp_path):
     store.upsert(name, np.arange(2), np.ones((2, 4), np.float32), ["a", "b"], ["x.jpg", "y.jpg"], progress=False)
     store.close()
     from milvus_lite.server_manager import server_manager_instance
+
     server_manager_instance.release_all()
-    res = _cli("-m", "indexer", "search", "--model", "effnet-lite0", "--split", "test", "--image", "x.jpg",
-               "--uri", uri, cwd=tmp_path)
+    res = _cli(
+        "-m",
+        "indexer",
+        "search",
+        "--model",
+        "effnet-lite0",
+        "--split",
+        "test",
+        "--image",
+        "x.jpg",
+        "--uri",
+        uri,
+        cwd=tmp_path,
+    )
     assert res.returncode == 2
     assert "indexer build" not in res.stderr, "no build of a split that does not exist"
     assert f"No indexed data set has a split 'test' ({root} hold: val)" in res.stderr
 
 
 def test_an_empty_database_suggests_the_quick_start(tmp_path):
-    res = _cli("-m", "indexer", "drop", "--model", "effnet-lite0", "--split", "val", "--uri",
-               str(tmp_path / "empty.db"), cwd=tmp_path)
+    res = _cli(
+        "-m",
+        "indexer",
+        "drop",
+        "--model",
+        "effnet-lite0",
+        "--split",
+        "val",
+        "--uri",
+        str(tmp_path / "empty.db"),
+        cwd=tmp_path,
+    )
     assert res.returncode == 2
-    assert (f"`python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000 --uri "
-            f"{tmp_path / 'empty.db'}`") in res.stderr
+    assert (
+        f"`python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000 --uri "
+        f"{tmp_path / 'empty.db'}`"
+    ) in res.stderr
 
 
 def test_indexer_help_calls_the_readme_quick_start_the_quick_start(tmp_path):
@@ -121,13 +179,18 @@ def test_indexer_help_calls_the_readme_quick_start_the_quick_start(tmp_path):
     assert quick and helped and helped.group(1) == quick.group(1) == "1000"
 
 
-@pytest.mark.parametrize("cli,command", [("indexer", c) for c in ("build", "status", "search", "drop", "serve",
-                                                                    "evaluate")] +
-                         [("embed", c) for c in ("extract", "check", "models")])
+@pytest.mark.parametrize(
+    "cli,command",
+    [("indexer", c) for c in ("build", "status", "search", "drop", "serve", "evaluate")]
+    + [("embed", c) for c in ("extract", "check", "models")],
+)
 def test_each_subcommand_shows_its_own_examples(cli, command, tmp_path):
     res = _cli("-m", cli, command, "--help", cwd=tmp_path)
     assert res.returncode == 0
-    examples = [line.strip() for line in res.stdout.split("examples:", 1)[1].splitlines()
-                if line.strip().startswith(("python -m", "torchrun"))]
+    examples = [
+        line.strip()
+        for line in res.stdout.split("examples:", 1)[1].splitlines()
+        if line.strip().startswith(("python -m", "torchrun"))
+    ]
     assert 1 <= len(examples) <= 5, examples
     assert all(f" {command}" in line for line in examples), examples

@@ -3,6 +3,7 @@
 The lists are written from the naming rules of each checkpoint format, not from the mapping under
 test, so a mapping that pairs two same-shaped tensors wrongly (BN mean/var, weight/bias) fails here.
 """
+
 import re
 
 import pytest
@@ -22,8 +23,14 @@ EFFNET_LITE_STAGE_DEPTHS = {
 
 # lukemelas EfficientNet block parts -> timm module names, for the two block kinds
 _DEPTHWISE_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_INVERTED_RESIDUAL = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                      "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_INVERTED_RESIDUAL = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 _TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 _BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(_[a-z_]+\d?)\.(\w+)$")
 
@@ -50,12 +57,26 @@ def effnet_key_pairs(source_keys, stage_depths):
 
 def test_effnet_key_rules_on_known_pairs():
     """The rules above, checked on pairs read off the two nets' printed module trees."""
-    keys = ["_conv_stem.weight", "_bn0.running_mean", "_blocks.0._depthwise_conv.weight", "_blocks.0._bn1.running_var",
-            "_blocks.0._bn2.bias", "_blocks.1._expand_conv.weight", "_blocks.1._bn0.running_mean",
-            "_blocks.1._bn1.weight", "_blocks.2._bn2.running_var", "_blocks.3._project_conv.weight",
-            "_blocks.15._bn2.weight", "_conv_head.weight", "_bn1.bias", "_fc.weight",
-            # blocks with an expansion conv are inverted residuals (the key's presence decides)
-            "_blocks.2._expand_conv.weight", "_blocks.3._expand_conv.weight", "_blocks.15._expand_conv.weight"]
+    keys = [
+        "_conv_stem.weight",
+        "_bn0.running_mean",
+        "_blocks.0._depthwise_conv.weight",
+        "_blocks.0._bn1.running_var",
+        "_blocks.0._bn2.bias",
+        "_blocks.1._expand_conv.weight",
+        "_blocks.1._bn0.running_mean",
+        "_blocks.1._bn1.weight",
+        "_blocks.2._bn2.running_var",
+        "_blocks.3._project_conv.weight",
+        "_blocks.15._bn2.weight",
+        "_conv_head.weight",
+        "_bn1.bias",
+        "_fc.weight",
+        # blocks with an expansion conv are inverted residuals (the key's presence decides)
+        "_blocks.2._expand_conv.weight",
+        "_blocks.3._expand_conv.weight",
+        "_blocks.15._expand_conv.weight",
+    ]
     assert dict(effnet_key_pairs(keys, EFFNET_LITE_STAGE_DEPTHS["effnet-lite0"])) == {
         "_conv_stem.weight": "conv_stem.weight",
         "_bn0.running_mean": "bn1.running_mean",
@@ -86,7 +107,7 @@ def test_effnet_mapping_pairs_every_tensor_with_its_source(name):
     if path is None:
         pytest.skip(f"the weights package for {name} is not installed")
     source = read_checkpoint(path)
-    model = timm.create_model(spec.timm_name)      # with its classifier: the head is mapped too
+    model = timm.create_model(spec.timm_name)  # with its classifier: the head is mapped too
     assert tuple(len(stage) for stage in model.blocks) == EFFNET_LITE_STAGE_DEPTHS[name]
     mapped = fit_state_dict(source, model, path.name)
 
@@ -125,8 +146,10 @@ def test_gresnet_checkpoint_filter_pairs_every_tensor_with_its_source():
     model = timm.create_model("gresnet50")
     g = torch.Generator().manual_seed(5)
     # distinct random values in every tensor, so that any two same-shaped tensors swapped are told apart
-    ema = {"module." + k: (torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone())
-           for k, v in model.state_dict().items()}
+    ema = {
+        "module." + k: (torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone())
+        for k, v in model.state_dict().items()
+    }
     ema["n_averaged"] = torch.tensor(7)
     stale = {k: torch.zeros_like(v) for k, v in ema.items()}
     checkpoint = {"model": stale, "model_ema": ema, "optimizer": {}, "epoch": 599}
@@ -152,14 +175,20 @@ def test_gresnet_structural_fit_pairs_every_tensor_with_its_source():
     model = timm.create_model("gresnet50")
     g = torch.Generator().manual_seed(6)
     ours = [(k, v) for k, v in model.state_dict().items() if not k.endswith(("pad_value", "num_batches_tracked"))]
-    foreign = {f"backbone.t{i:03d}": (torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone())
-               for i, (_, v) in enumerate(ours)}
+    foreign = {
+        f"backbone.t{i:03d}": (torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone())
+        for i, (_, v) in enumerate(ours)
+    }
     pairs = [(f"backbone.t{i:03d}", k) for i, (k, _) in enumerate(ours)]
     mapped = fit_state_dict(foreign, model, "foreign.pth", skip_target=("pad_value",))
     assert {dst for _, dst in pairs} <= set(mapped)
-    wrong = [f"{dst} <- should be {src}" for src, dst in pairs
-             if foreign[src].is_floating_point() and not torch.equal(mapped[dst], foreign[src])]
+    wrong = [
+        f"{dst} <- should be {src}"
+        for src, dst in pairs
+        if foreign[src].is_floating_point() and not torch.equal(mapped[dst], foreign[src])
+    ]
     assert not wrong, f"{len(wrong)} tensors placed from the wrong source: {wrong[:6]}"
     with pytest.raises(CheckpointMismatchError, match="could not be placed"):
-        fit_state_dict({**foreign, "backbone.extra": torch.zeros(3, 3)}, model, "foreign.pth",
-                       skip_target=("pad_value",))
+        fit_state_dict(
+            {**foreign, "backbone.extra": torch.zeros(3, 3)}, model, "foreign.pth", skip_target=("pad_value",)
+        )

@@ -4,11 +4,12 @@ The page reads a report written by ``python -m indexer evaluate ... --report DIR
 a report takes minutes, a page must not). DIR comes from ``--report-dir`` after ``--`` on the streamlit command
 line, then env ``RETRIEVAL_REPORT_DIR``, then ``data/report``; the sidebar can change it.
 """
+
 from __future__ import annotations
 
 import sys
-from typing import List
 from pathlib import Path
+from typing import List
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the repository
@@ -23,6 +24,7 @@ from indexer.evaluation.maps import report_dir_from_argv  # noqa: E402
 from indexer.evaluation.sections import sections  # noqa: E402
 from indexer.milvus_store import StoreError, VectorStore  # noqa: E402
 
+
 @st.cache_resource(show_spinner=False)
 def get_store(uri: str, token: str) -> VectorStore:
     return VectorStore(uri, token)
@@ -36,6 +38,7 @@ def load_report(path: str, mtime: float) -> ReportDocument:
 def database_models(settings: AppSettings) -> dict:
     """model -> rows, for the collections of the app's split in the database."""
     from indexer.catalog import indexed_collections
+
     try:
         colls = indexed_collections(get_store(settings.uri, settings.token))
     except StoreError as e:
@@ -66,8 +69,11 @@ def disagreement_browser(doc: ReportDocument, folder: Path) -> None:
     if not galleries:
         st.info("This report has no galleries (they need two or more models and --data-root).")
         return
-    labels = {g.query_id: f"query id {g.query_id} · {g.relpath} · " +
-              ", ".join(f"{c.model} P@10 {c.p_at_10:.1f}" for c in g.columns) for g in galleries}
+    labels = {
+        g.query_id: f"query id {g.query_id} · {g.relpath} · "
+        + ", ".join(f"{c.model} P@10 {c.p_at_10:.1f}" for c in g.columns)
+        for g in galleries
+    }
     chosen = st.selectbox("Query", list(labels), format_func=labels.get, key="eval_query")
     gallery = next(g for g in galleries if g.query_id == chosen)
     st.image(str(folder / "galleries" / gallery.png), caption="query, then each model's top 5 (green: hit, red: miss)")
@@ -78,34 +84,48 @@ def disagreement_browser(doc: ReportDocument, folder: Path) -> None:
 
 def maps_note(settings: AppSettings, folder: Path, features: str = "raw") -> None:
     """Whether the Maps page has maps of the database's collections; if not, the command that makes them."""
-    from indexer.evaluation.maps import available_params, maps_command
     from indexer.catalog import indexed_collections
+    from indexer.evaluation.maps import available_params, maps_command
+
     try:
-        colls = [c for c in indexed_collections(get_store(settings.uri, settings.token)) if c.meta.split == settings.split]
+        colls = [
+            c for c in indexed_collections(get_store(settings.uri, settings.token)) if c.meta.split == settings.split
+        ]
     except StoreError:
         return
     if not colls:
         return
     st.subheader("Maps of the embedding spaces")
     if available_params(folder, {c.name: c.meta for c in colls}):
-        st.markdown("Each model's space in 2-D, side by side, with its trustworthiness and per-class silhouette: "
-                    "the **Maps** page (sidebar).")
+        st.markdown(
+            "Each model's space in 2-D, side by side, with its trustworthiness and per-class silhouette: "
+            "the **Maps** page (sidebar)."
+        )
         return
-    st.info(f"No maps of these collections in {folder / 'maps'} yet (or they were rebuilt since). The Maps page "
-            f"shows them; make them with:")
-    st.code(maps_command(settings.split, sorted(c.meta.model for c in colls), str(folder), settings.uri,
-                         features=features), language="bash")
+    st.info(
+        f"No maps of these collections in {folder / 'maps'} yet (or they were rebuilt since). The Maps page "
+        f"shows them; make them with:"
+    )
+    st.code(
+        maps_command(settings.split, sorted(c.meta.model for c in colls), str(folder), settings.uri, features=features),
+        language="bash",
+    )
 
 
 def show_robustness(settings: AppSettings, folder: Path, models: List[str]) -> None:
     """The robustness section, when ``python -m indexer robustness --report DIR`` wrote robustness.json here."""
     import json
+
     from indexer.evaluation.robustness_tables import TITLES, measure_table, measures_present, pair_table, protocol_text
+
     path = folder / "robustness.json"
     if not path.is_file():
         st.caption(f"No robustness results in {folder}; this adds them:")
-        st.code(f"python -m indexer robustness --split {settings.split} --models {','.join(models)} "
-                f"--uri {settings.uri} --report {folder}", language="bash")
+        st.code(
+            f"python -m indexer robustness --split {settings.split} --models {','.join(models)} "
+            f"--uri {settings.uri} --report {folder}",
+            language="bash",
+        )
         return
     doc = json.loads(path.read_text())
     st.header("Robustness: transformed queries")
@@ -137,8 +157,11 @@ def main() -> None:
         models = ",".join(sorted(in_db)) or "gresnet,convnext,vit"
         # evaluate finds the data set (and the images the report shows) from the collections when one is indexed
         data_root = f" --data-root {settings.data_root}" if settings.data_root else ""
-        st.code(f"python -m indexer evaluate --split {settings.split} --models {models}{data_root} --holdout 0.2 "
-                f"--uri {settings.uri} --report {folder}", language="bash")
+        st.code(
+            f"python -m indexer evaluate --split {settings.split} --models {models}{data_root} --holdout 0.2 "
+            f"--uri {settings.uri} --report {folder}",
+            language="bash",
+        )
         maps_note(settings, folder)
         show_robustness(settings, folder, sorted(in_db) or ["gresnet", "convnext", "vit"])
         return
@@ -149,14 +172,18 @@ def main() -> None:
         return
     proto = doc.protocol
     in_report = doc.models
-    st.caption(f"Report {path} · {proto.dataset}/{proto.split} · models compared on {doc.variant_compared} "
-               f"features · {doc.bootstrap.resamples} bootstrap resamples, {doc.bootstrap.level:.0%} intervals")
+    st.caption(
+        f"Report {path} · {proto.dataset}/{proto.split} · models compared on {doc.variant_compared} "
+        f"features · {doc.bootstrap.resamples} bootstrap resamples, {doc.bootstrap.level:.0%} intervals"
+    )
     missing = sorted(set(in_db) - set(in_report))
     if missing:
         st.info(f"In the database but not in this report: {', '.join(missing)}. To add them, rerun:")
-        st.code(f"python -m indexer evaluate --split {proto.split} --models {','.join(in_report + missing)}"
-                f"{' --holdout 0.2' if doc.dino_knn else ''} --uri {settings.uri} --report {folder}",
-                language="bash")
+        st.code(
+            f"python -m indexer evaluate --split {proto.split} --models {','.join(in_report + missing)}"
+            f"{' --holdout 0.2' if doc.dino_knn else ''} --uri {settings.uri} --report {folder}",
+            language="bash",
+        )
     randoms = doc.random_weight_models
     if randoms:
         st.error(f"RANDOM weights: {', '.join(randoms)}: their figures measure nothing but chance.")

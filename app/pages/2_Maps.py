@@ -8,6 +8,7 @@ Hover names a point's class and image id (Plotly's hover box cannot show an imag
 its thumbnail and class appear above the maps, the same image is marked in every map, and "Open side by side"
 makes it the query on the main page (``?query_id=N``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,6 +55,7 @@ def cached_thumbnail(path: str):
 
 def map_file_mtime(report_dir: Path, collection: str, params: MapParams) -> float:
     from indexer.evaluation.maps import cache_paths
+
     path = cache_paths(report_dir, collection, params)[1]
     return path.stat().st_mtime if path.is_file() else 0.0
 
@@ -63,9 +65,20 @@ def displayed(result: MapResult, limit: int = MAX_POINTS) -> MapResult:
     if result.n <= limit:
         return result
     keep = np.sort(np.random.default_rng(0).permutation(result.n)[:limit])
-    return MapResult(result.collection, result.model, result.identity, result.params, result.effective,
-                     result.ids[keep], result.coords[keep], [result.class_ids[i] for i in keep],
-                     [result.relpaths[i] for i in keep], result.quality, result.seconds, result.cached)
+    return MapResult(
+        result.collection,
+        result.model,
+        result.identity,
+        result.params,
+        result.effective,
+        result.ids[keep],
+        result.coords[keep],
+        [result.class_ids[i] for i in keep],
+        [result.relpaths[i] for i in keep],
+        result.quality,
+        result.seconds,
+        result.cached,
+    )
 
 
 def remember_selection(key: str, trace_ids) -> None:
@@ -100,21 +113,26 @@ def selection_panel(backend: Backend, results: dict) -> None:
     with right:
         st.markdown(f"**Selected image:** `{relpath}` · id {chosen}")
         st.markdown(f"**Class:** {class_name(cls)} (`{cls}`)")
-        if st.button("Open side by side", key="maps_open_side_by_side",
-                     help="query every model with this image on the main page"):
+        if st.button(
+            "Open side by side", key="maps_open_side_by_side", help="query every model with this image on the main page"
+        ):
             # the Search page reads ?query_id=N and opens that indexed image
             navigation.switch_to_search(query_params={"query_id": str(chosen)})
 
 
 def silhouette_table(results: dict, highlight) -> None:
     st.subheader("Per-class separation (silhouette in the original space)")
-    st.caption("Mean silhouette of each class's images in the model's own space (Euclidean, the metric the "
-               "comparison ranks by): +1 well apart from the other classes, 0 on a border, below 0 mixed in. "
-               "A property of the embedding, not of the map; compare it with the report's per-class P@10.")
+    st.caption(
+        "Mean silhouette of each class's images in the model's own space (Euclidean, the metric the "
+        "comparison ranks by): +1 well apart from the other classes, 0 on a border, below 0 mixed in. "
+        "A property of the embedding, not of the map; compare it with the report's per-class P@10."
+    )
     per_model = {model_title(m): {c.class_id: c.silhouette for c in r.quality.per_class} for m, r in results.items()}
     classes = sorted({c for v in per_model.values() for c in v}, key=lambda c: (c not in highlight, class_name(c)))
-    rows = [{"class": f"{class_name(c)} ({c})", **{m: round(v.get(c, float("nan")), 3) for m, v in per_model.items()}}
-            for c in classes]
+    rows = [
+        {"class": f"{class_name(c)} ({c})", **{m: round(v.get(c, float("nan")), 3) for m, v in per_model.items()}}
+        for c in classes
+    ]
     st.dataframe(rows, hide_index=True, height=320)
 
 
@@ -138,8 +156,10 @@ def main() -> None:
     indexed = [m for m in backend.model_choices() if m in backend.collections]
     if not indexed:
         st.warning(f"No collections for split '{settings.split}' in {backend.store.describe_target()} yet.")
-        st.code(f"python -m indexer build --model all --split {settings.split} --data-root DIR --uri {settings.uri}",
-                language="bash")
+        st.code(
+            f"python -m indexer build --model all --split {settings.split} --data-root DIR --uri {settings.uri}",
+            language="bash",
+        )
         return
     default = [m for m in backend.default_models() if m in indexed] or indexed
     chosen = st.sidebar.multiselect("Models", indexed, default=default, key="maps_models", format_func=model_title)
@@ -150,9 +170,11 @@ def main() -> None:
     metas = {backend.collections[m].name: backend.collections[m].meta for m in models}
     options = available_params(folder, metas)
     if not options:
-        st.warning(f"No maps of {', '.join(model_title(m) for m in models)} in {folder / 'maps'} "
-                   f"yet (or their collections were rebuilt since). Make them (the page shows maps, it does not "
-                   f"compute them):")
+        st.warning(
+            f"No maps of {', '.join(model_title(m) for m in models)} in {folder / 'maps'} "
+            f"yet (or their collections were rebuilt since). Make them (the page shows maps, it does not "
+            f"compute them):"
+        )
         st.code(maps_command(settings.split, models, str(folder), settings.uri), language="bash")
         return
     params = st.sidebar.selectbox("Map", options, format_func=MapParams.label, key="maps_params")
@@ -163,8 +185,12 @@ def main() -> None:
         if r is not None:
             results[m] = r
     all_classes = sorted({c for r in results.values() for c in r.class_ids})
-    highlight = st.sidebar.multiselect("Highlight classes (in every map)", all_classes, key="maps_highlight",
-                                       format_func=lambda c: f"{class_name(c)} ({c})")
+    highlight = st.sidebar.multiselect(
+        "Highlight classes (in every map)",
+        all_classes,
+        key="maps_highlight",
+        format_func=lambda c: f"{class_name(c)} ({c})",
+    )
     palette = class_palette(all_classes)
     names = {c: class_name(c) for c in all_classes}
 
@@ -176,17 +202,26 @@ def main() -> None:
             r = results.get(m)
             if r is None:
                 st.warning(f"No {params.label()} map of this collection as it is now.")
-                st.code(maps_command(settings.split, [m], str(folder), settings.uri, params.method, params.features),
-                        language="bash")
+                st.code(
+                    maps_command(settings.split, [m], str(folder), settings.uri, params.method, params.features),
+                    language="bash",
+                )
                 continue
             shown = displayed(r)
-            st.caption(f"{params.label()} · {r.quality.caption(r.n)} · {r.n:,} images"
-                       + (f", {shown.n:,} drawn (seeded sample)" if shown.n < r.n else ""))
+            st.caption(
+                f"{params.label()} · {r.quality.caption(r.n)} · {r.n:,} images"
+                + (f", {shown.n:,} drawn (seeded sample)" if shown.n < r.n else "")
+            )
             fig = map_figure(shown, palette, names, highlight, st.session_state.get(SELECTED))
             key = f"map_{m}"
-            st.plotly_chart(fig.figure, key=key, on_select=functools.partial(remember_selection, key, fig.trace_ids),
-                            selection_mode="points", config={"displaylogo": False, "scrollZoom": True},
-                            width="stretch")
+            st.plotly_chart(
+                fig.figure,
+                key=key,
+                on_select=functools.partial(remember_selection, key, fig.trace_ids),
+                selection_mode="points",
+                config={"displaylogo": False, "scrollZoom": True},
+                width="stretch",
+            )
     if results:
         silhouette_table(results, set(highlight))
 

@@ -2,6 +2,7 @@
 folder, the Milvus collection name and every lookup derive from it) and its full identity (how it was
 made: weights, transform, decode, precision, data), stored and compared the same way everywhere. NumPy- and torch-free: the app and ``--help`` import it.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,8 +40,8 @@ def _name_part(part: str) -> str:
 
 @dataclass(frozen=True)
 class EmbeddingKey:
-    model: str      # registry name, e.g. "effnet-lite0" or "timm:resnet50d"
-    dataset: str    # the data root's folder name, e.g. "tiny-imagenet-200"
+    model: str  # registry name, e.g. "effnet-lite0" or "timm:resnet50d"
+    dataset: str  # the data root's folder name, e.g. "tiny-imagenet-200"
     split: str
 
     def folder(self, embeddings_root: Path) -> Path:
@@ -55,8 +56,10 @@ class EmbeddingKey:
 
     def matches(self, model: Optional[str] = None, split: Optional[str] = None, dataset: Optional[str] = None) -> bool:
         """Whether this key fits a lookup; a part given as None matches anything."""
-        return all(want is None or want == have
-                   for want, have in ((model, self.model), (split, self.split), (dataset, self.dataset)))
+        return all(
+            want is None or want == have
+            for want, have in ((model, self.model), (split, self.split), (dataset, self.dataset))
+        )
 
     def __str__(self) -> str:
         return f"{self.model}/{self.dataset}/{self.split}"
@@ -70,17 +73,18 @@ class VectorSetIdentity:
     same code (``differences``), so a collection cannot keep vectors the shards no longer hold, and a
     query is embedded exactly as the rows it is compared with (transform, decode, precision, weights).
     """
-    model: str                # registry name, e.g. "effnet-lite0"
+
+    model: str  # registry name, e.g. "effnet-lite0"
     timm_name: str
     dim: int
-    weights_source: str       # "checkpoint" | "package" | "download" | "hub" | "random"
+    weights_source: str  # "checkpoint" | "package" | "download" | "hub" | "random"
     weights_fingerprint: str  # "sha256:<hex>", "hub:<tag>" or "random:seed0"
-    dataset: str              # the data root's folder name
-    data_fingerprint: str     # hash of the split's (relpath, class) list: ids mean the same images
+    dataset: str  # the data root's folder name
+    data_fingerprint: str  # hash of the split's (relpath, class) list: ids mean the same images
     split: str
-    transform: str            # the eval transform, as timm builds it for the weights
-    decode: str               # "workers" (PIL) or "device" (tensor resampling): they differ slightly
-    precision: str            # "fp32" | "bf16" | "fp16": autocast dtype of the forward pass
+    transform: str  # the eval transform, as timm builds it for the weights
+    decode: str  # "workers" (PIL) or "device" (tensor resampling): they differ slightly
+    precision: str  # "fp32" | "bf16" | "fp16": autocast dtype of the forward pass
     normalized: bool = False  # rows scaled to unit length (shards always hold raw vectors)
 
     @property
@@ -96,13 +100,17 @@ class VectorSetIdentity:
 
     def differences(self, other: "VectorSetIdentity") -> Dict[str, Tuple[object, object]]:
         """{field: (this value, other value)} for every field that differs."""
-        return {f.name: (getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
-                if getattr(self, f.name) != getattr(other, f.name)}
+        return {
+            f.name: (getattr(self, f.name), getattr(other, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        }
 
     def describe_differences(self, other: "VectorSetIdentity") -> str:
         """'decode: stored 'workers', now 'device'; ...' with this identity as the stored one."""
-        return "; ".join(f"{name}: stored {_short(a)}, now {_short(b)}"
-                         for name, (a, b) in self.differences(other).items())
+        return "; ".join(
+            f"{name}: stored {_short(a)}, now {_short(b)}" for name, (a, b) in self.differences(other).items()
+        )
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
@@ -115,4 +123,4 @@ class VectorSetIdentity:
 
 def _short(value: object, width: int = 60) -> str:
     text = repr(value)
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return text if len(text) <= width else text[: width - 3] + "..."

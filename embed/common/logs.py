@@ -3,6 +3,7 @@
 Each line silenced here was seen in normal runs and means nothing to the user; real failures still
 reach the user as exceptions with their own messages.
 """
+
 from __future__ import annotations
 
 import logging

@@ -5,6 +5,7 @@ app's session, a download), never at import, so a variable set before a command 
 Code elsewhere asks for ``current()`` and passes the values it needs down. Deliberately imports nothing
 heavy: ``--help`` and the app's start-up read these without torch.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,23 +21,24 @@ DATASET_MD5_PREFIX = ENV_PREFIX + "DATASET_MD5_"
 @dataclass(frozen=True)
 class RetrievalSettings:
     """Defaults shared by the CLIs, the app, the downloads and the benchmarks (env variable in brackets)."""
-    data_root_from_env: Optional[str] = None      # RETRIEVAL_DATA_ROOT as set (the app then uses the indexed root)
-    data_root: str = "data/imagenet"              # RETRIEVAL_DATA_ROOT
-    embeddings: str = "data/embeddings"           # RETRIEVAL_EMBEDDINGS
-    milvus_uri: str = "data/milvus.db"            # RETRIEVAL_MILVUS_URI
-    milvus_token: str = ""                        # RETRIEVAL_MILVUS_TOKEN
-    split: str = "val"                            # RETRIEVAL_SPLIT
-    extra_models: str = ""                        # RETRIEVAL_EXTRA_MODELS (the app's extra columns)
-    report_dir: str = "data/report"               # RETRIEVAL_REPORT_DIR (the Evaluation page)
+
+    data_root_from_env: Optional[str] = None  # RETRIEVAL_DATA_ROOT as set (the app then uses the indexed root)
+    data_root: str = "data/imagenet"  # RETRIEVAL_DATA_ROOT
+    embeddings: str = "data/embeddings"  # RETRIEVAL_EMBEDDINGS
+    milvus_uri: str = "data/milvus.db"  # RETRIEVAL_MILVUS_URI
+    milvus_token: str = ""  # RETRIEVAL_MILVUS_TOKEN
+    split: str = "val"  # RETRIEVAL_SPLIT
+    extra_models: str = ""  # RETRIEVAL_EXTRA_MODELS (the app's extra columns)
+    report_dir: str = "data/report"  # RETRIEVAL_REPORT_DIR (the Evaluation page)
     datasets_dirs: Tuple[str, ...] = ("data/datasets", "../shared/datasets")  # RETRIEVAL_DATASETS (os.pathsep)
     # RETRIEVAL_DATASET_URL_<NAME> / RETRIEVAL_DATASET_MD5_<NAME>: another address for a named dataset
     dataset_urls: Dict[str, str] = field(default_factory=dict)
     dataset_md5s: Dict[str, str] = field(default_factory=dict)
-    cache_dir: Optional[str] = None               # RETRIEVAL_CACHE (default $XDG_CACHE_HOME/backbone-retrieval)
-    gresnet_url: Optional[str] = None             # RETRIEVAL_GRESNET_URL (default: the blog's Drive file)
-    lite_wait_s: float = 15.0                     # RETRIEVAL_LITE_WAIT_S: wait for a starting Lite owner
-    insert_batch_bytes: int = 32 * 1024 * 1024    # RETRIEVAL_INSERT_BATCH_BYTES: under every Milvus request limit
-    lite_slow_rows_x_dim: Optional[int] = None    # RETRIEVAL_LITE_SLOW_ROWS_X_DIM: when build advises a server
+    cache_dir: Optional[str] = None  # RETRIEVAL_CACHE (default $XDG_CACHE_HOME/backbone-retrieval)
+    gresnet_url: Optional[str] = None  # RETRIEVAL_GRESNET_URL (default: the blog's Drive file)
+    lite_wait_s: float = 15.0  # RETRIEVAL_LITE_WAIT_S: wait for a starting Lite owner
+    insert_batch_bytes: int = 32 * 1024 * 1024  # RETRIEVAL_INSERT_BATCH_BYTES: under every Milvus request limit
+    lite_slow_rows_x_dim: Optional[int] = None  # RETRIEVAL_LITE_SLOW_ROWS_X_DIM: when build advises a server
 
     @classmethod
     def from_environment(cls, environ: Optional[Dict[str, str]] = None) -> "RetrievalSettings":
@@ -55,8 +57,12 @@ class RetrievalSettings:
             extra_models=get(ENV_PREFIX + "EXTRA_MODELS", defaults.extra_models),
             report_dir=get(ENV_PREFIX + "REPORT_DIR") or defaults.report_dir,
             datasets_dirs=tuple(p for p in datasets.split(os.pathsep) if p) if datasets else defaults.datasets_dirs,
-            dataset_urls={k[len(DATASET_URL_PREFIX):]: v for k, v in env.items() if k.startswith(DATASET_URL_PREFIX) and v},
-            dataset_md5s={k[len(DATASET_MD5_PREFIX):]: v for k, v in env.items() if k.startswith(DATASET_MD5_PREFIX) and v},
+            dataset_urls={
+                k[len(DATASET_URL_PREFIX) :]: v for k, v in env.items() if k.startswith(DATASET_URL_PREFIX) and v
+            },
+            dataset_md5s={
+                k[len(DATASET_MD5_PREFIX) :]: v for k, v in env.items() if k.startswith(DATASET_MD5_PREFIX) and v
+            },
             cache_dir=get(ENV_PREFIX + "CACHE") or None,
             gresnet_url=get(ENV_PREFIX + "GRESNET_URL") or None,
             lite_wait_s=float(get(ENV_PREFIX + "LITE_WAIT_S") or defaults.lite_wait_s),

@@ -1,4 +1,5 @@
 """Vector helpers shared by the build, the evaluation and the app's queries (NumPy only)."""
+
 from __future__ import annotations
 
 import numpy as np

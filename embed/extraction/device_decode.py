@@ -13,10 +13,10 @@ with the same safe loader as the default path, so both paths accept and refuse t
 Vectors differ slightly from the default path's (tensor bicubic is not PIL's bicubic), which is why
 the decode mode is part of the embeddings' identity.
 """
+
 from __future__ import annotations
 
 import functools
-
 import io
 import re
 import warnings
@@ -85,10 +85,11 @@ def transform_upsamples(images: ImageList, transform, sample: int = 16) -> bool:
 @dataclass
 class Encoded:
     """One image as a worker hands it over: JPEG bytes for the device, or pixels it decoded itself."""
+
     position: int
-    jpeg: Optional[torch.Tensor]     # 1-d uint8, the file's bytes
-    pixels: Optional[torch.Tensor]   # uint8 CHW RGB
-    orientation: int = 1             # EXIF orientation still to apply (JPEG only)
+    jpeg: Optional[torch.Tensor]  # 1-d uint8, the file's bytes
+    pixels: Optional[torch.Tensor]  # uint8 CHW RGB
+    orientation: int = 1  # EXIF orientation still to apply (JPEG only)
 
 
 def read_encoded(path, position: int, max_pixels: int) -> Encoded:
@@ -108,8 +109,12 @@ def read_encoded(path, position: int, max_pixels: int) -> Encoded:
     except Exception:
         plain_jpeg = False  # load_rgb below gives the precise reason
     if plain_jpeg and 0 < width * height <= max_pixels:
-        return Encoded(position, torch.frombuffer(bytearray(data), dtype=torch.uint8), None,
-                       orientation if orientation in _ORIENT else 1)
+        return Encoded(
+            position,
+            torch.frombuffer(bytearray(data), dtype=torch.uint8),
+            None,
+            orientation if orientation in _ORIENT else 1,
+        )
     image = load_rgb(data, max_pixels)
     return Encoded(position, None, torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous())
 
@@ -163,6 +168,7 @@ def tensor_transform(transform: T.Compose) -> Callable[[torch.Tensor], torch.Ten
         for step in steps:
             x = step(x)
         return x
+
     return run
 
 
@@ -175,6 +181,7 @@ def _reason(error: Exception) -> str:
 def decode_jpegs(data: List[torch.Tensor], device: torch.device) -> List[Tuple[Optional[torch.Tensor], str]]:
     """Decode JPEG byte tensors to uint8 RGB on ``device`` in one call; (image or None, reason) each."""
     from torchvision.io import ImageReadMode, decode_jpeg
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to torchcodec
         try:

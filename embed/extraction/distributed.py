@@ -1,4 +1,5 @@
 """torchrun coordination: which rank am I, and waiting for the others. A no-op in a single process."""
+
 from __future__ import annotations
 
 import os
@@ -13,6 +14,7 @@ def rank_and_world() -> Tuple[int, int]:
     if world <= 1:
         return 0, 1
     import torch.distributed as dist
+
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), dist.get_world_size()
@@ -20,11 +22,13 @@ def rank_and_world() -> Tuple[int, int]:
 
 def barrier() -> None:
     import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
 def finish() -> None:
     import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -3,6 +3,7 @@
 Tensors in, pooled features out. Also where devices, precisions and forward timing are resolved,
 so that extraction, queries, evaluation and benchmarks all make the same choices.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,8 +77,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def images_per_second(step, batch_size: int, device: torch.device, warmup: int = 1, iters: Optional[int] = None,
-                      min_seconds: float = 0.0) -> float:
+def images_per_second(
+    step, batch_size: int, device: torch.device, warmup: int = 1, iters: Optional[int] = None, min_seconds: float = 0.0
+) -> float:
     """Throughput of ``step()`` (one batch each call): ``iters`` calls, or at least 3 and ``min_seconds``."""
     for _ in range(warmup):
         step()
@@ -95,8 +97,14 @@ def images_per_second(step, batch_size: int, device: torch.device, warmup: int =
 class Embedder:
     """A loaded model placed on a device with its inference settings: tensors in, features out."""
 
-    def __init__(self, loaded: LoadedModel, device: torch.device, precision: Optional[torch.dtype],
-                 channels_last: bool, compile: bool = False):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        device: torch.device,
+        precision: Optional[torch.dtype],
+        channels_last: bool,
+        compile: bool = False,
+    ):
         self.loaded = loaded
         self.device = device
         self.precision = precision
@@ -119,7 +127,9 @@ class Embedder:
         x = batch.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.precision or torch.float32, enabled=self.precision is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.precision or torch.float32, enabled=self.precision is not None
+        ):
             feats = self.model(x)
         return feats.float()
 
@@ -130,6 +140,7 @@ class Embedder:
         so that a query and the vectors it is compared with went through the same resampling.
         """
         from embed.extraction.reader import transform_pil_images
+
         return self(transform_pil_images(images, self.loaded.transform, self.device, decode)).cpu().numpy()
 
     def time_forward(self, batch_size: int, image_size: int, iters: int = 5, warmup: int = 1) -> float:
@@ -140,8 +151,15 @@ class Embedder:
         return images_per_second(lambda: self(x), batch_size, self.device, warmup=warmup, iters=iters)
 
 
-def build_embedder(model: str, checkpoint: Optional[Path] = None, random_init: bool = False, device: str = "auto",
-                   precision: str = "auto", channels_last: Optional[bool] = None, compile: bool = False) -> Embedder:
+def build_embedder(
+    model: str,
+    checkpoint: Optional[Path] = None,
+    random_init: bool = False,
+    device: str = "auto",
+    precision: str = "auto",
+    channels_last: Optional[bool] = None,
+    compile: bool = False,
+) -> Embedder:
     dev = resolve_device(device)
     loaded = load_model(model, checkpoint=checkpoint, random_init=random_init)
     return Embedder(loaded, dev, resolve_precision(precision, dev), uses_channels_last(loaded, channels_last), compile)

@@ -6,6 +6,7 @@ shards.py). Only the positions not on disk are computed (a shard cut short by a 
 extended); under ``torchrun`` each rank takes every world-size-th shard of the same canonical order and
 writes into the same folder.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,15 +17,15 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from embed.common import settings
+from embed.common.identity import EmbeddingKey, VectorSetIdentity
 from embed.extraction import distributed
-from embed.sources.datasets import ImageList, load_split
 from embed.extraction.device_decode import resolve_decode, transform_upsamples
 from embed.extraction.embedder import Embedder, build_embedder, default_batch_size, default_workers
-from embed.sources.imaging import MAX_IMAGE_PIXELS
-from embed.common.identity import EmbeddingKey, VectorSetIdentity
 from embed.extraction.reader import ImageReader
-from embed.common import settings
 from embed.extraction.shards import EmbeddingStore, Manifest, ShardWriter
+from embed.sources.datasets import ImageList, load_split
+from embed.sources.imaging import MAX_IMAGE_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,13 @@ class ExtractConfig:
     split: str
     data_root: Path = field(default_factory=lambda: Path(settings.current().data_root))
     out: Path = field(default_factory=lambda: Path(settings.current().embeddings))
-    batch_size: Optional[int] = None      # None: 256 on GPU, 32 on CPU
-    workers: Optional[int] = None         # None: by device and core count
+    batch_size: Optional[int] = None  # None: 256 on GPU, 32 on CPU
+    workers: Optional[int] = None  # None: by device and core count
     device: str = "auto"
-    precision: str = "auto"               # auto: bf16 on GPUs that support it, else fp32
+    precision: str = "auto"  # auto: bf16 on GPUs that support it, else fp32
     channels_last: Optional[bool] = None  # None: as the model's registry entry prefers
     compile: bool = False
-    decode: str = "auto"                  # auto: the mode measured fastest for the device and files
+    decode: str = "auto"  # auto: the mode measured fastest for the device and files
     limit: Optional[int] = None
     checkpoint: Optional[Path] = None
     random_init: bool = False
@@ -55,9 +56,9 @@ class ExtractConfig:
 class ExtractResult:
     folder: Path
     manifest: Manifest
-    n_images: int                 # images in the (limited) split
-    n_embedded: int               # vectors on disk for it
-    n_computed: int               # images decoded and embedded by this run (0: nothing to do)
+    n_images: int  # images in the (limited) split
+    n_embedded: int  # vectors on disk for it
+    n_computed: int  # images decoded and embedded by this run (0: nothing to do)
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
     seconds: float = 0.0
     weights: str = ""
@@ -74,26 +75,44 @@ def vector_set_identity(embedder: Embedder, images: ImageList, decode: str) -> V
     """The identity of the raw vectors ``embedder`` makes of ``images`` when they are decoded as ``decode``."""
     loaded = embedder.loaded
     return VectorSetIdentity(
-        model=loaded.spec.name, timm_name=loaded.spec.timm_name, dim=loaded.spec.dim,
-        weights_source=loaded.weights.source, weights_fingerprint=loaded.weights.fingerprint,
-        dataset=images.dataset_name, data_fingerprint=images.fingerprint(), split=images.split,
-        transform=repr(loaded.transform), decode=decode, precision=embedder.precision_name)
+        model=loaded.spec.name,
+        timm_name=loaded.spec.timm_name,
+        dim=loaded.spec.dim,
+        weights_source=loaded.weights.source,
+        weights_fingerprint=loaded.weights.fingerprint,
+        dataset=images.dataset_name,
+        data_fingerprint=images.fingerprint(),
+        split=images.split,
+        transform=repr(loaded.transform),
+        decode=decode,
+        precision=embedder.precision_name,
+    )
 
 
 def make_manifest(embedder: Embedder, full: ImageList, shard_size: int, reader: ImageReader) -> Manifest:
     return Manifest(
-        identity=vector_set_identity(embedder, full, reader.decode), data_root=str(full.data_root),
-        layout=full.layout, shard_size=shard_size, relpaths=[r.relpath for r in full.records],
-        class_ids=[r.class_id for r in full.records], weights_detail=embedder.loaded.weights.detail)
+        identity=vector_set_identity(embedder, full, reader.decode),
+        data_root=str(full.data_root),
+        layout=full.layout,
+        shard_size=shard_size,
+        relpaths=[r.relpath for r in full.records],
+        class_ids=[r.class_id for r in full.records],
+        weights_detail=embedder.loaded.weights.detail,
+    )
 
 
 def make_reader(cfg: ExtractConfig, embedder: Embedder, images: ImageList) -> ImageReader:
     upsampling = cfg.decode == "auto" and transform_upsamples(images, embedder.loaded.transform)
     device = embedder.device
     return ImageReader(
-        images, embedder.loaded.transform, device, resolve_decode(cfg.decode, device, upsampling),
+        images,
+        embedder.loaded.transform,
+        device,
+        resolve_decode(cfg.decode, device, upsampling),
         batch_size=cfg.batch_size or default_batch_size(device),
-        workers=default_workers(device) if cfg.workers is None else cfg.workers, max_pixels=cfg.max_pixels)
+        workers=default_workers(device) if cfg.workers is None else cfg.workers,
+        max_pixels=cfg.max_pixels,
+    )
 
 
 def extract(cfg: ExtractConfig, embedder: Optional[Embedder] = None, keep_vectors: bool = False) -> ExtractResult:
@@ -106,8 +125,9 @@ def extract(cfg: ExtractConfig, embedder: Optional[Embedder] = None, keep_vector
     full = load_split(cfg.data_root, cfg.split)
     images = full.limited(cfg.limit)
     if embedder is None:
-        embedder = build_embedder(cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision,
-                                  cfg.channels_last, cfg.compile)
+        embedder = build_embedder(
+            cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision, cfg.channels_last, cfg.compile
+        )
     reader = make_reader(cfg, embedder, images)
     manifest = make_manifest(embedder, full, cfg.shard_size, reader)
     store = EmbeddingStore(EmbeddingKey(cfg.model, full.dataset_name, full.split).folder(cfg.out))
@@ -126,9 +146,15 @@ def extract(cfg: ExtractConfig, embedder: Optional[Embedder] = None, keep_vector
     seconds = time.perf_counter() - start_time
     distributed.barrier()
 
-    result = ExtractResult(folder=store.folder, manifest=manifest, n_images=len(images), n_embedded=0,
-                           n_computed=len(positions) - len(writer.skipped), seconds=seconds,
-                           weights=embedder.loaded.weights.describe())
+    result = ExtractResult(
+        folder=store.folder,
+        manifest=manifest,
+        n_images=len(images),
+        n_embedded=0,
+        n_computed=len(positions) - len(writer.skipped),
+        seconds=seconds,
+        weights=embedder.loaded.weights.describe(),
+    )
     if rank == 0:
         # the whole picture (all ranks, earlier runs) comes from the shards, each read at most once
         stored_positions, vectors, skipped = store.load(len(images), in_memory=writer.written)
@@ -142,15 +168,29 @@ def extract(cfg: ExtractConfig, embedder: Optional[Embedder] = None, keep_vector
     return result
 
 
-def _embed(cfg: ExtractConfig, embedder: Embedder, reader: ImageReader, writer: ShardWriter, positions: List[int],
-           rank: int) -> None:
+def _embed(
+    cfg: ExtractConfig, embedder: Embedder, reader: ImageReader, writer: ShardWriter, positions: List[int], rank: int
+) -> None:
     from tqdm import tqdm
 
-    log.info("extracting %d images on %s (batch %d, %d workers, %s%s, %s)", len(positions), embedder.device,
-             reader.batch_size, reader.workers, embedder.precision_name,
-             ", channels_last" if embedder.channels_last else "", reader.describe())
-    with tqdm(total=len(positions), unit="img", desc=f"{cfg.model}/{cfg.split}", dynamic_ncols=True, smoothing=0.1,
-              disable=not cfg.progress or rank != 0) as bar:
+    log.info(
+        "extracting %d images on %s (batch %d, %d workers, %s%s, %s)",
+        len(positions),
+        embedder.device,
+        reader.batch_size,
+        reader.workers,
+        embedder.precision_name,
+        ", channels_last" if embedder.channels_last else "",
+        reader.describe(),
+    )
+    with tqdm(
+        total=len(positions),
+        unit="img",
+        desc=f"{cfg.model}/{cfg.split}",
+        dynamic_ncols=True,
+        smoothing=0.1,
+        disable=not cfg.progress or rank != 0,
+    ) as bar:
         for pos, batch, bad in reader.batches(positions):
             feats = embedder(batch).cpu().numpy() if batch is not None else np.zeros((0, embedder.dim), np.float32)
             writer.add(pos, feats, bad)
@@ -159,10 +199,19 @@ def _embed(cfg: ExtractConfig, embedder: Embedder, reader: ImageReader, writer: 
 
 def _report(result: ExtractResult) -> None:
     if result.n_computed == 0 and not result.skipped:
-        log.info("nothing to do: %d/%d images already embedded in %s", result.n_embedded, result.n_images, result.folder)
+        log.info(
+            "nothing to do: %d/%d images already embedded in %s", result.n_embedded, result.n_images, result.folder
+        )
     else:
-        log.info("embedded %d images in %.1f s (%.1f images/s); %d/%d on disk in %s", result.n_computed,
-                 result.seconds, result.images_per_s, result.n_embedded, result.n_images, result.folder)
+        log.info(
+            "embedded %d images in %.1f s (%.1f images/s); %d/%d on disk in %s",
+            result.n_computed,
+            result.seconds,
+            result.images_per_s,
+            result.n_embedded,
+            result.n_images,
+            result.folder,
+        )
     if result.skipped:
         log.warning("skipped %d unreadable images:", len(result.skipped))
         for relpath, reason in result.skipped[:50]:

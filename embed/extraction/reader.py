@@ -6,6 +6,7 @@ resize and crop with PIL; in ``device`` mode they only read bytes (and decode on
 batch is decoded and transformed on the model's device (see device_decode.py). Files that cannot be
 read are reported per position with a reason, never fatal.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from embed.sources.datasets import ImageList
 from embed.extraction.device_decode import DeviceDecoder, Encoded, collate_encoded, load_encoded
+from embed.sources.datasets import ImageList
 from embed.sources.imaging import BadImage, load_rgb
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,16 @@ def collate_skipping(items):
 class ImageReader:
     """Batches of model input for the given positions of ``images``, decoded as ``decode`` says."""
 
-    def __init__(self, images: ImageList, transform, device: torch.device, decode: str, batch_size: int,
-                 workers: int, max_pixels: int):
+    def __init__(
+        self,
+        images: ImageList,
+        transform,
+        device: torch.device,
+        decode: str,
+        batch_size: int,
+        workers: int,
+        max_pixels: int,
+    ):
         self.images = images
         self.transform = transform
         self.device = device
@@ -77,8 +86,12 @@ class ImageReader:
         self.decoder = DeviceDecoder(transform, device) if decode == "device" else None
 
     def describe(self) -> str:
-        where = "PIL in the workers" if self.decoder is None else \
-            ("nvJPEG + tensor transforms on " if self.device.type == "cuda" else "tensor transforms on ") + str(self.device)
+        where = (
+            "PIL in the workers"
+            if self.decoder is None
+            else ("nvJPEG + tensor transforms on " if self.device.type == "cuda" else "tensor transforms on ")
+            + str(self.device)
+        )
         return f"decode={self.decode} ({where})"
 
     def _loader(self, positions: Sequence[int]) -> DataLoader:
@@ -90,9 +103,14 @@ class ImageReader:
             load = partial(load_encoded, max_pixels=self.max_pixels, decode_jpegs_here=self.device.type != "cuda")
             collate = collate_encoded
         return DataLoader(
-            ImageFileDataset(self.images, positions, load), batch_size=self.batch_size, shuffle=False,
-            num_workers=self.workers, collate_fn=collate, pin_memory=self.device.type == "cuda",
-            persistent_workers=False, prefetch_factor=4 if self.workers > 0 else None,
+            ImageFileDataset(self.images, positions, load),
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if self.workers > 0 else None,
             timeout=600 if self.workers > 0 else 0,  # a wedged worker ends the run with an error, not a hang
         )
 
@@ -105,8 +123,10 @@ class ImageReader:
 def transform_pil_images(images: Sequence, transform, device: torch.device, decode: str) -> torch.Tensor:
     """PIL images (queries) as one model-ready batch, with the same resampling as ``decode``'s extraction."""
     if decode == "device":
-        items = [Encoded(i, None, torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))
-                 for i, im in enumerate(images)]
+        items = [
+            Encoded(i, None, torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))
+            for i, im in enumerate(images)
+        ]
         _, batch, _ = DeviceDecoder(transform, device)(items, [])
         return batch
     return torch.stack([transform(im) for im in images])

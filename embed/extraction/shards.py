@@ -11,6 +11,7 @@ or ``--limit`` values line up; an interrupted run leaves only whole shards behin
 and the next run computes exactly the missing positions (a shard cut short by a smaller ``--limit``
 is extended, not recomputed).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,13 +38,13 @@ class StoreMismatch(RuntimeError):
 
 @dataclass
 class Manifest:
-    identity: VectorSetIdentity   # how the vectors were made (always raw: normalized=False)
+    identity: VectorSetIdentity  # how the vectors were made (always raw: normalized=False)
     data_root: str
     layout: str
     shard_size: int
     relpaths: List[str]
     class_ids: List[str]
-    weights_detail: str = ""      # the weights file's path or hub id, for finding them again
+    weights_detail: str = ""  # the weights file's path or hub id, for finding them again
     format_version: int = FORMAT_VERSION
 
     @property
@@ -74,19 +75,31 @@ class Manifest:
         if "identity" not in data:
             data = _manifest_from_flat(data)
         known = {f.name for f in fields(cls)}
-        return cls(**{**{k: v for k, v in data.items() if k in known},
-                      "identity": VectorSetIdentity.from_dict(data["identity"])})
+        return cls(
+            **{
+                **{k: v for k, v in data.items() if k in known},
+                "identity": VectorSetIdentity.from_dict(data["identity"]),
+            }
+        )
 
 
 def _manifest_from_flat(data: Dict) -> Dict:
     """A manifest written before the identity was one record: its flat fields, regrouped."""
     data = {**data.get("extra", {}), **data}
     transform = str(data.get("transform", "")).split("\ndecode=")[0]  # the decode mode used to be appended
-    identity = dict(model=data["model"], timm_name=data["timm_name"], dim=data["dim"],
-                    weights_source=data["weights_source"], weights_fingerprint=data["weights_fingerprint"],
-                    dataset=data["dataset"], data_fingerprint=data["list_fingerprint"], split=data["split"],
-                    transform=transform, decode=data.get("decode", "workers"),
-                    precision=data.get("precision", "fp32"))
+    identity = dict(
+        model=data["model"],
+        timm_name=data["timm_name"],
+        dim=data["dim"],
+        weights_source=data["weights_source"],
+        weights_fingerprint=data["weights_fingerprint"],
+        dataset=data["dataset"],
+        data_fingerprint=data["list_fingerprint"],
+        split=data["split"],
+        transform=transform,
+        decode=data.get("decode", "workers"),
+        precision=data.get("precision", "fp32"),
+    )
     return {**data, "identity": identity}
 
 
@@ -133,7 +146,8 @@ class EmbeddingStore:
         if differs and not force:
             raise StoreMismatch(
                 f"{self.folder} holds embeddings made differently ({existing.compatible_with(manifest)}); "
-                f"rerun with --force to recompute them")
+                f"rerun with --force to recompute them"
+            )
         if force or differs:
             self.clear_shards()
         self.write_manifest(manifest)
@@ -153,13 +167,24 @@ class EmbeddingStore:
         """(shard index, start, stop) covering positions [0, n)."""
         return [(i, start, min(start + shard_size, n)) for i, start in enumerate(range(0, n, shard_size))]
 
-    def write_shard(self, index: int, start: int, stop: int, positions: np.ndarray, vectors: np.ndarray,
-                    skipped: List[Tuple[int, str]]) -> None:
+    def write_shard(
+        self,
+        index: int,
+        start: int,
+        stop: int,
+        positions: np.ndarray,
+        vectors: np.ndarray,
+        skipped: List[Tuple[int, str]],
+    ) -> None:
         import io
+
         buf = io.BytesIO()
         np.savez(
-            buf, start=np.int64(start), stop=np.int64(stop),
-            positions=positions.astype(np.int64), vectors=vectors.astype(np.float32, copy=False),
+            buf,
+            start=np.int64(start),
+            stop=np.int64(stop),
+            positions=positions.astype(np.int64),
+            vectors=vectors.astype(np.float32, copy=False),
             skipped_positions=np.array([p for p, _ in skipped], dtype=np.int64),
             skipped_reasons=np.array([r for _, r in skipped], dtype=np.str_),
         )
@@ -200,15 +225,16 @@ class EmbeddingStore:
         with np.load(self.shard_path(index)) as z:
             return {k: z[k] for k in ("positions", "vectors", "skipped_positions", "skipped_reasons")}
 
-    def iter_shards(self, limit: Optional[int] = None,
-                    in_memory: Optional[Dict[int, Dict[str, np.ndarray]]] = None) -> Iterator[Dict[str, np.ndarray]]:
+    def iter_shards(
+        self, limit: Optional[int] = None, in_memory: Optional[Dict[int, Dict[str, np.ndarray]]] = None
+    ) -> Iterator[Dict[str, np.ndarray]]:
         """Each shard's arrays up to ``limit``; shards in ``in_memory`` (just written) are not read again."""
         manifest = self.read_manifest()
         if manifest is None:
             return
         in_memory = in_memory or {}
         n = manifest.n_total if limit is None else min(limit, manifest.n_total)
-        for index, start, stop in self.shard_ranges(n, manifest.shard_size):
+        for index, _start, stop in self.shard_ranges(n, manifest.shard_size):
             shard = in_memory.get(index)
             if shard is None:
                 path = self.shard_path(index)
@@ -217,12 +243,16 @@ class EmbeddingStore:
                 shard = self.read_shard(index)
             keep = shard["positions"] < stop
             skip = shard["skipped_positions"] < stop
-            yield {"positions": shard["positions"][keep], "vectors": shard["vectors"][keep],
-                   "skipped_positions": shard["skipped_positions"][skip],
-                   "skipped_reasons": shard["skipped_reasons"][skip]}
+            yield {
+                "positions": shard["positions"][keep],
+                "vectors": shard["vectors"][keep],
+                "skipped_positions": shard["skipped_positions"][skip],
+                "skipped_reasons": shard["skipped_reasons"][skip],
+            }
 
-    def load(self, limit: Optional[int] = None, in_memory: Optional[Dict[int, Dict[str, np.ndarray]]] = None
-             ) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, str]]]:
+    def load(
+        self, limit: Optional[int] = None, in_memory: Optional[Dict[int, Dict[str, np.ndarray]]] = None
+    ) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, str]]]:
         """All embedded (positions, vectors) in canonical order, and the skipped (position, reason)."""
         manifest = self.read_manifest()
         if manifest is None:
@@ -240,6 +270,7 @@ class EmbeddingStore:
 @dataclass(frozen=True)
 class ShardTask:
     """Shard ``index`` to write for positions [start, stop); [start, done) are already in a shorter shard on disk."""
+
     index: int
     start: int
     stop: int
@@ -268,8 +299,8 @@ class ShardWriter:
         self._positions: List[np.ndarray] = []
         self._vectors: List[np.ndarray] = []
         self._skipped: List[Tuple[int, str]] = []
-        self.written: Dict[int, Dict[str, np.ndarray]] = {}     # with keep: each written shard's arrays
-        self.skipped: List[Tuple[int, str]] = []                 # every skipped (position, reason) seen
+        self.written: Dict[int, Dict[str, np.ndarray]] = {}  # with keep: each written shard's arrays
+        self.skipped: List[Tuple[int, str]] = []  # every skipped (position, reason) seen
 
     def add(self, positions: np.ndarray, vectors: np.ndarray, skipped: List[Tuple[int, str]]) -> None:
         self._skipped += skipped
@@ -290,21 +321,27 @@ class ShardWriter:
         index, start, stop = task.index, task.start, task.stop
         parts_p, parts_v = list(self._positions), list(self._vectors)
         skipped = sorted(b for b in self._skipped if task.done <= b[0] < stop)
-        if task.done > start:   # keep what the shorter shard holds
+        if task.done > start:  # keep what the shorter shard holds
             old = self.store.read_shard(index)
             keep, keep_skipped = old["positions"] < task.done, old["skipped_positions"] < task.done
             parts_p.insert(0, old["positions"][keep])
             parts_v.insert(0, old["vectors"][keep])
-            skipped = sorted(zip(old["skipped_positions"][keep_skipped].tolist(),
-                                 old["skipped_reasons"][keep_skipped].tolist())) + skipped
+            skipped = (
+                sorted(
+                    zip(old["skipped_positions"][keep_skipped].tolist(), old["skipped_reasons"][keep_skipped].tolist())
+                )
+                + skipped
+            )
         positions = np.concatenate(parts_p) if parts_p else np.zeros(0, np.int64)
         vectors = np.concatenate(parts_v) if parts_v else np.zeros((0, self.dim), np.float32)
         self.store.write_shard(index, start, stop, positions, vectors, skipped)
         log.debug("wrote shard %d (positions %d-%d, %d of them new)", index, start, stop, len(task.todo))
         if self.keep:
             self.written[index] = {
-                "positions": positions.astype(np.int64), "vectors": vectors.astype(np.float32, copy=False),
+                "positions": positions.astype(np.int64),
+                "vectors": vectors.astype(np.float32, copy=False),
                 "skipped_positions": np.array([p for p, _ in skipped], dtype=np.int64),
-                "skipped_reasons": np.array([r for _, r in skipped], dtype=np.str_)}
+                "skipped_reasons": np.array([r for _, r in skipped], dtype=np.str_),
+            }
         self._skipped = [b for b in self._skipped if b[0] >= stop]
         self._positions, self._vectors = [], []

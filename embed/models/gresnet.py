@@ -26,6 +26,7 @@ Module names follow torchvision (``conv1``, ``layer1``..``layer4``, ``downsample
 checkpoints written by torchvision's reference training scripts load through
 ``checkpoint_filter_fn``. No ``from __future__ import annotations`` here (see embed/split_norm.py).
 """
+
 import math
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
@@ -42,8 +43,15 @@ from embed.models.checkpoint_mapping import CheckpointMismatchError, fit_state_d
 from embed.models.gresnet_weights import BLOG_WEIGHTS_DRIVE_ID, BLOG_WEIGHTS_URL
 from embed.models.layers.split_norm import ChannelAffine, FusedSplitNormConv2d, SplitNormConv2d
 
-__all__ = ["GResNet", "SplitNormConv2d", "FusedSplitNormConv2d", "ChannelAffine", "checkpoint_filter_fn",
-           "BLOG_WEIGHTS_DRIVE_ID", "BLOG_WEIGHTS_URL"]
+__all__ = [
+    "GResNet",
+    "SplitNormConv2d",
+    "FusedSplitNormConv2d",
+    "ChannelAffine",
+    "checkpoint_filter_fn",
+    "BLOG_WEIGHTS_DRIVE_ID",
+    "BLOG_WEIGHTS_URL",
+]
 
 # The checkpoint the blog post links: its one definition (embed/gresnet_weights.py downloads it from here).
 
@@ -55,12 +63,12 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(
-            self,
-            in_chs: int,
-            planes: int,
-            stride: int = 1,
-            act_layer: Type[nn.Module] = nn.SiLU,
-            drop_path: float = 0.0,
+        self,
+        in_chs: int,
+        planes: int,
+        stride: int = 1,
+        act_layer: Type[nn.Module] = nn.SiLU,
+        drop_path: float = 0.0,
     ):
         super().__init__()
         out_chs = planes * self.expansion
@@ -96,16 +104,16 @@ class GResNet(nn.Module):
     """ResNet-D with SiLU and split normalization; timm's ResNet interface."""
 
     def __init__(
-            self,
-            layers: Tuple[int, ...] = (3, 4, 6, 3),
-            stem_chs: Tuple[int, int, int] = (32, 64, 128),
-            num_classes: int = 1000,
-            in_chans: int = 3,
-            global_pool: str = "avg",
-            drop_rate: float = 0.0,
-            drop_path_rate: float = 0.0,
-            act_layer: LayerType = nn.SiLU,
-            zero_init_last: bool = True,
+        self,
+        layers: Tuple[int, ...] = (3, 4, 6, 3),
+        stem_chs: Tuple[int, int, int] = (32, 64, 128),
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        act_layer: LayerType = nn.SiLU,
+        zero_init_last: bool = True,
     ):
         super().__init__()
         act_layer = get_act_layer(act_layer)
@@ -171,8 +179,9 @@ class GResNet(nn.Module):
         self.num_classes = num_classes
         if global_pool is None:
             global_pool = self.global_pool.pool_type
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool,
-                                                      **get_device_dtype(self))
+        self.global_pool, self.fc = create_classifier(
+            self.num_features, num_classes, pool_type=global_pool, **get_device_dtype(self)
+        )
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
         self.global_pool.train(self.training)
         self.fc.train(self.training)
@@ -181,13 +190,13 @@ class GResNet(nn.Module):
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
     def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = "NCHW",
-            intermediates_only: bool = False,
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """The final feature map and the maps at ``feature_info``'s points (stem at stride 2, then each stage).
 
@@ -220,10 +229,10 @@ class GResNet(nn.Module):
         return x, intermediates
 
     def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
+        self,
+        indices: Union[int, List[int]] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
     ) -> List[int]:
         """Drop the stages after the last of ``indices`` (and the head): what ``features_only`` needs."""
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
@@ -305,6 +314,7 @@ def _blog_weights_overlay(overlay: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     if overlay.get("file") or overlay.get("state_dict") is not None:
         return overlay
     from embed.models.gresnet_weights import download_checkpoint  # imports this module: only when weights are asked for
+
     overlay["file"] = str(download_checkpoint())
     return overlay
 
@@ -313,7 +323,9 @@ def _create_gresnet(variant: str, pretrained: bool = False, **kwargs) -> GResNet
     if pretrained:
         kwargs["pretrained_cfg_overlay"] = _blog_weights_overlay(kwargs.get("pretrained_cfg_overlay"))
     return build_model_with_cfg(
-        GResNet, variant, pretrained,
+        GResNet,
+        variant,
+        pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         **kwargs,
     )
@@ -322,26 +334,36 @@ def _create_gresnet(variant: str, pretrained: bool = False, **kwargs) -> GResNet
 def _cfg(url: str = "", **kwargs) -> Dict[str, Any]:
     return {
         "url": url,
-        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-        "crop_pct": 224 / 232, "interpolation": "bilinear", "crop_mode": "center",
-        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "conv1.0.conv", "classifier": "fc",
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 224 / 232,
+        "interpolation": "bilinear",
+        "crop_mode": "center",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "conv1.0.conv",
+        "classifier": "fc",
         **kwargs,
     }
 
 
-default_cfgs = generate_default_cfgs({
-    # Trained at 176 px with torchvision's reference recipe; evaluated as its eval preset does it:
-    # bilinear resize of the shorter side to 232, centre crop 224 (crop_pct = 224 / 232), ImageNet mean/std.
-    # Not on the Hugging Face hub: `pretrained=True` downloads the Drive file once (embed/gresnet_weights.py).
-    "gresnet50.blog_in1k": _cfg(
-        url=BLOG_WEIGHTS_URL,
-        notes=("trained at 176x176 (torchvision reference recipe), evaluated at 224 after a 232 bilinear resize",
-               f"weights: Google Drive file {BLOG_WEIGHTS_DRIVE_ID}, linked from the blog post"),
-        origin_url="https://frankzliu.com/blog/vision-transformers-are-overrated",
-        license="see the blog post",
-    ),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        # Trained at 176 px with torchvision's reference recipe; evaluated as its eval preset does it:
+        # bilinear resize of the shorter side to 232, centre crop 224 (crop_pct = 224 / 232), ImageNet mean/std.
+        # Not on the Hugging Face hub: `pretrained=True` downloads the Drive file once (embed/gresnet_weights.py).
+        "gresnet50.blog_in1k": _cfg(
+            url=BLOG_WEIGHTS_URL,
+            notes=(
+                "trained at 176x176 (torchvision reference recipe), evaluated at 224 after a 232 bilinear resize",
+                f"weights: Google Drive file {BLOG_WEIGHTS_DRIVE_ID}, linked from the blog post",
+            ),
+            origin_url="https://frankzliu.com/blog/vision-transformers-are-overrated",
+            license="see the blog post",
+        ),
+    }
+)
 
 
 @register_model

@@ -7,19 +7,18 @@ any http(s) URL of a checkpoint file (a mirror, or a local server in tests). A f
 it is not a web page, loads as a torch or safetensors checkpoint and fits the model; otherwise
 nothing stays in the cache and the error names the manual route, ``--checkpoint PATH``.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import socket
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
 
+from embed.common import settings
 from embed.models.checkpoint_mapping import CheckpointMismatchError
 from embed.sources.download import DownloadError, cache_dir, download, looks_like_html
-from embed.common import settings
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +29,10 @@ BLOG_WEIGHTS_URL = f"https://drive.google.com/uc?id={BLOG_WEIGHTS_DRIVE_ID}"
 
 URL_ENV = "RETRIEVAL_GRESNET_URL"
 ARCHITECTURE = "gresnet50"
-MANUAL_ROUTE = (f"download it yourself from {BLOG_WEIGHTS_URL} (linked from the blog post) and pass "
-                f"--checkpoint PATH, or set {URL_ENV} to a reachable copy")
+MANUAL_ROUTE = (
+    f"download it yourself from {BLOG_WEIGHTS_URL} (linked from the blog post) and pass "
+    f"--checkpoint PATH, or set {URL_ENV} to a reachable copy"
+)
 
 
 def source_url() -> str:
@@ -57,14 +58,17 @@ def validate_checkpoint(path: Path) -> None:
     """Raise DownloadError unless ``path`` is a checkpoint that fits GResNet-50 (read and fitted as every file is)."""
     from embed.models.registry import REGISTRY
     from embed.models.weights import WeightsUnavailable, load_file
+
     if looks_like_html(path):
-        raise DownloadError("the server sent a web page instead of the checkpoint (Google Drive's quota, "
-                            "virus-scan or sign-in page)")
+        raise DownloadError(
+            "the server sent a web page instead of the checkpoint (Google Drive's quota, virus-scan or sign-in page)"
+        )
     try:
         load_file(REGISTRY["gresnet"], path)
     except WeightsUnavailable as e:  # truncated zip, not a torch file, foreign pickle classes
-        raise DownloadError(f"the downloaded file is not a readable checkpoint ({str(e)[:200]}); truncated or "
-                            f"damaged") from None
+        raise DownloadError(
+            f"the downloaded file is not a readable checkpoint ({str(e)[:200]}); truncated or damaged"
+        ) from None
     except CheckpointMismatchError as e:
         raise DownloadError(str(e)) from None
 
@@ -77,8 +81,9 @@ def download_checkpoint(progress: bool = True) -> Path:
         return dest
     fetch = None if url != BLOG_WEIGHTS_URL else _gdown_fetch(progress)
     try:
-        return download(url, dest, desc="GResNet-50 weights", validate=validate_checkpoint, fetch=fetch,
-                        progress=progress)
+        return download(
+            url, dest, desc="GResNet-50 weights", validate=validate_checkpoint, fetch=fetch, progress=progress
+        )
     except DownloadError as e:
         raise DownloadError(f"could not get the GResNet checkpoint from {url}: {e}\n{MANUAL_ROUTE}") from None
 
@@ -86,10 +91,12 @@ def download_checkpoint(progress: bool = True) -> Path:
 def _gdown_fetch(progress: bool):
     def fetch(out: Path) -> None:
         import gdown
+
         # a file object, not a path: gdown then keeps no partial file of its own in the cache
         try:
             with open(out, "wb") as fh:
                 gdown.download(id=BLOG_WEIGHTS_DRIVE_ID, output=fh, quiet=not progress)
         except Exception as e:  # gdown's own errors, requests' connection errors
             raise DownloadError(f"{type(e).__name__}: {str(e)[:300]}") from None
+
     return fetch

@@ -3,6 +3,7 @@
 Weights are resolved by ``embed.models.weights`` (one ordered list of sources); this module builds the
 model around them: eval mode, split-norm fusion for GResNet, and the eval transform of the weights.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,7 @@ from typing import Callable, Dict, Optional
 import torch.nn as nn
 
 from embed.models import gresnet as _gresnet  # noqa: F401  (registers gresnet50 with timm)
-from embed.models.catalog import (BLOG_MODELS, REGISTRY, ModelSpec, UnknownModel, WeightsDownload,  # noqa: F401
-                                  get_spec)
+from embed.models.catalog import BLOG_MODELS, REGISTRY, ModelSpec, UnknownModel, WeightsDownload, get_spec  # noqa: F401
 from embed.models.weights import RANDOM_INIT_SEED, WeightsInfo, WeightsUnavailable, read_checkpoint  # noqa: F401
 from embed.models.weights import resolve as resolve_weights
 
@@ -32,10 +32,10 @@ class LoadedModel:
 
 
 def load_model(
-        name: str,
-        checkpoint: Optional[Path] = None,
-        random_init: bool = False,
-        with_head: bool = False,
+    name: str,
+    checkpoint: Optional[Path] = None,
+    random_init: bool = False,
+    with_head: bool = False,
 ) -> LoadedModel:
     """Build a model in eval mode with weights resolved as described in the module docstring.
 
@@ -50,13 +50,12 @@ def load_model(
     model.eval()
     if spec.fuse:
         from timm.utils import reparameterize_model
+
         model = reparameterize_model(model)
     data_config = resolve_model_data_config(model)
     transform = create_transform(**data_config, is_training=False)
     if spec.dim < 0:
         # any timm model: its own modules say whether it is a convnet (a ViT has one conv, its patch embedding)
         convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
-        spec = replace(spec, dim=int(getattr(model, "num_features")), channels_last=convs > 1)
+        spec = replace(spec, dim=int(model.num_features), channels_last=convs > 1)
     return LoadedModel(spec, model, weights, data_config, transform, spec.fuse)
-
-

@@ -10,6 +10,7 @@ Every local file, whatever the source, is read and fitted by ``load_file``: the 
 ``checkpoint_filter_fn`` where it has one (GResNet), else ``fit_state_dict`` (by name, or by structure
 for third-party names), then loaded strictly.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,9 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
-from embed.sources.download import DownloadError, file_digest
-
 from embed.models.catalog import ModelSpec, get_spec
+from embed.sources.download import DownloadError, file_digest
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -39,9 +39,9 @@ class WeightsUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class WeightsInfo:
-    source: str        # "checkpoint" | "package" | "download" | "hub" | "random"
-    fingerprint: str   # "sha256:<hex>" of the file, "hub:<tag>", or "random:seed0"
-    detail: str = ""   # path or hub id
+    source: str  # "checkpoint" | "package" | "download" | "hub" | "random"
+    fingerprint: str  # "sha256:<hex>" of the file, "hub:<tag>", or "random:seed0"
+    detail: str = ""  # path or hub id
 
     @property
     def is_random(self) -> bool:
@@ -55,9 +55,9 @@ class WeightsInfo:
 
 @dataclass(frozen=True)
 class Availability:
-    here: bool          # loadable now without the network
-    obtainable: bool    # here, or can be downloaded now
-    where: str          # where they are, or why not and how to get them
+    here: bool  # loadable now without the network
+    obtainable: bool  # here, or can be downloaded now
+    where: str  # where they are, or why not and how to get them
 
 
 def read_checkpoint(path: Path) -> Dict[str, Any]:
@@ -65,6 +65,7 @@ def read_checkpoint(path: Path) -> Dict[str, Any]:
     from timm.models import load_state_dict
 
     from embed.models.checkpoint_mapping import unwrap_checkpoint
+
     path = Path(path)
     if not path.is_file():
         raise WeightsUnavailable(f"checkpoint {path} does not exist")
@@ -81,12 +82,14 @@ def checkpoint_filter(spec: ModelSpec) -> Callable[[Dict[str, Any], "nn.Module"]
         module, _, name = spec.checkpoint_filter.partition(":")
         return getattr(importlib.import_module(module), name)
     from embed.models.checkpoint_mapping import fit_state_dict
+
     return lambda state, model: fit_state_dict(state, model, spec.name)
 
 
 def load_file(spec: ModelSpec, path: Path, **create_kwargs: Any) -> "nn.Module":
     """A model with the weights of a local file, fitted and loaded strictly: the one path for every file."""
     import timm
+
     state = read_checkpoint(path)
     model = timm.create_model(spec.timm_name, pretrained=False, **create_kwargs)
     model.load_state_dict(checkpoint_filter(spec)(state, model), strict=True)
@@ -101,8 +104,9 @@ def host_reachable(url: str, timeout: float = 3.0) -> bool:
     """Whether the host of ``url`` answers a TCP connect (DNS included) within ``timeout``."""
     parts = urlparse(url)
     try:
-        with socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
-                                      timeout=timeout):
+        with socket.create_connection(
+            (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout=timeout
+        ):
             return True
     except (OSError, TypeError):
         return False
@@ -110,6 +114,7 @@ def host_reachable(url: str, timeout: float = 3.0) -> bool:
 
 class WeightsSource:
     """One place weights can come from."""
+
     name = ""
 
     def applies(self, spec: ModelSpec) -> bool:
@@ -124,6 +129,7 @@ class WeightsSource:
 
 class PackageWeights(WeightsSource):
     """A file a pip package ships (no network ever)."""
+
     name = "package"
 
     def applies(self, spec: ModelSpec) -> bool:
@@ -139,6 +145,7 @@ class PackageWeights(WeightsSource):
 
 class DownloadedWeights(WeightsSource):
     """A checkpoint downloaded once into the cache, validated before it is kept."""
+
     name = "download"
 
     def applies(self, spec: ModelSpec) -> bool:
@@ -151,8 +158,12 @@ class DownloadedWeights(WeightsSource):
             return Availability(True, True, f"download cache ({cached})")
         if host_reachable(source):
             return Availability(False, True, f"downloads on first use ({source})")
-        return Availability(False, False, f"no weights here and {source} is unreachable: connect to "
-                                          f"the internet once (the file is then cached), {manual_route(spec)}")
+        return Availability(
+            False,
+            False,
+            f"no weights here and {source} is unreachable: connect to "
+            f"the internet once (the file is then cached), {manual_route(spec)}",
+        )
 
     def load(self, spec, create_kwargs):
         assert spec.download is not None
@@ -169,6 +180,7 @@ class HubWeights(WeightsSource):
     When the hub cannot be reached, a cached file is loaded as a local file (no process-wide offline switch,
     no 45 s of retries); when it can, timm downloads as usual.
     """
+
     name = "hub"
 
     def applies(self, spec: ModelSpec) -> bool:
@@ -177,13 +189,15 @@ class HubWeights(WeightsSource):
     @staticmethod
     def hub_id(spec: ModelSpec) -> Optional[str]:
         if spec.hub_id is not None:
-            return spec.hub_id   # catalogue entries name it: no torch to answer "is it here?"
+            return spec.hub_id  # catalogue entries name it: no torch to answer "is it here?"
         import timm  # a timm:<name> model: only timm's pretrained config knows its repository
+
         cfg = timm.models.get_pretrained_cfg(spec.timm_name)
         return getattr(cfg, "hf_hub_id", None) if cfg else None
 
     def cached_file(self, spec: ModelSpec) -> Optional[Path]:
         from huggingface_hub import try_to_load_from_cache
+
         hub_id = self.hub_id(spec)
         for fname in HUB_FILES:
             found = try_to_load_from_cache(hub_id, fname) if hub_id else None
@@ -194,39 +208,50 @@ class HubWeights(WeightsSource):
     @staticmethod
     def reachable() -> bool:
         from huggingface_hub import constants
+
         return not constants.HF_HUB_OFFLINE and host_reachable(constants.ENDPOINT)
 
     def availability(self, spec: ModelSpec) -> Availability:
         from huggingface_hub import constants
+
         hub_id = self.hub_id(spec) or spec.timm_name
         if self.cached_file(spec) is not None:
             return Availability(True, True, f"hub cache ({hub_id})")
         if self.reachable():
             return Availability(False, True, f"hub download on first use ({hub_id})")
         offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
-        return Availability(False, False, f"not in the local hub cache and the hub ({constants.ENDPOINT}) is "
-                                          f"unreachable{offline}: connect to the internet once (timm caches the "
-                                          f"weights), {manual_route(spec)}")
+        return Availability(
+            False,
+            False,
+            f"not in the local hub cache and the hub ({constants.ENDPOINT}) is "
+            f"unreachable{offline}: connect to the internet once (timm caches the "
+            f"weights), {manual_route(spec)}",
+        )
 
     def load(self, spec, create_kwargs):
         import timm
+
         info = WeightsInfo("hub", f"hub:{spec.timm_name}", spec.timm_name)
         if not self.reachable():
             cached = self.cached_file(spec)
             if cached is None:
                 raise WeightsUnavailable(self.availability(spec).where)
             overlay = {"file": str(cached)}
-            return timm.create_model(spec.timm_name, pretrained=True, pretrained_cfg_overlay=overlay,
-                                     **create_kwargs), info
+            return timm.create_model(
+                spec.timm_name, pretrained=True, pretrained_cfg_overlay=overlay, **create_kwargs
+            ), info
         try:
             return timm.create_model(spec.timm_name, pretrained=True, **create_kwargs), info
         except Exception as e:
-            raise WeightsUnavailable(f"could not get pretrained weights for {spec.name} ({spec.timm_name}) from the "
-                                     f"hub: {type(e).__name__}: {str(e)[:200]}") from None
+            raise WeightsUnavailable(
+                f"could not get pretrained weights for {spec.name} ({spec.timm_name}) from the "
+                f"hub: {type(e).__name__}: {str(e)[:200]}"
+            ) from None
 
 
 class RandomWeights(WeightsSource):
     """Seeded random weights, only on request: a resumed or repeated run embeds exactly as the first."""
+
     name = "random"
 
     def applies(self, spec: ModelSpec) -> bool:
@@ -238,6 +263,7 @@ class RandomWeights(WeightsSource):
     def load(self, spec, create_kwargs):
         import timm
         import torch
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
             model = timm.create_model(spec.timm_name, pretrained=False, **create_kwargs)
@@ -263,8 +289,9 @@ def availability(spec: ModelSpec) -> Availability:
     return Availability(False, False, f"no published weights: {manual_route(spec)}")
 
 
-def resolve(spec: ModelSpec, checkpoint: Optional[Path], random_init: bool,
-            create_kwargs: Dict[str, Any]) -> Tuple["nn.Module", WeightsInfo]:
+def resolve(
+    spec: ModelSpec, checkpoint: Optional[Path], random_init: bool, create_kwargs: Dict[str, Any]
+) -> Tuple["nn.Module", WeightsInfo]:
     """Load ``spec`` with the first source that has weights; random ones only when ``random_init`` allows."""
     if checkpoint is not None:
         return load_file(spec, Path(checkpoint), **create_kwargs), file_info("checkpoint", Path(checkpoint))
@@ -274,11 +301,14 @@ def resolve(spec: ModelSpec, checkpoint: Optional[Path], random_init: bool,
             return source.load(spec, create_kwargs)
         except WeightsUnavailable as e:
             problems.append(str(e))
-    problem = "; ".join(problems) or f"{spec.name} has no published weights: pass the author's checkpoint " \
-                                     f"(see README, 'Weights')"
+    problem = (
+        "; ".join(problems)
+        or f"{spec.name} has no published weights: pass the author's checkpoint (see README, 'Weights')"
+    )
     if not random_init:
-        raise WeightsUnavailable(f"{problem}\nPass a local file with --checkpoint PATH, or use --random-init to run "
-                                 f"with random weights.")
+        raise WeightsUnavailable(
+            f"{problem}\nPass a local file with --checkpoint PATH, or use --random-init to run with random weights."
+        )
     log.warning("%s; using RANDOM weights (--random-init)", problem)
     return RandomWeights().load(spec, create_kwargs)
 

@@ -11,6 +11,7 @@ a size cap are refused. ``--data-root`` always wins: nothing is downloaded when 
 ``RETRIEVAL_DATASET_URL_<NAME>`` (e.g. ``RETRIEVAL_DATASET_URL_TINY_IMAGENET``) replaces a dataset's
 address, e.g. with a local server in tests; ``RETRIEVAL_DATASET_MD5_<NAME>`` gives that file's md5.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Dict, Iterator, List, Optional
 
+from embed.common import settings
 from embed.sources.datasets import DatasetError
 from embed.sources.download import DownloadError, download
-from embed.common import settings
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,12 @@ GIB = 1 << 30
 
 @dataclass(frozen=True)
 class DatasetSource:
-    name: str             # the --dataset name
+    name: str  # the --dataset name
     url: str
-    folder: str           # the archive's top folder; becomes the data root
-    split: str            # a split folder the extracted data set must have
-    md5: Optional[str]    # of the archive at ``url``
-    max_bytes: int        # refuse archives that expand beyond this
+    folder: str  # the archive's top folder; becomes the data root
+    split: str  # a split folder the extracted data set must have
+    md5: Optional[str]  # of the archive at ``url``
+    max_bytes: int  # refuse archives that expand beyond this
     max_entries: int
     note: str = ""
 
@@ -66,14 +67,26 @@ DATASETS: Dict[str, DatasetSource] = {
     # md5 as published in public Tiny-ImageNet loaders (e.g. the TinyImageNet VisionDataset of
     # lvyilin/pytorch-fgvc-dataset); not verified against the file from here (no internet).
     "tiny-imagenet": DatasetSource(
-        "tiny-imagenet", "http://cs231n.stanford.edu/tiny-imagenet-200.zip", "tiny-imagenet-200", "val",
-        md5="90528d7ca1a48142e341f4ef8d21d0de", max_bytes=2 * GIB, max_entries=130_000,
-        note="200 ImageNet classes, 64x64 px; val: 10,000 images"),
+        "tiny-imagenet",
+        "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+        "tiny-imagenet-200",
+        "val",
+        md5="90528d7ca1a48142e341f4ef8d21d0de",
+        max_bytes=2 * GIB,
+        max_entries=130_000,
+        note="200 ImageNet classes, 64x64 px; val: 10,000 images",
+    ),
     # md5 from torchvision.datasets.Imagenette._ARCHIVES["320px"]; not verified from here either.
     "imagenette": DatasetSource(
-        "imagenette", "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz", "imagenette2-320", "val",
-        md5="3df6f0d01a2c9592104656642f5e78a3", max_bytes=2 * GIB, max_entries=20_000,
-        note="10 ImageNet classes, 320 px short side; val: 3,925 images in synset folders"),
+        "imagenette",
+        "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz",
+        "imagenette2-320",
+        "val",
+        md5="3df6f0d01a2c9592104656642f5e78a3",
+        max_bytes=2 * GIB,
+        max_entries=20_000,
+        note="10 ImageNet classes, 320 px short side; val: 3,925 images in synset folders",
+    ),
 }
 
 
@@ -103,15 +116,19 @@ def ensure_dataset(name: str, progress: bool = True) -> Path:
         return found
     target = datasets_dirs()[0].resolve()
     if (target / source.folder).exists():
-        raise DatasetError(f"{target / source.folder} exists but has no {source.split} folder: remove it to download "
-                           f"{name} again, or pass --data-root")
+        raise DatasetError(
+            f"{target / source.folder} exists but has no {source.split} folder: remove it to download "
+            f"{name} again, or pass --data-root"
+        )
     log.info("%s is not in %s: downloading %s", name, ", ".join(map(str, datasets_dirs())), source.url)
     archive = target / source.archive_name
     try:
         download(source.url, archive, desc=source.archive_name, md5=source.md5, progress=progress)
     except DownloadError as e:
-        raise DatasetError(f"could not download {name}: {e}\nDownload {source.url} yourself, extract it and pass "
-                           f"--data-root DIR/{source.folder}") from None
+        raise DatasetError(
+            f"could not download {name}: {e}\nDownload {source.url} yourself, extract it and pass "
+            f"--data-root DIR/{source.folder}"
+        ) from None
     try:
         root = extract_archive(archive, target, source.folder, source.max_bytes, source.max_entries, progress)
     finally:
@@ -125,8 +142,9 @@ class UnsafeArchive(DatasetError):
     """An archive entry that would escape the target folder, a link, or an archive too large."""
 
 
-def extract_archive(archive: Path, target: Path, folder: str, max_bytes: int, max_entries: int,
-                    progress: bool = True) -> Path:
+def extract_archive(
+    archive: Path, target: Path, folder: str, max_bytes: int, max_entries: int, progress: bool = True
+) -> Path:
     """Extract ``archive`` (zip or tar[.gz]) whose entries all lie under ``folder/`` into ``target/folder``.
 
     Every entry is checked before anything is written, what is written is counted against ``max_bytes`` (declared
@@ -134,6 +152,7 @@ def extract_archive(archive: Path, target: Path, folder: str, max_bytes: int, ma
     when the whole archive was extracted (a staging folder, then a rename).
     """
     from tqdm import tqdm
+
     target.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder}.extract-", dir=target))
     try:
@@ -205,8 +224,10 @@ class ArchiveReader:
                 is_file = not is_dir and kind in (0, stat.S_IFREG)
                 if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
                     # stored data is its own size: a header that says otherwise is lying about one of them
-                    raise UnsafeArchive(f"{self.path.name}: entry {info.filename!r} declares {info.file_size} bytes "
-                                        f"but stores {info.compress_size}")
+                    raise UnsafeArchive(
+                        f"{self.path.name}: entry {info.filename!r} declares {info.file_size} bytes "
+                        f"but stores {info.compress_size}"
+                    )
                 yield _Member(info.filename, info.file_size, is_dir, is_file, info)
         else:
             for info in self.tar:
@@ -225,8 +246,10 @@ class ArchiveReader:
         self.tar.fileobj.seek(self.tar.offset)
         block = self.tar.fileobj.read(tarfile.BLOCKSIZE)
         if block.strip(b"\0"):
-            raise UnsafeArchive(f"{self.path.name}: data at byte {self.tar.offset} belongs to no entry (a header "
-                                f"declares less than its entry holds, or the archive is damaged)")
+            raise UnsafeArchive(
+                f"{self.path.name}: data at byte {self.tar.offset} belongs to no entry (a header "
+                f"declares less than its entry holds, or the archive is damaged)"
+            )
 
     def open(self, member: _Member):
         if self.zip is not None:
@@ -238,7 +261,7 @@ def _check_members(members: List[_Member], folder: str, max_bytes: int, max_entr
     if len(members) > max_entries:
         raise UnsafeArchive(f"{label} has {len(members)} entries, more than the {max_entries} expected")
     total = 0
-    seen: Dict[tuple, bool] = {}   # normalised path -> is a directory
+    seen: Dict[tuple, bool] = {}  # normalised path -> is a directory
     for m in members:
         bad = _unsafe_reason(m, folder)
         if bad:
@@ -265,4 +288,3 @@ def _unsafe_reason(m: _Member, folder: str) -> Optional[str]:
     if "\x00" in name or not path.parts or path.parts[0] != folder:
         return f"not under {folder}/"
     return None
-

@@ -11,6 +11,7 @@ Three layouts are recognised automatically, in this order:
 
 The canonical order is the sorted relative path; an image's position in that order is its id.
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,8 +39,8 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class ImageRecord:
-    position: int       # index in canonical order: the image id
-    relpath: str        # relative to the split folder, '/' separated
+    position: int  # index in canonical order: the image id
+    relpath: str  # relative to the split folder, '/' separated
     class_id: str
 
 
@@ -120,7 +121,9 @@ def load_split(data_root, split: str, limit: Optional[int] = None) -> ImageList:
     pairs.sort()
     records = [ImageRecord(i, rel, cls) for i, (rel, cls) in enumerate(pairs)]
     if not records:
-        raise DatasetError(f"no images found in {split_dir} (layout {layout}; extensions: jpg, jpeg, png, webp, bmp, gif)")
+        raise DatasetError(
+            f"no images found in {split_dir} (layout {layout}; extensions: jpg, jpeg, png, webp, bmp, gif)"
+        )
     if skipped:
         log.warning("%d annotation entries skipped in %s (first: %s: %s)", len(skipped), split_dir, *skipped[0])
     return ImageList(data_root, split, layout, records).limited(limit)
@@ -234,13 +237,18 @@ def _imagenet_descriptions() -> Dict[str, str]:
     """Synset -> lemmas, from the table timm ships, read without importing timm (it would import torch: the app
     names classes long before, or without ever, loading a model)."""
     import importlib.util
+
     spec = importlib.util.find_spec("timm")
-    table = Path(spec.submodule_search_locations[0]) / "data" / "_info" / "imagenet_synset_to_lemma.txt" \
-        if spec and spec.submodule_search_locations else None
+    table = (
+        Path(spec.submodule_search_locations[0]) / "data" / "_info" / "imagenet_synset_to_lemma.txt"
+        if spec and spec.submodule_search_locations
+        else None
+    )
     if table is not None and table.is_file():
         with open(table, newline="", encoding="utf-8") as fh:
             return dict(csv.reader(fh, delimiter="\t"))
     from timm.data import ImageNetInfo
+
     descriptions = ImageNetInfo().label_descriptions(as_dict=True)
     assert isinstance(descriptions, dict)
     return descriptions

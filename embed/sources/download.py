@@ -5,6 +5,7 @@ whole body arrived (the length the server announced, when it announced one), its
 (when one is known) and the caller's validation accepted it; every failure removes the temp file,
 so an interrupted run restarts cleanly from nothing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,6 +18,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
+
 from embed.common import settings
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ def staged_file(dest: Path) -> Iterator[Path]:
 def fetch_url(url: str, out: Path, desc: str, timeout: float = 60.0, progress: bool = True) -> None:
     """Stream ``url`` (http or https) into ``out`` with a progress bar; a short body is an error."""
     from tqdm import tqdm
+
     if not url.lower().startswith(("http://", "https://")):
         raise DownloadError(f"{url!r} is not an http(s) URL")
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
@@ -68,8 +71,9 @@ def fetch_url(url: str, out: Path, desc: str, timeout: float = 60.0, progress: b
         with urllib.request.urlopen(request, timeout=timeout) as response, open(out, "wb") as fh:
             announced = response.headers.get("Content-Length")
             total = int(announced) if announced and announced.isdigit() else None
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                      disable=not progress) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not progress
+            ) as bar:
                 while block := response.read(CHUNK):
                     fh.write(block)
                     received += len(block)
@@ -86,9 +90,17 @@ def fetch_url(url: str, out: Path, desc: str, timeout: float = 60.0, progress: b
         raise DownloadError(f"downloading {url} stopped after {received} of {total} bytes")
 
 
-def download(url: str, dest: Path, *, desc: str, md5: Optional[str] = None, sha256: Optional[str] = None,
-             validate: Optional[Callable[[Path], None]] = None, fetch: Optional[Callable[[Path], None]] = None,
-             progress: bool = True) -> Path:
+def download(
+    url: str,
+    dest: Path,
+    *,
+    desc: str,
+    md5: Optional[str] = None,
+    sha256: Optional[str] = None,
+    validate: Optional[Callable[[Path], None]] = None,
+    fetch: Optional[Callable[[Path], None]] = None,
+    progress: bool = True,
+) -> Path:
     """Download ``url`` to ``dest`` atomically, verifying checksums and ``validate`` (which raises on a bad file).
 
     ``fetch`` replaces the plain HTTP transfer (e.g. gdown for Google Drive); it writes the given path.
@@ -104,8 +116,9 @@ def download(url: str, dest: Path, *, desc: str, md5: Optional[str] = None, sha2
             raise DownloadError(f"downloading {url} gave an empty file")
         for algorithm, expected in (("md5", md5), ("sha256", sha256)):
             if expected and (got := file_digest(tmp, algorithm)) != expected.lower():
-                raise DownloadError(f"{url}: {algorithm} {got} does not match the expected {expected} "
-                                    f"(damaged or changed file)")
+                raise DownloadError(
+                    f"{url}: {algorithm} {got} does not match the expected {expected} (damaged or changed file)"
+                )
         if validate is not None:
             validate(tmp)
     return dest

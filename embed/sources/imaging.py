@@ -5,6 +5,7 @@ before any decoding, so a decompression bomb costs nothing; truncated files fail
 padded with grey; odd modes (CMYK, 16-bit, palette, alpha) become proper RGB; EXIF orientation
 is applied so that a rotated phone photo is embedded upright.
 """
+
 from __future__ import annotations
 
 import io

@@ -4,6 +4,7 @@ colour: intersection of 8x8x8 CIELAB histograms (1 = identical colour distributi
         CIELAB is roughly perceptually uniform, so bins are about equally distinguishable colours.
 structure: SSIM of 32x32 greyscale thumbnails (1 = identical, about 0 = unrelated).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,14 +21,16 @@ LAB_RANGE = ((0.0, 100.0), (-90.0, 100.0), (-110.0, 100.0))
 
 @dataclass
 class Appearance:
-    histogram: np.ndarray     # (BINS**3,) sums to 1
-    grey: np.ndarray          # (THUMB, THUMB) in [0, 1]
+    histogram: np.ndarray  # (BINS**3,) sums to 1
+    grey: np.ndarray  # (THUMB, THUMB) in [0, 1]
 
 
 def appearance(path: Path) -> Appearance:
     from PIL import Image
     from skimage.color import rgb2lab
+
     from embed.sources.imaging import load_rgb
+
     image = load_rgb(path)
     small = np.asarray(image.resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float64) / 255.0
     lab = rgb2lab(small).reshape(-1, 3)
@@ -42,6 +45,7 @@ def colour_similarity(a: Appearance, b: Appearance) -> float:
 
 def structure_similarity(a: Appearance, b: Appearance) -> float:
     from skimage.metrics import structural_similarity
+
     return float(structural_similarity(a.grey, b.grey, data_range=1.0))
 
 

@@ -5,6 +5,7 @@ serialised (``ReportDocument.to_json`` / ``from_json``, with ``SCHEMA_VERSION``)
 records naming both models, never keys built from model names. Deliberately free of NumPy, torch and
 pymilvus: the Evaluation page reads a report with nothing else loaded.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,6 +29,7 @@ class ReportSchemaError(ValueError):
 @dataclass
 class Interval:
     """A mean over queries with its percentile-bootstrap interval at ``level``."""
+
     mean: float
     low: float
     high: float
@@ -40,11 +42,11 @@ class Interval:
 
 @dataclass
 class McNemar:
-    only_a: int          # queries A gets right and B wrong
+    only_a: int  # queries A gets right and B wrong
     only_b: int
     both: int
     neither: int
-    p_value: float       # exact two-sided binomial test on the discordant queries
+    p_value: float  # exact two-sided binomial test on the discordant queries
 
 
 @dataclass
@@ -79,6 +81,7 @@ class DinoKnn:
 @dataclass
 class NaiveTiming:
     """The evaluation done naively (one Milvus search per query), timed against the exact computation."""
+
     queries: int
     seconds: float
     seconds_for_all: float
@@ -94,7 +97,7 @@ class MilvusCheck:
     k: int
     agree: int
     disagree: int
-    collection: str      # "as built" or "temporary copy" (the other feature variant)
+    collection: str  # "as built" or "temporary copy" (the other feature variant)
     rule: str
     examples: List[str] = field(default_factory=list)
 
@@ -102,12 +105,13 @@ class MilvusCheck:
 @dataclass
 class ModelResult:
     """One model and feature variant: the means of every retrieval metric (per-query values stay in memory)."""
+
     model: str
-    features: str                     # "raw" or "normalized"
+    features: str  # "raw" or "normalized"
     n: int
     n_queries: int
-    precision: Dict[str, float]       # k -> P@k
-    recall: Dict[str, float]          # k -> R@k
+    precision: Dict[str, float]  # k -> P@k
+    recall: Dict[str, float]  # k -> R@k
     r_precision: float
     map_at_r: float
     knn_top1: float
@@ -130,13 +134,14 @@ class Evaluation:
 
 @dataclass
 class MetricInterval:
-    metric: str          # "P@1", "MAP@R", "DINO kNN top-1", ...
+    metric: str  # "P@1", "MAP@R", "DINO kNN top-1", ...
     interval: Interval
 
 
 @dataclass
 class ModelIntervals:
     """Every metric of one model and variant with its interval."""
+
     model: str
     features: str
     metrics: List[MetricInterval]
@@ -148,7 +153,7 @@ class ModelIntervals:
 @dataclass
 class PairedMetric:
     metric: str
-    difference: Interval             # mean(a) - mean(b) over the same queries, paired bootstrap
+    difference: Interval  # mean(a) - mean(b) over the same queries, paired bootstrap
     p_value: Optional[float] = None  # exact McNemar, for binary measures
 
 
@@ -165,8 +170,8 @@ class PairComparison:
 class ClassFigure:
     class_id: str
     class_name: str
-    gain: float                   # this model's P@10 minus the other models' mean
-    p_at_10: List[float]          # every model's, in PerClass.models order
+    gain: float  # this model's P@10 minus the other models' mean
+    p_at_10: List[float]  # every model's, in PerClass.models order
 
 
 @dataclass
@@ -180,7 +185,7 @@ class ClassMovers:
 class PerClass:
     models: List[str]
     class_ids: List[str]
-    p_at_10: List[List[float]]    # [model][class], in ``models`` and ``class_ids`` order
+    p_at_10: List[List[float]]  # [model][class], in ``models`` and ``class_ids`` order
     movers: List[ClassMovers]
 
 
@@ -188,9 +193,9 @@ class PerClass:
 class Agreement:
     a: str
     b: str
-    top_overlap: float            # mean share of each query's top-10 the two models have in common
+    top_overlap: float  # mean share of each query's top-10 the two models have in common
     top: int
-    both_right: float             # P@1 shares of the queries
+    both_right: float  # P@1 shares of the queries
     only_a: float
     only_b: float
     neither: float
@@ -212,9 +217,9 @@ class PairInterval:
 
 @dataclass
 class AppearanceMeasure:
-    measure: str                        # "colour" or "structure"
-    baseline: Interval                  # random same-class pairs
-    models: List[ModelInterval]         # each model's same-class neighbours
+    measure: str  # "colour" or "structure"
+    baseline: Interval  # random same-class pairs
+    models: List[ModelInterval]  # each model's same-class neighbours
     versus_baseline: List[ModelInterval]  # paired difference model - baseline
     pairs: List[PairInterval]
 
@@ -238,6 +243,7 @@ class DinoRow:
 @dataclass
 class AccuracyCheck:
     """``python -m embed check``: the model's own ImageNet classifier on the same images."""
+
     top1: float
     top5: float
     n: int
@@ -326,7 +332,8 @@ class ReportDocument:
         if version != SCHEMA_VERSION:
             raise ReportSchemaError(
                 f"report schema version {version!r}, this version reads {SCHEMA_VERSION}: write the report again "
-                f"with `python -m indexer evaluate ... --report DIR`")
+                f"with `python -m indexer evaluate ... --report DIR`"
+            )
         return from_plain(cls, data)
 
 

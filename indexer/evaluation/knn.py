@@ -9,13 +9,14 @@ The database arrives in chunks (from Milvus' query iterator or slices of an arra
 keeps a running top-k; similarities are computed a block of queries at a time, so memory is bounded by
 the chunk, the similarity block and ``queries x k``, never by the database size.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,8 +25,8 @@ from embed.common.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
-Chunk = Tuple[np.ndarray, np.ndarray]   # (vectors (m, d) float32, integer labels (m,))
-SIMILARITY_BUFFER_BYTES = 512 * 2**20     # one block of query x chunk similarities
+Chunk = Tuple[np.ndarray, np.ndarray]  # (vectors (m, d) float32, integer labels (m,))
+SIMILARITY_BUFFER_BYTES = 512 * 2**20  # one block of query x chunk similarities
 
 
 @dataclass
@@ -42,7 +43,7 @@ class KnnResult:
     top5: float
     n_queries: int
     n_database: int
-    correct: np.ndarray          # (n_queries,) bool, top-1 per query
+    correct: np.ndarray  # (n_queries,) bool, top-1 per query
     seconds: float
     protocol: str
     largest_block_bytes: int = 0  # the biggest query x chunk similarity block held at once
@@ -59,7 +60,7 @@ class RunningTopK:
         self.sim = torch.full((n, k), -math.inf, device=self.dev)
         self.label = torch.full((n, k), -1, dtype=torch.int64, device=self.dev)
         self.seen = 0
-        self.largest_block_bytes = 0   # the biggest similarity block computed so far (torch memory, not traced)
+        self.largest_block_bytes = 0  # the biggest similarity block computed so far (torch memory, not traced)
 
     @torch.inference_mode()
     def add(self, vectors: np.ndarray, labels: np.ndarray) -> None:
@@ -93,11 +94,19 @@ def weighted_vote(sim: np.ndarray, labels: np.ndarray, n_classes: int, temperatu
     return scores.numpy()
 
 
-def dino_knn(queries: np.ndarray, query_labels: np.ndarray, database: Iterable[Chunk], n_classes: Optional[int] = None,
-             cfg: KnnConfig = KnnConfig(), protocol: str = "", progress: bool = False,
-             total_rows: Optional[int] = None) -> KnnResult:
+def dino_knn(
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    database: Iterable[Chunk],
+    n_classes: Optional[int] = None,
+    cfg: KnnConfig = KnnConfig(),
+    protocol: str = "",
+    progress: bool = False,
+    total_rows: Optional[int] = None,
+) -> KnnResult:
     """Top-1/top-5 of the weighted kNN vote; ``database`` yields (vectors, labels) chunks, normalised here."""
     from tqdm import tqdm
+
     t = time.perf_counter()
     top = RunningTopK(l2_normalize(np.asarray(queries, np.float32)), cfg.k, cfg.device)
     with tqdm(total=total_rows, unit="row", desc="DINO kNN database", disable=not progress) as bar:
@@ -106,19 +115,27 @@ def dino_knn(queries: np.ndarray, query_labels: np.ndarray, database: Iterable[C
             bar.update(len(vectors))
     neighbour_labels = top.label.cpu().numpy()
     truth = np.asarray(query_labels, dtype=np.int64)
-    if n_classes is None:   # codes assigned while streaming: known only now
+    if n_classes is None:  # codes assigned while streaming: known only now
         n_classes = int(max(neighbour_labels.max(initial=0), truth.max(initial=0))) + 1
     scores = weighted_vote(top.sim.cpu().numpy(), neighbour_labels, n_classes, cfg.temperature)
     ranked = np.argsort(-scores, axis=1, kind="stable")[:, :5]
     correct = ranked[:, 0] == truth
     top5 = (ranked == truth[:, None]).any(1)
-    return KnnResult(float(correct.mean()) if len(correct) else float("nan"), float(top5.mean()) if len(top5) else float("nan"),
-                     len(truth), top.seen, correct, time.perf_counter() - t, protocol, top.largest_block_bytes)
+    return KnnResult(
+        float(correct.mean()) if len(correct) else float("nan"),
+        float(top5.mean()) if len(top5) else float("nan"),
+        len(truth),
+        top.seen,
+        correct,
+        time.perf_counter() - t,
+        protocol,
+        top.largest_block_bytes,
+    )
 
 
 def array_chunks(vectors: np.ndarray, labels: np.ndarray, chunk_rows: int) -> Iterator[Chunk]:
     for start in range(0, len(vectors), chunk_rows):
-        yield vectors[start:start + chunk_rows], labels[start:start + chunk_rows]
+        yield vectors[start : start + chunk_rows], labels[start : start + chunk_rows]
 
 
 def milvus_chunks(store, name: str, class_codes: Dict[str, int], chunk_rows: int) -> Iterator[Chunk]:
@@ -158,6 +175,7 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int = 0) -> Tu
 
 # dry run at a simulated size -------------------------------------------------------------------
 
+
 def peak_rss_bytes() -> int:
     """The process's peak resident memory (VmHWM), in bytes."""
     with open("/proc/self/status") as fh:
@@ -165,6 +183,7 @@ def peak_rss_bytes() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -210,19 +229,29 @@ class DryRun:
 
     def lines(self) -> List[str]:
         n_chunks = math.ceil(self.simulated_rows / self.chunk_rows)
-        return [f"DINO kNN dry run: {self.queries:,} queries x {self.simulated_rows:,} database rows x {self.dim} dims "
-                f"(synthetic vectors), chunks of {self.chunk_rows:,} rows on {self.device}",
-                f"measured on {self.sampled_rows:,} rows: {self.seconds_per_chunk:.2f} s per chunk "
-                f"(similarities, top-k merge; reading from Milvus not included)",
-                f"projected time for {n_chunks} chunks: {self.projected_seconds:,.0f} s "
-                f"({self.projected_seconds / 3600:.2f} h)",
-                f"peak memory: {self.peak_rss_mib:,.0f} MiB resident ({self.peak_over_baseline_mib:,.0f} MiB above the "
-                f"{self.baseline_rss_mib:,.0f} MiB before the run); it depends on the chunk and the similarity block, "
-                f"not on the database size (the whole database would be {self.simulated_rows * self.dim * 4 / 2**20:,.0f} MiB)"]
+        return [
+            f"DINO kNN dry run: {self.queries:,} queries x {self.simulated_rows:,} database rows x {self.dim} dims "
+            f"(synthetic vectors), chunks of {self.chunk_rows:,} rows on {self.device}",
+            f"measured on {self.sampled_rows:,} rows: {self.seconds_per_chunk:.2f} s per chunk "
+            f"(similarities, top-k merge; reading from Milvus not included)",
+            f"projected time for {n_chunks} chunks: {self.projected_seconds:,.0f} s "
+            f"({self.projected_seconds / 3600:.2f} h)",
+            f"peak memory: {self.peak_rss_mib:,.0f} MiB resident ({self.peak_over_baseline_mib:,.0f} MiB above the "
+            f"{self.baseline_rss_mib:,.0f} MiB before the run); it depends on the chunk and the similarity block, "
+            f"not on the database size (the whole database would be {self.simulated_rows * self.dim * 4 / 2**20:,.0f} MiB)",
+        ]
 
 
-def dry_run(simulated_rows: int, dim: int, queries: int = 10000, chunk_rows: int = 65536, sample_chunks: int = 2,
-            n_classes: int = 1000, device: str = "cpu", seed: int = 0) -> DryRun:
+def dry_run(
+    simulated_rows: int,
+    dim: int,
+    queries: int = 10000,
+    chunk_rows: int = 65536,
+    sample_chunks: int = 2,
+    n_classes: int = 1000,
+    device: str = "cpu",
+    seed: int = 0,
+) -> DryRun:
     """Time ``sample_chunks`` chunks of a simulated database and project the full run; peak memory is measured
     over the sample, which holds as much at once as the full run would."""
     rng = np.random.default_rng(seed)
@@ -249,6 +278,16 @@ def dry_run(simulated_rows: int, dim: int, queries: int = 10000, chunk_rows: int
     seconds = time.perf_counter() - t - gen_seconds
     per_chunk = seconds / math.ceil(sample_rows / chunk_rows)
     peak = peak_rss_bytes()
-    return DryRun(simulated_rows, dim, queries, chunk_rows, sample_rows, per_chunk,
-                  per_chunk * math.ceil(simulated_rows / chunk_rows), peak / 2**20, baseline / 2**20,
-                  (peak - baseline) / 2**20, device)
+    return DryRun(
+        simulated_rows,
+        dim,
+        queries,
+        chunk_rows,
+        sample_rows,
+        per_chunk,
+        per_chunk * math.ceil(simulated_rows / chunk_rows),
+        peak / 2**20,
+        baseline / 2**20,
+        (peak - baseline) / 2**20,
+        device,
+    )

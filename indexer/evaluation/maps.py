@@ -19,6 +19,7 @@ precision, decode, normalisation) and row count; otherwise it is recomputed and 
 Module level imports NumPy only: the app and ``--help`` stay light; scikit-learn, umap-learn and openTSNE load
 when a map is computed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,10 +35,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from embed.extraction.shards import atomic_write_bytes
 from embed.common import settings
 from embed.common.vectors import l2_normalize
-
+from embed.extraction.shards import atomic_write_bytes
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
 
 log = logging.getLogger(__name__)
@@ -63,14 +63,15 @@ def report_dir_from_argv(argv: Sequence[str]) -> str:
 @dataclass(frozen=True)
 class MapParams:
     """Everything that changes a map's coordinates or its figures; its digest names the cache file."""
+
     method: str = "umap"
     features: str = "raw"
     seed: int = 0
-    n_neighbors: int = 15          # UMAP
-    min_dist: float = 0.1          # UMAP
-    perplexity: float = 30.0       # t-SNE
+    n_neighbors: int = 15  # UMAP
+    min_dist: float = 0.1  # UMAP
+    perplexity: float = 30.0  # t-SNE
     trust_k: int = 10
-    trust_sample: int = 5000       # trustworthiness sorts an n x n matrix: at most this many points
+    trust_sample: int = 5000  # trustworthiness sorts an n x n matrix: at most this many points
     silhouette_sample: int = 10000  # silhouette is O(n^2 d): at most this many points
 
     def __post_init__(self):
@@ -89,9 +90,15 @@ class MapParams:
 
     def key(self) -> Dict:
         """What the cache is keyed on: the method's parameters, the variant, the seed and the figures' settings."""
-        return {"method": self.method, "features": self.features, "seed": self.seed, **self.method_params(),
-                "trust_k": self.trust_k, "trust_sample": self.trust_sample,
-                "silhouette_sample": self.silhouette_sample}
+        return {
+            "method": self.method,
+            "features": self.features,
+            "seed": self.seed,
+            **self.method_params(),
+            "trust_k": self.trust_k,
+            "trust_sample": self.trust_sample,
+            "silhouette_sample": self.silhouette_sample,
+        }
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.key(), sort_keys=True).encode()).hexdigest()[:12]
@@ -105,41 +112,46 @@ class MapParams:
 @dataclass
 class ClassSeparation:
     class_id: str
-    silhouette: float       # mean silhouette of the class's points, original space
-    n: int                  # its points in the silhouette sample
+    silhouette: float  # mean silhouette of the class's points, original space
+    n: int  # its points in the silhouette sample
 
 
 @dataclass
 class MapQuality:
     trustworthiness: float
-    trust_k: int            # effective k (smaller than asked for very small collections)
-    trust_points: int       # points it was computed on (a seeded subsample when the collection is larger)
-    silhouette: float       # overall, original space
+    trust_k: int  # effective k (smaller than asked for very small collections)
+    trust_points: int  # points it was computed on (a seeded subsample when the collection is larger)
+    silhouette: float  # overall, original space
     silhouette_points: int
     per_class: List[ClassSeparation] = field(default_factory=list)
 
     def caption(self, n: int) -> str:
         """e.g. 'trustworthiness@10 0.912 (5,000-point sample) · silhouette +0.041 in the original space'."""
+
         def sample(points: int) -> str:
             return f" ({points:,}-point sample)" if points < n else ""
-        return (f"trustworthiness@{self.trust_k} {self.trustworthiness:.3f}{sample(self.trust_points)} · "
-                f"silhouette {self.silhouette:+.3f} in the original space{sample(self.silhouette_points)}")
+
+        return (
+            f"trustworthiness@{self.trust_k} {self.trustworthiness:.3f}{sample(self.trust_points)} · "
+            f"silhouette {self.silhouette:+.3f} in the original space{sample(self.silhouette_points)}"
+        )
 
 
 @dataclass
 class MapResult:
     """One collection's map: coordinates in id order, what made them, and how far to trust them."""
+
     collection: str
     model: str
-    identity: Dict          # map_identity() of the collection it was computed from
+    identity: Dict  # map_identity() of the collection it was computed from
     params: MapParams
-    effective: Dict         # parameters as run (clamped for small collections)
-    ids: np.ndarray         # int64, sorted
-    coords: np.ndarray      # float32 (n, 2)
+    effective: Dict  # parameters as run (clamped for small collections)
+    ids: np.ndarray  # int64, sorted
+    coords: np.ndarray  # float32 (n, 2)
     class_ids: List[str]
     relpaths: List[str]
     quality: MapQuality
-    seconds: float          # to compute (embedding + figures), when it was computed
+    seconds: float  # to compute (embedding + figures), when it was computed
     cached: bool = False
 
     @property
@@ -152,10 +164,13 @@ class MapResult:
 
         def points(used: int) -> str:
             return f"all {used:,}" if used >= self.n else f"sample {used:,}"
-        return (f"{self.model:14} {self.params.method:5} {self.params.features:10} n={self.n:<7} "
-                f"trustworthiness@{q.trust_k}={q.trustworthiness:.3f} ({points(q.trust_points)}) "
-                f"silhouette={q.silhouette:+.3f} ({points(q.silhouette_points)})  "
-                + (f"cached (computed in {self.seconds:.1f} s)" if self.cached else f"computed in {self.seconds:.1f} s"))
+
+        return (
+            f"{self.model:14} {self.params.method:5} {self.params.features:10} n={self.n:<7} "
+            f"trustworthiness@{q.trust_k}={q.trustworthiness:.3f} ({points(q.trust_points)}) "
+            f"silhouette={q.silhouette:+.3f} ({points(q.silhouette_points)})  "
+            + (f"cached (computed in {self.seconds:.1f} s)" if self.cached else f"computed in {self.seconds:.1f} s")
+        )
 
 
 def map_identity(meta: CollectionMeta) -> Dict:
@@ -173,6 +188,7 @@ def cache_paths(report_dir: Path, collection: str, params: MapParams) -> Tuple[P
 
 # reading the cache -----------------------------------------------------------------------------
 
+
 def _params_from(data: Dict) -> MapParams:
     return MapParams(**{k: v for k, v in data.items() if k in MapParams.__dataclass_fields__})
 
@@ -185,8 +201,14 @@ def _read(json_path: Path, load_arrays: bool = True) -> Optional[MapResult]:
             return None
         params = _params_from(doc["params"])
         q = doc["quality"]
-        quality = MapQuality(q["trustworthiness"], q["trust_k"], q["trust_points"], q["silhouette"],
-                             q["silhouette_points"], [ClassSeparation(**c) for c in q["per_class"]])
+        quality = MapQuality(
+            q["trustworthiness"],
+            q["trust_k"],
+            q["trust_points"],
+            q["silhouette"],
+            q["silhouette_points"],
+            [ClassSeparation(**c) for c in q["per_class"]],
+        )
         empty = np.zeros(0)
         ids, coords, classes, paths = empty.astype(np.int64), empty.reshape(0, 2).astype(np.float32), [], []
         if load_arrays:
@@ -196,8 +218,20 @@ def _read(json_path: Path, load_arrays: bool = True) -> Optional[MapResult]:
             with np.load(io.BytesIO(raw), allow_pickle=False) as z:
                 ids, coords = z["ids"], z["coords"]
                 classes, paths = z["class_ids"].tolist(), z["relpaths"].tolist()
-        return MapResult(doc["collection"], doc["model"], doc["identity"], params, doc["effective"], ids, coords,
-                         classes, paths, quality, doc["seconds"], cached=True)
+        return MapResult(
+            doc["collection"],
+            doc["model"],
+            doc["identity"],
+            params,
+            doc["effective"],
+            ids,
+            coords,
+            classes,
+            paths,
+            quality,
+            doc["seconds"],
+            cached=True,
+        )
     except (OSError, ValueError, KeyError, TypeError, MapError) as e:
         log.debug("unusable map cache %s: %s", json_path, e)
         return None
@@ -229,6 +263,7 @@ def available_params(report_dir: Path, collections: Dict[str, CollectionMeta]) -
 
 # computing -------------------------------------------------------------------------------------
 
+
 def embed_2d(x: np.ndarray, params: MapParams, n_jobs: int = -1) -> Tuple[np.ndarray, Dict]:
     """(coordinates float32 (n, 2), effective parameters) of ``x`` by ``params.method``, seeded."""
     n = len(x)
@@ -236,27 +271,45 @@ def embed_2d(x: np.ndarray, params: MapParams, n_jobs: int = -1) -> Tuple[np.nda
         raise MapError(f"a map needs at least 3 points, the collection has {n}")
     if params.method == "pca":
         from sklearn.decomposition import PCA
+
         coords = PCA(n_components=2, random_state=params.seed).fit_transform(x)
         return coords.astype(np.float32), {"n_components": 2}
     if params.method == "umap":
         import warnings
+
         import umap
-        log.info("UMAP of %d x %d (seeded: one thread; the first UMAP in a process also compiles its numba code, "
-                 "a minute or two)", n, x.shape[1])
+
+        log.info(
+            "UMAP of %d x %d (seeded: one thread; the first UMAP in a process also compiles its numba code, "
+            "a minute or two)",
+            n,
+            x.shape[1],
+        )
         n_neighbors = min(params.n_neighbors, n - 1)
         with warnings.catch_warnings():  # "n_jobs overridden by setting random_state": seeded UMAP is one thread
             warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
-            reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=params.min_dist,
-                                metric="euclidean", random_state=params.seed,
-                                init="spectral" if n > n_neighbors + 2 else "random")
+            reducer = umap.UMAP(
+                n_components=2,
+                n_neighbors=n_neighbors,
+                min_dist=params.min_dist,
+                metric="euclidean",
+                random_state=params.seed,
+                init="spectral" if n > n_neighbors + 2 else "random",
+            )
             coords = reducer.fit_transform(x)
-        return np.asarray(coords, np.float32), {"n_neighbors": n_neighbors, "min_dist": params.min_dist,
-                                               "metric": "euclidean", "threads": 1}
+        return np.asarray(coords, np.float32), {
+            "n_neighbors": n_neighbors,
+            "min_dist": params.min_dist,
+            "metric": "euclidean",
+            "threads": 1,
+        }
     from openTSNE import TSNE
+
     perplexity = min(params.perplexity, max(1.0, (n - 1) / 3))
     jobs = os.cpu_count() if n_jobs == -1 else n_jobs
-    emb = TSNE(n_components=2, perplexity=perplexity, metric="euclidean", random_state=params.seed,
-               n_jobs=jobs, verbose=False).fit(x)
+    emb = TSNE(
+        n_components=2, perplexity=perplexity, metric="euclidean", random_state=params.seed, n_jobs=jobs, verbose=False
+    ).fit(x)
     return np.asarray(emb, np.float32), {"perplexity": perplexity, "metric": "euclidean", "threads": jobs}
 
 
@@ -270,6 +323,7 @@ def map_quality(x: np.ndarray, coords: np.ndarray, class_ids: Sequence[str], par
     """Trustworthiness of ``coords`` for ``x`` and the per-class silhouette of ``x`` (see the module docstring)."""
     from sklearn.manifold import trustworthiness
     from sklearn.metrics import silhouette_samples
+
     n = len(x)
     t_idx = _sample(n, params.trust_sample, params.seed)
     k = max(1, min(params.trust_k, len(t_idx) // 2 - 1))
@@ -292,10 +346,18 @@ def _features(vectors: np.ndarray, variant: str) -> np.ndarray:
     return l2_normalize(vectors) if variant == "normalized" else np.asarray(vectors, np.float32)
 
 
-def compute_map(store: VectorStore, collection: str, params: MapParams, report_dir: Path, force: bool = False,
-                progress: bool = True, embedder: Callable = embed_2d) -> MapResult:
+def compute_map(
+    store: VectorStore,
+    collection: str,
+    params: MapParams,
+    report_dir: Path,
+    force: bool = False,
+    progress: bool = True,
+    embedder: Callable = embed_2d,
+) -> MapResult:
     """The map of one collection: from the cache when it is current (and not ``force``), else computed and cached."""
     from tqdm import tqdm
+
     meta = store.meta(collection)
     if meta is None:
         raise MapError(f"{collection} is not a collection made by this tool: build it with python -m indexer build")
@@ -304,11 +366,15 @@ def compute_map(store: VectorStore, collection: str, params: MapParams, report_d
         if cached is not None:
             return cached
     if not meta.complete:
-        log.warning("%s is incomplete (an interrupted build): its map covers the rows there now; rerun "
-                    "python -m indexer build to finish it", collection)
+        log.warning(
+            "%s is incomplete (an interrupted build): its map covers the rows there now; rerun "
+            "python -m indexer build to finish it",
+            collection,
+        )
     t = time.perf_counter()
-    with tqdm(total=4, desc=f"map {meta.model} ({params.method})", unit="step", disable=not progress,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=4, desc=f"map {meta.model} ({params.method})", unit="step", disable=not progress, dynamic_ncols=True
+    ) as bar:
         bar.set_postfix_str("reading vectors from Milvus")
         ids, vectors, class_ids, relpaths = store.read_all(collection)
         bar.update()
@@ -319,8 +385,19 @@ def compute_map(store: VectorStore, collection: str, params: MapParams, report_d
         bar.set_postfix_str("trustworthiness and silhouette")
         quality = map_quality(x, coords, class_ids, params)
         bar.update()
-        result = MapResult(collection, meta.model, map_identity(meta), params, effective, ids, coords,
-                           list(class_ids), list(relpaths), quality, round(time.perf_counter() - t, 3))
+        result = MapResult(
+            collection,
+            meta.model,
+            map_identity(meta),
+            params,
+            effective,
+            ids,
+            coords,
+            list(class_ids),
+            list(relpaths),
+            quality,
+            round(time.perf_counter() - t, 3),
+        )
         bar.set_postfix_str("writing the cache")
         save_map(report_dir, result)
         bar.update()
@@ -331,19 +408,33 @@ def save_map(report_dir: Path, result: MapResult) -> None:
     """Arrays first, then the json naming their digest: a reader never pairs a json with other arrays."""
     npz_path, json_path = cache_paths(report_dir, result.collection, result.params)
     buf = io.BytesIO()
-    np.savez(buf, ids=np.asarray(result.ids, np.int64), coords=np.asarray(result.coords, np.float32),
-             class_ids=np.asarray(result.class_ids, dtype=str), relpaths=np.asarray(result.relpaths, dtype=str))
+    np.savez(
+        buf,
+        ids=np.asarray(result.ids, np.int64),
+        coords=np.asarray(result.coords, np.float32),
+        class_ids=np.asarray(result.class_ids, dtype=str),
+        relpaths=np.asarray(result.relpaths, dtype=str),
+    )
     raw = buf.getvalue()
     atomic_write_bytes(npz_path, raw)
-    doc = {"format": CACHE_FORMAT, "collection": result.collection, "model": result.model,
-           "identity": result.identity, "params": asdict(result.params), "effective": result.effective,
-           "n": result.n, "quality": asdict(result.quality), "seconds": result.seconds,
-           "npz_sha256": hashlib.sha256(raw).hexdigest()}
+    doc = {
+        "format": CACHE_FORMAT,
+        "collection": result.collection,
+        "model": result.model,
+        "identity": result.identity,
+        "params": asdict(result.params),
+        "effective": result.effective,
+        "n": result.n,
+        "quality": asdict(result.quality),
+        "seconds": result.seconds,
+        "npz_sha256": hashlib.sha256(raw).hexdigest(),
+    }
     atomic_write_bytes(json_path, json.dumps(doc, indent=1, sort_keys=True).encode())
 
 
-def maps_command(split: str, models: Sequence[str], report_dir: str, uri: str, method: str = "umap",
-                 features: str = "raw") -> str:
+def maps_command(
+    split: str, models: Sequence[str], report_dir: str, uri: str, method: str = "umap", features: str = "raw"
+) -> str:
     """The command that makes the maps the app's pages look for (the pages show it when maps are missing)."""
     parts = ["python -m indexer maps", f"--split {split}"]
     if models:

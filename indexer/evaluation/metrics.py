@@ -15,10 +15,11 @@ and queries, weighted vote) is in ``indexer.evaluation.knn``.
 Every metric is a mean of per-query values; ``PerQuery`` keeps those values so that the report can
 bootstrap and pair them without a second pass.
 """
+
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -38,20 +39,27 @@ PROTOCOL = Protocol(
     knn_top1="majority vote of the 20 nearest, ties broken by nearest; all queries",
     excluded="queries with R = 0 are excluded from precision/recall/R-precision/MAP@R",
     note="This kNN@20 is leave-one-out within the split; the DINO-style weighted kNN on disjoint database and "
-         "queries is --holdout or --database-split/--query-split (in the report)",
+    "queries is --holdout or --database-split/--query-split (in the report)",
 )
 
 
 @dataclass
 class Neighbours:
-    index: np.ndarray      # (N, K) int64, nearest first, self excluded
-    distance: np.ndarray   # (N, K) float32 squared L2
+    index: np.ndarray  # (N, K) int64, nearest first, self excluded
+    distance: np.ndarray  # (N, K) float32 squared L2
 
 
-def exact_neighbours(vectors: np.ndarray, k: int, device: str = "cpu", chunk: Optional[int] = None,
-                     memory_budget: int = 1 << 30, progress: bool = False) -> Neighbours:
+def exact_neighbours(
+    vectors: np.ndarray,
+    k: int,
+    device: str = "cpu",
+    chunk: Optional[int] = None,
+    memory_budget: int = 1 << 30,
+    progress: bool = False,
+) -> Neighbours:
     """Exact k nearest others of every row, in row chunks sized to ``memory_budget`` bytes."""
     from tqdm import tqdm
+
     n, dim = vectors.shape
     k = min(k, n - 1)
     dev = torch.device(device)
@@ -77,8 +85,8 @@ def exact_neighbours(vectors: np.ndarray, k: int, device: str = "cpu", chunk: Op
     return Neighbours(out_i, out_d)
 
 
-REFINE_TOP = 16       # the first 16 neighbours are ordered by float64 distances (P@1, P@10, the Milvus check)
-REFINE_MARGIN = 8     # float32 candidates beyond them that may move up
+REFINE_TOP = 16  # the first 16 neighbours are ordered by float64 distances (P@1, P@10, the Milvus check)
+REFINE_MARGIN = 8  # float32 candidates beyond them that may move up
 
 
 def _refine(x: "torch.Tensor", start: int, idx: "torch.Tensor", vals: "torch.Tensor", rows_per_step: int = 256):
@@ -90,35 +98,36 @@ def _refine(x: "torch.Tensor", start: int, idx: "torch.Tensor", vals: "torch.Ten
     doing all k costs several times the matrix product; positions past REFINE_TOP keep float32 order."""
     r = min(REFINE_TOP + REFINE_MARGIN, idx.shape[1])
     for s in range(0, len(idx), rows_per_step):
-        cand = idx[s:s + rows_per_step, :r]
-        q = x[start + s:start + s + len(cand)].double()
+        cand = idx[s : s + rows_per_step, :r]
+        q = x[start + s : start + s + len(cand)].double()
         d = ((x[cand].double() - q[:, None, :]) ** 2).sum(-1)
         d, order = torch.sort(d, dim=1, stable=True)
-        idx[s:s + len(cand), :r] = torch.gather(cand, 1, order)
-        vals[s:s + len(cand), :r] = d.float()
+        idx[s : s + len(cand), :r] = torch.gather(cand, 1, order)
+        vals[s : s + len(cand), :r] = d.float()
 
 
 @dataclass
 class PerQuery:
     """Per-query values behind the means; rows of the retrieval arrays are the queries with R > 0."""
-    valid: np.ndarray              # (N,) bool: R > 0
-    precision: Dict[str, np.ndarray]   # k -> (n_queries,) float
-    hit: Dict[str, np.ndarray]         # k -> (n_queries,) bool, at least one same-class image in the top k
-    r_precision: np.ndarray        # (n_queries,)
-    ap_at_r: np.ndarray            # (n_queries,)
-    knn_correct: np.ndarray        # (N,) bool, every query
+
+    valid: np.ndarray  # (N,) bool: R > 0
+    precision: Dict[str, np.ndarray]  # k -> (n_queries,) float
+    hit: Dict[str, np.ndarray]  # k -> (n_queries,) bool, at least one same-class image in the top k
+    r_precision: np.ndarray  # (n_queries,)
+    ap_at_r: np.ndarray  # (n_queries,)
+    knn_correct: np.ndarray  # (N,) bool, every query
 
 
 @dataclass
 class Metrics:
     n: int
-    n_queries: int                 # queries with R > 0
+    n_queries: int  # queries with R > 0
     precision: Dict[str, float]
     recall: Dict[str, float]
     r_precision: float
     map_at_r: float
     knn_top1: float
-    excluded_singletons: int = 0   # queries with R = 0
+    excluded_singletons: int = 0  # queries with R = 0
     k_searched: int = 0
     per_query: Optional[PerQuery] = None
 
@@ -138,8 +147,8 @@ def retrieval_metrics(neigh: Neighbours, labels: np.ndarray, ks: Sequence[int], 
     n = len(labels)
     idx = neigh.index
     K = idx.shape[1]
-    rel = labels[idx] == labels[:, None]                      # (N, K)
-    r = np.bincount(labels)[labels] - 1                        # other members of the query's class
+    rel = labels[idx] == labels[:, None]  # (N, K)
+    r = np.bincount(labels)[labels] - 1  # other members of the query's class
     valid = r > 0
     if np.any(r[valid] > K):
         raise ValueError(f"neighbour lists of length {K} are shorter than the largest class ({r.max()})")
@@ -158,11 +167,20 @@ def retrieval_metrics(neigh: Neighbours, labels: np.ndarray, ks: Sequence[int], 
     ranks = np.arange(1, K + 1)
     within_r = ranks[None, :] <= rv[:, None]
     ap = (relv * within_r * cum / ranks[None, :]).sum(1) / np.maximum(rv, 1)
-    knn_correct = knn_predict(labels[idx[:, :min(knn_k, K)]]) == labels
+    knn_correct = knn_predict(labels[idx[:, : min(knn_k, K)]]) == labels
     per_query = PerQuery(valid, prec_q, hit_q, rprec_q, ap, knn_correct)
-    return Metrics(n=n, n_queries=nq, precision=precision, recall=recall, r_precision=_mean(rprec_q),
-                   map_at_r=_mean(ap), knn_top1=float(knn_correct.mean()),
-                   excluded_singletons=int(n - nq), k_searched=K, per_query=per_query)
+    return Metrics(
+        n=n,
+        n_queries=nq,
+        precision=precision,
+        recall=recall,
+        r_precision=_mean(rprec_q),
+        map_at_r=_mean(ap),
+        knn_top1=float(knn_correct.mean()),
+        excluded_singletons=int(n - nq),
+        k_searched=K,
+        per_query=per_query,
+    )
 
 
 def _mean(values: np.ndarray) -> float:
@@ -173,12 +191,12 @@ def knn_predict(neighbour_labels: np.ndarray) -> np.ndarray:
     """Majority label per row; among tied labels, the one ranked nearest wins."""
     nl = np.asarray(neighbour_labels)
     k = nl.shape[1]
-    votes = (nl[:, :, None] == nl[:, None, :]).sum(-1)         # votes[i, j]: how many share j's label
-    score = votes * (k + 1) - np.arange(k)[None, :]            # more votes first, then nearer
+    votes = (nl[:, :, None] == nl[:, None, :]).sum(-1)  # votes[i, j]: how many share j's label
+    score = votes * (k + 1) - np.arange(k)[None, :]  # more votes first, then nearer
     return nl[np.arange(len(nl)), score.argmax(1)]
 
 
-TIE_RTOL = 1e-6   # float32 rounding: distances closer than this are ties, and tied items may come in any order
+TIE_RTOL = 1e-6  # float32 rounding: distances closer than this are ties, and tied items may come in any order
 
 
 def true_neighbours(vectors: np.ndarray, query_rows: npt.ArrayLike, k: int, block: int = 8192) -> Neighbours:
@@ -191,16 +209,22 @@ def true_neighbours(vectors: np.ndarray, query_rows: npt.ArrayLike, k: int, bloc
     q = np.asarray(vectors[rows], dtype=np.float64)
     d = np.empty((len(rows), len(vectors)), np.float64)
     for start in range(0, len(vectors), block):
-        x = np.asarray(vectors[start:start + block], dtype=np.float64)
-        d[:, start:start + len(x)] = (q * q).sum(1)[:, None] + (x * x).sum(1)[None, :] - 2 * q @ x.T
+        x = np.asarray(vectors[start : start + block], dtype=np.float64)
+        d[:, start : start + len(x)] = (q * q).sum(1)[:, None] + (x * x).sum(1)[None, :] - 2 * q @ x.T
     np.maximum(d, 0, out=d)
     d[np.arange(len(rows)), rows] = np.inf
     order = np.argsort(d, axis=1, kind="stable")[:, :k]
     return Neighbours(order, np.take_along_axis(d, order, 1))
 
 
-def same_up_to_ties(got: npt.ArrayLike, truth_index: np.ndarray, truth_distance: np.ndarray, vectors: np.ndarray,
-                    query: int, rtol: float = TIE_RTOL) -> bool:
+def same_up_to_ties(
+    got: npt.ArrayLike,
+    truth_index: np.ndarray,
+    truth_distance: np.ndarray,
+    vectors: np.ndarray,
+    query: int,
+    rtol: float = TIE_RTOL,
+) -> bool:
     """True if ``got`` (row indices) is the true top-k list, except for swaps between items whose true
     distances are equal within ``rtol`` (relative). Positions are compared one by one: an item may stand in
     for another only at the same true distance, so a missed or extra neighbour always fails."""
@@ -215,8 +239,14 @@ def same_up_to_ties(got: npt.ArrayLike, truth_index: np.ndarray, truth_distance:
     return bool(np.all(np.abs(d_got - truth_distance) <= rtol * scale))
 
 
-def compare_with_milvus(exact: Neighbours, query_rows: npt.ArrayLike, milvus_hits: List[List[Dict]], ids: np.ndarray,
-                        vectors: np.ndarray, rtol: float = TIE_RTOL) -> Tuple[int, List[Dict]]:
+def compare_with_milvus(
+    exact: Neighbours,
+    query_rows: npt.ArrayLike,
+    milvus_hits: List[List[Dict]],
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    rtol: float = TIE_RTOL,
+) -> Tuple[int, List[Dict]]:
     """How many neighbour lists, from Milvus and from the exact computation, both equal the float64 truth
     (ties within ``rtol`` aside); and the disagreements. ``ids`` must be sorted (row i holds ids[i])."""
     k = min(len(h) for h in milvus_hits) if milvus_hits else 0
@@ -230,7 +260,14 @@ def compare_with_milvus(exact: Neighbours, query_rows: npt.ArrayLike, milvus_hit
         if ok_milvus and ok_exact:
             agree += 1
         else:
-            bad.append({"query_id": int(ids[row]), "milvus": [h["id"] for h in hits[:k]],
-                        "exact": ids[exact.index[row, :k]].tolist(), "truth": ids[truth.index[j]].tolist(),
-                        "milvus_ok": ok_milvus, "exact_ok": ok_exact})
+            bad.append(
+                {
+                    "query_id": int(ids[row]),
+                    "milvus": [h["id"] for h in hits[:k]],
+                    "exact": ids[exact.index[row, :k]].tolist(),
+                    "truth": ids[truth.index[j]].tolist(),
+                    "milvus_ok": ok_milvus,
+                    "exact_ok": ok_exact,
+                }
+            )
     return agree, bad

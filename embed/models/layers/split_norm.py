@@ -13,6 +13,7 @@ Kept apart from the model file, as timm keeps its layers in ``timm.layers``, so 
 can use them. No ``from __future__ import annotations`` here: TorchScript and FX-then-TorchScript
 read these forward signatures, and string annotations reach them as unknown type names.
 """
+
 from typing import Dict, Tuple
 
 import torch
@@ -38,13 +39,13 @@ class SplitNormConv2d(nn.Module):
     """Batch-norm statistics on the input, conv, then the per-channel affine on the output."""
 
     def __init__(
-            self,
-            in_chs: int,
-            out_chs: int,
-            kernel_size: int = 1,
-            stride: int = 1,
-            eps: float = 1e-5,
-            momentum: float = 0.1,
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
     ):
         super().__init__()
         self.norm = nn.BatchNorm2d(in_chs, eps=eps, momentum=momentum, affine=False)
@@ -74,8 +75,14 @@ class SplitNormConv2d(nn.Module):
         bias = self.affine.bias.double() - (weight * mean.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
         fused_cls = FusedSplitNormConv2d if any(p > 0 for p in conv.padding) else nn.Conv2d
         fused = fused_cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-            bias=True, device=conv.weight.device, dtype=conv.weight.dtype,
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            bias=True,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
         )
         fused.weight.copy_(weight.to(conv.weight.dtype))
         fused.bias.copy_(bias.to(conv.weight.dtype))
@@ -111,8 +118,9 @@ class FusedSplitNormConv2d(nn.Conv2d):
 
     @torch.no_grad()
     def _border_correction(self, height: int, width: int, ref: torch.Tensor):
-        channels_last = ref.dim() == 4 and ref.is_contiguous(memory_format=torch.channels_last) \
-            and not ref.is_contiguous()
+        channels_last = (
+            ref.dim() == 4 and ref.is_contiguous(memory_format=torch.channels_last) and not ref.is_contiguous()
+        )
         key = (height, width, ref.device, ref.dtype, channels_last)
         hit = self._border_cache.get(key)
         if hit is not None:
@@ -125,10 +133,12 @@ class FusedSplitNormConv2d(nn.Conv2d):
         full = (weight * mu).sum(dim=(1, 2, 3)).view(1, -1, 1, 1)
         # which outputs have taps on the padding is geometry, not values; rows and columns separate
         out_h, out_w = inside.shape[-2:]
-        rows = _taps_on_padding(height, out_h, self.kernel_size[0], self.stride[0], self.padding[0],
-                                self.dilation[0], weight.device).any(dim=1)
-        cols = _taps_on_padding(width, out_w, self.kernel_size[1], self.stride[1], self.padding[1],
-                                self.dilation[1], weight.device).any(dim=1)
+        rows = _taps_on_padding(
+            height, out_h, self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0], weight.device
+        ).any(dim=1)
+        cols = _taps_on_padding(
+            width, out_w, self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1], weight.device
+        ).any(dim=1)
         touches = rows[:, None] | cols[None, :]
         corr = torch.where(touches, full - inside, torch.zeros((), dtype=torch.float64))
         corr = corr.to(device=ref.device, dtype=ref.dtype)
@@ -151,11 +161,11 @@ class FusedSplitNormConv2d(nn.Conv2d):
         if top:
             y[..., :top, :] += corr[..., :top, :]
         if bottom:
-            y[..., h - bottom:, :] += corr[..., h - bottom:, :]
+            y[..., h - bottom :, :] += corr[..., h - bottom :, :]
         if left:
-            y[..., top:h - bottom, :left] += corr[..., top:h - bottom, :left]
+            y[..., top : h - bottom, :left] += corr[..., top : h - bottom, :left]
         if right:
-            y[..., top:h - bottom, w - right:] += corr[..., top:h - bottom, w - right:]
+            y[..., top : h - bottom, w - right :] += corr[..., top : h - bottom, w - right :]
         return y
 
     def _forward_with_correction_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,20 +175,26 @@ class FusedSplitNormConv2d(nn.Conv2d):
         y = super().forward(x)
         kh, kw = self.kernel_size
         per_tap = torch.einsum("oikl,i->okl", self.weight, self.pad_value.to(self.weight.dtype))
-        rows = _taps_on_padding(x.shape[-2], y.shape[-2], kh, self.stride[0], self.padding[0], self.dilation[0],
-                                x.device)
-        cols = _taps_on_padding(x.shape[-1], y.shape[-1], kw, self.stride[1], self.padding[1], self.dilation[1],
-                                x.device)
+        rows = _taps_on_padding(
+            x.shape[-2], y.shape[-2], kh, self.stride[0], self.padding[0], self.dilation[0], x.device
+        )
+        cols = _taps_on_padding(
+            x.shape[-1], y.shape[-1], kw, self.stride[1], self.padding[1], self.dilation[1], x.device
+        )
         on_padding = rows[:, None, :, None] | cols[None, :, None, :]
         corr = torch.einsum("okl,ijkl->oij", per_tap, on_padding.to(per_tap.dtype))
         return y + corr.to(y.dtype)
 
 
-def _taps_on_padding(size: int, out_size: int, kernel: int, stride: int, padding: int, dilation: int,
-                     device: torch.device) -> torch.Tensor:
+def _taps_on_padding(
+    size: int, out_size: int, kernel: int, stride: int, padding: int, dilation: int, device: torch.device
+) -> torch.Tensor:
     """(out_size, kernel) bool: whether tap k of output position i reads padding along one axis."""
-    pos = (torch.arange(out_size, device=device)[:, None] * stride
-           + torch.arange(kernel, device=device)[None, :] * dilation - padding)
+    pos = (
+        torch.arange(out_size, device=device)[:, None] * stride
+        + torch.arange(kernel, device=device)[None, :] * dilation
+        - padding
+    )
     return (pos < 0) | (pos >= size)
 
 
