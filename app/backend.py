@@ -307,7 +307,7 @@ class Backend:
         )
         wanted = query.indexed_image
         held = self.images(model) if wanted is not None else None
-        if held is not None and not held.holds(wanted):
+        if held is not None and wanted is not None and not held.holds(wanted):
             # another collection's image: a search here would compare this column on a different footing
             return ColumnResult(
                 model,
@@ -342,8 +342,10 @@ class Backend:
         ]
         precision = best = None
         if query.class_id is not None and hits:
-            precision = sum(h.is_match for h in hits) / len(hits)
-            best = self.images(model).best_precision(query.class_id, wanted, len(hits))
+            precision = sum(bool(h.is_match) for h in hits) / len(hits)
+            images = self.images(model)
+            assert images is not None  # coll is not None: the model is indexed
+            best = images.best_precision(query.class_id, wanted, len(hits))
         original_rank = next((i + 1 for i, h in enumerate(hits) if h.id == query.original_id), None)
         return ColumnResult(
             model,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import colorsys
 import itertools
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class ClassPalette:
     def __post_init__(self):
         self.index = {c: i for i, c in enumerate(self.classes)}
 
-    def codes(self, class_ids: Sequence[str]) -> np.ndarray:
+    def codes(self, class_ids: Iterable[str]) -> np.ndarray:
         return np.asarray([self.index.get(c, -1) for c in class_ids], np.int32)
 
     def marker(self) -> Dict:

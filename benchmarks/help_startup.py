@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         cmds = commands(Path(scratch))
         for cmd in cmds.values():  # warm the page cache: the first run of each reads its files from disk
             time_once(cmd)
-        seconds = {name: [] for name in cmds}
+        seconds: Dict[str, List[float]] = {name: [] for name in cmds}
         for _ in range(args.rounds):
             for name, cmd in cmds.items():
                 seconds[name].append(time_once(cmd))

@@ -256,7 +256,7 @@ def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> 
                 raise RuntimeError(f"upload search failed: {[r.problem for r in results]}")
             if i >= 2:  # the first uploads load the three models
                 upload[mode].append(elapsed)
-    precision = backend.embedder(models[0]).precision_name
+    precision = backend.embedder(models[0]).embedder.precision_name
     backend.store.close()
     return {
         "app_query_ms_p50": percentile(times["concurrent"], 50),

@@ -232,7 +232,7 @@ def permanent_connect_failure(uri: str, timeout: float = 2.0) -> Optional[str]:
     except socket.gaierror as e:
         return f"host name {host!r} not found: {e.strerror}"
     for family, kind, proto, _, address in addresses:
-        if not _is_local_address(address[0]):
+        if not _is_local_address(str(address[0])):
             return None
         try:
             with socket.socket(family, kind, proto) as sock:

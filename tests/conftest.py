@@ -5,28 +5,11 @@ import os
 # tests never touch the network: hub weights resolve from the local cache or not at all
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import os
 from pathlib import Path
 
 import pytest
-from support.data import (  # noqa: F401,E402
-    REPO,
-    SHARED_TINY,
-    _uses_server,
-    bad_images,
-    bomb_png,
-    exif_rotated_jpeg,
-    free_port,
-    good_images,
-    gradient,
-    have_effnet_package,
-    jpeg_bytes,
-    make_imagenet_flat_layout,
-    make_tiny_layout,
-    server_unavailable,
-    tiny_imagenet_root,
-    write_files,
-)
+from support.data import _uses_server, bad_images, jpeg_bytes, make_tiny_layout, tiny_imagenet_root, write_files  # noqa: E402
+from support.milvus import server_unavailable  # noqa: E402
 
 
 @pytest.fixture

@@ -144,6 +144,7 @@ class EmbeddingStore:
         existing = self.read_manifest()
         differs = existing is not None and existing.compatible_with(manifest) != ""
         if differs and not force:
+            assert existing is not None  # differs implies it
             raise StoreMismatch(
                 f"{self.folder} holds embeddings made differently ({existing.compatible_with(manifest)}); "
                 f"rerun with --force to recompute them"

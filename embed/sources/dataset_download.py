@@ -23,7 +23,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, cast
 
 from embed.common import settings
 from embed.sources.datasets import DatasetError
@@ -212,7 +212,9 @@ class ArchiveReader:
         return self
 
     def __exit__(self, *exc) -> None:
-        (self.zip or self.tar).close()
+        archive = self.zip or self.tar
+        assert archive is not None  # opened by __enter__
+        archive.close()
 
     def list(self) -> Iterator[_Member]:
         if self.zip is not None:
@@ -230,8 +232,9 @@ class ArchiveReader:
                     )
                 yield _Member(info.filename, info.file_size, is_dir, is_file, info)
         else:
-            for info in self.tar:
-                yield _Member(info.name, info.size, info.isdir(), info.isreg(), info)
+            assert self.tar is not None  # opened by __enter__
+            for entry in self.tar:
+                yield _Member(entry.name, entry.size, entry.isdir(), entry.isreg(), entry)
 
     def check_end(self) -> None:
         """Refuse a tar archive with data after its last entry (call after reading the entries, in order).
@@ -253,8 +256,9 @@ class ArchiveReader:
 
     def open(self, member: _Member):
         if self.zip is not None:
-            return self.zip.open(member.handle)
-        return self.tar.extractfile(member.handle)
+            return self.zip.open(cast(zipfile.ZipInfo, member.handle))
+        assert self.tar is not None  # opened by __enter__
+        return self.tar.extractfile(cast(tarfile.TarInfo, member.handle))
 
 
 def _check_members(members: List[_Member], folder: str, max_bytes: int, max_entries: int, label: str) -> None:

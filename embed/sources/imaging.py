@@ -64,7 +64,7 @@ def load_rgb(source: Union[str, os.PathLike, bytes, BinaryIO], max_pixels: int =
         with warnings.catch_warnings():
             # in case a caller restored Pillow's guard: its warning is not the decision, the check below is
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(source)
+            im: Image.Image = Image.open(source)
             width, height = im.size
             if width * height > max_pixels:
                 raise BadImage(too_many_pixels(width, height, max_pixels))

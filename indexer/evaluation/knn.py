@@ -85,12 +85,12 @@ class RunningTopK:
 
 def weighted_vote(sim: np.ndarray, labels: np.ndarray, n_classes: int, temperature: float) -> np.ndarray:
     """Class scores (nq, n_classes): sum over the neighbours of exp(sim / T) (DINO's eval_knn.py)."""
-    sim = torch.as_tensor(sim, dtype=torch.float32)
-    labels = torch.as_tensor(labels, dtype=torch.int64)
-    weights = (sim / temperature).exp()
-    valid = labels >= 0
-    scores = torch.zeros(sim.shape[0], n_classes)
-    scores.scatter_add_(1, labels.clamp(min=0), weights * valid)
+    sim_t = torch.as_tensor(sim, dtype=torch.float32)
+    labels_t = torch.as_tensor(labels, dtype=torch.int64)
+    weights = (sim_t / temperature).exp()
+    valid = labels_t >= 0
+    scores = torch.zeros(sim_t.shape[0], n_classes)
+    scores.scatter_add_(1, labels_t.clamp(min=0), weights * valid)
     return scores.numpy()
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.milvus_server import free_port  # noqa: F401  (the tests take free ports from here)
+
 REPO = Path(__file__).resolve().parents[2]
 
 
