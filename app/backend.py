@@ -247,6 +247,7 @@ class Backend:
         return self.query_for_image(IndexedImage(int(row["id"]), row["class_id"], row["relpath"]))
 
     def query_for_image(self, image: IndexedImage) -> Query:
+        assert self.data_root is not None  # an indexed image: refresh() took the data root from its collection
         path = safe_image_path(self.data_root, self.settings.split, image.relpath)
         return Query(load_rgb(path), image.class_id, image.id, image.relpath)
 

@@ -133,11 +133,12 @@ def pick_query(backend: Backend, comparison: Comparison) -> Query | None:
     if comparison.differs:
         label += f" among the {len(ids):,} images every column holds"
     st.sidebar.number_input(label, 0, len(ids) - 1, key=pos_key, on_change=on_position)
-    image = comparison.image(current)
+    indexed = comparison.image(current)
+    assert indexed is not None  # checked above, or current is a shared image
     try:
-        return backend.query_for_image(image)
+        return backend.query_for_image(indexed)
     except BadImage as e:
-        st.error(f"Cannot open indexed image {image.relpath}: {e.reason}")
+        st.error(f"Cannot open indexed image {indexed.relpath}: {e.reason}")
         return None
 
 
@@ -214,6 +215,7 @@ def show_column(backend: Backend, result, k: int, original: int | None = None) -
         for col, hit in zip(cols, result.hits[start : start + per_row]):
             with col:
                 try:
+                    assert backend.data_root is not None  # hits come from a collection, which sets it
                     path = safe_image_path(backend.data_root, backend.settings.split, hit.relpath)
                     st.image(cached_thumbnail(str(path)), width="stretch")
                 except BadImage as e:
@@ -277,8 +279,8 @@ def search_page() -> None:
     )
     models = [m for m in backend.model_choices() if m in chosen]  # the blog's order, whatever the clicks
     title.title("Backbone retrieval: " + (" vs ".join(model_title(m) for m in models) or "no model chosen"))
-    if left := backend.left_out(models):
-        st.caption("Not shown (add them in the sidebar): " + " · ".join(left))
+    if left_out := backend.left_out(models):
+        st.caption("Not shown (add them in the sidebar): " + " · ".join(left_out))
     st.sidebar.caption(
         f"Database: {backend.store.describe_target()} · split `{settings.split}` · "
         f"data root `{backend.data_root or 'unknown'}`"

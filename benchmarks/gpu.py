@@ -184,6 +184,7 @@ def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool 
                         )
                         log.warning("gpu e2e %s %s failed: %s", files, decode, e)
                         continue
+                assert result.vectors is not None  # keep_vectors=True
                 vectors[decode] = result.vectors
                 out["rows"].append(
                     {

@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Dict
 
 import numpy as np
 
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
     # on 2 cores that nobody else uses, the work takes its CPU seconds over the cores it keeps busy
     projected["total_cpu_s"] = measured_cpu * scale + projected["search_s"] * 2
     projected["idle_machine_wall_s_estimate"] = projected["total_cpu_s"] / 2
-    doc = {
+    doc: Dict[str, Any] = {
         "benchmark": "robustness evaluation (python -m indexer robustness)",
         "date": time.strftime("%Y-%m-%d"),
         "machine": {

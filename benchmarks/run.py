@@ -22,7 +22,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ def _tiny_imagenet() -> Path:
 
 TINY = _tiny_imagenet()
 
-TARGETS = {
+TARGETS: Dict[str, Dict[str, float]] = {
     # fused GResNet against timm's resnet50d, plain and with SiLU (the activation GResNet has): issue 24
     "cpu": {
         "gresnet_fused_over_unfused": 1.3,
@@ -511,16 +511,16 @@ def ratios(report: Dict, device: torch.device) -> Dict:
                 {"model": "resnet50d", "precision": "bf16"},
             ),
         }
-        for key, (a, b) in pairs.items():
-            value = ratio({**eager, **a}, {**eager, **b})
+        for key, (first, second) in pairs.items():
+            value = ratio({**eager, **first}, {**eager, **second})
             if value is not None:
                 out[key] = value
         paired = report.get("paired")
         if paired:  # interleaved medians: the figures the targets are judged on when present
-            for ratio in PAIRED_REFERENCES:
-                if ratio in paired["fp32"]:  # older results have no resnet50d_silu rows
-                    out[f"gresnet_{ratio}"] = paired["fp32"][ratio]
-                    out[f"{ratio}_bf16"] = paired["bf16"][ratio]
+            for reference in PAIRED_REFERENCES:
+                if reference in paired["fp32"]:  # older results have no resnet50d_silu rows
+                    out[f"gresnet_{reference}"] = paired["fp32"][reference]
+                    out[f"{reference}_bf16"] = paired["bf16"][reference]
         for prec in ("fp32", "bf16"):
             compiled = ratio(
                 {"model": "gresnet", "size": 224, "precision": prec, "compile": True},
@@ -566,7 +566,7 @@ def ratios(report: Dict, device: torch.device) -> Dict:
         for agreement in gpu.get("e2e", {}).get("agreement", []):
             out[E2E_COSINE_KEYS[agreement["files"]]] = agreement["cosine_min"]
     targets = TARGETS["cuda" if device.type == "cuda" else "cpu"]
-    result = {
+    result: Dict[str, Dict[str, Any]] = {
         k: {"measured": v, "target": targets.get(k), "met": (v >= targets[k]) if k in targets else None}
         for k, v in out.items()
     }

@@ -67,6 +67,7 @@ def build(
         cfg = replace(cfg, force=True)
     extracted = extract(cfg, embedder=embedder, keep_vectors=True)
     manifest, positions, vectors = extracted.manifest, extracted.positions, extracted.vectors
+    assert positions is not None and vectors is not None  # keep_vectors=True
     if normalize:
         vectors = l2_normalize(vectors)
     name = manifest.key.collection_name

@@ -106,7 +106,7 @@ def _store(args) -> VectorStore:
     return VectorStore(args.uri, args.token)
 
 
-def _fmt(p: argparse.ArgumentParser, name: str, help_: str, **kw) -> argparse.ArgumentParser:
+def _fmt(p: argparse._SubParsersAction, name: str, help_: str, **kw) -> argparse.ArgumentParser:
     epilog = f"examples:\n{EXAMPLES[name]}\n\n{DATABASE_NOTE}" if name in EXAMPLES else None
     return p.add_parser(
         name, help=help_, description=help_, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter, **kw

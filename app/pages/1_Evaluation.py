@@ -74,7 +74,7 @@ def disagreement_browser(doc: ReportDocument, folder: Path) -> None:
         + ", ".join(f"{c.model} P@10 {c.p_at_10:.1f}" for c in g.columns)
         for g in galleries
     }
-    chosen = st.selectbox("Query", list(labels), format_func=labels.get, key="eval_query")
+    chosen = st.selectbox("Query", list(labels), format_func=labels.__getitem__, key="eval_query")
     gallery = next(g for g in galleries if g.query_id == chosen)
     st.image(str(folder / "galleries" / gallery.png), caption="query, then each model's top 5 (green: hit, red: miss)")
     if st.button("Open side by side", key="open_side_by_side"):
@@ -133,7 +133,7 @@ def show_robustness(settings: AppSettings, folder: Path, models: List[str]) -> N
     for sentence in doc["sentences"]:
         st.markdown(f"- {sentence}")
     present = measures_present(doc)
-    measure = st.selectbox("Measure", present, format_func=TITLES.get, key="robustness_measure")
+    measure = st.selectbox("Measure", present, format_func=TITLES.__getitem__, key="robustness_measure")
     headers, rows = measure_table(doc, measure)
     st.table([dict(zip(headers, row)) for row in rows])
     figure = folder / f"robustness_{measure}.png"

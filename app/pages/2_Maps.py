@@ -94,7 +94,7 @@ def selection_panel(backend: Backend, results: dict) -> None:
     chosen = st.session_state.get(SELECTED)
     row = None
     for r in results.values():
-        where = np.flatnonzero(r.ids == chosen) if chosen is not None else []
+        where: np.ndarray | list[int] = np.flatnonzero(r.ids == chosen) if chosen is not None else []
         if len(where):
             i = int(where[0])
             row = (r.class_ids[i], r.relpaths[i])
@@ -106,6 +106,7 @@ def selection_panel(backend: Backend, results: dict) -> None:
     left, right = st.columns([1, 5])
     with left:
         try:
+            assert backend.data_root is not None  # the maps are of collections, which set it
             path = safe_image_path(backend.data_root, backend.settings.split, relpath)
             st.image(cached_thumbnail(str(path)), width="stretch")
         except BadImage as e:

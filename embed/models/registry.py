@@ -57,5 +57,6 @@ def load_model(
     if spec.dim < 0:
         # any timm model: its own modules say whether it is a convnet (a ViT has one conv, its patch embedding)
         convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
-        spec = replace(spec, dim=int(model.num_features), channels_last=convs > 1)
+        # timm models set num_features as a plain int; nn.Module types its attributes Tensor | Module
+        spec = replace(spec, dim=int(model.num_features), channels_last=convs > 1)  # type: ignore[arg-type]
     return LoadedModel(spec, model, weights, data_config, transform, spec.fuse)

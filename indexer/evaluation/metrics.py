@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -132,7 +132,7 @@ class Metrics:
     per_query: Optional[PerQuery] = None
 
 
-def encode_labels(labels: Sequence) -> np.ndarray:
+def encode_labels(labels: Union[Sequence, np.ndarray]) -> np.ndarray:
     _, codes = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)
     return codes.astype(np.int64)
 

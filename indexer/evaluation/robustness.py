@@ -32,7 +32,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -58,6 +58,9 @@ from indexer.evaluation.stats import (
     paired_difference,
 )
 from indexer.milvus_store import CollectionMeta, StoreError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +276,7 @@ def measure(
     galleries: Sequence[Gallery],
     encoders: Sequence[QueryEncoder],
     query_rows: np.ndarray,
-    load_image: Callable[[int], object],
+    load_image: Callable[[int], Image.Image],
     conditions: Sequence[Condition],
     seed: int,
     cache_roots: Optional[Dict[str, Path]] = None,
@@ -294,14 +297,15 @@ def measure(
         for e in encoders
     }
     everything = [CLEAN] + [c for c in conditions if c != CLEAN]
-    cached: Dict[Tuple[str, Condition], Tuple[np.ndarray, np.ndarray]] = {}
+    cached: Dict[Tuple[str, Condition], Tuple[np.ndarray, Optional[np.ndarray]]] = {}
     missing_total = {e.model: 0 for e in encoders}
     for e in encoders:
+        cache = caches[e.model]
         for c in everything:
-            got = caches[e.model].load(c, seed) if caches[e.model] else (np.zeros(0, np.int64), None)
+            got = cache.load(c, seed) if cache else (np.zeros(0, np.int64), None)
             cached[(e.model, c)] = got
             missing_total[e.model] += int((~np.isin(ids, got[0])).sum())
-    originals: Dict[int, object] = {}
+    originals: Dict[int, Image.Image] = {}
     bars = {
         e.model: tqdm(
             total=missing_total[e.model],
@@ -319,15 +323,15 @@ def measure(
         for c in everything:
             need = {e.model: ~np.isin(ids, cached[(e.model, c)][0]) for e in encoders}
             wanted = np.flatnonzero(np.any(np.stack(list(need.values())), 0))
-            images: Dict[int, object] = {}
+            images: Dict[int, Image.Image] = {}
             if len(wanted):
                 t = time.perf_counter()
                 for j in wanted:
-                    if j not in originals:
-                        originals[j] = load_image(int(query_rows[j]))
+                    if int(j) not in originals:
+                        originals[int(j)] = load_image(int(query_rows[j]))
                 timing.load_images_s += time.perf_counter() - t
                 t = time.perf_counter()
-                images = {int(j): transform_query(originals[j], c, seed, int(ids[j])) for j in wanted}
+                images = {int(j): transform_query(originals[int(j)], c, seed, int(ids[j])) for j in wanted}
                 timing.transform_s += time.perf_counter() - t
             for e in encoders:
                 have_ids, have_vecs = cached[(e.model, c)]
@@ -346,11 +350,13 @@ def measure(
                     )
                     have_ids = np.concatenate([have_ids, ids[todo]])
                     have_vecs = new if have_vecs is None or have_vecs.size == 0 else np.concatenate([have_vecs, new])
-                    if caches[e.model]:
-                        caches[e.model].save(c, seed, have_ids, have_vecs)
+                    cache = caches[e.model]
+                    if cache:
+                        cache.save(c, seed, have_ids, have_vecs)
                 timing.embedded[e.model] = timing.embedded.get(e.model, 0) + len(todo)
                 timing.from_cache[e.model] = timing.from_cache.get(e.model, 0) + len(ids) - len(todo)
                 lookup = {int(i): r for r, i in enumerate(have_ids)}
+                assert have_vecs is not None  # every id was cached or has just been embedded
                 vectors = have_vecs[[lookup[int(i)] for i in ids]]
                 cached[(e.model, c)] = (np.zeros(0, np.int64), None)  # memory: only the outcome is kept
                 t = time.perf_counter()
@@ -393,7 +399,7 @@ class RobustnessRecord:
         return {m: getattr(self, m) for m in MEASURES if getattr(self, m) is not None}
 
     def to_json(self) -> Dict:
-        out = {
+        out: Dict[str, Any] = {
             "model": self.model,
             "family": self.family,
             "severity": self.level,
