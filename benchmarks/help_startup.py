@@ -78,6 +78,7 @@ def import_profile(cmd) -> Dict[str, object]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default %(default)s)")
+    p.add_argument("--label", default="", help="what tree was measured, e.g. a commit (stored in the result)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cpu-2core" /
                    f"help-startup-{dt.date.today().isoformat()}.json", help="JSON result file")
     args = p.parse_args(argv)
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     base = median["import_torch_timm"]
     ratios = {name: median[name] / base for name in cmds if name != "import_torch_timm"}
     result = {
-        "benchmark": "help_startup", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "help_startup", "label": args.label, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_average_1min": os.getloadavg()[0]},
         "rounds": args.rounds, "seconds": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
