@@ -93,6 +93,7 @@ def import_profile(cmd) -> Dict[str, object]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default %(default)s)")
+    p.add_argument("--label", default="", help="what tree was measured, e.g. a commit (stored in the result)")
     p.add_argument(
         "--out",
         type=Path,
@@ -114,6 +115,7 @@ def main(argv=None) -> int:
     ratios = {name: median[name] / base for name in cmds if name != "import_torch_timm"}
     result = {
         "benchmark": "help_startup",
+        "label": args.label,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {
             "cpus": os.cpu_count(),
