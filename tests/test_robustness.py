@@ -490,11 +490,26 @@ def test_evaluation_page_shows_the_robustness_section(tmp_path, monkeypatch):
 
 def test_cli_names_the_families_and_refuses_an_unknown_one(capsys, tmp_path):
     from indexer.cli import main
+
     with pytest.raises(SystemExit):
         main(["robustness", "--help"])
     text = capsys.readouterr().out
     assert "robustness examples:" in text and "gaussian_noise" in text and "--severities" in text
-    assert main(["robustness", "--split", "val", "--models", "effnet-lite0", "--families", "translation,nope",
-                 "--uri", str(tmp_path / "milvus.db")]) == 2
+    assert (
+        main(
+            [
+                "robustness",
+                "--split",
+                "val",
+                "--models",
+                "effnet-lite0",
+                "--families",
+                "translation,nope",
+                "--uri",
+                str(tmp_path / "milvus.db"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "unknown transformation family nope" in err and "choose from: translation, zoom" in err
