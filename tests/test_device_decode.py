@@ -128,7 +128,7 @@ def test_auto_decode_follows_the_file_sizes(tmp_path, size, upsampling):
     transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
     assert transform_upsamples(load_split(root, "val"), transform) is upsampling
     result = extract(_cfg(root, tmp_path / "emb"))
-    decode = EmbeddingStore(result.folder).read_manifest().decode
+    decode = EmbeddingStore(result.folder).read_manifest().identity.decode
     assert decode == ("device" if upsampling else "workers")
 
 

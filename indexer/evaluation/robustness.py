@@ -907,13 +907,14 @@ def write_outputs(result: RobustnessResult, folder: Optional[Path], json_path: O
         (folder / "robustness.md").write_text(page.markdown())
         report = folder / "report.json"
         if report.is_file():
+            from indexer.evaluation.document import ReportDocument
             from indexer.evaluation.report import render
 
-            rdoc = json.loads(report.read_text())
+            rdoc = ReportDocument.from_json(report.read_text())
             rendered = render(rdoc, folder)
             (folder / "report.md").write_text(rendered.markdown())
-            proto = rdoc["protocol"]
-            (folder / "report.html").write_text(rendered.html(f"Retrieval report: {proto['dataset']}/{proto['split']}"))
+            proto = rdoc.protocol
+            (folder / "report.html").write_text(rendered.html(f"Retrieval report: {proto.dataset}/{proto.split}"))
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(doc, indent=1))
