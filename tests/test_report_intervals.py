@@ -14,66 +14,14 @@ import re
 import numpy as np
 import pytest
 from scipy import stats as sps
+from support.reports import synthetic_report
 
-from benchmarks.synthetic import synthetic_meta
-from embed.common.identity import EmbeddingKey
-from indexer.evaluation.document import ReportDocument
-from indexer.evaluation.evaluate import EvalConfig, evaluate_runs
-from indexer.evaluation.report import ReportConfig, build_report
-from indexer.milvus_store import VectorStore
-
-MODELS = ("toya", "toyb")
-DATASET = "toyset"
 RESAMPLES, SEED = 400, 7
-
-
-def _vectors(noise: float, seed: int, n_classes: int = 6, per_class: int = 20, dim: int = 8):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_classes, dim))
-    labels = np.repeat(np.arange(n_classes), per_class)
-    return (centres[labels] + rng.normal(0, noise, (len(labels), dim))).astype(np.float32), labels
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    base = tmp_path_factory.mktemp("report_intervals")
-    store = VectorStore(str(base / "milvus.db"))
-    for model, noise in zip(MODELS, (0.6, 1.2)):  # the same images, one model retrieving better
-        vectors, labels = _vectors(noise, seed=1)
-        classes = [f"c{c}" for c in labels]
-        name = EmbeddingKey(model, DATASET, "val").collection_name
-        store.ensure_collection(
-            name, synthetic_meta(model, vectors.shape[1], DATASET, str(base), rows=len(vectors), complete=True)
-        )
-        store.upsert(
-            name,
-            np.arange(len(vectors)),
-            vectors,
-            classes,
-            [f"{c}/{i}.jpg" for i, c in enumerate(classes)],
-            progress=False,
-        )
-        store.flush(name)
-    cfg = EvalConfig(
-        split="val",
-        dataset=DATASET,
-        models=list(MODELS),
-        ks=(1, 5, 10),
-        features=("raw",),
-        knn_k=20,
-        device="cpu",
-        progress=False,
-        holdout=0.2,
-    )
-    evaluation, runs = evaluate_runs(cfg, store)
-    out = base / "rep"
-    build_report(evaluation, runs, ReportConfig(out=out, resamples=RESAMPLES, seed=SEED, galleries=0))
-    store.close()
-    return {
-        "runs": runs,
-        "md": (out / "report.md").read_text(),
-        "doc": ReportDocument.from_json((out / "report.json").read_text()),
-    }
+    return synthetic_report(tmp_path_factory.mktemp("report_intervals"), RESAMPLES, SEED)
 
 
 def _per_query_columns(run):

@@ -381,12 +381,13 @@ def toy_result(tmp_path):
 def test_outputs_json_markdown_plots_and_the_report_section(tmp_path):
     import shutil
 
-    from support.data import REPO
+    from support.reports import synthetic_report
 
     from indexer.evaluation.robustness import write_outputs
 
+    synthetic_report(tmp_path / "comparison", resamples=200, seed=0)
     folder = tmp_path / "report"
-    shutil.copytree(REPO / "docs" / "report", folder)  # a comparison report already there
+    shutil.copytree(tmp_path / "comparison" / "rep", folder)  # a comparison report already there
     result = toy_result(tmp_path)
     doc = write_outputs(result, folder, tmp_path / "elsewhere" / "r.json")
     saved = json.loads((folder / "robustness.json").read_text())
