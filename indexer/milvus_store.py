@@ -14,7 +14,7 @@ import re
 import socket
 import textwrap
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
@@ -23,7 +23,14 @@ import numpy as np
 import numpy.typing as npt
 
 from embed.common import settings
-from embed.common.identity import EmbeddingKey, InvalidName, VectorSetIdentity, validate_collection_name
+from embed.common.identity import (
+    EmbeddingKey,
+    InvalidName,
+    VectorSetIdentity,
+    record_from_dict,
+    regroup_flat_identity,
+    validate_collection_name,
+)
 from embed.extraction.shards import Manifest
 
 log = logging.getLogger(__name__)
@@ -112,35 +119,10 @@ class CollectionMeta:
     def from_json(cls, text: str) -> "CollectionMeta":
         data = json.loads(text)
         if "identity" not in data:
-            data = _meta_from_flat(data)
-        known = {f.name for f in fields(cls)}
-        return cls(
-            **{
-                **{k: v for k, v in data.items() if k in known},
-                "identity": VectorSetIdentity.from_dict(data["identity"]),
-            }
-        )
-
-
-def _meta_from_flat(data: Dict) -> Dict:
-    """Metadata written before the identity was one record. It recorded no transform or data fingerprint:
-    such a collection differs from any current build and is rebuilt (random) or needs --recreate."""
-    data = {**data.get("extra", {}), **data}
-    identity = dict(
-        model=data["model"],
-        timm_name=data["timm_name"],
-        dim=data["dim"],
-        weights_source=data["weights_source"],
-        weights_fingerprint=data["weights_fingerprint"],
-        dataset=data["dataset"],
-        data_fingerprint="(not recorded)",
-        split=data["split"],
-        transform="(not recorded)",
-        decode=data.get("decode", "workers"),
-        precision=data.get("precision", "fp32"),
-        normalized=data.get("normalized", False),
-    )
-    return {**data, "identity": identity}
+            # written before the identity was one field, with no transform or image list: such a collection
+            # differs from any current build and is rebuilt (random weights) or needs --recreate
+            data = regroup_flat_identity(data, data_fingerprint="(not recorded)", transform="(not recorded)")
+        return record_from_dict(cls, data)
 
 
 def validate_name(name: str) -> str:

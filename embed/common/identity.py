@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar
 
 # a model name as a file-name part: 'timm:resnet18.a1_in1k' -> 'timm_resnet18_a1_in1k'
 MODEL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
@@ -124,3 +124,22 @@ class VectorSetIdentity:
 def _short(value: object, width: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+RecordT = TypeVar("RecordT")
+
+
+def record_from_dict(cls: Type[RecordT], data: Dict[str, Any]) -> RecordT:
+    """A dataclass holding an ``identity`` field (a manifest, a collection's metadata) from its stored form."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    values = {k: v for k, v in data.items() if k in known}
+    return cls(**{**values, "identity": VectorSetIdentity.from_dict(data["identity"])})
+
+
+def regroup_flat_identity(data: Dict[str, Any], **unrecorded: Any) -> Dict[str, Any]:
+    """A record stored before the identity was one field: its flat fields regrouped under ``identity``.
+    ``unrecorded`` gives the identity fields such a record may lack, or its own value for them."""
+    data = {**data.get("extra", {}), **data}
+    flat = {"decode": "workers", "precision": "fp32", **data, **unrecorded}
+    identity = {f.name: flat[f.name] for f in fields(VectorSetIdentity) if f.name in flat}
+    return {**data, "identity": identity}

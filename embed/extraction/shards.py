@@ -18,13 +18,13 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from embed.common.identity import EmbeddingKey, VectorSetIdentity
+from embed.common.identity import EmbeddingKey, VectorSetIdentity, record_from_dict, regroup_flat_identity
 
 log = logging.getLogger(__name__)
 
@@ -72,35 +72,10 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Dict) -> "Manifest":
-        if "identity" not in data:
-            data = _manifest_from_flat(data)
-        known = {f.name for f in fields(cls)}
-        return cls(
-            **{
-                **{k: v for k, v in data.items() if k in known},
-                "identity": VectorSetIdentity.from_dict(data["identity"]),
-            }
-        )
-
-
-def _manifest_from_flat(data: Dict) -> Dict:
-    """A manifest written before the identity was one record: its flat fields, regrouped."""
-    data = {**data.get("extra", {}), **data}
-    transform = str(data.get("transform", "")).split("\ndecode=")[0]  # the decode mode used to be appended
-    identity = dict(
-        model=data["model"],
-        timm_name=data["timm_name"],
-        dim=data["dim"],
-        weights_source=data["weights_source"],
-        weights_fingerprint=data["weights_fingerprint"],
-        dataset=data["dataset"],
-        data_fingerprint=data["list_fingerprint"],
-        split=data["split"],
-        transform=transform,
-        decode=data.get("decode", "workers"),
-        precision=data.get("precision", "fp32"),
-    )
-    return {**data, "identity": identity}
+        if "identity" not in data:  # written before the identity was one field; the decode mode was appended
+            transform = str(data.get("transform", "")).split("\ndecode=")[0]
+            data = regroup_flat_identity(data, data_fingerprint=data["list_fingerprint"], transform=transform)
+        return record_from_dict(cls, data)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
