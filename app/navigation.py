@@ -30,5 +30,7 @@ def run(search_page: Callable[[], None]) -> None:
 
 
 def switch_to_search(query_params: Optional[Dict[str, str]] = None) -> None:
-    """Open the Search page (registered by app/main.py, which runs before every page)."""
-    st.switch_page(_registered[SEARCH_URL], query_params=query_params)
+    """Open the Search page: the one app/main.py registered, or, when Streamlit ran a page file directly
+    (a page's URL opened first routes straight to its file under pages/), the entry script itself."""
+    page = _registered.get(SEARCH_URL)
+    st.switch_page(page if page is not None else "main.py", query_params=query_params)
