@@ -326,7 +326,8 @@ def test_real_browser_renders_the_evaluation_page(small_real, tmp_path):
         deadline = time.time() + 240
         heads, imgs = set(), []
         while time.time() < deadline:
-            heads = {h.text.strip() for h in driver.find_elements(By.CSS_SELECTOR, "h3")}
+            # the page numbers its sections as the report does ("2. Paired differences")
+            heads = {re.sub(r"^\d+\. ", "", h.text.strip()) for h in driver.find_elements(By.CSS_SELECTOR, "h3")}
             imgs = [
                 i
                 for i in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")

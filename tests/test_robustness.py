@@ -279,7 +279,7 @@ def test_real_collections_match_an_independent_computation_from_milvus(tmp_path)
     assert len(checked) == 3
     for model in models:
         name = f"{model.replace('-', '_')}__tiny_subset__val"
-        meta = json.loads(client.describe_collection(name)["properties"][META_KEY])
+        meta = json.loads(client.describe_collection(name)["properties"][META_KEY])["identity"]
         ids, vectors, classes = milvus_rows(client, name)
         assert len(ids) == 200
         rows = np.searchsorted(ids, result.query_ids)

@@ -105,13 +105,14 @@ def test_the_embed_check_the_report_suggests_runs(indexed, tmp_path):
         model = "effnet-lite0"
 
     cfg = ReportConfig(out=tmp_path / "report", data_root=indexed["root"], split="val", embeddings=tmp_path / "emb")
-    [sentence] = accuracy([ModelOnly()], cfg, indexed["root"].name)["sentences"]
+    [sentence] = accuracy([ModelOnly()], cfg, indexed["root"].name).sentences
     command = re.search(r"`(python -m embed check [^`]+)`", sentence).group(1)
     assert "MODEL" not in command and f"--data-root {indexed['root']}" in command
     checked = _run_as_written(command, tmp_path)
     assert checked.returncode == 0, checked.stderr[-3000:]
-    assert accuracy([ModelOnly()], cfg, indexed["root"].name)["checks"]["effnet-lite0"]["n"] == 6
-    assert not accuracy([ModelOnly()], cfg, indexed["root"].name)["sentences"], "nothing left to add"
+    [row] = accuracy([ModelOnly()], cfg, indexed["root"].name).rows
+    assert row.model == "effnet-lite0" and row.check is not None and row.check.n == 6
+    assert not accuracy([ModelOnly()], cfg, indexed["root"].name).sentences, "nothing left to add"
 
 
 def test_a_search_on_a_missing_split_suggests_the_splits_there_are(tmp_path):

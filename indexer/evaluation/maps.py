@@ -165,11 +165,14 @@ class MapResult:
         def points(used: int) -> str:
             return f"all {used:,}" if used >= self.n else f"sample {used:,}"
 
+        # a PCA of a few hundred rows takes milliseconds: "0.0 s" would read as "nothing was computed"
+        took = f"{self.seconds:.1f} s" if self.seconds >= 1 else f"{self.seconds * 1000:.0f} ms"
+
         return (
             f"{self.model:14} {self.params.method:5} {self.params.features:10} n={self.n:<7} "
             f"trustworthiness@{q.trust_k}={q.trustworthiness:.3f} ({points(q.trust_points)}) "
             f"silhouette={q.silhouette:+.3f} ({points(q.silhouette_points)})  "
-            + (f"cached (computed in {self.seconds:.1f} s)" if self.cached else f"computed in {self.seconds:.1f} s")
+            + (f"cached (computed in {took})" if self.cached else f"computed in {took}")
         )
 
 
