@@ -19,6 +19,37 @@ def _forward_table(rows: List[Dict]) -> List[str]:
     return out
 
 
+def _paired_table(paired: Dict) -> List[str]:
+    """One line per network timed in the paired rounds: its size in multiply-adds, its rounds, fused GResNet over it."""
+    gmacs = paired.get("gmacs_224", {})
+    lines = [
+        "",
+        f"### GResNet ratios from {paired['rounds']} interleaved rounds (eager, channels_last, "
+        f"{paired['size']} px, batch {paired['batch']}; median of per-round ratios)",
+        "",
+        "| network | GMACs | fp32 img/s per round | bf16 img/s per round | fused GResNet / it, fp32 | bf16 |",
+        "|---|---|---|---|---|---|",
+    ]
+    from benchmarks.run import PAIRED_REFERENCES
+
+    reference_ratio = {ref: key for key, ref in PAIRED_REFERENCES.items()}
+    for name in paired["fp32"]["images_per_s"]:
+        rounds = {p: " / ".join(f"{v:.1f}" for v in paired[p]["images_per_s"][name]) for p in ("fp32", "bf16")}
+        key = reference_ratio.get(name)
+        fp32 = paired["fp32"].get(key, "") if key else ""
+        bf16 = paired["bf16"].get(key, "") if key else ""
+        lines.append(f"| {name} | {gmacs.get(name, '')} | {rounds['fp32']} | {rounds['bf16']} | {fp32} | {bf16} |")
+    errors = paired.get("max_rel_err_vs_unfused_224")
+    if errors:
+        lines += [
+            "",
+            "Max relative error against the unfused model (pooled features, 224 px): "
+            + ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
+            + ".",
+        ]
+    return lines
+
+
 def render(report: Dict) -> str:
     m = report["machine"]
     lines = [
@@ -34,27 +65,7 @@ def render(report: Dict) -> str:
         lines += ["", "### Model forward (synthetic batch in memory)", ""] + _forward_table(report["forward"])
     paired = report.get("paired")
     if paired:
-        silu = "resnet50d_silu" in paired["fp32"]["images_per_s"]  # older results have no SiLU reference
-        lines += [
-            "",
-            f"### GResNet ratios from {paired['rounds']} interleaved rounds (eager, channels_last, "
-            f"{paired['size']} px, batch {paired['batch']}; median of per-round ratios)",
-            "",
-            "| precision | gresnet img/s | unfused img/s | resnet50d img/s | "
-            + ("resnet50d SiLU img/s | " if silu else "")
-            + "fused/unfused | fused/resnet50d |"
-            + (" fused/resnet50d SiLU |" if silu else ""),
-            "|---|---|---|---|---|---|" + ("---|---|" if silu else ""),
-        ]
-        for prec in ("fp32", "bf16"):
-            r = paired[prec]
-            ips = {k: " / ".join(f"{v:.1f}" for v in vs) for k, vs in r["images_per_s"].items()}
-            lines.append(
-                f"| {prec} | {ips['gresnet']} | {ips['gresnet_unfused']} | {ips['resnet50d']} | "
-                + (f"{ips['resnet50d_silu']} | " if silu else "")
-                + f"{r['fused_over_unfused']} | {r['fused_over_resnet50d']} |"
-                + (f" {r['fused_over_resnet50d_silu']} |" if silu else "")
-            )
+        lines += _paired_table(paired)
         if paired.get("load_avg_start"):
             lines += [
                 "",

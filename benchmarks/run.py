@@ -11,6 +11,7 @@ Every comparison is measured within one run and reported as a ratio next to the 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import json
 import logging
@@ -49,6 +50,11 @@ TARGETS: Dict[str, Dict[str, float]] = {
         "gresnet_fused_over_resnet50d_silu": 1.0,
         "fused_over_resnet50d_bf16": 0.95,
         "fused_over_resnet50d_silu_bf16": 1.0,
+        # the same architecture with ordinary (unfused) batch norm, and with a fold that skips the borders
+        "gresnet_fused_over_postnorm_twin": 1.0,
+        "fused_over_postnorm_twin_bf16": 1.0,
+        "gresnet_fused_over_naive_fold": 0.95,
+        "fused_over_naive_fold_bf16": 0.95,
         "e2e_over_bare": 0.8,
         "exact_over_naive_eval": 50.0,
     },
@@ -209,6 +215,10 @@ PAIRED_REFERENCES = {
     "fused_over_unfused": "gresnet_unfused",
     "fused_over_resnet50d": "resnet50d",
     "fused_over_resnet50d_silu": "resnet50d_silu",
+    # GResNet's own architecture: what the fold saves, and what it still costs against no correction at all
+    "fused_over_postnorm_twin": "gresnet_postnorm",
+    "fused_over_naive_fold": "gresnet_naive_fold",
+    "fused_over_mean_subtract": "gresnet_mean_subtract",
 }
 
 
@@ -217,12 +227,23 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
 
     On a shared 2-core VM a model's throughput drifts by 10-20% between runs minutes apart; a
     ratio of two figures taken at different times inherits that drift, a per-round ratio does not.
-    ``resnet50d_silu`` is timm's resnet50d with SiLU (GResNet's activation) and its batch norms unfused.
+    ``resnet50d_silu`` is timm's resnet50d with SiLU (GResNet's activation) and its batch norms unfused;
+    the ``gresnet_*`` variants (benchmarks/fusion_variants.py) have GResNet's exact architecture, so
+    their ratios isolate the cost of the fold from the cost of the wider stem.
     """
+    from benchmarks import fusion_variants as fv
+
     batch = 256 if device.type == "cuda" else 16
+    from timm.utils import reparameterize_model
+
+    unfused = fv.with_running_stats(_model("gresnet", False))
+    fused = reparameterize_model(copy.deepcopy(unfused))
     models = {
-        "gresnet": _model("gresnet"),
-        "gresnet_unfused": _model("gresnet", False),
+        "gresnet": fused,
+        "gresnet_unfused": unfused,
+        "gresnet_postnorm": fv.postnorm_twin(unfused),
+        "gresnet_naive_fold": fv.naive_fold(fused),
+        "gresnet_mean_subtract": fv.mean_subtract(fused),
         "resnet50d": _model("resnet50d"),
         "resnet50d_silu": _model("resnet50d", act_layer="silu"),
     }
@@ -233,6 +254,12 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
         "channels_last": True,
         "compile": False,
         "load_avg_start": [round(v, 2) for v in os.getloadavg()],
+        "gmacs_224": {k: round(fv.macs(m) / 1e9, 3) for k, m in models.items()},
+        # the exact folds against the unfused model; the naive fold shows what exactness is for
+        "max_rel_err_vs_unfused_224": {
+            k: float(f"{fv.max_relative_error(models[k], unfused):.2e}")
+            for k in ("gresnet", "gresnet_mean_subtract", "gresnet_naive_fold")
+        },
     }
     for pname, prec in {"fp32": None, "bf16": torch.bfloat16}.items():
         samples: Dict[str, List[float]] = {k: [] for k in models}
@@ -246,6 +273,11 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
                 for ratio, ref in PAIRED_REFERENCES.items()
             },
         }
+        # per multiply-add: how fast each network runs the work it has
+        gm = out["gmacs_224"]
+        out[pname]["fused_over_resnet50d_silu_per_mac"] = round(
+            out[pname]["fused_over_resnet50d_silu"] * gm["gresnet"] / gm["resnet50d_silu"], 3
+        )
         log.info("paired %s %s", pname, out[pname])
     out["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
     return out

@@ -407,6 +407,16 @@ def test_outputs_json_markdown_plots_and_the_report_section(tmp_path):
     report_md, report_html = (folder / "report.md").read_text(), (folder / "report.html").read_text()
     assert "## 9. Robustness: transformed queries" in report_md and saved["sentences"][0] in report_md
     assert "9. Robustness: transformed queries" in report_html and report_html.count("data:image/png") > 8
+    # report.json carries the same records, for tools that read one file
+    from indexer.evaluation.document import ReportDocument
+
+    in_report = ReportDocument.from_json((folder / "report.json").read_text()).robustness
+    assert in_report == saved
+    # and a comparison written again into a folder that holds them keeps them: its three files still agree
+    for written in folder.glob("robustness*"):  # the document and its figures, as the command leaves them
+        shutil.copy(written, tmp_path / "comparison" / "rep" / written.name)
+    again = synthetic_report(tmp_path / "comparison", resamples=200, seed=0)
+    assert again["doc"].robustness == saved and saved["sentences"][0] in again["md"]
 
 
 def test_unlabelled_data_gets_the_label_free_measures_only():

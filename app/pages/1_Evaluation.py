@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the repository
@@ -112,14 +112,14 @@ def maps_note(settings: AppSettings, folder: Path, features: str = "raw") -> Non
     )
 
 
-def show_robustness(settings: AppSettings, folder: Path, models: List[str]) -> None:
-    """The robustness section, when ``python -m indexer robustness --report DIR`` wrote robustness.json here."""
-    import json
-
+def show_robustness(settings: AppSettings, folder: Path, models: List[str], doc: Optional[Dict] = None) -> None:
+    """The robustness section: the report's own (``doc``), else what ``python -m indexer robustness --report DIR``
+    wrote into a folder that holds no comparison report yet."""
+    from indexer.evaluation.report import robustness_beside
     from indexer.evaluation.robustness_tables import TITLES, measure_table, measures_present, pair_table, protocol_text
 
-    path = folder / "robustness.json"
-    if not path.is_file():
+    doc = doc or robustness_beside(folder)
+    if doc is None:
         st.caption(f"No robustness results in {folder}; this adds them:")
         st.code(
             f"python -m indexer robustness --split {settings.split} --models {','.join(models)} "
@@ -127,7 +127,6 @@ def show_robustness(settings: AppSettings, folder: Path, models: List[str]) -> N
             language="bash",
         )
         return
-    doc = json.loads(path.read_text())
     st.header("Robustness: transformed queries")
     st.caption(protocol_text(doc))
     for sentence in doc["sentences"]:
@@ -190,7 +189,7 @@ def main() -> None:
     show_sections(doc, folder)
     disagreement_browser(doc, folder)
     maps_note(settings, folder, doc.variant_compared)
-    show_robustness(settings, folder, in_report)
+    show_robustness(settings, folder, in_report, doc.robustness)
 
 
 main()

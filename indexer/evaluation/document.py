@@ -312,6 +312,9 @@ class ReportDocument:
     galleries: List[Gallery]
     figures: Figures
     sentences: List[str]
+    # `python -m indexer robustness --report DIR`'s document (robustness.json, its own schema_version): one
+    # record per model, family and severity, the severity's parameter in its units, measures under plain names
+    robustness: Optional[Dict[str, Any]] = None
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -573,11 +573,9 @@ def build_report(evaluation: Evaluation, runs: Sequence[Run], cfg: ReportConfig)
         galleries=galleries,
         figures=figures,
         sentences=[s for p in pair_part for s in p.sentences],
+        robustness=robustness_beside(out),
     )
-    (out / "report.json").write_text(doc.to_json())
-    page = render(doc, out)
-    (out / "report.md").write_text(page.markdown())
-    (out / "report.html").write_text(page.html(f"Retrieval report: {proto.dataset}/{proto.split}"))
+    write_report_files(doc, out)
     return doc
 
 
@@ -612,12 +610,25 @@ def render(doc: ReportDocument, folder: Path) -> Document:
         d.image(f"galleries/{g.png}", f"query id {g.query_id} ({g.relpath}, {g.class_id}): {marks}")
     if not doc.galleries:
         d.p("No galleries: they need two or more models and --data-root.")
-    # written by `python -m indexer robustness --report DIR` into the same folder
-    robustness = Path(folder) / "robustness.json"
-    if robustness.is_file():
-        import json
-
+    if doc.robustness:
         from indexer.evaluation.robustness_tables import add_robustness_section
 
-        add_robustness_section(d, json.loads(robustness.read_text()), title="9. Robustness: transformed queries")
+        add_robustness_section(d, doc.robustness, title="9. Robustness: transformed queries")
     return d
+
+
+def robustness_beside(folder: Path) -> Optional[Dict]:
+    """What `python -m indexer robustness --report DIR` wrote into the report's folder, if it did."""
+    import json
+
+    path = Path(folder) / "robustness.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_report_files(doc: ReportDocument, folder: Path) -> None:
+    """report.json, report.md and report.html: the one way all three are written, so they always agree."""
+    folder = Path(folder)
+    (folder / "report.json").write_text(doc.to_json())
+    page = render(doc, folder)
+    (folder / "report.md").write_text(page.markdown())
+    (folder / "report.html").write_text(page.html(f"Retrieval report: {doc.protocol.dataset}/{doc.protocol.split}"))

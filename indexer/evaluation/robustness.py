@@ -892,7 +892,7 @@ def plot_measures(doc: Dict, folder: Path) -> List[str]:
 
 def write_outputs(result: RobustnessResult, folder: Optional[Path], json_path: Optional[Path] = None) -> Dict:
     """robustness.json, robustness.md and the plots into ``folder``; the JSON also to ``json_path``. When the
-    folder holds the comparison report (report.json), its report.md/html are rendered again with this section."""
+    folder holds the comparison report, report.json takes the same document and report.md/html gain the section."""
     doc = result.to_json()
     if folder is not None:
         folder = Path(folder)
@@ -908,13 +908,11 @@ def write_outputs(result: RobustnessResult, folder: Optional[Path], json_path: O
         report = folder / "report.json"
         if report.is_file():
             from indexer.evaluation.document import ReportDocument
-            from indexer.evaluation.report import render
+            from indexer.evaluation.report import write_report_files
 
             rdoc = ReportDocument.from_json(report.read_text())
-            rendered = render(rdoc, folder)
-            (folder / "report.md").write_text(rendered.markdown())
-            proto = rdoc.protocol
-            (folder / "report.html").write_text(rendered.html(f"Retrieval report: {proto.dataset}/{proto.split}"))
+            rdoc.robustness = doc
+            write_report_files(rdoc, folder)
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(doc, indent=1))
