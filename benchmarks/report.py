@@ -43,7 +43,7 @@ def _paired_table(paired: Dict) -> List[str]:
     if errors:
         lines += [
             "",
-            "Max relative error against the unfused model (pooled features, 224 px): "
+            "Max relative error against the unfused model (final feature maps, borders included, 224 px): "
             + ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
             + ".",
         ]
