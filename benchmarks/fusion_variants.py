@@ -6,8 +6,10 @@
   input instead of an add on its output's border bands.
 * ``postnorm_twin``: GResNet's own architecture with each split-norm conv replaced by conv -> BatchNorm2d
   (eval, unfused): what a ResNet-D with SiLU of GResNet's exact size costs with ordinary batch norm.
-  timm's ``resnet50d`` is not that network: GResNet's stem is 32/64/128 wide and runs its last 3x3 conv at
-  stride 2 with no max-pool, about 22% more multiply-adds at 224 px (``macs``).
+  Its batch norms are left unfused, as timm's ``resnet50d`` runs them; folded, they would cost what
+  ``naive_fold`` costs. ``resnet50d`` itself is not GResNet's network: GResNet's stem is 32/64/128 wide with its
+  stride on the first conv and no max-pool, so the 64->128 3x3 conv and the first block's 1x1 conv run at 112x112,
+  about 22% more multiply-adds at 224 px (``macs``: convolutions and matrix products only, no elementwise work).
 """
 
 from __future__ import annotations
@@ -41,11 +43,14 @@ class MeanSubtractConv2d(nn.Conv2d):
         super().__init__(**_conv_args(fused))
         pad_value = fused.pad_value
         assert isinstance(pad_value, torch.Tensor) and fused.bias is not None and self.bias is not None
-        mu = pad_value.to(fused.weight.dtype).view(1, -1, 1, 1)
+        mu = pad_value.double().view(1, -1, 1, 1)
         with torch.no_grad():
             self.weight.copy_(fused.weight)
-            # the fused bias has sum(W' mu) taken out; the mean is taken out of the input instead
-            self.bias.copy_(fused.bias + (fused.weight * mu).sum(dim=(1, 2, 3)))
+            # the fused bias has sum(W' mu) taken out; the mean is taken out of the input instead (in float64:
+            # adding back what was subtracted loses digits to cancellation otherwise)
+            beta = fused.bias.double() + (fused.weight.double() * mu).sum(dim=(1, 2, 3))
+            self.bias.copy_(beta.to(fused.weight.dtype))
+        mu = mu.to(fused.weight.dtype)
         self.mean: torch.Tensor
         self.register_buffer("mean", mu.clone())
 
@@ -120,7 +125,8 @@ def max_relative_error(model: nn.Module, reference: nn.Module, size: int = 224, 
 
 @torch.no_grad()
 def macs(model: nn.Module, size: int = 224) -> int:
-    """Multiply-adds of one 224 px image (after a first call, so cached corrections are not counted)."""
+    """Multiply-adds of convolutions and matrix products for one image (elementwise work, such as batch norm, the
+    mean subtraction or the border add, is not counted), after a first call so cached corrections are not."""
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.randn(1, 3, size, size)

@@ -273,11 +273,6 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
                 for ratio, ref in PAIRED_REFERENCES.items()
             },
         }
-        # per multiply-add: how fast each network runs the work it has
-        gm = out["gmacs_224"]
-        out[pname]["fused_over_resnet50d_silu_per_mac"] = round(
-            out[pname]["fused_over_resnet50d_silu"] * gm["gresnet"] / gm["resnet50d_silu"], 3
-        )
         log.info("paired %s %s", pname, out[pname])
     out["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
     return out

@@ -6,6 +6,8 @@ own architecture (same multiply-adds), and resnet50d smaller than GResNet (the s
 """
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,8 @@ import torch
 import embed.models.gresnet  # noqa: F401  registers gresnet50
 from benchmarks import fusion_variants as fv
 from benchmarks.report import render
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +82,18 @@ def test_the_paired_table_names_every_network_with_its_ratio():
         [row] = [line for line in md.splitlines() if line.startswith(f"| {ref} |")]
         assert row.endswith(f"| {round(0.5 + i / 10, 3)} | {round(0.5 + i / 10, 3)} |"), row
     assert "| gresnet | 5.0 | 10.0 / 11.0 |" in md and "gresnet 1.0e-06" in md
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in (REPO / "benchmarks" / "results").glob("*/*.json") if "ratios" in json.loads(p.read_text())),
+    ids=lambda p: p.name,
+)
+def test_every_committed_suite_result_renders(path):
+    """The committed results of `python -m benchmarks.run` (older ones lack newer keys) render, each target named."""
+    report = json.loads(path.read_text())
+    md = render(report)
+    for key in report["ratios"]:
+        assert f"| {key} |" in md
+    for name in report.get("paired", {}).get("fp32", {}).get("images_per_s", {}):
+        assert f"| {name} |" in md

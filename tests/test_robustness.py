@@ -419,6 +419,18 @@ def test_outputs_json_markdown_plots_and_the_report_section(tmp_path):
     assert again["doc"].robustness == saved and saved["sentences"][0] in again["md"]
 
 
+def test_a_robustness_document_of_another_schema_is_named_and_left_out(tmp_path, caplog):
+    from indexer.evaluation.document import ReportSchemaError, read_robustness
+    from indexer.evaluation.report import robustness_beside
+
+    assert read_robustness(tmp_path) is None
+    (tmp_path / "robustness.json").write_text(json.dumps({"schema_version": 99, "records": []}))
+    with pytest.raises(ReportSchemaError, match="robustness schema version 99, this version reads 1"):
+        read_robustness(tmp_path)
+    # a comparison written into that folder is still written, without the section, and says why
+    assert robustness_beside(tmp_path) is None and "leaves the robustness section out" in caplog.text
+
+
 def test_unlabelled_data_gets_the_label_free_measures_only():
     images = smooth_images(20, seed=6)
     encoders = [QueryEncoder("pixels", toy_identity("pixels"), pixels)]

@@ -19,7 +19,7 @@ import streamlit as st  # noqa: E402
 
 from app import navigation  # noqa: E402
 from app.backend import AppSettings  # noqa: E402
-from indexer.evaluation.document import ReportDocument, ReportSchemaError  # noqa: E402
+from indexer.evaluation.document import ReportDocument, ReportSchemaError, read_robustness  # noqa: E402
 from indexer.evaluation.maps import report_dir_from_argv  # noqa: E402
 from indexer.evaluation.sections import sections  # noqa: E402
 from indexer.milvus_store import StoreError, VectorStore  # noqa: E402
@@ -112,13 +112,16 @@ def maps_note(settings: AppSettings, folder: Path, features: str = "raw") -> Non
     )
 
 
-def show_robustness(settings: AppSettings, folder: Path, models: List[str], doc: Optional[Dict] = None) -> None:
-    """The robustness section: the report's own (``doc``), else what ``python -m indexer robustness --report DIR``
+def show_robustness(settings: AppSettings, folder: Path, models: List[str], robustness: Optional[Dict] = None) -> None:
+    """The robustness section: the report's own copy, else what ``python -m indexer robustness --report DIR``
     wrote into a folder that holds no comparison report yet."""
-    from indexer.evaluation.report import robustness_beside
     from indexer.evaluation.robustness_tables import TITLES, measure_table, measures_present, pair_table, protocol_text
 
-    doc = doc or robustness_beside(folder)
+    try:
+        doc = robustness or read_robustness(folder)
+    except ReportSchemaError as e:
+        st.error(str(e))
+        return
     if doc is None:
         st.caption(f"No robustness results in {folder}; this adds them:")
         st.code(

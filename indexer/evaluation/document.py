@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Type, TypeVar
 
 SCHEMA_VERSION = 2
+# robustness.json (``python -m indexer robustness``), also carried whole by report.json
+ROBUSTNESS_SCHEMA_VERSION = 1
 CONFIDENCE = 0.95
 
 T = TypeVar("T")
@@ -338,6 +340,27 @@ class ReportDocument:
                 f"with `python -m indexer evaluate ... --report DIR`"
             )
         return from_plain(cls, data)
+
+
+def read_robustness(folder: Any) -> Optional[Dict[str, Any]]:
+    """The robustness document ``python -m indexer robustness --report DIR`` wrote into ``folder``, if it did.
+
+    A dict, not records: its measures are read by name by other tools, and each record names its severity's
+    parameter in that parameter's units (``"size_px": 32``), a key that depends on the family.
+    """
+    from pathlib import Path
+
+    path = Path(folder) / "robustness.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version != ROBUSTNESS_SCHEMA_VERSION:
+        raise ReportSchemaError(
+            f"{path}: robustness schema version {version!r}, this version reads {ROBUSTNESS_SCHEMA_VERSION}: "
+            f"run `python -m indexer robustness ... --report {folder}` again"
+        )
+    return data
 
 
 def to_plain(value: Any) -> Any:

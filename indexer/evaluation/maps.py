@@ -166,7 +166,8 @@ class MapResult:
             return f"all {used:,}" if used >= self.n else f"sample {used:,}"
 
         # a PCA of a few hundred rows takes milliseconds: "0.0 s" would read as "nothing was computed"
-        took = f"{self.seconds:.1f} s" if self.seconds >= 1 else f"{self.seconds * 1000:.0f} ms"
+        ms = self.seconds * 1000
+        took = f"{self.seconds:.1f} s" if ms >= 999.5 else f"{ms:.0f} ms" if ms >= 1 else f"{ms:.2f} ms"
 
         return (
             f"{self.model:14} {self.params.method:5} {self.params.features:10} n={self.n:<7} "

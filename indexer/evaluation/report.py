@@ -42,6 +42,8 @@ from indexer.evaluation.document import (
     PairInterval,
     PerClass,
     ReportDocument,
+    ReportSchemaError,
+    read_robustness,
 )
 from indexer.evaluation.evaluate import EvaluationError, Run, write_plot
 from indexer.evaluation.sections import TOP_OVERLAP, sections
@@ -618,11 +620,13 @@ def render(doc: ReportDocument, folder: Path) -> Document:
 
 
 def robustness_beside(folder: Path) -> Optional[Dict]:
-    """What `python -m indexer robustness --report DIR` wrote into the report's folder, if it did."""
-    import json
-
-    path = Path(folder) / "robustness.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The robustness document in the report's folder; one of another schema is left out with a warning, so that
+    the evaluation just computed is still written."""
+    try:
+        return read_robustness(folder)
+    except ReportSchemaError as e:
+        log.warning("%s; the report leaves the robustness section out", e)
+        return None
 
 
 def write_report_files(doc: ReportDocument, folder: Path) -> None:

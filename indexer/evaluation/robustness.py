@@ -38,6 +38,7 @@ import numpy as np
 
 from embed.common import settings
 from embed.extraction.shards import atomic_write_bytes
+from indexer.evaluation.document import ROBUSTNESS_SCHEMA_VERSION, to_plain
 from indexer.evaluation.query_transforms import (
     CLEAN,
     DEFAULT_FAMILIES,
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 TOP_K = 10
 MEASURES = (
     "copy_r1",
@@ -654,7 +654,7 @@ class RobustnessResult:
     def to_json(self) -> Dict:
         families = {c.family: FAMILIES[c.family] for c in self.conditions}
         return {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": ROBUSTNESS_SCHEMA_VERSION,
             "protocol": PROTOCOL,
             "dataset": self.dataset,
             "split": self.split,
@@ -893,7 +893,8 @@ def plot_measures(doc: Dict, folder: Path) -> List[str]:
 def write_outputs(result: RobustnessResult, folder: Optional[Path], json_path: Optional[Path] = None) -> Dict:
     """robustness.json, robustness.md and the plots into ``folder``; the JSON also to ``json_path``. When the
     folder holds the comparison report, report.json takes the same document and report.md/html gain the section."""
-    doc = result.to_json()
+    # NaN as null, as report.json writes it: the two copies of this document stay equal
+    doc = to_plain(result.to_json())
     if folder is not None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
