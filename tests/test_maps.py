@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.browser import needs_chromium, streamlit_in_chromium
+from support.browser import app_output, needs_chromium, streamlit_in_chromium
 from support.data import REPO, have_effnet_package, tiny_imagenet_root
 
 LITES = ("effnet-lite0", "effnet-lite1", "effnet-lite2")
@@ -482,7 +482,9 @@ def test_real_browser_maps_hover_select_and_open_side_by_side(three_lites, tmp_p
 @needs_chromium
 def test_real_browser_draws_50000_point_maps_within_the_benchmarks_bound(tmp_path):
     """As benchmarks/maps_render.py measures it (same data, same page, warm app): every point drawn in time."""
-    from benchmarks.maps_render import drawn_fraction, synthetic_database, wait_drawn
+    from selenium.webdriver.common.by import By
+
+    from benchmarks.maps_render import READY_JS, drawn_fraction, synthetic_database, wait_drawn
 
     measured = sorted(RENDER_RESULTS.glob("maps-render-????-??-??.json"))  # the 3-map runs
     assert measured, "run python -m benchmarks.maps_render first: its result is this test's bound"
@@ -491,8 +493,18 @@ def test_real_browser_draws_50000_point_maps_within_the_benchmarks_bound(tmp_pat
     db = synthetic_database(tmp_path, bench["points"], bench["maps"])
     args = ["--uri", db["uri"], "--report-dir", db["report"], "--split", "val"]
     with streamlit_in_chromium(args, tmp_path, window="1600,1300") as (driver, url):
-        driver.get(url + "/Maps")
-        wait_drawn(driver, bench["maps"], bench["points"], timeout=600)  # the app's first run: imports, connects
+        # warm-up, not measured: the app's first run imports and connects. It once did not draw within 600 s in a
+        # full CI run (and drew in 7-11 s alone), so it may load the page twice and says what it saw if both fail.
+        for attempt in (1, 2):
+            driver.get(url + "/Maps")
+            try:
+                wait_drawn(driver, bench["maps"], bench["points"], timeout=300)
+                break
+            except TimeoutError as e:
+                if attempt == 2:
+                    page = driver.find_element(By.TAG_NAME, "body").text[:1500]
+                    plots = driver.execute_script(READY_JS)
+                    pytest.fail(f"{e}, twice; plots: {plots}\npage:\n{page}\napp:\n{app_output(driver.app_process)}")
         driver.get("about:blank")
         driver.get(url + "/Maps")
         seconds = wait_drawn(driver, bench["maps"], bench["points"], timeout=bench["wait_bound_s"])
