@@ -28,6 +28,9 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+# defined beside the renderer, which must not need torch; the paired rounds and ratios() read it
+from benchmarks.report import PAIRED_REFERENCES
+
 log = logging.getLogger("benchmarks")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -210,18 +213,6 @@ def bench_forward(device: torch.device, quick: bool) -> List[Dict]:
     return rows
 
 
-# ratio name (fused GResNet over ...) -> the model timed beside it
-PAIRED_REFERENCES = {
-    "fused_over_unfused": "gresnet_unfused",
-    "fused_over_resnet50d": "resnet50d",
-    "fused_over_resnet50d_silu": "resnet50d_silu",
-    # GResNet's own architecture: what the fold saves, and what it still costs against no correction at all
-    "fused_over_postnorm_twin": "gresnet_postnorm",
-    "fused_over_naive_fold": "gresnet_naive_fold",
-    "fused_over_mean_subtract": "gresnet_mean_subtract",
-}
-
-
 def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
     """The GResNet ratios from interleaved rounds (A, B, C, D, A, B, C, D, ...), medians of per-round ratios.
 
@@ -231,12 +222,12 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
     the ``gresnet_*`` variants (benchmarks/fusion_variants.py) have GResNet's exact architecture, so
     their ratios isolate the cost of the fold from the cost of the wider stem.
     """
+    from timm.utils import reparameterize_model
+
     from benchmarks import fusion_variants as fv
 
     batch = 256 if device.type == "cuda" else 16
-    from timm.utils import reparameterize_model
-
-    unfused = fv.with_running_stats(_model("gresnet", False))
+    unfused = fv.nontrivial(_model("gresnet", False))
     fused = reparameterize_model(copy.deepcopy(unfused))
     models = {
         "gresnet": fused,

@@ -7,16 +7,14 @@ own architecture (same multiply-adds), and resnet50d smaller than GResNet (the s
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from support.data import REPO
 
 import embed.models.gresnet  # noqa: F401  registers gresnet50
 from benchmarks import fusion_variants as fv
 from benchmarks.report import render
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +23,7 @@ def models():
     from timm.utils import reparameterize_model
 
     torch.manual_seed(0)
-    unfused = fv.with_running_stats(timm.create_model("gresnet50", num_classes=0).eval())
+    unfused = fv.nontrivial(timm.create_model("gresnet50", num_classes=0).eval())
     return unfused, reparameterize_model(copy.deepcopy(unfused))
 
 
@@ -57,7 +55,7 @@ def test_variants_keep_gresnets_architecture_and_resnet50d_is_smaller(models):
 
 
 def test_the_paired_table_names_every_network_with_its_ratio():
-    from benchmarks.run import PAIRED_REFERENCES
+    from benchmarks.report import PAIRED_REFERENCES
 
     names = ["gresnet", *PAIRED_REFERENCES.values()]
     per_prec = {

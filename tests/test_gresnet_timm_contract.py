@@ -16,6 +16,7 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+from support.data import REPO
 from support.models import nontrivial
 from timm.data import create_transform, resolve_data_config
 from timm.utils import reparameterize_model
@@ -24,7 +25,6 @@ import embed.models.gresnet  # noqa: F401  (registers gresnet50 with timm)
 from embed.models import gresnet_weights
 from embed.models.gresnet import BLOG_WEIGHTS_DRIVE_ID, BLOG_WEIGHTS_URL, SplitNormConv2d
 
-REPO = Path(__file__).resolve().parents[1]
 CHANNELS = [128, 256, 512, 1024, 2048]
 REDUCTIONS = [2, 4, 8, 16, 32]
 

@@ -14,7 +14,8 @@ import math
 import sys
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Type, TypeVar
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Type, TypeVar, Union
 
 SCHEMA_VERSION = 2
 # robustness.json (``python -m indexer robustness``), also carried whole by report.json
@@ -342,14 +343,12 @@ class ReportDocument:
         return from_plain(cls, data)
 
 
-def read_robustness(folder: Any) -> Optional[Dict[str, Any]]:
+def read_robustness(folder: Union[str, Path]) -> Optional[Dict[str, Any]]:
     """The robustness document ``python -m indexer robustness --report DIR`` wrote into ``folder``, if it did.
 
     A dict, not records: its measures are read by name by other tools, and each record names its severity's
     parameter in that parameter's units (``"size_px": 32``), a key that depends on the family.
     """
-    from pathlib import Path
-
     path = Path(folder) / "robustness.json"
     if not path.is_file():
         return None
