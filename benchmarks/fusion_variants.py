@@ -10,12 +10,15 @@
   ``naive_fold`` costs. ``resnet50d`` itself is not GResNet's network: GResNet's stem is 32/64/128 wide with its
   stride on the first conv and no max-pool, so the 64->128 3x3 conv and the first block's 1x1 conv run at 112x112,
   about 22% more multiply-adds at 224 px (``macs``: convolutions and matrix products only, no elementwise work).
+* ``splitnorm_resnet50d``: the other way round, resnet50d's geometry (stem 32/32/64, max-pool, first stage at
+  stride 1) built from GResNet's layers (split-norm convs, SiLU, its bottleneck). Fused, and timed beside
+  ``resnet50d_silu``, it says what split norm costs once folded where the stem is not wider.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 import torch.nn as nn
@@ -97,6 +100,19 @@ def postnorm_twin(unfused_model: nn.Module) -> nn.Module:
     return _replace(unfused_model, SplitNormConv2d, _postnorm)
 
 
+def splitnorm_resnet50d() -> nn.Module:
+    """resnet50d's multiply-adds exactly, with GResNet's layers: unfused, random init, no classifier."""
+    from embed.models.gresnet import Bottleneck, GResNet
+
+    model = GResNet(stem_chs=(32, 32, 64), num_classes=0)
+    # GResNet's first block takes the stride the dropped max-pool had; resnet50d pools in the stem instead
+    model.act1 = nn.Sequential(nn.SiLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+    layer1 = model.layer1
+    assert isinstance(layer1, nn.Sequential)
+    layer1[0] = Bottleneck(64, 64, stride=1)
+    return model.eval()
+
+
 def nontrivial(model: nn.Module, size: int = 96, seed: int = 0) -> nn.Module:
     """Random affines and running statistics from a few training-mode batches: a fresh model has mean 0, variance 1
     and zero-initialised last affines, for which even the naive fold is exact. The tests use it for the same reason."""
@@ -110,6 +126,24 @@ def nontrivial(model: nn.Module, size: int = 96, seed: int = 0) -> nn.Module:
         for _ in range(3):
             model(torch.randn(4, 3, size, size, generator=g) * 1.3 + 0.4)
     return model.eval()
+
+
+def stages(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """A GResNet or a timm ResNet cut where the two differ: the stem (max-pool included) and the first block, which
+    GResNet runs at 112 px, then the rest, which has the same geometry in both."""
+    stem = (
+        nn.Sequential(model.conv1, model.bn1, model.act1, model.maxpool)  # type: ignore[arg-type]
+        if hasattr(model, "bn1")
+        else nn.Sequential(model.conv1, model.act1)  # type: ignore[arg-type]
+    )
+    layer1 = model.layer1
+    assert isinstance(layer1, nn.Sequential)
+    return [
+        ("stem", stem),
+        ("layer1.0", layer1[0]),
+        ("layer1.1-2", layer1[1:]),
+        *((name, getattr(model, name)) for name in ("layer2", "layer3", "layer4")),
+    ]
 
 
 @torch.no_grad()
@@ -133,4 +167,13 @@ def macs(model: nn.Module, size: int = 224) -> int:
     return int(counter.get_total_flops() // 2)
 
 
-__all__ = ["nontrivial", "naive_fold", "mean_subtract", "postnorm_twin", "max_relative_error", "macs"]
+__all__ = [
+    "nontrivial",
+    "naive_fold",
+    "mean_subtract",
+    "postnorm_twin",
+    "splitnorm_resnet50d",
+    "stages",
+    "max_relative_error",
+    "macs",
+]

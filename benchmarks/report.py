@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 
 def _forward_table(rows: List[Dict]) -> List[str]:
@@ -19,36 +19,66 @@ def _forward_table(rows: List[Dict]) -> List[str]:
     return out
 
 
-# ratio name (fused GResNet over ...) -> the model timed beside it in `python -m benchmarks.run --only paired`
-PAIRED_REFERENCES = {
-    "fused_over_unfused": "gresnet_unfused",
-    "fused_over_resnet50d": "resnet50d",
-    "fused_over_resnet50d_silu": "resnet50d_silu",
+# ratio name -> (numerator, denominator): networks timed in the same rounds of `python -m benchmarks.run --only paired`
+PAIRED_RATIOS: Dict[str, Tuple[str, str]] = {
+    "fused_over_unfused": ("gresnet", "gresnet_unfused"),
+    "fused_over_resnet50d": ("gresnet", "resnet50d"),
+    "fused_over_resnet50d_silu": ("gresnet", "resnet50d_silu"),
     # GResNet's own architecture: what the fold saves, and what it still costs against no correction at all
-    "fused_over_postnorm_twin": "gresnet_postnorm",
-    "fused_over_naive_fold": "gresnet_naive_fold",
-    "fused_over_mean_subtract": "gresnet_mean_subtract",
+    "fused_over_postnorm_twin": ("gresnet", "gresnet_postnorm"),
+    "fused_over_naive_fold": ("gresnet", "gresnet_naive_fold"),
+    "fused_over_mean_subtract": ("gresnet", "gresnet_mean_subtract"),
+    # resnet50d's own geometry built from GResNet's layers: what fused split norm costs where the stem is not wider
+    "splitnorm_r50d_over_resnet50d": ("resnet50d_splitnorm", "resnet50d"),
+    "splitnorm_r50d_over_resnet50d_silu": ("resnet50d_splitnorm", "resnet50d_silu"),
+    "splitnorm_r50d_over_naive_fold": ("resnet50d_splitnorm", "resnet50d_splitnorm_naive_fold"),
 }
 
 
+def ratio_key(ratio: str, precision: str) -> str:
+    """The name a ratio has in a results file's target table: one per ratio and precision."""
+    return f"{ratio}_{precision}"
+
+
 def _paired_table(paired: Dict) -> List[str]:
-    """One line per network timed in the paired rounds: its size in multiply-adds, its rounds, fused GResNet over it."""
+    """The networks timed in the paired rounds (size in multiply-adds, every round), then the ratios between them."""
     gmacs = paired.get("gmacs_224", {})
     lines = [
         "",
-        f"### GResNet ratios from {paired['rounds']} interleaved rounds (eager, channels_last, "
-        f"{paired['size']} px, batch {paired['batch']}; median of per-round ratios)",
+        f"### Paired rounds: {paired['rounds']} interleaved rounds (eager, channels_last, "
+        f"{paired['size']} px, batch {paired['batch']})",
         "",
-        "| network | GMACs | fp32 img/s per round | bf16 img/s per round | fused GResNet / it, fp32 | bf16 |",
-        "|---|---|---|---|---|---|",
+        "| network | GMACs | fp32 img/s per round | bf16 img/s per round |",
+        "|---|---|---|---|",
     ]
-    reference_ratio = {ref: key for key, ref in PAIRED_REFERENCES.items()}
     for name in paired["fp32"]["images_per_s"]:
         rounds = {p: " / ".join(f"{v:.1f}" for v in paired[p]["images_per_s"][name]) for p in ("fp32", "bf16")}
-        key = reference_ratio.get(name)
-        fp32 = paired["fp32"].get(key, "") if key else ""
-        bf16 = paired["bf16"].get(key, "") if key else ""
-        lines.append(f"| {name} | {gmacs.get(name, '')} | {rounds['fp32']} | {rounds['bf16']} | {fp32} | {bf16} |")
+        lines.append(f"| {name} | {gmacs.get(name, '')} | {rounds['fp32']} | {rounds['bf16']} |")
+    lines += [
+        "",
+        "Median of the per-round ratios:",
+        "",
+        "| ratio | numerator / denominator | fp32 | bf16 |",
+        "|---|---|---|---|",
+    ]
+    for ratio, (numerator, denominator) in PAIRED_RATIOS.items():
+        if ratio in paired["fp32"]:  # older results lack the later rows
+            lines.append(
+                f"| {ratio} | {numerator} / {denominator} | {paired['fp32'][ratio]} | {paired['bf16'][ratio]} |"
+            )
+    stage_ms = paired.get("stage_ms_fp32")
+    if stage_ms:
+        parts = list(next(iter(stage_ms.values())))
+        lines += [
+            "",
+            f"Where the time goes: median ms per fp32 batch of {paired['batch']} in each part (models interleaved):",
+            "",
+            "| network | " + " | ".join(parts) + " | sum |",
+            "|---" * (len(parts) + 2) + "|",
+        ]
+        for name, per in stage_ms.items():
+            cells = " | ".join(f"{per[p]:.0f}" for p in parts)
+            lines.append(f"| {name} | {cells} | {sum(per.values()):.0f} |")
     errors = paired.get("max_rel_err_vs_unfused_224")
     if errors:
         lines += [

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 # defined beside the renderer, which must not need torch; the paired rounds and ratios() read it
-from benchmarks.report import PAIRED_REFERENCES
+from benchmarks.report import PAIRED_RATIOS, ratio_key
 
 log = logging.getLogger("benchmarks")
 REPO = Path(__file__).resolve().parents[1]
@@ -47,16 +47,17 @@ TINY = _tiny_imagenet()
 
 TARGETS: Dict[str, Dict[str, float]] = {
     # fused GResNet against timm's resnet50d, plain and with SiLU (the activation GResNet has): issue 24
+    # (paired ratios are named by benchmarks.report.ratio_key)
     "cpu": {
-        "gresnet_fused_over_unfused": 1.3,
-        "gresnet_fused_over_resnet50d": 0.95,
-        "gresnet_fused_over_resnet50d_silu": 1.0,
+        "fused_over_unfused_fp32": 1.3,
+        "fused_over_resnet50d_fp32": 0.95,
         "fused_over_resnet50d_bf16": 0.95,
+        "fused_over_resnet50d_silu_fp32": 1.0,
         "fused_over_resnet50d_silu_bf16": 1.0,
         # the same architecture with ordinary (unfused) batch norm, and with a fold that skips the borders
-        "gresnet_fused_over_postnorm_twin": 1.0,
+        "fused_over_postnorm_twin_fp32": 1.0,
         "fused_over_postnorm_twin_bf16": 1.0,
-        "gresnet_fused_over_naive_fold": 0.95,
+        "fused_over_naive_fold_fp32": 0.95,
         "fused_over_naive_fold_bf16": 0.95,
         "e2e_over_bare": 0.8,
         "exact_over_naive_eval": 50.0,
@@ -219,8 +220,9 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
     On a shared 2-core VM a model's throughput drifts by 10-20% between runs minutes apart; a
     ratio of two figures taken at different times inherits that drift, a per-round ratio does not.
     ``resnet50d_silu`` is timm's resnet50d with SiLU (GResNet's activation) and its batch norms unfused;
-    the ``gresnet_*`` variants (benchmarks/fusion_variants.py) have GResNet's exact architecture, so
-    their ratios isolate the cost of the fold from the cost of the wider stem.
+    the ``gresnet_*`` variants (benchmarks/fusion_variants.py) have GResNet's exact architecture, and
+    ``resnet50d_splitnorm`` has resnet50d's geometry with GResNet's layers, so their ratios isolate the cost of
+    the fold from the cost of the wider stem; ``stage_ms_fp32`` says which parts of the networks differ.
     """
     from timm.utils import reparameterize_model
 
@@ -229,6 +231,9 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
     batch = 256 if device.type == "cuda" else 16
     unfused = fv.nontrivial(_model("gresnet", False))
     fused = reparameterize_model(copy.deepcopy(unfused))
+    torch.manual_seed(0)
+    twin_unfused = fv.nontrivial(fv.splitnorm_resnet50d())
+    twin = reparameterize_model(copy.deepcopy(twin_unfused))
     models = {
         "gresnet": fused,
         "gresnet_unfused": unfused,
@@ -237,6 +242,16 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
         "gresnet_mean_subtract": fv.mean_subtract(fused),
         "resnet50d": _model("resnet50d"),
         "resnet50d_silu": _model("resnet50d", act_layer="silu"),
+        "resnet50d_splitnorm": twin,
+        "resnet50d_splitnorm_naive_fold": fv.naive_fold(twin),
+    }
+    # each fold against the unfused network it came from; the naive folds show what exactness is for
+    unfused_of = {
+        "gresnet": unfused,
+        "gresnet_mean_subtract": unfused,
+        "gresnet_naive_fold": unfused,
+        "resnet50d_splitnorm": twin_unfused,
+        "resnet50d_splitnorm_naive_fold": twin_unfused,
     }
     out: Dict = {
         "rounds": 2 if quick else rounds,
@@ -246,10 +261,8 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
         "compile": False,
         "load_avg_start": [round(v, 2) for v in os.getloadavg()],
         "gmacs_224": {k: round(fv.macs(m) / 1e9, 3) for k, m in models.items()},
-        # the exact folds against the unfused model; the naive fold shows what exactness is for
         "max_rel_err_vs_unfused_224": {
-            k: float(f"{fv.max_relative_error(models[k], unfused):.2e}")
-            for k in ("gresnet", "gresnet_mean_subtract", "gresnet_naive_fold")
+            k: float(f"{fv.max_relative_error(models[k], reference):.2e}") for k, reference in unfused_of.items()
         },
     }
     for pname, prec in {"fp32": None, "bf16": torch.bfloat16}.items():
@@ -260,13 +273,42 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
         out[pname] = {
             "images_per_s": {k: [round(v, 2) for v in vs] for k, vs in samples.items()},
             **{
-                ratio: round(statistics.median([g / r for g, r in zip(samples["gresnet"], samples[ref])]), 3)
-                for ratio, ref in PAIRED_REFERENCES.items()
+                ratio: round(statistics.median([a / b for a, b in zip(samples[num], samples[den])]), 3)
+                for ratio, (num, den) in PAIRED_RATIOS.items()
             },
         }
         log.info("paired %s %s", pname, out[pname])
+    out["stage_ms_fp32"] = time_stages(
+        {k: models[k] for k in ("gresnet", "resnet50d_splitnorm", "resnet50d_silu")}, batch, device, out["rounds"] + 4
+    )
     out["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
     return out
+
+
+def time_stages(models: Dict[str, Any], batch: int, device: torch.device, rounds: int) -> Dict[str, Dict[str, float]]:
+    """Median milliseconds of each part of ``fusion_variants.stages`` for one fp32 batch, the models interleaved:
+    where a whole-model ratio's difference comes from."""
+    from benchmarks import fusion_variants as fv
+
+    x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+    parts = {name: fv.stages(model.to(device, memory_format=torch.channels_last)) for name, model in models.items()}
+    samples: Dict[str, Dict[str, List[float]]] = {name: {p: [] for p, _ in ps} for name, ps in parts.items()}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for name, ps in parts.items():
+                # the first pass warms this model's buffers up after the other models ran; the second is timed
+                for timed in (False, True):
+                    y = x
+                    for part, module in ps:
+                        start = time.perf_counter()
+                        y = module(y)
+                        if device.type == "cuda":
+                            torch.cuda.synchronize()
+                        if timed:
+                            samples[name][part].append(time.perf_counter() - start)
+    return {
+        name: {part: round(statistics.median(v) * 1000, 1) for part, v in per.items()} for name, per in samples.items()
+    }
 
 
 def best(rows: List[Dict], **match) -> Optional[Dict]:
@@ -511,34 +553,23 @@ def ratios(report: Dict, device: torch.device) -> Dict:
             return round(ra["images_per_s"] / rb["images_per_s"], 3) if ra and rb else None
 
         eager = dict(size=224, compile=False)
-        pairs = {
-            "gresnet_fused_over_unfused": (
-                {"model": "gresnet", "precision": "fp32"},
-                {"model": "gresnet_unfused", "precision": "fp32"},
-            ),
-            "gresnet_fused_over_resnet50d": (
-                {"model": "gresnet", "precision": "fp32"},
-                {"model": "resnet50d", "precision": "fp32"},
-            ),
-            "fused_over_unfused_bf16": (
-                {"model": "gresnet", "precision": "bf16"},
-                {"model": "gresnet_unfused", "precision": "bf16"},
-            ),
-            "fused_over_resnet50d_bf16": (
-                {"model": "gresnet", "precision": "bf16"},
-                {"model": "resnet50d", "precision": "bf16"},
-            ),
-        }
-        for key, (first, second) in pairs.items():
-            value = ratio({**eager, **first}, {**eager, **second})
-            if value is not None:
-                out[key] = value
+        # single best figures; the paired rounds' medians replace them when present
+        for prec in ("fp32", "bf16"):
+            for ratio_name, reference in (
+                ("fused_over_unfused", "gresnet_unfused"),
+                ("fused_over_resnet50d", "resnet50d"),
+            ):
+                value = ratio(
+                    {**eager, "model": "gresnet", "precision": prec}, {**eager, "model": reference, "precision": prec}
+                )
+                if value is not None:
+                    out[ratio_key(ratio_name, prec)] = value
         paired = report.get("paired")
-        if paired:  # interleaved medians: the figures the targets are judged on when present
-            for reference in PAIRED_REFERENCES:
-                if reference in paired["fp32"]:  # older results have no resnet50d_silu rows
-                    out[f"gresnet_{reference}"] = paired["fp32"][reference]
-                    out[f"{reference}_bf16"] = paired["bf16"][reference]
+        if paired:
+            for ratio_name in PAIRED_RATIOS:
+                for prec in ("fp32", "bf16"):
+                    if ratio_name in paired[prec]:  # older results lack the later rows
+                        out[ratio_key(ratio_name, prec)] = paired[prec][ratio_name]
         for prec in ("fp32", "bf16"):
             compiled = ratio(
                 {"model": "gresnet", "size": 224, "precision": prec, "compile": True},

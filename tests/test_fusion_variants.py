@@ -54,13 +54,50 @@ def test_variants_keep_gresnets_architecture_and_resnet50d_is_smaller(models):
     assert 1.15 < gresnet / resnet50d < 1.30, (gresnet, resnet50d)
 
 
-def test_the_paired_table_names_every_network_with_its_ratio():
-    from benchmarks.report import PAIRED_REFERENCES
+def test_the_splitnorm_twin_is_resnet50d_in_multiply_adds_and_folds_exactly():
+    import timm
+    from timm.utils import reparameterize_model
 
-    names = ["gresnet", *PAIRED_REFERENCES.values()]
+    torch.manual_seed(0)
+    twin = fv.nontrivial(fv.splitnorm_resnet50d())
+    resnet50d = timm.create_model("resnet50d", num_classes=0).eval()
+    assert fv.macs(twin) == fv.macs(resnet50d)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert twin.forward_features(x).shape == resnet50d.forward_features(x).shape
+    assert isinstance(twin.layer1[0].conv1, embed.models.gresnet.SplitNormConv2d)
+    fused = reparameterize_model(copy.deepcopy(twin))
+    assert not any(isinstance(m, embed.models.gresnet.SplitNormConv2d) for m in fused.modules())
+    for size in (176, 224, 193):
+        assert fv.max_relative_error(fused, twin, size=size, batch=1) < 1e-4
+    assert fv.max_relative_error(fv.naive_fold(fused), twin, size=224, batch=1) > 1e-3
+
+
+@pytest.mark.parametrize("which", ["gresnet", "splitnorm_resnet50d", "resnet50d"])
+def test_stages_cover_the_whole_network_in_order(models, which):
+    import timm
+
+    network = {
+        "gresnet": lambda: models[1],
+        "splitnorm_resnet50d": fv.splitnorm_resnet50d,
+        "resnet50d": lambda: timm.create_model("resnet50d", num_classes=0).eval(),
+    }[which]()
+    x = torch.randn(1, 3, 160, 160)
+    with torch.no_grad():
+        y = x
+        for _, part in fv.stages(network):
+            y = part(y)
+        assert torch.equal(y, network.forward_features(x))
+    assert [name for name, _ in fv.stages(network)][:2] == ["stem", "layer1.0"]
+
+
+def test_the_paired_tables_name_every_network_and_every_ratio():
+    from benchmarks.report import PAIRED_RATIOS
+
+    names = sorted({name for pair in PAIRED_RATIOS.values() for name in pair})
     per_prec = {
         "images_per_s": {n: [10.0 + i, 11.0 + i] for i, n in enumerate(names)},
-        **{key: round(0.5 + i / 10, 3) for i, key in enumerate(PAIRED_REFERENCES)},
+        **{key: round(0.5 + i / 10, 3) for i, key in enumerate(PAIRED_RATIOS)},
     }
     report = {
         "machine": {"cpu": "test", "cores": 2, "torch": "x", "timm": "y"},
@@ -70,16 +107,20 @@ def test_the_paired_table_names_every_network_with_its_ratio():
             "size": 224,
             "batch": 16,
             "fp32": per_prec,
-            "bf16": per_prec,
+            "bf16": {**per_prec, **{key: round(2.5 + i / 10, 3) for i, key in enumerate(PAIRED_RATIOS)}},
             "gmacs_224": {n: 5.0 for n in names},
             "max_rel_err_vs_unfused_224": {"gresnet": 1e-6},
+            "stage_ms_fp32": {"gresnet": {"stem": 12.0, "rest": 30.4}, "resnet50d_silu": {"stem": 5.0, "rest": 33.0}},
         },
     }
     md = render(report)
-    for i, (key, ref) in enumerate(PAIRED_REFERENCES.items()):
-        [row] = [line for line in md.splitlines() if line.startswith(f"| {ref} |")]
-        assert row.endswith(f"| {round(0.5 + i / 10, 3)} | {round(0.5 + i / 10, 3)} |"), row
-    assert "| gresnet | 5.0 | 10.0 / 11.0 |" in md and "gresnet 1.0e-06" in md
+    assert "| network | stem | rest | sum |" in md
+    assert "| gresnet | 12 | 30 | 42 |" in md and "| resnet50d_silu | 5 | 33 | 38 |" in md
+    for i, (key, (numerator, denominator)) in enumerate(PAIRED_RATIOS.items()):
+        [row] = [line for line in md.splitlines() if line.startswith(f"| {key} |")]
+        assert row == f"| {key} | {numerator} / {denominator} | {round(0.5 + i / 10, 3)} | {round(2.5 + i / 10, 3)} |"
+    i = names.index("gresnet")
+    assert f"| gresnet | 5.0 | {10.0 + i} / {11.0 + i} |" in md and "gresnet 1.0e-06" in md
 
 
 @pytest.mark.parametrize(
