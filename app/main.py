@@ -304,7 +304,7 @@ def search_page() -> None:
 
     comparison = backend.compare(models)
     show_differences(comparison)
-    if "query_id" in st.query_params:  # hook for app/pages/1_Evaluation.py: ?query_id=N opens that indexed image
+    if "query_id" in st.query_params:  # hook for app/views/evaluation.py: ?query_id=N opens that indexed image
         if st.query_params["query_id"].isdigit():
             requery(int(st.query_params["query_id"]))
         del st.query_params["query_id"]

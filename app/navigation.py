@@ -1,6 +1,10 @@
 """The app's pages, each with its title in the sidebar: app/main.py registers them, the other pages link to them.
 
 ``st.navigation`` names pages by their titles; without it Streamlit names the first page after its file ("main").
+The page files live in ``app/views/``, not ``app/pages/``: Streamlit routes a URL to a ``pages/`` file directly,
+sidebar and all, until some session has run ``st.navigation``, so a first visit to /evaluation would show
+Streamlit's own page list. Their URLs are their file names (/evaluation, /maps), as Streamlit's AppTest finds
+pages before a first run.
 """
 
 from __future__ import annotations
@@ -11,8 +15,8 @@ import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
 SEARCH_URL = "search"
-EVALUATION_FILE = "pages/1_Evaluation.py"  # relative to app/main.py, as Streamlit resolves page files
-MAPS_FILE = "pages/2_Maps.py"
+EVALUATION_FILE = "views/evaluation.py"  # relative to app/main.py, as Streamlit resolves page files
+MAPS_FILE = "views/maps.py"
 _registered: Dict[str, StreamlitPage] = {}
 
 
@@ -22,15 +26,15 @@ def run(search_page: Callable[[], None]) -> None:
         SEARCH_URL: st.Page(
             search_page, title="Search", icon=":material/image_search:", url_path=SEARCH_URL, default=True
         ),
-        "Evaluation": st.Page(EVALUATION_FILE, title="Evaluation", icon=":material/analytics:", url_path="Evaluation"),
-        "Maps": st.Page(MAPS_FILE, title="Maps", icon=":material/scatter_plot:", url_path="Maps"),
+        "Evaluation": st.Page(EVALUATION_FILE, title="Evaluation", icon=":material/analytics:"),
+        "Maps": st.Page(MAPS_FILE, title="Maps", icon=":material/scatter_plot:"),
     }
     _registered.update(pages)
     st.navigation(list(pages.values())).run()
 
 
 def switch_to_search(query_params: Optional[Dict[str, str]] = None) -> None:
-    """Open the Search page: the one app/main.py registered, or, when Streamlit ran a page file directly
-    (a page's URL opened first routes straight to its file under pages/), the entry script itself."""
+    """Open the Search page: the one app/main.py registered, or, when a page file runs on its own (as Streamlit's
+    AppTest runs it), the entry script itself."""
     page = _registered.get(SEARCH_URL)
     st.switch_page(page if page is not None else "main.py", query_params=query_params)

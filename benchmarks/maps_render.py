@@ -157,12 +157,12 @@ def measure(points: int, maps: int, rounds: int, timeout: float = 600) -> Render
         titles: List[float] = []
         fractions: List[float] = []
         with streamlit_in_chromium(args, base, window="1600,1300") as (driver, url):
-            driver.get(url + "/Maps")  # warm-up: the app's first script run imports and connects
+            driver.get(url + "/maps")  # warm-up: the app's first script run imports and connects
             wait_drawn(driver, maps, points, timeout)
             for r in range(rounds):
                 driver.get("about:blank")
                 t = time.perf_counter()
-                driver.get(url + "/Maps")
+                driver.get(url + "/maps")
                 titles.append(wait_title(driver, timeout))
                 wait_drawn(driver, maps, points, timeout)
                 times.append(time.perf_counter() - t)

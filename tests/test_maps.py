@@ -245,7 +245,7 @@ def three_lites(tmp_path_factory):
     return build_three_lites(tmp_path_factory.mktemp("maps3"))
 
 
-def _page(args, monkeypatch, page="pages/2_Maps.py"):
+def _page(args, monkeypatch, page="views/maps.py"):
     from streamlit.testing.v1 import AppTest
 
     # settings as arguments: embed.common.settings read the RETRIEVAL_* variables when this process first imported it
@@ -265,7 +265,7 @@ def test_missing_maps_page_gives_a_command_that_makes_them(three_lites, monkeypa
     assert any("No maps of" in w.value for w in at.warning)
     (command,) = [c.value for c in at.code]
     assert command.startswith("python -m indexer maps --split val --models effnet-lite0,effnet-lite1,effnet-lite2")
-    evaluation = _page(args, monkeypatch, "pages/1_Evaluation.py")
+    evaluation = _page(args, monkeypatch, "views/evaluation.py")
     assert command in [c.value for c in evaluation.code], "the Evaluation page suggests the same command"
     # as written, from the repository, with this environment's python first on PATH; the app above still holds
     # the database (served to the command by this process, as the app would)
@@ -284,7 +284,7 @@ def test_missing_maps_page_gives_a_command_that_makes_them(three_lites, monkeypa
     captions = " ".join(c.value for c in at.caption)
     assert captions.count("trustworthiness@10") == 3 and captions.count("UMAP (n_neighbors 15, min_dist 0.1") >= 3
     assert "in the original space" in captions
-    evaluation = _page(args, monkeypatch, "pages/1_Evaluation.py")
+    evaluation = _page(args, monkeypatch, "views/evaluation.py")
     assert command not in [c.value for c in evaluation.code]
     assert any("Maps** page" in m.value for m in evaluation.markdown)
 
@@ -404,7 +404,7 @@ def test_real_browser_maps_hover_select_and_open_side_by_side(three_lites, tmp_p
     server_manager_instance.release_all()
     args = ["--uri", three_lites["browser_uri"], "--data-root", three_lites["root"], "--report-dir", str(report)]
     with streamlit_in_chromium(args, tmp_path, window="1600,1300") as (driver, url):
-        driver.get(url + "/Maps")
+        driver.get(url + "/maps")
         deadline = time.time() + 240
         while time.time() < deadline and _plots(driver) < 3:
             time.sleep(0.5)
@@ -496,7 +496,7 @@ def test_real_browser_draws_50000_point_maps_within_the_benchmarks_bound(tmp_pat
         # warm-up, not measured: the app's first run imports and connects. It once did not draw within 600 s in a
         # full CI run (and drew in 7-11 s alone), so it may load the page twice and says what it saw if both fail.
         for attempt in (1, 2):
-            driver.get(url + "/Maps")
+            driver.get(url + "/maps")
             try:
                 wait_drawn(driver, bench["maps"], bench["points"], timeout=300)
                 break
@@ -506,7 +506,7 @@ def test_real_browser_draws_50000_point_maps_within_the_benchmarks_bound(tmp_pat
                     plots = driver.execute_script(READY_JS)
                     pytest.fail(f"{e}, twice; plots: {plots}\npage:\n{page}\napp:\n{app_output(driver.app_process)}")
         driver.get("about:blank")
-        driver.get(url + "/Maps")
+        driver.get(url + "/maps")
         seconds = wait_drawn(driver, bench["maps"], bench["points"], timeout=bench["wait_bound_s"])
         counts = driver.execute_script(
             "return Array.from(document.querySelectorAll('.js-plotly-plot')).map("

@@ -261,7 +261,7 @@ def test_evaluation_page_shows_report_and_opens_side_by_side(small_real, monkeyp
     )
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
     at.run()  # the entry point registers the pages (st.navigation), as when a browser opens the app
-    at.switch_page("pages/1_Evaluation.py")
+    at.switch_page("views/evaluation.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     text = " ".join(m.value for m in at.markdown)
@@ -300,7 +300,7 @@ def test_evaluation_page_without_report_says_how_to_make_one(small_real, monkeyp
 
     _release(small_real)
     monkeypatch.setattr(sys, "argv", ["x", "--uri", small_real["uri"], "--report-dir", str(tmp_path / "none")])
-    at = AppTest.from_file(str(REPO / "app" / "pages" / "1_Evaluation.py"), default_timeout=120)
+    at = AppTest.from_file(str(REPO / "app" / "views" / "evaluation.py"), default_timeout=120)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     code = " ".join(c.value for c in at.code)
@@ -322,7 +322,7 @@ def test_real_browser_renders_the_evaluation_page(small_real, tmp_path):
         str(small_real["out"]),
     ]
     with streamlit_in_chromium(args, tmp_path, window="1400,3000") as (driver, url):
-        driver.get(url + "/Evaluation")
+        driver.get(url + "/evaluation")
         deadline = time.time() + 240
         heads, imgs = set(), []
         while time.time() < deadline:
@@ -341,6 +341,11 @@ def test_real_browser_renders_the_evaluation_page(small_real, tmp_path):
         assert {"Paired differences", "Agreement", "Where the models disagree most"} <= heads, heads
         assert len(imgs) >= 3, "CI plot, per-class scatter and a gallery"
         assert "retrieves better than" in driver.find_element(By.TAG_NAME, "body").text
+        # a first visit straight to a page still gets the app's page list, not Streamlit's file names ("main")
+        # (each link's text starts with its icon's ligature name, e.g. "analytics", on a line of its own)
+        links = driver.find_elements(By.CSS_SELECTOR, "[data-testid='stSidebarNavLink']")
+        nav = [link.text.strip().splitlines()[-1] for link in links]
+        assert nav == ["Search", "Evaluation", "Maps"], nav
         assert shot.stat().st_size > 20_000
         if os.environ.get("EVALUATION_SCREENSHOT"):
             shutil.copy(shot, os.environ["EVALUATION_SCREENSHOT"])
