@@ -3,8 +3,8 @@
 ``st.navigation`` names pages by their titles; without it Streamlit names the first page after its file ("main").
 The page files live in ``app/views/``, not ``app/pages/``: Streamlit routes a URL to a ``pages/`` file directly,
 sidebar and all, until some session has run ``st.navigation``, so a first visit to /evaluation would show
-Streamlit's own page list. Their URLs are their file names (/evaluation, /maps), as Streamlit's AppTest finds
-pages before a first run.
+Streamlit's own page list. Their URLs are their file names (/evaluation, /maps): Streamlit's AppTest ``switch_page`` matches a page by
+its file name before the app's first run, and a custom ``url_path`` would not match it.
 """
 
 from __future__ import annotations

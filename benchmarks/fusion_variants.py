@@ -10,7 +10,7 @@
   ``naive_fold`` costs. ``resnet50d`` itself is not GResNet's network: GResNet's stem is 32/64/128 wide with its
   stride on the first conv and no max-pool, so the 64->128 3x3 conv and the first block's 1x1 conv run at 112x112,
   about 22% more multiply-adds at 224 px (``macs``: convolutions and matrix products only, no elementwise work).
-* ``splitnorm_resnet50d``: the other way round, resnet50d's geometry (stem 32/32/64, max-pool, first stage at
+* ``resnet50d_splitnorm``: the other way round, resnet50d's geometry (stem 32/32/64, max-pool, first stage at
   stride 1) built from GResNet's layers (split-norm convs, SiLU, its bottleneck). Fused, and timed beside
   ``resnet50d_silu``, it says what split norm costs once folded where the stem is not wider.
 """
@@ -100,8 +100,9 @@ def postnorm_twin(unfused_model: nn.Module) -> nn.Module:
     return _replace(unfused_model, SplitNormConv2d, _postnorm)
 
 
-def splitnorm_resnet50d() -> nn.Module:
-    """resnet50d's multiply-adds exactly, with GResNet's layers: unfused, random init, no classifier."""
+def resnet50d_splitnorm() -> nn.Module:
+    """resnet50d's multiply-adds exactly, with GResNet's layers: unfused, random init, no classifier. For timing:
+    its ``act1`` holds the max-pool too, and ``feature_info`` is GResNet's (not meant for ``features_only``)."""
     from embed.models.gresnet import Bottleneck, GResNet
 
     model = GResNet(stem_chs=(32, 32, 64), num_classes=0)
@@ -172,7 +173,7 @@ __all__ = [
     "naive_fold",
     "mean_subtract",
     "postnorm_twin",
-    "splitnorm_resnet50d",
+    "resnet50d_splitnorm",
     "stages",
     "max_relative_error",
     "macs",

@@ -77,8 +77,8 @@ def _paired_table(paired: Dict) -> List[str]:
             "|---" * (len(parts) + 2) + "|",
         ]
         for name, per in stage_ms.items():
-            cells = " | ".join(f"{per[p]:.0f}" for p in parts)
-            lines.append(f"| {name} | {cells} | {sum(per.values()):.0f} |")
+            cells = " | ".join(f"{per[p]:.1f}" for p in parts)
+            lines.append(f"| {name} | {cells} | {sum(per.values()):.1f} |")
     errors = paired.get("max_rel_err_vs_unfused_224")
     if errors:
         lines += [

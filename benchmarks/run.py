@@ -232,8 +232,8 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
     unfused = fv.nontrivial(_model("gresnet", False))
     fused = reparameterize_model(copy.deepcopy(unfused))
     torch.manual_seed(0)
-    twin_unfused = fv.nontrivial(fv.splitnorm_resnet50d())
-    twin = reparameterize_model(copy.deepcopy(twin_unfused))
+    r50d_split_unfused = fv.nontrivial(fv.resnet50d_splitnorm())
+    r50d_split = reparameterize_model(copy.deepcopy(r50d_split_unfused))
     models = {
         "gresnet": fused,
         "gresnet_unfused": unfused,
@@ -242,16 +242,16 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
         "gresnet_mean_subtract": fv.mean_subtract(fused),
         "resnet50d": _model("resnet50d"),
         "resnet50d_silu": _model("resnet50d", act_layer="silu"),
-        "resnet50d_splitnorm": twin,
-        "resnet50d_splitnorm_naive_fold": fv.naive_fold(twin),
+        "resnet50d_splitnorm": r50d_split,
+        "resnet50d_splitnorm_naive_fold": fv.naive_fold(r50d_split),
     }
     # each fold against the unfused network it came from; the naive folds show what exactness is for
     unfused_of = {
         "gresnet": unfused,
         "gresnet_mean_subtract": unfused,
         "gresnet_naive_fold": unfused,
-        "resnet50d_splitnorm": twin_unfused,
-        "resnet50d_splitnorm_naive_fold": twin_unfused,
+        "resnet50d_splitnorm": r50d_split_unfused,
+        "resnet50d_splitnorm_naive_fold": r50d_split_unfused,
     }
     out: Dict = {
         "rounds": 2 if quick else rounds,
@@ -278,6 +278,7 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
             },
         }
         log.info("paired %s %s", pname, out[pname])
+    # the part timings are single passes, noisier than the whole-model figures: more rounds than those
     out["stage_ms_fp32"] = time_stages(
         {k: models[k] for k in ("gresnet", "resnet50d_splitnorm", "resnet50d_silu")}, batch, device, out["rounds"] + 4
     )
@@ -576,13 +577,13 @@ def ratios(report: Dict, device: torch.device) -> Dict:
                 {"model": "resnet50d", "size": 224, "precision": prec, "compile": True},
             )
             if compiled is not None:
-                out[f"fused_over_resnet50d_both_compiled_{prec}"] = compiled
+                out[ratio_key("fused_over_resnet50d_both_compiled", prec)] = compiled
             gain = ratio(
                 {"model": "gresnet", "size": 224, "precision": prec, "compile": True},
                 {"model": "gresnet", "size": 224, "precision": prec, "compile": False},
             )
             if gain is not None:
-                out[f"gresnet_compiled_over_eager_{prec}"] = gain
+                out[ratio_key("gresnet_compiled_over_eager", prec)] = gain
         # the target is about the default pipeline (auto decode) on the shared data; the table lists every configuration
         from embed.extraction.device_decode import resolve_decode
 

@@ -54,32 +54,32 @@ def test_variants_keep_gresnets_architecture_and_resnet50d_is_smaller(models):
     assert 1.15 < gresnet / resnet50d < 1.30, (gresnet, resnet50d)
 
 
-def test_the_splitnorm_twin_is_resnet50d_in_multiply_adds_and_folds_exactly():
+def test_resnet50d_splitnorm_has_resnet50ds_multiply_adds_and_folds_exactly():
     import timm
     from timm.utils import reparameterize_model
 
     torch.manual_seed(0)
-    twin = fv.nontrivial(fv.splitnorm_resnet50d())
+    network = fv.nontrivial(fv.resnet50d_splitnorm())
     resnet50d = timm.create_model("resnet50d", num_classes=0).eval()
-    assert fv.macs(twin) == fv.macs(resnet50d)
+    assert fv.macs(network) == fv.macs(resnet50d)
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        assert twin.forward_features(x).shape == resnet50d.forward_features(x).shape
-    assert isinstance(twin.layer1[0].conv1, embed.models.gresnet.SplitNormConv2d)
-    fused = reparameterize_model(copy.deepcopy(twin))
+        assert network.forward_features(x).shape == resnet50d.forward_features(x).shape
+    assert isinstance(network.layer1[0].conv1, embed.models.gresnet.SplitNormConv2d)
+    fused = reparameterize_model(copy.deepcopy(network))
     assert not any(isinstance(m, embed.models.gresnet.SplitNormConv2d) for m in fused.modules())
     for size in (176, 224, 193):
-        assert fv.max_relative_error(fused, twin, size=size, batch=1) < 1e-4
-    assert fv.max_relative_error(fv.naive_fold(fused), twin, size=224, batch=1) > 1e-3
+        assert fv.max_relative_error(fused, network, size=size, batch=1) < 1e-4
+    assert fv.max_relative_error(fv.naive_fold(fused), network, size=224, batch=1) > 1e-3
 
 
-@pytest.mark.parametrize("which", ["gresnet", "splitnorm_resnet50d", "resnet50d"])
+@pytest.mark.parametrize("which", ["gresnet", "resnet50d_splitnorm", "resnet50d"])
 def test_stages_cover_the_whole_network_in_order(models, which):
     import timm
 
     network = {
         "gresnet": lambda: models[1],
-        "splitnorm_resnet50d": fv.splitnorm_resnet50d,
+        "resnet50d_splitnorm": fv.resnet50d_splitnorm,
         "resnet50d": lambda: timm.create_model("resnet50d", num_classes=0).eval(),
     }[which]()
     x = torch.randn(1, 3, 160, 160)
@@ -115,7 +115,7 @@ def test_the_paired_tables_name_every_network_and_every_ratio():
     }
     md = render(report)
     assert "| network | stem | rest | sum |" in md
-    assert "| gresnet | 12 | 30 | 42 |" in md and "| resnet50d_silu | 5 | 33 | 38 |" in md
+    assert "| gresnet | 12.0 | 30.4 | 42.4 |" in md and "| resnet50d_silu | 5.0 | 33.0 | 38.0 |" in md
     for i, (key, (numerator, denominator)) in enumerate(PAIRED_RATIOS.items()):
         [row] = [line for line in md.splitlines() if line.startswith(f"| {key} |")]
         assert row == f"| {key} | {numerator} / {denominator} | {round(0.5 + i / 10, 3)} | {round(2.5 + i / 10, 3)} |"

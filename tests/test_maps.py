@@ -13,6 +13,8 @@ import pytest
 from support.browser import app_output, needs_chromium, streamlit_in_chromium
 from support.data import REPO, have_effnet_package, tiny_imagenet_root
 
+from app.navigation import EVALUATION_FILE, MAPS_FILE
+
 LITES = ("effnet-lite0", "effnet-lite1", "effnet-lite2")
 RENDER_RESULTS = REPO / "benchmarks" / "results" / "cpu-2core"
 
@@ -245,7 +247,7 @@ def three_lites(tmp_path_factory):
     return build_three_lites(tmp_path_factory.mktemp("maps3"))
 
 
-def _page(args, monkeypatch, page="views/maps.py"):
+def _page(args, monkeypatch, page=MAPS_FILE):
     from streamlit.testing.v1 import AppTest
 
     # settings as arguments: embed.common.settings read the RETRIEVAL_* variables when this process first imported it
@@ -265,7 +267,7 @@ def test_missing_maps_page_gives_a_command_that_makes_them(three_lites, monkeypa
     assert any("No maps of" in w.value for w in at.warning)
     (command,) = [c.value for c in at.code]
     assert command.startswith("python -m indexer maps --split val --models effnet-lite0,effnet-lite1,effnet-lite2")
-    evaluation = _page(args, monkeypatch, "views/evaluation.py")
+    evaluation = _page(args, monkeypatch, EVALUATION_FILE)
     assert command in [c.value for c in evaluation.code], "the Evaluation page suggests the same command"
     # as written, from the repository, with this environment's python first on PATH; the app above still holds
     # the database (served to the command by this process, as the app would)
@@ -284,7 +286,7 @@ def test_missing_maps_page_gives_a_command_that_makes_them(three_lites, monkeypa
     captions = " ".join(c.value for c in at.caption)
     assert captions.count("trustworthiness@10") == 3 and captions.count("UMAP (n_neighbors 15, min_dist 0.1") >= 3
     assert "in the original space" in captions
-    evaluation = _page(args, monkeypatch, "views/evaluation.py")
+    evaluation = _page(args, monkeypatch, EVALUATION_FILE)
     assert command not in [c.value for c in evaluation.code]
     assert any("Maps** page" in m.value for m in evaluation.markdown)
 

@@ -12,6 +12,7 @@ import pytest
 from support.browser import needs_chromium, streamlit_in_chromium
 from support.data import REPO, have_effnet_package, tiny_imagenet_root
 
+from app.navigation import EVALUATION_FILE
 from indexer.evaluation.document import SCHEMA_VERSION, ReportDocument
 
 # real weights, a real report, the Evaluation page in a browser: minutes on 2 cores
@@ -261,7 +262,7 @@ def test_evaluation_page_shows_report_and_opens_side_by_side(small_real, monkeyp
     )
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
     at.run()  # the entry point registers the pages (st.navigation), as when a browser opens the app
-    at.switch_page("views/evaluation.py")
+    at.switch_page(EVALUATION_FILE)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     text = " ".join(m.value for m in at.markdown)
@@ -300,7 +301,7 @@ def test_evaluation_page_without_report_says_how_to_make_one(small_real, monkeyp
 
     _release(small_real)
     monkeypatch.setattr(sys, "argv", ["x", "--uri", small_real["uri"], "--report-dir", str(tmp_path / "none")])
-    at = AppTest.from_file(str(REPO / "app" / "views" / "evaluation.py"), default_timeout=120)
+    at = AppTest.from_file(str(REPO / "app" / EVALUATION_FILE), default_timeout=120)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     code = " ".join(c.value for c in at.code)

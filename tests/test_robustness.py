@@ -495,12 +495,13 @@ def test_evaluation_page_shows_the_robustness_section(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
     from support.data import REPO
 
+    from app.navigation import EVALUATION_FILE
     from indexer.evaluation.robustness import write_outputs
 
     folder = tmp_path / "report"
     doc = write_outputs(toy_result(tmp_path), folder)  # robustness only: no comparison report in the folder
     monkeypatch.setattr(sys, "argv", ["page.py", "--uri", str(tmp_path / "milvus.db"), "--report-dir", str(folder)])
-    at = AppTest.from_file(str(REPO / "app" / "views" / "evaluation.py"), default_timeout=120)
+    at = AppTest.from_file(str(REPO / "app" / EVALUATION_FILE), default_timeout=120)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert [h.value for h in at.header] == ["Robustness: transformed queries"]
