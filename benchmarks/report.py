@@ -40,6 +40,11 @@ def ratio_key(ratio: str, precision: str) -> str:
     return f"{ratio}_{precision}"
 
 
+def recorded_ratios(paired: Dict, precision: str) -> Dict[str, float]:
+    """The ``PAIRED_RATIOS`` a results file's paired section holds for one precision (older files lack later ones)."""
+    return {ratio: paired[precision][ratio] for ratio in PAIRED_RATIOS if ratio in paired[precision]}
+
+
 def _paired_table(paired: Dict) -> List[str]:
     """The networks timed in the paired rounds (size in multiply-adds, every round), then the ratios between them."""
     gmacs = paired.get("gmacs_224", {})
@@ -61,11 +66,10 @@ def _paired_table(paired: Dict) -> List[str]:
         "| ratio | numerator / denominator | fp32 | bf16 |",
         "|---|---|---|---|",
     ]
-    for ratio, (numerator, denominator) in PAIRED_RATIOS.items():
-        if ratio in paired["fp32"]:  # older results lack the later rows
-            lines.append(
-                f"| {ratio} | {numerator} / {denominator} | {paired['fp32'][ratio]} | {paired['bf16'][ratio]} |"
-            )
+    bf16 = recorded_ratios(paired, "bf16")
+    for ratio, fp32 in recorded_ratios(paired, "fp32").items():
+        numerator, denominator = PAIRED_RATIOS[ratio]
+        lines.append(f"| {ratio} | {numerator} / {denominator} | {fp32} | {bf16[ratio]} |")
     stage_ms = paired.get("stage_ms_fp32")
     if stage_ms:
         parts = list(next(iter(stage_ms.values())))

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 # defined beside the renderer, which must not need torch; the paired rounds and ratios() read it
-from benchmarks.report import PAIRED_RATIOS, ratio_key
+from benchmarks.report import PAIRED_RATIOS, ratio_key, recorded_ratios
 
 log = logging.getLogger("benchmarks")
 REPO = Path(__file__).resolve().parents[1]
@@ -567,10 +567,9 @@ def ratios(report: Dict, device: torch.device) -> Dict:
                     out[ratio_key(ratio_name, prec)] = value
         paired = report.get("paired")
         if paired:
-            for ratio_name in PAIRED_RATIOS:
-                for prec in ("fp32", "bf16"):
-                    if ratio_name in paired[prec]:  # older results lack the later rows
-                        out[ratio_key(ratio_name, prec)] = paired[prec][ratio_name]
+            for prec in ("fp32", "bf16"):
+                for ratio_name, value in recorded_ratios(paired, prec).items():
+                    out[ratio_key(ratio_name, prec)] = value
         for prec in ("fp32", "bf16"):
             compiled = ratio(
                 {"model": "gresnet", "size": 224, "precision": prec, "compile": True},
