@@ -23,7 +23,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -222,7 +222,9 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
     ``resnet50d_silu`` is timm's resnet50d with SiLU (GResNet's activation) and its batch norms unfused;
     the ``gresnet_*`` variants (benchmarks/fusion_variants.py) have GResNet's exact architecture, and
     ``resnet50d_splitnorm`` has resnet50d's geometry with GResNet's layers, so their ratios isolate the cost of
-    the fold from the cost of the wider stem; ``stage_ms_fp32`` says which parts of the networks differ.
+    the fold from the cost of the wider stem; ``stage_ms_fp32`` says which parts of the networks differ. On a CPU,
+    ``op_ms`` says which kinds of operator take the time and ``conv_ceiling`` how far the convolutions alone let the
+    ratios against resnet50d go.
     """
     from timm.utils import reparameterize_model
 
@@ -282,6 +284,13 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
     out["stage_ms_fp32"] = time_stages(
         {k: models[k] for k in ("gresnet", "resnet50d_splitnorm", "resnet50d_silu")}, batch, device, out["rounds"] + 4
     )
+    if device.type == "cpu":  # the profiler's CPU times would be kernel launches on a GPU
+        profiled = {k: models[k] for k in ("gresnet", "resnet50d", "resnet50d_silu")}
+        out["op_ms"] = {
+            pname: time_by_op(profiled, batch, device, prec, out["rounds"])
+            for pname, prec in {"fp32": None, "bf16": torch.bfloat16}.items()
+        }
+        out["conv_ceiling"] = conv_ceilings(out["op_ms"])
     out["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
     return out
 
@@ -309,6 +318,78 @@ def time_stages(models: Dict[str, Any], batch: int, device: torch.device, rounds
                             samples[name][part].append(time.perf_counter() - start)
     return {
         name: {part: round(statistics.median(v) * 1000, 1) for part, v in per.items()} for name, per in samples.items()
+    }
+
+
+# aten operators by what they do, the first matching fragment deciding; the rest is "other" (allocation, views)
+OP_KINDS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+    ("convolution", ("conv",)),
+    ("batch norm", ("batch_norm",)),
+    ("matrix product", ("addmm", "matmul", "linear", "aten::mm", "bmm")),
+    ("activation", ("silu", "relu", "clamp_min", "gelu", "sigmoid")),
+    ("add", ("add",)),
+    ("pooling", ("pool",)),
+    ("dtype casts", ("copy_", "_to_copy")),
+)
+# the fused GResNet ratios whose targets are set against networks with fewer multiply-adds
+CEILING_RATIOS = ("fused_over_resnet50d", "fused_over_resnet50d_silu")
+
+
+def op_kind(name: str) -> str:
+    for kind, fragments in OP_KINDS:
+        if any(f in name for f in fragments):
+            return kind
+    return "other"
+
+
+def time_by_op(
+    models: Dict[str, Any], batch: int, device: torch.device, precision: Optional[torch.dtype], rounds: int
+) -> Dict[str, Dict[str, float]]:
+    """Median ms per batch (eager, channels_last, 224 px) that each kind of operator (``OP_KINDS``) takes, and the
+    whole step ("total"), from one profiled step per model and round, the models interleaved.
+
+    Self CPU times: on a CPU an operator's intra-op threads work inside its call, so this is its wall time.
+    """
+    from collections import defaultdict
+
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+    nets = {name: model.to(device, memory_format=torch.channels_last) for name, model in models.items()}
+    samples: Dict[str, Dict[str, List[float]]] = {name: defaultdict(list) for name in nets}
+    for _ in range(rounds):
+        for name, model in nets.items():
+            with (
+                torch.inference_mode(),
+                torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None),
+            ):
+                model(x)  # warms this model's buffers up after the other models ran
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    start = time.perf_counter()
+                    model(x)
+                    wall = time.perf_counter() - start
+            per: Dict[str, float] = defaultdict(float)
+            for event in prof.key_averages():
+                per[op_kind(event.key)] += event.self_cpu_time_total / 1000  # microseconds
+            per["total"] = wall * 1000
+            for kind in [k for k, _ in OP_KINDS] + ["other", "total"]:
+                samples[name][kind].append(per[kind])
+    return {
+        name: {k: round(statistics.median(v), 1) for k, v in per_kind.items()} for name, per_kind in samples.items()
+    }
+
+
+def conv_ceilings(op_ms: Dict[str, Dict[str, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
+    """The most each ``CEILING_RATIOS`` ratio could be: the reference's whole forward over fused GResNet's
+    convolutions alone (a ratio of the medians ``time_by_op`` gives), as if every other operator of GResNet cost
+    nothing. Any exact fold runs these same convolutions (the multiply-adds are the architecture's), so a target
+    above its ceiling is out of any fold's reach on that machine and kernel library."""
+    return {
+        precision: {
+            ratio: round(per_model[PAIRED_RATIOS[ratio][1]]["total"] / per_model["gresnet"]["convolution"], 3)
+            for ratio in CEILING_RATIOS
+        }
+        for precision, per_model in op_ms.items()
     }
 
 

@@ -8,6 +8,7 @@ own architecture (same multiply-adds), and resnet50d smaller than GResNet (the s
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 from support.data import REPO
@@ -111,9 +112,20 @@ def test_the_paired_tables_name_every_network_and_every_ratio():
             "gmacs_224": {n: 5.0 for n in names},
             "max_rel_err_vs_unfused_224": {"gresnet": 1e-6},
             "stage_ms_fp32": {"gresnet": {"stem": 12.0, "rest": 30.4}, "resnet50d_silu": {"stem": 5.0, "rest": 33.0}},
+            "op_ms": {
+                p: {"gresnet": {"convolution": 40.0 + i, "other": 2.5, "total": 44.0 + i}}
+                for i, p in enumerate(("fp32", "bf16"))
+            },
+            "conv_ceiling": {"fp32": {"fused_over_resnet50d": 1.07}, "bf16": {"fused_over_resnet50d": 1.31}},
         },
+        "ratios": {"fused_over_resnet50d_bf16": {"measured": 0.9, "target": 0.95, "met": False}},
     }
     md = render(report)
+    assert "| network | precision | convolution | other | total |" in md
+    assert "| gresnet | fp32 | 40.0 | 2.5 | 44.0 |" in md and "| gresnet | bf16 | 41.0 | 2.5 | 45.0 |" in md
+    at = list(PAIRED_RATIOS).index("fused_over_resnet50d")
+    assert f"| fused_over_resnet50d_fp32 | {round(0.5 + at / 10, 3)} | 1.07 |  |" in md
+    assert f"| fused_over_resnet50d_bf16 | {round(2.5 + at / 10, 3)} | 1.31 | 0.95 |" in md
     assert "| network | stem | rest | sum |" in md
     assert "| gresnet | 12.0 | 30.4 | 42.4 |" in md and "| resnet50d_silu | 5.0 | 33.0 | 38.0 |" in md
     for i, (key, (numerator, denominator)) in enumerate(PAIRED_RATIOS.items()):
@@ -136,3 +148,113 @@ def test_every_committed_suite_result_renders(path):
         assert f"| {key} |" in md
     for name in report.get("paired", {}).get("fp32", {}).get("images_per_s", {}):
         assert f"| {name} |" in md
+
+
+@pytest.mark.parametrize(
+    "op, kind",
+    [
+        ("aten::mkldnn_convolution", "convolution"),
+        ("aten::cudnn_convolution", "convolution"),
+        ("aten::native_batch_norm", "batch norm"),
+        ("aten::addmm", "matrix product"),
+        ("aten::silu_", "activation"),
+        ("aten::clamp_min_", "activation"),
+        ("aten::add_", "add"),
+        ("aten::max_pool2d_with_indices", "pooling"),
+        ("aten::avg_pool2d", "pooling"),
+        ("aten::_to_copy", "dtype casts"),
+        ("aten::empty_strided", "other"),
+    ],
+)
+def test_operators_sort_by_what_they_do(op, kind):
+    from benchmarks.run import op_kind
+
+    assert op_kind(op) == kind
+
+
+@pytest.fixture(scope="module")
+def op_ms(models):
+    """One profiled round of the three networks the ceilings compare, at batch 1 in fp32 and bf16."""
+    import timm
+
+    from benchmarks.run import time_by_op
+
+    networks = {
+        "gresnet": models[1],
+        "resnet50d": timm.create_model("resnet50d", num_classes=0).eval(),
+        "resnet50d_silu": timm.create_model("resnet50d", num_classes=0, act_layer="silu").eval(),
+    }
+    cpu = torch.device("cpu")
+    return {"fp32": time_by_op(networks, 1, cpu, None, 1), "bf16": time_by_op(networks, 1, cpu, torch.bfloat16, 1)}
+
+
+def test_the_operator_profile_accounts_for_each_networks_step(op_ms):
+    from benchmarks.run import OP_KINDS
+
+    for precision, per_model in op_ms.items():
+        for name, per in per_model.items():
+            assert list(per) == [k for k, _ in OP_KINDS] + ["other", "total"], (precision, name)
+            # self times do not overlap, so they cannot add up to more than the step's wall time
+            assert 0 < sum(v for k, v in per.items() if k != "total") <= per["total"] * 1.01 + 0.2, (precision, name)
+            kinds = {k: v for k, v in per.items() if k != "total"}
+            assert max(kinds, key=kinds.__getitem__) == "convolution" and per["activation"] > 0, (precision, name)
+        # folded away in GResNet, unfused in timm's resnet50d
+        assert per_model["gresnet"]["batch norm"] == 0 and per_model["resnet50d"]["batch norm"] > 0
+    assert op_ms["bf16"]["gresnet"]["dtype casts"] > 0 and op_ms["fp32"]["gresnet"]["dtype casts"] < 1
+
+
+def test_a_conv_ceiling_lies_above_the_ratio_measured_in_the_same_profile(op_ms):
+    from benchmarks.report import PAIRED_RATIOS
+    from benchmarks.run import CEILING_RATIOS, conv_ceilings
+
+    ceilings = conv_ceilings(op_ms)
+    assert set(ceilings) == {"fp32", "bf16"}
+    for precision, per_ratio in ceilings.items():
+        assert list(per_ratio) == list(CEILING_RATIOS)
+        for ratio, ceiling in per_ratio.items():
+            reference = op_ms[precision][PAIRED_RATIOS[ratio][1]]["total"]
+            assert ceiling > reference / op_ms[precision]["gresnet"]["total"]
+
+
+def _paired_rounds(per_round_ratios):
+    """A paired section whose fused_over_resnet50d ratio takes the given value in each round."""
+    den = [20.0 + i for i in range(len(per_round_ratios))]
+    per_prec = {
+        "images_per_s": {"gresnet": [r * d for r, d in zip(per_round_ratios, den)], "resnet50d": den},
+        "fused_over_resnet50d": float(np.median(per_round_ratios)),
+    }
+    return {"rounds": len(den), "size": 224, "batch": 16, "fp32": per_prec, "bf16": per_prec}
+
+
+def test_a_median_interval_is_the_order_statistics_that_cover_it_at_95_percent():
+    from benchmarks.report import paired_interval
+
+    ratios = [0.93, 1.02, 0.88, 0.97, 0.95, 1.10, 0.91, 0.99, 0.96]
+    # 9 rounds: the 2nd and 8th smallest cover the median with probability 1 - 2 * P(Bin(9, 1/2) <= 1) = 96.1%
+    assert 1 - 2 * (1 + 9) / 2**9 >= 0.95 > 1 - 2 * (1 + 9 + 36) / 2**9
+    ordered = sorted(ratios)
+    assert paired_interval(_paired_rounds(ratios), "fp32", "fused_over_resnet50d") == (ordered[1], ordered[7])
+    # 5 rounds reach 1 - 2 / 2**5 = 93.8% at most: no 95% interval
+    assert paired_interval(_paired_rounds(ratios[:5]), "fp32", "fused_over_resnet50d") is None
+
+
+@pytest.mark.parametrize(
+    "target, met, verdict",
+    [
+        (0.9, True, "yes"),
+        (0.95, True, "yes (within noise)"),
+        (1.0, False, "**no** (within noise)"),
+        (1.2, False, "**no**"),
+    ],
+)
+def test_the_targets_table_says_when_a_paired_target_lies_within_the_noise(target, met, verdict):
+    ratios = [0.93, 1.02, 0.88, 0.97, 0.95, 1.10, 0.91, 0.99, 0.96]
+    report = {
+        "machine": {"cpu": "test", "cores": 2, "torch": "x", "timm": "y"},
+        "date": "today",
+        "paired": _paired_rounds(ratios),
+        "ratios": {"fused_over_resnet50d_fp32": {"measured": 0.96, "target": target, "met": met}},
+    }
+    md = render(report)
+    assert f"| fused_over_resnet50d_fp32 | 0.96 (0.91-1.02) | {target} | {verdict} |" in md
+    assert "| fused_over_resnet50d | gresnet / resnet50d | 0.96 (0.91-1.02) | 0.96 (0.91-1.02) |" in md
