@@ -48,18 +48,22 @@ def recorded_ratios(paired: Dict, precision: str) -> Dict[str, float]:
     return {ratio: paired[precision][ratio] for ratio in PAIRED_RATIOS if ratio in paired[precision]}
 
 
+def per_round_ratios(images_per_s: Dict[str, List[float]], ratio: str) -> List[float]:
+    """A ``PAIRED_RATIOS`` ratio in each round: its numerator's throughput over its denominator's, same round."""
+    numerator, denominator = PAIRED_RATIOS[ratio]
+    return [a / b for a, b in zip(images_per_s[numerator], images_per_s[denominator])]
+
+
 def paired_interval(paired: Dict, precision: str, ratio: str) -> Optional[Tuple[float, float]]:
     """The ``CONFIDENCE`` interval of a ratio's median over the paired rounds: distribution-free, from the order
     statistics of the per-round ratios (``scipy.stats.quantile_test``). None where the rounds are too few for that
     confidence (5 rounds reach 93.8%, 7 rounds 98.4%, 9 rounds 96.1%)."""
     from scipy.stats import quantile_test
 
-    numerator, denominator = PAIRED_RATIOS[ratio]
     ips = paired[precision]["images_per_s"]
-    if numerator not in ips or denominator not in ips:
+    if any(name not in ips for name in PAIRED_RATIOS[ratio]):
         return None
-    per_round = [a / b for a, b in zip(ips[numerator], ips[denominator])]
-    low, high = quantile_test(per_round, p=0.5).confidence_interval(CONFIDENCE)
+    low, high = quantile_test(per_round_ratios(ips, ratio), p=0.5).confidence_interval(CONFIDENCE)
     if not (math.isfinite(low) and math.isfinite(high)):
         return None
     return round(float(low), 3), round(float(high), 3)
@@ -80,7 +84,7 @@ def _with_interval(value: Any, interval: Optional[Tuple[float, float]]) -> str:
     return f"{value}" if interval is None else f"{value} ({interval[0]}-{interval[1]})"
 
 
-def _paired_table(paired: Dict, targets: Optional[Dict[str, Any]] = None) -> List[str]:
+def _paired_table(paired: Dict, intervals: Dict[str, Tuple[float, float]], targets: Dict[str, Any]) -> List[str]:
     """The networks timed in the paired rounds (size in multiply-adds, every round), then the ratios between them."""
     gmacs = paired.get("gmacs_224", {})
     lines = [
@@ -94,7 +98,6 @@ def _paired_table(paired: Dict, targets: Optional[Dict[str, Any]] = None) -> Lis
     for name in paired["fp32"]["images_per_s"]:
         rounds = {p: " / ".join(f"{v:.1f}" for v in paired[p]["images_per_s"][name]) for p in ("fp32", "bf16")}
         lines.append(f"| {name} | {gmacs.get(name, '')} | {rounds['fp32']} | {rounds['bf16']} |")
-    intervals = paired_intervals(paired)
     lines += [
         "",
         f"Median of the per-round ratios ({CONFIDENCE:.0%} interval of the median in brackets, where the rounds "
@@ -124,7 +127,7 @@ def _paired_table(paired: Dict, targets: Optional[Dict[str, Any]] = None) -> Lis
         for name, per in stage_ms.items():
             cells = " | ".join(f"{per[p]:.1f}" for p in parts)
             lines.append(f"| {name} | {cells} | {sum(per.values()):.1f} |")
-    lines += _op_tables(paired, targets or {})
+    lines += _op_tables(paired, targets)
     errors = paired.get("max_rel_err_vs_unfused_224")
     if errors:
         lines += [
@@ -201,7 +204,7 @@ def render(report: Dict) -> str:
         lines += ["", "### Model forward (synthetic batch in memory)", ""] + _forward_table(report["forward"])
     paired = report.get("paired")
     if paired:
-        lines += _paired_table(paired, {k: v.get("target") for k, v in report.get("ratios", {}).items()})
+        lines += _paired_table(paired, intervals, {k: v.get("target") for k, v in report.get("ratios", {}).items()})
         if paired.get("load_avg_start"):
             lines += [
                 "",

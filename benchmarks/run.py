@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 # defined beside the renderer, which must not need torch; the paired rounds and ratios() read it
-from benchmarks.report import PAIRED_RATIOS, ratio_key, recorded_ratios
+from benchmarks.report import PAIRED_RATIOS, per_round_ratios, ratio_key, recorded_ratios
 
 log = logging.getLogger("benchmarks")
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +70,9 @@ TARGETS: Dict[str, Dict[str, float]] = {
     },
 }
 
+
+# name -> autocast dtype (None: plain fp32), as embed.extraction.embedder.resolve_precision gives them
+PRECISIONS: Dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16}
 
 DEFAULT_SECTIONS = "forward,paired,e2e,milvus,evaluation"
 GPU_SECTIONS = "gpu"  # what --device cuda runs unless --only says otherwise
@@ -142,7 +145,7 @@ def time_forward(
     min_seconds: float,
     warmup: int = 2,
 ) -> float:
-    from embed.extraction.embedder import images_per_second
+    from embed.extraction.embedder import autocast_to, images_per_second
 
     model = model.to(device)
     x = torch.randn(batch, 3, size, size, device=device)
@@ -154,7 +157,7 @@ def time_forward(
     def step():
         with (
             torch.inference_mode(),
-            torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None),
+            autocast_to(device, precision),
         ):
             return fn(x)
 
@@ -165,7 +168,7 @@ def bench_forward(device: torch.device, quick: bool) -> List[Dict]:
     gpu = device.type == "cuda"
     batch = 256 if gpu else 16
     min_s = 3.0 if gpu else (2.0 if quick else 4.0)
-    precisions = {"fp32": None, "bf16": torch.bfloat16}
+    precisions = dict(PRECISIONS)
     if gpu:
         precisions["fp16"] = torch.float16
     if quick and not gpu:
@@ -267,17 +270,14 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
             k: float(f"{fv.max_relative_error(models[k], reference):.2e}") for k, reference in unfused_of.items()
         },
     }
-    for pname, prec in {"fp32": None, "bf16": torch.bfloat16}.items():
+    for pname, prec in PRECISIONS.items():
         samples: Dict[str, List[float]] = {k: [] for k in models}
         for _ in range(out["rounds"]):
             for name, model in models.items():
                 samples[name].append(time_forward(model, batch, 224, device, prec, True, False, 2.0))
         out[pname] = {
             "images_per_s": {k: [round(v, 2) for v in vs] for k, vs in samples.items()},
-            **{
-                ratio: round(statistics.median([a / b for a, b in zip(samples[num], samples[den])]), 3)
-                for ratio, (num, den) in PAIRED_RATIOS.items()
-            },
+            **{ratio: round(statistics.median(per_round_ratios(samples, ratio)), 3) for ratio in PAIRED_RATIOS},
         }
         log.info("paired %s %s", pname, out[pname])
     # the part timings are single passes, noisier than the whole-model figures: more rounds than those
@@ -287,8 +287,7 @@ def bench_paired(device: torch.device, quick: bool, rounds: int = 5) -> Dict:
     if device.type == "cpu":  # the profiler's CPU times would be kernel launches on a GPU
         profiled = {k: models[k] for k in ("gresnet", "resnet50d", "resnet50d_silu")}
         out["op_ms"] = {
-            pname: time_by_op(profiled, batch, device, prec, out["rounds"])
-            for pname, prec in {"fp32": None, "bf16": torch.bfloat16}.items()
+            pname: time_by_op(profiled, batch, device, prec, out["rounds"]) for pname, prec in PRECISIONS.items()
         }
         out["conv_ceiling"] = conv_ceilings(out["op_ms"])
     out["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
@@ -354,6 +353,8 @@ def time_by_op(
 
     from torch.profiler import ProfilerActivity, profile
 
+    from embed.extraction.embedder import autocast_to
+
     x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
     nets = {name: model.to(device, memory_format=torch.channels_last) for name, model in models.items()}
     samples: Dict[str, Dict[str, List[float]]] = {name: defaultdict(list) for name in nets}
@@ -361,7 +362,7 @@ def time_by_op(
         for name, model in nets.items():
             with (
                 torch.inference_mode(),
-                torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None),
+                autocast_to(device, precision),
             ):
                 model(x)  # warms this model's buffers up after the other models ran
                 with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -54,6 +54,11 @@ def precision_name(dtype: Optional[torch.dtype]) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
+def autocast_to(device: torch.device, precision: Optional[torch.dtype]) -> torch.autocast:
+    """The autocast context of a ``resolve_precision`` result: off (plain fp32) for None."""
+    return torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None)
+
+
 def default_batch_size(device: torch.device) -> int:
     return 256 if device.type == "cuda" else 32
 
@@ -127,9 +132,7 @@ class Embedder:
         x = batch.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(
-            self.device.type, dtype=self.precision or torch.float32, enabled=self.precision is not None
-        ):
+        with autocast_to(self.device, self.precision):
             feats = self.model(x)
         return feats.float()
 
