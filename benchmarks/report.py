@@ -1,7 +1,16 @@
-"""Render a benchmark results JSON as markdown: python -m benchmarks.report RESULTS.json"""
+"""Render the results JSON of `python -m benchmarks.run` as markdown, the tables benchmarks/README.md quotes.
+
+examples:
+  python -m benchmarks.report benchmarks/results/cpu-2core/2026-12-02-paired-xeon-amx.json
+  python -m benchmarks.report benchmarks/results/cpu-2core/2026-11-24.json > /tmp/suite.md
+
+Other benchmarks (maps render, help start-up, robustness, the DINO dry run) write their own JSON shapes, described in
+their sections of benchmarks/README.md: this renderer names them and stops.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -355,5 +364,32 @@ def _curve_rows(sc: Dict) -> List[int]:
     return sorted({r["rows"] for b in sc["backends"].values() for r in b.get("search_curve", [])})
 
 
+def suite_result_problem(report: Any) -> Optional[str]:
+    """Why a parsed JSON is not a `python -m benchmarks.run` result ``render`` can read, or None where it is one."""
+    if not isinstance(report, dict):
+        return "it holds no JSON object"
+    if "settings" in report and "machine" in report:
+        return None
+    origin = f"the {report['benchmark']!r} benchmark" if "benchmark" in report else "another benchmark script"
+    return f"it is a result of {origin}, not of python -m benchmarks.run; benchmarks/README.md describes it"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("results", type=Path, help="a results JSON that python -m benchmarks.run wrote")
+    args = p.parse_args(argv)
+    try:
+        report = json.loads(args.results.read_text())
+    except (OSError, ValueError) as e:
+        p.error(f"cannot read {args.results}: {e}")
+    problem = suite_result_problem(report)
+    if problem:
+        p.error(f"{args.results}: {problem}")
+    sys.stdout.write(render(report) + "\n")
+    return 0
+
+
 if __name__ == "__main__":
-    print(render(json.loads(Path(sys.argv[1]).read_text())))
+    raise SystemExit(main())

@@ -15,7 +15,8 @@ from support.data import REPO
 
 import embed.models.gresnet  # noqa: F401  registers gresnet50
 from benchmarks import fusion_variants as fv
-from benchmarks.report import render
+from benchmarks.report import main as report_main
+from benchmarks.report import render, suite_result_problem
 
 
 @pytest.fixture(scope="module")
@@ -135,19 +136,55 @@ def test_the_paired_tables_name_every_network_and_every_ratio():
     assert f"| gresnet | 5.0 | {10.0 + i} / {11.0 + i} |" in md and "gresnet 1.0e-06" in md
 
 
-@pytest.mark.parametrize(
-    "path",
-    sorted(p for p in (REPO / "benchmarks" / "results").glob("*/*.json") if "ratios" in json.loads(p.read_text())),
-    ids=lambda p: p.name,
-)
-def test_every_committed_suite_result_renders(path):
+COMMITTED_RESULTS = sorted((REPO / "benchmarks" / "results").glob("*/*.json"))
+SUITE_RESULTS = [p for p in COMMITTED_RESULTS if suite_result_problem(json.loads(p.read_text())) is None]
+OTHER_RESULTS = [p for p in COMMITTED_RESULTS if p not in SUITE_RESULTS]
+
+
+def test_the_committed_results_hold_both_kinds():
+    """Guards the two tests below against an empty parametrization; every suite result carries its targets."""
+    assert SUITE_RESULTS and OTHER_RESULTS
+    assert all("ratios" in json.loads(p.read_text()) for p in SUITE_RESULTS)
+    assert not any("ratios" in json.loads(p.read_text()) for p in OTHER_RESULTS)
+
+
+@pytest.mark.parametrize("path", SUITE_RESULTS, ids=lambda p: p.name)
+def test_every_committed_suite_result_renders(path, capsys):
     """The committed results of `python -m benchmarks.run` (older ones lack newer keys) render, each target named."""
     report = json.loads(path.read_text())
-    md = render(report)
+    assert report_main([str(path)]) == 0
+    md = capsys.readouterr().out
+    assert md == render(report) + "\n"
     for key in report["ratios"]:
         assert f"| {key} |" in md
     for name in report.get("paired", {}).get("fp32", {}).get("images_per_s", {}):
         assert f"| {name} |" in md
+
+
+@pytest.mark.parametrize("path", OTHER_RESULTS, ids=lambda p: p.name)
+def test_the_renderer_names_another_benchmarks_result_and_stops(path, capsys):
+    """A maps, start-up or robustness JSON is refused in one line that names its benchmark, not with a KeyError."""
+    report = json.loads(path.read_text())
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(path)])
+    assert stop.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    [message] = [line for line in err.splitlines() if "error:" in line]
+    assert path.name in message and "not of python -m benchmarks.run" in message
+    assert (repr(report["benchmark"]) if "benchmark" in report else "another benchmark script") in message
+
+
+@pytest.mark.parametrize("content", [None, "{not json", "[1, 2]"], ids=["missing", "not-json", "not-an-object"])
+def test_the_renderer_refuses_an_unreadable_file_in_one_line(tmp_path, capsys, content):
+    path = tmp_path / "results.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(path)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(path) in err.splitlines()[-1]
 
 
 @pytest.mark.parametrize(
