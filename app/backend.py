@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from app.comparison import CollectionImages, Comparison, IndexedImage, build_command
+from app.comparison import CollectionImages, Comparison, IndexedImage, SearchScope, build_command
 from embed.common.settings import RetrievalSettings
 from embed.models.catalog import BLOG_MODELS, REGISTRY
 from embed.sources.datasets import class_name
@@ -113,6 +113,28 @@ class Query:
         return IndexedImage(self.indexed_id, self.class_id or "", self.label)
 
 
+@dataclass(frozen=True)
+class CollectionChange:
+    """A collection that a build (or a drop) changed while the app had it open."""
+
+    title: str
+    before: Optional[int]  # rows its last build wrote, as the app read them; None: it was not indexed
+    after: Optional[int]  # None: it is gone
+    complete: bool = True  # False: a build is writing it now, or its last build did not finish
+
+    @property
+    def text(self) -> str:
+        if self.after is None:
+            return f"{self.title}'s collection was dropped."
+        what = (
+            f"was indexed ({self.after:,} images)"
+            if self.before is None
+            else f"changed ({self.before:,} → {self.after:,} images)"
+        )
+        unfinished = "" if self.complete else " Its build has not finished: the column may change again."
+        return f"{self.title}'s collection {what} since this page last read it; the page now shows it as it is.{unfinished}"
+
+
 def model_title(model: str) -> str:
     spec = REGISTRY.get(model)
     return spec.title if spec else model
@@ -168,10 +190,39 @@ class Backend:
 
     def refresh(self) -> None:
         """Re-read the collections (a build may have added one); the data root comes from them if unset."""
+        self._adopt(self._current())
+
+    def changes(self) -> List[CollectionChange]:
+        """The collections that changed since they were read (a build ran meanwhile), re-read if any did.
+
+        A page calls this on every run: reading the collections' metadata takes milliseconds, and a column
+        must never search rows the page's positions, classes and ceilings do not know of.
+        """
+        now = self._current()
+        before = {m: c.meta for m, c in self.collections.items()}
+        after = {c.meta.model: c.meta for c in now}
+        changed = [
+            CollectionChange(
+                model_title(m),
+                before[m].rows if m in before else None,
+                after[m].rows if m in after else None,
+                after[m].complete if m in after else True,
+            )
+            for m in sorted(set(before) | set(after))
+            if m not in before or m not in after or before[m].to_json() != after[m].to_json()
+        ]
+        if changed:
+            self._adopt(now)
+        return changed
+
+    def _current(self) -> List[IndexedCollection]:
         colls = [c for c in indexed_collections(self.store) if c.meta.key.matches(split=self.settings.split)]
         if self.settings.data_root:
             root = str(Path(self.settings.data_root).expanduser().resolve())
             colls = [c for c in colls if str(Path(c.meta.data_root).resolve()) == root] or colls
+        return colls
+
+    def _adopt(self, colls: List[IndexedCollection]) -> None:
         self.collections = {c.meta.model: c for c in colls}
         self._images.clear()
         if not self.settings.data_root and colls:
@@ -180,6 +231,21 @@ class Backend:
     @property
     def data_root(self) -> Optional[str]:
         return self.settings.data_root
+
+    def data_root_problem(self) -> Optional[str]:
+        """Why no indexed image can be shown (the data root lacks the split's folder), or None."""
+        root = self.settings.data_root
+        if not root or not self.collections:
+            return None
+        folder = Path(root).expanduser() / self.settings.split
+        if folder.is_dir():
+            return None
+        indexed = ", ".join(sorted({c.meta.data_root for c in self.collections.values()}))
+        return (
+            f"The data root {root} has no '{self.settings.split}' folder ({folder} does not exist), so no indexed "
+            f"image can be shown. The collections were built from {indexed}: start the app without --data-root "
+            f"to use it, or pass the folder that holds {self.settings.split}/ now."
+        )
 
     def available_models(self) -> List[str]:
         return sorted(self.collections)
@@ -286,10 +352,17 @@ class Backend:
         return self.embedder(model).embed([query.image])
 
     def search(
-        self, model: str, query: Query, k: int, vector: Optional[np.ndarray] = None, embed_ms: float = 0.0
+        self,
+        model: str,
+        query: Query,
+        k: int,
+        vector: Optional[np.ndarray] = None,
+        embed_ms: float = 0.0,
+        scope: Optional[SearchScope] = None,
     ) -> ColumnResult:
         """One column's result. ``vector``: the query already embedded for this model, which took ``embed_ms``
-        (uploads, see search_all): the latency shown is the query's own, embedding included."""
+        (uploads, see search_all): the latency shown is the query's own, embedding included. ``scope``: the
+        images to search instead of the whole collection (those every shown column holds)."""
         title = model_title(model)
         coll = self.collections.get(model)
         if coll is None:
@@ -325,7 +398,12 @@ class Backend:
             vec = vector if vector is not None else self.query_vector(model, query)
             exclude = [query.indexed_id] if query.indexed_id is not None else None
             rows = self.store.search(
-                coll.name, vec, k=k, exclude_self_ids=exclude, consistency=self.search_consistency
+                coll.name,
+                vec,
+                k=k,
+                exclude_self_ids=exclude,
+                consistency=self.search_consistency,
+                within=None if scope is None else scope.ids,
             )[0]
             latency = (time.perf_counter() - t) * 1000 + embed_ms
         except (StoreError, BadImage) as e:
@@ -346,7 +424,7 @@ class Backend:
             precision = sum(bool(h.is_match) for h in hits) / len(hits)
             images = self.images(model)
             assert images is not None  # coll is not None: the model is indexed
-            best = images.best_precision(query.class_id, wanted, len(hits))
+            best = images.best_precision(query.class_id, wanted, len(hits), scope)
         original_rank = next((i + 1 for i, h in enumerate(hits) if h.id == query.original_id), None)
         return ColumnResult(
             model,
@@ -362,8 +440,11 @@ class Backend:
             original_rank=original_rank,
         )
 
-    def search_all(self, models: Sequence[str], query: Query, k: int) -> List[ColumnResult]:
-        """Every column's result for one query, in the order of ``models``, the searches running concurrently.
+    def search_all(
+        self, models: Sequence[str], query: Query, k: int, scope: Optional[SearchScope] = None
+    ) -> List[ColumnResult]:
+        """Every column's result for one query, in the order of ``models``, the searches running concurrently,
+        each within ``scope`` where one is given.
 
         The columns' searches are independent and mostly wait (on a server) or run NumPy that releases the
         GIL (Milvus Lite), so three of them at once take about as long as the slowest. An uploaded image is
@@ -372,9 +453,9 @@ class Backend:
         """
         vectors = {m: self._upload_vector(m, query) for m in models}
         if len(models) <= 1:
-            return [self._column(m, query, k, *vectors[m]) for m in models]
+            return [self._column(m, query, k, *vectors[m], scope) for m in models]
         with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="column-search") as pool:
-            futures = [pool.submit(self._column, m, query, k, *vectors[m]) for m in models]
+            futures = [pool.submit(self._column, m, query, k, *vectors[m], scope) for m in models]
             return [f.result() for f in futures]
 
     def _upload_vector(self, model: str, query: Query) -> Tuple[Optional[np.ndarray], float]:
@@ -387,9 +468,17 @@ class Backend:
         except Exception:  # search() embeds again and reports the problem in this column
             return None, 0.0
 
-    def _column(self, model: str, query: Query, k: int, vector: Optional[np.ndarray], embed_ms: float) -> ColumnResult:
+    def _column(
+        self,
+        model: str,
+        query: Query,
+        k: int,
+        vector: Optional[np.ndarray],
+        embed_ms: float,
+        scope: Optional[SearchScope],
+    ) -> ColumnResult:
         try:
-            return self.search(model, query, k, vector, embed_ms)
+            return self.search(model, query, k, vector, embed_ms, scope)
         except Exception as e:  # an unexpected failure in one column must not blank the page
             log.exception("search in %s failed", model)
             return ColumnResult(model, model_title(model), None, problem=f"search failed: {type(e).__name__}: {e}")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import shlex
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from functools import cached_property
+from typing import Collection, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from indexer.milvus_store import CollectionMeta
 
@@ -50,13 +51,37 @@ class CollectionImages:
         """The ``--limit`` that builds exactly these ids: one past the last position."""
         return max(self.images, default=-1) + 1
 
-    def best_precision(self, class_id: str, query: Optional[IndexedImage], k: int) -> Optional[float]:
+    def best_precision(
+        self, class_id: str, query: Optional[IndexedImage], k: int, scope: Optional["SearchScope"] = None
+    ) -> Optional[float]:
         """The highest P@k any model can reach here for a query of ``class_id``: the other images of its class
-        in the collection (the query itself excluded), capped at k."""
+        that the search may return (the collection's, or those of ``scope``; the query itself excluded), capped
+        at k."""
         if k <= 0:
             return None
-        others = self.class_counts.get(class_id, 0) - (1 if query is not None and self.holds(query) else 0)
+        counts, searched = (self.class_counts, self.images) if scope is None else (scope.class_counts, scope.ids)
+        own = query is not None and self.holds(query) and query.id in searched
+        others = counts.get(class_id, 0) - (1 if own else 0)
         return min(k, max(others, 0)) / k
+
+
+@dataclass(frozen=True)
+class SearchScope:
+    """The images every shown column holds, searched in each column instead of its whole collection, so that
+    columns built to different sizes answer from the same images."""
+
+    ids: Collection[int]  # a range where they are the first positions (different --limit), else a set
+    class_counts: Counter
+
+    @classmethod
+    def of(cls, shared: Sequence[IndexedImage]) -> "SearchScope":
+        ids = sorted(im.id for im in shared)
+        prefix = bool(ids) and ids[-1] - ids[0] + 1 == len(ids)
+        held: Collection[int] = range(ids[0], ids[-1] + 1) if prefix else frozenset(ids)
+        return cls(held, Counter(im.class_id for im in shared))
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 def build_command(meta: CollectionMeta, uri: str, limit: Optional[int] = None, force: bool = False) -> str:
@@ -99,7 +124,16 @@ class Comparison:
     columns: List[CollectionImages]
     shared: List[IndexedImage]  # held by every column, by id
     lines: List[str] = field(default_factory=list)  # each difference in a sentence
+    remedy: str = ""  # what the commands do, leading to them
     commands: List[str] = field(default_factory=list)  # the builds that remove them
+
+    @cached_property
+    def scope(self) -> Optional[SearchScope]:
+        """What each column should search to compare like for like: the shared images, where the columns hold
+        others too; None where every column holds the same images (its whole collection is the scope)."""
+        if not self.shared or all(len(c.images) == len(self.shared) for c in self.columns):
+            return None
+        return SearchScope.of(self.shared)
 
     @classmethod
     def of(cls, columns: Sequence[CollectionImages], uri: str) -> "Comparison":
@@ -136,9 +170,10 @@ class Comparison:
             self.lines.append(
                 "The columns index different datasets ("
                 + "; ".join(f"{_names(cs)}: {name}" for name, cs in datasets.items())
-                + "): the same position is a different "
-                "image in each, so only images with the same path are compared. Open the app on one dataset:"
+                + "): the same position is a different image in each, so only images with the same path are "
+                "compared."
             )
+            self.remedy = "Open the app on one dataset:"
             self.commands += [
                 f"streamlit run app/main.py -- --data-root {shlex.quote(cs[0].meta.data_root)} "
                 f"--split {shlex.quote(cs[0].meta.split)} --uri {shlex.quote(uri)}"
@@ -153,8 +188,9 @@ class Comparison:
                 "The columns were built from different lists of files in the same folder (the data "
                 "changed between builds: "
                 + "; ".join(f"{_names(cs)}: list {fp[:8]}" for fp, cs in lists.items())
-                + "): a position may name different images. Rebuild them from the files as they are now:"
+                + "): a position may name different images."
             )
+            self.remedy = "Rebuild them from the files as they are now:"
             self.commands += [build_command(c.meta, uri, force=True) for c in self.columns]
             return
         sizes = Counter(len(c.images) for c in self.columns)
@@ -165,8 +201,8 @@ class Comparison:
             held = "; ".join(f"{_names(cs)}: {n:,} images" for n, cs in by_size.items())
             self.lines.append(
                 f"The columns hold different images ({held}). Positions, classes and Random use the "
-                f"{len(self.shared):,} images every column holds; a column that lacks the query says "
-                f"so. To compare on all of them, build the smaller ones to the same --limit:"
+                f"{len(self.shared):,} images every column holds; a column that lacks the query says so."
             )
+            self.remedy = "To compare on all of them, build the smaller ones to the same --limit:"
             limit = max(c.limit for c in self.columns)
             self.commands += [build_command(c.meta, uri, limit=limit) for c in self.columns if c.limit < limit]

@@ -33,7 +33,8 @@ from app.backend import (  # noqa: E402
     safe_image_path,
     thumbnail,
 )
-from app.comparison import Comparison  # noqa: E402
+from app.comparison import Comparison, SearchScope  # noqa: E402
+from app.notices import show_collection_notices  # noqa: E402
 from embed.sources.datasets import class_name  # noqa: E402
 from indexer.milvus_store import DatabaseLocked, StoreError  # noqa: E402
 
@@ -245,11 +246,37 @@ def load_models(backend: Backend, models) -> None:
             st.toast(f"{model_title(model)} loaded in {seconds:.1f} s (not part of its query latency)")
 
 
-def show_differences(comparison: Comparison) -> None:
-    """Under the title: which shown collections hold different images, and the builds that make them alike."""
+def search_scope(comparison: Comparison) -> SearchScope | None:
+    """The images each column searches: by default those every shown column holds, so that columns built to
+    different sizes answer from the same images; the sidebar can let each search its whole collection."""
+    scope = comparison.scope
+    if scope is None:
+        return None
+    whole = st.sidebar.toggle(
+        "Search each whole collection",
+        False,
+        key="search_whole",
+        help=f"Off: every column searches only the {len(scope):,} images all of them hold (like for like). "
+        f"On: each searches all of its own images, so a larger collection has more candidates.",
+    )
+    return None if whole else scope
+
+
+def show_differences(comparison: Comparison, scope: SearchScope | None) -> None:
+    """Under the title: which shown collections hold different images, what each column searches, and the
+    builds that make them alike."""
     if not comparison.differs:
         return
-    st.warning("Not like for like: " + " ".join(comparison.lines))
+    if scope is not None:
+        searched = f"Every column searches only those {len(scope):,} images, so their results compare like for like."
+    elif comparison.scope is not None:
+        searched = (
+            "Each column searches its whole collection (sidebar: Search each whole collection): "
+            "the larger ones have more candidates, so their results and P@k are not like for like."
+        )
+    else:
+        searched = ""
+    st.warning("Not like for like: " + " ".join(comparison.lines + [searched, comparison.remedy]).replace("  ", " "))
     if comparison.commands:
         st.code("\n".join(comparison.commands), language="bash", wrap_lines=True)
 
@@ -268,6 +295,8 @@ def search_page() -> None:
         return
     if st.sidebar.button("Reload collections", key="reload"):
         backend.refresh()
+    if not show_collection_notices(backend):
+        return
 
     k = st.sidebar.slider("Top k", 5, 50, 9, key="k")
     chosen = st.sidebar.multiselect(
@@ -303,10 +332,14 @@ def search_page() -> None:
         return
 
     comparison = backend.compare(models)
-    show_differences(comparison)
+    scope = search_scope(comparison)
+    show_differences(comparison, scope)
     if "query_id" in st.query_params:  # hook for app/views/evaluation.py: ?query_id=N opens that indexed image
-        if st.query_params["query_id"].isdigit():
-            requery(int(st.query_params["query_id"]))
+        asked = st.query_params["query_id"]
+        if asked.isdigit() and comparison.image(int(asked)) is not None:
+            requery(int(asked))
+        else:
+            st.warning(f"No shown collection holds an image at position {asked}: showing the sidebar's query.")
         del st.query_params["query_id"]
     query = pick_query(backend, comparison)
     if query is None:
@@ -316,7 +349,7 @@ def search_page() -> None:
     if query.indexed_id is None:  # an upload must be embedded: load the models first, outside the latency
         load_models(backend, models)
     left, right = st.columns([1, 3])
-    results = backend.search_all(models, query, k)
+    results = backend.search_all(models, query, k, scope)
     with left:
         st.image(query.image, caption=query.label, width="stretch")
     with right:

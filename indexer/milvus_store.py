@@ -16,7 +16,7 @@ import textwrap
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Collection, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 import numpy as np
@@ -102,6 +102,13 @@ class CollectionMeta:
     def key(self) -> EmbeddingKey:
         return self.identity.key
 
+    @property
+    def weights_label(self) -> str:
+        """The weights as an evaluation report records them: where they came from and their fingerprint."""
+        if self.is_random:
+            return "RANDOM (--random-init)"
+        return f"{self.identity.weights_source}: {self.identity.weights_fingerprint}"
+
     @classmethod
     def from_manifest(cls, manifest: Manifest, normalized: bool) -> "CollectionMeta":
         """The metadata of a collection built from these embeddings."""
@@ -123,6 +130,14 @@ class CollectionMeta:
             # differs from any current build and is rebuilt (random weights) or needs --recreate
             data = regroup_flat_identity(data, data_fingerprint="(not recorded)", transform="(not recorded)")
         return record_from_dict(cls, data)
+
+
+def id_filter(within: Collection[int]) -> str:
+    """The Milvus expression that keeps only rows whose id is in ``within``: a range of positions (the usual
+    case, collections built to different --limit) as two comparisons, any other set as a list."""
+    if isinstance(within, range) and within.step == 1:
+        return f"id >= {int(within.start)} and id < {int(within.stop)}"
+    return f"id in [{', '.join(str(int(i)) for i in sorted(within))}]"
 
 
 def validate_name(name: str) -> str:
@@ -584,6 +599,7 @@ class VectorStore:
         n_rows: Optional[int] = None,
         exclude_self_ids: Optional[npt.ArrayLike] = None,
         consistency: Optional[str] = None,
+        within: Optional[Collection[int]] = None,
     ) -> List[List[Dict]]:
         """Top-k by squared L2 (as Milvus reports it), with id, class_id, relpath and distance.
 
@@ -592,12 +608,15 @@ class VectorStore:
         drops the query's own id (leave-one-out). ``consistency`` overrides the collection's level
         ("Strong") for this search: on a Milvus server "Bounded" skips the wait for the next time
         tick (~200 ms by default), at the price of not seeing rows written in the last seconds.
+        ``within``: only rows with these ids are searched (the images several collections have in common).
         """
         validate_name(name)
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         self.ensure_loaded(name)
         if n_rows is None and self.is_lite:
             n_rows = self.count(name)
+        if within is not None:
+            n_rows = len(within) if n_rows is None else min(n_rows, len(within))
         if n_rows == 0:
             return [[] for _ in range(len(queries))]
         # a server needs no row count (counting is a Strong query: a time-tick wait); Lite's budget does
@@ -605,6 +624,8 @@ class VectorStore:
         per_query = max(1, (n_rows or 1) * queries.shape[1] * 4 * 3)
         group = max(1, min(len(queries), self.search_budget_bytes // per_query, 1024))
         extra = {"consistency_level": consistency} if consistency else {}
+        if within is not None:
+            extra["filter"] = id_filter(within)
         excluded = None if exclude_self_ids is None else np.asarray(exclude_self_ids, dtype=np.int64)
         out: List[List[Dict]] = []
         for start in range(0, len(queries), group):

@@ -94,6 +94,17 @@ def test_unequal_collections_are_named_with_the_build_that_makes_them_alike(uneq
     for _ in range(12):
         at.button(key="random").click().run()
         assert at.session_state["query_id"] < SMALL_LIMIT
+    # and every column searches those 20 images only, unless the sidebar asks for each whole collection
+    assert f"Every column searches only those {SMALL_LIMIT} images" in at.warning[0].value
+    at.slider(key="k").set_value(20).run()
+    assert _hit_ids(at, BIG) and max(_hit_ids(at, BIG) + _hit_ids(at, SMALL)) < SMALL_LIMIT
+    at.toggle(key="search_whole").set_value(True).run()
+    assert "Each column searches its whole collection" in at.warning[0].value
+    assert max(_hit_ids(at, BIG)) >= SMALL_LIMIT, "20 of BIG's 29 other images: one at least beyond position 19"
+
+
+def _hit_ids(at, model):
+    return [int(b.key.rsplit("_", 1)[1]) for b in at.button if b.key and b.key.startswith(f"requery_{model}_")]
 
 
 def _identity(index):
@@ -106,6 +117,7 @@ def _identity(index):
 
 def test_a_column_that_lacks_the_query_says_so_instead_of_searching(unequal_index, monkeypatch):
     at = _app(unequal_index, monkeypatch)
+    at.toggle(key="search_whole").set_value(True).run()  # else BIG's hits are the 20 images both hold
     at.slider(key="k").set_value(20).run()  # 20 of BIG's 29 other images: at least one beyond position 19
     button = next(
         b
@@ -120,6 +132,21 @@ def test_a_column_that_lacks_the_query_says_so_instead_of_searching(unequal_inde
     assert len(lacking) == 1 and f"is not in {SMALL}'s collection ({SMALL_LIMIT} images): not searched" in lacking[0]
     assert not [b for b in at.button if b.key and b.key.startswith(f"requery_{SMALL}_")], "no results in that column"
     assert [b for b in at.button if b.key and b.key.startswith(f"requery_{BIG}_")], "the other column answers"
+
+
+def test_a_data_root_without_the_split_is_named_with_the_one_the_collections_were_built_from(
+    unequal_index, monkeypatch, tmp_path
+):
+    from streamlit.testing.v1 import AppTest
+
+    wrong = tmp_path / "moved"
+    monkeypatch.setattr(sys, "argv", ["main.py", "--uri", unequal_index["uri"], "--data-root", str(wrong)])
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    [error] = [e.value for e in at.error]
+    assert f"The data root {wrong} has no 'val' folder" in error and unequal_index["root"] in error
+    assert not at.subheader, "no column of unreadable images"
 
 
 def test_no_model_chosen_shows_a_hint_not_a_crash(unequal_index, monkeypatch):
@@ -140,14 +167,21 @@ def test_each_column_explains_its_distance_and_its_best_possible_precision(unequ
     # the query is position 0; its class has N_PER_CLASS images in BIG and as many in SMALL's first 20 as counted
     query_class = _classes_in_order()[0]
     k = 9
-    for model, held in ((BIG, _classes_in_order()), (SMALL, _classes_in_order()[:SMALL_LIMIT])):
-        best = min(k, held.count(query_class) - 1) / k
-        meta = next(
-            m.value
+
+    def ceilings():
+        return [
+            m.value.split("(best possible ")[1].split(")")[0]
             for m in at.markdown
-            if m.value.startswith("query latency") and f"P@{k}" in m.value and f"(best possible {best:.2f})" in m.value
-        )
-        assert meta
+            if m.value.startswith("query latency") and f"P@{k}" in m.value
+        ]
+
+    shared = f"{min(k, _classes_in_order()[:SMALL_LIMIT].count(query_class) - 1) / k:.2f}"
+    assert ceilings() == [shared, shared], "both columns search the 20 images they share"
+    at.toggle(key="search_whole").set_value(True).run()
+    whole = f"{min(k, _classes_in_order().count(query_class) - 1) / k:.2f}"
+    columns = [h.value for h in at.subheader]  # the columns' order, each titled with its model
+    expected = [whole if m == BIG else shared for m in columns]
+    assert whole != shared and ceilings() == expected, "each whole collection sets its own ceiling"
     summary = next(m.value for m in at.markdown if m.value.startswith("Precision@9 for this query"))
     assert summary.count("best possible") == 2
 
@@ -167,8 +201,9 @@ def test_the_suggested_build_runs_as_written_and_the_columns_become_alike(unequa
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "extracting 10 images" in res.stderr, "only the images not embedded yet are embedded"
-    at.button(key="reload").click().run()
+    at.run()  # the page's next run sees the build, with no click on Reload
     assert not at.exception, [e.value for e in at.exception]
+    assert [i.value for i in at.info if "changed (20 → 30 images)" in i.value]
     assert not [w.value for w in at.warning if w.value.startswith("Not like for like")]
     assert at.number_input[0].max == N_PER_CLASS * len(CLASSES) - 1
 

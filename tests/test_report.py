@@ -309,6 +309,50 @@ def test_evaluation_page_without_report_says_how_to_make_one(small_real, monkeyp
     assert "DIR" not in code, "a command to copy, with no placeholder: evaluate finds the data set itself"
 
 
+def test_evaluation_page_says_when_a_build_changed_a_collection_after_the_report(small_real, monkeypatch, tmp_path):
+    """The report describes the collections it evaluated: once one is rebuilt smaller, the page says so."""
+    from streamlit.testing.v1 import AppTest
+
+    from embed.extraction.extract import ExtractConfig
+    from indexer.build import build
+    from indexer.milvus_store import VectorStore
+
+    _release(small_real)
+
+    def page(uri):
+        monkeypatch.setattr(sys, "argv", ["x", "--uri", uri, "--report-dir", str(small_real["out"])])
+        at = AppTest.from_file(str(REPO / "app" / EVALUATION_FILE), default_timeout=300)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    uri = str(tmp_path / "rebuilt.db")
+    shutil.copytree(small_real["browser_uri"], uri, ignore=shutil.ignore_patterns("LOCK"))
+    assert not [w for w in page(uri).warning if "predates" in w.value], "the report describes these collections"
+    from milvus_lite.server_manager import server_manager_instance
+
+    server_manager_instance.release_all()
+    store = VectorStore(uri)
+    cfg = ExtractConfig(
+        model=MODELS[1],
+        split="val",
+        data_root=small_real["root"],
+        out=small_real["out"].parent / "emb",
+        random_init=True,
+        workers=0,
+        batch_size=32,
+        progress=False,
+        limit=100,
+    )
+    assert build(cfg, store, progress=False).rows == 100
+    store.close()
+    server_manager_instance.release_all()
+    at = page(uri)
+    [stale] = [w.value for w in at.warning if "predates" in w.value]
+    assert f"{MODELS[1]} now holds 100 images; the report evaluated 180." in stale and MODELS[0] not in stale
+    assert any(c.value.startswith("python -m indexer evaluate") and MODELS[1] in c.value for c in at.code)
+
+
 @needs_chromium
 def test_real_browser_renders_the_evaluation_page(small_real, tmp_path):
     pytest.importorskip("selenium")

@@ -22,7 +22,7 @@ from app.backend import AppSettings  # noqa: E402
 from indexer.evaluation.document import ReportDocument, ReportSchemaError, read_robustness  # noqa: E402
 from indexer.evaluation.maps import report_dir_from_argv  # noqa: E402
 from indexer.evaluation.sections import sections  # noqa: E402
-from indexer.milvus_store import StoreError, VectorStore  # noqa: E402
+from indexer.milvus_store import CollectionMeta, StoreError, VectorStore  # noqa: E402
 
 
 @st.cache_resource(show_spinner=False)
@@ -35,8 +35,8 @@ def load_report(path: str, mtime: float) -> ReportDocument:
     return ReportDocument.from_json(Path(path).read_text())
 
 
-def database_models(settings: AppSettings) -> dict:
-    """model -> rows, for the collections of the app's split in the database."""
+def database_models(settings: AppSettings) -> Dict[str, CollectionMeta]:
+    """model -> what its collection holds, for the collections of the app's split in the database."""
     from indexer.catalog import indexed_collections
 
     try:
@@ -44,7 +44,32 @@ def database_models(settings: AppSettings) -> dict:
     except StoreError as e:
         st.warning(f"Cannot list the database's collections: {e}")
         return {}
-    return {c.meta.model: c.meta.rows for c in colls if c.meta.split == settings.split}
+    return {c.meta.model: c.meta for c in colls if c.meta.split == settings.split}
+
+
+def evaluate_command(split: str, models: List[str], holdout: bool, uri: str, folder: Path, data_root: str = "") -> str:
+    """The ``indexer evaluate`` run that (re)writes this page's report for ``models``."""
+    return (
+        f"python -m indexer evaluate --split {split} --models {','.join(models)}"
+        f"{f' --data-root {data_root}' if data_root else ''}{' --holdout 0.2' if holdout else ''} "
+        f"--uri {uri} --report {folder}"
+    )
+
+
+def stale_lines(doc: ReportDocument, in_db: Dict[str, CollectionMeta]) -> List[str]:
+    """How each model's collection differs now from the one the report evaluated (a build ran since)."""
+    lines = []
+    for result in doc.results:
+        meta = in_db.get(result.model)
+        if meta is None or result.features != doc.variant_compared:
+            continue
+        if meta.rows != result.n:
+            lines.append(f"{result.model} now holds {meta.rows:,} images; the report evaluated {result.n:,}.")
+        elif meta.weights_label != result.weights:
+            lines.append(f"{result.model} was rebuilt with other weights ({meta.weights_label}).")
+        elif not meta.complete:
+            lines.append(f"{result.model}'s collection is being built, or its last build did not finish.")
+    return lines
 
 
 def show_sections(doc: ReportDocument, folder: Path) -> None:
@@ -156,12 +181,10 @@ def main() -> None:
     in_db = database_models(settings)
     if not path.is_file():
         st.warning(f"No report in {folder}. Write one (the page shows reports, it does not compute them):")
-        models = ",".join(sorted(in_db)) or "gresnet,convnext,vit"
+        models = sorted(in_db) or ["gresnet", "convnext", "vit"]
         # evaluate finds the data set (and the images the report shows) from the collections when one is indexed
-        data_root = f" --data-root {settings.data_root}" if settings.data_root else ""
         st.code(
-            f"python -m indexer evaluate --split {settings.split} --models {models}{data_root} --holdout 0.2 "
-            f"--uri {settings.uri} --report {folder}",
+            evaluate_command(settings.split, models, True, settings.uri, folder, settings.data_root or ""),
             language="bash",
         )
         maps_note(settings, folder)
@@ -179,13 +202,20 @@ def main() -> None:
         f"features · {doc.bootstrap.resamples} bootstrap resamples, {doc.bootstrap.level:.0%} intervals"
     )
     missing = sorted(set(in_db) - set(in_report))
-    if missing:
-        st.info(f"In the database but not in this report: {', '.join(missing)}. To add them, rerun:")
-        st.code(
-            f"python -m indexer evaluate --split {proto.split} --models {','.join(in_report + missing)}"
-            f"{' --holdout 0.2' if doc.dino_knn else ''} --uri {settings.uri} --report {folder}",
-            language="bash",
+    rerun = evaluate_command(proto.split, in_report + missing, bool(doc.dino_knn), settings.uri, folder)
+    stale = stale_lines(doc, in_db)
+    if stale:
+        st.warning(
+            "This report predates the collections as they are now: "
+            + " ".join(stale)
+            + " Its figures describe the old ones."
+            + (f" In the database but not in this report: {', '.join(missing)}." if missing else "")
+            + " To evaluate them as they are, rerun:"
         )
+        st.code(rerun, language="bash")
+    elif missing:
+        st.info(f"In the database but not in this report: {', '.join(missing)}. To add them, rerun:")
+        st.code(rerun, language="bash")
     randoms = doc.random_weight_models
     if randoms:
         st.error(f"RANDOM weights: {', '.join(randoms)}: their figures measure nothing but chance.")

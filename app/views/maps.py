@@ -30,6 +30,7 @@ import streamlit as st  # noqa: E402
 from app import navigation  # noqa: E402
 from app.backend import AppSettings, Backend, BadImage, model_title, safe_image_path, thumbnail  # noqa: E402
 from app.maps_view import MAX_POINTS, class_palette, map_figure, selected_id  # noqa: E402
+from app.notices import show_collection_notices  # noqa: E402
 from embed.sources.datasets import class_name  # noqa: E402
 from indexer.evaluation.maps import MapParams, MapResult, available_params, load_map, maps_command, report_dir_from_argv  # noqa: E402
 from indexer.milvus_store import CollectionMeta, DatabaseLocked, StoreError  # noqa: E402
@@ -154,6 +155,7 @@ def main() -> None:
     if st.sidebar.button("Reload collections and maps", key="maps_reload"):
         backend.refresh()
         cached_map.clear()
+    show_collection_notices(backend)  # the maps need no image files: with an unusable data root only thumbnails fail
     indexed = [m for m in backend.model_choices() if m in backend.collections]
     if not indexed:
         st.warning(f"No collections for split '{settings.split}' in {backend.store.describe_target()} yet.")

@@ -98,11 +98,7 @@ def evaluate_runs(cfg: EvalConfig, store: VectorStore) -> Tuple[Evaluation, List
         ids, vectors, class_ids, relpaths = store.read_all(name, progress=cfg.progress)
         labels = encode_labels(class_ids)
         k = needed_k(labels, cfg.ks, cfg.knn_k)
-        weights = (
-            "RANDOM (--random-init)"
-            if meta.is_random
-            else f"{meta.identity.weights_source}: {meta.identity.weights_fingerprint}"
-        )
+        weights = meta.weights_label
         dino = _dino_knn(cfg, store, model, vectors, labels, device)
         for variant in cfg.features:
             feats = l2_normalize(vectors) if variant == "normalized" else vectors
