@@ -358,7 +358,10 @@ def write_plot(evaluation: Evaluation, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from indexer.evaluation.colours import model_colours
+
     ks = evaluation.protocol.ks
+    colours = model_colours([r.model for r in evaluation.results])
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for r in evaluation.results:
         label = f"{r.model} ({r.features})" + (" [RANDOM weights]" if r.random_weights else "")
@@ -367,6 +370,7 @@ def write_plot(evaluation: Evaluation, path: Path) -> None:
             [r.precision[str(k)] for k in ks],
             marker="o",
             linestyle="--" if r.features == "normalized" else "-",
+            color=colours[r.model],  # the model's colour in every figure; the line style tells the features
             label=label,
         )
     ax.set_xscale("log")

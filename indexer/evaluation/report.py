@@ -414,6 +414,9 @@ def ci_plot(
     level = (
         model_intervals[0].metrics[0].interval.level if model_intervals and model_intervals[0].metrics else CONFIDENCE
     )
+    from indexer.evaluation.colours import model_colours
+
+    colours = model_colours([mi.model for mi in model_intervals])
     shown: List[str] = []
     for i, mi in enumerate(model_intervals):
         shown = [k for k in metrics if mi.get(k)]
@@ -421,7 +424,7 @@ def ci_plot(
         x = np.arange(len(shown)) + i * width
         mean = np.array([v.mean for v in found if v])
         err = np.array([[v.mean - v.low, v.high - v.mean] for v in found if v]).T
-        ax.bar(x, mean, width, yerr=err, capsize=3, label=mi.model)
+        ax.bar(x, mean, width, yerr=err, capsize=3, color=colours[mi.model], label=mi.model)
     ax.set_xticks(np.arange(len(shown)) + width * (len(model_intervals) - 1) / 2)
     ax.set_xticklabels(shown)
     ax.set_ylabel(f"value ({level:.0%} bootstrap CI)")

@@ -851,7 +851,9 @@ def plot_measures(doc: Dict, folder: Path) -> List[str]:
     records = doc["records"]
     families = list(dict.fromkeys(r["family"] for r in records))
     models = doc["models"]
-    colours = {m: f"C{i}" for i, m in enumerate(models)}
+    from indexer.evaluation.colours import model_colours
+
+    colours = model_colours(models)
     names = []
     for measure in MEASURES:
         if measure == "clean_p10":
