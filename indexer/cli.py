@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional, Sequence
 
 from embed.common import settings
 from embed.common.cli_args import (
@@ -817,9 +817,31 @@ def cmd_robustness(args) -> int:
     return 0
 
 
+# the option naming the model(s) of each command that looks collections up: a missing one is answered with the
+# same command line on the collections that are indexed. drop is not here: dropping another model is no suggestion
+MODEL_OPTIONS = {"search": "--model", "evaluate": "--models", "maps": "--models", "robustness": "--models"}
+
+
+def _offering_indexed(handler: Callable[[argparse.Namespace], int], argv: Sequence[str], option: str):
+    """``handler``, whose error for a missing collection also gives ``argv`` back runnable on the indexed ones."""
+    from indexer.catalog import CollectionNotFound, rerun_on
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except CollectionNotFound as e:
+            if not e.alternatives:
+                raise
+            command = rerun_on(argv, option, e.alternatives)
+            raise CollectionNotFound(f"{e}\nOr run it on them: {command}", e.alternatives) from None
+
+    return run
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from embed.sources.imaging import BadImage
 
+    line = list(sys.argv[1:] if argv is None else argv)
     handlers = {
         "build": cmd_build,
         "status": cmd_status,
@@ -830,4 +852,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         "maps": cmd_maps,
         "robustness": cmd_robustness,
     }
-    return run_cli(handlers, build_parser(), argv, extra_errors=(StoreError, BadImage))
+    for command, option in MODEL_OPTIONS.items():
+        handlers[command] = _offering_indexed(handlers[command], line, option)
+    return run_cli(handlers, build_parser(), line, extra_errors=(StoreError, BadImage))
