@@ -37,6 +37,14 @@ class BuildResult:
         return self.inserted / self.insert_seconds if self.insert_seconds > 0 else 0.0
 
 
+def load_embedder(cfg: ExtractConfig):
+    """The model ``cfg`` names, with its weights (WeightsUnavailable when there are none): what ``build`` runs, loaded
+    by it or, first, by a caller that opens the database only once a model is ready."""
+    return build_embedder(
+        cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision, cfg.channels_last, cfg.compile
+    )
+
+
 def build(
     cfg: ExtractConfig,
     store: VectorStore,
@@ -54,9 +62,7 @@ def build(
     ``--recreate``.
     """
     if embedder is None:
-        embedder = build_embedder(
-            cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision, cfg.channels_last, cfg.compile
-        )
+        embedder = load_embedder(cfg)
     real = not embedder.loaded.weights.is_random
     if real and not cfg.force and _random_embeddings(cfg):
         log.warning(

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
-
-
-class CollectionNotFound(StoreError):
-    pass
 
 
 @dataclass
 class IndexedCollection:
     name: str
     meta: CollectionMeta
+
+
+class CollectionNotFound(StoreError):
+    """No collection for a lookup. ``alternatives``: the collections the database does hold for that split (and
+    dataset), so that a command can offer itself again on them (``rerun_on``)."""
+
+    def __init__(self, message: str, alternatives: Sequence[IndexedCollection] = ()):
+        super().__init__(message)
+        self.alternatives = list(alternatives)
 
 
 def indexed_collections(store: VectorStore) -> List[IndexedCollection]:
@@ -41,9 +46,12 @@ def find_collection(store: VectorStore, model: str, split: str, dataset: Optiona
         return matches[0]
     if not matches:
         have = ", ".join(str(c.meta.key) for c in everything) or "none"
+        alternatives = [c for c in everything if c.meta.key.matches(split=split, dataset=dataset)]
         raise CollectionNotFound(
             f"no collection for model {model!r}, split {split!r}{f', dataset {dataset!r}' if dataset else ''} in "
             f"{store.describe_target()} (indexed: {have}). {build_hint(store, everything, model, split, dataset)}"
+            f"{indexed_models_hint(alternatives, split)}",
+            alternatives,
         )
     names = ", ".join(c.meta.dataset for c in matches)
     raise CollectionNotFound(f"{model}/{split} is indexed for several datasets ({names}): pass --data-root to choose")
@@ -66,7 +74,7 @@ def build_hint(
         if (Path(root) / split).is_dir():
             return (
                 f"Build it: python -m indexer build --model {shlex.quote(model)} --split {shlex.quote(split)} "
-                f"--data-root {shlex.quote(root)}{uri}"
+                f"--data-root {shlex.quote(root)}{uri}{weights_note(model)}"
             )
     if roots:
         splits = sorted({c.meta.split for c in everything} | {s for r in roots for s in available_splits(Path(r))})
@@ -79,3 +87,49 @@ def build_hint(
         f"`python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000{uri}`, or your own "
         f"images with --data-root DIR (the folder holding the split folders) instead of --dataset."
     )
+
+
+def weights_note(model: str) -> str:
+    """A line saying why a build of ``model`` would fail here now (no weights on disk, none reachable); else empty.
+
+    Offline, the build hint for a default model (gresnet, convnext, vit) cannot run as written: this says so,
+    and the next line names what is indexed instead."""
+    from embed.models.weights import weights_obtainable
+
+    ok, why = weights_obtainable(model)
+    return "" if ok else f"\nThat build needs {model}'s weights, which are not obtainable now: {why}."
+
+
+def indexed_models_hint(alternatives: Sequence[IndexedCollection], split: str) -> str:
+    """A line naming the models this database does hold for the split: what --model/--models can choose among (a
+    default such as evaluate's gresnet,convnext,vit need not be what was built)."""
+    if not alternatives:
+        return ""
+    several = len({c.meta.dataset for c in alternatives}) > 1
+    names = ", ".join(c.meta.model + (f" ({c.meta.dataset})" if several else "") for c in alternatives)
+    return f"\nIndexed for split {split!r}: {names}; --model takes one of them, --models several (comma-separated)."
+
+
+def rerun_on(argv: Sequence[str], option: str, alternatives: Sequence[IndexedCollection]) -> str:
+    """The failed command line (``argv`` after ``python -m indexer``) again, runnable on collections that exist:
+    ``option`` set to every indexed model for ``--models``, to the first for ``--model``. When the split is indexed
+    for several datasets, the one with the most models is chosen with --data-root (unless the line chose one)."""
+    import shlex
+
+    by_dataset: Dict[str, List[IndexedCollection]] = {}
+    for c in alternatives:
+        by_dataset.setdefault(c.meta.dataset, []).append(c)
+    chosen = max(sorted(by_dataset.items()), key=lambda item: len(item[1]))[1]
+    models = [c.meta.model for c in chosen]
+    value = ",".join(models) if option == "--models" else models[0]
+    line = list(argv)
+    at = next((i for i, word in enumerate(line) if word == option or word.startswith(option + "=")), None)
+    if at is None:
+        line += [option, value]
+    elif line[at] == option:
+        line[at + 1 : at + 2] = [value]
+    else:
+        line[at] = f"{option}={value}"
+    if len(by_dataset) > 1 and not any(w == "--data-root" or w.startswith("--data-root=") for w in line):
+        line += ["--data-root", chosen[0].meta.data_root]
+    return "python -m indexer " + shlex.join(line)

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional, Sequence
 
 from embed.common import settings
 from embed.common.cli_args import (
@@ -315,28 +315,44 @@ def _models_for_build(args) -> List[str]:
 
 
 def cmd_build(args) -> int:
-    """Exit 0 when at least one model was built (``all`` skips the ones without weights), 2 when none was."""
+    """Exit 0 when at least one model was built (``all`` skips the ones without weights), 2 when none was.
+
+    The database is opened (and its write check made) only once the data set is on disk and a model is loaded,
+    still before any extraction: a build that fails before then leaves no database file behind.
+    """
     from embed.common.cli_args import check_inputs, resolve_data_root
     from embed.models.weights import WeightsUnavailable
+    from embed.sources.datasets import split_folder
 
     check_inputs(
         args, all_allowed=True
-    )  # names, paths and the split: in a moment, before the store or a model is opened
-    store = _store(args)
-    store.ensure_writable()  # before minutes of extraction, not after
+    )  # names, paths and the split: in a moment, before the data set, a model or the store is opened
     resolve_data_root(args)  # download a named --dataset once, before the first model
-    from indexer.build import build
+    split_folder(args.data_root, args.split)  # a downloaded data set's split, checked now
+    from indexer.build import build, load_embedder
 
+    store: Optional[VectorStore] = None
     built = 0
     for model in _models_for_build(args):
         cfg = extract_config(args, model=model)
         try:
-            result = build(cfg, store, normalize=args.normalize, recreate=args.recreate, progress=not args.no_progress)
+            embedder = load_embedder(cfg)
         except WeightsUnavailable as e:
             if args.model != "all":
                 raise
             print(f"skipping {model}: {' '.join(str(e).split())}", file=sys.stderr)
             continue
+        if store is None:
+            store = _store(args)
+            store.ensure_writable()  # before minutes of extraction, not after
+        result = build(
+            cfg,
+            store,
+            normalize=args.normalize,
+            recreate=args.recreate,
+            progress=not args.no_progress,
+            embedder=embedder,
+        )
         built += 1
         print(
             json.dumps(
@@ -817,9 +833,31 @@ def cmd_robustness(args) -> int:
     return 0
 
 
+# the option naming the model(s) of each command that looks collections up: a missing one is answered with the
+# same command line on the collections that are indexed. drop is not here: dropping another model is no suggestion
+MODEL_OPTIONS = {"search": "--model", "evaluate": "--models", "maps": "--models", "robustness": "--models"}
+
+
+def _offering_indexed(handler: Callable[[argparse.Namespace], int], argv: Sequence[str], option: str):
+    """``handler``, whose error for a missing collection also gives ``argv`` back runnable on the indexed ones."""
+    from indexer.catalog import CollectionNotFound, rerun_on
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except CollectionNotFound as e:
+            if not e.alternatives:
+                raise
+            command = rerun_on(argv, option, e.alternatives)
+            raise CollectionNotFound(f"{e}\nOr run it on them: {command}", e.alternatives) from None
+
+    return run
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from embed.sources.imaging import BadImage
 
+    line = list(sys.argv[1:] if argv is None else argv)
     handlers = {
         "build": cmd_build,
         "status": cmd_status,
@@ -830,4 +868,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         "maps": cmd_maps,
         "robustness": cmd_robustness,
     }
-    return run_cli(handlers, build_parser(), argv, extra_errors=(StoreError, BadImage))
+    for command, option in MODEL_OPTIONS.items():
+        handlers[command] = _offering_indexed(handlers[command], line, option)
+    return run_cli(handlers, build_parser(), line, extra_errors=(StoreError, BadImage))

@@ -105,3 +105,89 @@ def test_class_names_are_timms_imagenet_descriptions():
     for synset, description in ImageNetInfo().label_descriptions(as_dict=True).items():
         assert class_name(synset) == description.split(",")[0].strip()
     assert class_name("zebra crossings") == "zebra crossings"
+
+
+# a build from a fresh clone whose data set cannot be had ------------------------------------------------
+
+
+def _fresh_clone_build(clone, *argv):
+    """``python -m indexer build ...`` run in ``clone`` as in a fresh checkout: default datasets folders and database
+    (relative to it), and the data set's address a closed local port, so that its download fails without a network."""
+    import subprocess
+    import sys
+
+    from support.cli import env
+    from support.data import free_port
+
+    environ = env(RETRIEVAL_DATASET_URL_TINY_IMAGENET=f"http://127.0.0.1:{free_port()}/tiny-imagenet-200.zip")
+    for name in ("RETRIEVAL_DATASETS", "RETRIEVAL_MILVUS_URI", "RETRIEVAL_DATA_ROOT"):
+        environ.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "indexer", "build", *argv, "--no-progress"],
+        cwd=clone,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+QUICK_START = ("--model", "all", "--dataset", "tiny-imagenet", "--split", "val", "--limit", "300")
+
+
+def test_a_failed_dataset_download_names_the_variable_and_absolute_folders_and_creates_no_database(
+    tmp_path, monkeypatch
+):
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    res = _fresh_clone_build(clone, *QUICK_START)
+    assert res.returncode == 2, res.stderr
+    searched = f"{clone / 'data' / 'datasets'}, {tmp_path / 'shared' / 'datasets'}"
+    assert f"tiny-imagenet (tiny-imagenet-200/) was looked for in {searched}." in res.stderr
+    assert "set RETRIEVAL_DATASETS to the folder holding tiny-imagenet-200/" in res.stderr
+    assert "--data-root DIR/tiny-imagenet-200" in res.stderr and "Traceback" not in res.stderr
+    assert not (clone / "data" / "milvus.db").exists(), "nothing was stored: no database"
+
+    # doing what it says: the data set in a folder named by the variable is found there, nothing downloaded
+    from embed.sources.dataset_download import ensure_dataset
+
+    elsewhere = make_tiny_layout(tmp_path / "elsewhere" / "tiny-imagenet-200")
+    monkeypatch.setenv("RETRIEVAL_DATASETS", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("RETRIEVAL_DATASET_URL_TINY_IMAGENET", "http://127.0.0.1:9/never-fetched.zip")
+    assert ensure_dataset("tiny-imagenet", progress=False) == elsewhere.resolve()
+
+
+def test_a_failed_build_leaves_an_existing_database_as_it_was(tmp_path):
+    import json
+
+    import numpy as np
+
+    from benchmarks.synthetic import synthetic_meta
+    from embed.common.identity import EmbeddingKey
+    from indexer.milvus_store import VectorStore
+
+    clone = tmp_path / "clone"
+    root = make_tiny_layout(clone / "tiny")
+    store = VectorStore(str(clone / "data" / "milvus.db"))
+    name = EmbeddingKey("effnet-lite0", "tiny", "val").collection_name
+    store.ensure_collection(name, synthetic_meta("effnet-lite0", 4, "tiny", str(root), rows=2, complete=True))
+    store.upsert(name, np.arange(2), np.ones((2, 4), np.float32), ["a", "b"], ["x.jpg", "y.jpg"], progress=False)
+    store.close()
+    from milvus_lite.server_manager import server_manager_instance
+
+    server_manager_instance.release_all()
+
+    assert _fresh_clone_build(clone, *QUICK_START).returncode == 2
+    from support.cli import run
+
+    status = run(["indexer", "status", "--json"], cwd=clone)
+    assert status.returncode == 0, status.stderr
+    assert [c["collection"] for c in json.loads(status.stdout)["collections"]] == [name]
+
+
+def test_a_build_without_weights_creates_no_database(tmp_path):
+    clone = tmp_path / "clone"
+    root = make_tiny_layout(clone / "tiny")
+    res = _fresh_clone_build(clone, "--model", "timm:resnet18", "--split", "val", "--data-root", str(root))
+    assert res.returncode == 2 and "--checkpoint PATH" in res.stderr, res.stderr
+    assert not (clone / "data" / "milvus.db").exists()

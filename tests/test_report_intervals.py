@@ -100,8 +100,9 @@ def test_every_metric_interval_is_scipys_percentile_interval_at_the_printed_leve
                 f"{label} {name}: [{got.low}, {got.high}] is not the {level:.0%} percentile interval [{low}, {high}]"
             )
             assert got.n == len(values) and got.level == level
-            column = f"{name} ({level:.0%} CI)"
-            if column in head:
+            # a metric over other queries than the row's names its count in the header: "(95% CI, 24 queries)"
+            column = next((h for h in head if h.startswith(f"{name} ({level:.0%} CI")), None)
+            if column is not None:
                 assert _shows(by_model[label][column], values.mean(), low, high), (label, name, by_model[label][column])
                 checked += 1
     assert checked == 2 * 7, "every cell of part 1 was compared"
@@ -144,3 +145,47 @@ def test_dino_table_states_its_level_and_holds_scipys_interval(report):
         values = run.dino_correct.astype(float)
         low, high = _scipy(values, level, resamples, seed)
         assert _shows(cells[run.model], values.mean(), low, high), (run.model, cells[run.model])
+
+
+SINGLETONS = 5
+
+
+@pytest.fixture(scope="module")
+def report_with_singletons(tmp_path_factory):
+    return synthetic_report(tmp_path_factory.mktemp("report_counts"), RESAMPLES, SEED, singletons=SINGLETONS)
+
+
+def _shown_count(head, row, column: str) -> int:
+    """The query count a cell of part 1 is printed under: its own "(N queries)", else its header's, else the row's."""
+    for text in (row[head.index(column)], column):
+        own = re.search(r"(\d+) queries\)", text)
+        if own:
+            return int(own.group(1))
+    return int(row[head.index("queries")])
+
+
+def test_every_count_in_part_1_and_the_means_table_is_the_queries_its_metric_used(report_with_singletons):
+    from indexer.evaluation.sections import results_table
+
+    md, runs = report_with_singletons["md"], report_with_singletons["runs"]
+    head, rows = _md_table(md, r"^## 1\. ")
+    by_model = {r[0]: r for r in rows}
+    level = f"{_stated(md)[0]:.0%}"
+    counts_seen = set()
+    for run in runs:
+        row = by_model[f"{run.model} ({run.features})"]
+        for name, values in _per_query_columns(run).items():
+            column = next((h for h in head if h.startswith(f"{name} ({level} CI")), None)
+            if column is None:  # R@1, P@5...: computed, not a column of part 1
+                continue
+            assert _shown_count(head, row, column) == len(values), (run.model, name, column, row)
+            counts_seen.add(len(values))
+    # three different counts really are printed: ranking queries, every image (kNN@20), the holdout (DINO)
+    assert len(counts_seen) == 3, counts_seen
+
+    table = results_table(report_with_singletons["evaluation"])
+    for run, cells in zip(runs, table.rows):
+        shown = dict(zip(table.headers, cells))
+        assert int(shown["queries"]) == len(run.per_query.ap_at_r) == int(shown["images"]) - SINGLETONS
+        assert int(shown["images"]) == len(run.per_query.knn_correct)
+    assert "kNN@20 (all images)" in table.headers

@@ -115,6 +115,93 @@ def test_the_embed_check_the_report_suggests_runs(indexed, tmp_path):
     assert not accuracy([ModelOnly()], cfg, indexed["root"].name).sentences, "nothing left to add"
 
 
+def _offered(stderr: str, command: str) -> str:
+    """The command line a missing collection's error offers on the indexed ones (one line, as printed)."""
+    offered = re.search(rf"Or run it on them: (python -m indexer {command} [^\n]+)", stderr)
+    assert offered, stderr
+    return offered.group(1)
+
+
+def test_evaluate_of_the_default_models_offers_the_indexed_ones_and_that_runs(indexed, tmp_path):
+    """The default --models (gresnet,convnext,vit) is not what was built: the error keeps the build hint, names
+    what is indexed for the split, and gives the same evaluate on it, which runs as written."""
+    res = _cli(
+        "-m", "indexer", "evaluate", "--split", "val", "--features", "raw", "--uri", indexed["uri"], cwd=tmp_path
+    )
+    assert res.returncode == 2
+    assert "Build it: python -m indexer build --model gresnet --split val" in res.stderr
+    assert "Indexed for split 'val': timm:test_resnet;" in res.stderr
+    offered = _offered(res.stderr, "evaluate")
+    assert "--models timm:test_resnet" in offered and f"--uri {indexed['uri']}" in offered, offered
+    ran = _run_as_written(offered, tmp_path)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "| timm:test_resnet ⚠random | raw | 6 | 6 |" in ran.stdout, ran.stdout
+
+
+def test_search_of_an_unindexed_model_offers_an_indexed_one_and_that_runs(indexed, tmp_path):
+    query = str(indexed["root"] / "val" / "images" / "val_0.JPEG")
+    res = _cli(
+        "-m",
+        "indexer",
+        "search",
+        "--model",
+        "vit",
+        "--split",
+        "val",
+        "--image",
+        query,
+        "--uri",
+        indexed["uri"],
+        cwd=tmp_path,
+    )
+    assert res.returncode == 2
+    assert "Build it: python -m indexer build --model vit" in res.stderr
+    offered = _offered(res.stderr, "search")
+    assert "--model timm:test_resnet" in offered and "vit" not in offered, offered
+    ran = _run_as_written(offered, tmp_path)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "top 6 in timm_test_resnet__data__val" in ran.stdout
+
+
+def test_with_two_datasets_indexed_the_offer_chooses_one_with_data_root_and_drop_offers_nothing(tmp_path):
+    """Real collections (synthetic vectors) of two datasets on split val: the offered evaluate takes the dataset with
+    the most models, names its data root (evaluating across datasets is refused) and runs; drop names what is indexed
+    but offers no command (dropping another model is no suggestion)."""
+    import numpy as np
+
+    from benchmarks.synthetic import synthetic_meta
+    from embed.common.identity import EmbeddingKey
+    from indexer.milvus_store import VectorStore
+
+    uri = str(tmp_path / "milvus.db")
+    store = VectorStore(uri)
+    roots = {"alpha": make_tiny_layout(tmp_path / "alpha"), "beta": make_tiny_layout(tmp_path / "beta")}
+    vectors = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    classes = ["n01440764"] * 3 + ["n01443537"] * 3
+    for dataset, model in (("alpha", "effnet-lite0"), ("alpha", "effnet-lite1"), ("beta", "effnet-lite2")):
+        name = EmbeddingKey(model, dataset, "val").collection_name
+        store.ensure_collection(name, synthetic_meta(model, 4, dataset, str(roots[dataset]), rows=6, complete=True))
+        store.upsert(name, np.arange(6), vectors, classes, [f"images/val_{i}.JPEG" for i in range(6)], progress=False)
+        store.flush(name)
+    store.close()
+    from milvus_lite.server_manager import server_manager_instance
+
+    server_manager_instance.release_all()
+
+    res = _cli("-m", "indexer", "evaluate", "--split", "val", "--features", "raw", "--uri", uri, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "Indexed for split 'val': effnet-lite0 (alpha), effnet-lite1 (alpha), effnet-lite2 (beta);" in res.stderr
+    offered = _offered(res.stderr, "evaluate")
+    assert offered.endswith(f"--models effnet-lite0,effnet-lite1 --data-root {roots['alpha']}"), offered
+    ran = _run_as_written(offered, tmp_path)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "on alpha/val" in ran.stdout and "effnet-lite2" not in ran.stdout
+
+    dropped = _cli("-m", "indexer", "drop", "--model", "vit", "--split", "val", "--uri", uri, cwd=tmp_path)
+    assert dropped.returncode == 2 and "Indexed for split 'val': effnet-lite0 (alpha)" in dropped.stderr
+    assert "Or run it on them" not in dropped.stderr
+
+
 def test_a_search_on_a_missing_split_suggests_the_splits_there_are(tmp_path):
     import numpy as np
 

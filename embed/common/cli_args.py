@@ -70,8 +70,8 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         "--dataset",
         default=None,
         metavar="NAME",
-        help="tiny-imagenet or imagenette: found in data/datasets or ../shared/datasets (env "
-        "RETRIEVAL_DATASETS), else downloaded there once (checksum verified)",
+        help=f"tiny-imagenet or imagenette: found in data/datasets or ../shared/datasets (env "
+        f"{settings.DATASETS_ENV}), else downloaded there once (checksum verified)",
     )
     g.add_argument(
         "--limit", type=positive_int, default=None, help="only the first N images in canonical (sorted path) order"

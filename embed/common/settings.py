@@ -16,6 +16,7 @@ from typing import Dict, Optional, Tuple
 ENV_PREFIX = "RETRIEVAL_"
 DATASET_URL_PREFIX = ENV_PREFIX + "DATASET_URL_"
 DATASET_MD5_PREFIX = ENV_PREFIX + "DATASET_MD5_"
+DATASETS_ENV = ENV_PREFIX + "DATASETS"  # the folders named datasets are looked for in (os.pathsep-separated)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class RetrievalSettings:
         env = dict(os.environ if environ is None else environ)
         get = env.get
         defaults = cls()
-        datasets = get(ENV_PREFIX + "DATASETS")
+        datasets = get(DATASETS_ENV)
         slow = get(ENV_PREFIX + "LITE_SLOW_ROWS_X_DIM")
         return cls(
             data_root_from_env=get(ENV_PREFIX + "DATA_ROOT"),

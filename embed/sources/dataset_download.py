@@ -94,6 +94,12 @@ def datasets_dirs() -> List[Path]:
     return [Path(p).expanduser() for p in settings.current().datasets_dirs]
 
 
+def searched_folders() -> str:
+    """The datasets folders as absolute paths: the defaults are relative to the current directory, which a message
+    showing ``../shared/datasets`` leaves the reader to work out."""
+    return ", ".join(str(p.resolve()) for p in datasets_dirs())
+
+
 def get_source(name: str) -> DatasetSource:
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)} (or pass --data-root DIR)")
@@ -120,14 +126,16 @@ def ensure_dataset(name: str, progress: bool = True) -> Path:
             f"{target / source.folder} exists but has no {source.split} folder: remove it to download "
             f"{name} again, or pass --data-root"
         )
-    log.info("%s is not in %s: downloading %s", name, ", ".join(map(str, datasets_dirs())), source.url)
+    log.info("%s is not in %s: downloading %s", name, searched_folders(), source.url)
     archive = target / source.archive_name
     try:
         download(source.url, archive, desc=source.archive_name, md5=source.md5, progress=progress)
     except DownloadError as e:
         raise DatasetError(
-            f"could not download {name}: {e}\nDownload {source.url} yourself, extract it and pass "
-            f"--data-root DIR/{source.folder}"
+            f"could not download {name}: {e}\n{name} ({source.folder}/) was looked for in {searched_folders()}. "
+            f"If you have it elsewhere, set {settings.DATASETS_ENV} to the folder holding {source.folder}/ "
+            f"({os.pathsep}-separated for several), or pass --data-root DIR/{source.folder}. Otherwise download "
+            f"{source.url} yourself and extract it into one of those folders."
         ) from None
     try:
         root = extract_archive(archive, target, source.folder, source.max_bytes, source.max_entries, progress)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from indexer.evaluation.document import Evaluation, Interval, ReportDocument
+from indexer.evaluation.document import Evaluation, Interval, ModelIntervals, ReportDocument
 
 TOP_OVERLAP = 10  # the agreement section compares each pair's top-10 neighbour sets
 INTERVAL_METRICS = ("P@1", "P@10", "R@10", "R-precision", "MAP@R", "kNN@20", "DINO kNN top-1")
@@ -57,18 +57,23 @@ def diff_text(interval: Interval) -> str:
 
 
 def results_table(evaluation: Evaluation) -> Table:
-    """The CLI's table of means: every metric of every model and variant."""
+    """The CLI's table of means: every metric of every model and variant.
+
+    Two counts, because the metrics average over different sets: images (every image in the collection, each a
+    leave-one-out query of kNN@20) and queries (those with another image of their class, the only ones
+    precision, recall, R-precision and MAP@R are defined for).
+    """
     ks = evaluation.protocol.ks
     headers = (
-        ["model", "features", "n"]
+        ["model", "features", "images", "queries"]
         + [f"P@{k}" for k in ks]
         + [f"R@{k}" for k in ks[:3]]
-        + ["R-prec", "MAP@R", "kNN@20", "weights"]
+        + ["R-prec", "MAP@R", "kNN@20 (all images)", "weights"]
     )
     rows = []
     for r in evaluation.results:
         rows.append(
-            [r.model + (" ⚠random" if r.random_weights else ""), r.features, str(r.n)]
+            [r.model + (" ⚠random" if r.random_weights else ""), r.features, str(r.n), str(r.n_queries)]
             + [f"{r.precision[str(k)]:.4f}" for k in ks]
             + [f"{r.recall[str(k)]:.4f}" for k in ks[:3]]
             + [
@@ -82,22 +87,48 @@ def results_table(evaluation: Evaluation) -> Table:
 
 
 def intervals_section(doc: ReportDocument) -> Section:
+    """Part 1. The "queries" column is the count of the ranking metrics (P@k, R@k, R-precision, MAP@R: queries with
+    another image of their class); a metric averaged over other queries (kNN@20: every image; DINO kNN: the held-out
+    ones) says its own count, in its header when every row shares it, else in each cell, so that every number
+    sits under a count that describes it."""
     level = level_text(doc.bootstrap.level)
     metrics = [m for m in INTERVAL_METRICS if any(mi.get(m) for mi in doc.intervals)]
+    queries = [_ranking_queries(mi) for mi in doc.intervals]
+    headers = ["model (features)", "queries"]
+    own_n_in_cells = []
+    for m in metrics:
+        counts = [(iv.n, q) for mi, q in zip(doc.intervals, queries) if (iv := mi.get(m)) is not None]
+        distinct = {n for n, _ in counts}
+        if all(n == q for n, q in counts):
+            headers.append(f"{m} ({level} CI)")
+            own_n_in_cells.append(False)
+        elif len(distinct) == 1:
+            headers.append(f"{m} ({level} CI, {distinct.pop()} queries)")
+            own_n_in_cells.append(False)
+        else:
+            headers.append(f"{m} ({level} CI; queries in each cell)")
+            own_n_in_cells.append(True)
     rows = []
-    for mi in doc.intervals:
-        first = mi.get("P@1")
-        rows.append(
-            [f"{mi.model} ({mi.features})", str(first.n if first else "")] + [ci_text(mi.get(m)) for m in metrics]
-        )
+    for mi, q in zip(doc.intervals, queries):
+        cells = []
+        for m, in_cell in zip(metrics, own_n_in_cells):
+            iv = mi.get(m)
+            cells.append(ci_text(iv) + (f" ({iv.n} queries)" if in_cell and iv is not None else ""))
+        rows.append([f"{mi.model} ({mi.features})", "" if q is None else str(q)] + cells)
     return Section(
         f"1. Every metric with its {level} confidence interval",
-        [Table(["model (features)", "n"] + [f"{m} ({level} CI)" for m in metrics], rows)],
+        [Table(headers, rows)],
         pictures=[
             Picture(doc.figures.confidence_intervals, f"Means with {level} bootstrap intervals"),
             Picture(doc.figures.precision_at_k, "precision@k against k"),
         ],
     )
+
+
+def _ranking_queries(mi: ModelIntervals) -> Optional[int]:
+    """The queries the ranking metrics averaged over (all of them share P@1's)."""
+    first = mi.get("P@1")
+    return first.n if first else None
 
 
 def pairs_section(doc: ReportDocument) -> Section:

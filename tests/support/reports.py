@@ -24,12 +24,16 @@ def clustered_vectors(noise: float, seed: int, n_classes: int = 6, per_class: in
     return (centres[labels] + rng.normal(0, noise, (len(labels), dim))).astype(np.float32), labels
 
 
-def synthetic_report(base: Path, resamples: int, seed: int) -> dict:
-    """report.{json,md,html} in ``base/rep`` for two models of unequal quality: the runs, the markdown, the document."""
+def synthetic_report(base: Path, resamples: int, seed: int, singletons: int = 0) -> dict:
+    """report.{json,md,html} in ``base/rep`` for two models of unequal quality: the runs, the markdown, the document,
+    the evaluation. ``singletons`` more images each have a class of their own: queries of kNN@20 but not of the
+    ranking metrics (no other image of their class), so that the metrics' query counts differ."""
     store = VectorStore(str(base / "milvus.db"))
     for model, noise in zip(MODELS, (0.6, 1.2)):  # the same images, one model retrieving better
         vectors, labels = clustered_vectors(noise, seed=1)
-        classes = [f"c{c}" for c in labels]
+        classes = [f"c{c}" for c in labels] + [f"s{i}" for i in range(singletons)]
+        lone = np.random.default_rng(2).normal(size=(singletons, vectors.shape[1])).astype(np.float32)
+        vectors = np.concatenate([vectors, lone])
         name = EmbeddingKey(model, DATASET, "val").collection_name
         store.ensure_collection(
             name, synthetic_meta(model, vectors.shape[1], DATASET, str(base), rows=len(vectors), complete=True)
@@ -62,4 +66,5 @@ def synthetic_report(base: Path, resamples: int, seed: int) -> dict:
         "runs": runs,
         "md": (out / "report.md").read_text(),
         "doc": ReportDocument.from_json((out / "report.json").read_text()),
+        "evaluation": evaluation,
     }
