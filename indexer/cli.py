@@ -59,7 +59,8 @@ EXAMPLES = {
   python -m indexer status --json
   python -m indexer status --uri http://127.0.0.1:19530""",
     "search": """  python -m indexer search --model effnet-lite0 --split val --image query.jpg -k 5
-  python -m indexer search --model effnet-lite0 --split val --image a.jpg queries/ b.png --json   # one process""",
+  python -m indexer search --model effnet-lite0 --split val --image a.jpg queries/ b.png --json   # one process
+  python -m indexer search --model effnet-lite0 --split val --image ../shared/datasets/tiny-imagenet-200/val/images/val_3.JPEG --include-self""",
     "drop": """  python -m indexer drop --model vit --split val
   python -m indexer drop --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200""",
     "serve": """  python -m indexer serve --port 19530          # then: --uri http://127.0.0.1:19530 everywhere
@@ -152,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         "read is reported by name and the others are still answered (exit status 1 if any failed)",
     )
     p.add_argument("-k", type=positive_int, default=10, help="number of neighbours (default %(default)s)")
+    p.add_argument(
+        "--include-self",
+        action="store_true",
+        help="keep a query that is one of the collection's own images among its hits (by default it is left "
+        "out, as the app and the evaluation leave a query out)",
+    )
     p.add_argument("--checkpoint", type=Path, default=None, help="weights file, if the collection was built with one")
     p.add_argument(
         "--device", default="auto", help="where the query model runs: auto, cpu, cuda or cuda:N (default auto)"
@@ -437,7 +444,12 @@ def cmd_search(args) -> int:
     if not paths:
         raise StoreError(f"no query images in {' '.join(str(p) for p in args.image)}")
     answers = search_images(
-        store, coll, lambda: QueryEmbedder.for_collection(coll.meta, args.checkpoint, args.device), paths, args.k
+        store,
+        coll,
+        lambda: QueryEmbedder.for_collection(coll.meta, args.checkpoint, args.device),
+        paths,
+        args.k,
+        include_self=args.include_self,
     )
     for a in answers:
         for h in a.hits:
@@ -446,7 +458,7 @@ def cmd_search(args) -> int:
     failed = [a for a in answers if a.error]
     if args.json:
         for a in answers:
-            body = {"error": a.error} if a.error else {"hits": a.hits}
+            body = {"error": a.error} if a.error else {"indexed_id": a.indexed_id, "hits": a.hits}
             print(
                 json.dumps(
                     {
@@ -466,6 +478,11 @@ def cmd_search(args) -> int:
             if a.error:
                 continue
             print(f"{a.image}: top {len(a.hits)} in {coll.name} (distance = squared L2):")
+            if a.indexed_id is not None:
+                print(
+                    f"     it is indexed image id={a.indexed_id}: "
+                    + ("kept among its hits (--include-self)" if args.include_self else "left out of its own hits")
+                )
             for rank, h in enumerate(a.hits, 1):
                 print(
                     f"{rank:3}. id={h['id']:<7} d²={h['distance']:<12.4f} {h['class_id']} ({h['class_name']})  "

@@ -589,6 +589,19 @@ class VectorStore:
         extra = {"consistency_level": consistency} if consistency else {}  # see search()
         return self._retry(lambda: self.client.get(name, ids=ids, output_fields=list(fields), **extra), "get")
 
+    def ids_of_paths(self, name: str, relpaths: Sequence[str]) -> Dict[str, int]:
+        """relpath -> id for those of ``relpaths`` the collection holds."""
+        wanted = sorted(set(relpaths))
+        if not wanted:
+            return {}
+        self.ensure_loaded(name)
+        quoted = ", ".join(json.dumps(r) for r in wanted)  # a JSON string is a Milvus string literal
+        rows = self._retry(
+            lambda: self.client.query(name, filter=f"relpath in [{quoted}]", output_fields=["id", "relpath"]),
+            "query by path",
+        )
+        return {r["relpath"]: int(r["id"]) for r in rows}
+
     # search -------------------------------------------------------------------------------------
 
     def search(

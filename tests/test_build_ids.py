@@ -82,9 +82,10 @@ def test_ids_are_canonical_positions_after_skipped_images(split_with_holes, tmp_
         coll = find_collection(store, MODEL, "val", root.name)
         embedder = QueryEmbedder.for_collection(coll.meta, device="cpu")
         files = [root / "val" / split.records[p].relpath for p in readable]
-        answers = search_images(store, coll, lambda: embedder, files, k=1)
+        answers = search_images(store, coll, lambda: embedder, files, k=1, include_self=True)
         for pos, answer in zip(readable, answers):
             assert answer.error is None, answer.error
+            assert answer.indexed_id == pos, "the file is known as the indexed image at its position"
             (hit,) = answer.hits
             assert (hit["id"], hit["relpath"]) == (pos, split.records[pos].relpath), (
                 f"{split.records[pos].relpath} found {hit['relpath']} under id {hit['id']}"

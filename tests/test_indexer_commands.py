@@ -273,7 +273,22 @@ def test_cli_status_json_and_search(dataset, tmp_path):
     assert q.returncode == 0, q.stderr
     hits = json.loads(q.stdout)
     assert hits["distance"] == "squared L2" and hits["random_weights"]
-    assert hits["hits"][0]["relpath"] == "images/val_3.JPEG" and hits["hits"][0]["distance"] < 1e-3
+    # an indexed image is left out of its own hits, as in the app and the evaluation; --include-self keeps it
+    own = hits["indexed_id"]  # its position among the sorted paths
+    assert isinstance(own, int) and len(hits["hits"]) == 3
+    assert "images/val_3.JPEG" not in [h["relpath"] for h in hits["hits"]]
+    q = run("search", "--model", MODEL, "--split", "val", "--image", str(img), "-k", "3", "--include-self", *common)
+    assert q.returncode == 0, q.stderr
+    lines = q.stdout.splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if ": top 3 in " in line) :]
+    assert f"it is indexed image id={own}: kept among its hits (--include-self)" in lines[1]
+    assert f"id={own} " in lines[2] and "images/val_3.JPEG" in lines[2], "itself first: the file embeds to its vector"
+    assert float(lines[2].split("d²=")[1].split()[0]) < 1e-3
+    outside = tmp_path / "copy_of_val_3.JPEG"
+    outside.write_bytes(img.read_bytes())
+    q = run("search", "--model", MODEL, "--split", "val", "--image", str(outside), "-k", "3", "--json", *common)
+    copy = json.loads(q.stdout)
+    assert copy["indexed_id"] is None and copy["hits"][0]["relpath"] == "images/val_3.JPEG", "a copy is not the image"
     bad = run("search", "--model", "nope", "--split", "val", "--image", str(img), *common)
     assert bad.returncode == 2 and "choose from" in bad.stderr and "Traceback" not in bad.stderr
     missing = run("search", "--model", "vit", "--split", "val", "--image", str(img), *common)
