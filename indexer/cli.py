@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from embed.common import settings
 from embed.common.cli_args import (
@@ -302,23 +302,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _models_for_build(args) -> List[str]:
-    """One model, or for ``all`` every registry model whose real weights can be had here (each other one: a line why)."""
+def _models_for_build(args) -> Tuple[List[str], List[str]]:
+    """(models to build, models skipped): one model, or for ``all`` every registry model whose real weights can be
+    had here (each other one skipped, with a line why)."""
     from embed.models.catalog import REGISTRY
     from embed.models.weights import weights_obtainable
 
     if args.model != "all":
-        return [args.model]
+        return [args.model], []
     if args.checkpoint:
         raise StoreError("--checkpoint names one model's weights: use it with one --model, not all")
-    chosen = []
+    chosen, skipped = [], []
     for name in REGISTRY:
         ok, why = weights_obtainable(name)
         if ok or args.random_init:
             chosen.append(name)
         else:
             print(f"skipping {name}: {why}", file=sys.stderr)
-    return chosen
+            skipped.append(name)
+    return chosen, skipped
 
 
 def cmd_build(args) -> int:
@@ -339,8 +341,9 @@ def cmd_build(args) -> int:
     from indexer.build import build, load_embedder
 
     store: Optional[VectorStore] = None
-    built = 0
-    for model in _models_for_build(args):
+    built: List[str] = []  # "model (N rows)", for the closing summary
+    models, skipped = _models_for_build(args)
+    for model in models:
         cfg = extract_config(args, model=model)
         try:
             embedder = load_embedder(cfg)
@@ -348,6 +351,7 @@ def cmd_build(args) -> int:
             if args.model != "all":
                 raise
             print(f"skipping {model}: {' '.join(str(e).split())}", file=sys.stderr)
+            skipped.append(model)
             continue
         if store is None:
             store = _store(args)
@@ -360,7 +364,7 @@ def cmd_build(args) -> int:
             progress=not args.no_progress,
             embedder=embedder,
         )
-        built += 1
+        built.append(f"{model} ({result.rows:,} rows{', already complete' if result.already_complete else ''})")
         print(
             json.dumps(
                 {
@@ -381,6 +385,9 @@ def cmd_build(args) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.model == "all":  # the JSON lines are for scripts; this line is for the person who ran it
+        summary = f"built {len(built)} of {len(built) + len(skipped)} models: {', '.join(built)}"
+        print(summary + (f"; skipped (no weights here): {', '.join(skipped)}" if skipped else ""), file=sys.stderr)
     return 0
 
 

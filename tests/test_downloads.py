@@ -216,6 +216,11 @@ def test_model_all_builds_what_is_real_and_says_why_for_the_rest(tmp_path, monke
     skipped = [line for line in captured.err.splitlines() if line.startswith("skipping ")]
     assert sorted(line.split()[1].rstrip(":") for line in skipped) == ["convnext", "gresnet", "vit"]
     assert all("--checkpoint PATH" in line and "internet" in line for line in skipped)
+    summary = captured.err.splitlines()[-1]
+    assert summary == (
+        "built 3 of 6 models: effnet-lite0 (2 rows), effnet-lite1 (2 rows), effnet-lite2 (2 rows); "
+        "skipped (no weights here): gresnet, convnext, vit"
+    )
 
     monkeypatch.setattr("embed.models.weights.weights_obtainable", lambda name: (False, "test: none here"))
     assert cli.main(argv) == 2
