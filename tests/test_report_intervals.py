@@ -129,7 +129,7 @@ def test_paired_differences_and_their_sentences_use_the_printed_level(report):
         assert (got.low, got.high) == pytest.approx((low, high), rel=1e-12, abs=1e-12), metric
         assert _shows(md_rows[metric][ci_col], low, high), (metric, md_rows[metric][ci_col])
         sentence = next(s for s in pair.sentences if f" on {metric} " in s)
-        m = re.search(r"\((\d+(?:\.\d+)?)% CI (-?\d\.\d{3})–(-?\d\.\d{3})", sentence)
+        m = re.search(r"\((\d+(?:\.\d+)?)% CI ([-+]?\d\.\d{3}) to ([-+]?\d\.\d{3})", sentence)
         assert m and float(m.group(1)) / 100 == level, sentence
         printed = f"{m.group(2)} {m.group(3)}"
         assert _shows(printed, low, high, decimals=3) or _shows(printed, -high, -low, decimals=3), (sentence, low, high)

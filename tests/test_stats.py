@@ -75,7 +75,7 @@ def test_sentences_say_who_is_ahead_or_no_difference():
     same = compare_sentence("A", "B", "P@10", paired_difference(a, a + rng.normal(0, 1e-3, 500)))
     assert same.startswith("No significant difference between A and B on P@10")
     ahead = compare_sentence("A", "B", "P@10", paired_difference(b + 0.2, b))
-    assert ahead.startswith("A retrieves better than B on P@10 by 0.200 (95% CI 0.200–0.200")
+    assert ahead.startswith("A retrieves better than B on P@10 by 0.200 (95% CI +0.200 to +0.200")
     behind = compare_sentence("A", "B", "P@10", paired_difference(b, b + 0.1))
     assert behind.startswith("B retrieves better than A on P@10 by 0.100")
     not_significant = compare_sentence("A", "B", "P@1", paired_difference(b + 0.2, b), p_value=0.2)

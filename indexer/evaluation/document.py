@@ -42,6 +42,13 @@ class Interval:
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
+    def words(self, signed: bool = False, negate: bool = False) -> str:
+        """The interval in a sentence, the same in every one: '95% CI -0.089 to +0.013' (``signed``, for a
+        difference); ``negate``: the interval of the opposite difference (b - a for a - b)."""
+        low, high = (-self.high, -self.low) if negate else (self.low, self.high)
+        spec = "+.3f" if signed else ".3f"
+        return f"{self.level:.0%} CI {low:{spec}} to {high:{spec}}"
+
 
 @dataclass
 class McNemar:

@@ -273,7 +273,7 @@ def appearance(runs: Sequence[Run], cfg: ReportConfig) -> Optional[Appearance]:
 
 
 def _appearance_sentence(model: str, measure: str, value: Interval, diff: Interval) -> str:
-    ci = f"{diff.level:.0%} CI {diff.low:+.3f} to {diff.high:+.3f}"
+    ci = diff.words(signed=True)
     if not diff.excludes_zero():
         return (
             f"{model}'s same-class neighbours are no closer in {measure} to the query than random same-class "

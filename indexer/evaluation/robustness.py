@@ -591,7 +591,7 @@ def _sentence(
     ranked = sorted(here, key=lambda r: (-getattr(r, measure).mean, r.model))
     if len(ranked) == 1:
         v = getattr(ranked[0], measure)
-        return f"{lead}, {ranked[0].model} {what[0]} for {v.mean:.3f} of the queries (95% CI {v.low:.3f}–{v.high:.3f})."
+        return f"{lead}, {ranked[0].model} {what[0]} for {v.mean:.3f} of the queries ({v.words()})."
     hi, lo = ranked[0], ranked[-1]
     p = next(
         p
@@ -600,12 +600,11 @@ def _sentence(
     )
     sign = 1 if p.a == hi.model else -1
     d = p.difference
-    dl, dh = (d.low, d.high) if sign > 0 else (-d.high, -d.low)
     pv = f", exact McNemar p = {p.mcnemar.p_value:.2g}" if p.mcnemar is not None else ""
     others = "; ".join(f"{r.model}: {getattr(r, measure).mean:.3f}" for r in ranked[1:-1])
     rest = f"; {others}" if others else ""
     a, b = getattr(hi, measure).mean, getattr(lo, measure).mean
-    stats = f"difference {sign * d.mean:+.3f} (95% CI {dl:+.3f} to {dh:+.3f}{pv})"
+    stats = f"difference {sign * d.mean:+.3f} ({d.words(signed=True, negate=sign < 0)}{pv})"
     if not p.significant:
         return (
             f"{lead}, {hi.model} and {lo.model} {what[1]} about as often (no significant difference): "

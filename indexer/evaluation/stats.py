@@ -77,12 +77,10 @@ def compare_sentence(
     a: str, b: str, metric: str, diff: Interval, p_value: Optional[float] = None, better: str = "retrieves better than"
 ) -> str:
     """One plain sentence: which model is ahead on ``metric`` and by how much, or no significant difference."""
-    ci = f"{diff.level:.0%} CI {diff.low:.3f}–{diff.high:.3f}"
+    ci = diff.words(signed=True)
     p = f", p = {p_value:.2g}" if p_value is not None else ""
     if not diff.excludes_zero() or (p_value is not None and p_value >= 0.05):
         return f"No significant difference between {a} and {b} on {metric} ({a} − {b} = {diff.mean:+.3f}, {ci}{p})."
     if diff.mean > 0:
         return f"{a} {better} {b} on {metric} by {diff.mean:.3f} ({ci}{p})."
-    return (
-        f"{b} {better} {a} on {metric} by {-diff.mean:.3f} ({diff.level:.0%} CI {-diff.high:.3f}–{-diff.low:.3f}{p})."
-    )
+    return f"{b} {better} {a} on {metric} by {-diff.mean:.3f} ({diff.words(signed=True, negate=True)}{p})."
