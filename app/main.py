@@ -213,7 +213,7 @@ def show_column(backend: Backend, result, k: int, original: int | None = None) -
     per_row = 3
     for start in range(0, len(result.hits), per_row):
         cols = st.columns(per_row)
-        for col, hit in zip(cols, result.hits[start : start + per_row]):
+        for rank, (col, hit) in enumerate(zip(cols, result.hits[start : start + per_row]), start + 1):
             with col:
                 try:
                     assert backend.data_root is not None  # hits come from a collection, which sets it
@@ -225,7 +225,7 @@ def show_column(backend: Backend, result, k: int, original: int | None = None) -
                 mark = {True: ":green[**HIT**] ", False: ":red[miss] ", None: ""}[hit.is_match]
                 if original is not None and hit.id == original:
                     mark = ":blue[**ORIGINAL**] " + mark
-                st.caption(f"{mark}{hit.class_name}  \nd² = {hit.distance:.4g}")
+                st.caption(f"**{rank}.** {mark}{hit.class_name}  \nd² = {hit.distance:.4g}")  # ranks compare
                 st.button(
                     "query",
                     key=f"requery_{result.model}_{hit.id}",

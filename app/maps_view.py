@@ -13,7 +13,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from indexer.evaluation.maps import MapResult
+from embed.sources.datasets import class_name
+from indexer.evaluation.maps import MapQuality, MapResult
 
 GREY = "#c8c8c8"
 # highlighted classes: Plotly's Dark24, distinct from each other and from the grey of the rest
@@ -171,3 +172,20 @@ def selected_id(points: Sequence[Dict], trace_ids: Sequence[np.ndarray]) -> Opti
             continue
         return int(trace_ids[curve][index])
     return None
+
+
+def silhouette_rows(qualities: Dict[str, MapQuality], highlight: Iterable[str] = ()) -> List[Dict]:
+    """The per-class silhouette table: a row per class (the highlighted ones first), its images in the sample and
+    each model's value; None where a class has a single image (scikit-learn gives it 0, which means "on a border",
+    and it has no other image to be near)."""
+    wanted = set(highlight)
+    per_model = {title: {c.class_id: c for c in q.per_class} for title, q in qualities.items()}
+    classes = sorted({c for v in per_model.values() for c in v}, key=lambda c: (c not in wanted, class_name(c)))
+    return [
+        {
+            "class": f"{class_name(c)} ({c})",
+            "images": max(v[c].n for v in per_model.values() if c in v),
+            **{title: round(v[c].silhouette, 3) if c in v and v[c].n > 1 else None for title, v in per_model.items()},
+        }
+        for c in classes
+    ]

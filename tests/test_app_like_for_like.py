@@ -164,6 +164,8 @@ def test_each_column_explains_its_distance_and_its_best_possible_precision(unequ
     for model in (BIG, SMALL):
         assert f"squared L2 distance in {model}'s own" in captions
     assert "compare ranks across columns, not values" in captions
+    ranks = [c.value.split(" ", 1)[0] for c in at.caption if c.value.startswith("**")]
+    assert ranks == [f"**{r}.**" for r in range(1, 10)] * 2, "each hit numbered by its rank, in each column"
     # the query is position 0; its class has N_PER_CLASS images in BIG and as many in SMALL's first 20 as counted
     query_class = _classes_in_order()[0]
     k = 9

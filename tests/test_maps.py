@@ -314,6 +314,20 @@ def _array(value):
     return np.asarray(value)
 
 
+def test_a_class_with_one_image_has_no_silhouette_in_the_table():
+    from app.maps_view import silhouette_rows
+    from indexer.evaluation.maps import MapParams, map_quality
+
+    rng = np.random.default_rng(0)
+    classes = ["n01443537"] * 20 + ["n01440764"] * 20 + ["n01484850"]  # goldfish, tench, and one great white
+    x = np.concatenate([rng.normal(0, 1, (20, 8)), rng.normal(6, 1, (20, 8)), rng.normal(3, 1, (1, 8))])
+    q = map_quality(x.astype(np.float32), x[:, :2].astype(np.float32), classes, MapParams())
+    assert {c.class_id: c.n for c in q.per_class}["n01484850"] == 1
+    rows = silhouette_rows({"A": q, "B": q}, highlight=["n01484850"])
+    assert rows[0] == {"class": "great white shark (n01484850)", "images": 1, "A": None, "B": None}
+    assert [r["images"] for r in rows[1:]] == [20, 20] and all(r["A"] > 0.5 and r["A"] == r["B"] for r in rows[1:])
+
+
 def test_map_figure_marks_the_selection_and_maps_a_click_back_to_its_image():
     from app.maps_view import class_palette, map_figure, selected_id
     from indexer.evaluation.maps import MapParams, MapQuality, MapResult

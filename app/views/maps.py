@@ -29,7 +29,7 @@ import streamlit as st  # noqa: E402
 
 from app import navigation  # noqa: E402
 from app.backend import AppSettings, Backend, BadImage, model_title, safe_image_path, thumbnail  # noqa: E402
-from app.maps_view import MAX_POINTS, class_palette, map_figure, selected_id  # noqa: E402
+from app.maps_view import MAX_POINTS, class_palette, map_figure, selected_id, silhouette_rows  # noqa: E402
 from app.notices import show_collection_notices  # noqa: E402
 from embed.sources.datasets import class_name  # noqa: E402
 from indexer.evaluation.maps import MapParams, MapResult, available_params, load_map, maps_command, report_dir_from_argv  # noqa: E402
@@ -127,14 +127,11 @@ def silhouette_table(results: dict, highlight) -> None:
     st.caption(
         "Mean silhouette of each class's images in the model's own space (Euclidean, the metric the "
         "comparison ranks by): +1 well apart from the other classes, 0 on a border, below 0 mixed in. "
-        "A property of the embedding, not of the map; compare it with the report's per-class P@10."
+        "A property of the embedding, not of the map; compare it with the report's per-class P@10. "
+        "Empty: a class with one image in the sample has no silhouette (scikit-learn counts it as 0 in the "
+        "overall mean)."
     )
-    per_model = {model_title(m): {c.class_id: c.silhouette for c in r.quality.per_class} for m, r in results.items()}
-    classes = sorted({c for v in per_model.values() for c in v}, key=lambda c: (c not in highlight, class_name(c)))
-    rows = [
-        {"class": f"{class_name(c)} ({c})", **{m: round(v.get(c, float("nan")), 3) for m, v in per_model.items()}}
-        for c in classes
-    ]
+    rows = silhouette_rows({model_title(m): r.quality for m, r in results.items()}, highlight)
     st.dataframe(rows, hide_index=True, height=320)
 
 
