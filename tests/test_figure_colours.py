@@ -56,6 +56,11 @@ def test_each_model_keeps_its_colour_across_the_reports_figures(drawn, tmp_path)
         assert raw == normalized == bars[model], f"{model}: one colour whatever the figure or the features"
         assert all(panel[model] == raw for panel in panels if model in panel)
     assert len(set(bars.values())) == 3, "three models, three colours"
+    records = doc.robustness["records"]
+    for figure in drawn[2:]:  # each panel's ticks are the severities its family measured, no others
+        for ax in (a for a in figure.axes if a.get_visible()):
+            family = [r for r in records if r["family"] == ax.get_title()]
+            assert list(ax.get_xticks()) == pytest.approx(sorted({r[r["param"]] for r in family})), ax.get_title()
 
 
 def test_catalog_models_always_get_the_same_colour_and_others_a_free_one():

@@ -873,6 +873,8 @@ def plot_measures(doc: Dict, folder: Path) -> List[str]:
                 if measure == "class_p10":
                     ax.plot(x, [r["clean_p10"] for r in rs], ls="--", lw=1, color=colours[m])
             param = next(r["param"] for r in records if r["family"] == fam)
+            # ticks at the severities measured, and only there: a lone severity would get made-up neighbours
+            ax.set_xticks(sorted({r[param] for r in records if r["family"] == fam}))
             if measure != "cosine":  # shares and overlaps: the whole 0-1 range, so panels compare at a glance
                 ax.set_ylim(-0.03, 1.03)
             ax.set_title(fam, fontsize=9)
