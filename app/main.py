@@ -74,6 +74,7 @@ def show_locked(settings: AppSettings) -> None:
     st.code(
         f"python -m indexer serve --data-dir {settings.uri}\n{app_command(settings, 'http://127.0.0.1:19530')}",
         language="bash",
+        wrap_lines=True,
     )
 
 
@@ -195,7 +196,7 @@ def show_column(backend: Backend, result, k: int, original: int | None = None) -
         st.warning(result.problem)
         if result.build_command:
             st.markdown("Build it with:")
-            st.code(result.build_command, language="bash")
+            st.code(result.build_command, language="bash", wrap_lines=True)
         return
     if result.random_weights:
         st.error("⚠ " + result.weights)
@@ -325,6 +326,7 @@ def search_page() -> None:
             f"python -m indexer build --model all --split {settings.split} --dataset tiny-imagenet --limit 1000 "
             f"--uri {settings.uri}",
             language="bash",
+            wrap_lines=True,
         )
         return
     if not models:

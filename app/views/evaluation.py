@@ -134,6 +134,7 @@ def maps_note(settings: AppSettings, folder: Path, features: str = "raw") -> Non
     st.code(
         maps_command(settings.split, sorted(c.meta.model for c in colls), str(folder), settings.uri, features=features),
         language="bash",
+        wrap_lines=True,
     )
 
 
@@ -153,6 +154,7 @@ def show_robustness(settings: AppSettings, folder: Path, models: List[str], robu
             f"python -m indexer robustness --split {settings.split} --models {','.join(models)} "
             f"--uri {settings.uri} --report {folder}",
             language="bash",
+            wrap_lines=True,
         )
         return
     st.header("Robustness: transformed queries")
@@ -186,6 +188,7 @@ def main() -> None:
         st.code(
             evaluate_command(settings.split, models, True, settings.uri, folder, settings.data_root or ""),
             language="bash",
+            wrap_lines=True,
         )
         maps_note(settings, folder)
         show_robustness(settings, folder, sorted(in_db) or ["gresnet", "convnext", "vit"])
@@ -212,10 +215,10 @@ def main() -> None:
             + (f" In the database but not in this report: {', '.join(missing)}." if missing else "")
             + " To evaluate them as they are, rerun:"
         )
-        st.code(rerun, language="bash")
+        st.code(rerun, language="bash", wrap_lines=True)
     elif missing:
         st.info(f"In the database but not in this report: {', '.join(missing)}. To add them, rerun:")
-        st.code(rerun, language="bash")
+        st.code(rerun, language="bash", wrap_lines=True)
     randoms = doc.random_weight_models
     if randoms:
         st.error(f"RANDOM weights: {', '.join(randoms)}: their figures measure nothing but chance.")

@@ -159,6 +159,7 @@ def main() -> None:
         st.code(
             f"python -m indexer build --model all --split {settings.split} --data-root DIR --uri {settings.uri}",
             language="bash",
+            wrap_lines=True,
         )
         return
     default = [m for m in backend.default_models() if m in indexed] or indexed
@@ -175,7 +176,7 @@ def main() -> None:
             f"yet (or their collections were rebuilt since). Make them (the page shows maps, it does not "
             f"compute them):"
         )
-        st.code(maps_command(settings.split, models, str(folder), settings.uri), language="bash")
+        st.code(maps_command(settings.split, models, str(folder), settings.uri), language="bash", wrap_lines=True)
         return
     params = st.sidebar.selectbox("Map", options, format_func=MapParams.label, key="maps_params")
     results = {}
@@ -205,6 +206,7 @@ def main() -> None:
                 st.code(
                     maps_command(settings.split, [m], str(folder), settings.uri, params.method, params.features),
                     language="bash",
+                    wrap_lines=True,
                 )
                 continue
             shown = displayed(r)
