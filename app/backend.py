@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -186,11 +187,16 @@ class Backend:
         self._embedders: Dict[str, QueryEmbedder] = {}
         self._images: Dict[str, CollectionImages] = {}  # by collection name, read once (no vectors)
         self.collections: Dict[str, IndexedCollection] = {}
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Re-read the collections (a build may have added one); the data root comes from them if unset."""
+        self.root_from_collections = False  # no --data-root: the collections' own
+        # the app's sessions share this backend: each change is numbered, and each session shows those it has not
+        self.generation = 0
+        self._history: List[Tuple[int, CollectionChange]] = []
+        self._lock = threading.Lock()
         self._adopt(self._current())
+
+    def refresh(self) -> List[CollectionChange]:
+        """Re-read the collections now, whether or not their metadata changed; the changes found, as ``changes``."""
+        return self._reread(force=True)
 
     def changes(self) -> List[CollectionChange]:
         """The collections that changed since they were read (a build ran meanwhile), re-read if any did.
@@ -198,7 +204,26 @@ class Backend:
         A page calls this on every run: reading the collections' metadata takes milliseconds, and a column
         must never search rows the page's positions, classes and ceilings do not know of.
         """
-        now = self._current()
+        return self._reread(force=False)
+
+    def changes_since(self, seen: int) -> Tuple[int, List[CollectionChange]]:
+        """(this backend's generation, the changes after generation ``seen``): what a session that last looked at
+        ``seen`` has not been told, another session's run having perhaps re-read the collections first."""
+        self.changes()
+        return self.generation, [change for g, change in self._history if g > seen]
+
+    def _reread(self, force: bool) -> List[CollectionChange]:
+        with self._lock:
+            now = self._current()
+            changed = self._differences(now)
+            if changed or force:
+                self._adopt(now)
+            if changed:
+                self.generation += 1
+                self._history += [(self.generation, change) for change in changed]
+            return changed
+
+    def _differences(self, now: List[IndexedCollection]) -> List[CollectionChange]:
         before = {m: c.meta for m, c in self.collections.items()}
         after = {c.meta.model: c.meta for c in now}
         changed = [
@@ -211,8 +236,6 @@ class Backend:
             for m in sorted(set(before) | set(after))
             if m not in before or m not in after or before[m].to_json() != after[m].to_json()
         ]
-        if changed:
-            self._adopt(now)
         return changed
 
     def _current(self) -> List[IndexedCollection]:
@@ -227,6 +250,7 @@ class Backend:
         self._images.clear()
         if not self.settings.data_root and colls:
             self.settings.data_root = colls[0].meta.data_root
+            self.root_from_collections = True
 
     @property
     def data_root(self) -> Optional[str]:
@@ -240,11 +264,18 @@ class Backend:
         folder = Path(root).expanduser() / self.settings.split
         if folder.is_dir():
             return None
+        split = self.settings.split
+        if self.root_from_collections:
+            return (
+                f"The collections were built from images in {root}, which has no '{split}' folder here ({folder} "
+                f"does not exist), so no indexed image can be shown (uploads still work). Pass --data-root with "
+                f"the folder that holds {split}/ now."
+            )
         indexed = ", ".join(sorted({c.meta.data_root for c in self.collections.values()}))
         return (
-            f"The data root {root} has no '{self.settings.split}' folder ({folder} does not exist), so no indexed "
-            f"image can be shown. The collections were built from {indexed}: start the app without --data-root "
-            f"to use it, or pass the folder that holds {self.settings.split}/ now."
+            f"The data root {root} has no '{split}' folder ({folder} does not exist), so no indexed image can be "
+            f"shown (uploads still work). The collections were built from {indexed}: start the app without "
+            f"--data-root to use it, or pass the folder that holds {split}/ now."
         )
 
     def available_models(self) -> List[str]:

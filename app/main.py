@@ -275,6 +275,8 @@ def show_differences(comparison: Comparison, scope: SearchScope | None) -> None:
             "Each column searches its whole collection (sidebar: Search each whole collection): "
             "the larger ones have more candidates, so their results and P@k are not like for like."
         )
+    elif not comparison.shared:
+        searched = "No image is in every column, so each searches its whole collection."
     else:
         searched = ""
     st.warning("Not like for like: " + " ".join(comparison.lines + [searched, comparison.remedy]).replace("  ", " "))
@@ -296,8 +298,7 @@ def search_page() -> None:
         return
     if st.sidebar.button("Reload collections", key="reload"):
         backend.refresh()
-    if not show_collection_notices(backend):
-        return
+    show_collection_notices(backend)
 
     k = st.sidebar.slider("Top k", 5, 50, 9, key="k")
     chosen = st.sidebar.multiselect(

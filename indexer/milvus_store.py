@@ -595,7 +595,8 @@ class VectorStore:
         if not wanted:
             return {}
         self.ensure_loaded(name)
-        quoted = ", ".join(json.dumps(r) for r in wanted)  # a JSON string is a Milvus string literal
+        # a JSON string is a Milvus string literal, but Milvus reads no \u escapes: non-ASCII characters go as they are
+        quoted = ", ".join(json.dumps(r, ensure_ascii=False) for r in wanted)
         rows = self._retry(
             lambda: self.client.query(name, filter=f"relpath in [{quoted}]", output_fields=["id", "relpath"]),
             "query by path",

@@ -144,9 +144,11 @@ def test_a_data_root_without_the_split_is_named_with_the_one_the_collections_wer
     at = AppTest.from_file(APP, default_timeout=300)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    [error] = [e.value for e in at.error]
+    error = at.error[0].value
     assert f"The data root {wrong} has no 'val' folder" in error and unequal_index["root"] in error
-    assert not at.subheader, "no column of unreadable images"
+    assert "uploads still work" in error and not at.subheader, "no column of unreadable images"
+    at.radio(key="source").set_value("Upload").run()
+    assert not at.exception and at.error[0].value == error, "an upload needs no indexed image: the page goes on"
 
 
 def test_no_model_chosen_shows_a_hint_not_a_crash(unequal_index, monkeypatch):

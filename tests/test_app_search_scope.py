@@ -131,3 +131,71 @@ def test_a_build_while_the_app_is_open_is_seen_on_the_next_run_and_then_nothing_
     [dropped] = backend.changes()
     assert dropped.after is None and "was dropped" in dropped.text and backend.available_models() == ["big"]
     store.close()
+
+
+@pytest.mark.parametrize(
+    "relpath", ["images/café.JPEG", 'images/a"b.JPEG', "images/it's.JPEG", "images/back\\slash.JPEG"]
+)
+def test_an_indexed_image_is_found_by_its_path_whatever_its_characters(tmp_path, relpath):
+    store = VectorStore(str(tmp_path / "milvus.db"))
+    _collection(store, "paths_val", "a", range(3))
+    ids, vectors, classes, _ = _rows(range(3, 4))
+    store.upsert("paths_val", ids, vectors, classes, [relpath], progress=False)
+    store.flush("paths_val")
+    assert store.ids_of_paths("paths_val", [relpath, "images/val_1.JPEG", "images/absent.JPEG"]) == {
+        relpath: 3,
+        "images/val_1.JPEG": 1,
+    }
+    store.close()
+
+
+def test_each_session_is_told_of_a_change_once_whichever_session_re_read_the_collections(tmp_path):
+    uri = str(tmp_path / "milvus.db")
+    store = VectorStore(uri)
+    meta = _collection(store, "small_val", "small", range(20))
+    backend = Backend(AppSettings(uri=uri, data_root="/data/tiny"))
+    first = second = backend.generation
+    store.set_meta("small_val", replace(meta, rows=20, weights_detail="rebuilt"))
+    first, told = backend.changes_since(first)  # this session's run re-reads the collection
+    assert [c.title for c in told] == ["small"]
+    second, told_too = backend.changes_since(second)  # the other session: the same change, not lost
+    assert told_too == told and first == second
+    assert backend.changes_since(first) == (first, []), "and each is told once"
+    store.close()
+
+
+def test_a_data_root_taken_from_the_collections_is_named_as_theirs(tmp_path):
+    uri = str(tmp_path / "milvus.db")
+    store = VectorStore(uri)
+    _collection(store, "small_val", "small", range(3))  # built from /data/tiny, absent here
+    problem = Backend(AppSettings(uri=uri)).data_root_problem()
+    assert problem is not None and problem.startswith("The collections were built from images in /data/tiny")
+    assert "Pass --data-root" in problem and "without --data-root" not in problem
+    given = Backend(AppSettings(uri=uri, data_root=str(tmp_path / "moved"))).data_root_problem()
+    assert given is not None and "start the app without --data-root" in given
+    store.close()
+
+
+def test_a_report_is_compared_with_the_collection_it_read_not_another_datasets():
+    from pathlib import Path
+
+    from indexer.evaluation.document import ReportDocument
+
+    doc = ReportDocument.from_json((Path(__file__).parents[1] / "docs" / "report" / "report.json").read_text())
+    lite0 = next(r for r in doc.results if r.model == "effnet-lite0")
+    weights = lite0.weights.split(": ", 1)
+    as_read = synthetic_meta(
+        "effnet-lite0",
+        DIM,
+        "tiny-imagenet-200",
+        "/data/t",
+        weights_source=weights[0],
+        weights_fingerprint=weights[1],
+        rows=lite0.n,
+        complete=True,
+    )
+    other_dataset = replace(as_read, rows=300)
+    collections = {lite0.collection: as_read, "effnet_lite0__imagenette__val": other_dataset}
+    assert doc.changed_collections(collections) == [], "the other dataset's smaller collection is not this report's"
+    rebuilt = {lite0.collection: replace(as_read, rows=300)}
+    assert doc.changed_collections(rebuilt) == [f"effnet-lite0 now holds 300 images; the report evaluated {lite0.n:,}."]

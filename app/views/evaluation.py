@@ -35,8 +35,8 @@ def load_report(path: str, mtime: float) -> ReportDocument:
     return ReportDocument.from_json(Path(path).read_text())
 
 
-def database_models(settings: AppSettings) -> Dict[str, CollectionMeta]:
-    """model -> what its collection holds, for the collections of the app's split in the database."""
+def database_collections(settings: AppSettings) -> Dict[str, CollectionMeta]:
+    """collection name -> what it holds, for the collections of the app's split in the database."""
     from indexer.catalog import indexed_collections
 
     try:
@@ -44,7 +44,7 @@ def database_models(settings: AppSettings) -> Dict[str, CollectionMeta]:
     except StoreError as e:
         st.warning(f"Cannot list the database's collections: {e}")
         return {}
-    return {c.meta.model: c.meta for c in colls if c.meta.split == settings.split}
+    return {c.name: c.meta for c in colls if c.meta.split == settings.split}
 
 
 def evaluate_command(split: str, models: List[str], holdout: bool, uri: str, folder: Path, data_root: str = "") -> str:
@@ -54,22 +54,6 @@ def evaluate_command(split: str, models: List[str], holdout: bool, uri: str, fol
         f"{f' --data-root {data_root}' if data_root else ''}{' --holdout 0.2' if holdout else ''} "
         f"--uri {uri} --report {folder}"
     )
-
-
-def stale_lines(doc: ReportDocument, in_db: Dict[str, CollectionMeta]) -> List[str]:
-    """How each model's collection differs now from the one the report evaluated (a build ran since)."""
-    lines = []
-    for result in doc.results:
-        meta = in_db.get(result.model)
-        if meta is None or result.features != doc.variant_compared:
-            continue
-        if meta.rows != result.n:
-            lines.append(f"{result.model} now holds {meta.rows:,} images; the report evaluated {result.n:,}.")
-        elif meta.weights_label != result.weights:
-            lines.append(f"{result.model} was rebuilt with other weights ({meta.weights_label}).")
-        elif not meta.complete:
-            lines.append(f"{result.model}'s collection is being built, or its last build did not finish.")
-    return lines
 
 
 def show_sections(doc: ReportDocument, folder: Path) -> None:
@@ -180,10 +164,11 @@ def main() -> None:
     report_dir = st.sidebar.text_input("Report folder", report_dir_from_argv(sys.argv[1:]), key="report_dir")
     folder = Path(report_dir).expanduser()
     path = folder / "report.json"
-    in_db = database_models(settings)
+    collections = database_collections(settings)
+    in_db = sorted({meta.model for meta in collections.values()})
     if not path.is_file():
         st.warning(f"No report in {folder}. Write one (the page shows reports, it does not compute them):")
-        models = sorted(in_db) or ["gresnet", "convnext", "vit"]
+        models = in_db or ["gresnet", "convnext", "vit"]
         # evaluate finds the data set (and the images the report shows) from the collections when one is indexed
         st.code(
             evaluate_command(settings.split, models, True, settings.uri, folder, settings.data_root or ""),
@@ -191,7 +176,7 @@ def main() -> None:
             wrap_lines=True,
         )
         maps_note(settings, folder)
-        show_robustness(settings, folder, sorted(in_db) or ["gresnet", "convnext", "vit"])
+        show_robustness(settings, folder, in_db or ["gresnet", "convnext", "vit"])
         return
     try:
         doc = load_report(str(path), path.stat().st_mtime)
@@ -206,7 +191,7 @@ def main() -> None:
     )
     missing = sorted(set(in_db) - set(in_report))
     rerun = evaluate_command(proto.split, in_report + missing, bool(doc.dino_knn), settings.uri, folder)
-    stale = stale_lines(doc, in_db)
+    stale = doc.changed_collections(collections)
     if stale:
         st.warning(
             "This report predates the collections as they are now: "

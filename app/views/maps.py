@@ -152,7 +152,7 @@ def main() -> None:
     if st.sidebar.button("Reload collections and maps", key="maps_reload"):
         backend.refresh()
         cached_map.clear()
-    show_collection_notices(backend)  # the maps need no image files: with an unusable data root only thumbnails fail
+    show_collection_notices(backend)
     indexed = [m for m in backend.model_choices() if m in backend.collections]
     if not indexed:
         st.warning(f"No collections for split '{settings.split}' in {backend.store.describe_target()} yet.")

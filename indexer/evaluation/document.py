@@ -15,7 +15,10 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Type, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Type, TypeVar, Union
+
+if TYPE_CHECKING:
+    from indexer.milvus_store import CollectionMeta
 
 SCHEMA_VERSION = 2
 # robustness.json (``python -m indexer robustness``), also carried whole by report.json
@@ -330,6 +333,23 @@ class ReportDocument:
     @property
     def models(self) -> List[str]:
         return list(dict.fromkeys(r.model for r in self.results))
+
+    def changed_collections(self, collections: Mapping[str, "CollectionMeta"]) -> List[str]:
+        """How each collection this report evaluated differs now (a build ran since), a sentence each; looked up
+        by name (``collections``: name -> metadata), so that a model indexed for another dataset as well is
+        compared with the collection the report read."""
+        lines = []
+        for result in self.results:
+            meta = collections.get(result.collection)
+            if meta is None or result.features != self.variant_compared:
+                continue
+            if meta.rows != result.n:
+                lines.append(f"{result.model} now holds {meta.rows:,} images; the report evaluated {result.n:,}.")
+            elif meta.weights_label != result.weights:
+                lines.append(f"{result.model} was rebuilt with other weights ({meta.weights_label}).")
+            elif not meta.complete:
+                lines.append(f"{result.model}'s collection is being built, or its last build did not finish.")
+        return lines
 
     @property
     def random_weight_models(self) -> List[str]:
