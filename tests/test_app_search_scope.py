@@ -57,6 +57,16 @@ def test_a_range_of_positions_is_filtered_by_two_comparisons_and_any_other_set_b
     assert id_filter(frozenset({9, 2, 5})) == "id in [2, 5, 9]"
 
 
+@pytest.fixture
+def small_open(tmp_path):
+    """(store, the collection's metadata, the app's backend) over one collection, "small", of 20 rows."""
+    uri = str(tmp_path / "milvus.db")
+    store = VectorStore(uri)
+    meta = _collection(store, "small_val", "small", range(20))
+    yield store, meta, Backend(AppSettings(uri=uri, data_root="/data/tiny"))
+    store.close()
+
+
 def _images(model, ids):
     meta = synthetic_meta(model, DIM, "tiny", "/data/tiny")
     rows = [{"id": i, "class_id": CLASSES[i % 3], "relpath": f"images/val_{i}.JPEG"} for i in ids]
@@ -101,11 +111,8 @@ def test_the_backend_searches_only_the_shared_images_when_given_the_scope(tmp_pa
     store.close()
 
 
-def test_a_build_while_the_app_is_open_is_seen_on_the_next_run_and_then_nothing_more(tmp_path):
-    uri = str(tmp_path / "milvus.db")
-    store = VectorStore(uri)
-    meta = _collection(store, "small_val", "small", range(20))
-    backend = Backend(AppSettings(uri=uri, data_root="/data/tiny"))
+def test_a_build_while_the_app_is_open_is_seen_on_the_next_run_and_then_nothing_more(small_open):
+    store, meta, backend = small_open
     assert len(backend.images("small").images) == 20 and backend.changes() == []
 
     # a build to --limit 30 starts: it marks the collection incomplete, then writes the new rows
@@ -130,7 +137,6 @@ def test_a_build_while_the_app_is_open_is_seen_on_the_next_run_and_then_nothing_
     store.drop("small_val")
     [dropped] = backend.changes()
     assert dropped.after is None and "was dropped" in dropped.text and backend.available_models() == ["big"]
-    store.close()
 
 
 @pytest.mark.parametrize(
@@ -149,11 +155,8 @@ def test_an_indexed_image_is_found_by_its_path_whatever_its_characters(tmp_path,
     store.close()
 
 
-def test_each_session_is_told_of_a_change_once_whichever_session_re_read_the_collections(tmp_path):
-    uri = str(tmp_path / "milvus.db")
-    store = VectorStore(uri)
-    meta = _collection(store, "small_val", "small", range(20))
-    backend = Backend(AppSettings(uri=uri, data_root="/data/tiny"))
+def test_each_session_is_told_of_a_change_once_whichever_session_re_read_the_collections(small_open):
+    store, meta, backend = small_open
     first = second = backend.generation
     store.set_meta("small_val", replace(meta, rows=20, weights_detail="rebuilt"))
     first, told = backend.changes_since(first)  # this session's run re-reads the collection
@@ -161,7 +164,6 @@ def test_each_session_is_told_of_a_change_once_whichever_session_re_read_the_col
     second, told_too = backend.changes_since(second)  # the other session: the same change, not lost
     assert told_too == told and first == second
     assert backend.changes_since(first) == (first, []), "and each is told once"
-    store.close()
 
 
 def test_a_data_root_taken_from_the_collections_is_named_as_theirs(tmp_path):

@@ -91,21 +91,17 @@ def disagreement_browser(doc: ReportDocument, folder: Path) -> None:
         navigation.switch_to_search(query_params={"query_id": str(chosen)})
 
 
-def maps_note(settings: AppSettings, folder: Path, features: str = "raw") -> None:
-    """Whether the Maps page has maps of the database's collections; if not, the command that makes them."""
-    from indexer.catalog import indexed_collections
+def maps_note(
+    settings: AppSettings, folder: Path, collections: Dict[str, CollectionMeta], features: str = "raw"
+) -> None:
+    """Whether the Maps page has maps of the database's collections (``database_collections``); if not, the command
+    that makes them."""
     from indexer.evaluation.maps import available_params, maps_command
 
-    try:
-        colls = [
-            c for c in indexed_collections(get_store(settings.uri, settings.token)) if c.meta.split == settings.split
-        ]
-    except StoreError:
-        return
-    if not colls:
+    if not collections:
         return
     st.subheader("Maps of the embedding spaces")
-    if available_params(folder, {c.name: c.meta for c in colls}):
+    if available_params(folder, collections):
         st.markdown(
             "Each model's space in 2-D, side by side, with its trustworthiness and per-class silhouette: "
             "the **Maps** page (sidebar)."
@@ -116,7 +112,9 @@ def maps_note(settings: AppSettings, folder: Path, features: str = "raw") -> Non
         f"shows them; make them with:"
     )
     st.code(
-        maps_command(settings.split, sorted(c.meta.model for c in colls), str(folder), settings.uri, features=features),
+        maps_command(
+            settings.split, sorted(m.model for m in collections.values()), str(folder), settings.uri, features=features
+        ),
         language="bash",
         wrap_lines=True,
     )
@@ -175,7 +173,7 @@ def main() -> None:
             language="bash",
             wrap_lines=True,
         )
-        maps_note(settings, folder)
+        maps_note(settings, folder, collections)
         show_robustness(settings, folder, in_db or ["gresnet", "convnext", "vit"])
         return
     try:
@@ -209,7 +207,7 @@ def main() -> None:
         st.error(f"RANDOM weights: {', '.join(randoms)}: their figures measure nothing but chance.")
     show_sections(doc, folder)
     disagreement_browser(doc, folder)
-    maps_note(settings, folder, doc.variant_compared)
+    maps_note(settings, folder, collections, doc.variant_compared)
     show_robustness(settings, folder, in_report, doc.robustness)
 
 
