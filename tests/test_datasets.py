@@ -147,6 +147,7 @@ def test_a_failed_dataset_download_names_the_variable_and_absolute_folders_and_c
     assert "set RETRIEVAL_DATASETS to the folder holding tiny-imagenet-200/" in res.stderr
     assert "--data-root DIR/tiny-imagenet-200" in res.stderr and "Traceback" not in res.stderr
     assert not (clone / "data" / "milvus.db").exists(), "nothing was stored: no database"
+    assert not (clone / "data" / "datasets").exists(), "the failed download left no empty folder behind"
 
     # doing what it says: the data set in a folder named by the variable is found there, nothing downloaded
     from embed.sources.dataset_download import ensure_dataset

@@ -355,3 +355,20 @@ def test_data_root_always_wins_and_nothing_is_downloaded(server, datasets_dir, t
     args = SimpleNamespace(data_root=None, dataset="tiny-imagenet", no_progress=True)
     assert resolve_data_root(args) == (datasets_dir / "tiny-imagenet-200").resolve()
     assert len(server.hits) == 1
+
+
+def test_a_failed_staged_download_removes_only_the_folders_it_created(tmp_path):
+    from embed.sources.download import staged_file
+
+    kept = tmp_path / "cache"
+    kept.mkdir()
+    dest = kept / "new" / "deeper" / "weights.bin"
+    with pytest.raises(RuntimeError), staged_file(dest) as part:
+        part.write_bytes(b"half a file")
+        raise RuntimeError("connection reset")
+    assert not (kept / "new").exists(), "the folders made for the failed download are gone"
+    assert kept.is_dir(), "a folder that was there before stays"
+
+    with staged_file(dest) as part:
+        part.write_bytes(b"whole")
+    assert dest.read_bytes() == b"whole" and [p.name for p in dest.parent.iterdir()] == ["weights.bin"]

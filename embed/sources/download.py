@@ -48,15 +48,25 @@ def cache_dir() -> Path:
 def staged_file(dest: Path) -> Iterator[Path]:
     """A temp path next to ``dest``; renamed onto ``dest`` when the block ends without an error, else deleted."""
     dest = Path(dest)
+    created = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     # the real suffix last: readers that go by extension (safetensors) read the staged file too
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".part{dest.suffix}", dir=dest.parent)
     os.close(fd)
+    done = False
     try:
         yield Path(tmp)
         os.replace(tmp, dest)
+        done = True
     finally:
         Path(tmp).unlink(missing_ok=True)  # gone already after the rename; the failed attempt otherwise
+        if not done:
+            # a failed first download leaves no empty folders behind (a later run would take them for a cache)
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break  # not empty: something else lives there now
 
 
 def fetch_url(url: str, out: Path, desc: str, timeout: float = 60.0, progress: bool = True) -> None:
