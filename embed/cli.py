@@ -208,4 +208,4 @@ def cmd_check(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run_cli({"extract": cmd_extract, "check": cmd_check, "models": cmd_models}, build_parser(), argv)
+    return run_cli({"extract": cmd_extract, "check": cmd_check, "models": cmd_models}, build_parser, argv)

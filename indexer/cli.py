@@ -894,4 +894,4 @@ def main(argv: Optional[List[str]] = None) -> int:
     }
     for command, option in MODEL_OPTIONS.items():
         handlers[command] = _offering_indexed(handlers[command], line, option)
-    return run_cli(handlers, build_parser(), line, extra_errors=(StoreError, BadImage))
+    return run_cli(handlers, build_parser, line, extra_errors=(StoreError, BadImage))

@@ -250,7 +250,7 @@ class VectorStore:
         self,
         uri: Optional[str] = None,
         token: Optional[str] = None,
-        retries: int = 6,
+        retries: Optional[int] = None,
         backoff: float = 1.0,
         search_budget_bytes: int = DEFAULT_SEARCH_BUDGET,
     ):
@@ -258,7 +258,7 @@ class VectorStore:
         self.uri = str(uri if uri is not None else config.milvus_uri)
         self.token = (token if token is not None else config.milvus_token) or ""
         self.max_batch_bytes = config.insert_batch_bytes
-        self.retries = retries
+        self.retries = config.milvus_retries if retries is None else retries
         self.backoff = backoff
         self.search_budget_bytes = search_budget_bytes
         self.is_lite = is_local_uri(self.uri)

@@ -88,6 +88,42 @@ def test_warning_lines_are_shortened_at_a_word_boundary(caplog):
     assert shown.endswith(" ...") and shown[:-4].split() == text.split()[: len(shown[:-4].split())]
 
 
+@pytest.mark.parametrize("retries", ["0", "2"])
+def test_the_retry_count_comes_from_the_environment(retries, monkeypatch):
+    monkeypatch.setenv("RETRIEVAL_MILVUS_RETRIES", retries)
+    calls = []
+
+    def down():
+        calls.append(1)
+        raise ConnectionError("server unavailable")
+
+    store = VectorStore("http://127.0.0.1:19530", backoff=0.01)
+    with pytest.raises(ServerUnreachable) as e:
+        store._retry(down, "list collections")
+    assert len(calls) == int(retries) + 1
+    assert f"list collections failed {int(retries) + 1} times" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("two", "RETRIEVAL_MILVUS_RETRIES='two' is not a number"),
+        ("-1", "RETRIEVAL_MILVUS_RETRIES='-1': needs at least 0"),
+    ],
+)
+def test_a_bad_retry_count_is_one_clear_error(value, message, tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "indexer", "status", "--uri", f"http://127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO), RETRIEVAL_MILVUS_RETRIES=value),
+        timeout=120,
+    )
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == f"error: {message}", res.stderr
+    assert "Traceback" not in res.stderr
+
+
 @pytest.mark.server
 def test_a_server_that_comes_up_within_the_window_is_reached(milvus_server):
     """A listening front whose server is not there yet (a server starting up), then there: waited for."""

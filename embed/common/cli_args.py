@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from embed.common import settings
 from embed.common.logs import quiet_grpc_environment, quiet_third_party_logs
@@ -200,8 +200,20 @@ def setup_logging(verbose: bool) -> None:
     quiet_third_party_logs()
 
 
-def run_cli(handlers, parser: argparse.ArgumentParser, argv: Optional[List[str]], extra_errors: tuple = ()) -> int:
+def run_cli(
+    handlers,
+    build_parser: Callable[[], argparse.ArgumentParser],
+    argv: Optional[List[str]],
+    extra_errors: tuple = (),
+) -> int:
     """Parse, dispatch, and turn expected failures into one clear line and exit code 2."""
+    from embed.common.settings import SettingsError
+
+    try:
+        parser = build_parser()  # its defaults come from the RETRIEVAL_* variables
+    except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)  # first: --help and usage errors need none of the imports below
     quiet_grpc_environment()
     setup_logging(getattr(args, "verbose", False))
@@ -215,6 +227,7 @@ def run_cli(handlers, parser: argparse.ArgumentParser, argv: Optional[List[str]]
     expected = (
         DatasetError,
         InvalidName,
+        SettingsError,
         WeightsUnavailable,
         CheckpointMismatchError,
         DownloadError,

@@ -11,12 +11,32 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, TypeVar
 
 ENV_PREFIX = "RETRIEVAL_"
 DATASET_URL_PREFIX = ENV_PREFIX + "DATASET_URL_"
 DATASET_MD5_PREFIX = ENV_PREFIX + "DATASET_MD5_"
 DATASETS_ENV = ENV_PREFIX + "DATASETS"  # the folders named datasets are looked for in (os.pathsep-separated)
+
+Number = TypeVar("Number", int, float)
+
+
+class SettingsError(ValueError):
+    """A ``RETRIEVAL_*`` variable holds a value its setting cannot take."""
+
+
+def _number(env: Dict[str, str], name: str, kind: Callable[[str], Number], minimum: Number, default: Number) -> Number:
+    """``RETRIEVAL_<name>`` as a number of at least ``minimum``; ``default`` when unset or empty."""
+    text = env.get(ENV_PREFIX + name)
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise SettingsError(f"{ENV_PREFIX}{name}={text!r} is not a number") from None
+    if value < minimum:
+        raise SettingsError(f"{ENV_PREFIX}{name}={text!r}: needs at least {minimum}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -40,6 +60,7 @@ class RetrievalSettings:
     lite_wait_s: float = 15.0  # RETRIEVAL_LITE_WAIT_S: wait for a starting Lite owner
     insert_batch_bytes: int = 32 * 1024 * 1024  # RETRIEVAL_INSERT_BATCH_BYTES: under every Milvus request limit
     lite_slow_rows_x_dim: Optional[int] = None  # RETRIEVAL_LITE_SLOW_ROWS_X_DIM: when build advises a server
+    milvus_retries: int = 6  # RETRIEVAL_MILVUS_RETRIES: retries of a transient failure (backoff 1, 2, 4 ... 30 s)
 
     @classmethod
     def from_environment(cls, environ: Optional[Dict[str, str]] = None) -> "RetrievalSettings":
@@ -47,7 +68,6 @@ class RetrievalSettings:
         get = env.get
         defaults = cls()
         datasets = get(DATASETS_ENV)
-        slow = get(ENV_PREFIX + "LITE_SLOW_ROWS_X_DIM")
         return cls(
             data_root_from_env=get(ENV_PREFIX + "DATA_ROOT"),
             data_root=get(ENV_PREFIX + "DATA_ROOT") or defaults.data_root,
@@ -66,9 +86,10 @@ class RetrievalSettings:
             },
             cache_dir=get(ENV_PREFIX + "CACHE") or None,
             gresnet_url=get(ENV_PREFIX + "GRESNET_URL") or None,
-            lite_wait_s=float(get(ENV_PREFIX + "LITE_WAIT_S") or defaults.lite_wait_s),
-            insert_batch_bytes=int(get(ENV_PREFIX + "INSERT_BATCH_BYTES") or defaults.insert_batch_bytes),
-            lite_slow_rows_x_dim=int(slow) if slow else None,
+            lite_wait_s=_number(env, "LITE_WAIT_S", float, 0.0, defaults.lite_wait_s),
+            insert_batch_bytes=_number(env, "INSERT_BATCH_BYTES", int, 1, defaults.insert_batch_bytes),
+            lite_slow_rows_x_dim=_number(env, "LITE_SLOW_ROWS_X_DIM", int, 1, 0) or None,  # 0: unset
+            milvus_retries=_number(env, "MILVUS_RETRIES", int, 0, defaults.milvus_retries),
         )
 
     def weights_cache(self) -> Path:

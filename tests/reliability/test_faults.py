@@ -85,14 +85,14 @@ def proxied_server(milvus_server):
     proxy.stop()
 
 
-def _build_until_insert_then(cmd, tmp_path, action):
+def _build_until_insert_then(cmd, tmp_path, action, **env_vars):
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         cwd=tmp_path,
-        env=env(RETRIEVAL_INSERT_BATCH_BYTES=2000),
+        env=env(RETRIEVAL_INSERT_BATCH_BYTES=2000, **env_vars),
     )
     out = []
     for line in proc.stdout:
@@ -125,10 +125,11 @@ def test_server_down_gives_clear_error_then_rerun_repairs(dataset, reference, tm
     uri = f"http://127.0.0.1:{proxied_server.port}"
     VectorStore(uri).drop(EmbeddingKey(MODEL, dataset.name, "val").collection_name)
     cmd = build_cmd(dataset, tmp_path / "emb", uri)
-    code, log = _build_until_insert_then(cmd, tmp_path, proxied_server.stop)  # and it stays down
+    # and it stays down; 2 retries (1 + 2 s) instead of the default minute of them: the count is what is tested
+    code, log = _build_until_insert_then(cmd, tmp_path, proxied_server.stop, RETRIEVAL_MILVUS_RETRIES=2)
     try:
         assert code == 2, log[-2000:]
-        assert "unreachable" in log and "Traceback" not in log.split("error:")[-1]
+        assert "unreachable" in log and "failed 3 times" in log and "Traceback" not in log.split("error:")[-1]
     finally:
         proxied_server.start()
     res = run(cmd, cwd=tmp_path)
