@@ -14,6 +14,8 @@ from typing import Callable, Dict, Optional
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
+from embed.common.settings import SettingsError
+
 SEARCH_URL = "search"
 EVALUATION_FILE = "views/evaluation.py"  # relative to app/main.py, as Streamlit resolves page files
 MAPS_FILE = "views/maps.py"
@@ -30,7 +32,11 @@ def run(search_page: Callable[[], None]) -> None:
         "Maps": st.Page(MAPS_FILE, title="Maps", icon=":material/scatter_plot:"),
     }
     _registered.update(pages)
-    st.navigation(list(pages.values())).run()
+    page = st.navigation(list(pages.values()))
+    try:
+        page.run()
+    except SettingsError as e:  # every page reads the RETRIEVAL_* variables first
+        st.error(f"Cannot start: {e}. Correct or unset it, then restart the app.")
 
 
 def switch_to_search(query_params: Optional[Dict[str, str]] = None) -> None:

@@ -203,6 +203,22 @@ def test_locked_database_explains_the_remedy(tmp_path, monkeypatch):
         holder.wait()
 
 
+@pytest.mark.parametrize("page", ["search", "evaluation", "maps"])
+def test_a_bad_setting_is_one_clear_message_on_every_page(page, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("RETRIEVAL_INSERT_BATCH_BYTES", "32MB")
+    monkeypatch.setattr(sys, "argv", ["main.py", "--uri", str(tmp_path / "none.db")])
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    if page != "search":
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "Cannot start: RETRIEVAL_INSERT_BATCH_BYTES='32MB' is not a number. Correct or unset it, then restart the app."
+    ]
+
+
 @needs_chromium
 def test_real_browser_renders_three_columns(small_index, tmp_path):
     from selenium.webdriver.common.by import By
