@@ -34,7 +34,7 @@ def _number(env: Dict[str, str], name: str, kind: Callable[[str], Number], minim
         value = kind(text)
     except ValueError:
         raise SettingsError(f"{ENV_PREFIX}{name}={text!r} is not a number") from None
-    if value < minimum:
+    if not value >= minimum:  # NaN too
         raise SettingsError(f"{ENV_PREFIX}{name}={text!r}: needs at least {minimum}")
     return value
 
