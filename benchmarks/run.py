@@ -751,12 +751,16 @@ def main(argv=None) -> int:
         except NoCuda as e:
             log.error("%s", e)
             return 2
+    from embed.extraction import host_memory
+    from embed.extraction.embedder import resolve_device
+
+    device = resolve_device(str(device))  # as every model run does: on a CPU, freed host memory kept for reuse
     sections = set((args.only or (GPU_SECTIONS if device.type == "cuda" else DEFAULT_SECTIONS)).split(","))
     report: Dict = {
         "machine": machine_info(device),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick,
-        "settings": {"cpu_batch": 16, "gpu_batch": 256},
+        "settings": {"cpu_batch": 16, "gpu_batch": 256, "host_memory": host_memory.describe()},
     }
     t0 = time.perf_counter()
     if "forward" in sections:

@@ -55,7 +55,7 @@ def small_index(tmp_path_factory):
 def _app(small_index, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    # as arguments: embed.common.settings reads the RETRIEVAL_* variables once, when this process first imported it
+    # as arguments, the way the README starts the app (streamlit run app/main.py -- --uri ... --data-root ...)
     monkeypatch.setattr(sys, "argv", ["main.py", "--uri", small_index["uri"], "--data-root", small_index["root"]])
     at = AppTest.from_file(APP, default_timeout=300)
     at.run()

@@ -250,7 +250,7 @@ def three_lites(tmp_path_factory):
 def _page(args, monkeypatch, page=MAPS_FILE):
     from streamlit.testing.v1 import AppTest
 
-    # settings as arguments: embed.common.settings read the RETRIEVAL_* variables when this process first imported it
+    # settings as arguments, the way the README starts the app (streamlit run app/main.py -- --uri ...)
     monkeypatch.setattr(sys, "argv", ["main.py", *args])
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
     at.switch_page(page)

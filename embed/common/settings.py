@@ -39,6 +39,19 @@ def _number(env: Dict[str, str], name: str, kind: Callable[[str], Number], minim
     return value
 
 
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _flag(env: Dict[str, str], name: str, default: bool) -> bool:
+    """``RETRIEVAL_<name>`` as 1/0, true/false, yes/no or on/off; ``default`` when unset or empty."""
+    text = env.get(ENV_PREFIX + name)
+    if not text:
+        return default
+    if text.strip().lower() not in _FLAGS:
+        raise SettingsError(f"{ENV_PREFIX}{name}={text!r}: expected 1 or 0 (true/false, yes/no, on/off)")
+    return _FLAGS[text.strip().lower()]
+
+
 @dataclass(frozen=True)
 class RetrievalSettings:
     """Defaults shared by the CLIs, the app, the downloads and the benchmarks (env variable in brackets)."""
@@ -61,6 +74,7 @@ class RetrievalSettings:
     insert_batch_bytes: int = 32 * 1024 * 1024  # RETRIEVAL_INSERT_BATCH_BYTES: under every Milvus request limit
     lite_slow_rows_x_dim: Optional[int] = None  # RETRIEVAL_LITE_SLOW_ROWS_X_DIM: when build advises a server
     milvus_retries: int = 6  # RETRIEVAL_MILVUS_RETRIES: retries of a transient failure (backoff 1, 2, 4 ... 30 s)
+    keep_freed_memory: bool = True  # RETRIEVAL_KEEP_FREED_MEMORY: 0 keeps glibc malloc defaults (host_memory.py)
 
     @classmethod
     def from_environment(cls, environ: Optional[Dict[str, str]] = None) -> "RetrievalSettings":
@@ -90,6 +104,7 @@ class RetrievalSettings:
             insert_batch_bytes=_number(env, "INSERT_BATCH_BYTES", int, 1, defaults.insert_batch_bytes),
             lite_slow_rows_x_dim=_number(env, "LITE_SLOW_ROWS_X_DIM", int, 1, 0) or None,  # 0: unset
             milvus_retries=_number(env, "MILVUS_RETRIES", int, 0, defaults.milvus_retries),
+            keep_freed_memory=_flag(env, "KEEP_FREED_MEMORY", defaults.keep_freed_memory),
         )
 
     def weights_cache(self) -> Path:

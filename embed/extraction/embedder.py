@@ -14,16 +14,24 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from embed.extraction.host_memory import keep_freed_memory
 from embed.models.registry import LoadedModel, load_model
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the GPU when one is visible, else the CPU; an explicit GPU that is missing is an error."""
+    """``auto`` -> the GPU when one is visible, else the CPU; an explicit GPU that is missing is an error.
+
+    Every model run resolves its device here, so a CPU run also gets its host memory kept for reuse
+    (embed/extraction/host_memory.py) wherever it runs: extraction, checks, queries, benchmarks.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"--device {name}: no CUDA GPU is visible (use --device cpu or auto)")
+    if device.type == "cpu":
+        keep_freed_memory()
     return device
 
 
