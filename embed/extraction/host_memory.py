@@ -3,8 +3,8 @@
 glibc's malloc gives every block above its mmap threshold (32 MiB at most) a mapping of its own and unmaps it
 when it is freed. A CPU forward pass frees and allocates such blocks every batch (a 32-image batch through
 EfficientNet-Lite0 has 49 MiB activations), so each batch faults its activations in again, one zeroed 4 KiB page
-at a time: on a 2-core VM the kernel's share was 29 s of a 43 s extraction of 1,000 images, and extraction ran at
-half speed (benchmarks/README.md, "Host memory"). With mappings off and the heap trimmed only past 2 GiB, freed
+at a time: on a 2-core VM a 43 s extraction of 1,000 images spent 29 s of CPU time in the kernel, and ran at half
+speed (benchmarks/README.md, "host memory kept for the next batch"). With mappings off and the heap trimmed only past 2 GiB, freed
 blocks stay in the process and the next batch takes them without a fault. The cost is a higher resident size
 between batches (the largest batch's working set stays mapped).
 
@@ -43,7 +43,8 @@ def keep_freed_memory() -> bool:
     if mallopt is None:
         return _state
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    # both or neither: trimming alone would still unmap, mappings alone would still be trimmed at 128 KiB
+    # both: with mappings off alone, the freed top of the heap is still trimmed past 128 KiB; with trimming off
+    # alone, large blocks are still mapped and unmapped
     _state = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
     log.debug("host memory: freed blocks %s", "kept for reuse" if _state else "returned (mallopt refused)")
     return _state
