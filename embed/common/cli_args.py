@@ -207,11 +207,9 @@ def run_cli(
     extra_errors: tuple = (),
 ) -> int:
     """Parse, dispatch, and turn expected failures into one clear line and exit code 2."""
-    from embed.common.settings import SettingsError
-
     try:
         parser = build_parser()  # its defaults come from the RETRIEVAL_* variables
-    except SettingsError as e:
+    except settings.SettingsError as e:  # every RETRIEVAL_* variable is read there: a bad one fails here or nowhere
         print(f"error: {e}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)  # first: --help and usage errors need none of the imports below
@@ -227,7 +225,6 @@ def run_cli(
     expected = (
         DatasetError,
         InvalidName,
-        SettingsError,
         WeightsUnavailable,
         CheckpointMismatchError,
         DownloadError,
