@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import REPO, cpu_result_path
+
 TARGET_RATIO = 1 / 3
 HELP = ("indexer_help", "embed_help")
 
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--out",
         type=Path,
-        default=REPO / "benchmarks" / "results" / "cpu-2core" / f"help-startup-{dt.date.today().isoformat()}.json",
+        default=cpu_result_path("help-startup"),
         help="JSON result file",
     )
     args = p.parse_args(argv)

@@ -27,7 +27,9 @@ from typing import Dict, List
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import REPO, cpu_model, cpu_result_path
+from embed.extraction.shards import EmbeddingStore
+
 MODELS = {"effnet-lite0": [], "gresnet": ["--random-init"]}
 SETTINGS = {"defaults": "0", "kept": "1"}
 
@@ -56,30 +58,12 @@ def extract_once(model: str, setting: str, data_root: Path, limit: int, out: Pat
     }
 
 
-def _cpu_model() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or platform.machine()
-    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.machine())
-
-
-def vectors(folder: str) -> np.ndarray:
-    shards = sorted(Path(folder).glob("shard-*.npz"))
-    return np.concatenate([np.load(s)["vectors"] for s in shards])
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default %(default)s)")
     p.add_argument("--limit", type=int, default=1000, help="images per run (default %(default)s)")
     p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "datasets" / "tiny-imagenet-200")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=REPO / "benchmarks" / "results" / "cpu-2core" / f"host-memory-{dt.date.today().isoformat()}.json",
-        help="JSON result file",
-    )
+    p.add_argument("--out", type=Path, default=cpu_result_path("host-memory"), help="JSON result file")
     args = p.parse_args(argv)
     runs: Dict[str, Dict[str, List[Dict[str, float]]]] = {m: {s: [] for s in SETTINGS} for m in MODELS}
     identical: Dict[str, bool] = {}
@@ -91,7 +75,7 @@ def main(argv=None) -> int:
                     runs[model][setting].append(extract_once(model, setting, args.data_root, args.limit, out))
                     print(model, setting, runs[model][setting][-1], flush=True)
             for model in MODELS:
-                got = [vectors(str(runs[model][s][-1]["folder"])) for s in SETTINGS]
+                got = [EmbeddingStore(Path(str(runs[model][s][-1]["folder"]))).load(args.limit)[1] for s in SETTINGS]
                 identical[model] = identical.get(model, True) and bool(np.array_equal(got[0], got[1]))
     keys = ("images_per_s", "user_s", "sys_s", "minor_faults", "peak_rss_mib")
     median = {
@@ -103,7 +87,7 @@ def main(argv=None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {
             "cpus": os.cpu_count(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "load_average_1min": os.getloadavg()[0],

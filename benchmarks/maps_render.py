@@ -31,8 +31,10 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from benchmarks import REPO, cpu_result_path
+
 log = logging.getLogger("benchmarks")
-REPO = Path(__file__).resolve().parents[1]
+
 DATASET = "synthetic-maps"
 SPLIT = "val"
 MODELS = ("effnet-lite0", "effnet-lite1", "effnet-lite2")
@@ -212,9 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     if args.out is None:
         suffix = "" if args.maps == 3 else f"-{args.maps}map"
-        args.out = (
-            REPO / "benchmarks" / "results" / "cpu-2core" / f"maps-render-{dt.date.today().isoformat()}{suffix}.json"
-        )
+        args.out = cpu_result_path("maps-render", suffix)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     result = measure(args.points, args.maps, args.rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 # defined beside the renderer, which must not need torch; the paired rounds and ratios() read it
+from benchmarks import REPO, cpu_model
 from benchmarks.report import PAIRED_RATIOS, per_round_ratios, ratio_key, recorded_ratios
 
 log = logging.getLogger("benchmarks")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _tiny_imagenet() -> Path:
@@ -86,17 +86,9 @@ E2E_COSINE_KEYS = {
 def machine_info(device: torch.device) -> Dict:
     import timm
 
-    cpu = platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     info = {
         "hostname_hash": str(abs(hash(socket.gethostname())) % 10**6),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch": torch.__version__,
         "timm": timm.__version__,
