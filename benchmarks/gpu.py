@@ -4,12 +4,15 @@
    the two convnets, ``torch.compile``d, with the eager figure beside each. The weights are seeded random ones
    (every row says ``random init``): throughput does not depend on the weights' values, and this machine may have
    none of the three checkpoints.
-2. e2e: extraction from JPEG files with effnet-lite0 (real ImageNet weights from its pip package) on
+2. paired: fused GResNet, unfused GResNet, timm's ``resnet50d`` (plain and with SiLU) and ``resnet50d_splitnorm``
+   in interleaved rounds, fp32 and bf16, batch 256, channels_last, eager: issue 24's fusion ratios
+   (``benchmarks.run.bench_paired``, the CPU suite's ``paired`` section, on the GPU and with fewer networks).
+3. e2e: extraction from JPEG files with effnet-lite0 (real ImageNet weights from its pip package) on
    Tiny-ImageNet val and on the same images re-encoded at 500x375, decoded by PIL in the DataLoader workers
    (``--decode workers``) and by nvJPEG on the GPU (``--decode device``); the two modes' vectors are compared image
    by image (cosine), the figure that decides whether ``--decode auto`` may pick the nvJPEG path on GPUs.
 
-Order: eager forwards, e2e, then the compiled forwards (the slowest to start). Each step checks the time left in
+Order: eager forwards, paired rounds, e2e, then the compiled forwards (the slowest to start). Each step checks the time left in
 the budget and is skipped with a reason, not cut off, when it would not fit.
 """
 
@@ -33,8 +36,13 @@ FORWARD_MODELS = ("gresnet", "convnext", "vit")
 E2E_MODEL = "effnet-lite0"
 E2E_IMAGES = {False: 10000, True: 2048}  # Tiny-ImageNet files, by --quick
 E2E_LARGE_IMAGES = 2048  # of them re-encoded at 500x375 (not with --quick)
+# the paired rounds' networks on a GPU: every network of issue 24's targets, and resnet50d's geometry built from
+# GResNet's layers (the fold's cost where the stem is not wider); 7 rounds give a 98.4% interval of each median
+PAIRED_NETWORKS = ("gresnet", "gresnet_unfused", "resnet50d", "resnet50d_silu", "resnet50d_splitnorm")
+PAIRED_ROUNDS = 7
+PAIRED_MIN_SECONDS = 1.0  # per network and round: a dozen batches of 256 on a current GPU
 # time a step is allowed to need (compile included): estimates, since none of this has run on a GPU yet
-STEP_NEEDS_S = {"forward_eager": 20.0, "forward_compile": 120.0, "e2e": 90.0}
+STEP_NEEDS_S = {"forward_eager": 20.0, "paired": 120.0, "forward_compile": 120.0, "e2e": 90.0}
 
 
 class NoCuda(RuntimeError):
@@ -106,6 +114,19 @@ def bench_gpu_forward(device: torch.device, budget: Budget, compile: bool, quick
         log.info("gpu forward %s", row)
         rows.append(row)
     return rows
+
+
+def bench_gpu_paired(device: torch.device, budget: Budget, quick: bool = False) -> Dict:
+    """The paired rounds of ``PAIRED_NETWORKS``, or why they were skipped."""
+    from benchmarks.run import bench_paired
+
+    if not budget.allows("paired"):
+        return {"skipped": f"not enough time left in the {budget.seconds:.0f} s budget ({budget.left():.0f} s)"}
+    start = time.perf_counter()
+    paired = bench_paired(device, quick, rounds=PAIRED_ROUNDS, networks=PAIRED_NETWORKS, min_seconds=PAIRED_MIN_SECONDS)
+    paired["seconds"] = round(time.perf_counter() - start, 1)
+    torch.cuda.empty_cache()
+    return paired
 
 
 def decode_agreement(a: np.ndarray, b: np.ndarray) -> Dict:
@@ -216,6 +237,13 @@ def bench_gpu(device: torch.device, tiny: Path, quick: bool = False, budget_s: O
     torch.backends.cudnn.benchmark = True
     # the compiles take longest: they come last, so that a slow compile cannot cost the e2e figures
     forward = bench_gpu_forward(device, budget, compile=False, quick=quick)
+    paired = bench_gpu_paired(device, budget, quick)
     e2e = bench_gpu_e2e(device, budget, tiny, quick)
     forward += bench_gpu_forward(device, budget, compile=True, quick=quick)
-    return {"forward": forward, "e2e": e2e, "budget_s": budget.seconds, "budget_left_s": round(budget.left(), 1)}
+    return {
+        "forward": forward,
+        "paired": paired,
+        "e2e": e2e,
+        "budget_s": budget.seconds,
+        "budget_left_s": round(budget.left(), 1),
+    }

@@ -63,6 +63,13 @@ def per_round_ratios(images_per_s: Dict[str, List[float]], ratio: str) -> List[f
     return [a / b for a, b in zip(images_per_s[numerator], images_per_s[denominator])]
 
 
+def paired_section(report: Dict) -> Optional[Dict]:
+    """A results file's paired rounds: the CPU suite's ``paired`` section or the GPU benchmark's paired step; None
+    where it has neither, or the GPU step was skipped (``report["gpu"]["paired"]["skipped"]`` says why)."""
+    paired = report.get("paired") or (report.get("gpu") or {}).get("paired")
+    return paired if paired and "skipped" not in paired else None
+
+
 def paired_interval(paired: Dict, precision: str, ratio: str) -> Optional[Tuple[float, float]]:
     """The ``CONFIDENCE`` interval of a ratio's median over the paired rounds: distribution-free, from the order
     statistics of the per-round ratios (``scipy.stats.quantile_test``). None where the rounds are too few for that
@@ -192,7 +199,8 @@ def render(report: Dict) -> str:
         f"({report['date']}{', quick' if report.get('quick') else ''})",
         "",
     ]
-    intervals = paired_intervals(report["paired"]) if report.get("paired") else {}
+    paired = paired_section(report)
+    intervals = paired_intervals(paired) if paired else {}
     lines += ["### Targets", ""]
     if intervals:
         lines += [
@@ -211,7 +219,6 @@ def render(report: Dict) -> str:
         )
     if report.get("forward"):
         lines += ["", "### Model forward (synthetic batch in memory)", ""] + _forward_table(report["forward"])
-    paired = report.get("paired")
     if paired:
         lines += _paired_table(paired, intervals, {k: v.get("target") for k, v in report.get("ratios", {}).items()})
         if paired.get("load_avg_start"):
@@ -233,6 +240,8 @@ def render(report: Dict) -> str:
         for r in gpu["forward"]:
             if r.get("skipped") or r.get("error"):
                 lines.append(f"\n{r['model']} compile={r['compile']}: {r.get('skipped') or r.get('error')}")
+        if (gpu.get("paired") or {}).get("skipped"):
+            lines += ["", f"Paired rounds: skipped, {gpu['paired']['skipped']}"]
         e2e_gpu = gpu["e2e"]
         if e2e_gpu.get("skipped"):
             lines += ["", f"e2e: skipped, {e2e_gpu['skipped']}"]
