@@ -12,8 +12,8 @@
    (``--decode workers``) and by nvJPEG on the GPU (``--decode device``); the two modes' vectors are compared image
    by image (cosine), the figure that decides whether ``--decode auto`` may pick the nvJPEG path on GPUs.
 
-Order: eager forwards, paired rounds, e2e, then the compiled forwards (the slowest to start). Each step checks the time left in
-the budget and is skipped with a reason, not cut off, when it would not fit.
+Order: eager forwards, paired rounds, e2e, then the compiled forwards (the slowest to start). Each step checks the
+time left in the budget and is skipped with a reason, not cut off, when it would not fit.
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ class Budget:
     def allows(self, step: str) -> bool:
         return self.left() >= STEP_NEEDS_S[step]
 
+    def shortfall(self) -> str:
+        """Why a step that ``allows`` refused is skipped."""
+        return f"not enough time left in the {self.seconds:.0f} s budget ({self.left():.0f} s)"
+
 
 def bench_gpu_forward(device: torch.device, budget: Budget, compile: bool, quick: bool = False) -> List[Dict]:
     from benchmarks.run import _model, time_forward
@@ -89,7 +93,7 @@ def bench_gpu_forward(device: torch.device, budget: Budget, compile: bool, quick
             "images_per_s": None,
         }
         if not budget.allows(step):
-            row["skipped"] = f"not enough time left in the {budget.seconds:.0f} s budget ({budget.left():.0f} s)"
+            row["skipped"] = budget.shortfall()
         else:
             start = time.perf_counter()
             try:
@@ -117,13 +121,19 @@ def bench_gpu_forward(device: torch.device, budget: Budget, compile: bool, quick
 
 
 def bench_gpu_paired(device: torch.device, budget: Budget, quick: bool = False) -> Dict:
-    """The paired rounds of ``PAIRED_NETWORKS``, or why they were skipped."""
+    """The paired rounds of ``PAIRED_NETWORKS``, or why they were skipped or failed."""
     from benchmarks.run import bench_paired
 
     if not budget.allows("paired"):
-        return {"skipped": f"not enough time left in the {budget.seconds:.0f} s budget ({budget.left():.0f} s)"}
+        return {"skipped": budget.shortfall()}
     start = time.perf_counter()
-    paired = bench_paired(device, quick, rounds=PAIRED_ROUNDS, networks=PAIRED_NETWORKS, min_seconds=PAIRED_MIN_SECONDS)
+    try:
+        paired = bench_paired(
+            device, quick, rounds=PAIRED_ROUNDS, networks=PAIRED_NETWORKS, min_seconds=PAIRED_MIN_SECONDS
+        )
+    except Exception as e:  # never run on a GPU before: a failure is reported, and the later steps still run
+        log.warning("gpu paired rounds failed: %s", e)
+        paired = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     paired["seconds"] = round(time.perf_counter() - start, 1)
     torch.cuda.empty_cache()
     return paired
@@ -174,8 +184,7 @@ def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool 
                             "model": E2E_MODEL,
                             "files": files,
                             "decode": decode,
-                            "skipped": f"not enough time left in the {budget.seconds:.0f} s "
-                            f"budget ({budget.left():.0f} s)",
+                            "skipped": budget.shortfall(),
                         }
                     )
                     continue

@@ -65,9 +65,9 @@ def per_round_ratios(images_per_s: Dict[str, List[float]], ratio: str) -> List[f
 
 def paired_section(report: Dict) -> Optional[Dict]:
     """A results file's paired rounds: the CPU suite's ``paired`` section or the GPU benchmark's paired step; None
-    where it has neither, or the GPU step was skipped (``report["gpu"]["paired"]["skipped"]`` says why)."""
+    where it has neither, or the GPU step was skipped or failed (its ``skipped`` or ``error`` says why)."""
     paired = report.get("paired") or (report.get("gpu") or {}).get("paired")
-    return paired if paired and "skipped" not in paired else None
+    return paired if paired and not ({"skipped", "error"} & set(paired)) else None
 
 
 def paired_interval(paired: Dict, precision: str, ratio: str) -> Optional[Tuple[float, float]]:
@@ -240,8 +240,12 @@ def render(report: Dict) -> str:
         for r in gpu["forward"]:
             if r.get("skipped") or r.get("error"):
                 lines.append(f"\n{r['model']} compile={r['compile']}: {r.get('skipped') or r.get('error')}")
-        if (gpu.get("paired") or {}).get("skipped"):
-            lines += ["", f"Paired rounds: skipped, {gpu['paired']['skipped']}"]
+        gpu_paired = gpu.get("paired") or {}
+        if gpu_paired.get("skipped") or gpu_paired.get("error"):
+            outcome = (
+                f"skipped, {gpu_paired['skipped']}" if gpu_paired.get("skipped") else f"failed, {gpu_paired['error']}"
+            )
+            lines += ["", f"Paired rounds: {outcome}"]
         e2e_gpu = gpu["e2e"]
         if e2e_gpu.get("skipped"):
             lines += ["", f"e2e: skipped, {e2e_gpu['skipped']}"]

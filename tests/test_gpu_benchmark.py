@@ -85,3 +85,14 @@ def test_a_paired_step_that_would_not_fit_the_budget_is_skipped_and_says_why():
     assert paired_section(report) is None
     assert not set(report["ratios"]) & set(PAIRED_TARGETS)
     assert f"Paired rounds: skipped, {skipped['skipped']}" in render(report)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where CUDA fails: none is seen here")
+def test_a_paired_step_that_fails_is_reported_and_the_benchmark_goes_on():
+    """On a machine with no CUDA device the step fails where it first moves a network to the GPU, as a broken GPU
+    would: the error is the step's result (the later steps still run) and no ratio is judged from it."""
+    failed = bench_gpu_paired(torch.device("cuda"), Budget(600.0))
+    assert set(failed) == {"error", "seconds"} and failed["error"].startswith(("RuntimeError: ", "AssertionError: "))
+    report = gpu_report(failed)
+    assert paired_section(report) is None and not set(report["ratios"]) & set(PAIRED_TARGETS)
+    assert f"Paired rounds: failed, {failed['error']}" in render(report)
