@@ -233,6 +233,11 @@ def render(report: Dict) -> str:
             "",
             f"### GPU (budget {gpu['budget_s']:.0f} s, {gpu['budget_left_s']:.0f} s left at the end)",
             "",
+            *(
+                ["fp32 convolutions ran in TF32 (cuDNN's default), in every network alike.", ""]
+                if gpu.get("cudnn_allow_tf32")
+                else []
+            ),
             "Forward, synthetic batch in memory, **random init** (speed only):",
             "",
         ]
