@@ -251,7 +251,7 @@ def bench_gpu(device: torch.device, tiny: Path, quick: bool = False, budget_s: O
     forward += bench_gpu_forward(device, budget, compile=True, quick=quick)
     return {
         # "fp32" convolutions run in TF32 where cuDNN allows it (its default): the paired fp32 rows say so
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "cudnn_allow_tf32": device.type == "cuda" and torch.backends.cudnn.allow_tf32,
         "forward": forward,
         "paired": paired,
         "e2e": e2e,
