@@ -23,7 +23,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -220,6 +220,7 @@ def bench_paired(
     networks: Optional[Tuple[str, ...]] = None,
     min_seconds: float = 2.0,
     batch: Optional[int] = None,
+    timer: Optional[Callable[[str, Any, Optional[torch.dtype]], float]] = None,
 ) -> Dict:
     """The GResNet ratios from interleaved rounds (A, B, C, D, A, B, C, D, ...), medians of per-round ratios.
 
@@ -233,7 +234,8 @@ def bench_paired(
     ratios against resnet50d go.
 
     ``networks`` times only those (the ratios between them; default all), each call for at least ``min_seconds``,
-    at ``batch`` images (default 256 on a GPU, 16 on a CPU).
+    at ``batch`` images (default 256 on a GPU, 16 on a CPU). ``timer(name, model, precision)`` gives one round's
+    images/s of a network (default ``time_forward``; the tests give known throughputs).
     """
     from timm.utils import reparameterize_model
 
@@ -280,11 +282,16 @@ def bench_paired(
             if k in models
         },
     }
+    if timer is None:
+
+        def timer(name: str, model: Any, precision: Optional[torch.dtype]) -> float:
+            return time_forward(model, batch, 224, device, precision, True, False, min_seconds)
+
     for pname, prec in PRECISIONS.items():
         samples: Dict[str, List[float]] = {k: [] for k in models}
         for _ in range(out["rounds"]):
             for name, model in models.items():
-                samples[name].append(time_forward(model, batch, 224, device, prec, True, False, min_seconds))
+                samples[name].append(timer(name, model, prec))
         out[pname] = {
             "images_per_s": {k: [round(v, 2) for v in vs] for k, vs in samples.items()},
             **{
@@ -387,15 +394,21 @@ def time_by_op(
                     start = time.perf_counter()
                     model(x)
                     wall = time.perf_counter() - start
-            per: Dict[str, float] = defaultdict(float)
-            for event in prof.key_averages():
-                per[op_kind(event.key)] += event.self_cpu_time_total / 1000  # microseconds
-            per["total"] = wall * 1000
-            for kind in [k for k, _ in OP_KINDS] + ["other", "total"]:
-                samples[name][kind].append(per[kind])
+            per = ms_by_kind(((e.key, e.self_cpu_time_total) for e in prof.key_averages()), wall)
+            for kind, ms in per.items():
+                samples[name][kind].append(ms)
     return {
         name: {k: round(statistics.median(v), 1) for k, v in per_kind.items()} for name, per_kind in samples.items()
     }
+
+
+def ms_by_kind(self_us: Iterable[Tuple[str, float]], wall_s: float) -> Dict[str, float]:
+    """Milliseconds per kind of operator (``OP_KINDS``, then "other") from (operator, self microseconds) pairs, and
+    the step's wall time as "total", in that order."""
+    per = {kind: 0.0 for kind in [k for k, _ in OP_KINDS] + ["other"]}
+    for op, us in self_us:
+        per[op_kind(op)] += us / 1000
+    return {**per, "total": wall_s * 1000}
 
 
 def conv_ceilings(op_ms: Dict[str, Dict[str, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:

@@ -51,6 +51,7 @@ class ScaleConfig:
     k: int = 9  # the app's default top k
     evaluate: bool = True
     eval_features: Sequence[str] = ("raw",)  # the vectors as stored; `indexer evaluate` adds "normalized" by default
+    server: bool = True  # also on the embedded Milvus server (minutes to start on a loaded machine)
     seed: int = 0
 
 
@@ -81,20 +82,31 @@ def synthetic_upload(seed: int) -> bytes:
 
 
 def collection_meta(model: str, data_root: str):
+    """The rows' identity as the app's query embedder will make it (seeded random weights where no real ones load), its
+    precision and transform, so that an upload is embedded and searched (the vectors themselves are synthetic)."""
     from benchmarks.synthetic import synthetic_meta
+    from embed.extraction.embedder import build_embedder
     from embed.models.registry import REGISTRY
 
     spec = REGISTRY[model]
-    # the fingerprint of --random-init weights: the app embeds uploads with the same seeded random model
+    embedder = build_embedder(model, random_init=True)
     return synthetic_meta(
-        model, spec.dim, DATASET, data_root, SPLIT, timm_name=spec.timm_name, weights_fingerprint=random_fingerprint()
+        model,
+        spec.dim,
+        DATASET,
+        data_root,
+        SPLIT,
+        timm_name=spec.timm_name,
+        weights_source=embedder.loaded.weights.source,
+        weights_fingerprint=embedder.loaded.weights.fingerprint,
+        precision=embedder.precision_name,
+        transform=repr(embedder.loaded.transform),
     )
 
 
-def random_fingerprint() -> str:
-    from embed.models.registry import RANDOM_INIT_SEED
-
-    return f"random:seed{RANDOM_INIT_SEED}"
+def synthetic_relpath(row: int) -> str:
+    """The file a synthetic row stands for: no such file exists, but the app matches a clicked image by it."""
+    return f"synthetic/{row:07d}.JPEG"
 
 
 # building, with the search-time curve ---------------------------------------------------------------
@@ -109,7 +121,7 @@ def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.nda
     consistency = None if store.is_lite else "Bounded"
     rng = np.random.default_rng(cfg.seed)
     class_ids = [f"c{c:04d}" for c in labels]
-    relpaths = [f"synthetic/{i:07d}.JPEG" for i in range(cfg.rows)]
+    relpaths = [synthetic_relpath(i) for i in range(cfg.rows)]
     insert, curve = [], []
     for model in cfg.models:
         meta = collection_meta(model, data_root)
@@ -226,7 +238,8 @@ def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> 
     columns: Dict[str, List[float]] = {m: [] for m in models}
     same = True
     for i, row in enumerate(ids):
-        query = Query(blank, f"c{labels[row]:04d}", int(row), f"row {row}")
+        # a click on an image the collections hold: the app searches only for an image every column has
+        query = Query(blank, f"c{labels[row]:04d}", int(row), synthetic_relpath(int(row)))
         got = {}
         # alternate the order: neither mode always runs right after the other's cache warm-up
         for mode in ("concurrent", "sequential") if i % 2 else ("sequential", "concurrent"):
@@ -372,11 +385,14 @@ def bench_scale(quick: bool, cfg: Optional[ScaleConfig] = None) -> Dict:
     server = None
     try:
         backends = {"lite": str(tmp / "scale.db")}
-        try:
-            server = start_embedded_milvus(tmp / "server")
-            backends["server"] = f"http://127.0.0.1:{server.listen_port}"
-        except Exception as e:
-            out["server_skipped"] = f"embedded Milvus server unavailable: {e}"
+        if not cfg.server:
+            out["server_skipped"] = "not asked for (ScaleConfig.server)"
+        else:
+            try:
+                server = start_embedded_milvus(tmp / "server")
+                backends["server"] = f"http://127.0.0.1:{server.listen_port}"
+            except Exception as e:
+                out["server_skipped"] = f"embedded Milvus server unavailable: {e}"
         for backend, uri in backends.items():
             row: Dict = {
                 "uri_kind": "Milvus Lite (in-process)"
