@@ -56,6 +56,17 @@ class ScaleConfig:
 
 
 QUICK = ScaleConfig(rows=6_000, classes=120, step=2_000, curve_queries=5, app_queries=8, upload_queries=2)
+# `benchmarks.run --smoke`: every step once, on Milvus Lite only, with the two lightest query models
+SMOKE = ScaleConfig(
+    rows=200,
+    models=("effnet-lite0", "vit"),
+    classes=20,
+    step=100,
+    curve_queries=1,
+    app_queries=2,
+    upload_queries=1,
+    server=False,
+)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -270,6 +281,8 @@ def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> 
             if i >= 2:  # the first uploads load the three models
                 upload[mode].append(elapsed)
     precision = backend.embedder(models[0]).embedder.precision_name
+    random = all(backend.collections[m].meta.is_random for m in models)
+    weights = "seeded random weights (--random-init)" if random else "the weights they loaded"
     backend.store.close()
     return {
         "app_query_ms_p50": percentile(times["concurrent"], 50),
@@ -283,8 +296,7 @@ def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> 
         "upload_query_ms_p95": percentile(upload["concurrent"], 95),
         "upload_query_sequential_ms_p50": percentile(upload["sequential"], 50),
         "upload_query_samples": len(upload["concurrent"]),
-        "upload_models": f"{', '.join(models)} with seeded random weights (--random-init), {precision}, warm; "
-        f"timing only",
+        "upload_models": f"{', '.join(models)} with {weights}, {precision}, warm; timing only",
         "search_consistency": None if backend.store.is_lite else Backend.search_consistency,
     }
 

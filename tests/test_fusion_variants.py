@@ -209,37 +209,6 @@ def test_operators_sort_by_what_they_do(op, kind):
     assert op_kind(op) == kind
 
 
-@pytest.fixture(scope="module")
-def op_ms(models):
-    """One profiled round of the three networks the ceilings compare, at batch 1 in fp32 and bf16."""
-    import timm
-
-    from benchmarks.run import time_by_op
-
-    networks = {
-        "gresnet": models[1],
-        "resnet50d": timm.create_model("resnet50d", num_classes=0).eval(),
-        "resnet50d_silu": timm.create_model("resnet50d", num_classes=0, act_layer="silu").eval(),
-    }
-    cpu = torch.device("cpu")
-    return {"fp32": time_by_op(networks, 1, cpu, None, 1), "bf16": time_by_op(networks, 1, cpu, torch.bfloat16, 1)}
-
-
-def test_the_operator_profile_accounts_for_each_networks_step(op_ms):
-    """The real profiler's figures, by what they hold rather than how long things took (a loaded machine
-    changes every time): each kind is there, and GResNet has no batch-norm operator left to time."""
-    from benchmarks.run import OP_KINDS
-
-    for precision, per_model in op_ms.items():
-        for name, per in per_model.items():
-            assert list(per) == [k for k, _ in OP_KINDS] + ["other", "total"], (precision, name)
-            assert min(per.values()) >= 0 and per["total"] > 0 and per["convolution"] > 0, (precision, name)
-        # folded away in GResNet, unfused in timm's resnet50d
-        assert per_model["gresnet"]["batch norm"] == 0 and per_model["resnet50d"]["batch norm"] > 0
-    # bf16 autocast casts every convolution's weights
-    assert op_ms["bf16"]["gresnet"]["dtype casts"] > 0
-
-
 def test_profiled_operators_add_up_by_kind_beside_the_steps_wall_time():
     from benchmarks.run import ms_by_kind
 
