@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 from support.data import have_effnet_package, tiny_imagenet_root
 
+from benchmarks.synthetic import synthetic_meta
+from embed.common.identity import VectorSetIdentity
 from indexer.evaluation.query_transforms import (
     CLEAN,
     FAMILIES,
@@ -21,7 +23,7 @@ from indexer.evaluation.query_transforms import (
     translate,
 )
 from indexer.evaluation.robustness import (
-    CacheIdentity,
+    QUERY_CACHE_VERSION,
     Gallery,
     QueryEncoder,
     Timing,
@@ -61,8 +63,9 @@ def histogram(images, bins: int = 4) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def toy_identity(name: str) -> CacheIdentity:
-    return CacheIdentity(name, "toy", name, "fp32", "workers", False, "toy", "val")
+def toy_identity(name: str) -> VectorSetIdentity:
+    """A toy embedding's identity: its name stands for the weights and the transform."""
+    return synthetic_meta(name, 0, "toy", "/nowhere/toy", weights_fingerprint="toy", precision="fp32").identity
 
 
 def toy_run(images, encoders, conditions, cache_roots=None, n_queries=None, labels=None):
@@ -179,8 +182,10 @@ def test_cache_is_reused_and_only_new_families_are_embedded(tmp_path):
     assert t3.embedded["pixels"] == 30 * 2, "only the new family's two severities are embedded"
     files = sorted(p.name for p in (tmp_path / "cache").rglob("*.npz"))
     assert len(files) == 1 + len(more) and "blur-L5-d0-s0.npz" in files
-    identity = json.loads(next((tmp_path / "cache").rglob("identity.json")).read_text())
+    said = json.loads(next((tmp_path / "cache").rglob("identity.json")).read_text())
+    identity = said["identity"]
     assert identity["model"] == "pixels" and identity["precision"] == "fp32"
+    assert said["version"] == QUERY_CACHE_VERSION
 
 
 def test_transforms_are_deterministic_per_query_and_differ_between_queries():

@@ -24,7 +24,6 @@ conditions or queries it has not seen.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import json
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 import numpy as np
 
 from embed.common import settings
+from embed.common.identity import VectorSetIdentity
 from embed.extraction.shards import atomic_write_bytes
 from indexer.evaluation.document import ROBUSTNESS_SCHEMA_VERSION, to_plain
 from indexer.evaluation.query_transforms import (
@@ -121,22 +121,8 @@ class Gallery:
     relpaths: List[str]
 
 
-@dataclass(frozen=True)
-class CacheIdentity:
-    """What makes a transformed query's embedding: the collection's identity plus the transforms' version."""
-
-    model: str
-    weights_fingerprint: str
-    transform: str  # the model's preprocessing as the collection's manifest records it
-    precision: str
-    decode: str
-    normalized: bool
-    dataset: str
-    split: str
-    transforms_version: int = TRANSFORMS_VERSION
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+# what a transformed query's embedding depends on beside its collection's identity
+QUERY_CACHE_VERSION = f"robustness-queries-{TRANSFORMS_VERSION}"
 
 
 @dataclass
@@ -144,7 +130,7 @@ class QueryEncoder:
     """Images -> query vectors for one model, and the identity its cached vectors are filed under."""
 
     model: str
-    identity: CacheIdentity
+    identity: VectorSetIdentity  # the collection's: the query vectors are made as its rows were
     embed: Callable[[List], np.ndarray]
     batch_size: int = 32
 
@@ -155,9 +141,9 @@ class QueryCache:
     ``<root>/<digest>/identity.json`` says what the digest stands for; each file holds ``ids`` and ``vectors``
     and grows when a later run asks for more queries. Files are written atomically (tmp + rename)."""
 
-    def __init__(self, root: Path, identity: CacheIdentity):
+    def __init__(self, root: Path, identity: VectorSetIdentity):
         self.identity = identity
-        self.folder = Path(root) / identity.digest()
+        self.folder = Path(root) / identity.digest(QUERY_CACHE_VERSION)
 
     def _path(self, condition: Condition, seed: int) -> Path:
         return self.folder / f"{condition.key}-s{seed}.npz"
@@ -175,7 +161,8 @@ class QueryCache:
 
     def save(self, condition: Condition, seed: int, ids: np.ndarray, vectors: np.ndarray) -> None:
         if not (self.folder / "identity.json").is_file():
-            atomic_write_bytes(self.folder / "identity.json", json.dumps(asdict(self.identity), indent=1).encode())
+            said = {"identity": self.identity.to_dict(), "version": QUERY_CACHE_VERSION}
+            atomic_write_bytes(self.folder / "identity.json", json.dumps(said, indent=1).encode())
         buf = io.BytesIO()
         order = np.argsort(ids, kind="stable")
         np.savez(buf, ids=np.asarray(ids, np.int64)[order], vectors=np.asarray(vectors, np.float32)[order])
@@ -699,18 +686,7 @@ def collection_encoder(meta: CollectionMeta, device: str, batch_size: int) -> Qu
             state["query"] = QueryEmbedder.for_collection(meta, device=device)
         return state["query"].embed(list(images))
 
-    ident = meta.identity
-    identity = CacheIdentity(
-        ident.model,
-        ident.weights_fingerprint,
-        ident.transform,
-        ident.precision,
-        ident.decode,
-        ident.normalized,
-        ident.dataset,
-        ident.split,
-    )
-    return QueryEncoder(meta.model, identity, embed, batch_size)
+    return QueryEncoder(meta.model, meta.identity, embed, batch_size)
 
 
 def read_gallery(store, coll, progress: bool) -> Gallery:
