@@ -38,7 +38,7 @@ import numpy as np
 from embed.common import settings
 from embed.common.identity import VectorSetIdentity
 from embed.extraction.shards import atomic_write_bytes
-from indexer.evaluation.document import ROBUSTNESS_SCHEMA_VERSION, to_plain
+from indexer.evaluation.document import CONFIDENCE, ROBUSTNESS_SCHEMA_VERSION, to_plain
 from indexer.evaluation.query_transforms import (
     CLEAN,
     DEFAULT_FAMILIES,
@@ -54,7 +54,7 @@ from indexer.evaluation.stats import (
     DEFAULT_RESAMPLES,
     Interval,
     McNemar,
-    bootstrap_means,
+    column_intervals,
     mcnemar_exact,
     paired_difference,
 )
@@ -478,15 +478,11 @@ def query_measures(
     return QueryMeasures(v)
 
 
-def _intervals(values: Dict[str, np.ndarray], resamples: int, seed: int) -> Dict[str, Interval]:
+def _intervals(values: Dict[str, np.ndarray], resamples: int, seed: int, confidence: float) -> Dict[str, Interval]:
     """Every measure's interval from one shared set of resamples of the queries."""
     names = list(values)
-    matrix = np.stack([values[n] for n in names], 1)
-    means = bootstrap_means(matrix, resamples, seed)
-    low, high = np.percentile(means, [2.5, 97.5], axis=0)
-    return {
-        n: Interval(float(matrix[:, j].mean()), float(low[j]), float(high[j]), len(matrix)) for j, n in enumerate(names)
-    }
+    intervals = column_intervals(np.stack([values[n] for n in names], 1), resamples, seed, confidence)
+    return dict(zip(names, intervals))
 
 
 def summarise(
@@ -497,15 +493,16 @@ def summarise(
     query_rows: np.ndarray,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    confidence: float = CONFIDENCE,
 ) -> Tuple[List[RobustnessRecord], List[PairComparison]]:
     records, pairs = [], []
     for c in (c for c in conditions if c.draw == 0):
         per_model = {m: query_measures(outcomes, m, c, labels, query_rows) for m in models}
         for m in models:
             qm = per_model[m]
-            iv = _intervals(qm.values, resamples, seed)
+            iv = _intervals(qm.values, resamples, seed, confidence)
             change = (
-                paired_difference(qm.values["class_p10"], qm.values["clean_p10"], resamples, seed)
+                paired_difference(qm.values["class_p10"], qm.values["clean_p10"], resamples, seed, confidence)
                 if "class_p10" in qm.values
                 else None
             )
@@ -529,7 +526,7 @@ def summarise(
                         name,
                         float(va.mean()),
                         float(vb.mean()),
-                        paired_difference(va, vb, resamples, seed),
+                        paired_difference(va, vb, resamples, seed, confidence),
                         test,
                     )
                 )
@@ -615,6 +612,7 @@ class RobustnessConfig:
     severities: int = 3
     seed: int = 0
     resamples: int = DEFAULT_RESAMPLES
+    confidence: float = CONFIDENCE  # of every interval (stats.column_intervals, stats.paired_difference)
     batch_size: int = 32
     device: str = "auto"
     labels: bool = True  # False: label-free measures only, whatever the collection holds
@@ -751,7 +749,7 @@ def evaluate_collections(store, cfg: RobustnessConfig) -> RobustnessResult:
     t = time.perf_counter()
     labels = encode_labels(first.class_ids) if labelled else None
     models = [g.model for g in galleries]
-    records, pairs = summarise(outcomes, models, conditions, labels, rows, cfg.resamples, cfg.seed)
+    records, pairs = summarise(outcomes, models, conditions, labels, rows, cfg.resamples, cfg.seed, cfg.confidence)
     sentences = family_sentences(records, pairs)
     timing.statistics_s = time.perf_counter() - t
     return RobustnessResult(
