@@ -12,6 +12,7 @@ from support.data import have_effnet_package, tiny_imagenet_root
 
 from benchmarks.synthetic import synthetic_meta
 from embed.common.identity import VectorSetIdentity
+from indexer.evaluation.exact import ExactSearch
 from indexer.evaluation.query_transforms import (
     CLEAN,
     FAMILIES,
@@ -27,7 +28,6 @@ from indexer.evaluation.robustness import (
     Gallery,
     QueryEncoder,
     Timing,
-    exact_search,
     family_sentences,
     measure,
     stratified_sample,
@@ -138,12 +138,16 @@ def test_exact_search_rank_counts_every_nearer_row_and_lists_leave_the_original_
     db = rng.normal(size=(300, 12)).astype(np.float32)
     queries = db[[5, 17, 99]] + rng.normal(scale=0.8, size=(3, 12)).astype(np.float32)
     originals = np.array([5, 17, 99])
-    rank, top = exact_search(db, queries, originals, k=10, budget=3 * 300 * 8 // 2)  # blocks of one query
+    rank, top, dist = ExactSearch(db, budget=3 * 300 * 8 // 2).ranked_search(queries, 10, originals)  # 1-query blocks
     d = ((queries[:, None, :].astype(np.float64) - db[None].astype(np.float64)) ** 2).sum(-1)
     for i, o in enumerate(originals):
         assert rank[i] == 1 + int((d[i] < d[i, o]).sum())
         others = [j for j in np.argsort(d[i], kind="stable") if j != o][:10]
         assert top[i].tolist() == others
+        np.testing.assert_allclose(dist[i], d[i, others], rtol=1e-9)
+    rows, distances = ExactSearch(db).search(queries, 10, originals)  # one block: the same lists
+    assert rows.tolist() == top.tolist()
+    np.testing.assert_allclose(distances, dist, rtol=1e-9)
 
 
 def test_stratified_sample_is_seeded_and_balanced():

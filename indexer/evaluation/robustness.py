@@ -14,9 +14,9 @@ model's clean collection. Per model, family and severity, on the same queries:
 * shift consistency (translation only, after Zhang 2019): two independent random shifts of the same image:
   shift_top1, how often their nearest other image is the same; shift_jaccard10, the overlap of their lists.
 
-Neighbour lists leave the original out everywhere (its place is what copy retrieval measures). Search is exact:
-float64 distances from the query vectors to every vector read once from Milvus (NumPy; faster than one
-Milvus search per condition, and it gives the original's rank beyond any top k).
+Neighbour lists leave the original out everywhere (its place is what copy retrieval measures). Search is exact
+(``exact.ExactSearch``): float64 distances from the query vectors to every vector read once from Milvus (NumPy;
+faster than one Milvus search per condition, and it gives the original's rank beyond any top k).
 
 Transformed-query embeddings are cached under the collection's identity (``QueryCache``): a rerun embeds only
 conditions or queries it has not seen.
@@ -39,6 +39,7 @@ from embed.common import settings
 from embed.common.identity import VectorSetIdentity
 from embed.extraction.shards import atomic_write_bytes
 from indexer.evaluation.document import CONFIDENCE, ROBUSTNESS_SCHEMA_VERSION, to_plain
+from indexer.evaluation.exact import ExactSearch
 from indexer.evaluation.query_transforms import (
     CLEAN,
     DEFAULT_FAMILIES,
@@ -79,7 +80,6 @@ MEASURES = (
 )
 BINARY_MEASURES = ("copy_r1", "copy_r10", "shift_top1")
 LABEL_MEASURES = ("class_p10", "clean_p10")
-SEARCH_BUDGET = 256 << 20  # bytes of float64 distances per block of queries
 
 PROTOCOL = {
     "name": "robustness of retrieval to transformed queries",
@@ -191,36 +191,6 @@ def stratified_sample(class_ids: Sequence[str], n: int, seed: int, labelled: boo
                     break
         depth += 1
     return np.sort(np.asarray(chosen, dtype=np.int64))
-
-
-def exact_search(
-    database: np.ndarray, queries: np.ndarray, originals: np.ndarray, k: int = TOP_K, budget: int = SEARCH_BUDGET
-) -> Tuple[np.ndarray, np.ndarray]:
-    """(rank of each query's original row among all rows, 1 = nearest; the k nearest other rows, nearest first).
-
-    Squared L2 in float64 (|q|^2 + |x|^2 - 2 q.x, about 1e-12 relative error at these norms); the rank counts
-    the rows strictly nearer than the original, so an exact tie does not push the original down."""
-    n, N = len(queries), len(database)
-    k = min(k, N - 1)
-    q = np.asarray(queries, np.float64)
-    x = np.asarray(database, np.float64)
-    xx = (x * x).sum(1)
-    rank = np.empty(n, np.int64)
-    top = np.empty((n, k), np.int64)
-    step = max(1, budget // max(1, N * 8))
-    for s in range(0, n, step):
-        qb = q[s : s + step]
-        d = (qb * qb).sum(1)[:, None] + xx[None, :] - 2.0 * (qb @ x.T)
-        np.maximum(d, 0, out=d)
-        rows = np.arange(len(qb))
-        own = d[rows, originals[s : s + step]].copy()
-        rank[s : s + step] = 1 + (d < own[:, None]).sum(1)
-        d[rows, originals[s : s + step]] = np.inf
-        part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < N - 1 else np.tile(np.arange(N), (len(qb), 1))
-        pd = np.take_along_axis(d, part, 1)
-        order = np.lexsort((part, pd), axis=1)  # nearest first, ties by row
-        top[s : s + step] = np.take_along_axis(part, order, 1)[:, :k]
-    return rank, top
 
 
 # per-query outcomes --------------------------------------------------------------------------------
@@ -347,7 +317,7 @@ def measure(
                 vectors = have_vecs[[lookup[int(i)] for i in ids]]
                 cached[(e.model, c)] = (np.zeros(0, np.int64), None)  # memory: only the outcome is kept
                 t = time.perf_counter()
-                rank, top = exact_search(by_model[e.model].vectors, vectors, query_rows)
+                rank, top, _ = ExactSearch(by_model[e.model].vectors).ranked_search(vectors, TOP_K, query_rows)
                 if c == CLEAN:
                     clean_vectors[e.model] = vectors
                 out[(e.model, c)] = Outcome(rank, top, _cosine(clean_vectors[e.model], vectors))
