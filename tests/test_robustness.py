@@ -410,6 +410,15 @@ def test_outputs_json_markdown_plots_and_the_report_section(tmp_path):
     shift = next(r for r in saved["records"] if r["family"] == "translation")
     assert "shift_top1" in shift and "shift_top1" not in jpeg
     assert all("mcnemar" in p for p in saved["pairs"] if p["measure"] == "copy_r1")
+    # the measure table decides: McNemar exactly on its binary measures, each measure's definition and unit
+    from indexer.evaluation.robustness_measures import BINARY_MEASURES, ROBUSTNESS_MEASURES
+    from indexer.evaluation.robustness_tables import TITLES
+
+    assert {p["measure"] for p in saved["pairs"] if "mcnemar" in p} == set(BINARY_MEASURES)
+    assert set(BINARY_MEASURES) == {"copy_r1", "copy_r10", "shift_top1"}
+    assert all(saved["protocol"][m.name] == m.definition for m in ROBUSTNESS_MEASURES)
+    assert saved["protocol"]["units"] == {m.name: m.unit for m in ROBUSTNESS_MEASURES}
+    assert "clean_p10" not in TITLES and len(TITLES) == len(ROBUSTNESS_MEASURES) - 1
     assert {f"robustness_{m}.png" for m in ("copy_r1", "class_p10", "shift_top1")} <= set(saved["figures"])
     md = (folder / "robustness.md").read_text()
     assert saved["sentences"][0] in md and "| translation | shift_px = 32 |" in md

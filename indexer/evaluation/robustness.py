@@ -51,6 +51,7 @@ from indexer.evaluation.query_transforms import (
     parse_families,
     transform_query,
 )
+from indexer.evaluation.robustness_measures import BINARY_MEASURES, BY_NAME, MEASURES, ROBUSTNESS_MEASURES
 from indexer.evaluation.stats import (
     DEFAULT_RESAMPLES,
     Interval,
@@ -67,19 +68,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOP_K = 10
-MEASURES = (
-    "copy_r1",
-    "copy_r10",
-    "copy_mrr",
-    "class_p10",
-    "clean_p10",
-    "cosine",
-    "jaccard10",
-    "shift_top1",
-    "shift_jaccard10",
-)
-BINARY_MEASURES = ("copy_r1", "copy_r10", "shift_top1")
-LABEL_MEASURES = ("class_p10", "clean_p10")
 
 PROTOCOL = {
     "name": "robustness of retrieval to transformed queries",
@@ -88,17 +76,10 @@ PROTOCOL = {
     "decode mode, normalisation) and searched against the model's clean collection",
     "search": "exact: float64 squared L2 from each query to every vector read from Milvus",
     "neighbour_lists": "the 10 nearest images other than the original",
-    "copy_r1": "share of queries whose original image is the nearest of all (rank 1)",
-    "copy_r10": "share of queries whose original image is within the 10 nearest",
-    "copy_mrr": "mean of 1 / rank of the original image",
-    "class_p10": "P@10 of the transformed query over the 10 nearest other images (labelled data only)",
-    "clean_p10": "the same queries' P@10 untransformed (labelled data only)",
-    "cosine": "cosine between the clean and the transformed query's embeddings",
-    "jaccard10": "Jaccard overlap of the clean and the transformed query's neighbour lists",
-    "shift_top1": "translation only: two random shifts of one image give the same nearest other image",
-    "shift_jaccard10": "translation only: Jaccard overlap of the two shifts' neighbour lists",
+    **{m.name: m.definition for m in ROBUSTNESS_MEASURES},
+    "units": {m.name: m.unit for m in ROBUSTNESS_MEASURES},
     "statistics": "95% percentile bootstrap over queries; paired bootstrap differences between models on the same "
-    "queries; exact McNemar for copy_r1, copy_r10 and shift_top1",
+    f"queries; exact McNemar for {', '.join(BINARY_MEASURES[:-1])} and {BINARY_MEASURES[-1]}",
     "sentences": "one per family at its strongest severity measured: the models with the highest and lowest copy_r1",
 }
 
@@ -770,18 +751,6 @@ def _aligned(galleries: Sequence[Gallery]) -> List[Gallery]:
 
 # outputs -------------------------------------------------------------------------------------------
 
-MEASURE_LABELS = {
-    "copy_r1": "copy R@1 (original at rank 1)",
-    "copy_r10": "copy R@10 (original in the top 10)",
-    "copy_mrr": "copy MRR (1 / rank of the original)",
-    "class_p10": "class P@10 (transformed query)",
-    "clean_p10": "class P@10 (clean query)",
-    "cosine": "cosine, clean vs transformed embedding",
-    "jaccard10": "Jaccard@10, clean vs transformed neighbours",
-    "shift_top1": "same nearest image, two random shifts",
-    "shift_jaccard10": "Jaccard@10, two random shifts",
-}
-
 
 def plot_measures(doc: Dict, folder: Path) -> List[str]:
     """One PNG per measure: a panel per family, the measure against the severity's parameter, a line per model
@@ -828,7 +797,7 @@ def plot_measures(doc: Dict, folder: Path) -> List[str]:
         for ax in list(axes.flat)[len(fams) :]:
             ax.set_visible(False)
         axes.flat[0].legend(fontsize=7)
-        fig.suptitle(MEASURE_LABELS[measure] + (" (dashed: clean P@10)" if measure == "class_p10" else ""), fontsize=10)
+        fig.suptitle(BY_NAME[measure].label + (" (dashed: clean P@10)" if measure == "class_p10" else ""), fontsize=10)
         fig.tight_layout()
         name = f"robustness_{measure}.png"
         fig.savefig(Path(folder) / name)
