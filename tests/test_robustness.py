@@ -192,6 +192,25 @@ def test_cache_is_reused_and_only_new_families_are_embedded(tmp_path):
     assert said["version"] == QUERY_CACHE_VERSION
 
 
+def test_the_app_offers_the_robustness_families_under_their_names_with_the_same_pixels():
+    """The app's transform control is built from the families' catalogue: the CLI's names, and for a family whose
+    parameter the user sets there, the same image the evaluation makes at that value."""
+    from indexer.evaluation.query_transforms import CONTROLLED_FAMILIES, parse_families
+
+    names = [f.name for f in CONTROLLED_FAMILIES]
+    assert names == ["translation", "zoom", "rotation", "thumbnail", "jpeg", "blur"]
+    assert parse_families(",".join(names)) == list(CONTROLLED_FAMILIES), "each one a family the CLI accepts"
+    im = smooth_images(1, size=96)[0]
+    rng = np.random.default_rng(0)
+    for family in CONTROLLED_FAMILIES:
+        control = family.control
+        values = [s.default for s in control.sliders]
+        shown = control.apply(im, *values)
+        assert control.words.format(*values) and shown.size in (im.size, (224, 224))
+        if not family.random:  # the evaluation's level at the slider's value: the same pixels
+            np.testing.assert_array_equal(np.asarray(shown), np.asarray(family.apply(im, values[0], rng)))
+
+
 def test_transforms_are_deterministic_per_query_and_differ_between_queries():
     im = smooth_images(1)[0]
     c = Condition("translation", 5, "shift_px", 32.0)
@@ -490,7 +509,7 @@ def test_app_transform_control_embeds_the_changed_query_and_marks_where_the_orig
     assert not at.exception, [e.value for e in at.exception]
     texts = lambda: " ".join([m.value for m in at.markdown] + [c.value for c in at.caption])
     assert "original image" not in texts(), "an untransformed indexed query is not searched for itself"
-    at.selectbox(key="transform").set_value("JPEG quality").run()
+    at.selectbox(key="transform").set_value("jpeg").run()
     assert not at.exception, [e.value for e in at.exception]
     label = next(m.value for m in at.markdown if m.value.startswith("**Query:**"))
     assert "images/val_0.JPEG (JPEG quality 20)" in label
@@ -501,7 +520,7 @@ def test_app_transform_control_embeds_the_changed_query_and_marks_where_the_orig
         assert shown, texts()
         # the hit marked ORIGINAL is there exactly when the column gives the original's rank
         assert ("ORIGINAL" in texts()) == (shown.group(2) is not None)
-        at.selectbox(key="transform").set_value("shift").run()
+        at.selectbox(key="transform").set_value("translation").run()
         at.slider(key="shift_dx").set_value(16).run()
         assert not at.exception
         assert "shifted +16, +0 px" in next(m.value for m in at.markdown if m.value.startswith("**Query:**"))
