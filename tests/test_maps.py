@@ -1,4 +1,4 @@
-"""Embedding maps (indexer/maps.py, `indexer maps`) and the app's Maps page, in AppTest and in a real browser."""
+"""Embedding maps (indexer/evaluation/maps.py, `indexer maps`) and the app's Maps page, in AppTest and in a real browser."""
 
 import json
 import os
