@@ -695,55 +695,64 @@ def bench_evaluation(quick: bool, device: torch.device, smoke: bool = False) -> 
 # report -----------------------------------------------------------------------------------------
 
 
+def _cpu_ratios(report: Dict, device: torch.device) -> Dict:
+    """The CPU suite's ratios: like for like between the networks, compiled over eager, e2e over bare, exact over naive."""
+    fw = report.get("forward", [])
+    out = {}
+
+    # like for like: same precision, eager; each model at its best memory layout
+    def ratio(a: Dict, b: Dict) -> Optional[float]:
+        ra, rb = best(fw, **a), best(fw, **b)
+        return round(ra["images_per_s"] / rb["images_per_s"], 3) if ra and rb else None
+
+    eager = dict(size=224, compile=False)
+    # single best figures; the paired rounds' medians replace them when present
+    for prec in ("fp32", "bf16"):
+        for ratio_name, reference in (
+            ("fused_over_unfused", "gresnet_unfused"),
+            ("fused_over_resnet50d", "resnet50d"),
+        ):
+            value = ratio(
+                {**eager, "model": "gresnet", "precision": prec}, {**eager, "model": reference, "precision": prec}
+            )
+            if value is not None:
+                out[ratio_key(ratio_name, prec)] = value
+    for prec in ("fp32", "bf16"):
+        compiled = ratio(
+            {"model": "gresnet", "size": 224, "precision": prec, "compile": True},
+            {"model": "resnet50d", "size": 224, "precision": prec, "compile": True},
+        )
+        if compiled is not None:
+            out[ratio_key("fused_over_resnet50d_both_compiled", prec)] = compiled
+        gain = ratio(
+            {"model": "gresnet", "size": 224, "precision": prec, "compile": True},
+            {"model": "gresnet", "size": 224, "precision": prec, "compile": False},
+        )
+        if gain is not None:
+            out[ratio_key("gresnet_compiled_over_eager", prec)] = gain
+    # the target is about the default pipeline (auto decode) on the shared data; the table lists every configuration
+    from embed.extraction.device_decode import resolve_decode
+
+    default = resolve_decode("auto", device)
+    e2e = [
+        r
+        for r in report.get("e2e", [])
+        if "pipeline_efficiency" in r
+        and r.get("files", "tiny-imagenet 64px") == "tiny-imagenet 64px"
+        and r.get("decode", default) == default
+    ]
+    if e2e:
+        out["e2e_over_bare"] = min(r["pipeline_efficiency"] for r in e2e)
+    if "evaluation" in report:
+        out["exact_over_naive_eval"] = report["evaluation"]["exact_over_naive"]
+    return out
+
+
 def ratios(report: Dict, device: torch.device) -> Dict:
     fw = report.get("forward", [])
     out = {}
     if device.type == "cpu":
-        # like for like: same precision, eager; each model at its best memory layout
-        def ratio(a: Dict, b: Dict) -> Optional[float]:
-            ra, rb = best(fw, **a), best(fw, **b)
-            return round(ra["images_per_s"] / rb["images_per_s"], 3) if ra and rb else None
-
-        eager = dict(size=224, compile=False)
-        # single best figures; the paired rounds' medians replace them when present
-        for prec in ("fp32", "bf16"):
-            for ratio_name, reference in (
-                ("fused_over_unfused", "gresnet_unfused"),
-                ("fused_over_resnet50d", "resnet50d"),
-            ):
-                value = ratio(
-                    {**eager, "model": "gresnet", "precision": prec}, {**eager, "model": reference, "precision": prec}
-                )
-                if value is not None:
-                    out[ratio_key(ratio_name, prec)] = value
-        for prec in ("fp32", "bf16"):
-            compiled = ratio(
-                {"model": "gresnet", "size": 224, "precision": prec, "compile": True},
-                {"model": "resnet50d", "size": 224, "precision": prec, "compile": True},
-            )
-            if compiled is not None:
-                out[ratio_key("fused_over_resnet50d_both_compiled", prec)] = compiled
-            gain = ratio(
-                {"model": "gresnet", "size": 224, "precision": prec, "compile": True},
-                {"model": "gresnet", "size": 224, "precision": prec, "compile": False},
-            )
-            if gain is not None:
-                out[ratio_key("gresnet_compiled_over_eager", prec)] = gain
-        # the target is about the default pipeline (auto decode) on the shared data; the table lists every configuration
-        from embed.extraction.device_decode import resolve_decode
-
-        default = resolve_decode("auto", device)
-        e2e = [
-            r
-            for r in report.get("e2e", [])
-            if "pipeline_efficiency" in r
-            and r.get("files", "tiny-imagenet 64px") == "tiny-imagenet 64px"
-            and r.get("decode", default) == default
-        ]
-        if e2e:
-            out["e2e_over_bare"] = min(r["pipeline_efficiency"] for r in e2e)
-        if "evaluation" in report:
-            out["exact_over_naive_eval"] = report["evaluation"]["exact_over_naive"]
+        out.update(_cpu_ratios(report, device))
     else:
         gpu = report.get("gpu", {})
         fw = fw or gpu.get("forward", [])

@@ -2,14 +2,14 @@
 (a server starting up, one restarting) is still waited for; warning lines are never cut mid-word."""
 
 import logging
-import os
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
-from support.data import REPO, free_port, make_tiny_layout
+from support.cli import repo_env
+from support.data import free_port, make_tiny_layout
 from support.logs import RecordedRetries
 
 from indexer.milvus_store import ServerUnreachable, VectorStore, brief
@@ -61,7 +61,7 @@ def test_each_command_reports_a_refused_address_without_retrying(command, tmp_pa
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        env=repo_env(),
         timeout=120,
     )
     assert res.returncode == 2
@@ -124,7 +124,7 @@ def test_a_bad_retry_count_is_one_clear_error(value, message, tmp_path):
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(REPO), RETRIEVAL_MILVUS_RETRIES=value),
+        env=repo_env(RETRIEVAL_MILVUS_RETRIES=value),
         timeout=120,
     )
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == f"error: {message}", res.stderr
