@@ -55,6 +55,7 @@ from indexer.evaluation.stats import (
     Interval,
     McNemar,
     bootstrap_means,
+    mcnemar_difference,
     mcnemar_exact,
     paired_difference,
 )
@@ -97,8 +98,12 @@ PROTOCOL = {
     "jaccard10": "Jaccard overlap of the clean and the transformed query's neighbour lists",
     "shift_top1": "translation only: two random shifts of one image give the same nearest other image",
     "shift_jaccard10": "translation only: Jaccard overlap of the two shifts' neighbour lists",
-    "statistics": "95% percentile bootstrap over queries; paired bootstrap differences between models on the same "
-    "queries; exact McNemar for copy_r1, copy_r10 and shift_top1",
+    "statistics": "95% percentile bootstrap over queries; differences between models on the same queries: exact "
+    "McNemar intervals for copy_r1, copy_r10 and shift_top1, paired bootstrap for the others",
+    "significance": "one rule per measure: a difference on a binary measure (copy_r1, copy_r10, shift_top1) is "
+    "significant when the exact McNemar test on the discordant queries gives p < 0.05, and its 95% interval is the "
+    "one that test inverts (Clopper-Pearson), so it excludes zero exactly then; on the other measures, when the "
+    "paired-bootstrap 95% interval of the difference excludes zero",
     "sentences": "one per family at its strongest severity measured: the models with the highest and lowest copy_r1",
 }
 
@@ -433,7 +438,11 @@ class PairComparison:
 
     @property
     def significant(self) -> bool:
-        return self.difference.excludes_zero() and (self.mcnemar is None or self.mcnemar.p_value < 0.05)
+        """PROTOCOL["significance"]: McNemar's p on a binary measure, else the paired-bootstrap interval (on a binary
+        measure ``difference`` is McNemar's own interval, so the two agree)."""
+        if self.mcnemar is not None:
+            return self.mcnemar.p_value < 1 - self.difference.level
+        return self.difference.excludes_zero()
 
     def to_json(self) -> Dict:
         out = {
@@ -531,6 +540,7 @@ def summarise(
                 if va is None or vb is None or name == "clean_p10":
                     continue
                 test = mcnemar_exact(va > 0.5, vb > 0.5) if name in BINARY_MEASURES else None
+                difference = paired_difference(va, vb, resamples, seed) if test is None else mcnemar_difference(test)
                 pairs.append(
                     PairComparison(
                         a,
@@ -542,7 +552,7 @@ def summarise(
                         name,
                         float(va.mean()),
                         float(vb.mean()),
-                        paired_difference(va, vb, resamples, seed),
+                        difference,
                         test,
                     )
                 )
@@ -891,6 +901,20 @@ def plot_measures(doc: Dict, folder: Path) -> List[str]:
         plt.close(fig)
         names.append(name)
     return names
+
+
+def output_files(doc: Dict, folder: Optional[Path], json_path: Optional[Path] = None) -> List[Path]:
+    """Every file ``write_outputs`` wrote for ``doc``, in the order written (the command's last line names them)."""
+    files: List[Path] = []
+    if folder is not None:
+        folder = Path(folder)
+        files += [folder / name for name in doc.get("figures", [])]
+        files += [folder / "robustness.json", folder / "robustness.md"]
+        if (folder / "report.json").is_file():  # it was there: rewritten with the section
+            files += [folder / name for name in ("report.json", "report.md", "report.html")]
+    if json_path is not None:
+        files.append(Path(json_path))
+    return files
 
 
 def write_outputs(result: RobustnessResult, folder: Optional[Path], json_path: Optional[Path] = None) -> Dict:
