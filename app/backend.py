@@ -23,7 +23,7 @@ from embed.common.settings import RetrievalSettings
 from embed.models.catalog import BLOG_MODELS, REGISTRY
 from embed.sources.datasets import class_name
 from embed.sources.imaging import BadImage, load_rgb, read_bytes_capped
-from indexer.catalog import IndexedCollection, indexed_collections
+from indexer.catalog import IndexedCollection, incomplete_problem, indexed_collections
 from indexer.milvus_store import StoreError, VectorStore
 from indexer.query_embedding import QueryEmbedder
 
@@ -86,6 +86,7 @@ class ColumnResult:
     build_command: Optional[str] = None
     distance_note: str = ""  # what d² means here, and what it does not
     original_rank: Optional[int] = None  # where the query's untransformed original landed (None: not in the top k)
+    incomplete: str = ""  # the collection's last build did not finish: what it lacks and the build that completes it
 
     @property
     def precision_text(self) -> str:
@@ -321,8 +322,11 @@ class Backend:
         return held
 
     def compare(self, models: Sequence[str]) -> Comparison:
-        """The images every shown, indexed column holds, and how their collections differ."""
-        return Comparison.of([held for m in models if (held := self.images(m)) is not None], self.settings.uri)
+        """The images every shown, indexed column holds, and how their collections differ. An empty collection (its
+        build was interrupted before its first row) has no say: its column reports itself."""
+        return Comparison.of(
+            [held for m in models if (held := self.images(m)) is not None and held.images], self.settings.uri
+        )
 
     def missing_build_command(self, model: str) -> Optional[str]:
         """The build that adds ``model`` beside the indexed collections: same data root, same --limit as the
@@ -410,8 +414,12 @@ class Backend:
             if meta.is_random
             else f"{meta.identity.weights_source} weights ({meta.identity.weights_fingerprint[:19]})"
         )
+        everything = self.images(model)
+        incomplete = incomplete_problem(coll, len(everything.images) if everything else 0, self.settings.uri)
+        if incomplete and everything is not None and not everything.images:
+            return ColumnResult(model, title, coll.name, weights, meta.is_random, problem=incomplete)
         wanted = query.indexed_image
-        held = self.images(model) if wanted is not None else None
+        held = everything if wanted is not None else None
         if held is not None and wanted is not None and not held.holds(wanted):
             # another collection's image: a search here would compare this column on a different footing
             return ColumnResult(
@@ -469,6 +477,7 @@ class Backend:
             best,
             distance_note=distance_note(title, meta.dim),
             original_rank=original_rank,
+            incomplete=incomplete,
         )
 
     def search_all(

@@ -202,6 +202,8 @@ def show_column(backend: Backend, result, k: int, original: int | None = None) -
         st.error("⚠ " + result.weights)
     else:
         st.caption(result.weights)
+    if result.incomplete:
+        st.warning(result.incomplete)
     meta = f"query latency **{result.latency_ms:.0f} ms** · top {len(result.hits)} by squared L2 (d²)"
     if result.precision is not None:
         meta += f" · P@{k} **{result.precision_text}**"
