@@ -116,6 +116,32 @@ class Query:
 
 
 @dataclass(frozen=True)
+class DataSet:
+    """One data set indexed for the app's split: its name (the data root's folder name, as the CLI's --data-root
+    chooses it), the folder its collections were built from, and the models indexed on it."""
+
+    name: str
+    data_root: str
+    models: Tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({len(self.models)} model{'s' if len(self.models) != 1 else ''})"
+
+
+def data_sets(colls: Sequence[IndexedCollection]) -> List[DataSet]:
+    """The data sets ``colls`` are indexed on, the one with the most models first (then by name), as the CLI's
+    suggestions choose among them."""
+    by_name: Dict[str, List[IndexedCollection]] = {}
+    for c in colls:
+        by_name.setdefault(c.meta.dataset, []).append(c)
+    sets = [
+        DataSet(name, cs[0].meta.data_root, tuple(sorted(c.meta.model for c in cs))) for name, cs in by_name.items()
+    ]
+    return sorted(sets, key=lambda d: (-len(d.models), d.name))
+
+
+@dataclass(frozen=True)
 class CollectionChange:
     """A collection that a build (or a drop) changed while the app had it open."""
 
@@ -123,6 +149,7 @@ class CollectionChange:
     before: Optional[int]  # rows its last build wrote, as the app read them; None: it was not indexed
     after: Optional[int]  # None: it is gone
     complete: bool = True  # False: a build is writing it now, or its last build did not finish
+    model: str = ""
 
     @property
     def text(self) -> str:
@@ -189,6 +216,9 @@ class Backend:
         self._images: Dict[str, CollectionImages] = {}  # by collection name, read once (no vectors)
         self.collections: Dict[str, IndexedCollection] = {}
         self.root_from_collections = False  # no --data-root: the collections' own
+        self.data_sets: List[DataSet] = []  # every data set indexed for the split; the page shows one
+        self.dataset: Optional[str] = None  # the one shown
+        self.unmatched_root = False  # --data-root names none of several indexed data sets
         # the app's sessions share this backend: each change is numbered, and each session shows those it has not
         self.generation = 0
         self._history: List[Tuple[int, CollectionChange]] = []
@@ -233,6 +263,7 @@ class Backend:
                 before[m].rows if m in before else None,
                 after[m].rows if m in after else None,
                 after[m].complete if m in after else True,
+                m,
             )
             for m in sorted(set(before) | set(after))
             if m not in before or m not in after or before[m].to_json() != after[m].to_json()
@@ -240,16 +271,34 @@ class Backend:
         return changed
 
     def _current(self) -> List[IndexedCollection]:
+        """The collections of one data set: --data-root's (by its folder name, as the CLI chooses), else the one
+        with the most models; ``data_sets`` says which others there are, so that the page can offer them."""
         colls = [c for c in indexed_collections(self.store) if c.meta.key.matches(split=self.settings.split)]
-        if self.settings.data_root:
-            root = str(Path(self.settings.data_root).expanduser().resolve())
-            colls = [c for c in colls if str(Path(c.meta.data_root).resolve()) == root] or colls
-        return colls
+        self.data_sets = data_sets(colls)
+        names = [d.name for d in self.data_sets]
+        if self.dataset not in names:  # chosen once; a re-read keeps it while it is indexed
+            wanted = Path(self.settings.data_root).expanduser().resolve().name if self.settings.data_root else None
+            # a --data-root naming no indexed data set is the one folder they moved to, when there is one
+            self.unmatched_root = wanted is not None and wanted not in names and len(names) > 1
+            self.dataset = wanted if wanted in names else (names[0] if names else None)
+        return [c for c in colls if c.meta.dataset == self.dataset]
+
+    def several_data_sets(self) -> Optional[str]:
+        """A line saying that several data sets are indexed for the split and which one the page shows, or None."""
+        if len(self.data_sets) < 2:
+            return None
+        listed = ", ".join(d.label for d in self.data_sets)
+        unmatched = f"--data-root {self.settings.data_root} names none of them. " if self.unmatched_root else ""
+        return (
+            f"Split '{self.settings.split}' is indexed for {len(self.data_sets)} data sets: {listed}. {unmatched}"
+            f"This page shows {self.dataset}: choose another in the sidebar's **Data set**, or start the app with "
+            f"--data-root DIR (as the CLI's commands choose one)."
+        )
 
     def _adopt(self, colls: List[IndexedCollection]) -> None:
         self.collections = {c.meta.model: c for c in colls}
         self._images.clear()
-        if not self.settings.data_root and colls:
+        if (not self.settings.data_root or self.unmatched_root) and colls:
             self.settings.data_root = colls[0].meta.data_root
             self.root_from_collections = True
 
