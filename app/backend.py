@@ -23,7 +23,7 @@ from embed.common.settings import RetrievalSettings
 from embed.models.catalog import BLOG_MODELS, REGISTRY
 from embed.sources.datasets import class_name
 from embed.sources.imaging import BadImage, load_rgb, read_bytes_capped
-from indexer.catalog import IndexedCollection, indexed_collections
+from indexer.catalog import IndexedCollection, incomplete_problem, indexed_collections
 from indexer.milvus_store import StoreError, VectorStore
 from indexer.query_embedding import QueryEmbedder
 
@@ -86,6 +86,7 @@ class ColumnResult:
     build_command: Optional[str] = None
     distance_note: str = ""  # what d² means here, and what it does not
     original_rank: Optional[int] = None  # where the query's untransformed original landed (None: not in the top k)
+    incomplete: str = ""  # the collection's last build did not finish: what it lacks and the build that completes it
 
     @property
     def precision_text(self) -> str:
@@ -115,6 +116,32 @@ class Query:
 
 
 @dataclass(frozen=True)
+class DataSet:
+    """One data set indexed for the app's split: its name (the data root's folder name, as the CLI's --data-root
+    chooses it), the folder its collections were built from, and the models indexed on it."""
+
+    name: str
+    data_root: str
+    models: Tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({len(self.models)} model{'s' if len(self.models) != 1 else ''})"
+
+
+def data_sets(colls: Sequence[IndexedCollection]) -> List[DataSet]:
+    """The data sets ``colls`` are indexed on, the one with the most models first (then by name), as the CLI's
+    suggestions choose among them."""
+    by_name: Dict[str, List[IndexedCollection]] = {}
+    for c in colls:
+        by_name.setdefault(c.meta.dataset, []).append(c)
+    sets = [
+        DataSet(name, cs[0].meta.data_root, tuple(sorted(c.meta.model for c in cs))) for name, cs in by_name.items()
+    ]
+    return sorted(sets, key=lambda d: (-len(d.models), d.name))
+
+
+@dataclass(frozen=True)
 class CollectionChange:
     """A collection that a build (or a drop) changed while the app had it open."""
 
@@ -122,6 +149,7 @@ class CollectionChange:
     before: Optional[int]  # rows its last build wrote, as the app read them; None: it was not indexed
     after: Optional[int]  # None: it is gone
     complete: bool = True  # False: a build is writing it now, or its last build did not finish
+    model: str = ""
 
     @property
     def text(self) -> str:
@@ -188,6 +216,9 @@ class Backend:
         self._images: Dict[str, CollectionImages] = {}  # by collection name, read once (no vectors)
         self.collections: Dict[str, IndexedCollection] = {}
         self.root_from_collections = False  # no --data-root: the collections' own
+        self.data_sets: List[DataSet] = []  # every data set indexed for the split; the page shows one
+        self.dataset: Optional[str] = None  # the one shown
+        self.unmatched_root = False  # --data-root names none of several indexed data sets
         # the app's sessions share this backend: each change is numbered, and each session shows those it has not
         self.generation = 0
         self._history: List[Tuple[int, CollectionChange]] = []
@@ -232,6 +263,7 @@ class Backend:
                 before[m].rows if m in before else None,
                 after[m].rows if m in after else None,
                 after[m].complete if m in after else True,
+                m,
             )
             for m in sorted(set(before) | set(after))
             if m not in before or m not in after or before[m].to_json() != after[m].to_json()
@@ -239,16 +271,34 @@ class Backend:
         return changed
 
     def _current(self) -> List[IndexedCollection]:
+        """The collections of one data set: --data-root's (by its folder name, as the CLI chooses), else the one
+        with the most models; ``data_sets`` says which others there are, so that the page can offer them."""
         colls = [c for c in indexed_collections(self.store) if c.meta.key.matches(split=self.settings.split)]
-        if self.settings.data_root:
-            root = str(Path(self.settings.data_root).expanduser().resolve())
-            colls = [c for c in colls if str(Path(c.meta.data_root).resolve()) == root] or colls
-        return colls
+        self.data_sets = data_sets(colls)
+        names = [d.name for d in self.data_sets]
+        if self.dataset not in names:  # chosen once; a re-read keeps it while it is indexed
+            wanted = Path(self.settings.data_root).expanduser().resolve().name if self.settings.data_root else None
+            # a --data-root naming no indexed data set is the one folder they moved to, when there is one
+            self.unmatched_root = wanted is not None and wanted not in names and len(names) > 1
+            self.dataset = wanted if wanted in names else (names[0] if names else None)
+        return [c for c in colls if c.meta.dataset == self.dataset]
+
+    def several_data_sets(self) -> Optional[str]:
+        """A line saying that several data sets are indexed for the split and which one the page shows, or None."""
+        if len(self.data_sets) < 2:
+            return None
+        listed = ", ".join(d.label for d in self.data_sets)
+        unmatched = f"--data-root {self.settings.data_root} names none of them. " if self.unmatched_root else ""
+        return (
+            f"Split '{self.settings.split}' is indexed for {len(self.data_sets)} data sets: {listed}. {unmatched}"
+            f"This page shows {self.dataset}: choose another in the sidebar's **Data set**, or start the app with "
+            f"--data-root DIR (as the CLI's commands choose one)."
+        )
 
     def _adopt(self, colls: List[IndexedCollection]) -> None:
         self.collections = {c.meta.model: c for c in colls}
         self._images.clear()
-        if not self.settings.data_root and colls:
+        if (not self.settings.data_root or self.unmatched_root) and colls:
             self.settings.data_root = colls[0].meta.data_root
             self.root_from_collections = True
 
@@ -321,8 +371,11 @@ class Backend:
         return held
 
     def compare(self, models: Sequence[str]) -> Comparison:
-        """The images every shown, indexed column holds, and how their collections differ."""
-        return Comparison.of([held for m in models if (held := self.images(m)) is not None], self.settings.uri)
+        """The images every shown, indexed column holds, and how their collections differ. An empty collection (its
+        build was interrupted before its first row) has no say: its column reports itself."""
+        return Comparison.of(
+            [held for m in models if (held := self.images(m)) is not None and held.images], self.settings.uri
+        )
 
     def missing_build_command(self, model: str) -> Optional[str]:
         """The build that adds ``model`` beside the indexed collections: same data root, same --limit as the
@@ -416,8 +469,12 @@ class Backend:
             if meta.is_random
             else f"{meta.identity.weights_source} weights ({meta.identity.weights_fingerprint[:19]})"
         )
+        everything = self.images(model)
+        incomplete = incomplete_problem(coll, len(everything.images) if everything else 0, self.settings.uri)
+        if incomplete and everything is not None and not everything.images:
+            return ColumnResult(model, title, coll.name, weights, meta.is_random, problem=incomplete)
         wanted = query.indexed_image
-        held = self.images(model) if wanted is not None else None
+        held = everything if wanted is not None else None
         if held is not None and wanted is not None and not held.holds(wanted):
             # another collection's image: a search here would compare this column on a different footing
             return ColumnResult(
@@ -475,6 +532,7 @@ class Backend:
             best,
             distance_note=distance_note(title, meta.dim),
             original_rank=original_rank,
+            incomplete=incomplete,
         )
 
     def search_all(

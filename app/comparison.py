@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Collection, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from indexer.catalog import build_command  # noqa: F401  (the pages and tests take it from here too)
 from indexer.milvus_store import CollectionMeta
 
 
@@ -82,34 +83,6 @@ class SearchScope:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-
-def build_command(meta: CollectionMeta, uri: str, limit: Optional[int] = None, force: bool = False) -> str:
-    """The build command that makes this model's collection again, as it was made, with another ``--limit``.
-
-    Everything that decides its vectors is spelled out (decode, precision, weights, normalisation), so the
-    rebuilt collection has the same identity and the build extracts only the images not embedded yet.
-    """
-    identity = meta.identity
-    parts = [
-        "python -m indexer build",
-        f"--model {shlex.quote(identity.model)}",
-        f"--split {shlex.quote(identity.split)}",
-        f"--data-root {shlex.quote(meta.data_root)}",
-    ]
-    if limit is not None:
-        parts.append(f"--limit {limit}")
-    if identity.weights_source == "checkpoint" and meta.weights_detail:
-        parts.append(f"--checkpoint {shlex.quote(meta.weights_detail)}")
-    if identity.is_random:
-        parts.append("--random-init")
-    if identity.normalized:
-        parts.append("--normalize")
-    parts += [f"--decode {identity.decode}", f"--precision {identity.precision}"]
-    if force:
-        parts.append("--force")
-    parts.append(f"--uri {shlex.quote(uri)}")
-    return " ".join(parts)
 
 
 def _names(columns: Sequence[CollectionImages]) -> str:

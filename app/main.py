@@ -34,7 +34,7 @@ from app.backend import (  # noqa: E402
     thumbnail,
 )
 from app.comparison import Comparison, SearchScope  # noqa: E402
-from app.notices import show_collection_notices  # noqa: E402
+from app.notices import choose_data_set, show_collection_notices  # noqa: E402
 from embed.sources.datasets import class_name  # noqa: E402
 from indexer.milvus_store import DatabaseLocked, StoreError  # noqa: E402
 
@@ -197,6 +197,8 @@ def show_column(backend: Backend, result, k: int, original: int | None = None) -
         st.error("⚠ " + result.weights)
     else:
         st.caption(result.weights)
+    if result.incomplete:
+        st.warning(result.incomplete)
     meta = f"query latency **{result.latency_ms:.0f} ms** · top {len(result.hits)} by squared L2 (d²)"
     if result.precision is not None:
         meta += f" · P@{k} **{result.precision_text}**"
@@ -279,6 +281,13 @@ def show_differences(comparison: Comparison, scope: SearchScope | None) -> None:
         st.code("\n".join(comparison.commands), language="bash", wrap_lines=True)
 
 
+def show_new_columns(backend: Backend, changes) -> None:
+    """A collection indexed while the page was open joins the chosen columns: the notice says the page shows it."""
+    new = [c.model for c in changes if c.before is None and c.after is not None and c.model in backend.collections]
+    if new and "models" in st.session_state:
+        st.session_state["models"] = list(dict.fromkeys([*st.session_state["models"], *new]))
+
+
 def search_page() -> None:
     settings = AppSettings.from_argv(sys.argv[1:])
     title = st.empty()  # named after the columns once they are known
@@ -291,9 +300,10 @@ def search_page() -> None:
     except StoreError as e:
         st.error(f"Cannot open the vector store: {e}")
         return
+    backend = choose_data_set(backend, lambda root: get_backend(settings.uri, root, settings.split, settings.token))
     if st.sidebar.button("Reload collections", key="reload"):
         backend.refresh()
-    show_collection_notices(backend)
+    show_new_columns(backend, show_collection_notices(backend))
 
     k = st.sidebar.slider("Top k", 5, 50, 9, key="k")
     chosen = st.sidebar.multiselect(

@@ -11,6 +11,7 @@ from typing import List, Optional
 
 from embed.common import settings
 from embed.common.cli_args import (
+    CommandParser,
     add_compute_arguments,
     add_data_arguments,
     add_weights_arguments,
@@ -53,7 +54,7 @@ MODELS_EXAMPLES = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m embed",
         description="Extract pooled backbone features (classifier heads removed).",
         epilog=EPILOG,

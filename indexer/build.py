@@ -110,7 +110,7 @@ def build(
     class_ids = [manifest.class_ids[p] for p in positions]
     relpaths = [manifest.relpaths[p] for p in positions]
     # the build is incomplete until the count is verified: a crash before that leaves complete=False
-    meta.rows, meta.complete = expected, False
+    meta.rows, meta.complete, meta.images = expected, False, extracted.n_images
     store.set_meta(name, meta)
     t = time.perf_counter()
     store.upsert(name, positions, vectors, class_ids, relpaths, progress=progress)

@@ -36,6 +36,48 @@ def indexed_collections(store: VectorStore) -> List[IndexedCollection]:
     return out
 
 
+def build_command(meta: CollectionMeta, uri: str, limit: Optional[int] = None, force: bool = False) -> str:
+    """The build command that makes this model's collection again, as it was made, with another ``--limit``.
+
+    Everything that decides its vectors is spelled out (decode, precision, weights, normalisation), so the
+    rebuilt collection has the same identity and the build extracts only the images not embedded yet.
+    """
+    identity = meta.identity
+    import shlex
+
+    parts = [
+        "python -m indexer build",
+        f"--model {shlex.quote(identity.model)}",
+        f"--split {shlex.quote(identity.split)}",
+        f"--data-root {shlex.quote(meta.data_root)}",
+    ]
+    if limit is not None:
+        parts.append(f"--limit {limit}")
+    if identity.weights_source == "checkpoint" and meta.weights_detail:
+        parts.append(f"--checkpoint {shlex.quote(meta.weights_detail)}")
+    if identity.is_random:
+        parts.append("--random-init")
+    if identity.normalized:
+        parts.append("--normalize")
+    parts += [f"--decode {identity.decode}", f"--precision {identity.precision}"]
+    if force:
+        parts.append("--force")
+    parts.append(f"--uri {shlex.quote(uri)}")
+    return " ".join(parts)
+
+
+def incomplete_problem(coll: IndexedCollection, live_rows: int, uri: str) -> str:
+    """Why a collection cannot be trusted whole (its last build did not finish, or rows went since), with the
+    build that completes it; empty when it is complete."""
+    meta = coll.meta
+    if meta.complete_with(live_rows):
+        return ""
+    return (
+        f"{coll.name} is INCOMPLETE: {live_rows:,} of {meta.rows:,} rows (its last build did not finish, or rows "
+        f"were deleted since). Complete it: {build_command(meta, uri, limit=meta.images)}"
+    )
+
+
 def find_collection(store: VectorStore, model: str, split: str, dataset: Optional[str] = None) -> IndexedCollection:
     from embed.models.catalog import check_model_name
 
@@ -82,9 +124,19 @@ def build_hint(
             f"No indexed data set has a split {split!r} ({', '.join(roots)} hold: {', '.join(splits) or 'none'}): "
             f"choose one of those with --split, or build from a data root that has it (--data-root DIR)."
         )
+    return f"Nothing is indexed here yet: {quick_start_hint(store.uri)}"
+
+
+def quick_start_hint(uri: str) -> str:
+    """The first build for a database with nothing in it: the README's quick start, on ``uri``."""
+    import shlex
+
+    from embed.common import settings
+
+    option = "" if uri == settings.current().milvus_uri else f" --uri {shlex.quote(uri)}"
     return (
-        f"Nothing is indexed here yet: build a collection first, e.g. the README's quick start "
-        f"`python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000{uri}`, or your own "
+        f"build a collection first, e.g. the README's quick start "
+        f"`python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000{option}`, or your own "
         f"images with --data-root DIR (the folder holding the split folders) instead of --dataset."
     )
 

@@ -15,6 +15,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from embed.common import settings
 from embed.common.cli_args import (
+    CommandParser,
     add_compute_arguments,
     add_data_arguments,
     add_weights_arguments,
@@ -25,7 +26,7 @@ from embed.common.cli_args import (
     positive_int_list,
     run_cli,
 )
-from indexer.milvus_store import StoreError, VectorStore
+from indexer.milvus_store import StoreError, VectorStore, is_local_uri
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,8 @@ EXAMPLES = {
     "search": """  python -m indexer search --model effnet-lite0 --split val --image query.jpg -k 5
   python -m indexer search --model effnet-lite0 --split val --image a.jpg queries/ b.png --json   # one process
   python -m indexer search --model effnet-lite0 --split val --image ../shared/datasets/tiny-imagenet-200/val/images/val_3.JPEG --include-self""",
-    "drop": """  python -m indexer drop --model vit --split val
-  python -m indexer drop --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200""",
+    "drop": """  python -m indexer drop --model vit --split val          # asks before it deletes
+  python -m indexer drop --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200 --yes""",
     "serve": """  python -m indexer serve --port 19530          # then: --uri http://127.0.0.1:19530 everywhere
   python -m indexer serve --data-dir data/milvus.db --port 0""",
 }
@@ -103,8 +104,9 @@ def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     add_store_arguments(p)
 
 
-def _store(args) -> VectorStore:
-    return VectorStore(args.uri, args.token)
+def _store(args, create: bool = False) -> VectorStore:
+    """The database the command names; only ``build`` (create=True) may create a Lite database that is not there."""
+    return VectorStore(args.uri, args.token, create=create)
 
 
 def _fmt(p: argparse._SubParsersAction, name: str, help_: str, **kw) -> argparse.ArgumentParser:
@@ -115,7 +117,7 @@ def _fmt(p: argparse._SubParsersAction, name: str, help_: str, **kw) -> argparse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m indexer",
         description="Per-model Milvus collections (FLAT, L2).",
         epilog=EPILOG,
@@ -169,8 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="one JSON object per line and per image: its path and hits, or its path and error",
     )
 
-    p = _fmt(sub, "drop", "delete a model's collection")
+    p = _fmt(sub, "drop", "delete a model's collection (asks first; --yes does not)")
     add_collection_arguments(p)
+    p.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="drop without asking (needed where no terminal can answer: scripts, pipes)",
+    )
 
     p = _fmt(sub, "serve", "serve a Milvus Lite database on 127.0.0.1 so several processes can share it")
     p.add_argument(
@@ -329,18 +337,20 @@ def cmd_build(args) -> int:
     The database is opened (and its write check made) only once the data set is on disk and a model is loaded,
     still before any extraction: a build that fails before then leaves no database file behind.
     """
-    from embed.common.cli_args import check_inputs, resolve_data_root
+    from embed.common.cli_args import check_inputs, check_split_has_images, resolve_data_root
     from embed.models.weights import WeightsUnavailable
-    from embed.sources.datasets import split_folder
 
     check_inputs(
         args, all_allowed=True
     )  # names, paths and the split: in a moment, before the data set, a model or the store is opened
     resolve_data_root(args)  # download a named --dataset once, before the first model
-    split_folder(args.data_root, args.split)  # a downloaded data set's split, checked now
+    check_split_has_images(args.data_root, args.split)  # a downloaded data set's split, checked now
+    store: Optional[VectorStore] = None
+    if not is_local_uri(args.uri):  # a server that cannot be reached or written fails now, not after a model loads
+        store = _store(args, create=True)
+        store.ensure_writable()
     from indexer.build import build, load_embedder
 
-    store: Optional[VectorStore] = None
     built: List[str] = []  # "model (N rows)", for the closing summary
     models, skipped = _models_for_build(args)
     for model in models:
@@ -354,7 +364,7 @@ def cmd_build(args) -> int:
             skipped.append(model)
             continue
         if store is None:
-            store = _store(args)
+            store = _store(args, create=True)
             store.ensure_writable()  # before minutes of extraction, not after
         result = build(
             cfg,
@@ -398,9 +408,7 @@ def cmd_status(args) -> int:
     rows = []
     for c in indexed_collections(store):
         d = store.describe(c.name)
-        # a completed build recorded its row count; rows lost since (deleted, a count that comes up short) make the
-        # collection incomplete again, whatever the flag says
-        complete = c.meta.complete and d["rows"] == d["rows_built"]
+        complete = c.meta.complete_with(d["rows"])
         rows.append(
             {
                 "collection": c.name,
@@ -441,12 +449,17 @@ def _dataset_arg(args) -> Optional[str]:
 
 def cmd_search(args) -> int:
     from embed.sources.datasets import class_name
-    from indexer.catalog import find_collection
+    from indexer.catalog import find_collection, incomplete_problem
     from indexer.image_search import expand_query_paths, search_images
     from indexer.query_embedding import QueryEmbedder
 
     store = _store(args)
     coll = find_collection(store, args.model, args.split, _dataset_arg(args))
+    live = store.count(coll.name)
+    if problem := incomplete_problem(coll, live, args.uri):
+        if not live:
+            raise StoreError(problem)
+        log.warning("searching the %s rows it holds: %s", f"{live:,}", problem)
     paths = expand_query_paths(args.image)
     if not paths:
         raise StoreError(f"no query images in {' '.join(str(p) for p in args.image)}")
@@ -512,6 +525,14 @@ def cmd_drop(args) -> int:
 
     store = _store(args)
     coll = find_collection(store, args.model, args.split, _dataset_arg(args))
+    what = f"{coll.name} ({store.count(coll.name):,} rows: {coll.meta.model} on {coll.meta.dataset}/{coll.meta.split})"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise StoreError(f"drop deletes {what} for good; no terminal here to confirm it: pass --yes")
+        answer = input(f"Drop {what}? The embeddings stay on disk; rebuilding re-inserts them. [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print(f"not dropped: {coll.name}")
+            return 1
     store.drop(coll.name)
     print(f"dropped {coll.name}")
     return 0
@@ -818,7 +839,7 @@ def cmd_maps(args) -> int:
 
 def cmd_robustness(args) -> int:
     from indexer.evaluation.query_transforms import UnknownFamily, parse_families
-    from indexer.evaluation.robustness import RobustnessConfig, evaluate_collections, write_outputs
+    from indexer.evaluation.robustness import RobustnessConfig, evaluate_collections, output_files, write_outputs
 
     try:
         families = [f.name for f in parse_families(args.families)]
@@ -841,7 +862,7 @@ def cmd_robustness(args) -> int:
         progress=not args.no_progress,
     )
     result = evaluate_collections(_store(args), cfg)
-    write_outputs(result, args.report, args.json)
+    doc = write_outputs(result, args.report, args.json)
     for sentence in result.sentences:
         print(sentence)
     t = result.timing
@@ -852,8 +873,10 @@ def cmd_robustness(args) -> int:
         + f"; from the cache: {sum(t.from_cache.values())}; embedding {t.embed_s:.0f} s, transforms {t.transform_s:.0f} s, "
         f"search {t.search_s:.0f} s, statistics {t.statistics_s:.0f} s)"
     )
-    for path in ([args.report / "robustness.json"] if args.report else []) + ([args.json] if args.json else []):
-        print(f"wrote {path}")
+    files = output_files(doc, args.report, args.json)
+    if files:  # the last line: every file written, those in one folder after the first by name
+        named = [str(files[0])] + [str(f.name if f.parent == files[0].parent else f) for f in files[1:]]
+        print(f"wrote {len(files)} files: {', '.join(named)}")
     return 0
 
 

@@ -61,6 +61,10 @@ class MetadataMismatch(StoreError):
     pass
 
 
+class DatabaseMissing(StoreError):
+    """A command that only reads was pointed at a Lite database that does not exist (and created none)."""
+
+
 @dataclass
 class CollectionMeta:
     """What a collection holds, stored in its properties: the vectors' identity and where their images are."""
@@ -71,6 +75,7 @@ class CollectionMeta:
     weights_detail: str = ""  # the weights file's path or hub id, to load them again for queries
     rows: int = 0  # rows after the last completed build
     complete: bool = False
+    images: Optional[int] = None  # images the last build covered (its --limit, or the split); None: not recorded
     metric: str = "L2"
     index_type: str = "FLAT"
 
@@ -101,6 +106,11 @@ class CollectionMeta:
     @property
     def key(self) -> EmbeddingKey:
         return self.identity.key
+
+    def complete_with(self, live_rows: int) -> bool:
+        """Whether a collection holding ``live_rows`` now is whole: its last build finished and no row went since
+        (rows deleted, or a count that came up short, make it incomplete again whatever the flag says)."""
+        return self.complete and live_rows == self.rows
 
     @property
     def weights_label(self) -> str:
@@ -253,7 +263,10 @@ class VectorStore:
         retries: Optional[int] = None,
         backoff: float = 1.0,
         search_budget_bytes: int = DEFAULT_SEARCH_BUDGET,
+        create: bool = True,
     ):
+        """``create=False``: a Lite database that does not exist is an error (DatabaseMissing) instead of being
+        created empty, for the commands that only read (status, search, drop, evaluate, maps, robustness)."""
         config = settings.current()
         self.uri = str(uri if uri is not None else config.milvus_uri)
         self.token = (token if token is not None else config.milvus_token) or ""
@@ -262,6 +275,7 @@ class VectorStore:
         self.backoff = backoff
         self.search_budget_bytes = search_budget_bytes
         self.is_lite = is_local_uri(self.uri)
+        self.create = create
         self._client = None
         self._connected_once = False  # after a first connection, a refusal is a server restarting: retried
         self._loaded: set = set()
@@ -319,8 +333,20 @@ class VectorStore:
                 f"a local Milvus Lite URI must end in .db (got {self.uri!r}); for a server use --uri http://host:19530"
             )
         try:
-            return resolve(self.uri)
+            return resolve(self.uri, create=self.create)
         except LiteOpenError as e:
+            if e.kind == "not-a-database":
+                raise StoreError(
+                    f"{self.uri} is not a Milvus Lite database ({e}). Check --uri / RETRIEVAL_MILVUS_URI: a new "
+                    f"database needs a path that does not exist yet, e.g. --uri data/milvus.db."
+                ) from None
+            if e.kind == "missing":
+                from indexer.catalog import quick_start_hint
+
+                raise DatabaseMissing(
+                    f"there is no Milvus Lite database at {self.uri}, and this command creates none (nothing was "
+                    f"written). Check --uri / RETRIEVAL_MILVUS_URI, or {quick_start_hint(self.uri)}"
+                ) from None
             if e.kind == "read-only":
                 raise DatabaseReadOnly(
                     f"{self.uri} is in a read-only location: {e}. Milvus Lite writes to its folder even to read "
@@ -353,11 +379,21 @@ class VectorStore:
                     raise
                 if attempt == self.retries:
                     raise self._unreachable(f"{what} failed {self.retries + 1} times: {brief(e)}") from None
-                log.warning("%s: %s failed (%s); retrying in %.1f s", self.describe_target(), what, brief(e), delay)
+                log.warning("%s: %s failed (%s); retrying in %.1f s", self.describe_target(), what, self._why(e), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 30)
                 if self._client is not None:
                     self._reconnect()
+
+    def _why(self, exc: BaseException) -> str:
+        """A failed call's cause in a few words: for a shared Lite database whose serving process has gone, that."""
+        if self.is_lite and self._client is not None:
+            from indexer.shared_lite import live_record, served_here
+
+            db = Path(os.path.abspath(self.uri))
+            if served_here(db) is None and live_record(db) is None:
+                return "the process that served the database to this one has exited; this one opens it now"
+        return brief(exc)
 
     def _reconnect(self) -> None:
         """Drop the dead connection and connect again; for Lite, to whichever process serves the database now."""

@@ -38,7 +38,8 @@ def wait_for_owner_s() -> float:
 
 
 class LiteOpenError(RuntimeError):
-    """Why a Lite folder could not be opened; ``kind`` is 'locked', 'read-only' or 'failed'."""
+    """Why a Lite folder could not be opened; ``kind`` is 'locked', 'read-only', 'missing', 'not-a-database' or
+    'failed'."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -238,12 +239,18 @@ def served_here(db: Path) -> Optional[str]:
     return f"http://{LOOPBACK}:{entry[2]}"
 
 
-def resolve(db_path: str, wait_s: Optional[float] = None) -> str:
+def resolve(db_path: str, wait_s: Optional[float] = None, create: bool = True) -> str:
     """The gRPC address to use for the Lite database at ``db_path``: a live owner's, or this process' own.
 
-    Raises LiteOpenError('read-only' | 'locked' | 'failed') when neither is possible.
+    ``create=False`` (the commands that only read): a database that does not exist yet is an error, not a new
+    empty one with its folders. Raises LiteOpenError('read-only' | 'locked' | 'missing' | 'not-a-database' |
+    'failed') when neither is possible.
     """
     db = Path(os.path.abspath(db_path))
+    if db.exists() and not db.is_dir():  # Milvus Lite's database is a folder: a file there is something else
+        raise LiteOpenError("not-a-database", f"{db} is a file, and a Milvus Lite database is a folder")
+    if not create and not db.exists():
+        raise LiteOpenError("missing", f"{db} does not exist")
     here = served_here(db)
     if here:
         return here

@@ -230,7 +230,7 @@ def test_read_only_location_is_reported_as_read_only(indexed, tmp_path):
     ro = tmp_path / "ro"
     shutil.copytree(indexed["work"] / "data" / "milvus.db", ro / "milvus.db", ignore=shutil.ignore_patterns("LOCK"))
     prefix = _read_only_prefix(ro)
-    for uri in (ro / "milvus.db", ro / "new.db"):
+    for uri, said in ((ro / "milvus.db", "is in a read-only location"), (ro / "new.db", "")):
         p = subprocess.run(
             prefix + [PY, "-m", "indexer", "status", "--uri", str(uri)],
             cwd=REPO,
@@ -240,7 +240,9 @@ def test_read_only_location_is_reported_as_read_only(indexed, tmp_path):
             timeout=120,
         )
         assert p.returncode == 2, p.stdout + p.stderr
-        assert f"error: {uri} is in a read-only location" in p.stderr
+        # status creates no database: one that is not there is named as missing, wherever it would be
+        expected = f"error: {uri} {said}" if said else f"error: there is no Milvus Lite database at {uri}"
+        assert expected in p.stderr, p.stderr
         assert "in use" not in p.stderr and "another process" not in p.stderr and "Traceback" not in p.stderr
 
 

@@ -280,7 +280,7 @@ def test_cli_status_json_and_search(dataset, tmp_path):
     assert bad.returncode == 2 and "choose from" in bad.stderr and "Traceback" not in bad.stderr
     missing = run("search", "--model", "vit", "--split", "val", "--image", str(img), *common)
     assert missing.returncode == 2 and "python -m indexer build --model vit" in missing.stderr
-    d = run("drop", "--model", MODEL, "--split", "val", *common)
+    d = run("drop", "--model", MODEL, "--split", "val", "--yes", *common)
     assert d.returncode == 0 and "dropped" in d.stdout
 
 

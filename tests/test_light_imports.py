@@ -48,7 +48,7 @@ def test_status_imports_no_torch(database, tmp_path):
 
 def test_drop_imports_no_torch(database, tmp_path):
     report, res = _run(
-        "indexer", "drop", "--model", "effnet-lite1", "--split", "val", "--uri", database["uri"], cwd=tmp_path
+        "indexer", "drop", "--model", "effnet-lite1", "--split", "val", "--yes", "--uri", database["uri"], cwd=tmp_path
     )
     assert report["code"] == 0 and "dropped effnet_lite1__data__val" in res.stdout, res.stderr[-2000:]
     assert not report["torch"] and not report["timm"]

@@ -31,7 +31,7 @@ import streamlit as st  # noqa: E402
 from app import navigation  # noqa: E402
 from app.backend import AppSettings, Backend, BadImage, model_title, safe_image_path, thumbnail  # noqa: E402
 from app.maps_view import MAX_POINTS, class_palette, map_figure, selected_id, silhouette_rows  # noqa: E402
-from app.notices import show_collection_notices  # noqa: E402
+from app.notices import choose_data_set, show_collection_notices  # noqa: E402
 from embed.sources.datasets import class_name  # noqa: E402
 from indexer.evaluation.maps import MapParams, MapResult, available_params, load_map, maps_command, report_dir_from_argv  # noqa: E402
 from indexer.milvus_store import CollectionMeta, DatabaseLocked, StoreError  # noqa: E402
@@ -143,6 +143,7 @@ def main() -> None:
     except StoreError as e:
         st.error(f"Cannot open the vector store: {e}")
         return
+    backend = choose_data_set(backend, lambda root: get_backend(settings.uri, root, settings.split, settings.token))
     if st.sidebar.button("Reload collections and maps", key="maps_reload"):
         backend.refresh()
         cached_map.clear()

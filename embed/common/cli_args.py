@@ -9,12 +9,19 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, NoReturn, Optional
 
 from embed.common import settings
 from embed.common.logs import quiet_grpc_environment, quiet_third_party_logs
 
 log = logging.getLogger(__name__)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one line naming the --help to read (not the whole usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _int_at_least(minimum: int, what: str):
@@ -129,7 +136,12 @@ def add_compute_arguments(p: argparse.ArgumentParser) -> None:
         "auto (default): the fastest measured; device on a CPU for small images that are "
         "enlarged (e.g. Tiny-ImageNet), workers otherwise",
     )
-    g.add_argument("--shard-size", type=positive_int, default=1024, help="images per shard file (resume granularity)")
+    g.add_argument(
+        "--shard-size",
+        type=positive_int,
+        default=1024,
+        help="images per shard file (default %(default)s; an interrupted run keeps every finished batch)",
+    )
     g.add_argument("--force", action="store_true", help="recompute embeddings even if they are on disk")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -156,7 +168,6 @@ def check_inputs(args: argparse.Namespace, all_allowed: bool = False) -> None:
     """
     from embed.models.catalog import check_model_name
     from embed.models.weights import WeightsUnavailable
-    from embed.sources.datasets import split_folder
 
     if not (all_allowed and args.model == "all"):
         check_model_name(args.model)
@@ -164,7 +175,16 @@ def check_inputs(args: argparse.Namespace, all_allowed: bool = False) -> None:
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise WeightsUnavailable(f"checkpoint {checkpoint} does not exist")
     if args.data_root is not None or not args.dataset:
-        split_folder(args.data_root or settings.current().data_root, args.split)
+        check_split_has_images(args.data_root or settings.current().data_root, args.split)
+
+
+def check_split_has_images(data_root, split: str) -> None:
+    """The split's folder exists and holds at least one image (a moment, before any model loads)."""
+    from embed.sources.datasets import first_image, no_images_error, split_folder
+
+    folder = split_folder(data_root, split)
+    if first_image(folder) is None:
+        raise no_images_error(folder)
 
 
 def extract_config(args: argparse.Namespace, model: Optional[str] = None):
@@ -244,5 +264,9 @@ def run_cli(
         print(f"error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished shards are kept; rerun the same command to resume", file=sys.stderr)
+        print(
+            "interrupted: what was finished is kept (embeddings: every finished batch); rerun the same command to "
+            "resume",
+            file=sys.stderr,
+        )
         return 130

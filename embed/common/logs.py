@@ -24,7 +24,13 @@ def quiet_third_party_logs() -> None:
     # Milvus Lite, which has no MVCC timestamps. A child logger: pymilvus resets its own "pymilvus" logger when
     # it is imported (logging.config.dictConfig), which happens after this runs.
     logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
-    logging.getLogger("pymilvus").setLevel(logging.ERROR)
+    # pymilvus logs every failed call as an ERROR with its traceback ("[_log_rpc_error]: RPC error: [flush] ...
+    # Fail connecting to server", 60-80 lines when the process serving a shared Lite database exits). Every call
+    # of this tool goes through VectorStore._retry, which says in one line that it retries, or raises the error
+    # with its cause: pymilvus' own report is only ever a duplicate. Its configuration gives two children
+    # levels of their own, hence each by name.
+    for name in ("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer", "pymilvus.decorators"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not implement (AllocTimestamp)
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     # their INFO lines (faiss loader, per-segment index builds, server start/stop, matplotlib's

@@ -10,6 +10,8 @@ read are reported per position with a reason, never fatal.
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from functools import partial
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -53,6 +55,22 @@ class ImageFileDataset(Dataset):
 
 def load_transformed(path, position: int, transform, max_pixels: int) -> torch.Tensor:
     return transform(load_rgb(path, max_pixels))
+
+
+def ignore_interrupts(_worker_id: int) -> None:
+    """In a decoding worker: Ctrl-C reaches the whole process group, and a worker that dies of it mid-transfer
+    prints a multiprocessing traceback; the main process alone handles it and stops the workers.
+
+    A batch the main process stopped receiving when interrupted breaks the connection it came by: the worker's
+    multiprocessing.resource_sharer thread would print that (ConnectionResetError) as a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    default_hook = sys.excepthook
+
+    def quiet_lost_receiver(kind, value, traceback) -> None:
+        if not issubclass(kind, (ConnectionResetError, BrokenPipeError)):
+            default_hook(kind, value, traceback)
+
+    sys.excepthook = quiet_lost_receiver
 
 
 def collate_skipping(items):
@@ -112,6 +130,7 @@ class ImageReader:
             persistent_workers=False,
             prefetch_factor=4 if self.workers > 0 else None,
             timeout=600 if self.workers > 0 else 0,  # a wedged worker ends the run with an error, not a hang
+            worker_init_fn=ignore_interrupts if self.workers > 0 else None,
         )
 
     def batches(self, positions: Sequence[int]) -> Iterator[Batch]:

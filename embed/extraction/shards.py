@@ -7,9 +7,10 @@ Layout of ``<out>/<model>/<dataset>/<split>/``::
     shard-00001.npz        positions [S, 2S) ...
 
 A shard covers a fixed range of canonical positions, so shards written by different runs, ranks
-or ``--limit`` values line up; an interrupted run leaves only whole shards behind (tmp + rename),
-and the next run computes exactly the missing positions (a shard cut short by a smaller ``--limit``
-is extended, not recomputed).
+or ``--limit`` values line up. The shard being filled is rewritten after every batch, cut short at the
+last position done (tmp + rename, so a file on disk is always whole): an interrupted run loses at most
+the batch in flight, and the next run computes exactly the missing positions (a shard cut short, by an
+interruption or a smaller ``--limit``, is extended, not recomputed).
 """
 
 from __future__ import annotations
@@ -79,11 +80,21 @@ class Manifest:
         return record_from_dict(cls, data)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temp file in the same folder, fsync, then rename over ``path``.
+
+    The file gets the mode a plain ``open()`` would give it (0666 less the umask, usually 0644), not mkstemp's
+    0600: a shared embeddings cache must be readable by the other users the umask lets read it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -260,7 +271,8 @@ class ShardTask:
 
 
 class ShardWriter:
-    """Collects (positions, vectors, skipped) batches in canonical order and writes each shard when whole.
+    """Collects (positions, vectors, skipped) batches in canonical order and writes each shard when whole, and
+    the shard being filled after every batch, cut short at the last position done (what a rerun resumes from).
 
     A batch may straddle shards, and a shard is whole once every position of its task is either a
     vector or a skipped file; a shard that extends a shorter one on disk is written with the old
@@ -278,6 +290,8 @@ class ShardWriter:
         self._skipped: List[Tuple[int, str]] = []
         self.written: Dict[int, Dict[str, np.ndarray]] = {}  # with keep: each written shard's arrays
         self.skipped: List[Tuple[int, str]] = []  # every skipped (position, reason) seen
+        # the current task's rows from the shorter shard on disk ([start, done)), read once
+        self._old: Optional[Tuple[int, np.ndarray, np.ndarray, List[Tuple[int, str]]]] = None
 
     def add(self, positions: np.ndarray, vectors: np.ndarray, skipped: List[Tuple[int, str]]) -> None:
         self._skipped += skipped
@@ -290,28 +304,40 @@ class ShardWriter:
             positions, vectors = positions[~inside], vectors[~inside]
             seen = sum(len(p) for p in self._positions) + sum(1 for p, _ in self._skipped if p < task.stop)
             if seen < len(task.todo):
+                if seen:  # batches come in canonical order: [done, done + seen) is finished
+                    self._write(task, stop=task.done + seen)
                 return
             self._write(task)
             self._current = next(self._shards, None)
 
-    def _write(self, task: ShardTask) -> None:
-        index, start, stop = task.index, task.start, task.stop
+    def _old_rows(self, task: ShardTask) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, str]]]:
+        """What the shorter shard on disk holds of ``task``'s range ([start, done)), read once per task."""
+        if self._old is None or self._old[0] != task.index:
+            old = self.store.read_shard(task.index)
+            keep, keep_skipped = old["positions"] < task.done, old["skipped_positions"] < task.done
+            skipped = sorted(
+                zip(old["skipped_positions"][keep_skipped].tolist(), old["skipped_reasons"][keep_skipped].tolist())
+            )
+            self._old = (task.index, old["positions"][keep], old["vectors"][keep], skipped)
+        return self._old[1], self._old[2], self._old[3]
+
+    def _write(self, task: ShardTask, stop: Optional[int] = None) -> None:
+        """Write ``task``'s shard: whole, or (``stop``) cut short at the last position done so far."""
+        partial = stop is not None
+        index, start, stop = task.index, task.start, task.stop if stop is None else stop
         parts_p, parts_v = list(self._positions), list(self._vectors)
         skipped = sorted(b for b in self._skipped if task.done <= b[0] < stop)
         if task.done > start:  # keep what the shorter shard holds
-            old = self.store.read_shard(index)
-            keep, keep_skipped = old["positions"] < task.done, old["skipped_positions"] < task.done
-            parts_p.insert(0, old["positions"][keep])
-            parts_v.insert(0, old["vectors"][keep])
-            skipped = (
-                sorted(
-                    zip(old["skipped_positions"][keep_skipped].tolist(), old["skipped_reasons"][keep_skipped].tolist())
-                )
-                + skipped
-            )
+            old_positions, old_vectors, old_skipped = self._old_rows(task)
+            parts_p.insert(0, old_positions)
+            parts_v.insert(0, old_vectors)
+            skipped = old_skipped + skipped
         positions = np.concatenate(parts_p) if parts_p else np.zeros(0, np.int64)
         vectors = np.concatenate(parts_v) if parts_v else np.zeros((0, self.dim), np.float32)
         self.store.write_shard(index, start, stop, positions, vectors, skipped)
+        if partial:
+            log.debug("shard %d holds positions %d-%d so far", index, start, stop)
+            return
         log.debug("wrote shard %d (positions %d-%d, %d of them new)", index, start, stop, len(task.todo))
         if self.keep:
             self.written[index] = {
@@ -322,3 +348,4 @@ class ShardWriter:
             }
         self._skipped = [b for b in self._skipped if b[0] >= stop]
         self._positions, self._vectors = [], []
+        self._old = None

@@ -104,6 +104,24 @@ def split_folder(data_root, split: str) -> Path:
     return split_dir
 
 
+def first_image(split_dir: Path) -> Optional[Path]:
+    """Some image file under ``split_dir``, or None: a quick check (it stops at the first) that a build can run
+    before its model loads; the full listing, which can take a while on ImageNet, comes later."""
+    for dirpath, dirnames, filenames in os.walk(split_dir, followlinks=False):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if has_image_extension(name) and not name.startswith("."):
+                return Path(dirpath) / name
+    return None
+
+
+def no_images_error(split_dir: Path, layout: str = "") -> DatasetError:
+    return DatasetError(
+        f"no images found in {split_dir} ({f'layout {layout}; ' if layout else ''}extensions: jpg, jpeg, png, webp, "
+        f"bmp, gif)"
+    )
+
+
 def load_split(data_root, split: str, limit: Optional[int] = None) -> ImageList:
     """Resolve ``data_root/split`` in whichever layout it is and list its images in canonical order."""
     split_dir = split_folder(data_root, split)
@@ -121,9 +139,7 @@ def load_split(data_root, split: str, limit: Optional[int] = None) -> ImageList:
     pairs.sort()
     records = [ImageRecord(i, rel, cls) for i, (rel, cls) in enumerate(pairs)]
     if not records:
-        raise DatasetError(
-            f"no images found in {split_dir} (layout {layout}; extensions: jpg, jpeg, png, webp, bmp, gif)"
-        )
+        raise no_images_error(split_dir, layout)
     if skipped:
         log.warning("%d annotation entries skipped in %s (first: %s: %s)", len(skipped), split_dir, *skipped[0])
     return ImageList(data_root, split, layout, records).limited(limit)

@@ -57,6 +57,7 @@ from indexer.evaluation.stats import (
     Interval,
     McNemar,
     column_intervals,
+    mcnemar_difference,
     mcnemar_exact,
     paired_difference,
 )
@@ -78,8 +79,12 @@ PROTOCOL = {
     "neighbour_lists": "the 10 nearest images other than the original",
     **{m.name: m.definition for m in ROBUSTNESS_MEASURES},
     "units": {m.name: m.unit for m in ROBUSTNESS_MEASURES},
-    "statistics": "95% percentile bootstrap over queries; paired bootstrap differences between models on the same "
-    f"queries; exact McNemar for {', '.join(BINARY_MEASURES[:-1])} and {BINARY_MEASURES[-1]}",
+    "statistics": "95% percentile bootstrap over queries; differences between models on the same queries: exact "
+    f"McNemar intervals for {', '.join(BINARY_MEASURES[:-1])} and {BINARY_MEASURES[-1]}, paired bootstrap for the others",
+    "significance": f"one rule per measure: a difference on a binary measure ({', '.join(BINARY_MEASURES)}) is "
+    "significant when the exact McNemar test on the discordant queries gives p < 0.05, and its 95% interval is the "
+    "one that test inverts (Clopper-Pearson), so it excludes zero exactly then; on the other measures, when the "
+    "paired-bootstrap 95% interval of the difference excludes zero",
     "sentences": "one per family at its strongest severity measured: the models with the highest and lowest copy_r1",
 }
 
@@ -371,7 +376,11 @@ class PairComparison:
 
     @property
     def significant(self) -> bool:
-        return self.difference.excludes_zero() and (self.mcnemar is None or self.mcnemar.p_value < 0.05)
+        """PROTOCOL["significance"]: McNemar's p on a binary measure, else the paired-bootstrap interval (on a binary
+        measure ``difference`` is McNemar's own interval, so the two agree)."""
+        if self.mcnemar is not None:
+            return self.mcnemar.p_value < 1 - self.difference.level
+        return self.difference.excludes_zero()
 
     def to_json(self) -> Dict:
         out = {
@@ -466,6 +475,11 @@ def summarise(
                 if va is None or vb is None or name == "clean_p10":
                     continue
                 test = mcnemar_exact(va > 0.5, vb > 0.5) if name in BINARY_MEASURES else None
+                difference = (
+                    paired_difference(va, vb, resamples, seed, confidence)
+                    if test is None
+                    else mcnemar_difference(test, confidence)
+                )
                 pairs.append(
                     PairComparison(
                         a,
@@ -477,7 +491,7 @@ def summarise(
                         name,
                         float(va.mean()),
                         float(vb.mean()),
-                        paired_difference(va, vb, resamples, seed, confidence),
+                        difference,
                         test,
                     )
                 )
@@ -804,6 +818,20 @@ def plot_measures(doc: Dict, folder: Path) -> List[str]:
         plt.close(fig)
         names.append(name)
     return names
+
+
+def output_files(doc: Dict, folder: Optional[Path], json_path: Optional[Path] = None) -> List[Path]:
+    """Every file ``write_outputs`` wrote for ``doc``, in the order written (the command's last line names them)."""
+    files: List[Path] = []
+    if folder is not None:
+        folder = Path(folder)
+        files += [folder / name for name in doc.get("figures", [])]
+        files += [folder / "robustness.json", folder / "robustness.md"]
+        if (folder / "report.json").is_file():  # it was there: rewritten with the section
+            files += [folder / name for name in ("report.json", "report.md", "report.html")]
+    if json_path is not None:
+        files.append(Path(json_path))
+    return files
 
 
 def write_outputs(result: RobustnessResult, folder: Optional[Path], json_path: Optional[Path] = None) -> Dict:

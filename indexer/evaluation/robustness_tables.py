@@ -84,7 +84,9 @@ def protocol_text(doc: Dict) -> str:
         f"{doc['queries']} queries from {doc['dataset']}/{doc['split']} ({doc['protocol']['queries']}; seed "
         f"{doc['seed']}), {labels}. {doc['protocol']['embedding']}; search: {doc['protocol']['search']}. "
         f"Neighbour lists: {doc['protocol']['neighbour_lists']}. Statistics: {doc['protocol']['statistics']}, "
-        f"{doc['resamples']} resamples. Families: "
+        f"{doc['resamples']} resamples. "
+        + (f"Significance: {doc['protocol']['significance']}. " if "significance" in doc["protocol"] else "")
+        + "Families: "
         + "; ".join(
             f"{f['name']} ({f['param']}: {', '.join(f'{v:.4g}' for v in f['levels'])}; {f['source']})"
             for f in doc["families"]
