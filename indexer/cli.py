@@ -1,4 +1,4 @@
-"""``python -m indexer``: build, status, search, drop, serve, evaluate, maps.
+"""``python -m indexer``: build, status, search, drop, serve, evaluate, maps, robustness, ann.
 
 Module level imports nothing heavy (no torch, timm or pymilvus): `--help` and argument errors are
 answered at once; each command imports what it needs.
@@ -25,6 +25,7 @@ from embed.common.cli_args import (
     positive_int_list,
     run_cli,
 )
+from indexer.index_spec import INDEX_TYPES, IndexSpecError
 from indexer.milvus_store import StoreError, VectorStore
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,9 @@ EXAMPLES = {
   python -m indexer build --model all --split val --dataset tiny-imagenet      # later: only the new images are embedded
   python -m indexer build --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200
   python -m indexer build --model gresnet --split val --checkpoint gresnet50.pth
-  python -m indexer build --model vit --split val --data-root /data/imagenet --uri http://milvus.internal:19530""",
+  python -m indexer build --model vit --split val --data-root /data/imagenet --uri http://milvus.internal:19530
+  python -m indexer build --model effnet-lite0 --split val --dataset tiny-imagenet --uri http://127.0.0.1:19530 \\
+      --index HNSW --index-param M=16 --index-param efConstruction=200 --search-param ef=64   # rebuilds only the index""",
     "status": """  python -m indexer status
   python -m indexer status --json
   python -m indexer status --uri http://127.0.0.1:19530""",
@@ -103,6 +106,51 @@ def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     add_store_arguments(p)
 
 
+INDEX_NOTE = (
+    "The index is the collection's, not the vectors': another --index on an existing collection rebuilds only the "
+    "index over the same rows (no --recreate, nothing re-embedded or re-sent). Milvus Lite searches exactly "
+    "whatever the index (it refuses IVF_PQ and DISKANN): approximate indexes belong on a server (--uri)."
+)
+
+
+def add_index_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("index (Milvus' names; see docs/ann.md)", INDEX_NOTE)
+    g.add_argument(
+        "--index",
+        type=str.upper,
+        choices=INDEX_TYPES,
+        default=None,
+        help="the collection's vector index (default: keep the existing collection's; FLAT, exact, for a new one)",
+    )
+    g.add_argument(
+        "--index-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a build parameter, repeatable: IVF_*: nlist (128); IVF_PQ: m (dim/4), nbits (8); HNSW: M (30), "
+        "efConstruction (360); defaults are Milvus' (m has none: dim/4 here)",
+    )
+    g.add_argument(
+        "--search-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="the search parameter the app and `search` use: ef (HNSW, 64), nprobe (IVF_*, 8), search_list "
+        "(DISKANN, 100)",
+    )
+
+
+def index_spec_arg(args):
+    """The IndexSpec the command line asks for, or None when it names no --index (parameters alone are refused)."""
+    from indexer.index_spec import make_index_spec
+
+    if args.index is None:
+        if args.index_param or args.search_param:
+            raise IndexSpecError("--index-param / --search-param need --index TYPE")
+        return None
+    return make_index_spec(args.index, args.index_param, search=args.search_param)
+
+
 def _store(args) -> VectorStore:
     return VectorStore(args.uri, args.token)
 
@@ -117,7 +165,7 @@ def _fmt(p: argparse._SubParsersAction, name: str, help_: str, **kw) -> argparse
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m indexer",
-        description="Per-model Milvus collections (FLAT, L2).",
+        description="Per-model Milvus collections (L2; FLAT, exact, unless built with --index).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -132,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--normalize", action="store_true", help="store unit-length vectors (L2 ranking == cosine)")
     p.add_argument("--recreate", action="store_true", help="drop and rebuild a collection built differently")
+    add_index_arguments(p)
     add_data_arguments(p)
     add_weights_arguments(p)
     add_compute_arguments(p)
@@ -339,7 +388,9 @@ def cmd_build(args) -> int:
     resolve_data_root(args)  # download a named --dataset once, before the first model
     split_folder(args.data_root, args.split)  # a downloaded data set's split, checked now
     from indexer.build import build, load_embedder
+    from indexer.index_spec import lite_note
 
+    spec = index_spec_arg(args)  # names and ranges: before any model is loaded
     store: Optional[VectorStore] = None
     built: List[str] = []  # "model (N rows)", for the closing summary
     models, skipped = _models_for_build(args)
@@ -355,6 +406,8 @@ def cmd_build(args) -> int:
             continue
         if store is None:
             store = _store(args)
+            if store.is_lite and spec is not None:
+                lite_note(spec)  # IVF_PQ / DISKANN on Lite: refused before minutes of extraction
             store.ensure_writable()  # before minutes of extraction, not after
         result = build(
             cfg,
@@ -363,6 +416,7 @@ def cmd_build(args) -> int:
             recreate=args.recreate,
             progress=not args.no_progress,
             embedder=embedder,
+            index=spec,
         )
         built.append(f"{model} ({result.rows:,} rows{', already complete' if result.already_complete else ''})")
         print(
@@ -375,6 +429,8 @@ def cmd_build(args) -> int:
                     "already_complete": result.already_complete,
                     "insert_rows_per_s": round(result.rows_per_s, 1),
                     "weights": result.weights,
+                    "index": result.index,
+                    "index_seconds": None if result.index_seconds is None else round(result.index_seconds, 2),
                 }
             )
         )
@@ -411,6 +467,9 @@ def cmd_status(args) -> int:
                 "rows_built": d["rows_built"],
                 "dim": c.meta.dim,
                 "index_type": d["index_type"],
+                "index": c.meta.index.label,
+                "index_params": c.meta.index.params,
+                "search_params": c.meta.index.search_params(),
                 "metric": d["metric"],
                 "normalized": c.meta.normalized,
                 "complete": complete,
@@ -428,9 +487,11 @@ def cmd_status(args) -> int:
     for r in rows:
         flag = "" if r["complete"] else f"  (INCOMPLETE: {r['rows']} of {r['rows_built']} rows; rerun build)"
         rnd = "  RANDOM WEIGHTS" if r["weights"] == "random" else ""
+        if r["index_type"] != r["index"].split(" ")[0]:  # the index was changed outside this tool
+            flag += f"  (Milvus reports index {r['index_type']}; rerun build with --index to repair)"
         print(
             f"  {r['collection']:45} {r['model']:13} {r['dataset']}/{r['split']:6} rows={r['rows']:<8} "
-            f"dim={r['dim']:<5} {r['index_type']}/{r['metric']} {r['weights_fingerprint'][:23]}{rnd}{flag}"
+            f"dim={r['dim']:<5} {r['index']}/{r['metric']} {r['weights_fingerprint'][:23]}{rnd}{flag}"
         )
     return 0
 
@@ -894,4 +955,4 @@ def main(argv: Optional[List[str]] = None) -> int:
     }
     for command, option in MODEL_OPTIONS.items():
         handlers[command] = _offering_indexed(handlers[command], line, option)
-    return run_cli(handlers, build_parser, line, extra_errors=(StoreError, BadImage))
+    return run_cli(handlers, build_parser, line, extra_errors=(StoreError, BadImage, IndexSpecError))
