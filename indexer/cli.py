@@ -348,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_arguments(p)
     add_maps_parser(sub)
     add_robustness_parser(sub)
+    add_ann_parser(sub)
     return parser
 
 
@@ -918,9 +919,117 @@ def cmd_robustness(args) -> int:
     return 0
 
 
+ANN_EXAMPLES = """examples (on a Milvus server: Milvus Lite searches exactly and is refused):
+  python -m indexer ann --split val --models effnet-lite0,effnet-lite1,effnet-lite2 --uri http://127.0.0.1:19530 \\
+      --index HNSW --index-param M=16 --index-param efConstruction=200 --sweep ef=16,32,64,128,256 --report docs/ann
+  python -m indexer ann --split val --models effnet-lite0,effnet-lite1 --uri http://127.0.0.1:19530 \\
+      --index IVF_FLAT --index-param nlist=128 --sweep nprobe=1,4,16,64 --report docs/ann     # added to the same section
+  python -m indexer ann --split val --models effnet-lite0 --uri http://127.0.0.1:19530 --index IVF_PQ --queries 200 --json ann.json
+
+Each run measures FLAT (the reference) and one index at every --sweep value, for every model, on the same seeded
+queries, on a scratch copy of each collection (the collections themselves keep their index). --report DIR writes
+DIR/ann.{json,md} and DIR/ann_pareto.png; runs of other index types on the same models and queries are merged into
+that section, which the comparison report and the app's Evaluation page show beside the evaluation.
+"""
+
+
+def add_ann_parser(sub) -> None:
+    p = sub.add_parser(
+        "ann",
+        help="what an approximate index (HNSW, IVF, PQ) costs each model: recall@10, P@k vs exact, latency",
+        description="Does each backbone's ranking survive an approximate index? recall@10 against the exact top 10, "
+        "P@1/P@10 under the index beside the exact figures (paired intervals), latency p50/p99 at nq=1, QPS, build "
+        "time and memory, per model and search setting; whether the models keep FLAT's order by P@10, and the "
+        "cheapest setting at which every model keeps recall@10 >= 0.99.",
+        epilog=ANN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--split", required=True, help="split the collections were built from, e.g. val")
+    p.add_argument("--models", required=True, help="comma-separated models, each indexed for the split")
+    p.add_argument("--data-root", type=Path, default=None, help="choose the dataset when several are indexed")
+    p.add_argument("--index", type=str.upper, required=True, choices=[t for t in INDEX_TYPES if t != "FLAT"])
+    p.add_argument("--index-param", action="append", default=[], metavar="NAME=VALUE", help="a build parameter")
+    p.add_argument(
+        "--sweep",
+        default=None,
+        metavar="PARAM=V1,V2,...",
+        help="search values to measure: ef= (HNSW, default 16,32,64,128,256), nprobe= (IVF_*, default 1,4,16,64), "
+        "search_list= (DISKANN, default 16,32,64,128)",
+    )
+    p.add_argument("--queries", type=positive_int, default=1000, help="seeded queries per model (default %(default)s)")
+    p.add_argument(
+        "--latency-queries", type=positive_int, default=200, help="nq=1 searches timed per point (default %(default)s)"
+    )
+    p.add_argument(
+        "--batch", type=positive_int, default=100, help="queries per search call for QPS (default %(default)s)"
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the queries and the bootstrap")
+    p.add_argument("--resamples", type=positive_int, default=2000, help="bootstrap resamples (default %(default)s)")
+    p.add_argument("--report", type=Path, default=None, help="write the ANN section into this report folder")
+    p.add_argument("--json", type=Path, default=None, help="also write the document as JSON here")
+    p.add_argument("--keep-scratch", action="store_true", help="keep the scratch collections (to inspect them)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_store_arguments(p)
+
+
+def cmd_ann(args) -> int:
+    from dataclasses import asdict
+
+    from indexer.catalog import find_collection
+    from indexer.evaluation.ann import AnnConfig, AnnError, VectorSet, evaluate_ann, write_ann_report
+    from indexer.evaluation.document import to_plain
+    from indexer.evaluation.metrics import encode_labels
+    from indexer.index_spec import default_sweep, make_index_spec, parse_sweep
+
+    spec = make_index_spec(args.index, args.index_param)
+    sweep = parse_sweep(args.sweep, args.index) if args.sweep else default_sweep(args.index)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    # a server search has no memory budget to respect (Lite's is why store.search groups queries): batches go whole
+    store = VectorStore(args.uri, args.token, search_budget_bytes=1 << 50)
+    if store.is_lite:
+        from indexer.evaluation.ann import LITE_REFUSAL
+
+        raise AnnError(LITE_REFUSAL)
+    found = {m: find_collection(store, m, args.split, _dataset_arg(args)) for m in models}
+    if len({c.meta.dataset for c in found.values()}) > 1:
+        raise AnnError("the models are indexed for different datasets: pass --data-root to choose one")
+    sets = []
+    for model, coll in found.items():
+        ids, vectors, class_ids, relpaths = store.read_all(coll.name, progress=not args.no_progress)
+        sets.append(VectorSet(model, coll.name, coll.meta, ids, vectors, encode_labels(class_ids), class_ids, relpaths))
+    cfg = AnnConfig(
+        spec,
+        sweep,
+        queries=args.queries,
+        latency_queries=args.latency_queries,
+        batch=args.batch,
+        seed=args.seed,
+        resamples=args.resamples,
+        progress=not args.no_progress,
+        keep_scratch=args.keep_scratch,
+    )
+    first = next(iter(found.values())).meta
+    doc = evaluate_ann(store, sets, cfg, first.dataset, first.split)
+    if args.report:
+        doc = write_ann_report(doc, args.report)
+        print(f"wrote {args.report / 'ann.md'}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(to_plain(doc), indent=1))
+    for sentence in doc.sentences:
+        print(sentence)
+    log.debug("ann config: %s", asdict(cfg))
+    return 0
+
+
 # the option naming the model(s) of each command that looks collections up: a missing one is answered with the
 # same command line on the collections that are indexed. drop is not here: dropping another model is no suggestion
-MODEL_OPTIONS = {"search": "--model", "evaluate": "--models", "maps": "--models", "robustness": "--models"}
+MODEL_OPTIONS = {
+    "search": "--model",
+    "evaluate": "--models",
+    "maps": "--models",
+    "robustness": "--models",
+    "ann": "--models",
+}
 
 
 def _offering_indexed(handler: Callable[[argparse.Namespace], int], argv: Sequence[str], option: str):
@@ -952,6 +1061,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "evaluate": cmd_evaluate,
         "maps": cmd_maps,
         "robustness": cmd_robustness,
+        "ann": cmd_ann,
     }
     for command, option in MODEL_OPTIONS.items():
         handlers[command] = _offering_indexed(handlers[command], line, option)

@@ -146,9 +146,7 @@ class IndexSpec:
             return {}
         chosen = value if value is not None else self.search.get(knob, self.kind.search_default)
         assert chosen is not None
-        if knob in ("ef", "search_list"):
-            chosen = max(chosen, k)
-        return {knob: int(chosen)}
+        return at_least_limit({knob: int(chosen)}, k)
 
     def to_dict(self) -> Dict:
         return {"index_type": self.index_type, "params": dict(self.params), "search": dict(self.search)}
@@ -160,6 +158,16 @@ class IndexSpec:
     def same_index(self, other: "IndexSpec") -> bool:
         """Whether both build the same index (the search default aside: changing it needs no rebuild)."""
         return self.index_type == other.index_type and self.params == other.params
+
+
+# Milvus refuses a graph search whose candidate list is shorter than the results asked for ("ef(10) should be larger
+# than k(11)"); a leave-one-out search asks for k + 1
+LIMIT_BOUND = ("ef", "search_list")
+
+
+def at_least_limit(params: Mapping[str, int], limit: int) -> Dict[str, int]:
+    """Search ``params`` with ef / search_list raised to ``limit`` where they are below it."""
+    return {k: max(int(v), limit) if k in LIMIT_BOUND else int(v) for k, v in params.items()}
 
 
 def _parse_assignment(text: str, what: str) -> Tuple[str, str]:

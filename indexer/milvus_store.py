@@ -33,7 +33,7 @@ from embed.common.identity import (
     validate_collection_name,
 )
 from embed.extraction.shards import Manifest
-from indexer.index_spec import IndexSpec
+from indexer.index_spec import IndexSpec, at_least_limit
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ META_KEY = "retrieval.meta"
 DEFAULT_SEARCH_BUDGET = 1 << 30  # bytes Milvus Lite may spend on one search call (nq x N x dim floats)
 MAX_PATH_LEN = 2048
 MAX_CLASS_LEN = 256
+# a collection's scratch copy that `indexer ann` builds indexes on: never listed as a collection of the tool's
+ANN_SCRATCH_SUFFIX = "__ann_scratch"
 
 
 class StoreError(RuntimeError):
@@ -707,7 +709,7 @@ class VectorStore:
                     data=[q for q in chunk],
                     limit=limit,
                     output_fields=["class_id", "relpath"],
-                    search_params={"metric_type": "L2", "params": dict(params or {})},
+                    search_params={"metric_type": "L2", "params": at_least_limit(params or {}, limit)},
                     **extra,
                 ),
                 "search",
