@@ -968,6 +968,13 @@ def add_ann_parser(sub) -> None:
     p.add_argument("--report", type=Path, default=None, help="write the ANN section into this report folder")
     p.add_argument("--json", type=Path, default=None, help="also write the document as JSON here")
     p.add_argument("--keep-scratch", action="store_true", help="keep the scratch collections (to inspect them)")
+    p.add_argument(
+        "--build-timeout",
+        type=positive_int,
+        default=1800,
+        metavar="S",
+        help="give up on an index not built and loaded within S seconds (default %(default)s)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_store_arguments(p)
 
@@ -1007,6 +1014,7 @@ def cmd_ann(args) -> int:
         resamples=args.resamples,
         progress=not args.no_progress,
         keep_scratch=args.keep_scratch,
+        build_timeout_s=args.build_timeout,
     )
     first = next(iter(found.values())).meta
     doc = evaluate_ann(store, sets, cfg, first.dataset, first.split)

@@ -491,11 +491,10 @@ class VectorStore:
         try:
             self.client.create_index(name, self._index_params(spec), timeout=timeout_s)
             self.ensure_loaded(name)
-        except Exception as e:
-            if _is_transient(e) and "deadline" not in str(e).lower():
-                raise self._unreachable(f"building {spec.label} failed: {brief(e)}") from None
+        except Exception as e:  # the server answered the release and drop: this is the index's failure
             raise StoreError(
-                f"{self.describe_target()} could not build {spec.label} on {name} ({brief(e)})"
+                f"{self.describe_target()} could not build and load {spec.label} on {name} within {timeout_s:.0f} s "
+                f"({brief(e)})"
                 + (": DISKANN needs a server with queryNode.enableDisk: true" if spec.index_type == "DISKANN" else "")
             ) from None
         seconds = time.perf_counter() - t

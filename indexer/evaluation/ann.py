@@ -38,10 +38,10 @@ ANN_PLOT = "ann_pareto.png"
 RECALL_TARGET = 0.99
 K = 10
 LITE_REFUSAL = (
-    "an ANN measurement on Milvus Lite is refused: Lite searches every vector exactly whatever the index (HNSW, "
-    "IVF_FLAT and IVF_SQ8 return recall@10 = 1.000 at any parameters there; IVF_PQ is not built). Build the "
-    "collections into a Milvus server and pass its --uri, e.g. `python -m indexer serve` is Lite too: use a Milvus "
-    "standalone (docker, or pip `milvus`) at http://HOST:19530"
+    "an ANN measurement on Milvus Lite is refused: Milvus Lite searches every vector exactly whatever the index "
+    "(HNSW, IVF_FLAT and IVF_SQ8 return recall@10 = 1.000 at any parameters there; IVF_PQ is not built). Build the "
+    "collections into a Milvus server (standalone: docker, or pip `milvus`; `python -m indexer serve` serves Lite "
+    "and is no such server) and pass its --uri http://HOST:19530"
 )
 
 
@@ -210,6 +210,7 @@ class AnnConfig:
     device: str = "cpu"
     progress: bool = True
     keep_scratch: bool = False
+    build_timeout_s: float = 1800  # DISKANN on a server without queryNode.enableDisk never finishes building
 
 
 @dataclass
@@ -319,7 +320,7 @@ def measure_model(store: VectorStore, vs: VectorSet, rows: np.ndarray, cfg: AnnC
         built: Optional[IndexSpec] = None
         for index, value in plan:
             if built is None or not built.same_index(index):
-                seconds = store.rebuild_index(scratch, index)
+                seconds = store.rebuild_index(scratch, index, timeout_s=cfg.build_timeout_s)
                 builds.append(IndexBuild(vs.model, index.label, round(seconds, 2), store.index_memory_bytes(scratch)))
                 built = index
             params = index.search_params(value, K + 1)  # what is searched: the query's own row comes back too
