@@ -182,7 +182,7 @@ def test_conclusions_and_merge_of_runs():
     flat = _point("FLAT", 0, {"a": (1.0, 0.5, 1.0), "b": (1.0, 0.4, 1.0)})
     first, second = _doc([flat, hnsw]), _doc([flat, ivf])
     both = merged(second, first)
-    assert [p.index for p in both.points] == ["HNSW (M=16)", "FLAT", "IVF_FLAT (nlist=128)"]
+    assert [p.index for p in both.points] == ["FLAT", "HNSW (M=16)", "IVF_FLAT (nlist=128)"]
     text = " ".join(conclusions(both))
     assert "HNSW (M=16): the order by P@10 holds" in text and "IVF_FLAT (nlist=128): the order by P@10 differs" in text
     assert "Cheapest setting with recall@10 >= 0.99 for every model: HNSW (M=16) @ ef=64" in text

@@ -413,7 +413,10 @@ def merged(new: AnnDocument, old: Optional[AnnDocument]) -> AnnDocument:
             log.warning("the ANN section in the folder measured other models or queries: replaced, not merged")
         return new
     measured = {p.index for p in new.points} | {"FLAT"}
-    points = [p for p in old.points if p.index not in measured] + new.points
+    points = sorted(
+        [p for p in old.points if p.index not in measured] + new.points,
+        key=lambda p: (p.index_type != "FLAT", p.index, tuple(p.search.values())),
+    )  # FLAT first, then each index by its search value
     builds = [b for b in old.builds if b.index not in measured] + new.builds
     doc = replace(new, points=points, builds=builds)
     doc.sentences = conclusions(doc)
