@@ -55,6 +55,10 @@ def test_another_index_rebuilds_only_the_index(store_uri, tmp_path):
     assert info["index_type"] == "HNSW" and info["rows"] == 20
     if not store.is_lite:  # a server reports the build parameters it used (Milvus Lite 3 reports none)
         assert info["index_params"] == {"M": "8", "efConstruction": "32"}
+    status = run(["indexer", "status", "--json", "--uri", store_uri])
+    assert status.returncode == 0, status.stderr
+    row = next(r for r in json.loads(status.stdout)["collections"] if r["collection"] == name)
+    assert row["index"] == hnsw.label and row["index_type"] == "HNSW" and row["search_params"] == {"ef": 32}
     third = build(_cfg(root, emb), store, progress=False)  # no --index: the collection keeps its own
     assert third.index == hnsw.label and third.index_seconds is None and store.describe(name)["index_type"] == "HNSW"
     ids, vectors, _, _ = store.read_all(name)
