@@ -93,7 +93,7 @@ def summary(doc) -> List[Dict]:
 def bench_ann(quick: bool, cfg: Optional[AnnBenchConfig] = None, uri: Optional[str] = None) -> Dict:
     """The benchmark's document; ``uri``: a running server to use instead of starting the embedded one."""
     from benchmarks.milvus_server import start_embedded_milvus
-    from indexer.evaluation.ann import AnnConfig, evaluate_ann, merged
+    from indexer.evaluation.ann import AnnConfig, evaluate_ann
     from indexer.evaluation.document import to_plain
     from indexer.index_spec import make_index_spec, parse_sweep
     from indexer.milvus_store import VectorStore
@@ -107,24 +107,25 @@ def bench_ann(quick: bool, cfg: Optional[AnnBenchConfig] = None, uri: Optional[s
             uri = f"http://127.0.0.1:{server.listen_port}"
         store = VectorStore(uri, search_budget_bytes=1 << 50)
         sets = synthetic_sets(cfg)
-        runs = [
-            ("HNSW", cfg.hnsw, f"ef={','.join(map(str, cfg.hnsw_ef))}"),
-            ("IVF_FLAT", cfg.ivf, f"nprobe={','.join(map(str, cfg.ivf_nprobe))}"),
+        sweeps = [
+            (make_index_spec("HNSW", cfg.hnsw), parse_sweep(f"ef={','.join(map(str, cfg.hnsw_ef))}", "HNSW")),
+            (
+                make_index_spec("IVF_FLAT", cfg.ivf),
+                parse_sweep(f"nprobe={','.join(map(str, cfg.ivf_nprobe))}", "IVF_FLAT"),
+            ),
         ]
-        doc = None
-        for index_type, params, sweep in runs:
-            ann = AnnConfig(
-                make_index_spec(index_type, params),
-                parse_sweep(sweep, index_type),
-                queries=cfg.queries,
-                latency_queries=cfg.latency_queries,
-                batch=cfg.batch,
-                seed=cfg.seed,
-                resamples=cfg.resamples,
-                progress=False,
-            )
-            log.info("ann benchmark: %s %s over %d rows x %s dims", index_type, sweep, cfg.rows, list(cfg.dims))
-            doc = merged(evaluate_ann(store, sets, ann, "synthetic-ann", "val"), doc)
+        ann = AnnConfig(
+            *sweeps[0],
+            more=sweeps[1:],
+            queries=cfg.queries,
+            latency_queries=cfg.latency_queries,
+            batch=cfg.batch,
+            seed=cfg.seed,
+            resamples=cfg.resamples,
+            progress=False,
+        )
+        log.info("ann benchmark: HNSW and IVF_FLAT over %d rows x %s dims", cfg.rows, list(cfg.dims))
+        doc = evaluate_ann(store, sets, ann, "synthetic-ann", "val")
         assert doc is not None
         server_version = getattr(server, "version", None) if server is not None else None
         return {

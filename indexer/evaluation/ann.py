@@ -201,6 +201,7 @@ def conclusions(doc: AnnDocument) -> List[str]:
 class AnnConfig:
     index: IndexSpec
     sweep: SearchSweep
+    more: Sequence[Tuple[IndexSpec, SearchSweep]] = ()  # further indexes measured on the same upload (benchmarks)
     queries: int = 1000
     latency_queries: int = 200
     batch: int = 100
@@ -211,6 +212,10 @@ class AnnConfig:
     progress: bool = True
     keep_scratch: bool = False
     build_timeout_s: float = 1800  # DISKANN on a server without queryNode.enableDisk never finishes building
+
+    @property
+    def sweeps(self) -> List[Tuple[IndexSpec, SearchSweep]]:
+        return [(self.index, self.sweep), *self.more]
 
 
 @dataclass
@@ -298,7 +303,7 @@ def measure_model(store: VectorStore, vs: VectorSet, rows: np.ndarray, cfg: AnnC
     """FLAT, then the index at every sweep value, for one model, on a scratch collection dropped afterwards."""
     from indexer.evaluation.metrics import exact_neighbours
 
-    spec = with_dim(cfg.index, vs.vectors.shape[1])
+    dim = vs.vectors.shape[1]
     exact = exact_neighbours(vs.vectors, K, device=cfg.device, rows=rows)
     q_labels = vs.labels[rows]
     exact_labels = vs.labels[exact.index]
@@ -316,7 +321,9 @@ def measure_model(store: VectorStore, vs: VectorSet, rows: np.ndarray, cfg: AnnC
     try:
         store.upsert(scratch, vs.ids, vs.vectors, vs.class_ids, vs.relpaths, progress=cfg.progress)
         flat = IndexSpec()
-        plan: List[Tuple[IndexSpec, Optional[int]]] = [(flat, None)] + [(spec, v) for v in cfg.sweep.values]
+        plan: List[Tuple[IndexSpec, Optional[int]]] = [(flat, None)] + [
+            (with_dim(spec, dim), v) for spec, sweep in cfg.sweeps for v in sweep.values
+        ]
         built: Optional[IndexSpec] = None
         for index, value in plan:
             if built is None or not built.same_index(index):
@@ -365,7 +372,7 @@ def evaluate_ann(
     """Every model at FLAT and at every sweep value of ``cfg.index``; the document the report shows."""
     if store.is_lite:
         raise AnnError(LITE_REFUSAL)
-    if cfg.index.exact:
+    if any(spec.exact for spec, _ in cfg.sweeps):
         raise AnnError("--index FLAT is the reference every run measures: name an approximate index to compare")
     require_same_rows(sets)
     rows = query_rows(sets[0].labels, cfg.queries, cfg.seed)
