@@ -189,3 +189,11 @@ def test_conclusions_and_merge_of_runs():
     other = _doc([flat, ivf], models=("a", "c"))
     assert merged(other, first).points == other.points  # other models: replaced, not merged
     assert from_plain(AnnDocument, json.loads(json.dumps(to_plain(both)))) == both
+
+
+def test_one_model_has_no_order_to_keep():
+    flat = _point("FLAT", 0, {"a": (1.0, 0.5, 1.0)})
+    hnsw = _point("HNSW (M=16)", 64, {"a": (0.999, 0.5, 0.5)})
+    text = conclusions(_doc([flat, hnsw], models=("a",)))
+    assert text[0] == "One model measured (a): there is no order of models to keep."
+    assert not any("order by P@10" in s for s in text) and text[-1].endswith("lowest recall@10 0.9990).")

@@ -173,8 +173,13 @@ class AnnDocument:
 
 def conclusions(doc: AnnDocument) -> List[str]:
     """The sentences the report states: per index, where the ranking holds, and the cheapest setting at the target."""
-    out = [f"Under FLAT (exact) the models rank by P@10: {' > '.join(doc.exact_order)}."]
-    for index in dict.fromkeys(p.index for p in doc.points if p.index_type != "FLAT"):
+    several = len(doc.exact_order) > 1
+    out = [
+        f"Under FLAT (exact) the models rank by P@10: {' > '.join(doc.exact_order)}."
+        if several
+        else f"One model measured ({doc.exact_order[0]}): there is no order of models to keep."
+    ]
+    for index in dict.fromkeys(p.index for p in doc.points if p.index_type != "FLAT" and several):
         pts = [p for p in doc.points if p.index == index]
         broken = [p.label for p in pts if not p.ranking_holds]
         out.append(
@@ -188,8 +193,8 @@ def conclusions(doc: AnnDocument) -> List[str]:
     else:
         out.append(
             f"Cheapest setting with recall@10 >= {doc.recall_target} for every model: {best.label} (slowest model's "
-            f"p50 {best.max_p50_ms():.2f} ms, lowest recall@10 {best.min_recall():.4f}; ranking "
-            f"{'holds' if best.ranking_holds else 'does NOT hold'})."
+            f"p50 {best.max_p50_ms():.2f} ms, lowest recall@10 {best.min_recall():.4f}"
+            + (f"; ranking {'holds' if best.ranking_holds else 'does NOT hold'})." if several else ").")
         )
     return out
 
@@ -449,7 +454,8 @@ def point_table(doc: AnnDocument) -> Tuple[List[str], List[List[str]]]:
             rows.append(
                 [p.label, m.model, _ci(m.recall_at_10), f"{m.p_at_1.mean:.3f} ({_ci(m.p_at_1_change, True)})",
                  f"{m.p_at_10.mean:.3f} ({_ci(m.p_at_10_change, True)})", f"{m.latency_p50_ms:.2f}",
-                 f"{m.latency_p99_ms:.2f}", f"{m.qps:.0f}", "yes" if p.ranking_holds else "NO"]
+                 f"{m.latency_p99_ms:.2f}", f"{m.qps:.0f}",
+                 ("yes" if p.ranking_holds else "NO") if len(doc.exact) > 1 else "n/a (one model)"]
             )  # fmt: skip
     return head, rows
 
@@ -469,8 +475,9 @@ def protocol_text(doc: AnnDocument) -> str:
         f"{doc.dataset}/{doc.split} on {doc.target}: {doc.queries} seeded queries (seed {doc.seed}, each image's own "
         f"row excluded), the same for every model and index. recall@10 = overlap with the exact top 10 (computed "
         f"outside Milvus); P@k under the index with paired-bootstrap intervals of index − exact ({doc.resamples} "
-        f"resamples, 95%); latency p50/p99 over {doc.latency_queries} nq=1 searches; QPS at batch {doc.batch}. "
-        f"Intervals in brackets."
+        f"resamples, 95%); latency p50/p99 over {doc.latency_queries} nq=1 searches (Bounded consistency); QPS at "
+        f"batch {doc.batch}; build = drop of the old index to the new one built and loaded; memory = the loaded "
+        f"segments' mem_size as Milvus reports it (n/a: it reported none). Intervals in brackets."
     )
 
 
