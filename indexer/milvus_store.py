@@ -506,15 +506,19 @@ class VectorStore:
         (``utility.get_query_segment_info``); None where it does not (Milvus Lite, an older server)."""
         if self.is_lite:
             return None
+        import warnings
+
         try:
             from pymilvus import connections, utility
 
             alias = f"retrieval-{id(self)}"
-            connections.connect(alias=alias, uri=self.uri, token=self.token or "")
-            try:
-                segments = utility.get_query_segment_info(name, using=alias)
-            finally:
-                connections.disconnect(alias)
+            with warnings.catch_warnings():  # the ORM API is deprecated, and MilvusClient has no segment sizes
+                warnings.simplefilter("ignore")
+                connections.connect(alias=alias, uri=self.uri, token=self.token or "")
+                try:
+                    segments = utility.get_query_segment_info(name, using=alias)
+                finally:
+                    connections.disconnect(alias)
             return int(sum(int(getattr(s, "mem_size", 0)) for s in segments)) or None
         except Exception as e:
             log.debug("no memory figure for %s: %s", name, e)
