@@ -24,6 +24,7 @@ from embed.models.catalog import BLOG_MODELS, REGISTRY
 from embed.sources.datasets import class_name
 from embed.sources.imaging import BadImage, load_rgb, read_bytes_capped
 from indexer.catalog import IndexedCollection, incomplete_problem, indexed_collections
+from indexer.index_spec import IndexSpec
 from indexer.milvus_store import StoreError, VectorStore
 from indexer.query_embedding import QueryEmbedder
 
@@ -169,10 +170,18 @@ def model_title(model: str) -> str:
     return spec.title if spec else model
 
 
-def distance_note(title: str, dim: int) -> str:
+def distance_note(title: str, dim: int, index: Optional[IndexSpec] = None) -> str:
+    """The column's caption: what its distances are, and through which index they were found."""
+    index = index or IndexSpec()
+    searched = (
+        "FLAT index: exact"
+        if index.exact
+        else f"{index.label} index searched with {index.search_params()}: APPROXIMATE on a server (Milvus Lite "
+        f"searches exactly); `indexer ann` measures what it costs"
+    )
     return (
-        f"d²: squared L2 distance in {title}'s own {dim}-d feature space. Each model has its own scale: "
-        f"compare ranks across columns, not values."
+        f"d²: squared L2 distance in {title}'s own {dim}-d feature space ({searched}). Each model has its own "
+        f"scale: compare ranks across columns, not values."
     )
 
 
@@ -498,6 +507,7 @@ class Backend:
                 exclude_self_ids=exclude,
                 consistency=self.search_consistency,
                 within=None if scope is None else scope.ids,
+                params=meta.index.search_params(k=k),
             )[0]
             latency = (time.perf_counter() - t) * 1000 + embed_ms
         except (StoreError, BadImage) as e:
@@ -530,7 +540,7 @@ class Backend:
             hits,
             precision,
             best,
-            distance_note=distance_note(title, meta.dim),
+            distance_note=distance_note(title, meta.dim, meta.index),
             original_rank=original_rank,
             incomplete=incomplete,
         )

@@ -179,3 +179,24 @@ class Comparison:
             self.remedy = "To compare on all of them, build the smaller ones to the same --limit:"
             limit = max(c.limit for c in self.columns)
             self.commands += [build_command(c.meta, uri, limit=limit) for c in self.columns if c.limit < limit]
+        self._explain_indexes(uri)
+
+    def _explain_indexes(self, uri: str) -> None:
+        """Columns searched through different indexes (one FLAT, one HNSW): an approximate one may miss neighbours
+        the exact one finds, so a difference between them is partly the index's."""
+        indexes: Dict[str, List[CollectionImages]] = {}
+        for c in self.columns:
+            indexes.setdefault(c.meta.index.label, []).append(c)
+        if len(indexes) < 2:
+            return
+        self.lines.append(
+            "The columns are searched through different indexes ("
+            + "; ".join(f"{_names(cs)}: {label}" for label, cs in indexes.items())
+            + "): an approximate index may miss neighbours that FLAT finds (`python -m indexer ann` measures how "
+            "many)."
+        )
+        if not self.commands:
+            self.remedy = "To compare exact searches, give every collection the FLAT index (only the index is rebuilt):"
+            self.commands += [
+                build_command(c.meta, uri) + " --index FLAT" for c in self.columns if not c.meta.index.exact
+            ]

@@ -6,12 +6,14 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Optional
 
 from embed.common.identity import EmbeddingKey
 from embed.common.vectors import l2_normalize
 from embed.extraction.embedder import build_embedder
 from embed.extraction.extract import ExtractConfig, extract
 from embed.extraction.shards import EmbeddingStore
+from indexer.index_spec import IndexSpec, lite_note, with_dim
 from indexer.lite_advice import server_advice
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
 
@@ -31,6 +33,8 @@ class BuildResult:
     insert_seconds: float
     already_complete: bool
     weights: str
+    index: str = "FLAT"  # IndexSpec.label of the collection's index after the build
+    index_seconds: Optional[float] = None  # time to build (and load) the index, when this build built one
 
     @property
     def rows_per_s(self) -> float:
@@ -52,6 +56,7 @@ def build(
     recreate: bool = False,
     progress: bool = True,
     embedder=None,
+    index: Optional[IndexSpec] = None,
 ) -> BuildResult:
     """Extract what is missing, then make the collection hold exactly the embedded images.
 
@@ -60,6 +65,11 @@ def build(
     real weights are available: random vectors are never worth keeping. ``--force`` recomputes the
     embeddings and rebuilds a collection that no longer matches them; any other difference needs
     ``--recreate``.
+
+    ``index``: the collection's index (None: keep the existing collection's, FLAT for a new one). The index is not
+    part of the vectors' identity: another index on an existing collection rebuilds the index over the same rows,
+    with no --recreate and no row sent again. On Milvus Lite an approximate type is built with a warning (Lite
+    searches exactly whatever the index) or refused (IVF_PQ, DISKANN: Lite cannot build them).
     """
     if embedder is None:
         embedder = load_embedder(cfg)
@@ -79,6 +89,10 @@ def build(
     name = manifest.key.collection_name
     meta = CollectionMeta.from_manifest(manifest, normalized=normalize)
     old = store.meta(name) if not recreate and store.has_collection(name) else None
+    spec = with_dim(index if index is not None else (old.index if old is not None else IndexSpec()), manifest.dim)
+    if store.is_lite and (note := lite_note(spec)):
+        log.warning("%s: %s", name, note)
+    meta.index = spec
     if old is not None and not (same := old.identity.compare(meta.identity)).interchangeable:
         if real and old.is_random:
             log.warning("%s was built with RANDOM weights: rebuilding it with %s", name, extracted.weights)
@@ -97,6 +111,11 @@ def build(
     if advice:
         log.warning(advice)
     stored = store.meta(name)
+    index_changed = not created and stored is not None and not stored.index.same_index(spec)
+    if stored is not None and not created:
+        meta.index = (
+            stored.index
+        )  # what Milvus holds until _apply_index builds spec's (a crash before: rebuilt next time)
     if (
         not created
         and stored is not None
@@ -105,7 +124,10 @@ def build(
         and store.count(name) == expected
     ):
         log.info("%s already holds all %d rows: nothing to insert", name, expected)
-        return BuildResult(name, expected, 0, len(extracted.skipped), 0.0, True, extracted.weights)
+        index_seconds = _apply_index(store, name, stored, spec, index_changed, created)
+        return BuildResult(
+            name, expected, 0, len(extracted.skipped), 0.0, True, extracted.weights, spec.label, index_seconds
+        )
 
     class_ids = [manifest.class_ids[p] for p in positions]
     relpaths = [manifest.relpaths[p] for p in positions]
@@ -124,8 +146,7 @@ def build(
         count = store.count(name)
     if count != expected:
         raise CountMismatch(f"{name}: {count} rows after the build, expected {expected}; rerun the build to repair")
-    meta.complete = True
-    store.set_meta(name, meta)
+    index_seconds = _apply_index(store, name, meta, spec, index_changed, created)
     log.info(
         "%s: %d rows (%d skipped images), upserted at %.0f rows/s",
         name,
@@ -133,7 +154,29 @@ def build(
         len(extracted.skipped),
         expected / seconds if seconds else 0,
     )
-    return BuildResult(name, count, expected, len(extracted.skipped), seconds, False, extracted.weights)
+    return BuildResult(
+        name, count, expected, len(extracted.skipped), seconds, False, extracted.weights, spec.label, index_seconds
+    )
+
+
+def _apply_index(
+    store: VectorStore, name: str, meta: CollectionMeta, spec: IndexSpec, changed: bool, created: bool
+) -> Optional[float]:
+    """Give the complete collection ``spec``'s index and record it; the seconds the index took, when one was built.
+
+    A changed index is rebuilt over the rows the collection holds. A new collection's approximate index is rebuilt
+    too once every row is in: Milvus indexes rows only in sealed segments, in the background, and a search before it
+    is done would run partly exhaustive (and a build time measured from the first row would be the insert's)."""
+    seconds = None
+    if changed:
+        log.warning(
+            "%s: index %s -> %s: rebuilding the index over the same vectors", name, meta.index.label, spec.label
+        )
+    if changed or (created and not spec.exact):
+        seconds = store.rebuild_index(name, spec)
+    meta.index, meta.complete = spec, True
+    store.set_meta(name, meta)
+    return seconds
 
 
 def _random_embeddings(cfg: ExtractConfig) -> bool:

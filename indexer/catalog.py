@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
+from indexer.milvus_store import ANN_SCRATCH_SUFFIX, CollectionMeta, StoreError, VectorStore
 
 
 @dataclass
@@ -27,6 +27,8 @@ def indexed_collections(store: VectorStore) -> List[IndexedCollection]:
     """Collections made by this tool (they carry our metadata), in name order."""
     out = []
     for name in store.list_collections():
+        if name.endswith(ANN_SCRATCH_SUFFIX):  # `indexer ann`'s temporary copy, dropped when it ends
+            continue
         try:
             meta = store.meta(name)
         except StoreError:

@@ -1,4 +1,4 @@
-"""``python -m indexer``: build, status, search, drop, serve, evaluate, maps.
+"""``python -m indexer``: build, status, search, drop, serve, evaluate, maps, robustness, ann.
 
 Module level imports nothing heavy (no torch, timm or pymilvus): `--help` and argument errors are
 answered at once; each command imports what it needs.
@@ -26,6 +26,7 @@ from embed.common.cli_args import (
     positive_int_list,
     run_cli,
 )
+from indexer.index_spec import INDEX_TYPES, IndexSpecError
 from indexer.milvus_store import StoreError, VectorStore, is_local_uri
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ EXAMPLES = {
   python -m indexer build --model all --split val --dataset tiny-imagenet      # later: only the new images are embedded
   python -m indexer build --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200
   python -m indexer build --model gresnet --split val --checkpoint gresnet50.pth
-  python -m indexer build --model vit --split val --data-root /data/imagenet --uri http://milvus.internal:19530""",
+  python -m indexer build --model vit --split val --data-root /data/imagenet --uri http://milvus.internal:19530
+  python -m indexer build --model effnet-lite0 --split val --dataset tiny-imagenet --uri http://127.0.0.1:19530 \\
+      --index HNSW --index-param M=16 --index-param efConstruction=200 --search-param ef=64   # rebuilds only the index""",
     "status": """  python -m indexer status
   python -m indexer status --json
   python -m indexer status --uri http://127.0.0.1:19530""",
@@ -104,6 +107,51 @@ def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     add_store_arguments(p)
 
 
+INDEX_NOTE = (
+    "The index is the collection's, not the vectors': another --index on an existing collection rebuilds only the "
+    "index over the same rows (no --recreate, nothing re-embedded or re-sent). Milvus Lite searches exactly "
+    "whatever the index (it refuses IVF_PQ and DISKANN): approximate indexes belong on a server (--uri)."
+)
+
+
+def add_index_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("index (Milvus' names; see docs/ann.md)", INDEX_NOTE)
+    g.add_argument(
+        "--index",
+        type=str.upper,
+        choices=INDEX_TYPES,
+        default=None,
+        help="the collection's vector index (default: keep the existing collection's; FLAT, exact, for a new one)",
+    )
+    g.add_argument(
+        "--index-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a build parameter, repeatable: IVF_*: nlist (128); IVF_PQ: m (dim/4), nbits (8); HNSW: M (30), "
+        "efConstruction (360); defaults are Milvus' (m has none: dim/4 here)",
+    )
+    g.add_argument(
+        "--search-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="the search parameter the app and `search` use: ef (HNSW, 64), nprobe (IVF_*, 8), search_list "
+        "(DISKANN, 100)",
+    )
+
+
+def index_spec_arg(args):
+    """The IndexSpec the command line asks for, or None when it names no --index (parameters alone are refused)."""
+    from indexer.index_spec import make_index_spec
+
+    if args.index is None:
+        if args.index_param or args.search_param:
+            raise IndexSpecError("--index-param / --search-param need --index TYPE")
+        return None
+    return make_index_spec(args.index, args.index_param, search=args.search_param)
+
+
 def _store(args, create: bool = False) -> VectorStore:
     """The database the command names; only ``build`` (create=True) may create a Lite database that is not there."""
     return VectorStore(args.uri, args.token, create=create)
@@ -119,7 +167,7 @@ def _fmt(p: argparse._SubParsersAction, name: str, help_: str, **kw) -> argparse
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="python -m indexer",
-        description="Per-model Milvus collections (FLAT, L2).",
+        description="Per-model Milvus collections (L2; FLAT, exact, unless built with --index).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -134,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--normalize", action="store_true", help="store unit-length vectors (L2 ranking == cosine)")
     p.add_argument("--recreate", action="store_true", help="drop and rebuild a collection built differently")
+    add_index_arguments(p)
     add_data_arguments(p)
     add_weights_arguments(p)
     add_compute_arguments(p)
@@ -307,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_arguments(p)
     add_maps_parser(sub)
     add_robustness_parser(sub)
+    add_ann_parser(sub)
     return parser
 
 
@@ -345,11 +395,13 @@ def cmd_build(args) -> int:
     )  # names, paths and the split: in a moment, before the data set, a model or the store is opened
     resolve_data_root(args)  # download a named --dataset once, before the first model
     check_split_has_images(args.data_root, args.split)  # a downloaded data set's split, checked now
+    spec = index_spec_arg(args)  # names and ranges: before any model is loaded
     store: Optional[VectorStore] = None
     if not is_local_uri(args.uri):  # a server that cannot be reached or written fails now, not after a model loads
         store = _store(args, create=True)
         store.ensure_writable()
     from indexer.build import build, load_embedder
+    from indexer.index_spec import lite_note
 
     built: List[str] = []  # "model (N rows)", for the closing summary
     models, skipped = _models_for_build(args)
@@ -365,6 +417,8 @@ def cmd_build(args) -> int:
             continue
         if store is None:
             store = _store(args, create=True)
+            if store.is_lite and spec is not None:
+                lite_note(spec)  # IVF_PQ / DISKANN on Lite: refused before minutes of extraction
             store.ensure_writable()  # before minutes of extraction, not after
         result = build(
             cfg,
@@ -373,6 +427,7 @@ def cmd_build(args) -> int:
             recreate=args.recreate,
             progress=not args.no_progress,
             embedder=embedder,
+            index=spec,
         )
         built.append(f"{model} ({result.rows:,} rows{', already complete' if result.already_complete else ''})")
         print(
@@ -385,6 +440,8 @@ def cmd_build(args) -> int:
                     "already_complete": result.already_complete,
                     "insert_rows_per_s": round(result.rows_per_s, 1),
                     "weights": result.weights,
+                    "index": result.index,
+                    "index_seconds": None if result.index_seconds is None else round(result.index_seconds, 2),
                 }
             )
         )
@@ -419,6 +476,9 @@ def cmd_status(args) -> int:
                 "rows_built": d["rows_built"],
                 "dim": c.meta.dim,
                 "index_type": d["index_type"],
+                "index": c.meta.index.label,
+                "index_params": c.meta.index.params,
+                "search_params": c.meta.index.search_params(),
                 "metric": d["metric"],
                 "normalized": c.meta.normalized,
                 "complete": complete,
@@ -436,9 +496,11 @@ def cmd_status(args) -> int:
     for r in rows:
         flag = "" if r["complete"] else f"  (INCOMPLETE: {r['rows']} of {r['rows_built']} rows; rerun build)"
         rnd = "  RANDOM WEIGHTS" if r["weights"] == "random" else ""
+        if r["index_type"] != r["index"].split(" ")[0]:  # the index was changed outside this tool
+            flag += f"  (Milvus reports index {r['index_type']}; rerun build with --index to repair)"
         print(
             f"  {r['collection']:45} {r['model']:13} {r['dataset']}/{r['split']:6} rows={r['rows']:<8} "
-            f"dim={r['dim']:<5} {r['index_type']}/{r['metric']} {r['weights_fingerprint'][:23]}{rnd}{flag}"
+            f"dim={r['dim']:<5} {r['index']}/{r['metric']} {r['weights_fingerprint'][:23]}{rnd}{flag}"
         )
     return 0
 
@@ -880,9 +942,125 @@ def cmd_robustness(args) -> int:
     return 0
 
 
+ANN_EXAMPLES = """examples (on a Milvus server: Milvus Lite searches exactly and is refused):
+  python -m indexer ann --split val --models effnet-lite0,effnet-lite1,effnet-lite2 --uri http://127.0.0.1:19530 \\
+      --index HNSW --index-param M=16 --index-param efConstruction=200 --sweep ef=16,32,64,128,256 --report docs/ann
+  python -m indexer ann --split val --models effnet-lite0,effnet-lite1 --uri http://127.0.0.1:19530 \\
+      --index IVF_FLAT --index-param nlist=128 --sweep nprobe=1,4,16,64 --report docs/ann     # added to the same section
+  python -m indexer ann --split val --models effnet-lite0 --uri http://127.0.0.1:19530 --index IVF_PQ --queries 200 --json ann.json
+
+Each run measures FLAT (the reference) and one index at every --sweep value, for every model, on the same seeded
+queries, on a scratch copy of each collection (the collections themselves keep their index). --report DIR writes
+DIR/ann.{json,md} and DIR/ann_pareto.png; runs of other index types on the same models and queries are merged into
+that section, which the comparison report and the app's Evaluation page show beside the evaluation.
+"""
+
+
+def add_ann_parser(sub) -> None:
+    p = sub.add_parser(
+        "ann",
+        help="what an approximate index (HNSW, IVF, PQ) costs each model: recall@10, P@k vs exact, latency",
+        description="Does each backbone's ranking survive an approximate index? recall@10 against the exact top 10, "
+        "P@1/P@10 under the index beside the exact figures (paired intervals), latency p50/p99 at nq=1, QPS, build "
+        "time and memory, per model and search setting; whether the models keep FLAT's order by P@10, and the "
+        "cheapest setting at which every model keeps recall@10 >= 0.99.",
+        epilog=ANN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--split", required=True, help="split the collections were built from, e.g. val")
+    p.add_argument("--models", required=True, help="comma-separated models, each indexed for the split")
+    p.add_argument("--data-root", type=Path, default=None, help="choose the dataset when several are indexed")
+    p.add_argument("--index", type=str.upper, required=True, choices=[t for t in INDEX_TYPES if t != "FLAT"])
+    p.add_argument("--index-param", action="append", default=[], metavar="NAME=VALUE", help="a build parameter")
+    p.add_argument(
+        "--sweep",
+        default=None,
+        metavar="PARAM=V1,V2,...",
+        help="search values to measure: ef= (HNSW, default 16,32,64,128,256), nprobe= (IVF_*, default 1,4,16,64), "
+        "search_list= (DISKANN, default 16,32,64,128)",
+    )
+    p.add_argument("--queries", type=positive_int, default=1000, help="seeded queries per model (default %(default)s)")
+    p.add_argument(
+        "--latency-queries", type=positive_int, default=200, help="nq=1 searches timed per point (default %(default)s)"
+    )
+    p.add_argument(
+        "--batch", type=positive_int, default=100, help="queries per search call for QPS (default %(default)s)"
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the queries and the bootstrap")
+    p.add_argument("--resamples", type=positive_int, default=2000, help="bootstrap resamples (default %(default)s)")
+    p.add_argument("--report", type=Path, default=None, help="write the ANN section into this report folder")
+    p.add_argument("--json", type=Path, default=None, help="also write the document as JSON here")
+    p.add_argument("--keep-scratch", action="store_true", help="keep the scratch collections (to inspect them)")
+    p.add_argument(
+        "--build-timeout",
+        type=positive_int,
+        default=1800,
+        metavar="S",
+        help="give up on an index not built and loaded within S seconds (default %(default)s)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_store_arguments(p)
+
+
+def cmd_ann(args) -> int:
+    from dataclasses import asdict
+
+    from indexer.catalog import find_collection
+    from indexer.evaluation.ann import AnnConfig, AnnError, VectorSet, evaluate_ann, write_ann_report
+    from indexer.evaluation.document import to_plain
+    from indexer.evaluation.metrics import encode_labels
+    from indexer.index_spec import default_sweep, make_index_spec, parse_sweep
+
+    spec = make_index_spec(args.index, args.index_param)
+    sweep = parse_sweep(args.sweep, args.index) if args.sweep else default_sweep(args.index)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    # a server search has no memory budget to respect (Lite's is why store.search groups queries): batches go whole
+    store = VectorStore(args.uri, args.token, search_budget_bytes=1 << 50)
+    if store.is_lite:
+        from indexer.evaluation.ann import LITE_REFUSAL
+
+        raise AnnError(LITE_REFUSAL)
+    found = {m: find_collection(store, m, args.split, _dataset_arg(args)) for m in models}
+    if len({c.meta.dataset for c in found.values()}) > 1:
+        raise AnnError("the models are indexed for different datasets: pass --data-root to choose one")
+    sets = []
+    for model, coll in found.items():
+        ids, vectors, class_ids, relpaths = store.read_all(coll.name, progress=not args.no_progress)
+        sets.append(VectorSet(model, coll.name, coll.meta, ids, vectors, encode_labels(class_ids), class_ids, relpaths))
+    cfg = AnnConfig(
+        spec,
+        sweep,
+        queries=args.queries,
+        latency_queries=args.latency_queries,
+        batch=args.batch,
+        seed=args.seed,
+        resamples=args.resamples,
+        progress=not args.no_progress,
+        keep_scratch=args.keep_scratch,
+        build_timeout_s=args.build_timeout,
+    )
+    first = next(iter(found.values())).meta
+    doc = evaluate_ann(store, sets, cfg, first.dataset, first.split)
+    if args.report:
+        doc = write_ann_report(doc, args.report)
+        print(f"wrote {args.report / 'ann.md'}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(to_plain(doc), indent=1))
+    for sentence in doc.sentences:
+        print(sentence)
+    log.debug("ann config: %s", asdict(cfg))
+    return 0
+
+
 # the option naming the model(s) of each command that looks collections up: a missing one is answered with the
 # same command line on the collections that are indexed. drop is not here: dropping another model is no suggestion
-MODEL_OPTIONS = {"search": "--model", "evaluate": "--models", "maps": "--models", "robustness": "--models"}
+MODEL_OPTIONS = {
+    "search": "--model",
+    "evaluate": "--models",
+    "maps": "--models",
+    "robustness": "--models",
+    "ann": "--models",
+}
 
 
 def _offering_indexed(handler: Callable[[argparse.Namespace], int], argv: Sequence[str], option: str):
@@ -914,7 +1092,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "evaluate": cmd_evaluate,
         "maps": cmd_maps,
         "robustness": cmd_robustness,
+        "ann": cmd_ann,
     }
     for command, option in MODEL_OPTIONS.items():
         handlers[command] = _offering_indexed(handlers[command], line, option)
-    return run_cli(handlers, build_parser, line, extra_errors=(StoreError, BadImage))
+    return run_cli(handlers, build_parser, line, extra_errors=(StoreError, BadImage, IndexSpecError))

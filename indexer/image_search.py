@@ -100,6 +100,7 @@ def search_images(
                 k=k,
                 n_rows=n_rows,
                 exclude_self_ids=None if include_self else own,
+                params=coll.meta.index.search_params(k=k),
             )
             if good and loaded_embedder is not None
             else []

@@ -1,4 +1,5 @@
-"""The vector store: one Milvus collection per model and dataset/split, FLAT index, L2 metric.
+"""The vector store: one Milvus collection per model and dataset/split, L2 metric, FLAT index unless built otherwise
+(indexer.index_spec).
 
 The same code talks to Milvus Lite (a local ``.db`` folder, the default), a Milvus standalone or
 distributed server, or Zilliz Cloud: only the URI (and token) differ.
@@ -14,7 +15,7 @@ import re
 import socket
 import textwrap
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
@@ -32,6 +33,7 @@ from embed.common.identity import (
     validate_collection_name,
 )
 from embed.extraction.shards import Manifest
+from indexer.index_spec import IndexSpec, at_least_limit
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ META_KEY = "retrieval.meta"
 DEFAULT_SEARCH_BUDGET = 1 << 30  # bytes Milvus Lite may spend on one search call (nq x N x dim floats)
 MAX_PATH_LEN = 2048
 MAX_CLASS_LEN = 256
+# a collection's scratch copy that `indexer ann` builds indexes on: never listed as a collection of the tool's
+ANN_SCRATCH_SUFFIX = "__ann_scratch"
 
 
 class StoreError(RuntimeError):
@@ -77,7 +81,7 @@ class CollectionMeta:
     complete: bool = False
     images: Optional[int] = None  # images the last build covered (its --limit, or the split); None: not recorded
     metric: str = "L2"
-    index_type: str = "FLAT"
+    index: IndexSpec = field(default_factory=IndexSpec)  # the collection's, not the vectors': not in the identity
 
     @property
     def model(self) -> str:
@@ -139,7 +143,9 @@ class CollectionMeta:
             # written before the identity was one field, with no transform or image list: such a collection
             # differs from any current build and is rebuilt (random weights) or needs --recreate
             data = regroup_flat_identity(data, data_fingerprint="(not recorded)", transform="(not recorded)")
-        return record_from_dict(cls, data)
+        # written before the index was a spec: every collection then was FLAT
+        index = IndexSpec.from_dict(data["index"]) if "index" in data else IndexSpec(data.get("index_type", "FLAT"))
+        return record_from_dict(cls, {**data, "index": index})
 
 
 def id_filter(within: Collection[int]) -> str:
@@ -448,6 +454,7 @@ class VectorStore:
             "rows": self.count(name),
             "rows_built": meta.rows if meta else None,
             "index_type": index.get("index_type"),
+            "index_params": {k: v for k, v in index.items() if k in (meta.index.params if meta else {})},
             "metric": index.get("metric_type"),
         }
 
@@ -485,20 +492,72 @@ class VectorStore:
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=meta.dim)
         schema.add_field("class_id", DataType.VARCHAR, max_length=MAX_CLASS_LEN)
         schema.add_field("relpath", DataType.VARCHAR, max_length=MAX_PATH_LEN)
-        index = client.prepare_index_params()
-        # explicit FLAT + L2: the quick-create default would be AUTOINDEX + COSINE
-        index.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
         self._retry(
             lambda: client.create_collection(
                 name,
                 schema=schema,
-                index_params=index,
+                index_params=self._index_params(meta.index),
                 consistency_level="Strong",
                 properties={META_KEY: meta.to_json()},
             ),
             "create collection",
         )
-        log.info("created collection %s (dim %d, FLAT, L2)", name, meta.dim)
+        log.info("created collection %s (dim %d, %s, L2)", name, meta.dim, meta.index.label)
+
+    def _index_params(self, spec: IndexSpec):
+        index = self.client.prepare_index_params()
+        # explicit type + L2: the quick-create default would be AUTOINDEX + COSINE
+        index.add_index(field_name="vector", index_type=spec.index_type, metric_type="L2", params=dict(spec.params))
+        return index
+
+    def rebuild_index(self, name: str, spec: IndexSpec, timeout_s: float = 3600) -> float:
+        """Replace the collection's vector index by ``spec`` over the rows it holds (the vectors stay as they are);
+        seconds from the drop of the old index until the new one was built and loaded.
+
+        Milvus builds an index only over a released collection's sealed segments: the collection is flushed,
+        released, its index dropped, the new one created (pymilvus waits until every row is indexed) and loaded.
+        A server that cannot build the type (DISKANN without queryNode.enableDisk) fails here, not in a search."""
+        validate_name(name)
+        self.flush(name)
+        t = time.perf_counter()
+        self._retry(lambda: self.client.release_collection(name), "release")
+        self._loaded.discard(name)
+        self._retry(lambda: self.client.drop_index(name, "vector"), "drop index")
+        try:
+            self.client.create_index(name, self._index_params(spec), timeout=timeout_s)
+            self.ensure_loaded(name)
+        except Exception as e:  # the server answered the release and drop: this is the index's failure
+            raise StoreError(
+                f"{self.describe_target()} could not build and load {spec.label} on {name} within {timeout_s:.0f} s "
+                f"({brief(e)})"
+                + (": DISKANN needs a server with queryNode.enableDisk: true" if spec.index_type == "DISKANN" else "")
+            ) from None
+        seconds = time.perf_counter() - t
+        log.info("%s: %s built and loaded in %.1f s", name, spec.label, seconds)
+        return seconds
+
+    def index_memory_bytes(self, name: str) -> Optional[int]:
+        """Bytes the loaded collection's segments take in the query nodes, as a Milvus server reports them
+        (``utility.get_query_segment_info``); None where it does not (Milvus Lite, an older server)."""
+        if self.is_lite:
+            return None
+        import warnings
+
+        try:
+            from pymilvus import connections, utility
+
+            alias = f"retrieval-{id(self)}"
+            with warnings.catch_warnings():  # the ORM API is deprecated, and MilvusClient has no segment sizes
+                warnings.simplefilter("ignore")
+                connections.connect(alias=alias, uri=self.uri, token=self.token or "")
+                try:
+                    segments = utility.get_query_segment_info(name, using=alias)
+                finally:
+                    connections.disconnect(alias)
+            return int(sum(int(getattr(s, "mem_size", 0)) for s in segments)) or None
+        except Exception as e:
+            log.debug("no memory figure for %s: %s", name, e)
+            return None
 
     def set_meta(self, name: str, meta: CollectionMeta) -> None:
         self._retry(
@@ -649,6 +708,7 @@ class VectorStore:
         exclude_self_ids: Optional[npt.ArrayLike] = None,
         consistency: Optional[str] = None,
         within: Optional[Collection[int]] = None,
+        params: Optional[Dict[str, int]] = None,
     ) -> List[List[Dict]]:
         """Top-k by squared L2 (as Milvus reports it), with id, class_id, relpath and distance.
 
@@ -658,6 +718,8 @@ class VectorStore:
         ("Strong") for this search: on a Milvus server "Bounded" skips the wait for the next time
         tick (~200 ms by default), at the price of not seeing rows written in the last seconds.
         ``within``: only rows with these ids are searched (the images several collections have in common).
+        ``params``: the index's search parameters (``IndexSpec.search_params``: ef, nprobe, search_list); none
+        for FLAT.
         """
         validate_name(name)
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
@@ -685,7 +747,7 @@ class VectorStore:
                     data=[q for q in chunk],
                     limit=limit,
                     output_fields=["class_id", "relpath"],
-                    search_params={"metric_type": "L2", "params": {}},
+                    search_params={"metric_type": "L2", "params": at_least_limit(params or {}, limit)},
                     **extra,
                 ),
                 "search",

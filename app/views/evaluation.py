@@ -156,6 +156,34 @@ def show_robustness(settings: AppSettings, folder: Path, models: List[str], robu
         st.table([dict(zip(headers, row)) for row in rows])
 
 
+def show_ann(settings: AppSettings, folder: Path, models: List[str]) -> None:
+    """The approximate-index section ``python -m indexer ann --report DIR`` wrote, or the command that writes it."""
+    from indexer.evaluation.ann import ANN_PLOT, build_table, exact_table, point_table, protocol_text, read_ann
+
+    try:
+        doc = read_ann(folder)
+    except ReportSchemaError as e:
+        st.error(str(e))
+        return
+    if doc is None:
+        st.caption(f"No approximate-index measurement in {folder} (it needs a Milvus server); this adds one:")
+        st.code(
+            f"python -m indexer ann --split {settings.split} --models {','.join(models)} --uri http://HOST:19530 "
+            f"--index HNSW --sweep ef=16,32,64,128,256 --report {folder}",
+            language="bash",
+            wrap_lines=True,
+        )
+        return
+    st.header("Approximate index: does the ranking survive it?")
+    st.caption(protocol_text(doc))
+    for sentence in doc.sentences:
+        st.markdown(f"- {sentence}")
+    for headers, rows in (exact_table(doc), point_table(doc), build_table(doc)):
+        st.table([dict(zip(headers, row)) for row in rows])
+    if (folder / ANN_PLOT).is_file():
+        st.image(str(folder / ANN_PLOT))
+
+
 def main() -> None:
     st.set_page_config(page_title="Evaluation", layout="wide")
     settings = AppSettings.from_argv(sys.argv[1:])
@@ -176,6 +204,7 @@ def main() -> None:
         )
         maps_note(settings, folder, collections)
         show_robustness(settings, folder, in_db or ["gresnet", "convnext", "vit"])
+        show_ann(settings, folder, in_db or ["gresnet", "convnext", "vit"])
         return
     try:
         doc = load_report(str(path), path.stat().st_mtime)
@@ -210,6 +239,7 @@ def main() -> None:
     disagreement_browser(doc, folder)
     maps_note(settings, folder, collections, doc.variant_compared)
     show_robustness(settings, folder, in_report, doc.robustness)
+    show_ann(settings, folder, in_report)
 
 
 main()

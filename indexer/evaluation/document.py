@@ -134,6 +134,7 @@ class ModelResult:
     random_weights: bool
     collection: str
     seconds: float
+    index: str = "FLAT"  # the collection's index (IndexSpec.label); the figures are exact whatever it is
     excluded_singletons: int = 0
     k_searched: int = 0
     # the collection's identity as evaluated: a later build that makes its vectors otherwise makes the report stale

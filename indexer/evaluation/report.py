@@ -619,7 +619,24 @@ def render(doc: ReportDocument, folder: Path) -> Document:
         from indexer.evaluation.robustness_tables import add_robustness_section
 
         add_robustness_section(d, doc.robustness, title="9. Robustness: transformed queries")
+    ann = ann_beside(folder)
+    if ann is not None:
+        from indexer.evaluation.ann import add_ann_section
+
+        add_ann_section(d, ann, title="10. Approximate index: does the ranking survive it?")
     return d
+
+
+def ann_beside(folder: Path):
+    """The ANN document (``indexer ann --report DIR``) in the report's folder, or None; one of another schema is
+    left out with a warning, as the robustness document is."""
+    from indexer.evaluation.ann import read_ann
+
+    try:
+        return read_ann(folder)
+    except ReportSchemaError as e:
+        log.warning("%s; the report leaves the approximate-index section out", e)
+        return None
 
 
 def robustness_beside(folder: Path) -> Optional[Dict]:

@@ -68,7 +68,7 @@ def results_table(evaluation: Evaluation) -> Table:
         ["model", "features", "images", "queries"]
         + [f"P@{k}" for k in ks]
         + [f"R@{k}" for k in ks[:3]]
-        + ["R-prec", "MAP@R", "kNN@20 (all images)", "weights"]
+        + ["R-prec", "MAP@R", "kNN@20 (all images)", "weights", "collection index"]
     )
     rows = []
     for r in evaluation.results:
@@ -81,6 +81,7 @@ def results_table(evaluation: Evaluation) -> Table:
                 f"{r.map_at_r:.4f}",
                 f"{r.knn_top1:.4f}",
                 "RANDOM" if r.random_weights else r.weights.split(":")[0],
+                r.index,
             ]
         )
     return Table(headers, rows)
