@@ -31,6 +31,7 @@ class BuildResult:
     insert_seconds: float
     already_complete: bool
     weights: str
+    labels: str = ""  # how the images are labelled, in words (CollectionMeta.labels_text)
 
     @property
     def rows_per_s(self) -> float:
@@ -78,10 +79,18 @@ def build(
         vectors = l2_normalize(vectors)
     name = manifest.key.collection_name
     meta = CollectionMeta.from_manifest(manifest, normalized=normalize)
+    class_ids = [manifest.class_ids[p] for p in positions]
+    labels = meta.labels_text(class_ids)
     old = store.meta(name) if not recreate and store.has_collection(name) else None
     if old is not None and old.identity != meta.identity:
         if real and old.is_random:
             log.warning("%s was built with RANDOM weights: rebuilding it with %s", name, extracted.weights)
+            recreate = True
+        elif set(old.identity.differences(meta.identity)) == {"data_fingerprint"} and old.labels != meta.labels:
+            # the embeddings kept their vectors under the new labels (Manifest.relabelled): the collection follows
+            log.warning(
+                "%s: labels changed (%s -> %s): rebuilding it from the same vectors", name, old.labels, meta.labels
+            )
             recreate = True
         elif cfg.force:
             # the shards were just recomputed on purpose: the collection follows them
@@ -105,9 +114,8 @@ def build(
         and store.count(name) == expected
     ):
         log.info("%s already holds all %d rows: nothing to insert", name, expected)
-        return BuildResult(name, expected, 0, len(extracted.skipped), 0.0, True, extracted.weights)
+        return BuildResult(name, expected, 0, len(extracted.skipped), 0.0, True, extracted.weights, labels)
 
-    class_ids = [manifest.class_ids[p] for p in positions]
     relpaths = [manifest.relpaths[p] for p in positions]
     # the build is incomplete until the count is verified: a crash before that leaves complete=False
     meta.rows, meta.complete = expected, False
@@ -133,7 +141,7 @@ def build(
         len(extracted.skipped),
         expected / seconds if seconds else 0,
     )
-    return BuildResult(name, count, expected, len(extracted.skipped), seconds, False, extracted.weights)
+    return BuildResult(name, count, expected, len(extracted.skipped), seconds, False, extracted.weights, labels)
 
 
 def _random_embeddings(cfg: ExtractConfig) -> bool:

@@ -17,6 +17,7 @@ from embed.common import settings
 from embed.common.cli_args import (
     add_compute_arguments,
     add_data_arguments,
+    add_image_folder_arguments,
     add_weights_arguments,
     extract_config,
     non_negative_int,
@@ -93,14 +94,21 @@ def add_store_arguments(p: argparse.ArgumentParser) -> None:
 def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     """Which collection: model + split (+ data root when several datasets are indexed), and where."""
     p.add_argument("--model", required=True, help="registry name, e.g. gresnet, convnext, vit, effnet-lite0")
-    p.add_argument("--split", required=True, help="split the collection was built from, e.g. val")
-    p.add_argument(
+    add_lookup_arguments(p)
+    add_store_arguments(p)
+
+
+def add_lookup_arguments(p: argparse.ArgumentParser, split_help: str = "split the collections were built from") -> None:
+    """Which indexed images a command reads: --images DIR (the folder a build was given) or --split (+ --data-root)."""
+    g = p.add_argument_group("which images (--images DIR, or --split NAME [--data-root DIR])")
+    add_image_folder_arguments(g, labels=False)
+    g.add_argument("--split", default=None, help=f"{split_help}, e.g. val")
+    g.add_argument(
         "--data-root",
         type=Path,
         default=None,
-        help="choose the dataset (by its folder name) when the model/split is indexed for several",
+        help="choose the dataset (by its folder name) when the split is indexed for several",
     )
-    add_store_arguments(p)
 
 
 def _store(args) -> VectorStore:
@@ -195,18 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--report DIR adds CIs, paired tests, per-class, agreement, style, DINO kNN, galleries",
     )
     p.epilog = EVALUATE_EXAMPLES
-    p.add_argument(
-        "--split",
-        default=None,
-        help="split the collections were built from, e.g. val (required unless --simulate-rows)",
-    )
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        default=None,
-        help="choose the dataset (by its folder name) when the split is indexed for several; "
-        "not needed when only one is (the report then reads images from the indexed data root)",
-    )
+    add_lookup_arguments(p, "split the collections were built from (required unless --images or --simulate-rows)")
+    p.set_defaults(split_required=False)
     p.add_argument("--models", default="gresnet,convnext,vit", help="comma-separated (default %(default)s)")
     p.add_argument(
         "--k", type=positive_int_list, default="1,5,10,20,100", help="comma-separated cut-offs (default %(default)s)"
@@ -375,6 +373,7 @@ def cmd_build(args) -> int:
                     "already_complete": result.already_complete,
                     "insert_rows_per_s": round(result.rows_per_s, 1),
                     "weights": result.weights,
+                    "labels": result.labels,
                 }
             )
         )
@@ -386,7 +385,7 @@ def cmd_build(args) -> int:
         )
         return 2
     if args.model == "all":  # the JSON lines are for scripts; this line is for the person who ran it
-        summary = f"built {len(built)} of {len(built) + len(skipped)} models: {', '.join(built)}"
+        summary = f"built {len(built)} of {len(built) + len(skipped)} models ({result.labels}): {', '.join(built)}"
         print(summary + (f"; skipped (no weights here): {', '.join(skipped)}" if skipped else ""), file=sys.stderr)
     return 0
 
@@ -664,14 +663,8 @@ def add_maps_parser(sub) -> None:
         "per-class silhouette, cached for the app's Maps page",
     )
     p.epilog = MAPS_EXAMPLES + "\n" + EPILOG
-    p.add_argument("--split", required=True, help="split the collections were built from, e.g. val")
+    add_lookup_arguments(p)
     p.add_argument("--models", default=None, help="comma-separated models (default: every model indexed for the split)")
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        default=None,
-        help="choose the dataset (by its folder name) when the split is indexed for several",
-    )
     p.add_argument(
         "--method",
         choices=METHODS,
@@ -721,14 +714,8 @@ def add_robustness_parser(sub) -> None:
         "stability and shift consistency per model, family and severity, with CIs",
     )
     p.epilog = ROBUSTNESS_EXAMPLES + "\n" + EPILOG
-    p.add_argument("--split", required=True, help="split the collections were built from, e.g. val")
+    add_lookup_arguments(p)
     p.add_argument("--models", default="gresnet,convnext,vit", help="comma-separated (default %(default)s)")
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        default=None,
-        help="the folder holding the split's images (default: the data root the collections were built from)",
-    )
     p.add_argument(
         "--queries",
         type=positive_int,
