@@ -294,6 +294,42 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--queries", type=positive_int, default=10000, help="queries for --simulate-rows (default %(default)s)"
     )
+    g = p.add_argument_group(
+        "label-free measures (always for unlabelled images or fewer than two classes; for labelled --images "
+        "folders too, unless --no-label-free)"
+    )
+    g.add_argument(
+        "--label-free",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="copy retrieval, neighbour-list stability, agreement between models, near-duplicates and map "
+        "trustworthiness, with intervals and paired tests (DIR/label_free.html with --report)",
+    )
+    g.add_argument(
+        "--copy-queries",
+        type=non_negative_int,
+        default=200,
+        help="images transformed and searched for their original (0: none; each is embedded once per "
+        "transform and model, minutes on a CPU; default %(default)s)",
+    )
+    g.add_argument(
+        "--copy-families",
+        default="zoom,jpeg,blur,colour",
+        help="transforms of the copy queries (as robustness --families; default %(default)s)",
+    )
+    g.add_argument("--copy-severities", type=positive_int, default=2, help="levels per transform (default %(default)s)")
+    g.add_argument(
+        "--duplicate-distance",
+        type=_non_negative_float,
+        default=0.05,
+        help="near-duplicates: squared L2 between unit-length vectors (2 - 2 cos) at most this (default %(default)s)",
+    )
+    g.add_argument(
+        "--map-method",
+        default="pca",
+        choices=["pca", "umap", "tsne"],
+        help="the 2-D map whose trustworthiness is measured (cached in DIR/maps; default %(default)s)",
+    )
     add_store_arguments(p)
     add_maps_parser(sub)
     add_robustness_parser(sub)
@@ -462,6 +498,7 @@ def cmd_search(args) -> int:
             h["class_name"] = class_name(h["class_id"] or "")
             h["path"] = str(Path(coll.meta.data_root) / coll.meta.split / h["relpath"])
     failed = [a for a in answers if a.error]
+    labels = coll.meta.label_source.describe(coll.meta.layout)
     if args.json:
         for a in answers:
             body = {"error": a.error} if a.error else {"indexed_id": a.indexed_id, "hits": a.hits}
@@ -472,6 +509,7 @@ def cmd_search(args) -> int:
                         "collection": coll.name,
                         "distance": "squared L2",
                         "random_weights": coll.meta.is_random,
+                        "labels": labels,
                         **body,
                     }
                 ),
@@ -483,17 +521,15 @@ def cmd_search(args) -> int:
         for a in answers:
             if a.error:
                 continue
-            print(f"{a.image}: top {len(a.hits)} in {coll.name} (distance = squared L2):")
+            print(f"{a.image}: top {len(a.hits)} in {coll.name} (distance = squared L2; {labels}):")
             if a.indexed_id is not None:
                 print(
                     f"     it is indexed image id={a.indexed_id}: "
                     + ("kept among its hits (--include-self)" if args.include_self else "left out of its own hits")
                 )
             for rank, h in enumerate(a.hits, 1):
-                print(
-                    f"{rank:3}. id={h['id']:<7} d²={h['distance']:<12.4f} {h['class_id']} ({h['class_name']})  "
-                    f"{h['path']}"
-                )
+                cls = f"{h['class_id']} ({h['class_name']})  " if h["class_id"] else ""
+                print(f"{rank:3}. id={h['id']:<7} d²={h['distance']:<12.4f} {cls}{h['path']}")
     for a in failed:
         print(f"error: {a.error}", file=sys.stderr)
     if len(answers) > 1:
@@ -543,6 +579,16 @@ def _int_at_least_1000(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.05, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -571,17 +617,87 @@ def cmd_evaluate(args) -> int:
 
             args.json.write_text(json.dumps(asdict(result), indent=1))
         return 0
-    from indexer.evaluation.evaluate import EvalConfig, evaluate_runs, markdown_table, write_csv, write_json, write_plot
-
     if not args.split:
         raise StoreError("--split is required (the split the collections were built from, e.g. val)")
     if bool(args.database_split) != bool(args.query_split):
         raise StoreError(
             "--database-split and --query-split go together (e.g. --database-split train --query-split val)"
         )
+    from embed.sources.datasets import labelled
+    from indexer.evaluation.label_free import collection_class_ids
+
     store = _store(args)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     reference = _evaluated_collection(store, args, models)
+    class_ids = collection_class_ids(store, reference.name)
+    labels = reference.meta.labels_text(class_ids)
+    has_labels = labelled(class_ids)
+    print(f"{reference.meta.dataset}/{args.split}: {len(class_ids):,} images, {labels}")
+    label_free = (
+        args.label_free if args.label_free is not None else (not has_labels or reference.meta.layout == "folder")
+    )
+    if has_labels:
+        _evaluate_labelled(args, store, models, reference)
+    else:
+        print(
+            "no precision, recall or kNN figures: they need labels (two or more classes); "
+            + ("the label-free measures follow" if label_free else "run without --no-label-free for label-free ones")
+        )
+        for option in ("csv", "plot"):
+            if getattr(args, option):
+                print(f"--{option} skipped: it holds precision figures, which need labels")
+    if label_free:
+        _evaluate_label_free(args, store, models, reference, labels, json_too=not has_labels)
+    return 0
+
+
+def _evaluate_label_free(args, store: VectorStore, models: List[str], reference, labels: str, json_too: bool) -> None:
+    from indexer.evaluation.label_free import LabelFreeConfig, evaluate_label_free, write_label_free
+
+    cfg = LabelFreeConfig(
+        models=models,
+        split=args.split,
+        dataset=reference.meta.dataset,
+        data_root=Path(args.data_root).expanduser().resolve() if args.data_root else None,
+        out=args.report,
+        embeddings=args.embeddings,
+        copy_queries=args.copy_queries,
+        families=[f.strip() for f in args.copy_families.split(",") if f.strip()],
+        severities=args.copy_severities,
+        duplicate_distance=args.duplicate_distance,
+        map_method=args.map_method,
+        resamples=args.bootstrap,
+        seed=args.seed,
+        galleries=args.galleries,
+        device=args.device,
+        progress=not args.no_progress,
+        labels=labels,
+    )
+    result = evaluate_label_free(store, cfg)
+    print(result.measures_note)
+    for m in result.measures:
+        print(f"{m.model}: {m.measure} {m.value.mean:.3f} ({m.value.words()})")
+    for d in result.duplicates:
+        print(
+            f"{d.model}: {d.pairs} near-duplicate pair(s) in {len(d.groups)} group(s) "
+            f"(squared L2 <= {result.duplicate_distance:g}, unit-length vectors)"
+        )
+    for o in result.overlaps:
+        print(f"{o.a} / {o.b}: top-10 overlap {o.value.mean:.3f} ({o.value.words()})")
+    for sentence in result.sentences:
+        print(sentence)
+    if json_too and args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(result.to_json())
+        print(f"wrote {args.json}")
+    if args.report:
+        write_label_free(result, args.report)
+        print(f"wrote {args.report / 'label_free.html'}, label_free.json and label_free.md")
+
+
+def _evaluate_labelled(args, store: VectorStore, models: List[str], reference) -> None:
+    from indexer.evaluation.evaluate import EvalConfig, evaluate_runs, markdown_table, write_csv, write_json, write_plot
+
     ks = list(args.k)
     if args.report:  # the report compares P@1 and P@10
         ks = sorted(set(ks) | {1, 10})
@@ -637,7 +753,6 @@ def cmd_evaluate(args) -> int:
         for sentence in doc.sentences:
             print(sentence)
         print(f"wrote {args.report / 'report.html'}, report.json and report.md")
-    return 0
 
 
 # maps: 2-D maps of every model's embedding space for the app's Maps page (indexer/maps.py) ------------------
