@@ -50,6 +50,7 @@ class AppSettings:
         p.add_argument("--uri", default=env.milvus_uri)
         p.add_argument("--data-root", default=env.data_root_from_env)
         p.add_argument("--split", default=env.split)
+        p.add_argument("--images", default=None)  # a folder given to `indexer build --images`: root and split
         p.add_argument("--token", default=env.milvus_token)
         p.add_argument(
             "--extra-models",
@@ -58,6 +59,11 @@ class AppSettings:
         )
         args, _ = p.parse_known_args(list(argv))
         extras = [m.strip() for m in args.extra_models.split(",") if m.strip()]
+        if args.images:
+            from embed.sources.datasets import image_folder
+
+            folder = image_folder(args.images)
+            args.data_root, args.split = str(folder.parent), folder.name
         return cls(uri=args.uri, data_root=args.data_root, split=args.split, token=args.token, extra_models=extras)
 
 
@@ -320,6 +326,24 @@ class Backend:
             held = self._images[coll.name] = CollectionImages.from_rows(model, model_title(model), coll.meta, rows)
         return held
 
+    def labelled(self) -> bool:
+        """Whether the indexed images carry labels (two or more classes, in every collection): else every page says
+        the data set is unlabelled and shows no P@k, hit/miss marks or class filter."""
+        held = [h for m in self.collections if (h := self.images(m)) is not None]
+        return bool(held) and all(h.labelled for h in held)
+
+    def labels_notice(self) -> Optional[str]:
+        """The line every page shows for an unlabelled data set; None when it is labelled."""
+        if not self.collections or self.labelled():
+            return None
+        held = self.images(next(iter(self.collections)))
+        how = held.labels_text if held is not None else "unlabelled"
+        return (
+            f"This data set is unlabelled ({how}): no precision figures, hit/miss marks or class filters; "
+            f"compare the models by their agreement, near-duplicates and the label-free report "
+            f"(python -m indexer evaluate --report DIR)."
+        )
+
     def compare(self, models: Sequence[str]) -> Comparison:
         """The images every shown, indexed column holds, and how their collections differ."""
         return Comparison.of([held for m in models if (held := self.images(m)) is not None], self.settings.uri)
@@ -346,7 +370,8 @@ class Backend:
     def query_for_image(self, image: IndexedImage) -> Query:
         assert self.data_root is not None  # an indexed image: refresh() took the data root from its collection
         path = safe_image_path(self.data_root, self.settings.split, image.relpath)
-        return Query(load_rgb(path), image.class_id, image.id, image.relpath)
+        # unlabelled images (or a single class) have no class to mark hits by
+        return Query(load_rgb(path), image.class_id if self.labelled() else None, image.id, image.relpath)
 
     def embedder(self, model: str) -> QueryEmbedder:
         if model not in self._embedders:

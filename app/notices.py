@@ -19,6 +19,9 @@ def show_collection_notices(backend: Backend) -> None:
         st.session_state[SEEN_KEY], changes = backend.changes_since(st.session_state[SEEN_KEY])
         for change in changes:  # a build that ran while the page was open
             st.info(change.text)
+    unlabelled = backend.labels_notice()
+    if unlabelled:
+        st.info(unlabelled)
     problem = backend.data_root_problem()
     if problem:
         st.error(problem)
