@@ -55,13 +55,14 @@ EXAMPLES = {
   python -m indexer build --model all --split val --dataset tiny-imagenet      # later: only the new images are embedded
   python -m indexer build --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200
   python -m indexer build --model gresnet --split val --checkpoint gresnet50.pth
-  python -m indexer build --model vit --split val --data-root /data/imagenet --uri http://milvus.internal:19530""",
+  python -m indexer build --model all --images ~/Pictures/shop --labels labels.csv   # any folder; labels optional""",
     "status": """  python -m indexer status
   python -m indexer status --json
   python -m indexer status --uri http://127.0.0.1:19530""",
     "search": """  python -m indexer search --model effnet-lite0 --split val --image query.jpg -k 5
   python -m indexer search --model effnet-lite0 --split val --image a.jpg queries/ b.png --json   # one process
-  python -m indexer search --model effnet-lite0 --split val --image ../shared/datasets/tiny-imagenet-200/val/images/val_3.JPEG --include-self""",
+  python -m indexer search --model effnet-lite0 --split val --image ../shared/datasets/tiny-imagenet-200/val/images/val_3.JPEG --include-self
+  python -m indexer search --model effnet-lite0 --images ~/Pictures/shop --image new.jpg""",
     "drop": """  python -m indexer drop --model vit --split val
   python -m indexer drop --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200""",
     "serve": """  python -m indexer serve --port 19530          # then: --uri http://127.0.0.1:19530 everywhere
@@ -74,6 +75,8 @@ EVALUATE_EXAMPLES = """evaluate examples:
       --data-root ../shared/datasets/tiny-imagenet-200 --holdout 0.2 --milvus-check 200 --report docs/report
   python -m indexer evaluate --models gresnet,convnext,vit --split val --database-split train --query-split val \\
       --data-root /data/imagenet --report report/
+  python -m indexer evaluate --models effnet-lite0,effnet-lite1,effnet-lite2 --images ~/Pictures/shop --report r/
+      # unlabelled: copy retrieval, stability, agreement, near-duplicates, map trustworthiness (label_free.html)
   python -m indexer evaluate --simulate-rows 1281167 --dim 2048 --queries 50000    # DINO kNN dry run: ImageNet train x val
 """
 
@@ -637,7 +640,7 @@ def cmd_evaluate(args) -> int:
         args.label_free if args.label_free is not None else (not has_labels or reference.meta.layout == "folder")
     )
     if has_labels:
-        _evaluate_labelled(args, store, models, reference)
+        _evaluate_labelled(args, store, models, reference, labels)
     else:
         print(
             "no precision, recall or kNN figures: they need labels (two or more classes); "
@@ -695,7 +698,7 @@ def _evaluate_label_free(args, store: VectorStore, models: List[str], reference,
         print(f"wrote {args.report / 'label_free.html'}, label_free.json and label_free.md")
 
 
-def _evaluate_labelled(args, store: VectorStore, models: List[str], reference) -> None:
+def _evaluate_labelled(args, store: VectorStore, models: List[str], reference, labels: str) -> None:
     from indexer.evaluation.evaluate import EvalConfig, evaluate_runs, markdown_table, write_csv, write_json, write_plot
 
     ks = list(args.k)
@@ -717,6 +720,7 @@ def _evaluate_labelled(args, store: VectorStore, models: List[str], reference) -
         query_split=args.query_split,
         chunk_rows=args.chunk_rows,
         data_root=reference.meta.data_root,
+        labels=labels,
     )
     bad = [f for f in cfg.features if f not in ("raw", "normalized")]
     if bad:
