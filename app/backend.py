@@ -354,12 +354,13 @@ class Backend:
         if not self.data_root:
             return None
         limits = [held.limit for m in self.collections if (held := self.images(m)) is not None]
-        parts = [
-            "python -m indexer build",
-            f"--model {model}",
-            f"--split {shlex.quote(self.settings.split)}",
-            f"--data-root {shlex.quote(self.data_root)}",
-        ]
+        parts = ["python -m indexer build", f"--model {model}"]
+        built = next(iter(self.collections.values()), None)
+        if built is not None and built.meta.layout == "folder":  # the --images folder, labelled the same way
+            folder = str(Path(self.data_root) / self.settings.split)
+            parts += [f"--images {shlex.quote(folder)}"] + [shlex.quote(o) for o in built.meta.label_source.options()]
+        else:
+            parts += [f"--split {shlex.quote(self.settings.split)}", f"--data-root {shlex.quote(self.data_root)}"]
         if limits:
             parts.append(f"--limit {max(limits)}")
         return " ".join(parts + [f"--uri {shlex.quote(self.settings.uri)}"])

@@ -13,6 +13,7 @@ import shlex
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Collection, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from indexer.milvus_store import CollectionMeta
@@ -102,12 +103,12 @@ def build_command(meta: CollectionMeta, uri: str, limit: Optional[int] = None, f
     rebuilt collection has the same identity and the build extracts only the images not embedded yet.
     """
     identity = meta.identity
-    parts = [
-        "python -m indexer build",
-        f"--model {shlex.quote(identity.model)}",
-        f"--split {shlex.quote(identity.split)}",
-        f"--data-root {shlex.quote(meta.data_root)}",
-    ]
+    parts = ["python -m indexer build", f"--model {shlex.quote(identity.model)}"]
+    if meta.layout == "folder":  # built with --images: the same folder, labelled the same way
+        parts.append(f"--images {shlex.quote(str(Path(meta.data_root) / identity.split))}")
+        parts += [shlex.quote(o) for o in meta.label_source.options()]
+    else:
+        parts += [f"--split {shlex.quote(identity.split)}", f"--data-root {shlex.quote(meta.data_root)}"]
     if limit is not None:
         parts.append(f"--limit {limit}")
     if identity.weights_source == "checkpoint" and meta.weights_detail:

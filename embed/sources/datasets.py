@@ -89,6 +89,14 @@ class LabelSource:
             return f"file:{self.file}"
         return f"{self.kind}+{self.loose}" if self.kind == "folders" and self.loose != "refuse" else self.kind
 
+    def options(self) -> List[str]:
+        """The command-line options that give this label source (with ``--images``), for the commands suggested."""
+        if self.kind == "layout":
+            return []
+        value = str(self.file) if self.kind == "file" else self.kind
+        loose = ["--loose-images", self.loose] if self.kind == "folders" and self.loose != "refuse" else []
+        return ["--labels", value, *loose]
+
     def describe(self, layout: str = "") -> str:
         """How the images were labelled, in words, for every output."""
         if self.kind == "none":
