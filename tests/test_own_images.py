@@ -297,7 +297,8 @@ def test_unlabelled_evaluate_writes_the_label_free_report_and_no_precision(own, 
     doc = json.loads((report / "label_free.json").read_text())
     assert doc["images"] == own["lines"][("flat", "effnet-lite0")]["rows"]
     measures = {(m["model"], m["measure"]) for m in doc["measures"]}
-    assert ("effnet-lite0", "map trustworthiness@10") in measures
+    k = min(10, doc["images"] // 2 - 1)  # at most half the images, as scikit-learn allows
+    assert {("effnet-lite0", f"map trustworthiness@{k}"), ("effnet-lite1", f"map trustworthiness@{k}")} <= measures
     for v in [m["value"] for m in doc["measures"]] + [d["with_duplicate"] for d in doc["duplicates"]]:
         assert v["low"] <= v["mean"] <= v["high"]
     assert {p["measure"] for p in doc["pairs"]} >= {"share of images with a near-duplicate"}
