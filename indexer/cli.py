@@ -456,6 +456,7 @@ def cmd_status(args) -> int:
                 "weights_fingerprint": c.meta.identity.weights_fingerprint,
                 "decode": c.meta.identity.decode,
                 "precision": c.meta.identity.precision,
+                "labels": c.meta.labels,
             }
         )
     if args.json:
@@ -915,11 +916,19 @@ def cmd_maps(args) -> int:
             f"pass --data-root to choose one"
         )
     params = MapParams(method=args.method, features=args.features, seed=args.seed)
+    print(f"{colls[0].meta.dataset}/{colls[0].meta.split}: {_labels_line(store, colls[0])}")
     for c in colls:
         result = compute_map(store, c.name, params, args.report_dir, force=args.force, progress=not args.no_progress)
         print(result.line(), flush=True)
     print(f"maps in {args.report_dir / 'maps'} ({params.label()})")
     return 0
+
+
+def _labels_line(store: VectorStore, coll) -> str:
+    """How a collection's images are labelled, in words (read from its rows' class ids, no vectors)."""
+    from indexer.evaluation.label_free import collection_class_ids
+
+    return coll.meta.labels_text(collection_class_ids(store, coll.name))
 
 
 def cmd_robustness(args) -> int:
@@ -946,7 +955,15 @@ def cmd_robustness(args) -> int:
         labels=not args.no_labels,
         progress=not args.no_progress,
     )
-    result = evaluate_collections(_store(args), cfg)
+    store = _store(args)
+    result = evaluate_collections(store, cfg)
+    from indexer.catalog import find_collection
+
+    coll = find_collection(store, cfg.models[0], cfg.split, cfg.dataset)
+    print(
+        f"{result.dataset}/{result.split}: {_labels_line(store, coll)}"
+        + ("" if result.labelled else "; label-free measures only")
+    )
     write_outputs(result, args.report, args.json)
     for sentence in result.sentences:
         print(sentence)
