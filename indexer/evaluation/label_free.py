@@ -272,6 +272,7 @@ def evaluate_label_free(store, cfg: LabelFreeConfig) -> LabelFreeResult:
             cfg.seed,
             better="agrees more with the other models than",
         )
+    if len(models) > 1:
         mean_overlap = np.mean(list(per_pair.values()), axis=0)
         worst = np.argsort(mean_overlap, kind="stable")[: cfg.galleries]
         if out:
