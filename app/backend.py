@@ -338,8 +338,9 @@ class Backend:
             return None
         held = self.images(next(iter(self.collections)))
         how = held.labels_text if held is not None else "unlabelled"
+        what = how if how.startswith("unlabelled") else f"unlabelled ({how})"
         return (
-            f"This data set is unlabelled ({how}): no precision figures, hit/miss marks or class filters; "
+            f"This data set is {what}: no precision figures, hit/miss marks or class filters; "
             f"compare the models by their agreement, near-duplicates and the label-free report "
             f"(python -m indexer evaluate --report DIR)."
         )

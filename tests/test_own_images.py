@@ -425,7 +425,7 @@ def test_the_app_on_an_unlabelled_folder(own, monkeypatch):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     texts = _app_texts(at)
-    assert "This data set is unlabelled (unlabelled (--labels none))" in texts
+    assert "This data set is unlabelled (--labels none): no precision figures" in texts
     assert "Labels:** none (unlabelled data set)" in texts
     assert "Precision@" not in texts
     assert ":green[**HIT**]" not in texts and ":red[miss]" not in texts  # no marks (not zeros)
