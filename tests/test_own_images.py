@@ -520,3 +520,66 @@ def test_a_real_browser_shows_an_unlabelled_folder(own, tmp_path):
         assert "This data set is unlabelled" in body and "Filter by file name" in body
         assert "Precision@" not in body and "HIT" not in body
         assert len(imgs) >= 19, f"query + 2x9 result images expected, saw {len(imgs)}"
+
+
+# the label-free measures against their definitions ------------------------------------------------------------
+
+
+def test_per_image_trustworthiness_averages_to_scikit_learns():
+    from sklearn.manifold import trustworthiness
+
+    from indexer.evaluation.label_free import trustworthiness_per_point
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 16))
+    coords = x[:, :2] + rng.normal(scale=0.3, size=(60, 2))
+    per_point = trustworthiness_per_point(x, coords, 5)
+    assert per_point.shape == (60,)
+    assert per_point.mean() == pytest.approx(trustworthiness(x, coords, n_neighbors=5), abs=1e-12)
+
+
+def test_near_duplicates_are_pairs_within_the_distance_grouped_transitively():
+    from indexer.evaluation.label_free import groups_of, near_duplicates, overlap
+
+    unit = np.asarray([[1, 0], [0.999, 0.0447], [0.995, 0.0999], [0, 1], [-1, 0]], np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    pairs = near_duplicates(unit, 0.005)  # 2 - 2 cos <= 0.005: within about 5.7 degrees
+    assert pairs == [(0, 1), (0, 2), (1, 2)] or pairs == [(0, 1), (1, 2)]
+    assert groups_of(5, pairs) == [[0, 1, 2]]
+    assert groups_of(5, [(0, 1), (3, 4), (1, 2)]) == [[0, 1, 2], [3, 4]]
+    assert overlap(np.asarray([[1, 2, 3], [4, 5, 6]]), np.asarray([[3, 2, 9], [7, 8, 9]])).tolist() == [2 / 3, 0.0]
+
+
+@pytest.mark.slow
+def test_embed_extract_takes_a_folder_and_keeps_the_vectors_when_only_the_labels_change(tmp_path, caplog):
+    import logging
+
+    from embed.cli import main
+    from embed.extraction.shards import EmbeddingStore
+
+    folder = tmp_path / "shop"
+    write_jpegs(folder, ["cups/1.jpg", "cups/2.jpg", "plates/3.jpg"])
+    common = [
+        "--model",
+        "timm:test_resnet",
+        "--random-init",
+        "--images",
+        str(folder),
+        "--out",
+        str(tmp_path / "e"),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
+    assert main(["extract", *common]) == 0
+    store = EmbeddingStore(EmbeddingKey("timm:test_resnet", tmp_path.name, "shop").folder(tmp_path / "e"))
+    before = store.read_manifest()
+    assert before.labels == "none" and before.class_ids == ["", "", ""]
+    _, vectors, _ = store.load(3)
+    with caplog.at_level(logging.INFO):
+        assert main(["extract", *common, "--labels", "folders"]) == 0
+    after = store.read_manifest()
+    assert after.labels == "folders" and after.class_ids == ["cups", "cups", "plates"]
+    assert after.identity.data_fingerprint != before.identity.data_fingerprint  # the labels are compared on
+    assert "the vectors are kept" in caplog.text and "nothing to do: 3/3 images already embedded" in caplog.text
+    np.testing.assert_array_equal(store.load(3)[1], vectors)
