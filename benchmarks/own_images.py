@@ -23,9 +23,10 @@ FORMATS = (("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP"), ("gif", "GIF"), ("
 
 
 def random_size(rng: np.random.Generator, max_side: int = 1200) -> int:
-    """A longest side: a third thumbnails (32-96 px), a third medium (128-512), a third large (640-max_side)."""
+    """A longest side: a third thumbnails (32-96 px), a third medium (128-512), a third large (640-max_side); the
+    bands end at ``max_side``."""
     band = rng.integers(3)
-    low, high = ((32, 96), (128, 512), (640, max_side))[band]
+    low, high = ((32, 96), (128, min(512, max_side)), (min(640, max_side), max_side))[band]
     return int(rng.integers(low, high + 1))
 
 
