@@ -51,6 +51,7 @@ class AppSettings:
         p.add_argument("--uri", default=env.milvus_uri)
         p.add_argument("--data-root", default=env.data_root_from_env)
         p.add_argument("--split", default=env.split)
+        p.add_argument("--images", default=None)  # a folder given to `indexer build --images`: root and split
         p.add_argument("--token", default=env.milvus_token)
         p.add_argument(
             "--extra-models",
@@ -59,6 +60,11 @@ class AppSettings:
         )
         args, _ = p.parse_known_args(list(argv))
         extras = [m.strip() for m in args.extra_models.split(",") if m.strip()]
+        if args.images:
+            from embed.sources.datasets import image_folder
+
+            folder = image_folder(args.images)
+            args.data_root, args.split = str(folder.parent), folder.name
         return cls(uri=args.uri, data_root=args.data_root, split=args.split, token=args.token, extra_models=extras)
 
 
@@ -379,6 +385,25 @@ class Backend:
             held = self._images[coll.name] = CollectionImages.from_rows(model, model_title(model), coll.meta, rows)
         return held
 
+    def labelled(self) -> bool:
+        """Whether the indexed images carry labels (two or more classes, in every collection): else every page says
+        the data set is unlabelled and shows no P@k, hit/miss marks or class filter."""
+        held = [h for m in self.collections if (h := self.images(m)) is not None]
+        return bool(held) and all(h.labelled for h in held)
+
+    def labels_notice(self) -> Optional[str]:
+        """The line every page shows for an unlabelled data set; None when it is labelled."""
+        if not self.collections or self.labelled():
+            return None
+        held = self.images(next(iter(self.collections)))
+        how = held.labels_text if held is not None else "unlabelled"
+        what = how if how.startswith("unlabelled") else f"unlabelled ({how})"
+        return (
+            f"This data set is {what}: no precision figures, hit/miss marks or class filters; "
+            f"compare the models by their agreement, near-duplicates and the label-free report "
+            f"(python -m indexer evaluate --report DIR)."
+        )
+
     def compare(self, models: Sequence[str]) -> Comparison:
         """The images every shown, indexed column holds, and how their collections differ. An empty collection (its
         build was interrupted before its first row) has no say: its column reports itself."""
@@ -392,12 +417,13 @@ class Backend:
         if not self.data_root:
             return None
         limits = [held.limit for m in self.collections if (held := self.images(m)) is not None]
-        parts = [
-            "python -m indexer build",
-            f"--model {model}",
-            f"--split {shlex.quote(self.settings.split)}",
-            f"--data-root {shlex.quote(self.data_root)}",
-        ]
+        parts = ["python -m indexer build", f"--model {model}"]
+        built = next(iter(self.collections.values()), None)
+        if built is not None and built.meta.layout == "folder":  # the --images folder, labelled the same way
+            folder = str(Path(self.data_root) / self.settings.split)
+            parts += [f"--images {shlex.quote(folder)}"] + [shlex.quote(o) for o in built.meta.label_source.options()]
+        else:
+            parts += [f"--split {shlex.quote(self.settings.split)}", f"--data-root {shlex.quote(self.data_root)}"]
         if limits:
             parts.append(f"--limit {max(limits)}")
         return " ".join(parts + [f"--uri {shlex.quote(self.settings.uri)}"])
@@ -408,7 +434,8 @@ class Backend:
     def query_for_image(self, image: IndexedImage) -> Query:
         assert self.data_root is not None  # an indexed image: refresh() took the data root from its collection
         path = safe_image_path(self.data_root, self.settings.split, image.relpath)
-        return Query(load_rgb(path), image.class_id, image.id, image.relpath)
+        # unlabelled images (or a single class) have no class to mark hits by
+        return Query(load_rgb(path), image.class_id if self.labelled() else None, image.id, image.relpath)
 
     def embedder(self, model: str) -> QueryEmbedder:
         """``model``'s query embedder for its collection as it is now: loaded again after a rebuild that changed how

@@ -43,6 +43,17 @@ class CollectionImages:
         images = {int(r["id"]): IndexedImage(int(r["id"]), r["class_id"], r["relpath"]) for r in rows}
         return cls(model, title, meta, images, Counter(im.class_id for im in images.values()))
 
+    @cached_property
+    def labelled(self) -> bool:
+        """Whether its images carry labels that can be evaluated (two or more classes, every image labelled)."""
+        from embed.sources.datasets import labelled
+
+        return labelled([im.class_id for im in self.images.values()])
+
+    @property
+    def labels_text(self) -> str:
+        return self.meta.labels_text([im.class_id for im in self.images.values()])
+
     def holds(self, image: IndexedImage) -> bool:
         """Whether this collection holds that very image (same id and same file)."""
         return self.images.get(image.id) == image
@@ -124,6 +135,11 @@ class Comparison:
     @property
     def differs(self) -> bool:
         return bool(self.lines)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether hits can be marked and P@k given: every shown column's images are labelled."""
+        return bool(self.columns) and all(c.labelled for c in self.columns)
 
     def image(self, image_id: int) -> Optional[IndexedImage]:
         """The image with this id in the first column that holds one (a clicked hit may be in one column only)."""

@@ -101,14 +101,22 @@ def pick_query(backend: Backend, comparison: Comparison) -> Query | None:
         st.warning("The shown collections have no image in common: choose other models, or upload an image.")
         return None
     # positions, classes and Random draw from the images every shown column holds: each column answers the same query
-    classes = sorted({im.class_id for im in comparison.shared})
-    choice = st.sidebar.selectbox(
-        "Filter by class",
-        ["(all classes)"] + classes,
-        key="class_filter",
-        format_func=lambda c: c if c.startswith("(") else f"{class_name(c)} ({c})",
-    )
-    pool = [im for im in comparison.shared if choice == "(all classes)" or im.class_id == choice]
+    if comparison.labelled:
+        classes = sorted({im.class_id for im in comparison.shared})
+        choice = st.sidebar.selectbox(
+            "Filter by class",
+            ["(all classes)"] + classes,
+            key="class_filter",
+            format_func=lambda c: c if c.startswith("(") else f"{class_name(c)} ({c})",
+        )
+        pool = [im for im in comparison.shared if choice == "(all classes)" or im.class_id == choice]
+    else:  # no classes to filter by: the file names are what a user knows the images by
+        text = st.sidebar.text_input("Filter by file name", key="name_filter", placeholder="part of a path")
+        choice = f"(name {text.strip().lower()})" if text.strip() else "(all classes)"
+        pool = [im for im in comparison.shared if text.strip().lower() in im.relpath.lower()]
+        if not pool:
+            st.warning(f"No indexed image's path contains {text.strip()!r}.")
+            return None
     ids = [im.id for im in pool]
     current = st.session_state.get("query_id")
     # a clicked hit may be an image only some columns hold: kept, and the others say so
@@ -223,7 +231,8 @@ def show_column(backend: Backend, result, k: int, original: int | None = None) -
                 mark = {True: ":green[**HIT**] ", False: ":red[miss] ", None: ""}[hit.is_match]
                 if original is not None and hit.id == original:
                     mark = ":blue[**ORIGINAL**] " + mark
-                st.caption(f"**{rank}.** {mark}{hit.class_name}  \nd² = {hit.distance:.4g}")  # ranks compare
+                what = hit.class_name if hit.class_id else Path(hit.relpath).name
+                st.caption(f"**{rank}.** {mark}{what}  \nd² = {hit.distance:.4g}")  # ranks compare
                 st.button(
                     "query",
                     key=f"requery_{result.model}_{hit.id}",
@@ -364,6 +373,8 @@ def search_page() -> None:
         st.markdown(f"**Query:** `{query.label}`")
         if query.class_id:
             st.markdown(f"**Class:** {class_name(query.class_id)} (`{query.class_id}`)")
+        elif not comparison.labelled:
+            st.markdown("**Labels:** none (unlabelled data set): no hit/miss marks or P@k")
         else:
             st.markdown("**Class:** unknown (uploaded image): no hit/miss marks")
         scores = [f"{r.title}: **{r.precision_text}**" for r in results if r.precision is not None]

@@ -28,6 +28,9 @@ def show_collection_notices(backend: Backend) -> List[CollectionChange]:
         st.session_state[key], changes = backend.changes_since(st.session_state[key])
         for change in changes:  # a build that ran while the page was open
             st.info(change.text)
+    unlabelled = backend.labels_notice()
+    if unlabelled:
+        st.info(unlabelled)
     problem = backend.data_root_problem()
     if problem:
         st.error(problem)

@@ -35,6 +35,7 @@ class BuildResult:
     weights: str
     index: str = "FLAT"  # IndexSpec.label of the collection's index after the build
     index_seconds: Optional[float] = None  # time to build (and load) the index, when this build built one
+    labels: str = ""  # how the images are labelled, in words (CollectionMeta.labels_text)
 
     @property
     def rows_per_s(self) -> float:
@@ -88,6 +89,8 @@ def build(
         vectors = l2_normalize(vectors)
     name = manifest.key.collection_name
     meta = CollectionMeta.from_manifest(manifest, normalized=normalize)
+    class_ids = [manifest.class_ids[p] for p in positions]
+    labels = meta.labels_text(class_ids)
     old = store.meta(name) if not recreate and store.has_collection(name) else None
     spec = with_dim(index if index is not None else (old.index if old is not None else IndexSpec()), manifest.dim)
     if store.is_lite and (note := lite_note(spec)):
@@ -96,6 +99,12 @@ def build(
     if old is not None and not (same := old.identity.compare(meta.identity)).interchangeable:
         if real and old.is_random:
             log.warning("%s was built with RANDOM weights: rebuilding it with %s", name, extracted.weights)
+            recreate = True
+        elif same.fields == ("data_fingerprint",) and old.labels != meta.labels:
+            # the embeddings kept their vectors under the new labels (Manifest.relabelled): the collection follows
+            log.warning(
+                "%s: labels changed (%s -> %s): rebuilding it from the same vectors", name, old.labels, meta.labels
+            )
             recreate = True
         elif cfg.force:
             # the shards were just recomputed on purpose: the collection follows them
@@ -126,10 +135,9 @@ def build(
         log.info("%s already holds all %d rows: nothing to insert", name, expected)
         index_seconds = _apply_index(store, name, stored, spec, index_changed, created)
         return BuildResult(
-            name, expected, 0, len(extracted.skipped), 0.0, True, extracted.weights, spec.label, index_seconds
+            name, expected, 0, len(extracted.skipped), 0.0, True, extracted.weights, spec.label, index_seconds, labels
         )
 
-    class_ids = [manifest.class_ids[p] for p in positions]
     relpaths = [manifest.relpaths[p] for p in positions]
     # the build is incomplete until the count is verified: a crash before that leaves complete=False
     meta.rows, meta.complete, meta.images = expected, False, extracted.n_images
@@ -155,7 +163,16 @@ def build(
         expected / seconds if seconds else 0,
     )
     return BuildResult(
-        name, count, expected, len(extracted.skipped), seconds, False, extracted.weights, spec.label, index_seconds
+        name,
+        count,
+        expected,
+        len(extracted.skipped),
+        seconds,
+        False,
+        extracted.weights,
+        spec.label,
+        index_seconds,
+        labels,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from indexer.milvus_store import ANN_SCRATCH_SUFFIX, CollectionMeta, StoreError, VectorStore
@@ -47,12 +48,12 @@ def build_command(meta: CollectionMeta, uri: str, limit: Optional[int] = None, f
     identity = meta.identity
     import shlex
 
-    parts = [
-        "python -m indexer build",
-        f"--model {shlex.quote(identity.model)}",
-        f"--split {shlex.quote(identity.split)}",
-        f"--data-root {shlex.quote(meta.data_root)}",
-    ]
+    parts = ["python -m indexer build", f"--model {shlex.quote(identity.model)}"]
+    if meta.layout == "folder":  # built with --images: the same folder, labelled the same way
+        parts.append(f"--images {shlex.quote(str(Path(meta.data_root) / identity.split))}")
+        parts += [shlex.quote(o) for o in meta.label_source.options()]
+    else:
+        parts += [f"--split {shlex.quote(identity.split)}", f"--data-root {shlex.quote(meta.data_root)}"]
     if limit is not None:
         parts.append(f"--limit {limit}")
     if identity.weights_source == "checkpoint" and meta.weights_detail:

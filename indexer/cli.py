@@ -18,6 +18,7 @@ from embed.common.cli_args import (
     CommandParser,
     add_compute_arguments,
     add_data_arguments,
+    add_image_folder_arguments,
     add_weights_arguments,
     extract_config,
     non_negative_int,
@@ -58,13 +59,15 @@ EXAMPLES = {
   python -m indexer build --model gresnet --split val --checkpoint gresnet50.pth
   python -m indexer build --model vit --split val --data-root /data/imagenet --uri http://milvus.internal:19530
   python -m indexer build --model effnet-lite0 --split val --dataset tiny-imagenet --uri http://127.0.0.1:19530 \\
-      --index HNSW --index-param M=16 --index-param efConstruction=200 --search-param ef=64   # rebuilds only the index""",
+      --index HNSW --index-param M=16 --index-param efConstruction=200 --search-param ef=64   # rebuilds only the index
+  python -m indexer build --model all --images ~/Pictures/shop --labels labels.csv   # any folder; labels optional""",
     "status": """  python -m indexer status
   python -m indexer status --json
   python -m indexer status --uri http://127.0.0.1:19530""",
     "search": """  python -m indexer search --model effnet-lite0 --split val --image query.jpg -k 5
   python -m indexer search --model effnet-lite0 --split val --image a.jpg queries/ b.png --json   # one process
-  python -m indexer search --model effnet-lite0 --split val --image ../shared/datasets/tiny-imagenet-200/val/images/val_3.JPEG --include-self""",
+  python -m indexer search --model effnet-lite0 --split val --image ../shared/datasets/tiny-imagenet-200/val/images/val_3.JPEG --include-self
+  python -m indexer search --model effnet-lite0 --images ~/Pictures/shop --image new.jpg""",
     "drop": """  python -m indexer drop --model vit --split val          # asks before it deletes
   python -m indexer drop --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200 --yes""",
     "serve": """  python -m indexer serve --port 19530          # then: --uri http://127.0.0.1:19530 everywhere
@@ -77,6 +80,8 @@ EVALUATE_EXAMPLES = """evaluate examples:
       --data-root ../shared/datasets/tiny-imagenet-200 --holdout 0.2 --milvus-check 200 --report docs/report
   python -m indexer evaluate --models gresnet,convnext,vit --split val --database-split train --query-split val \\
       --data-root /data/imagenet --report report/
+  python -m indexer evaluate --models effnet-lite0,effnet-lite1,effnet-lite2 --images ~/Pictures/shop --report r/
+      # unlabelled: copy retrieval, stability, agreement, near-duplicates, map trustworthiness (label_free.html)
   python -m indexer evaluate --simulate-rows 1281167 --dim 2048 --queries 50000    # DINO kNN dry run: ImageNet train x val
 """
 
@@ -97,14 +102,21 @@ def add_store_arguments(p: argparse.ArgumentParser) -> None:
 def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     """Which collection: model + split (+ data root when several datasets are indexed), and where."""
     p.add_argument("--model", required=True, help="registry name, e.g. gresnet, convnext, vit, effnet-lite0")
-    p.add_argument("--split", required=True, help="split the collection was built from, e.g. val")
-    p.add_argument(
+    add_lookup_arguments(p)
+    add_store_arguments(p)
+
+
+def add_lookup_arguments(p: argparse.ArgumentParser, split_help: str = "split the collections were built from") -> None:
+    """Which indexed images a command reads: --images DIR (the folder a build was given) or --split (+ --data-root)."""
+    g = p.add_argument_group("which images (--images DIR, or --split NAME [--data-root DIR])")
+    add_image_folder_arguments(g, labels=False)
+    g.add_argument("--split", default=None, help=f"{split_help}, e.g. val")
+    g.add_argument(
         "--data-root",
         type=Path,
         default=None,
-        help="choose the dataset (by its folder name) when the model/split is indexed for several",
+        help="choose the dataset (by its folder name) when the split is indexed for several",
     )
-    add_store_arguments(p)
 
 
 INDEX_NOTE = (
@@ -252,18 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--report DIR adds CIs, paired tests, per-class, agreement, style, DINO kNN, galleries",
     )
     p.epilog = EVALUATE_EXAMPLES
-    p.add_argument(
-        "--split",
-        default=None,
-        help="split the collections were built from, e.g. val (required unless --simulate-rows)",
-    )
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        default=None,
-        help="choose the dataset (by its folder name) when the split is indexed for several; "
-        "not needed when only one is (the report then reads images from the indexed data root)",
-    )
+    add_lookup_arguments(p, "split the collections were built from (required unless --images or --simulate-rows)")
+    p.set_defaults(split_required=False)
     p.add_argument("--models", default="gresnet,convnext,vit", help="comma-separated (default %(default)s)")
     p.add_argument(
         "--k", type=positive_int_list, default="1,5,10,20,100", help="comma-separated cut-offs (default %(default)s)"
@@ -352,6 +354,42 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dim", type=positive_int, default=2048, help="dimension for --simulate-rows (default %(default)s)")
     g.add_argument(
         "--queries", type=positive_int, default=10000, help="queries for --simulate-rows (default %(default)s)"
+    )
+    g = p.add_argument_group(
+        "label-free measures (always for unlabelled images or fewer than two classes; for labelled --images "
+        "folders too, unless --no-label-free)"
+    )
+    g.add_argument(
+        "--label-free",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="copy retrieval, neighbour-list stability, agreement between models, near-duplicates and map "
+        "trustworthiness, with intervals and paired tests (DIR/label_free.html with --report)",
+    )
+    g.add_argument(
+        "--copy-queries",
+        type=non_negative_int,
+        default=200,
+        help="images transformed and searched for their original (0: none; each is embedded once per "
+        "transform and model, minutes on a CPU; default %(default)s)",
+    )
+    g.add_argument(
+        "--copy-families",
+        default="zoom,jpeg,blur,colour",
+        help="transforms of the copy queries (as robustness --families; default %(default)s)",
+    )
+    g.add_argument("--copy-severities", type=positive_int, default=2, help="levels per transform (default %(default)s)")
+    g.add_argument(
+        "--duplicate-distance",
+        type=_non_negative_float,
+        default=0.05,
+        help="near-duplicates: squared L2 between unit-length vectors (2 - 2 cos) at most this (default %(default)s)",
+    )
+    g.add_argument(
+        "--map-method",
+        default="pca",
+        choices=["pca", "umap", "tsne"],
+        help="the 2-D map whose trustworthiness is measured (cached in DIR/maps; default %(default)s)",
     )
     add_store_arguments(p)
     add_maps_parser(sub)
@@ -442,6 +480,7 @@ def cmd_build(args) -> int:
                     "weights": result.weights,
                     "index": result.index,
                     "index_seconds": None if result.index_seconds is None else round(result.index_seconds, 2),
+                    "labels": result.labels,
                 }
             )
         )
@@ -453,7 +492,7 @@ def cmd_build(args) -> int:
         )
         return 2
     if args.model == "all":  # the JSON lines are for scripts; this line is for the person who ran it
-        summary = f"built {len(built)} of {len(built) + len(skipped)} models: {', '.join(built)}"
+        summary = f"built {len(built)} of {len(built) + len(skipped)} models ({result.labels}): {', '.join(built)}"
         print(summary + (f"; skipped (no weights here): {', '.join(skipped)}" if skipped else ""), file=sys.stderr)
     return 0
 
@@ -486,6 +525,7 @@ def cmd_status(args) -> int:
                 "weights_fingerprint": c.meta.identity.weights_fingerprint,
                 "decode": c.meta.identity.decode,
                 "precision": c.meta.identity.precision,
+                "labels": c.meta.labels,
             }
         )
     if args.json:
@@ -538,6 +578,7 @@ def cmd_search(args) -> int:
             h["class_name"] = class_name(h["class_id"] or "")
             h["path"] = str(Path(coll.meta.data_root) / coll.meta.split / h["relpath"])
     failed = [a for a in answers if a.error]
+    labels = coll.meta.label_source.describe(coll.meta.layout)
     if args.json:
         for a in answers:
             body = {"error": a.error} if a.error else {"indexed_id": a.indexed_id, "hits": a.hits}
@@ -548,6 +589,7 @@ def cmd_search(args) -> int:
                         "collection": coll.name,
                         "distance": "squared L2",
                         "random_weights": coll.meta.is_random,
+                        "labels": labels,
                         **body,
                     }
                 ),
@@ -559,17 +601,15 @@ def cmd_search(args) -> int:
         for a in answers:
             if a.error:
                 continue
-            print(f"{a.image}: top {len(a.hits)} in {coll.name} (distance = squared L2):")
+            print(f"{a.image}: top {len(a.hits)} in {coll.name} (distance = squared L2; {labels}):")
             if a.indexed_id is not None:
                 print(
                     f"     it is indexed image id={a.indexed_id}: "
                     + ("kept among its hits (--include-self)" if args.include_self else "left out of its own hits")
                 )
             for rank, h in enumerate(a.hits, 1):
-                print(
-                    f"{rank:3}. id={h['id']:<7} d²={h['distance']:<12.4f} {h['class_id']} ({h['class_name']})  "
-                    f"{h['path']}"
-                )
+                cls = f"{h['class_id']} ({h['class_name']})  " if h["class_id"] else ""
+                print(f"{rank:3}. id={h['id']:<7} d²={h['distance']:<12.4f} {cls}{h['path']}")
     for a in failed:
         print(f"error: {a.error}", file=sys.stderr)
     if len(answers) > 1:
@@ -627,6 +667,16 @@ def _int_at_least_1000(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.05, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -655,17 +705,87 @@ def cmd_evaluate(args) -> int:
 
             args.json.write_text(json.dumps(asdict(result), indent=1))
         return 0
-    from indexer.evaluation.evaluate import EvalConfig, evaluate_runs, markdown_table, write_csv, write_json, write_plot
-
     if not args.split:
         raise StoreError("--split is required (the split the collections were built from, e.g. val)")
     if bool(args.database_split) != bool(args.query_split):
         raise StoreError(
             "--database-split and --query-split go together (e.g. --database-split train --query-split val)"
         )
+    from embed.sources.datasets import labelled
+    from indexer.evaluation.label_free import collection_class_ids
+
     store = _store(args)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     reference = _evaluated_collection(store, args, models)
+    class_ids = collection_class_ids(store, reference.name)
+    labels = reference.meta.labels_text(class_ids)
+    has_labels = labelled(class_ids)
+    print(f"{reference.meta.dataset}/{args.split}: {len(class_ids):,} images, {labels}")
+    label_free = (
+        args.label_free if args.label_free is not None else (not has_labels or reference.meta.layout == "folder")
+    )
+    if has_labels:
+        _evaluate_labelled(args, store, models, reference, labels)
+    else:
+        print(
+            "no precision, recall or kNN figures: they need labels (two or more classes); "
+            + ("the label-free measures follow" if label_free else "run without --no-label-free for label-free ones")
+        )
+        for option in ("csv", "plot"):
+            if getattr(args, option):
+                print(f"--{option} skipped: it holds precision figures, which need labels")
+    if label_free:
+        _evaluate_label_free(args, store, models, reference, labels, json_too=not has_labels)
+    return 0
+
+
+def _evaluate_label_free(args, store: VectorStore, models: List[str], reference, labels: str, json_too: bool) -> None:
+    from indexer.evaluation.label_free import LabelFreeConfig, evaluate_label_free, write_label_free
+
+    cfg = LabelFreeConfig(
+        models=models,
+        split=args.split,
+        dataset=reference.meta.dataset,
+        data_root=Path(args.data_root).expanduser().resolve() if args.data_root else None,
+        out=args.report,
+        embeddings=args.embeddings,
+        copy_queries=args.copy_queries,
+        families=[f.strip() for f in args.copy_families.split(",") if f.strip()],
+        severities=args.copy_severities,
+        duplicate_distance=args.duplicate_distance,
+        map_method=args.map_method,
+        resamples=args.bootstrap,
+        seed=args.seed,
+        galleries=args.galleries,
+        device=args.device,
+        progress=not args.no_progress,
+        labels=labels,
+    )
+    result = evaluate_label_free(store, cfg)
+    print(result.measures_note)
+    for m in result.measures:
+        print(f"{m.model}: {m.measure} {m.value.mean:.3f} ({m.value.words()})")
+    for d in result.duplicates:
+        print(
+            f"{d.model}: {d.pairs} near-duplicate pair(s) in {len(d.groups)} group(s) "
+            f"(squared L2 <= {result.duplicate_distance:g}, unit-length vectors)"
+        )
+    for o in result.overlaps:
+        print(f"{o.a} / {o.b}: top-10 overlap {o.value.mean:.3f} ({o.value.words()})")
+    for sentence in result.sentences:
+        print(sentence)
+    if json_too and args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(result.to_json())
+        print(f"wrote {args.json}")
+    if args.report:
+        write_label_free(result, args.report)
+        print(f"wrote {args.report / 'label_free.html'}, label_free.json and label_free.md")
+
+
+def _evaluate_labelled(args, store: VectorStore, models: List[str], reference, labels: str) -> None:
+    from indexer.evaluation.evaluate import EvalConfig, evaluate_runs, markdown_table, write_csv, write_json, write_plot
+
     ks = list(args.k)
     if args.report:  # the report compares P@1 and P@10
         ks = sorted(set(ks) | {1, 10})
@@ -685,6 +805,7 @@ def cmd_evaluate(args) -> int:
         query_split=args.query_split,
         chunk_rows=args.chunk_rows,
         data_root=reference.meta.data_root,
+        labels=labels,
     )
     bad = [f for f in cfg.features if f not in ("raw", "normalized")]
     if bad:
@@ -721,7 +842,6 @@ def cmd_evaluate(args) -> int:
         for sentence in doc.sentences:
             print(sentence)
         print(f"wrote {args.report / 'report.html'}, report.json and report.md")
-    return 0
 
 
 # maps: 2-D maps of every model's embedding space for the app's Maps page (indexer/evaluation/maps.py) ------------------
@@ -747,14 +867,8 @@ def add_maps_parser(sub) -> None:
         "per-class silhouette, cached for the app's Maps page",
     )
     p.epilog = MAPS_EXAMPLES + "\n" + EPILOG
-    p.add_argument("--split", required=True, help="split the collections were built from, e.g. val")
+    add_lookup_arguments(p)
     p.add_argument("--models", default=None, help="comma-separated models (default: every model indexed for the split)")
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        default=None,
-        help="choose the dataset (by its folder name) when the split is indexed for several",
-    )
     p.add_argument(
         "--method",
         choices=METHODS,
@@ -804,14 +918,8 @@ def add_robustness_parser(sub) -> None:
         "stability and shift consistency per model, family and severity, with CIs",
     )
     p.epilog = ROBUSTNESS_EXAMPLES + "\n" + EPILOG
-    p.add_argument("--split", required=True, help="split the collections were built from, e.g. val")
+    add_lookup_arguments(p)
     p.add_argument("--models", default="gresnet,convnext,vit", help="comma-separated (default %(default)s)")
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        default=None,
-        help="the folder holding the split's images (default: the data root the collections were built from)",
-    )
     p.add_argument(
         "--queries",
         type=positive_int,
@@ -892,11 +1000,19 @@ def cmd_maps(args) -> int:
             f"pass --data-root to choose one"
         )
     params = MapParams(method=args.method, features=args.features, seed=args.seed)
+    print(f"{colls[0].meta.dataset}/{colls[0].meta.split}: {_labels_line(store, colls[0])}")
     for c in colls:
         result = compute_map(store, c.name, params, args.report_dir, force=args.force, progress=not args.no_progress)
         print(result.line(), flush=True)
     print(f"maps in {args.report_dir / 'maps'} ({params.label()})")
     return 0
+
+
+def _labels_line(store: VectorStore, coll) -> str:
+    """How a collection's images are labelled, in words (read from its rows' class ids, no vectors)."""
+    from indexer.evaluation.label_free import collection_class_ids
+
+    return coll.meta.labels_text(collection_class_ids(store, coll.name))
 
 
 def cmd_robustness(args) -> int:
@@ -923,7 +1039,15 @@ def cmd_robustness(args) -> int:
         labels=not args.no_labels,
         progress=not args.no_progress,
     )
-    result = evaluate_collections(_store(args), cfg)
+    store = _store(args)
+    result = evaluate_collections(store, cfg)
+    from indexer.catalog import find_collection
+
+    coll = find_collection(store, cfg.models[0], cfg.split, cfg.dataset)
+    print(
+        f"{result.dataset}/{result.split}: {_labels_line(store, coll)}"
+        + ("" if result.labelled else "; label-free measures only")
+    )
     doc = write_outputs(result, args.report, args.json)
     for sentence in result.sentences:
         print(sentence)

@@ -82,6 +82,7 @@ class CollectionMeta:
     images: Optional[int] = None  # images the last build covered (its --limit, or the split); None: not recorded
     metric: str = "L2"
     index: IndexSpec = field(default_factory=IndexSpec)  # the collection's, not the vectors': not in the identity
+    labels: str = "layout"  # the LabelSource (embed.sources.datasets) as text: where class_ids came from
 
     @property
     def model(self) -> str:
@@ -117,6 +118,24 @@ class CollectionMeta:
         return self.complete and live_rows == self.rows
 
     @property
+    def label_source(self):
+        from embed.sources.datasets import LabelSource
+
+        return LabelSource.parse(self.labels)
+
+    def labels_text(self, class_ids) -> str:
+        """How this collection's images are labelled, in words (``class_ids``: its rows' labels): what every output
+        says. Fewer than two classes is said to be unlabelled, as it is evaluated."""
+        from embed.sources.datasets import labelled
+
+        source = self.label_source
+        if source.kind == "none":
+            return source.describe()
+        if not labelled(class_ids):
+            return f"{source.describe(self.layout)}, but fewer than two classes: evaluated as unlabelled"
+        return f"{source.describe(self.layout)}, {len(set(class_ids))} classes"
+
+    @property
     def weights_label(self) -> str:
         """The weights as an evaluation report records them: where they came from and their fingerprint."""
         if self.is_random:
@@ -131,6 +150,7 @@ class CollectionMeta:
             data_root=manifest.data_root,
             layout=manifest.layout,
             weights_detail=manifest.weights_detail,
+            labels=manifest.labels,
         )
 
     def to_json(self) -> str:

@@ -274,3 +274,24 @@ def test_each_subcommand_shows_its_own_examples(cli, command, tmp_path):
     ]
     assert 1 <= len(examples) <= 5, examples
     assert all(f" {command}" in line for line in examples), examples
+
+
+@pytest.mark.slow
+@needs_effnet
+def test_the_readme_own_folder_line_runs_as_written(tmp_path):
+    """The quick start's "your own folder" commands, word for word, on a folder of mixed photos at ~/Pictures/shop."""
+    from support.data import tiny_imagenet_root
+
+    from benchmarks.own_images import mixed_folder
+
+    readme = (REPO / "README.md").read_text()
+    line = re.search(r"`(python -m indexer build --model all --images [^`]+)`", readme)
+    assert line, "the README's quick start has no --images line"
+    sources = sorted((tiny_imagenet_root() / "val" / "images").iterdir())[:8]
+    mixed_folder(sources, tmp_path / "Pictures" / "shop", 8, max_side=300)
+    env = _env(HOME=tmp_path)  # ~ is this test's folder
+    for command in line.group(1).split(" && "):
+        res = _run_as_written(command, tmp_path, env=env)
+        assert res.returncode == 0, command + "\n" + res.stdout[-3000:] + res.stderr[-3000:]
+        assert "unlabelled (--labels none)" in res.stdout
+    assert (tmp_path / "data" / "report" / "label_free.html").is_file()

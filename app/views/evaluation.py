@@ -184,6 +184,44 @@ def show_ann(settings: AppSettings, folder: Path, models: List[str]) -> None:
         st.image(str(folder / ANN_PLOT))
 
 
+def show_label_free(folder: Path) -> bool:
+    """The label-free comparison in ``folder`` (label_free.json, written by ``indexer evaluate --report``), if any:
+    its sentence of what was measured, the per-model table, the paired sentences and the galleries."""
+    import json
+
+    path = folder / "label_free.json"
+    if not path.is_file():
+        return False
+    doc = json.loads(path.read_text())
+    st.header("Label-free comparison")
+    labels = doc.get("labels") or "unlabelled"
+    if labels.startswith("unlabelled") or "evaluated as unlabelled" in labels:
+        st.info(f"This data set is unlabelled ({labels}): the report has no precision figures.")
+    st.markdown(doc["measures_note"])
+    rows: Dict[str, Dict[str, str]] = {}
+    for m in doc["measures"]:
+        v = m["value"]
+        rows.setdefault(m["measure"], {"measure": m["measure"]})[m["model"]] = (
+            f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
+        )
+    for d in doc["duplicates"]:
+        v = d["with_duplicate"]
+        rows.setdefault("share with a near-duplicate", {"measure": "share with a near-duplicate"})[d["model"]] = (
+            f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
+        )
+    st.table(list(rows.values()))
+    for o in doc["overlaps"]:
+        v = o["value"]
+        st.markdown(f"{o['a']} / {o['b']}: top-10 overlap {v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]")
+    for sentence in doc["sentences"]:
+        st.markdown(sentence)
+    for g in doc["galleries"]:
+        png = folder / g["png"]
+        if png.is_file():
+            st.image(str(png), caption=g["caption"])
+    return True
+
+
 def main() -> None:
     st.set_page_config(page_title="Evaluation", layout="wide")
     settings = AppSettings.from_argv(sys.argv[1:])
@@ -193,6 +231,14 @@ def main() -> None:
     path = folder / "report.json"
     collections = database_collections(settings)
     in_db = sorted({meta.model for meta in collections.values()})
+    unlabelled = [meta.labels for meta in collections.values() if meta.label_source.kind == "none"]
+    if unlabelled:
+        st.info(
+            "This data set is unlabelled (built with --labels none): there are no precision figures, only the "
+            "label-free comparison."
+        )
+    if not path.is_file() and show_label_free(folder):
+        return
     if not path.is_file():
         st.warning(f"No report in {folder}. Write one (the page shows reports, it does not compute them):")
         models = in_db or ["gresnet", "convnext", "vit"]
@@ -237,6 +283,7 @@ def main() -> None:
         st.error(f"RANDOM weights: {', '.join(randoms)}: their figures measure nothing but chance.")
     show_sections(doc, folder)
     disagreement_browser(doc, folder)
+    show_label_free(folder)
     maps_note(settings, folder, collections, doc.variant_compared)
     show_robustness(settings, folder, in_report, doc.robustness)
     show_ann(settings, folder, in_report)

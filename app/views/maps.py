@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +77,16 @@ def displayed(result: MapResult, limit: int = MAX_POINTS) -> MapResult:
     )
 
 
+def folder_of(relpath: str) -> str:
+    """The folder an image lies in, relative to the image folder ('(top level)' for the folder itself)."""
+    return relpath.rsplit("/", 1)[0] if "/" in relpath else "(top level)"
+
+
+def by_folder(result: MapResult) -> MapResult:
+    """The map with each point's folder in place of its (absent) class: what the unlabelled maps are coloured by."""
+    return replace(result, class_ids=[folder_of(r) for r in result.relpaths])
+
+
 def remember_selection(key: str, trace_ids) -> None:
     state = st.session_state.get(key)
     points = (state or {}).get("selection", {}).get("points", [])
@@ -108,7 +119,7 @@ def selection_panel(backend: Backend, results: dict) -> None:
             st.caption(f"(image unavailable: {e.reason})")
     with right:
         st.markdown(f"**Selected image:** `{relpath}` · id {chosen}")
-        st.markdown(f"**Class:** {class_name(cls)} (`{cls}`)")
+        st.markdown(f"**Class:** {class_name(cls)} (`{cls}`)" if backend.labelled() else f"**Folder:** `{cls}`")
         if st.button(
             "Open side by side", key="maps_open_side_by_side", help="query every model with this image on the main page"
         ):
@@ -180,17 +191,20 @@ def main() -> None:
         r = cached_map(str(folder), name, metas[name].to_json(), params, map_file_mtime(folder, name, params))
         if r is not None:
             results[m] = r
+    labelled = backend.labelled()
+    if not labelled:  # no classes: each point is coloured by the folder it lies in, which a user knows it by
+        results = {m: by_folder(r) for m, r in results.items()}
     all_classes = sorted({c for r in results.values() for c in r.class_ids})
     highlight = st.sidebar.multiselect(
-        "Highlight classes (in every map)",
+        "Highlight classes (in every map)" if labelled else "Highlight folders (in every map)",
         all_classes,
         key="maps_highlight",
-        format_func=lambda c: f"{class_name(c)} ({c})",
+        format_func=lambda c: f"{class_name(c)} ({c})" if labelled else c,
     )
     palette = class_palette(all_classes)
-    names = {c: class_name(c) for c in all_classes}
-
-    st.caption(f"{params.label()} · maps in {folder / 'maps'} · colours: classes (the same in every map)")
+    names = {c: class_name(c) if labelled else c for c in all_classes}
+    colours = "classes" if labelled else f"folders ({len(all_classes)}; the data set is unlabelled)"
+    st.caption(f"{params.label()} · maps in {folder / 'maps'} · colours: {colours} (the same in every map)")
     selection_panel(backend, results)
     for col, m in zip(st.columns(len(models)), models):
         with col:
@@ -219,7 +233,7 @@ def main() -> None:
                 config={"displaylogo": False, "scrollZoom": True},
                 width="stretch",
             )
-    if results:
+    if results and labelled:  # a silhouette needs classes
         silhouette_table(results, set(highlight))
 
 

@@ -63,9 +63,74 @@ def positive_int_list(text: str) -> List[int]:
         ) from None
 
 
+IMAGES_HELP = (
+    "any folder of images, flat or a tree, instead of --data-root/--split: listed (and its labels read) before "
+    "a model loads; its collections are named after it and the folder holding it (~/Pictures/shop: "
+    "effnet_lite0__pictures__shop)"
+)
+LABELS_HELP = (
+    "how the images are labelled: none (unlabelled: the default with --images; evaluated with label-free "
+    "measures), folders (the first sub-folder names the class, as ImageFolder), or FILE (a CSV/TSV of relative "
+    "path and label; unknown paths, duplicate rows and images without a row fail with line numbers). Fewer "
+    "than two classes is evaluated as unlabelled. Default without --images: the layout's own annotations"
+)
+LOOSE_HELP = (
+    "with --labels folders, images lying beside the class folders: refuse (default: an error naming them) or "
+    "folder-name (they take the image folder's own name as class; every output says so)"
+)
+
+
+def label_option(text: str) -> str:
+    """argparse type of --labels: none, folders or an existing file (checked before anything loads)."""
+    if text in ("none", "folders"):
+        return text
+    if not Path(text).expanduser().is_file():
+        raise argparse.ArgumentTypeError(f"expected none, folders or a CSV/TSV label file; {text!r} is no file")
+    return text
+
+
+def add_image_folder_arguments(g, labels: bool = True) -> None:
+    """--images DIR, and where images are embedded --labels / --loose-images: one definition for every command
+    (``image_folder_from_args`` reads them)."""
+    g.add_argument("--images", type=Path, default=None, metavar="DIR", help=IMAGES_HELP)
+    if labels:
+        g.add_argument("--labels", type=label_option, default=None, metavar="none|folders|FILE", help=LABELS_HELP)
+        g.add_argument("--loose-images", choices=["refuse", "folder-name"], default="refuse", help=LOOSE_HELP)
+
+
+def image_folder_from_args(args: argparse.Namespace, split_required: bool = True) -> None:
+    """--images DIR -> ``args.data_root`` (the folder holding it) and ``args.split`` (its name), as every command reads
+    images and finds collections; ``args.label_source``: the LabelSource the options give. Fails at once, naming
+    the path, on a missing folder or on --images given with --data-root/--split."""
+    from embed.sources.datasets import DatasetError, LabelSource, image_folder
+
+    if getattr(args, "label_source", None) is not None:
+        return  # read once: run_cli reads them for every command that has them, check_inputs again
+    images = getattr(args, "images", None)
+    labels = getattr(args, "labels", None)
+    loose = getattr(args, "loose_images", "refuse")
+    if images is not None:
+        if getattr(args, "split", None) or getattr(args, "data_root", None):
+            raise DatasetError(
+                "--images DIR names the folder itself: give it instead of --data-root/--split, not with them"
+            )
+        folder = image_folder(images)
+        args.data_root, args.split = folder.parent, folder.name
+        labels = labels or "none"
+    elif split_required and not getattr(args, "split", None):
+        raise DatasetError("which images? give --images DIR (any folder) or --split NAME (with --data-root DIR)")
+    if labels is None:
+        args.label_source = LabelSource()
+    elif labels in ("none", "folders"):
+        args.label_source = LabelSource(labels, None, loose)
+    else:
+        args.label_source = LabelSource("file", Path(labels).expanduser().resolve(), loose)
+
+
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--split", required=True, help="split folder under the data root, e.g. val")
+    g = p.add_argument_group("data (--images DIR, or --data-root DIR --split NAME)")
+    add_image_folder_arguments(g)
+    g.add_argument("--split", default=None, help="split folder under the data root, e.g. val")
     g.add_argument(
         "--data-root",
         type=Path,
@@ -174,8 +239,16 @@ def check_inputs(args: argparse.Namespace, all_allowed: bool = False) -> None:
     checkpoint = getattr(args, "checkpoint", None)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise WeightsUnavailable(f"checkpoint {checkpoint} does not exist")
+    image_folder_from_args(args)
     if args.data_root is not None or not args.dataset:
-        check_split_has_images(args.data_root or settings.current().data_root, args.split)
+        data_root = args.data_root or settings.current().data_root
+        if args.label_source.kind != "layout":
+            from embed.sources.datasets import load_folder, split_folder
+
+            images = load_folder(split_folder(data_root, args.split), args.label_source)  # listed, labels read
+            log.info("%s/%s: %s", data_root, args.split, images.labels_line())
+        else:
+            check_split_has_images(data_root, args.split)
 
 
 def check_split_has_images(data_root, split: str) -> None:
@@ -208,6 +281,7 @@ def extract_config(args: argparse.Namespace, model: Optional[str] = None):
         force=args.force,
         shard_size=args.shard_size,
         progress=not args.no_progress,
+        labels=args.label_source,
     )
 
 
@@ -255,6 +329,8 @@ def run_cli(
         NotADirectoryError,
     )
     try:
+        if hasattr(args, "images"):
+            image_folder_from_args(args, getattr(args, "split_required", True))
         return handlers[args.command](args)
     except expected + tuple(extra_errors) as e:
         print(f"error: {e}", file=sys.stderr)

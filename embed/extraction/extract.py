@@ -24,7 +24,7 @@ from embed.extraction.device_decode import resolve_decode, transform_upsamples
 from embed.extraction.embedder import Embedder, build_embedder, default_batch_size, default_workers
 from embed.extraction.reader import ImageReader
 from embed.extraction.shards import EmbeddingStore, Manifest, ShardWriter
-from embed.sources.datasets import ImageList, load_split
+from embed.sources.datasets import ImageList, LabelSource, load_images
 from embed.sources.imaging import MAX_IMAGE_PIXELS
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,11 @@ class ExtractConfig:
     shard_size: int = 1024
     max_pixels: int = MAX_IMAGE_PIXELS
     progress: bool = True
+    labels: LabelSource = field(default_factory=LabelSource)  # layout: the benchmark layout's own annotations
+
+    def images(self) -> ImageList:
+        """The full image list this run embeds (before ``limit``)."""
+        return load_images(self.data_root, self.split, self.labels)
 
 
 @dataclass
@@ -94,6 +99,7 @@ def make_manifest(embedder: Embedder, full: ImageList, shard_size: int, reader: 
         identity=vector_set_identity(embedder, full, reader.decode),
         data_root=str(full.data_root),
         layout=full.layout,
+        labels=full.labels.text,
         shard_size=shard_size,
         relpaths=[r.relpath for r in full.records],
         class_ids=[r.class_id for r in full.records],
@@ -122,8 +128,10 @@ def extract(cfg: ExtractConfig, embedder: Optional[Embedder] = None, keep_vector
     ones read once), so that a caller such as ``indexer build`` never reads the shards again.
     """
     rank, world = distributed.rank_and_world()
-    full = load_split(cfg.data_root, cfg.split)
+    full = cfg.images()
     images = full.limited(cfg.limit)
+    if rank == 0:
+        log.info("%s/%s: %s", full.dataset_name, full.split, images.labels_line())
     if embedder is None:
         embedder = build_embedder(
             cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision, cfg.channels_last, cfg.compile

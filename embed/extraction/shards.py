@@ -47,6 +47,7 @@ class Manifest:
     class_ids: List[str]
     weights_detail: str = ""  # the weights file's path or hub id, for finding them again
     format_version: int = FORMAT_VERSION
+    labels: str = "layout"  # the LabelSource (embed.sources.datasets) as text: where class_ids came from
 
     @property
     def n_total(self) -> int:
@@ -59,6 +60,16 @@ class Manifest:
     @property
     def dim(self) -> int:
         return self.identity.dim
+
+    def relabelled(self, other: "Manifest") -> bool:
+        """Whether ``other`` lists the same images made the same way and differs only in their labels: the vectors
+        do not depend on labels, so its shards are kept."""
+        return (
+            self.relpaths == other.relpaths
+            and self.class_ids != other.class_ids
+            and self.identity.compare(other.identity).fields == ("data_fingerprint",)
+            and self.shard_size == other.shard_size
+        )
 
     def compatible_with(self, other: "Manifest") -> str:
         """Empty when shards written under ``other`` can be kept under this manifest, else why not."""
@@ -129,6 +140,10 @@ class EmbeddingStore:
     def prepare(self, manifest: Manifest, force: bool) -> None:
         """Make the folder hold ``manifest``; refuse to mix with embeddings of another identity."""
         existing = self.read_manifest()
+        if existing is not None and existing.relabelled(manifest) and not force:
+            log.info("%s: the same images with other labels (%s): the vectors are kept", self.folder, manifest.labels)
+            self.write_manifest(manifest)
+            return
         differs = existing is not None and existing.compatible_with(manifest) != ""
         if differs and not force:
             assert existing is not None  # differs implies it

@@ -9,6 +9,9 @@ Three layouts are recognised automatically, in this order:
   or inside it.
 * ImageFolder: one sub-folder per class under ``DIR/NAME`` (any names, ImageNet synsets or not).
 
+``--images DIR`` (``load_folder``) takes any folder of images instead, flat or a tree, with the labels a
+``LabelSource`` says: none (unlabelled), the sub-folder names, or a CSV/TSV file of relative path and label.
+
 The canonical order is the sorted relative path; an image's position in that order is its id.
 """
 
@@ -20,11 +23,11 @@ import hashlib
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from embed.sources.imaging import has_image_extension
+from embed.sources.imaging import IMAGE_EXTENSIONS, has_image_extension
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +47,87 @@ class ImageRecord:
     class_id: str
 
 
+LABEL_KINDS = ("layout", "none", "folders", "file")
+LOOSE_RULES = ("refuse", "folder-name")
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """Where an image list's labels come from: the one definition every command, output and record uses.
+
+    ``layout``: the benchmark layout's own annotations (``--data-root/--split``); ``none``: unlabelled;
+    ``folders``: the first sub-folder under the image folder names the class (as ImageFolder), images directly
+    in the folder are refused or, with ``loose="folder-name"``, take the folder's own name; ``file``: a CSV/TSV of
+    relative path and label.
+    """
+
+    kind: str = "layout"
+    file: Optional[Path] = None
+    loose: str = "refuse"
+
+    def __post_init__(self):
+        if self.kind not in LABEL_KINDS:
+            raise DatasetError(f"unknown label source {self.kind!r} (one of {', '.join(LABEL_KINDS)})")
+        if (self.kind == "file") != (self.file is not None):
+            raise DatasetError("a label file goes with --labels FILE, and only there")
+        if self.loose not in LOOSE_RULES:
+            raise DatasetError(f"--loose-images takes {' or '.join(LOOSE_RULES)}, got {self.loose!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> "LabelSource":
+        """``none``, ``folders``, ``folders+folder-name``, ``file:PATH`` or ``layout``: what ``text`` writes."""
+        text = text or "layout"
+        if text.startswith("file:"):
+            return cls("file", Path(text[5:]))
+        kind, _, loose = text.partition("+")
+        return cls(kind, None, loose or "refuse")
+
+    @property
+    def text(self) -> str:
+        """The stored form (manifest, collection metadata, reports): ``LabelSource.parse`` reads it back."""
+        if self.kind == "file":
+            return f"file:{self.file}"
+        return f"{self.kind}+{self.loose}" if self.kind == "folders" and self.loose != "refuse" else self.kind
+
+    def options(self) -> List[str]:
+        """The command-line options that give this label source (with ``--images``), for the commands suggested."""
+        if self.kind == "layout":
+            return []
+        value = str(self.file) if self.kind == "file" else self.kind
+        loose = ["--loose-images", self.loose] if self.kind == "folders" and self.loose != "refuse" else []
+        return ["--labels", value, *loose]
+
+    def describe(self, layout: str = "") -> str:
+        """How the images were labelled, in words, for every output."""
+        if self.kind == "none":
+            return "unlabelled (--labels none)"
+        if self.kind == "folders":
+            rule = (
+                "; images beside the class folders take the folder's own name (--loose-images folder-name)"
+                if self.loose == "folder-name"
+                else ""
+            )
+            return f"labelled by sub-folder name (--labels folders{rule})"
+        if self.kind == "file":
+            return f"labelled by {self.file} (--labels FILE)"
+        return f"labelled by the {layout or 'data set'} layout's annotations"
+
+
+def labelled(class_ids: Sequence[str]) -> bool:
+    """Whether labels can be evaluated: every image has one and there are at least two classes. One class (or none)
+    makes every neighbour a hit: such a set is evaluated as unlabelled everywhere."""
+    return len(set(class_ids)) >= 2 and all(class_ids)
+
+
 @dataclass
 class ImageList:
     data_root: Path
     split: str
     layout: str
     records: List[ImageRecord] = field(default_factory=list)
+    labels: LabelSource = field(default_factory=LabelSource)
+    # files in the folder that are not listed, each with its reason (hidden, not an image, a folder link, ...)
+    left_out: List[Tuple[str, str]] = field(default_factory=list)
 
     @property
     def split_dir(self) -> Path:
@@ -77,10 +155,24 @@ class ImageList:
             return self
         if limit < 0:
             raise DatasetError("--limit must be >= 0")
-        return ImageList(self.data_root, self.split, self.layout, self.records[:limit])
+        return replace(self, records=self.records[:limit])
 
     def class_ids(self) -> List[str]:
         return sorted({r.class_id for r in self.records})
+
+    @property
+    def is_labelled(self) -> bool:
+        return labelled([r.class_id for r in self.records])
+
+    def labels_line(self) -> str:
+        """'unlabelled (--labels none): 20 images' or '... labelled by sub-folder name ...: 3 classes, 12 images'."""
+        n = f"{len(self.records):,} images"
+        if self.labels.kind != "none" and not self.is_labelled:
+            classes = len(set(r.class_id for r in self.records if r.class_id))
+            return f"{self.labels.describe(self.layout)}, but {classes} class(es): evaluated as unlabelled; {n}"
+        if self.labels.kind == "none":
+            return f"{self.labels.describe()}: {n}"
+        return f"{self.labels.describe(self.layout)}: {len(self.class_ids())} classes, {n}"
 
 
 def available_splits(data_root: Path) -> List[str]:
@@ -235,6 +327,14 @@ def _imagenet_flat(split_dir: Path, solution: Path):
 
 
 def _image_folder(split_dir: Path):
+    loose = sorted(p.name for p in split_dir.iterdir() if p.is_file() and has_image_extension(p.name))
+    if loose:
+        raise DatasetError(
+            f"{len(loose)} image(s) lie beside the class folders of {split_dir} ({', '.join(loose[:3])}"
+            f"{', ...' if len(loose) > 3 else ''}): they have no class. Move them into a class folder, or read the "
+            f"folder with --images {split_dir} --labels folders --loose-images folder-name (they take the "
+            f"folder's own name as class) or --labels none (unlabelled)"
+        )
     pairs = []
     for class_dir in split_dir.iterdir():
         if not class_dir.is_dir() or class_dir.name.startswith("."):
@@ -246,6 +346,193 @@ def _image_folder(split_dir: Path):
                     rel = os.path.relpath(os.path.join(dirpath, name), split_dir).replace(os.sep, "/")
                     pairs.append((rel, class_dir.name))
     return pairs, []
+
+
+# any folder of images: --images DIR ----------------------------------------------------------------------------
+
+LABEL_FILE_HEADERS = ("path", "file", "filename", "relpath", "image", "name")
+SHOWN_PROBLEMS = 20
+
+
+def image_folder(folder) -> Path:
+    """``folder`` resolved, or a DatasetError naming the path: the check made before any model loads."""
+    given = Path(folder).expanduser()
+    resolved = given.resolve()
+    if not resolved.exists():
+        raise DatasetError(f"image folder {given} does not exist")
+    if not resolved.is_dir():
+        raise DatasetError(f"{given} is not a folder (--images takes a folder of images, flat or a tree)")
+    if resolved.parent == resolved:
+        raise DatasetError(f"--images {given}: the file system root cannot be an image folder")
+    return resolved
+
+
+def list_folder(folder: Path) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """(image relpaths, left out as (relpath, reason)) of a folder tree, both sorted.
+
+    Hidden files and folders are left out, links to folders are not followed (they can loop or leave the tree),
+    links to files are read as the file; every file not taken is returned with its reason."""
+    images: List[str] = []
+    left_out: List[Tuple[str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        prefix = (
+            "" if os.path.samefile(dirpath, folder) else os.path.relpath(dirpath, folder).replace(os.sep, "/") + "/"
+        )
+
+        def rel(name: str, prefix: str = prefix) -> str:
+            return prefix + name
+
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                left_out.append((rel(d) + "/", "hidden folder"))
+            elif os.path.islink(os.path.join(dirpath, d)):
+                left_out.append((rel(d) + "/", "link to a folder: not followed"))
+            else:
+                keep.append(d)
+        dirnames[:] = keep
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if name.startswith("."):
+                left_out.append((rel(name), "hidden file"))
+            elif not has_image_extension(name):
+                left_out.append((rel(name), f"not an image file name (extensions: {', '.join(IMAGE_EXTENSIONS)})"))
+            elif os.path.islink(path) and not os.path.isfile(path):
+                left_out.append((rel(name), "broken link"))
+            else:
+                images.append(rel(name))
+    return sorted(images), sorted(left_out)
+
+
+def load_folder(folder, labels: LabelSource = LabelSource("none"), limit: Optional[int] = None) -> ImageList:
+    """Every image under ``folder`` (flat or a tree) in canonical order, labelled as ``labels`` says.
+
+    The folder is ``data_root/split`` of the result (so that every command reads images from where it reads the
+    benchmark layouts' images). Nothing is dropped silently: left-out files come back with reasons, and label
+    problems fail with line numbers."""
+    if labels.kind == "layout":
+        raise DatasetError("--images takes --labels none, folders or FILE")
+    folder = image_folder(folder)
+    relpaths, left_out = list_folder(folder)
+    if not relpaths:
+        why = f"; left out: {_left_out_summary(left_out)}" if left_out else ""
+        raise DatasetError(
+            f"no images found in {folder} (searched the whole tree; extensions: "
+            f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}){why}"
+        )
+    if labels.kind == "none":
+        pairs = [(r, "") for r in relpaths]
+    elif labels.kind == "folders":
+        pairs = _folder_labels(folder, relpaths, labels.loose)
+    else:
+        assert labels.file is not None  # LabelSource checks it
+        table = read_label_file(labels.file, folder, relpaths, dict(left_out))
+        pairs = [(r, table[r]) for r in relpaths]
+    records = [ImageRecord(i, rel, cls) for i, (rel, cls) in enumerate(pairs)]
+    if left_out:
+        log.info("%d file(s) in %s left out: %s", len(left_out), folder, _left_out_summary(left_out))
+    return ImageList(folder.parent, folder.name, "folder", records, labels, left_out).limited(limit)
+
+
+def _left_out_summary(left_out: Sequence[Tuple[str, str]]) -> str:
+    by_reason: Dict[str, List[str]] = {}
+    for rel, reason in left_out:
+        by_reason.setdefault(reason, []).append(rel)
+    return "; ".join(
+        f"{len(names)} {reason} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        for reason, names in sorted(by_reason.items())
+    )
+
+
+def _folder_labels(folder: Path, relpaths: Sequence[str], loose: str) -> List[Tuple[str, str]]:
+    loose_images = [r for r in relpaths if "/" not in r]
+    if len(loose_images) == len(relpaths):
+        raise DatasetError(
+            f"--labels folders: {folder} has no sub-folders with images (all {len(relpaths)} lie in the folder "
+            f"itself); use --labels none (unlabelled) or --labels FILE"
+        )
+    if loose_images and loose != "folder-name":
+        raise DatasetError(
+            f"--labels folders: {len(loose_images)} image(s) lie beside the class folders of {folder} "
+            f"({', '.join(loose_images[:3])}{', ...' if len(loose_images) > 3 else ''}) and have no class. Move "
+            f"them into a class folder, add --loose-images folder-name (they take the class {folder.name!r}), or "
+            f"use --labels FILE"
+        )
+    return [(r, r.split("/", 1)[0] if "/" in r else folder.name) for r in relpaths]
+
+
+def _clean_label_path(text: str) -> str:
+    path = text.strip().replace("\\", "/")
+    while path.startswith("./"):
+        path = path[2:]
+    return path
+
+
+def read_label_file(
+    path: Path, folder: Path, relpaths: Sequence[str], left_out: Optional[Dict[str, str]] = None
+) -> Dict[str, str]:
+    """{relpath: label} for every image of ``relpaths`` from a CSV or TSV of ``relative path, label`` rows
+    (a header row is allowed). Every problem is reported with its line number, all at once, and nothing is
+    dropped: an unknown or left-out path, a duplicate row, an empty label, an image with no row."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"label file {path} does not exist")
+    present = set(relpaths)
+    left_out = left_out or {}
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        text = fh.read()
+    delimiter = "\t" if path.suffix.lower() == ".tsv" or "\t" in text.split("\n", 1)[0] else ","
+    table: Dict[str, str] = {}
+    first_line: Dict[str, int] = {}
+    problems: List[str] = []
+    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    for row in reader:
+        line = reader.line_num
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) < 2:
+            problems.append(f"line {line}: expected 'path{delimiter}label', got {delimiter.join(row)[:80]!r}")
+            continue
+        rel, label = _clean_label_path(row[0]), row[1].strip()
+        if line == 1 and rel.lower() in LABEL_FILE_HEADERS and rel not in present:
+            continue  # the header
+        if not label:
+            problems.append(f"line {line}: {rel}: empty label")
+        elif rel in first_line:
+            problems.append(f"line {line}: {rel} is listed again (first on line {first_line[rel]})")
+        elif rel in present:
+            table[rel] = label
+            first_line[rel] = line
+        elif rel in left_out:
+            problems.append(f"line {line}: {rel} is in the folder but left out ({left_out[rel]})")
+        elif rel.startswith("/") or ".." in rel.split("/"):
+            problems.append(f"line {line}: {rel} is not a path relative to {folder}")
+        elif (folder / rel).exists():
+            problems.append(f"line {line}: {rel} is not an image this tool reads")
+        else:
+            problems.append(f"line {line}: {rel}: no such file in {folder}")
+    unlabelled = [r for r in relpaths if r not in table and r not in first_line]
+    if unlabelled:
+        problems.append(
+            f"{len(unlabelled)} image(s) of the folder have no row: {', '.join(unlabelled[:5])}"
+            f"{', ...' if len(unlabelled) > 5 else ''}"
+        )
+    if problems:
+        shown = problems[:SHOWN_PROBLEMS]
+        more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        raise DatasetError(
+            f"label file {path}: {len(problems)} problem(s); fix them (nothing is dropped silently):\n  "
+            + "\n  ".join(shown)
+            + more
+        )
+    return table
+
+
+def load_images(data_root, split: str, labels: LabelSource = LabelSource(), limit: Optional[int] = None) -> ImageList:
+    """The image list of ``data_root/split``: a benchmark layout's labels, or any folder with ``labels``."""
+    if labels.kind == "layout":
+        return load_split(data_root, split, limit)
+    return load_folder(Path(data_root) / split, labels, limit)
 
 
 @functools.lru_cache(maxsize=1)

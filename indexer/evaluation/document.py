@@ -81,6 +81,7 @@ class Protocol:
     ks: List[int] = field(default_factory=list)
     knn_k: int = 20
     computation: str = ""
+    labels: str = ""  # how the images are labelled, in words (CollectionMeta.labels_text)
 
 
 @dataclass

@@ -54,6 +54,7 @@ class EvalConfig:
     query_split: Optional[str] = None
     chunk_rows: int = 65536
     data_root: Optional[str] = None  # the indexed data root, for the build commands the errors suggest
+    labels: str = ""  # how the images are labelled, in words, for every output
 
     def build_command(self, model: str, split: str) -> str:
         import shlex
@@ -169,6 +170,7 @@ def evaluate_runs(cfg: EvalConfig, store: VectorStore) -> Tuple[Evaluation, List
         ks=list(cfg.ks),
         knn_k=cfg.knn_k,
         computation=f"exact, chunked torch matmul on {device}, vectors read back from Milvus with a query iterator",
+        labels=cfg.labels,
     )
     return Evaluation(protocol, results), runs
 
@@ -322,7 +324,7 @@ def markdown_table(evaluation: Evaluation) -> str:
     lines.append("")
     lines.append(
         f"Protocol: {p.name} on {p.dataset}/{p.split}; {p.distance}; {p.excluded}; "
-        f"kNN: {p.knn_top1}. {p.note}. Computation: {p.computation}."
+        f"kNN: {p.knn_top1}. {p.note}. Computation: {p.computation}." + (f" Labels: {p.labels}." if p.labels else "")
     )
     for r in evaluation.results:
         naive = r.naive

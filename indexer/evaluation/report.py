@@ -592,6 +592,7 @@ def render(doc: ReportDocument, folder: Path) -> Document:
         f"Protocol: {proto.name}; {proto.distance}; {proto.excluded}. Confidence intervals: "
         f"{doc.bootstrap.method}, {doc.bootstrap.level:.0%}, {doc.bootstrap.resamples} resamples, seed "
         f"{doc.bootstrap.seed}. Comparisons use the {doc.variant_compared} features."
+        + (f" Labels: {proto.labels}." if proto.labels else "")
     )
     if doc.random_weight_models:
         d.p(
