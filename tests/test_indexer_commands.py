@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 from support.data import REPO, make_tiny_layout
+from support.waits import HANG_S
 
 from embed.common.identity import EmbeddingKey
 from embed.extraction.extract import ExtractConfig
@@ -213,7 +214,7 @@ def test_lite_lock_conflict_names_the_remedy(tmp_path):
             sys.executable,
             "-c",
             f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
-            f"print('open', flush=True); import time; time.sleep(60)",
+            f"print('open', flush=True); import time; time.sleep(3600)",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -244,7 +245,7 @@ def test_cli_status_json_and_search(dataset, tmp_path):
     uri = str(tmp_path / "cli.db")
     common = ["--uri", uri]
     run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "indexer", *a], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600
+        [sys.executable, "-m", "indexer", *a], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=HANG_S
     )
     b = run(
         "build",

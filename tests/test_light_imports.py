@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 from support.data import REPO, make_tiny_layout
+from support.waits import HANG_S
 
 PROBE = """
 import json, sys
@@ -27,7 +28,7 @@ def _run(cli: str, *args, cwd):
         text=True,
         cwd=cwd,
         env=env,
-        timeout=300,
+        timeout=HANG_S,
     )
     report = json.loads(res.stdout.strip().splitlines()[-1])
     return report, res
@@ -145,6 +146,6 @@ def test_class_names_need_no_torch(tmp_path):
         text=True,
         cwd=tmp_path,
         env=env,
-        timeout=120,
+        timeout=HANG_S,
     )
     assert res.stdout.split() == ["tench", "False"], res.stderr

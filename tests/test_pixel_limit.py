@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from support.data import REPO, bomb_png, make_tiny_layout
+from support.waits import HANG_S
 
 from embed.sources.imaging import MAX_IMAGE_PIXELS, BadImage, load_rgb, too_many_pixels
 
@@ -59,7 +60,7 @@ def test_the_app_refuses_both_uploads_with_the_one_message(database, monkeypatch
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setattr(sys, "argv", ["main.py", "--uri", database["uri"], "--data-root", database["root"]])
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=HANG_S)
     at.run()
     at.radio(key="source").set_value("Upload").run()
     for width, height in SIZES:
@@ -92,7 +93,7 @@ def test_the_cli_refuses_both_query_files_with_the_one_message(database, tmp_pat
         text=True,
         cwd=tmp_path,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
-        timeout=300,
+        timeout=HANG_S,
     )
     assert res.returncode == 1
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]

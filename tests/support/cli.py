@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from support.data import REPO, have_effnet_package, tiny_imagenet_root
+from support.waits import HANG_S
 
 PY = sys.executable
 
@@ -19,7 +20,7 @@ def env(**extra):
     return dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **extra)
 
 
-def run(args, cwd=None, timeout=300, **extra_env):
+def run(args, cwd=None, timeout=HANG_S, **extra_env):
     return subprocess.run(
         [PY, "-m", *args], cwd=cwd or REPO, env=env(**extra_env), capture_output=True, text=True, timeout=timeout
     )
