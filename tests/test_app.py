@@ -13,6 +13,7 @@ from PIL import Image
 from support.browser import needs_chromium, streamlit_in_chromium
 from support.builds import extract_config
 from support.data import REPO, make_tiny_layout
+from support.waits import HANG_S
 
 # the app in Streamlit's AppTest and a real browser
 pytestmark = pytest.mark.slow
@@ -48,7 +49,7 @@ def _app(small_index, monkeypatch):
 
     # as arguments, the way the README starts the app (streamlit run app/main.py -- --uri ... --data-root ...)
     monkeypatch.setattr(sys, "argv", ["main.py", "--uri", small_index["uri"], "--data-root", small_index["root"]])
-    at = AppTest.from_file(APP, default_timeout=300)
+    at = AppTest.from_file(APP, default_timeout=HANG_S)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -156,7 +157,7 @@ def test_extra_models_argument_adds_columns(small_index, monkeypatch):
     )
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(APP, default_timeout=300)
+    at = AppTest.from_file(APP, default_timeout=HANG_S)
     at.run()
     assert not at.exception
     assert [s.value for s in at.subheader] == ["ViT-S (DeiT-III)", "EfficientNet-Lite0"]
@@ -171,7 +172,7 @@ def test_locked_database_explains_the_remedy(tmp_path, monkeypatch):
             sys.executable,
             "-c",
             f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
-            f"print('open', flush=True); import time; time.sleep(120)",
+            f"print('open', flush=True); import time; time.sleep(3600)",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -180,7 +181,7 @@ def test_locked_database_explains_the_remedy(tmp_path, monkeypatch):
         assert holder.stdout.readline().strip() == "open"
         monkeypatch.setenv("RETRIEVAL_LITE_WAIT_S", "1")
         monkeypatch.setattr(sys, "argv", ["main.py", "--uri", uri, "--data-root", str(tmp_path / "imgs")])
-        at = AppTest.from_file(APP, default_timeout=120)
+        at = AppTest.from_file(APP, default_timeout=HANG_S)
         at.run()
         assert not at.exception
         # one message, then the commands in full (the app's own settings kept)
@@ -200,7 +201,7 @@ def test_a_bad_setting_is_one_clear_message_on_every_page(page, tmp_path, monkey
 
     monkeypatch.setenv("RETRIEVAL_INSERT_BATCH_BYTES", "32MB")
     monkeypatch.setattr(sys, "argv", ["main.py", "--uri", str(tmp_path / "none.db")])
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=HANG_S)
     at.run()
     if page != "search":
         at.switch_page(f"views/{page}.py").run()

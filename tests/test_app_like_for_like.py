@@ -12,6 +12,7 @@ import pytest
 from support.builds import extract_config
 from support.cli import repo_env
 from support.data import REPO, make_tiny_layout
+from support.waits import HANG_S
 
 from app.comparison import CollectionImages, Comparison, IndexedImage, build_command
 from benchmarks.synthetic import synthetic_meta
@@ -56,7 +57,7 @@ def _app(index, monkeypatch, models=(BIG, SMALL)):
         "argv",
         ["main.py", "--uri", index["uri"], "--data-root", index["root"], "--extra-models", ",".join(models)],
     )
-    at = AppTest.from_file(APP, default_timeout=300)
+    at = AppTest.from_file(APP, default_timeout=HANG_S)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     at.multiselect(key="models").set_value(list(models)).run()
@@ -131,7 +132,7 @@ def test_a_data_root_without_the_split_is_named_with_the_one_the_collections_wer
 
     wrong = tmp_path / "moved"
     monkeypatch.setattr(sys, "argv", ["main.py", "--uri", unequal_index["uri"], "--data-root", str(wrong)])
-    at = AppTest.from_file(APP, default_timeout=300)
+    at = AppTest.from_file(APP, default_timeout=HANG_S)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     error = at.error[0].value
@@ -191,7 +192,7 @@ def test_the_suggested_build_runs_as_written_and_the_columns_become_alike(unequa
     argv = shlex.split(command)
     assert argv[0] == "python"
     res = subprocess.run(
-        [sys.executable] + argv[1:], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600
+        [sys.executable] + argv[1:], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=HANG_S
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "extracting 10 images" in res.stderr, "only the images not embedded yet are embedded"

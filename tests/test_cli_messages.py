@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from support.cli import build_tiny12, repo_env, run  # noqa: F401
 from support.data import REPO
+from support.waits import HANG_S
 
 PY = sys.executable
 HEAVY = ("torch", "timm", "pymilvus", "grpc")
@@ -37,7 +38,7 @@ print("\\nPROBE " + json.dumps({"code": code, "heavy": [m for m in %r if m in sy
 
 def probe(module, *argv):
     p = subprocess.run(
-        [PY, "-c", PROBE, module, *argv], cwd=REPO, env=repo_env(), capture_output=True, text=True, timeout=120
+        [PY, "-c", PROBE, module, *argv], cwd=REPO, env=repo_env(), capture_output=True, text=True, timeout=HANG_S
     )
     line = [l for l in p.stdout.splitlines() if l.startswith("PROBE ")][-1]
     return json.loads(line[6:]), p.stdout + p.stderr
@@ -237,7 +238,7 @@ def test_read_only_location_is_reported_as_read_only(indexed, tmp_path):
             env=repo_env(),
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=HANG_S,
         )
         assert p.returncode == 2, p.stdout + p.stderr
         # status creates no database: one that is not there is named as missing, wherever it would be
@@ -275,7 +276,7 @@ def test_build_checks_the_database_is_writable_before_extracting(indexed, tmp_pa
         env=repo_env(),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
     )
     assert p.returncode == 2
     assert f"{ro / 'm.db'} is in a read-only location" in p.stderr

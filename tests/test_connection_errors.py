@@ -11,6 +11,7 @@ import pytest
 from support.cli import repo_env
 from support.data import free_port, make_tiny_layout
 from support.logs import RecordedRetries
+from support.waits import HANG_S
 
 from indexer.milvus_store import ServerUnreachable, VectorStore, brief
 
@@ -62,7 +63,7 @@ def test_each_command_reports_a_refused_address_without_retrying(command, tmp_pa
         text=True,
         cwd=tmp_path,
         env=repo_env(),
-        timeout=120,
+        timeout=HANG_S,
     )
     assert res.returncode == 2
     assert f"error: Milvus at {uri} is unreachable (connection refused" in res.stderr
@@ -125,7 +126,7 @@ def test_a_bad_retry_count_is_one_clear_error(value, message, tmp_path):
         text=True,
         cwd=tmp_path,
         env=repo_env(RETRIEVAL_MILVUS_RETRIES=value),
-        timeout=120,
+        timeout=HANG_S,
     )
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == f"error: {message}", res.stderr
     assert "Traceback" not in res.stderr

@@ -2,6 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.data import make_imagenet_flat_layout, make_tiny_layout
+from support.waits import HANG_S
 
 from embed.sources.datasets import (
     DatasetError,
@@ -128,7 +129,7 @@ def _fresh_clone_build(clone, *argv):
         env=environ,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
     )
 
 

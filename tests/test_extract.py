@@ -8,6 +8,7 @@ import pytest
 from support.builds import MODEL, extract_config
 from support.cli import repo_env
 from support.data import make_tiny_layout
+from support.waits import HANG_S
 
 from embed.extraction.embedder import build_embedder
 from embed.extraction.extract import extract
@@ -168,7 +169,7 @@ def test_torchrun_two_ranks_split_the_shards(tmp_path):
         "--precision",
         "fp32",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=HANG_S)
     assert out.returncode == 0, out.stderr[-3000:]
     store = EmbeddingStore(Path(single.folder.as_posix().replace("/single/", "/dist/")))
     positions, vectors, _ = store.load()

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from support.data import REPO
 from support.models import nontrivial
+from support.waits import HANG_S
 from timm.data import create_transform, resolve_data_config
 from timm.utils import reparameterize_model
 
@@ -212,6 +213,6 @@ def test_pretrained_without_a_file_uses_the_download_cache(tmp_path, monkeypatch
 
 def test_the_documented_import_registers_gresnet50_in_a_fresh_interpreter():
     code = "import embed.models.gresnet, timm; print(timm.create_model('gresnet50').num_features)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=HANG_S)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "2048"

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from support.data import REPO
+from support.waits import HANG_S
 
 from embed.common.settings import RetrievalSettings, SettingsError
 
@@ -37,7 +38,7 @@ def _probe(keep: str) -> dict:
         text=True,
         cwd=REPO,
         env={"PYTHONPATH": str(REPO), "RETRIEVAL_KEEP_FREED_MEMORY": keep, "PATH": "/usr/bin:/bin"},
-        timeout=120,
+        timeout=HANG_S,
     )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1])

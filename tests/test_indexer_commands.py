@@ -8,6 +8,7 @@ import pytest
 from support.builds import MODEL, extract_config
 from support.cli import repo_env
 from support.data import make_tiny_layout
+from support.waits import HANG_S
 
 from embed.common.identity import EmbeddingKey
 from indexer.build import build
@@ -200,7 +201,7 @@ def test_lite_lock_conflict_names_the_remedy(tmp_path):
             sys.executable,
             "-c",
             f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
-            f"print('open', flush=True); import time; time.sleep(60)",
+            f"print('open', flush=True); import time; time.sleep(3600)",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -231,7 +232,7 @@ def test_cli_status_json_and_search(dataset, tmp_path):
     uri = str(tmp_path / "cli.db")
     common = ["--uri", uri]
     run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "indexer", *a], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600
+        [sys.executable, "-m", "indexer", *a], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=HANG_S
     )
     b = run(
         "build",

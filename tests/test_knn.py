@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from support.cli import repo_env
 from support.oracles import dino_by_hand
+from support.waits import HANG_S
 
 from indexer.evaluation.knn import (
     KnnConfig,
@@ -160,7 +161,7 @@ def test_dry_run_prints_projection(tmp_path):
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=HANG_S,
     )
     assert out.returncode == 0, out.stderr
     assert "1,280,000 database rows" in out.stdout and "projected time for 157 chunks" in out.stdout

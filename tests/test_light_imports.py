@@ -9,6 +9,7 @@ import sys
 import pytest
 from support.cli import repo_env
 from support.milvus import six_image_database
+from support.waits import HANG_S
 
 PROBE = """
 import json, sys
@@ -26,7 +27,7 @@ def _run(cli: str, *args, cwd):
         text=True,
         cwd=cwd,
         env=env,
-        timeout=300,
+        timeout=HANG_S,
     )
     report = json.loads(res.stdout.strip().splitlines()[-1])
     return report, res
@@ -123,6 +124,6 @@ def test_class_names_need_no_torch(tmp_path):
         text=True,
         cwd=tmp_path,
         env=env,
-        timeout=120,
+        timeout=HANG_S,
     )
     assert res.stdout.split() == ["tench", "False"], res.stderr

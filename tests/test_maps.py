@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from support.browser import app_output, needs_chromium, streamlit_in_chromium
 from support.data import REPO, have_effnet_package, tiny_imagenet_root
+from support.waits import HANG_S
 
 from app.navigation import EVALUATION_FILE, MAPS_FILE
 
@@ -252,7 +253,7 @@ def _page(args, monkeypatch, page=MAPS_FILE):
 
     # settings as arguments, the way the README starts the app (streamlit run app/main.py -- --uri ...)
     monkeypatch.setattr(sys, "argv", ["main.py", *args])
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=HANG_S)
     at.switch_page(page)
     at.run()
     assert not at.exception, [e.value for e in at.exception]

@@ -8,6 +8,7 @@ import pytest
 from support.cli import run
 from support.data import REPO, bomb_png
 from support.milvus import six_image_database
+from support.waits import HANG_S
 
 from embed.sources.imaging import MAX_IMAGE_PIXELS, BadImage, load_rgb, too_many_pixels
 
@@ -38,7 +39,7 @@ def test_the_app_refuses_both_uploads_with_the_one_message(database, monkeypatch
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setattr(sys, "argv", ["main.py", "--uri", database["uri"], "--data-root", database["root"]])
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=HANG_S)
     at.run()
     at.radio(key="source").set_value("Upload").run()
     for width, height in SIZES:
@@ -55,6 +56,7 @@ def test_the_cli_refuses_both_query_files_with_the_one_message(database, tmp_pat
     res = run(
         ["indexer", "search", "--model", "effnet-lite0", "--split", "val", "--uri", database["uri"], "--image", *paths],
         cwd=tmp_path,
+        timeout=HANG_S,
     )
     assert res.returncode == 1
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]

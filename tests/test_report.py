@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from support.browser import needs_chromium, streamlit_in_chromium
 from support.data import REPO, have_effnet_package, tiny_imagenet_root
+from support.waits import HANG_S
 
 from app.navigation import EVALUATION_FILE
 from indexer.evaluation.document import SCHEMA_VERSION, ReportDocument
@@ -260,7 +261,7 @@ def test_evaluation_page_shows_report_and_opens_side_by_side(small_real, monkeyp
             str(small_real["out"]),
         ],
     )
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=HANG_S)
     at.run()  # the entry point registers the pages (st.navigation), as when a browser opens the app
     at.switch_page(EVALUATION_FILE)
     at.run()
@@ -301,7 +302,7 @@ def test_evaluation_page_without_report_says_how_to_make_one(small_real, monkeyp
 
     _release(small_real)
     monkeypatch.setattr(sys, "argv", ["x", "--uri", small_real["uri"], "--report-dir", str(tmp_path / "none")])
-    at = AppTest.from_file(str(REPO / "app" / EVALUATION_FILE), default_timeout=120)
+    at = AppTest.from_file(str(REPO / "app" / EVALUATION_FILE), default_timeout=HANG_S)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     code = " ".join(c.value for c in at.code)
@@ -321,7 +322,7 @@ def test_evaluation_page_says_when_a_build_changed_a_collection_after_the_report
 
     def page(uri):
         monkeypatch.setattr(sys, "argv", ["x", "--uri", uri, "--report-dir", str(small_real["out"])])
-        at = AppTest.from_file(str(REPO / "app" / EVALUATION_FILE), default_timeout=300)
+        at = AppTest.from_file(str(REPO / "app" / EVALUATION_FILE), default_timeout=HANG_S)
         at.run()
         assert not at.exception, [e.value for e in at.exception]
         return at

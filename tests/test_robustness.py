@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from support.data import have_effnet_package, tiny_imagenet_root
+from support.waits import HANG_S
 
 from benchmarks.synthetic import synthetic_meta
 from embed.common.identity import VectorSetIdentity
@@ -504,7 +505,7 @@ def test_app_transform_control_embeds_the_changed_query_and_marks_where_the_orig
 
     server_manager_instance.release_all()
     monkeypatch.setattr(sys, "argv", ["main.py", "--uri", uri, "--data-root", str(root)])
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=HANG_S)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     texts = lambda: " ".join([m.value for m in at.markdown] + [c.value for c in at.caption])
@@ -538,7 +539,7 @@ def test_evaluation_page_shows_the_robustness_section(tmp_path, monkeypatch):
     folder = tmp_path / "report"
     doc = write_outputs(toy_result(tmp_path), folder)  # robustness only: no comparison report in the folder
     monkeypatch.setattr(sys, "argv", ["page.py", "--uri", str(tmp_path / "milvus.db"), "--report-dir", str(folder)])
-    at = AppTest.from_file(str(REPO / "app" / EVALUATION_FILE), default_timeout=120)
+    at = AppTest.from_file(str(REPO / "app" / EVALUATION_FILE), default_timeout=HANG_S)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert [h.value for h in at.header] == ["Robustness: transformed queries"]

@@ -31,7 +31,7 @@ def _holder(uri: str):
             sys.executable,
             "-c",
             f"from indexer.milvus_store import VectorStore; s = VectorStore({uri!r}); "
-            f"s.list_collections(); print('open', flush=True); import time; time.sleep(120)",
+            f"s.list_collections(); print('open', flush=True); import time; time.sleep(3600)",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -89,7 +89,7 @@ def test_foreign_holder_is_named_with_the_remedy(tmp_path):
             sys.executable,
             "-c",
             f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
-            f"print('open', flush=True); import time; time.sleep(120)",
+            f"print('open', flush=True); import time; time.sleep(3600)",
         ],
         stdout=subprocess.PIPE,
         text=True,

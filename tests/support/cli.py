@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from support.data import REPO, have_effnet_package, tiny_imagenet_root
+from support.waits import HANG_S
 
 PY = sys.executable
 
@@ -20,7 +21,7 @@ def repo_env(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **{k: str(v) for k, v in extra.items()}}
 
 
-def run(args, cwd=None, timeout=300, **extra_env):
+def run(args, cwd=None, timeout=HANG_S, **extra_env):
     return subprocess.run(
         [PY, "-m", *args], cwd=cwd or REPO, env=repo_env(**extra_env), capture_output=True, text=True, timeout=timeout
     )
