@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from app.comparison import CollectionImages, Comparison, IndexedImage, SearchScope, build_command
+from embed.common.cli_args import model_names
 from embed.common.settings import RetrievalSettings
 from embed.models.catalog import BLOG_MODELS, REGISTRY
 from embed.sources.datasets import class_name
@@ -57,7 +58,7 @@ class AppSettings:
             help="comma-separated models to show besides the default ones (every model with real weights)",
         )
         args, _ = p.parse_known_args(list(argv))
-        extras = [m.strip() for m in args.extra_models.split(",") if m.strip()]
+        extras = model_names(args.extra_models)
         return cls(uri=args.uri, data_root=args.data_root, split=args.split, token=args.token, extra_models=extras)
 
 

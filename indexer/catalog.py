@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
 
@@ -12,6 +12,25 @@ from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
 class IndexedCollection:
     name: str
     meta: CollectionMeta
+
+
+def several_datasets(what: str, datasets: Iterable[str]) -> str:
+    """The one sentence for a lookup that finds ``what`` indexed for more than one dataset."""
+    return (
+        f"{what} is indexed for several datasets ({', '.join(sorted(set(datasets)))}): pass --data-root to choose one"
+    )
+
+
+class SeveralDatasets(StoreError):
+    """Collections of more than one dataset where one comparison needs one."""
+
+
+def one_dataset(colls: Sequence[IndexedCollection], split: str) -> Sequence[IndexedCollection]:
+    """``colls`` when they were all built from one dataset, else SeveralDatasets naming them."""
+    datasets = {c.meta.dataset for c in colls}
+    if len(datasets) > 1:
+        raise SeveralDatasets(several_datasets(f"split {split!r}", datasets))
+    return colls
 
 
 class CollectionNotFound(StoreError):
@@ -53,8 +72,7 @@ def find_collection(store: VectorStore, model: str, split: str, dataset: Optiona
             f"{indexed_models_hint(alternatives, split)}",
             alternatives,
         )
-    names = ", ".join(c.meta.dataset for c in matches)
-    raise CollectionNotFound(f"{model}/{split} is indexed for several datasets ({names}): pass --data-root to choose")
+    raise CollectionNotFound(several_datasets(f"{model}/{split}", [c.meta.dataset for c in matches]))
 
 
 def build_hint(

@@ -19,6 +19,7 @@ import streamlit as st  # noqa: E402
 
 from app import navigation  # noqa: E402
 from app.backend import AppSettings  # noqa: E402
+from embed.models.catalog import BLOG_MODELS  # noqa: E402
 from indexer.evaluation.document import ReportDocument, ReportSchemaError, read_robustness  # noqa: E402
 from indexer.evaluation.maps import report_dir_from_argv  # noqa: E402
 from indexer.evaluation.sections import sections  # noqa: E402
@@ -167,7 +168,7 @@ def main() -> None:
     in_db = sorted({meta.model for meta in collections.values()})
     if not path.is_file():
         st.warning(f"No report in {folder}. Write one (the page shows reports, it does not compute them):")
-        models = in_db or ["gresnet", "convnext", "vit"]
+        models = in_db or list(BLOG_MODELS)
         # evaluate finds the data set (and the images the report shows) from the collections when one is indexed
         st.code(
             evaluate_command(settings.split, models, True, settings.uri, folder, settings.data_root or ""),
@@ -175,7 +176,7 @@ def main() -> None:
             wrap_lines=True,
         )
         maps_note(settings, folder, collections)
-        show_robustness(settings, folder, in_db or ["gresnet", "convnext", "vit"])
+        show_robustness(settings, folder, in_db or list(BLOG_MODELS))
         return
     try:
         doc = load_report(str(path), path.stat().st_mtime)

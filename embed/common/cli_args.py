@@ -56,6 +56,21 @@ def positive_int_list(text: str) -> List[int]:
         ) from None
 
 
+def model_names(text: str) -> List[str]:
+    """``"gresnet, convnext,vit"`` -> the names, spaces and empty parts ignored (an empty list for "")."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def model_list(text: str) -> List[str]:
+    """argparse type for comma-separated model names such as ``gresnet,convnext,vit``: at least one."""
+    names = model_names(text)
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated model names, e.g. gresnet,convnext,vit, got {text!r}"
+        )
+    return names
+
+
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--split", required=True, help="split folder under the data root, e.g. val")

@@ -650,19 +650,13 @@ def is_labelled(class_ids: Sequence[str]) -> bool:
 def evaluate_collections(store, cfg: RobustnessConfig) -> RobustnessResult:
     """Read each model's collection once, transform, embed (or take from the cache), search, summarise."""
     from embed.sources.imaging import load_rgb
-    from indexer.catalog import find_collection
+    from indexer.catalog import find_collection, one_dataset
     from indexer.evaluation.metrics import encode_labels
 
     start = time.perf_counter()
     families = parse_families(",".join(cfg.families))
     conditions = conditions_for(families, cfg.severities)
-    colls = [find_collection(store, m, cfg.split, cfg.dataset) for m in cfg.models]
-    datasets = {c.meta.dataset for c in colls}
-    if len(datasets) > 1:
-        raise RobustnessError(
-            f"the models are indexed for different datasets ({', '.join(sorted(datasets))}): "
-            f"pass --data-root to choose one"
-        )
+    colls = one_dataset([find_collection(store, m, cfg.split, cfg.dataset) for m in cfg.models], cfg.split)
     randoms = [c.meta.model for c in colls if c.meta.is_random]
     if randoms:
         log.warning("%s use RANDOM weights: their figures measure nothing but chance", ", ".join(randoms))
