@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from embed.common.settings import RetrievalSettings
 from embed.models.catalog import BLOG_MODELS, REGISTRY
 from embed.sources.datasets import class_name
 from embed.sources.imaging import BadImage, load_rgb, read_bytes_capped
+from indexer.build_command import BuildCommand
 from indexer.catalog import IndexedCollection, indexed_collections
 from indexer.milvus_store import StoreError, VectorStore
 from indexer.query_embedding import QueryEmbedder
@@ -331,15 +331,8 @@ class Backend:
         if not self.data_root:
             return None
         limits = [held.limit for m in self.collections if (held := self.images(m)) is not None]
-        parts = [
-            "python -m indexer build",
-            f"--model {model}",
-            f"--split {shlex.quote(self.settings.split)}",
-            f"--data-root {shlex.quote(self.data_root)}",
-        ]
-        if limits:
-            parts.append(f"--limit {max(limits)}")
-        return " ".join(parts + [f"--uri {shlex.quote(self.settings.uri)}"])
+        limit = max(limits) if limits else None
+        return str(BuildCommand(model, self.settings.split, self.data_root, limit=limit, uri=self.settings.uri))
 
     def query_for_row(self, row: Dict) -> Query:
         return self.query_for_image(IndexedImage(int(row["id"]), row["class_id"], row["relpath"]))

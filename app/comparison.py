@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Collection, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from indexer.build_command import BuildCommand
 from indexer.milvus_store import CollectionMeta
 
 
@@ -91,25 +92,21 @@ def build_command(meta: CollectionMeta, uri: str, limit: Optional[int] = None, f
     rebuilt collection has the same identity and the build extracts only the images not embedded yet.
     """
     identity = meta.identity
-    parts = [
-        "python -m indexer build",
-        f"--model {shlex.quote(identity.model)}",
-        f"--split {shlex.quote(identity.split)}",
-        f"--data-root {shlex.quote(meta.data_root)}",
-    ]
-    if limit is not None:
-        parts.append(f"--limit {limit}")
-    if identity.weights_source == "checkpoint" and meta.weights_detail:
-        parts.append(f"--checkpoint {shlex.quote(meta.weights_detail)}")
-    if identity.is_random:
-        parts.append("--random-init")
-    if identity.normalized:
-        parts.append("--normalize")
-    parts += [f"--decode {identity.decode}", f"--precision {identity.precision}"]
-    if force:
-        parts.append("--force")
-    parts.append(f"--uri {shlex.quote(uri)}")
-    return " ".join(parts)
+    return str(
+        BuildCommand(
+            identity.model,
+            identity.split,
+            data_root=meta.data_root,
+            limit=limit,
+            checkpoint=meta.weights_detail if identity.weights_source == "checkpoint" and meta.weights_detail else None,
+            random_init=identity.is_random,
+            normalize=identity.normalized,
+            decode=identity.decode,
+            precision=identity.precision,
+            force=force,
+            uri=uri,
+        )
+    )
 
 
 def _names(columns: Sequence[CollectionImages]) -> str:

@@ -36,6 +36,7 @@ from app.backend import (  # noqa: E402
 from app.comparison import Comparison, SearchScope  # noqa: E402
 from app.notices import show_collection_notices  # noqa: E402
 from embed.sources.datasets import class_name  # noqa: E402
+from indexer.build_command import BuildCommand  # noqa: E402
 from indexer.milvus_store import DatabaseLocked, StoreError  # noqa: E402
 
 st.set_page_config(page_title="Backbone retrieval", layout="wide")
@@ -319,8 +320,7 @@ def search_page() -> None:
             f"or your own images with --data-root DIR instead of --dataset:"
         )
         st.code(
-            f"python -m indexer build --model all --split {settings.split} --dataset tiny-imagenet --limit 1000 "
-            f"--uri {settings.uri}",
+            str(BuildCommand("all", settings.split, dataset="tiny-imagenet", limit=1000, uri=settings.uri)),
             language="bash",
             wrap_lines=True,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from indexer.build_command import BuildCommand
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
 
 
@@ -80,20 +81,16 @@ def build_hint(
 ) -> str:
     """What to run for a missing collection: a build command that runs as written, on a data root this database
     already indexes and that has ``split``; or, when no indexed data set has that split, the splits there are."""
-    import shlex
     from pathlib import Path
 
     from embed.common import settings
     from embed.sources.datasets import available_splits
 
-    uri = "" if store.uri == settings.current().milvus_uri else f" --uri {shlex.quote(store.uri)}"
+    uri = None if store.uri == settings.current().milvus_uri else store.uri
     roots = sorted({c.meta.data_root for c in everything if dataset is None or c.meta.dataset == dataset})
     for root in roots:
         if (Path(root) / split).is_dir():
-            return (
-                f"Build it: python -m indexer build --model {shlex.quote(model)} --split {shlex.quote(split)} "
-                f"--data-root {shlex.quote(root)}{uri}{weights_note(model)}"
-            )
+            return f"Build it: {BuildCommand(model, split, root, uri=uri)}{weights_note(model)}"
     if roots:
         splits = sorted({c.meta.split for c in everything} | {s for r in roots for s in available_splits(Path(r))})
         return (
@@ -102,7 +99,7 @@ def build_hint(
         )
     return (
         f"Nothing is indexed here yet: build a collection first, e.g. the README's quick start "
-        f"`python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000{uri}`, or your own "
+        f"`{BuildCommand('all', 'val', dataset='tiny-imagenet', limit=1000, uri=uri)}`, or your own "
         f"images with --data-root DIR (the folder holding the split folders) instead of --dataset."
     )
 

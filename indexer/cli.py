@@ -27,6 +27,7 @@ from embed.common.cli_args import (
     run_cli,
 )
 from embed.models.catalog import BLOG_MODELS
+from indexer.build_command import DIR, BuildCommand
 from indexer.milvus_store import StoreError, VectorStore
 
 log = logging.getLogger(__name__)
@@ -806,7 +807,7 @@ def cmd_maps(args) -> int:
         if not colls:
             raise StoreError(
                 f"no collection for split {args.split!r} in {store.describe_target()}: build one first "
-                f"(python -m indexer build --model all --split {args.split} --data-root DIR)"
+                f"({BuildCommand('all', args.split, DIR)})"
             )
     one_dataset(colls, args.split)
     params = MapParams(method=args.method, features=args.features, seed=args.seed)

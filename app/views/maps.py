@@ -33,6 +33,7 @@ from app.backend import AppSettings, Backend, BadImage, model_title, safe_image_
 from app.maps_view import MAX_POINTS, class_palette, map_figure, selected_id, silhouette_rows  # noqa: E402
 from app.notices import show_collection_notices  # noqa: E402
 from embed.sources.datasets import class_name  # noqa: E402
+from indexer.build_command import DIR, BuildCommand  # noqa: E402
 from indexer.evaluation.maps import MapParams, MapResult, available_params, load_map, maps_command, report_dir_from_argv  # noqa: E402
 from indexer.milvus_store import CollectionMeta, DatabaseLocked, StoreError  # noqa: E402
 
@@ -151,7 +152,7 @@ def main() -> None:
     if not indexed:
         st.warning(f"No collections for split '{settings.split}' in {backend.store.describe_target()} yet.")
         st.code(
-            f"python -m indexer build --model all --split {settings.split} --data-root DIR --uri {settings.uri}",
+            str(BuildCommand("all", settings.split, DIR, uri=settings.uri)),
             language="bash",
             wrap_lines=True,
         )
