@@ -160,7 +160,7 @@ def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool 
     from benchmarks.run import imagenet_sized_copy
     from embed.extraction.embedder import build_embedder, default_workers
     from embed.extraction.extract import ExtractConfig, extract
-    from embed.models.registry import WeightsUnavailable
+    from embed.models.weights import WeightsUnavailable
 
     out: Dict = {"rows": [], "agreement": []}
     if not (tiny / "val" / "val_annotations.txt").is_file():

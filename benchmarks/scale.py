@@ -85,7 +85,7 @@ def synthetic_upload(seed: int) -> bytes:
 
 def collection_meta(model: str, data_root: str):
     from benchmarks.synthetic import synthetic_meta
-    from embed.models.registry import REGISTRY
+    from embed.models.catalog import REGISTRY
 
     spec = REGISTRY[model]
     # the fingerprint of --random-init weights: the app embeds uploads with the same seeded random model
@@ -95,7 +95,7 @@ def collection_meta(model: str, data_root: str):
 
 
 def random_fingerprint() -> str:
-    from embed.models.registry import RANDOM_INIT_SEED
+    from embed.models.weights import RANDOM_INIT_SEED
 
     return f"random:seed{RANDOM_INIT_SEED}"
 
@@ -196,7 +196,7 @@ def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.nda
 
 
 def model_dim(model: str) -> int:
-    from embed.models.registry import REGISTRY
+    from embed.models.catalog import REGISTRY
 
     return REGISTRY[model].dim
 

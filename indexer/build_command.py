@@ -29,27 +29,27 @@ class BuildCommand:
     uri: Optional[str] = None
 
     def __str__(self) -> str:
-        values = (
+        options = (
             ("--model", self.model),
             ("--split", self.split),
             ("--data-root", self.data_root),
             ("--dataset", self.dataset),
             ("--limit", self.limit),
             ("--checkpoint", self.checkpoint),
-        )
-        flags = (
             ("--random-init", self.random_init),
             ("--normalize", self.normalize),
+            ("--decode", self.decode),
+            ("--precision", self.precision),
+            ("--force", self.force),
+            ("--recreate", self.recreate),
+            ("--uri", self.uri),
         )
-        after = (("--decode", self.decode), ("--precision", self.precision))
-        ends = (("--force", self.force), ("--recreate", self.recreate))
         parts = ["python -m indexer build"]
-        parts += [f"{option} {_quoted(value)}" for option, value in values if value is not None]
-        parts += [flag for flag, on in flags if on]
-        parts += [f"{option} {_quoted(value)}" for option, value in after if value is not None]
-        parts += [flag for flag, on in ends if on]
-        if self.uri is not None:
-            parts.append(f"--uri {_quoted(self.uri)}")
+        for option, value in options:
+            if value is True:
+                parts.append(option)
+            elif value is not None and value is not False:
+                parts.append(f"{option} {_quoted(value)}")
         return " ".join(parts)
 
 
