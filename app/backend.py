@@ -42,16 +42,19 @@ class AppSettings:
     split: str = "val"
     token: str = ""
     extra_models: List[str] = field(default_factory=list)
+    report_dir: str = "data/report"  # where the Evaluation and Maps pages read reports and maps
 
     @classmethod
     def from_argv(cls, argv: Sequence[str]) -> "AppSettings":
-        """``streamlit run app/main.py -- --uri ... --data-root ... --split ...``, env vars as defaults."""
+        """``streamlit run app/main.py -- --uri ... --data-root ... --split ... --report-dir ...``, env vars as
+        defaults (``--report-dir``: env RETRIEVAL_REPORT_DIR, else data/report)."""
         p = argparse.ArgumentParser(prog="streamlit run app/main.py --", add_help=False)
         env = RetrievalSettings.from_environment()
         p.add_argument("--uri", default=env.milvus_uri)
         p.add_argument("--data-root", default=env.data_root_from_env)
         p.add_argument("--split", default=env.split)
         p.add_argument("--token", default=env.milvus_token)
+        p.add_argument("--report-dir", default=env.report_dir)
         p.add_argument(
             "--extra-models",
             default=env.extra_models,
@@ -59,7 +62,7 @@ class AppSettings:
         )
         args, _ = p.parse_known_args(list(argv))
         extras = model_names(args.extra_models)
-        return cls(uri=args.uri, data_root=args.data_root, split=args.split, token=args.token, extra_models=extras)
+        return cls(args.uri, args.data_root, args.split, args.token, extras, args.report_dir)
 
 
 @dataclass

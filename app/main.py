@@ -31,8 +31,8 @@ from app.backend import (  # noqa: E402
     load_upload,
     model_title,
     safe_image_path,
-    thumbnail,
 )
+from app.cached import backend_for, cached_thumbnail  # noqa: E402
 from app.comparison import Comparison, SearchScope  # noqa: E402
 from app.notices import show_collection_notices  # noqa: E402
 from embed.sources.datasets import class_name  # noqa: E402
@@ -44,16 +44,6 @@ st.set_page_config(page_title="Backbone retrieval", layout="wide")
 # enforces its own max_upload_size. Both come from the backend's limit, so shown == enforced == MAX_UPLOAD_BYTES.
 # (A .streamlit/config.toml would not follow the constant.)
 st_config.set_option("server.maxUploadSize", MAX_UPLOAD_MB)
-
-
-@st.cache_resource(show_spinner="Connecting to Milvus and reading collections…")
-def get_backend(uri: str, data_root: str, split: str, token: str) -> Backend:
-    return Backend(AppSettings(uri=uri, data_root=data_root or None, split=split, token=token))
-
-
-@st.cache_data(show_spinner=False, max_entries=4096)
-def cached_thumbnail(path: str):
-    return thumbnail(Path(path))
 
 
 def app_command(settings: AppSettings, uri: str) -> str:
@@ -285,7 +275,7 @@ def search_page() -> None:
     title = st.empty()  # named after the columns once they are known
     title.title("Backbone retrieval")
     try:
-        backend = get_backend(settings.uri, settings.data_root or "", settings.split, settings.token)
+        backend = backend_for(settings)
     except DatabaseLocked:
         show_locked(settings)
         return

@@ -21,7 +21,6 @@ from app import navigation  # noqa: E402
 from app.backend import AppSettings  # noqa: E402
 from embed.models.catalog import BLOG_MODELS  # noqa: E402
 from indexer.evaluation.document import ReportDocument, ReportSchemaError, read_robustness  # noqa: E402
-from indexer.evaluation.maps import report_dir_from_argv  # noqa: E402
 from indexer.evaluation.sections import sections  # noqa: E402
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore  # noqa: E402
 
@@ -161,7 +160,7 @@ def main() -> None:
     st.set_page_config(page_title="Evaluation", layout="wide")
     settings = AppSettings.from_argv(sys.argv[1:])
     st.title("Evaluation: which backbone retrieves better, and how sure we are")
-    report_dir = st.sidebar.text_input("Report folder", report_dir_from_argv(sys.argv[1:]), key="report_dir")
+    report_dir = st.sidebar.text_input("Report folder", settings.report_dir, key="report_dir")
     folder = Path(report_dir).expanduser()
     path = folder / "report.json"
     collections = database_collections(settings)
