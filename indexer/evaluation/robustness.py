@@ -92,7 +92,7 @@ class RobustnessError(StoreError):
 
 
 @dataclass
-class Gallery:
+class CollectionVectors:
     """One model's clean collection, read once: ids sorted, row i holds ids[i]."""
 
     model: str
@@ -211,7 +211,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def measure(
-    galleries: Sequence[Gallery],
+    galleries: Sequence[CollectionVectors],
     encoders: Sequence[QueryEncoder],
     query_rows: np.ndarray,
     load_image: Callable[[int], Image.Image],
@@ -354,7 +354,7 @@ class RobustnessRecord:
 
 
 @dataclass
-class PairComparison:
+class RobustnessPair:
     """Model a minus model b on one measure, one family, one severity, over the same queries."""
 
     a: str
@@ -445,7 +445,7 @@ def summarise(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     confidence: float = CONFIDENCE,
-) -> Tuple[List[RobustnessRecord], List[PairComparison]]:
+) -> Tuple[List[RobustnessRecord], List[RobustnessPair]]:
     records, pairs = [], []
     for c in (c for c in conditions if c.draw == 0):
         per_model = {m: query_measures(outcomes, m, c, labels, query_rows) for m in models}
@@ -467,7 +467,7 @@ def summarise(
                     continue
                 test = mcnemar_exact(va > 0.5, vb > 0.5) if name in BINARY_MEASURES else None
                 pairs.append(
-                    PairComparison(
+                    RobustnessPair(
                         a,
                         b,
                         c.family,
@@ -488,7 +488,7 @@ def _strongest(records: Sequence[RobustnessRecord], family: str) -> int:
     return max(r.level for r in records if r.family == family)
 
 
-def family_sentences(records: Sequence[RobustnessRecord], pairs: Sequence[PairComparison]) -> List[str]:
+def family_sentences(records: Sequence[RobustnessRecord], pairs: Sequence[RobustnessPair]) -> List[str]:
     """One plain sentence per family at its strongest severity measured, on keeping the original at rank 1:
     the models with the highest and the lowest copy_r1, their difference with its interval and McNemar p; for
     translation also one on shift consistency."""
@@ -520,7 +520,7 @@ def family_sentences(records: Sequence[RobustnessRecord], pairs: Sequence[PairCo
 
 
 def _sentence(
-    lead: str, here: Sequence[RobustnessRecord], pairs: Sequence[PairComparison], measure: str, what: Tuple[str, str]
+    lead: str, here: Sequence[RobustnessRecord], pairs: Sequence[RobustnessPair], measure: str, what: Tuple[str, str]
 ) -> str:
     """``what``: the verb phrase for one model and for several."""
     ranked = sorted(here, key=lambda r: (-getattr(r, measure).mean, r.model))
@@ -579,7 +579,7 @@ class RobustnessResult:
     query_ids: List[int]
     conditions: List[Condition]
     records: List[RobustnessRecord]
-    pairs: List[PairComparison]
+    pairs: List[RobustnessPair]
     sentences: List[str]
     timing: Timing
     seed: int = 0
@@ -638,9 +638,9 @@ def collection_encoder(meta: CollectionMeta, device: str, batch_size: int) -> Qu
     return QueryEncoder(meta.model, meta.identity, embed, batch_size)
 
 
-def read_gallery(store, coll, progress: bool) -> Gallery:
+def read_gallery(store, coll, progress: bool) -> CollectionVectors:
     ids, vectors, class_ids, relpaths = store.read_all(coll.name, progress=progress)
-    return Gallery(coll.meta.model, ids, vectors, class_ids, relpaths)
+    return CollectionVectors(coll.meta.model, ids, vectors, class_ids, relpaths)
 
 
 def is_labelled(class_ids: Sequence[str]) -> bool:
@@ -714,7 +714,7 @@ def evaluate_collections(store, cfg: RobustnessConfig) -> RobustnessResult:
     )
 
 
-def _aligned(galleries: Sequence[Gallery]) -> List[Gallery]:
+def _aligned(galleries: Sequence[CollectionVectors]) -> List[CollectionVectors]:
     """The galleries restricted to the ids all of them hold (paired comparisons need the same queries)."""
     common = galleries[0].ids
     for g in galleries[1:]:
@@ -730,7 +730,7 @@ def _aligned(galleries: Sequence[Gallery]) -> List[Gallery]:
             )
         keep = np.searchsorted(g.ids, common)
         out.append(
-            Gallery(
+            CollectionVectors(
                 g.model, g.ids[keep], g.vectors[keep], [g.class_ids[i] for i in keep], [g.relpaths[i] for i in keep]
             )
         )
@@ -810,10 +810,10 @@ def write_outputs(result: RobustnessResult, folder: Optional[Path], json_path: O
         folder.mkdir(parents=True, exist_ok=True)
         doc["figures"] = plot_measures(doc, folder)
         (folder / "robustness.json").write_text(json.dumps(doc, indent=1))
-        from indexer.evaluation.report import Document
+        from indexer.evaluation.report import MarkupDocument
         from indexer.evaluation.robustness_tables import add_robustness_section
 
-        page = Document(folder)
+        page = MarkupDocument(folder)
         add_robustness_section(page, doc, level=1)
         (folder / "robustness.md").write_text(page.markdown())
         report = folder / "report.json"
