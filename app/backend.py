@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,10 +18,12 @@ import numpy as np
 from PIL import Image
 
 from app.comparison import CollectionImages, Comparison, IndexedImage, SearchScope, build_command
+from embed.common.cli_args import model_names
 from embed.common.settings import RetrievalSettings
 from embed.models.catalog import BLOG_MODELS, REGISTRY
 from embed.sources.datasets import class_name
 from embed.sources.imaging import BadImage, load_rgb, read_bytes_capped
+from indexer.build_command import BuildCommand
 from indexer.catalog import IndexedCollection, incomplete_problem, indexed_collections
 from indexer.index_spec import IndexSpec
 from indexer.milvus_store import StoreError, VectorStore
@@ -42,10 +43,12 @@ class AppSettings:
     split: str = "val"
     token: str = ""
     extra_models: List[str] = field(default_factory=list)
+    report_dir: str = "data/report"  # where the Evaluation and Maps pages read reports and maps
 
     @classmethod
     def from_argv(cls, argv: Sequence[str]) -> "AppSettings":
-        """``streamlit run app/main.py -- --uri ... --data-root ... --split ...``, env vars as defaults."""
+        """``streamlit run app/main.py -- --uri ... --data-root ... --split ... --report-dir ...``, env vars as
+        defaults (``--report-dir``: env RETRIEVAL_REPORT_DIR, else data/report)."""
         p = argparse.ArgumentParser(prog="streamlit run app/main.py --", add_help=False)
         env = RetrievalSettings.from_environment()
         p.add_argument("--uri", default=env.milvus_uri)
@@ -53,19 +56,20 @@ class AppSettings:
         p.add_argument("--split", default=env.split)
         p.add_argument("--images", default=None)  # a folder given to `indexer build --images`: root and split
         p.add_argument("--token", default=env.milvus_token)
+        p.add_argument("--report-dir", default=env.report_dir)
         p.add_argument(
             "--extra-models",
             default=env.extra_models,
             help="comma-separated models to show besides the default ones (every model with real weights)",
         )
         args, _ = p.parse_known_args(list(argv))
-        extras = [m.strip() for m in args.extra_models.split(",") if m.strip()]
+        extras = model_names(args.extra_models)
         if args.images:
             from embed.sources.datasets import image_folder
 
             folder = image_folder(args.images)
             args.data_root, args.split = str(folder.parent), folder.name
-        return cls(uri=args.uri, data_root=args.data_root, split=args.split, token=args.token, extra_models=extras)
+        return cls(args.uri, args.data_root, args.split, args.token, extras, args.report_dir)
 
 
 @dataclass
@@ -417,16 +421,15 @@ class Backend:
         if not self.data_root:
             return None
         limits = [held.limit for m in self.collections if (held := self.images(m)) is not None]
-        parts = ["python -m indexer build", f"--model {model}"]
+        limit = max(limits) if limits else None
         built = next(iter(self.collections.values()), None)
         if built is not None and built.meta.layout == "folder":  # the --images folder, labelled the same way
             folder = str(Path(self.data_root) / self.settings.split)
-            parts += [f"--images {shlex.quote(folder)}"] + [shlex.quote(o) for o in built.meta.label_source.options()]
-        else:
-            parts += [f"--split {shlex.quote(self.settings.split)}", f"--data-root {shlex.quote(self.data_root)}"]
-        if limits:
-            parts.append(f"--limit {max(limits)}")
-        return " ".join(parts + [f"--uri {shlex.quote(self.settings.uri)}"])
+            options = tuple(built.meta.label_source.options())
+            return str(
+                BuildCommand(model, None, images=folder, label_options=options, limit=limit, uri=self.settings.uri)
+            )
+        return str(BuildCommand(model, self.settings.split, self.data_root, limit=limit, uri=self.settings.uri))
 
     def query_for_row(self, row: Dict) -> Query:
         return self.query_for_image(IndexedImage(int(row["id"]), row["class_id"], row["relpath"]))

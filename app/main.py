@@ -5,6 +5,7 @@ Run: ``streamlit run app/main.py -- [--uri URI] [--data-root DIR] [--split val]`
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 from pathlib import Path
@@ -31,11 +32,12 @@ from app.backend import (  # noqa: E402
     load_upload,
     model_title,
     safe_image_path,
-    thumbnail,
 )
+from app.cached import backend_for, cached_thumbnail  # noqa: E402
 from app.comparison import Comparison, SearchScope  # noqa: E402
 from app.notices import choose_data_set, show_collection_notices  # noqa: E402
 from embed.sources.datasets import class_name  # noqa: E402
+from indexer.build_command import BuildCommand  # noqa: E402
 from indexer.milvus_store import DatabaseLocked, StoreError  # noqa: E402
 
 st.set_page_config(page_title="Backbone retrieval", layout="wide")
@@ -43,16 +45,6 @@ st.set_page_config(page_title="Backbone retrieval", layout="wide")
 # enforces its own max_upload_size. Both come from the backend's limit, so shown == enforced == MAX_UPLOAD_BYTES.
 # (A .streamlit/config.toml would not follow the constant.)
 st_config.set_option("server.maxUploadSize", MAX_UPLOAD_MB)
-
-
-@st.cache_resource(show_spinner="Connecting to Milvus and reading collections…")
-def get_backend(uri: str, data_root: str, split: str, token: str) -> Backend:
-    return Backend(AppSettings(uri=uri, data_root=data_root or None, split=split, token=token))
-
-
-@st.cache_data(show_spinner=False, max_entries=4096)
-def cached_thumbnail(path: str):
-    return thumbnail(Path(path))
 
 
 def app_command(settings: AppSettings, uri: str) -> str:
@@ -302,14 +294,14 @@ def search_page() -> None:
     title = st.empty()  # named after the columns once they are known
     title.title("Backbone retrieval")
     try:
-        backend = get_backend(settings.uri, settings.data_root or "", settings.split, settings.token)
+        backend = backend_for(settings)
     except DatabaseLocked:
         show_locked(settings)
         return
     except StoreError as e:
         st.error(f"Cannot open the vector store: {e}")
         return
-    backend = choose_data_set(backend, lambda root: get_backend(settings.uri, root, settings.split, settings.token))
+    backend = choose_data_set(backend, lambda root: backend_for(dataclasses.replace(settings, data_root=root)))
     if st.sidebar.button("Reload collections", key="reload"):
         backend.refresh()
     show_new_columns(backend, show_collection_notices(backend))
@@ -338,8 +330,7 @@ def search_page() -> None:
             f"or your own images with --data-root DIR instead of --dataset:"
         )
         st.code(
-            f"python -m indexer build --model all --split {settings.split} --dataset tiny-imagenet --limit 1000 "
-            f"--uri {settings.uri}",
+            str(BuildCommand("all", settings.split, dataset="tiny-imagenet", limit=1000, uri=settings.uri)),
             language="bash",
             wrap_lines=True,
         )

@@ -27,12 +27,14 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from embed.models.catalog import BLOG_MODELS
+
 log = logging.getLogger("benchmarks")
 
 BUDGET_S = 480.0
 BATCH = 256
 SIZE = 224
-FORWARD_MODELS = ("gresnet", "convnext", "vit")
+FORWARD_MODELS = BLOG_MODELS
 E2E_MODEL = "effnet-lite0"
 E2E_IMAGES = {False: 10000, True: 2048}  # Tiny-ImageNet files, by --quick
 E2E_LARGE_IMAGES = 2048  # of them re-encoded at 500x375 (not with --quick)
@@ -158,7 +160,7 @@ def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool 
     from benchmarks.run import imagenet_sized_copy
     from embed.extraction.embedder import build_embedder, default_workers
     from embed.extraction.extract import ExtractConfig, extract
-    from embed.models.registry import WeightsUnavailable
+    from embed.models.weights import WeightsUnavailable
 
     out: Dict = {"rows": [], "agreement": []}
     if not (tiny / "val" / "val_annotations.txt").is_file():

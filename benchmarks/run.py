@@ -122,7 +122,7 @@ def _model(name: str, fused: bool = True, **kwargs):
     import timm
     from timm.utils import reparameterize_model
 
-    from embed.models.registry import REGISTRY, get_spec
+    from embed.models.catalog import REGISTRY, get_spec
 
     spec = REGISTRY.get(name) or get_spec(f"timm:{name}")
     torch.manual_seed(0)

@@ -29,6 +29,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from embed.common.cli_args import model_list
+from embed.models.catalog import BLOG_MODELS
+
 log = logging.getLogger("benchmarks")
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "synthetic-imagenet-val"
@@ -42,7 +45,7 @@ LITE_SLOW_MS = 100  # a third of the app's budget: one column's search past this
 @dataclass
 class ScaleConfig:
     rows: int = 50_000
-    models: Sequence[str] = ("gresnet", "convnext", "vit")
+    models: Sequence[str] = BLOG_MODELS
     classes: int = 1000
     step: int = 10_000  # rows inserted between two points of the search-time curve
     curve_queries: int = 20  # nq=1 searches per curve point
@@ -97,7 +100,7 @@ def collection_meta(model: str, data_root: str):
     precision and transform, so that an upload is embedded and searched (the vectors themselves are synthetic)."""
     from benchmarks.synthetic import synthetic_meta
     from embed.extraction.embedder import build_embedder
-    from embed.models.registry import REGISTRY
+    from embed.models.catalog import REGISTRY
 
     spec = REGISTRY[model]
     embedder = build_embedder(model, random_init=True)
@@ -216,7 +219,7 @@ def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.nda
 
 
 def model_dim(model: str) -> int:
-    from embed.models.registry import REGISTRY
+    from embed.models.catalog import REGISTRY
 
     return REGISTRY[model].dim
 
@@ -455,11 +458,11 @@ def main(argv=None) -> int:
         prog="python -m benchmarks.scale", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--evaluate", metavar="URI", required=True, help="run the evaluation child on this database")
-    p.add_argument("--models", default="gresnet,convnext,vit")
+    p.add_argument("--models", type=model_list, default=list(BLOG_MODELS), help="comma-separated models")
     p.add_argument("--features", default="raw", help="raw, normalized or both, comma-separated")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    print(json.dumps(evaluate_child(args.evaluate, args.models.split(","), args.features.split(","))))
+    print(json.dumps(evaluate_child(args.evaluate, args.models, args.features.split(","))))
     return 0
 
 

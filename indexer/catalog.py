@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
+from indexer.build_command import BuildCommand
 from indexer.milvus_store import ANN_SCRATCH_SUFFIX, CollectionMeta, StoreError, VectorStore
 
 
@@ -13,6 +14,25 @@ from indexer.milvus_store import ANN_SCRATCH_SUFFIX, CollectionMeta, StoreError,
 class IndexedCollection:
     name: str
     meta: CollectionMeta
+
+
+def several_datasets(what: str, datasets: Iterable[str]) -> str:
+    """The one sentence for a lookup that finds ``what`` indexed for more than one dataset."""
+    return (
+        f"{what} is indexed for several datasets ({', '.join(sorted(set(datasets)))}): pass --data-root to choose one"
+    )
+
+
+class SeveralDatasets(StoreError):
+    """Collections of more than one dataset where one comparison needs one."""
+
+
+def one_dataset(colls: Sequence[IndexedCollection], split: str) -> Sequence[IndexedCollection]:
+    """``colls`` when they were all built from one dataset, else SeveralDatasets naming them."""
+    datasets = {c.meta.dataset for c in colls}
+    if len(datasets) > 1:
+        raise SeveralDatasets(several_datasets(f"split {split!r}", datasets))
+    return colls
 
 
 class CollectionNotFound(StoreError):
@@ -46,27 +66,24 @@ def build_command(meta: CollectionMeta, uri: str, limit: Optional[int] = None, f
     rebuilt collection has the same identity and the build extracts only the images not embedded yet.
     """
     identity = meta.identity
-    import shlex
-
-    parts = ["python -m indexer build", f"--model {shlex.quote(identity.model)}"]
-    if meta.layout == "folder":  # built with --images: the same folder, labelled the same way
-        parts.append(f"--images {shlex.quote(str(Path(meta.data_root) / identity.split))}")
-        parts += [shlex.quote(o) for o in meta.label_source.options()]
-    else:
-        parts += [f"--split {shlex.quote(identity.split)}", f"--data-root {shlex.quote(meta.data_root)}"]
-    if limit is not None:
-        parts.append(f"--limit {limit}")
-    if identity.weights_source == "checkpoint" and meta.weights_detail:
-        parts.append(f"--checkpoint {shlex.quote(meta.weights_detail)}")
-    if identity.is_random:
-        parts.append("--random-init")
-    if identity.normalized:
-        parts.append("--normalize")
-    parts += [f"--decode {identity.decode}", f"--precision {identity.precision}"]
-    if force:
-        parts.append("--force")
-    parts.append(f"--uri {shlex.quote(uri)}")
-    return " ".join(parts)
+    folder = meta.layout == "folder"  # built with --images: the same folder, labelled the same way
+    return str(
+        BuildCommand(
+            identity.model,
+            None if folder else identity.split,
+            data_root=None if folder else meta.data_root,
+            images=str(Path(meta.data_root) / identity.split) if folder else None,
+            label_options=tuple(meta.label_source.options()) if folder else (),
+            limit=limit,
+            checkpoint=meta.weights_detail if identity.weights_source == "checkpoint" and meta.weights_detail else None,
+            random_init=identity.is_random,
+            normalize=identity.normalized,
+            decode=identity.decode,
+            precision=identity.precision,
+            force=force,
+            uri=uri,
+        )
+    )
 
 
 def incomplete_problem(coll: IndexedCollection, live_rows: int, uri: str) -> str:
@@ -98,8 +115,7 @@ def find_collection(store: VectorStore, model: str, split: str, dataset: Optiona
             f"{indexed_models_hint(alternatives, split)}",
             alternatives,
         )
-    names = ", ".join(c.meta.dataset for c in matches)
-    raise CollectionNotFound(f"{model}/{split} is indexed for several datasets ({names}): pass --data-root to choose")
+    raise CollectionNotFound(several_datasets(f"{model}/{split}", [c.meta.dataset for c in matches]))
 
 
 def build_hint(
@@ -107,20 +123,16 @@ def build_hint(
 ) -> str:
     """What to run for a missing collection: a build command that runs as written, on a data root this database
     already indexes and that has ``split``; or, when no indexed data set has that split, the splits there are."""
-    import shlex
     from pathlib import Path
 
     from embed.common import settings
     from embed.sources.datasets import available_splits
 
-    uri = "" if store.uri == settings.current().milvus_uri else f" --uri {shlex.quote(store.uri)}"
+    uri = None if store.uri == settings.current().milvus_uri else store.uri
     roots = sorted({c.meta.data_root for c in everything if dataset is None or c.meta.dataset == dataset})
     for root in roots:
         if (Path(root) / split).is_dir():
-            return (
-                f"Build it: python -m indexer build --model {shlex.quote(model)} --split {shlex.quote(split)} "
-                f"--data-root {shlex.quote(root)}{uri}{weights_note(model)}"
-            )
+            return f"Build it: {BuildCommand(model, split, root, uri=uri)}{weights_note(model)}"
     if roots:
         splits = sorted({c.meta.split for c in everything} | {s for r in roots for s in available_splits(Path(r))})
         return (
@@ -132,14 +144,12 @@ def build_hint(
 
 def quick_start_hint(uri: str) -> str:
     """The first build for a database with nothing in it: the README's quick start, on ``uri``."""
-    import shlex
-
     from embed.common import settings
 
-    option = "" if uri == settings.current().milvus_uri else f" --uri {shlex.quote(uri)}"
+    option_uri = None if uri == settings.current().milvus_uri else uri
     return (
         f"build a collection first, e.g. the README's quick start "
-        f"`python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000{option}`, or your own "
+        f"`{BuildCommand('all', 'val', dataset='tiny-imagenet', limit=1000, uri=option_uri)}`, or your own "
         f"images with --data-root DIR (the folder holding the split folders) instead of --dataset."
     )
 

@@ -21,12 +21,15 @@ from embed.common.cli_args import (
     add_image_folder_arguments,
     add_weights_arguments,
     extract_config,
+    model_list,
     non_negative_int,
     port_number,
     positive_int,
     positive_int_list,
     run_cli,
 )
+from embed.models.catalog import BLOG_MODELS
+from indexer.build_command import DIR, BuildCommand
 from indexer.index_spec import INDEX_TYPES, IndexSpecError
 from indexer.milvus_store import StoreError, VectorStore, is_local_uri
 
@@ -169,6 +172,49 @@ def _store(args, create: bool = False) -> VectorStore:
     return VectorStore(args.uri, args.token, create=create)
 
 
+# options several commands share, each defined once; ``what`` says what the option is for in that command
+
+
+def _add_models(p: argparse.ArgumentParser, default: Optional[Sequence[str]] = BLOG_MODELS, help_: str = "") -> None:
+    shown = f"default {','.join(default)}" if default else "default: every model indexed for the split"
+    p.add_argument(
+        "--models",
+        type=model_list,
+        default=list(default) if default else None,
+        help=f"comma-separated models ({help_ or shown})",
+    )
+
+
+def _add_seed(p, what: str) -> None:
+    p.add_argument("--seed", type=non_negative_int, default=0, help=f"seed of {what} (default 0)")
+
+
+def _add_bootstrap(p) -> None:
+    p.add_argument(
+        "--bootstrap",
+        type=_int_at_least_1000,
+        default=2000,
+        help="bootstrap resamples (at least 1000; default %(default)s)",
+    )
+
+
+def _add_device(p, what: str) -> None:
+    p.add_argument("--device", default="auto", help=f"where {what}: auto, cpu, cuda or cuda:N (default auto)")
+
+
+def _add_embeddings(p, what: str) -> None:
+    p.add_argument(
+        "--embeddings",
+        type=Path,
+        default=Path(settings.current().embeddings),
+        help=f"embeddings root: {what} (default %(default)s)",
+    )
+
+
+def _add_no_progress(p) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def _fmt(p: argparse._SubParsersAction, name: str, help_: str, **kw) -> argparse.ArgumentParser:
     epilog = f"examples:\n{EXAMPLES[name]}\n\n{DATABASE_NOTE}" if name in EXAMPLES else None
     return p.add_parser(
@@ -223,9 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         "out, as the app and the evaluation leave a query out)",
     )
     p.add_argument("--checkpoint", type=Path, default=None, help="weights file, if the collection was built with one")
-    p.add_argument(
-        "--device", default="auto", help="where the query model runs: auto, cpu, cuda or cuda:N (default auto)"
-    )
+    _add_device(p, "the query model runs")
     p.add_argument(
         "--json",
         action="store_true",
@@ -266,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.epilog = EVALUATE_EXAMPLES
     add_lookup_arguments(p, "split the collections were built from (required unless --images or --simulate-rows)")
     p.set_defaults(split_required=False)
-    p.add_argument("--models", default="gresnet,convnext,vit", help="comma-separated (default %(default)s)")
+    _add_models(p)
     p.add_argument(
         "--k", type=positive_int_list, default="1,5,10,20,100", help="comma-separated cut-offs (default %(default)s)"
     )
@@ -275,11 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="raw,normalized",
         help="raw, normalized or both (default both; the report compares models on the first)",
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="where the exact neighbour computation runs: auto, cpu, cuda or cuda:N (default auto)",
-    )
+    _add_device(p, "the exact neighbour computation runs")
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     p.add_argument("--csv", type=Path, default=None, help="write the results as CSV")
     p.add_argument("--plot", type=Path, default=None, help="write precision@k vs k as PNG")
@@ -298,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also time a naive evaluation sending N single-query Milvus searches (ratio vs exact)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_no_progress(p)
     g = p.add_argument_group("comparison report (--report)")
     g.add_argument(
         "--report",
@@ -307,15 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write DIR/report.html (self-contained), DIR/report.json and DIR/report.md",
     )
-    g.add_argument(
-        "--bootstrap",
-        type=_int_at_least_1000,
-        default=2000,
-        help="bootstrap resamples (at least 1000; default %(default)s)",
-    )
-    g.add_argument(
-        "--seed", type=non_negative_int, default=0, help="seed for resampling, holdout and sampling (default 0)"
-    )
+    _add_bootstrap(g)
+    _add_seed(g, "resampling, holdout and sampling")
     g.add_argument(
         "--style-queries",
         type=non_negative_int,
@@ -325,12 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--galleries", type=non_negative_int, default=8, help="disagreement galleries to draw (default %(default)s)"
     )
-    g.add_argument(
-        "--embeddings",
-        type=Path,
-        default=Path(settings.current().embeddings),
-        help="embeddings root where `python -m embed check` saved check.json (default %(default)s)",
-    )
+    _add_embeddings(g, "where `python -m embed check` saved check.json")
     g = p.add_argument_group("DINO-style kNN (weighted 20-NN, T = 0.07, database and queries disjoint)")
     g.add_argument(
         "--holdout",
@@ -648,16 +676,9 @@ def cmd_serve(args) -> int:
 
 def _evaluated_collection(store: VectorStore, args, models: List[str]):
     """The dataset to evaluate: from --data-root, else the one the split is indexed for (as `search` finds it)."""
-    from indexer.catalog import find_collection
+    from indexer.catalog import find_collection, one_dataset
 
-    found = {m: find_collection(store, m, args.split, _dataset_arg(args)) for m in models}
-    datasets = {c.meta.dataset for c in found.values()}
-    if len(datasets) > 1:
-        raise StoreError(
-            f"the models are indexed for different datasets ({', '.join(sorted(datasets))}) on split "
-            f"{args.split!r}: pass --data-root to choose one"
-        )
-    return next(iter(found.values()))
+    return one_dataset([find_collection(store, m, args.split, _dataset_arg(args)) for m in models], args.split)[0]
 
 
 def _int_at_least_1000(text: str) -> int:
@@ -715,7 +736,7 @@ def cmd_evaluate(args) -> int:
     from indexer.evaluation.label_free import collection_class_ids
 
     store = _store(args)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = args.models
     reference = _evaluated_collection(store, args, models)
     class_ids = collection_class_ids(store, reference.name)
     labels = reference.meta.labels_text(class_ids)
@@ -868,7 +889,7 @@ def add_maps_parser(sub) -> None:
     )
     p.epilog = MAPS_EXAMPLES + "\n" + EPILOG
     add_lookup_arguments(p)
-    p.add_argument("--models", default=None, help="comma-separated models (default: every model indexed for the split)")
+    _add_models(p, default=None)
     p.add_argument(
         "--method",
         choices=METHODS,
@@ -881,7 +902,7 @@ def add_maps_parser(sub) -> None:
         default="raw",
         help="the vectors as stored (raw, default) or unit length (normalized), as evaluate's variants",
     )
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the map and of the samples (default 0)")
+    _add_seed(p, "the map and of the samples")
     p.add_argument(
         "--report-dir",
         type=Path,
@@ -889,7 +910,7 @@ def add_maps_parser(sub) -> None:
         help="maps go to DIR/maps/ (env RETRIEVAL_REPORT_DIR; default %(default)s, as the app's pages)",
     )
     p.add_argument("--force", action="store_true", help="recompute even when a current map is cached")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_no_progress(p)
     add_store_arguments(p)
 
 
@@ -919,7 +940,7 @@ def add_robustness_parser(sub) -> None:
     )
     p.epilog = ROBUSTNESS_EXAMPLES + "\n" + EPILOG
     add_lookup_arguments(p)
-    p.add_argument("--models", default="gresnet,convnext,vit", help="comma-separated (default %(default)s)")
+    _add_models(p)
     p.add_argument(
         "--queries",
         type=positive_int,
@@ -951,39 +972,25 @@ def add_robustness_parser(sub) -> None:
         action="store_true",
         help="label-free measures only (copy retrieval, stability, shift consistency)",
     )
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the sample and the random transforms")
-    p.add_argument(
-        "--bootstrap",
-        type=_int_at_least_1000,
-        default=2000,
-        help="bootstrap resamples (at least 1000; default %(default)s)",
-    )
-    p.add_argument(
-        "--embeddings",
-        type=Path,
-        default=Path(settings.current().embeddings),
-        help="embeddings root: the collections' manifests and the transformed-query cache (default %(default)s)",
-    )
-    p.add_argument("--device", default="auto", help="where queries are embedded: auto, cpu, cuda or cuda:N")
+    _add_seed(p, "the sample and the random transforms")
+    _add_bootstrap(p)
+    _add_embeddings(p, "the collections' manifests and the transformed-query cache")
+    _add_device(p, "queries are embedded")
     p.add_argument(
         "--batch-size", type=positive_int, default=32, help="queries embedded at a time (default %(default)s)"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_no_progress(p)
     add_store_arguments(p)
 
 
 def cmd_maps(args) -> int:
     """One line per map: method, n, trustworthiness, silhouette, seconds, cached or computed."""
-    from indexer.catalog import find_collection, indexed_collections
+    from indexer.catalog import find_collection, indexed_collections, one_dataset
     from indexer.evaluation.maps import MapParams, compute_map
 
     store = _store(args)
     if args.models:
-        colls = [
-            find_collection(store, m.strip(), args.split, _dataset_arg(args))
-            for m in args.models.split(",")
-            if m.strip()
-        ]
+        colls = [find_collection(store, m, args.split, _dataset_arg(args)) for m in args.models]
     else:
         colls = [
             c for c in indexed_collections(store) if c.meta.key.matches(split=args.split, dataset=_dataset_arg(args))
@@ -991,14 +998,9 @@ def cmd_maps(args) -> int:
         if not colls:
             raise StoreError(
                 f"no collection for split {args.split!r} in {store.describe_target()}: build one first "
-                f"(python -m indexer build --model all --split {args.split} --data-root DIR)"
+                f"({BuildCommand('all', args.split, DIR)})"
             )
-    datasets = {c.meta.dataset for c in colls}
-    if len(datasets) > 1:
-        raise StoreError(
-            f"split {args.split!r} is indexed for several datasets ({', '.join(sorted(datasets))}): "
-            f"pass --data-root to choose one"
-        )
+    one_dataset(colls, args.split)
     params = MapParams(method=args.method, features=args.features, seed=args.seed)
     print(f"{colls[0].meta.dataset}/{colls[0].meta.split}: {_labels_line(store, colls[0])}")
     for c in colls:
@@ -1025,7 +1027,7 @@ def cmd_robustness(args) -> int:
         raise StoreError(str(e)) from None
     cfg = RobustnessConfig(
         split=args.split,
-        models=[m.strip() for m in args.models.split(",") if m.strip()],
+        models=args.models,
         dataset=_dataset_arg(args),
         data_root=args.data_root,
         embeddings=args.embeddings,
@@ -1092,7 +1094,9 @@ def add_ann_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--split", required=True, help="split the collections were built from, e.g. val")
-    p.add_argument("--models", required=True, help="comma-separated models, each indexed for the split")
+    p.add_argument(
+        "--models", type=model_list, required=True, help="comma-separated models, each indexed for the split"
+    )
     p.add_argument("--data-root", type=Path, default=None, help="choose the dataset when several are indexed")
     p.add_argument("--index", type=str.upper, required=True, choices=[t for t in INDEX_TYPES if t != "FLAT"])
     p.add_argument("--index-param", action="append", default=[], metavar="NAME=VALUE", help="a build parameter")
@@ -1110,7 +1114,7 @@ def add_ann_parser(sub) -> None:
     p.add_argument(
         "--batch", type=positive_int, default=100, help="queries per search call for QPS (default %(default)s)"
     )
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the queries and the bootstrap")
+    _add_seed(p, "the queries and the bootstrap")
     p.add_argument("--resamples", type=positive_int, default=2000, help="bootstrap resamples (default %(default)s)")
     p.add_argument("--report", type=Path, default=None, help="write the ANN section into this report folder")
     p.add_argument("--json", type=Path, default=None, help="also write the document as JSON here")
@@ -1122,7 +1126,7 @@ def add_ann_parser(sub) -> None:
         metavar="S",
         help="give up on an index not built and loaded within S seconds (default %(default)s)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_no_progress(p)
     add_store_arguments(p)
 
 
@@ -1137,7 +1141,7 @@ def cmd_ann(args) -> int:
 
     spec = make_index_spec(args.index, args.index_param)
     sweep = parse_sweep(args.sweep, args.index) if args.sweep else default_sweep(args.index)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = args.models
     # a server search has no memory budget to respect (Lite's is why store.search groups queries): batches go whole
     store = VectorStore(args.uri, args.token, search_budget_bytes=1 << 50)
     if store.is_lite:

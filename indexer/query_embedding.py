@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -11,6 +10,7 @@ import numpy as np
 
 from embed.common.identity import VectorSetIdentity
 from embed.common.vectors import l2_normalize
+from indexer.build_command import BuildCommand
 from indexer.milvus_store import CollectionMeta, StoreError
 
 if TYPE_CHECKING:  # torch loads only when a query is embedded
@@ -78,8 +78,8 @@ class QueryEmbedder:
             identity = meta.identity
             raise QueryEmbedderMismatch(
                 f"{identity.model}: queries would be embedded differently from the collection's rows "
-                f"({same.words('collection', 'queries')}); rebuild it with `python -m indexer build --model "
-                f"{identity.model} --split {identity.split} --data-root {shlex.quote(meta.data_root)} --recreate` "
+                f"({same.words('collection', 'queries')}); rebuild it with "
+                f"`{BuildCommand(identity.model, identity.split, meta.data_root, recreate=True)}` "
                 f"(and your --uri) or pass the checkpoint it was built with (--checkpoint)"
             )
 

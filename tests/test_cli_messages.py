@@ -66,6 +66,12 @@ def probe(module, *argv):
         ),
         ("indexer", ["serve", "--port", "70000"], 2, "a TCP port is at most 65535"),
         (
+            "indexer",
+            ["robustness", "--split", "val", "--models", " , "],
+            2,
+            "argument --models: expected comma-separated model names, e.g. gresnet,convnext,vit, got ' , '",
+        ),
+        (
             "embed",
             ["extract", "--model", "vit", "--split", "val", "--limit", "0"],
             2,
@@ -79,6 +85,19 @@ def test_help_and_argument_errors_need_no_heavy_imports(module, argv, code, text
     assert text in output
     assert result["heavy"] == [], f"{module} {' '.join(argv)} imported {result['heavy']}"
     assert "Traceback" not in output
+
+
+def test_model_lists_are_parsed_once_with_the_blog_models_as_default():
+    from embed.models.catalog import BLOG_MODELS
+    from indexer.cli import build_parser
+
+    parser = build_parser()
+    for command in ("evaluate", "robustness"):
+        assert parser.parse_args([command, "--split", "val"]).models == list(BLOG_MODELS)
+        given = parser.parse_args([command, "--split", "val", "--models", " effnet-lite0, vit,"]).models
+        assert given == ["effnet-lite0", "vit"]
+    assert parser.parse_args(["maps", "--split", "val"]).models is None, "maps: every indexed model"
+    assert parser.parse_args(["maps", "--split", "val", "--models", "vit"]).models == ["vit"]
 
 
 def _all_actions(parser):

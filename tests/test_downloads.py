@@ -20,7 +20,8 @@ import torch
 from support.data import jpeg_bytes, make_tiny_layout
 
 from embed.common.identity import EmbeddingKey
-from embed.models.registry import WeightsUnavailable, load_model
+from embed.models.registry import load_model
+from embed.models.weights import WeightsUnavailable
 from embed.sources.datasets import DatasetError, load_split
 
 

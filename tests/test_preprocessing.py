@@ -21,7 +21,8 @@ import pytest
 import torch
 from PIL import Image
 
-from embed.models.registry import REGISTRY, load_model
+from embed.models.catalog import REGISTRY
+from embed.models.registry import load_model
 
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 TF_LITE = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

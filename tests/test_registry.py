@@ -2,8 +2,10 @@ import pytest
 import torch
 from support.data import have_effnet_package
 
+from embed.models.catalog import UnknownModel, get_spec
 from embed.models.checkpoint_mapping import fit_state_dict
-from embed.models.registry import UnknownModel, WeightsUnavailable, get_spec, load_model, read_checkpoint
+from embed.models.registry import load_model
+from embed.models.weights import WeightsUnavailable, read_checkpoint
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from indexer.evaluation.query_transforms import (
 )
 from indexer.evaluation.robustness import (
     QUERY_CACHE_VERSION,
-    Gallery,
+    CollectionVectors,
     QueryEncoder,
     Timing,
     family_sentences,
@@ -73,7 +73,7 @@ def toy_run(images, encoders, conditions, cache_roots=None, n_queries=None, labe
     """The evaluation's own pipeline on toy galleries: each database is the encoder on the clean images."""
     ids = np.arange(len(images))
     galleries = [
-        Gallery(
+        CollectionVectors(
             e.model,
             ids,
             e.embed(images),
@@ -388,7 +388,8 @@ def toy_result(tmp_path):
     labels = np.repeat(np.arange(8), 5)
     ids = np.arange(len(images))
     galleries = [
-        Gallery(e.model, ids, e.embed(images), [f"c{l}" for l in labels], [f"{i}.png" for i in ids]) for e in encoders
+        CollectionVectors(e.model, ids, e.embed(images), [f"c{l}" for l in labels], [f"{i}.png" for i in ids])
+        for e in encoders
     ]
     timing = Timing()
     outcomes = measure(galleries, encoders, ids, lambda r: images[r], conditions, 0, progress=False, timing=timing)

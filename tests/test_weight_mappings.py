@@ -10,9 +10,10 @@ import pytest
 import timm
 import torch
 
+from embed.models.catalog import REGISTRY
 from embed.models.checkpoint_mapping import CheckpointMismatchError, fit_state_dict
 from embed.models.gresnet import checkpoint_filter_fn
-from embed.models.registry import REGISTRY, read_checkpoint
+from embed.models.weights import read_checkpoint
 
 # timm's EfficientNet-Lite keeps the first and last stage at one block and scales the others
 EFFNET_LITE_STAGE_DEPTHS = {

@@ -19,8 +19,8 @@ import streamlit as st  # noqa: E402
 
 from app import navigation  # noqa: E402
 from app.backend import AppSettings  # noqa: E402
+from embed.models.catalog import BLOG_MODELS  # noqa: E402
 from indexer.evaluation.document import ReportDocument, ReportSchemaError, read_robustness  # noqa: E402
-from indexer.evaluation.maps import report_dir_from_argv  # noqa: E402
 from indexer.evaluation.sections import sections  # noqa: E402
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore  # noqa: E402
 
@@ -226,7 +226,7 @@ def main() -> None:
     st.set_page_config(page_title="Evaluation", layout="wide")
     settings = AppSettings.from_argv(sys.argv[1:])
     st.title("Evaluation: which backbone retrieves better, and how sure we are")
-    report_dir = st.sidebar.text_input("Report folder", report_dir_from_argv(sys.argv[1:]), key="report_dir")
+    report_dir = st.sidebar.text_input("Report folder", settings.report_dir, key="report_dir")
     folder = Path(report_dir).expanduser()
     path = folder / "report.json"
     collections = database_collections(settings)
@@ -241,7 +241,7 @@ def main() -> None:
         return
     if not path.is_file():
         st.warning(f"No report in {folder}. Write one (the page shows reports, it does not compute them):")
-        models = in_db or ["gresnet", "convnext", "vit"]
+        models = in_db or list(BLOG_MODELS)
         # evaluate finds the data set (and the images the report shows) from the collections when one is indexed
         st.code(
             evaluate_command(settings.split, models, True, settings.uri, folder, settings.data_root or ""),
@@ -249,8 +249,8 @@ def main() -> None:
             wrap_lines=True,
         )
         maps_note(settings, folder, collections)
-        show_robustness(settings, folder, in_db or ["gresnet", "convnext", "vit"])
-        show_ann(settings, folder, in_db or ["gresnet", "convnext", "vit"])
+        show_robustness(settings, folder, in_db or list(BLOG_MODELS))
+        show_ann(settings, folder, in_db or list(BLOG_MODELS))
         return
     try:
         doc = load_report(str(path), path.stat().st_mtime)

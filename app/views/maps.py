@@ -30,30 +30,22 @@ import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app import navigation  # noqa: E402
-from app.backend import AppSettings, Backend, BadImage, model_title, safe_image_path, thumbnail  # noqa: E402
+from app.backend import AppSettings, Backend, BadImage, model_title, safe_image_path  # noqa: E402
+from app.cached import backend_for, cached_thumbnail  # noqa: E402
 from app.maps_view import MAX_POINTS, class_palette, map_figure, selected_id, silhouette_rows  # noqa: E402
 from app.notices import choose_data_set, show_collection_notices  # noqa: E402
 from embed.sources.datasets import class_name  # noqa: E402
-from indexer.evaluation.maps import MapParams, MapResult, available_params, load_map, maps_command, report_dir_from_argv  # noqa: E402
+from indexer.build_command import DIR, BuildCommand  # noqa: E402
+from indexer.evaluation.maps import MapParams, MapResult, available_params, load_map, maps_command  # noqa: E402
 from indexer.milvus_store import CollectionMeta, DatabaseLocked, StoreError  # noqa: E402
 
 SELECTED = "map_selected_id"
-
-
-@st.cache_resource(show_spinner="Connecting to Milvus and reading collections…")
-def get_backend(uri: str, data_root: str, split: str, token: str) -> Backend:
-    return Backend(AppSettings(uri=uri, data_root=data_root or None, split=split, token=token))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def cached_map(report_dir: str, collection: str, meta_json: str, params: MapParams, mtime: float):
     # keyed by the cache file's mtime too: a recomputed map is read again
     return load_map(Path(report_dir), collection, CollectionMeta.from_json(meta_json), params)
-
-
-@st.cache_data(show_spinner=False, max_entries=4096)
-def cached_thumbnail(path: str):
-    return thumbnail(Path(path))
 
 
 def map_file_mtime(report_dir: Path, collection: str, params: MapParams) -> float:
@@ -144,17 +136,17 @@ def main() -> None:
     st.set_page_config(page_title="Maps", layout="wide")
     settings = AppSettings.from_argv(sys.argv[1:])
     st.title("Maps: each model's embedding space, side by side")
-    report_dir = st.sidebar.text_input("Report folder", report_dir_from_argv(sys.argv[1:]), key="maps_report_dir")
+    report_dir = st.sidebar.text_input("Report folder", settings.report_dir, key="maps_report_dir")
     folder = Path(report_dir).expanduser()
     try:
-        backend = get_backend(settings.uri, settings.data_root or "", settings.split, settings.token)
+        backend = backend_for(settings)
     except DatabaseLocked:
         st.error(f"The database {settings.uri} is open in another process that does not share it: see the main page.")
         return
     except StoreError as e:
         st.error(f"Cannot open the vector store: {e}")
         return
-    backend = choose_data_set(backend, lambda root: get_backend(settings.uri, root, settings.split, settings.token))
+    backend = choose_data_set(backend, lambda root: backend_for(dataclasses.replace(settings, data_root=root)))
     if st.sidebar.button("Reload collections and maps", key="maps_reload"):
         backend.refresh()
         cached_map.clear()
@@ -163,7 +155,7 @@ def main() -> None:
     if not indexed:
         st.warning(f"No collections for split '{settings.split}' in {backend.store.describe_target()} yet.")
         st.code(
-            f"python -m indexer build --model all --split {settings.split} --data-root DIR --uri {settings.uri}",
+            str(BuildCommand("all", settings.split, DIR, uri=settings.uri)),
             language="bash",
             wrap_lines=True,
         )

@@ -127,6 +127,21 @@ def image_folder_from_args(args: argparse.Namespace, split_required: bool = True
         args.label_source = LabelSource("file", Path(labels).expanduser().resolve(), loose)
 
 
+def model_names(text: str) -> List[str]:
+    """``"gresnet, convnext,vit"`` -> the names, spaces and empty parts ignored (an empty list for "")."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def model_list(text: str) -> List[str]:
+    """argparse type for comma-separated model names such as ``gresnet,convnext,vit``: at least one."""
+    names = model_names(text)
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated model names, e.g. gresnet,convnext,vit, got {text!r}"
+        )
+    return names
+
+
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data (--images DIR, or --data-root DIR --split NAME)")
     add_image_folder_arguments(g)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from embed.common.identity import InvalidName
-from embed.models import gresnet_weights
 
 
 class UnknownModel(InvalidName):
@@ -24,11 +23,23 @@ class UnknownModel(InvalidName):
 
 @dataclass(frozen=True)
 class WeightsDownload:
-    """Weights that come from a download into the cache folder on first use."""
+    """Weights that come from a download into the cache folder on first use, by the module named (imported when
+    asked: the downloader reads this catalogue, the catalogue does not import it): its ``cached_checkpoint``,
+    ``download_checkpoint`` and ``source_url``."""
 
-    cached: Callable[[], Optional[Path]]  # the file when it is already here
-    fetch: Callable[[], Path]  # download (atomically, validated) and return the file
-    source: Callable[[], str]  # the address, for messages
+    module: str  # e.g. "embed.models.gresnet_weights"
+
+    def cached(self) -> Optional[Path]:
+        """The file when it is already here."""
+        return importlib.import_module(self.module).cached_checkpoint()
+
+    def fetch(self) -> Path:
+        """Download (atomically, validated) and return the file."""
+        return importlib.import_module(self.module).download_checkpoint()
+
+    def source(self) -> str:
+        """The address, for messages."""
+        return importlib.import_module(self.module).source_url()
 
 
 @dataclass(frozen=True)
@@ -70,11 +81,7 @@ def _effnet_lite(variant: int, input_size: int) -> ModelSpec:
     )
 
 
-GRESNET_DOWNLOAD = WeightsDownload(
-    cached=gresnet_weights.cached_checkpoint,
-    fetch=gresnet_weights.download_checkpoint,
-    source=gresnet_weights.source_url,
-)
+GRESNET_DOWNLOAD = WeightsDownload("embed.models.gresnet_weights")
 
 REGISTRY: Dict[str, ModelSpec] = {
     "gresnet": ModelSpec(

@@ -56,7 +56,7 @@ def cached_checkpoint() -> Optional[Path]:
 
 def validate_checkpoint(path: Path) -> None:
     """Raise DownloadError unless ``path`` is a checkpoint that fits GResNet-50 (read and fitted as every file is)."""
-    from embed.models.registry import REGISTRY
+    from embed.models.catalog import REGISTRY
     from embed.models.weights import WeightsUnavailable, load_file
 
     if looks_like_html(path):

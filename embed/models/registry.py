@@ -14,8 +14,8 @@ from typing import Callable, Dict, Optional
 import torch.nn as nn
 
 from embed.models import gresnet as _gresnet  # noqa: F401  (registers gresnet50 with timm)
-from embed.models.catalog import BLOG_MODELS, REGISTRY, ModelSpec, UnknownModel, WeightsDownload, get_spec  # noqa: F401
-from embed.models.weights import RANDOM_INIT_SEED, WeightsInfo, WeightsUnavailable, read_checkpoint  # noqa: F401
+from embed.models.catalog import ModelSpec, get_spec
+from embed.models.weights import WeightsInfo
 from embed.models.weights import resolve as resolve_weights
 
 log = logging.getLogger(__name__)

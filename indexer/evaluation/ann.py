@@ -517,7 +517,7 @@ def pareto_plot(doc: AnnDocument, path: Path) -> None:
 
 
 def add_ann_section(d, doc: AnnDocument, title: str = "Approximate index: does the ranking survive it?") -> None:
-    """The ANN section into a report Document (indexer.evaluation.report.Document): ann.md and the report's own."""
+    """The ANN section into a report MarkupDocument (indexer.evaluation.report): ann.md and the report's own."""
     d.h(title)
     d.p(protocol_text(doc))
     d.paragraphs(doc.sentences)
@@ -528,7 +528,7 @@ def add_ann_section(d, doc: AnnDocument, title: str = "Approximate index: does t
 
 def write_ann_report(doc: AnnDocument, folder: Path) -> AnnDocument:
     """ann.json, ann.md and ann_pareto.png in ``folder``, merged with an earlier run's other indexes."""
-    from indexer.evaluation.report import Document
+    from indexer.evaluation.report import MarkupDocument
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -540,7 +540,7 @@ def write_ann_report(doc: AnnDocument, folder: Path) -> AnnDocument:
     doc = merged(doc, old)
     (folder / ANN_JSON).write_text(json.dumps(to_plain(doc), indent=1))
     pareto_plot(doc, folder / ANN_PLOT)
-    page = Document(folder)
+    page = MarkupDocument(folder)
     add_ann_section(page, doc, title=f"Approximate index: {doc.dataset}/{doc.split}")
     (folder / ANN_MARKDOWN).write_text(page.markdown())
     return doc

@@ -20,12 +20,12 @@ LAB_RANGE = ((0.0, 100.0), (-90.0, 100.0), (-110.0, 100.0))
 
 
 @dataclass
-class Appearance:
+class ImageAppearance:
     histogram: np.ndarray  # (BINS**3,) sums to 1
     grey: np.ndarray  # (THUMB, THUMB) in [0, 1]
 
 
-def appearance(path: Path) -> Appearance:
+def appearance(path: Path) -> ImageAppearance:
     from PIL import Image
     from skimage.color import rgb2lab
 
@@ -36,14 +36,14 @@ def appearance(path: Path) -> Appearance:
     lab = rgb2lab(small).reshape(-1, 3)
     hist, _ = np.histogramdd(lab, bins=BINS, range=LAB_RANGE)
     grey = np.asarray(image.convert("L").resize((THUMB, THUMB), Image.Resampling.BILINEAR), dtype=np.float64) / 255.0
-    return Appearance((hist / hist.sum()).ravel(), grey)
+    return ImageAppearance((hist / hist.sum()).ravel(), grey)
 
 
-def colour_similarity(a: Appearance, b: Appearance) -> float:
+def colour_similarity(a: ImageAppearance, b: ImageAppearance) -> float:
     return float(np.minimum(a.histogram, b.histogram).sum())
 
 
-def structure_similarity(a: Appearance, b: Appearance) -> float:
+def structure_similarity(a: ImageAppearance, b: ImageAppearance) -> float:
     from skimage.metrics import structural_similarity
 
     return float(structural_similarity(a.grey, b.grey, data_range=1.0))
@@ -55,9 +55,9 @@ class AppearanceCache:
     def __init__(self, folder: Path, relpaths):
         self.folder = Path(folder)
         self.relpaths = relpaths
-        self._cache: Dict[int, Appearance] = {}
+        self._cache: Dict[int, ImageAppearance] = {}
 
-    def __getitem__(self, row: int) -> Appearance:
+    def __getitem__(self, row: int) -> ImageAppearance:
         if row not in self._cache:
             self._cache[row] = appearance(self.folder / self.relpaths[row])
         return self._cache[row]

@@ -14,6 +14,7 @@ import numpy as np
 
 from embed.common.identity import EmbeddingKey
 from embed.common.vectors import l2_normalize
+from indexer.build_command import DIR, BuildCommand
 from indexer.evaluation.document import SCHEMA_VERSION, DinoKnn, Evaluation, MilvusCheck, ModelResult, NaiveTiming
 from indexer.evaluation.metrics import (
     PROTOCOL,
@@ -57,10 +58,7 @@ class EvalConfig:
     labels: str = ""  # how the images are labelled, in words, for every output
 
     def build_command(self, model: str, split: str) -> str:
-        import shlex
-
-        root = shlex.quote(self.data_root) if self.data_root else "DIR"
-        return f"python -m indexer build --model {shlex.quote(model)} --split {shlex.quote(split)} --data-root {root}"
+        return str(BuildCommand(model, split, self.data_root or DIR))
 
 
 @dataclass

@@ -471,12 +471,12 @@ def draw_gallery(folder: Path, query: Optional[str], rows: Sequence[tuple], path
 
 def write_label_free(result: LabelFreeResult, folder: Path) -> None:
     """DIR/label_free.json, .md and .html (self-contained), written the one way so that they agree."""
-    from indexer.evaluation.report import Document
+    from indexer.evaluation.report import MarkupDocument
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "label_free.json").write_text(result.to_json())
-    d = Document(folder)
+    d = MarkupDocument(folder)
     title = f"Label-free comparison: {result.dataset}/{result.split}"
     d.h(title, 1)
     d.p(f"Images: {result.images:,} that every model holds; labels: {result.labels or 'unlabelled'}.")

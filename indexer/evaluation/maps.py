@@ -23,7 +23,6 @@ when a map is computed.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -36,7 +35,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from embed.common import settings
 from embed.common.identity import VectorSetIdentity
 from embed.common.vectors import l2_normalize
 from embed.extraction.shards import atomic_write_bytes
@@ -53,13 +51,6 @@ MAPS_FOLDER = "maps"
 
 class MapError(StoreError):
     """A map cannot be made or read: the message says what to do."""
-
-
-def report_dir_from_argv(argv: Sequence[str]) -> str:
-    """``--report-dir DIR`` from the app's command line (after ``--``), else env RETRIEVAL_REPORT_DIR, else data/report."""
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--report-dir", default=settings.current().report_dir)
-    return p.parse_known_args(list(argv))[0].report_dir
 
 
 @dataclass(frozen=True)

@@ -459,7 +459,7 @@ def class_scatter(classes: PerClass, path: Path) -> None:
 # the document ----------------------------------------------------------------------------------
 
 
-class Document:
+class MarkupDocument:
     """Blocks rendered twice: Markdown (PNG links) and self-contained HTML (PNGs inline)."""
 
     def __init__(self, folder: Path):
@@ -584,9 +584,9 @@ def build_report(evaluation: Evaluation, runs: Sequence[Run], cfg: ReportConfig)
     return doc
 
 
-def render(doc: ReportDocument, folder: Path) -> Document:
+def render(doc: ReportDocument, folder: Path) -> MarkupDocument:
     proto = doc.protocol
-    d = Document(folder)
+    d = MarkupDocument(folder)
     d.h(f"Retrieval report: {proto.dataset}/{proto.split}", 1)
     d.p(
         f"Protocol: {proto.name}; {proto.distance}; {proto.excluded}. Confidence intervals: "

@@ -97,7 +97,7 @@ class RobustnessError(StoreError):
 
 
 @dataclass
-class Gallery:
+class CollectionVectors:
     """One model's clean collection, read once: ids sorted, row i holds ids[i]."""
 
     model: str
@@ -216,7 +216,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def measure(
-    galleries: Sequence[Gallery],
+    galleries: Sequence[CollectionVectors],
     encoders: Sequence[QueryEncoder],
     query_rows: np.ndarray,
     load_image: Callable[[int], Image.Image],
@@ -359,7 +359,7 @@ class RobustnessRecord:
 
 
 @dataclass
-class PairComparison:
+class RobustnessPair:
     """Model a minus model b on one measure, one family, one severity, over the same queries."""
 
     a: str
@@ -454,7 +454,7 @@ def summarise(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     confidence: float = CONFIDENCE,
-) -> Tuple[List[RobustnessRecord], List[PairComparison]]:
+) -> Tuple[List[RobustnessRecord], List[RobustnessPair]]:
     records, pairs = [], []
     for c in (c for c in conditions if c.draw == 0):
         per_model = {m: query_measures(outcomes, m, c, labels, query_rows) for m in models}
@@ -481,7 +481,7 @@ def summarise(
                     else mcnemar_difference(test, confidence)
                 )
                 pairs.append(
-                    PairComparison(
+                    RobustnessPair(
                         a,
                         b,
                         c.family,
@@ -502,7 +502,7 @@ def _strongest(records: Sequence[RobustnessRecord], family: str) -> int:
     return max(r.level for r in records if r.family == family)
 
 
-def family_sentences(records: Sequence[RobustnessRecord], pairs: Sequence[PairComparison]) -> List[str]:
+def family_sentences(records: Sequence[RobustnessRecord], pairs: Sequence[RobustnessPair]) -> List[str]:
     """One plain sentence per family at its strongest severity measured, on keeping the original at rank 1:
     the models with the highest and the lowest copy_r1, their difference with its interval and McNemar p; for
     translation also one on shift consistency."""
@@ -534,7 +534,7 @@ def family_sentences(records: Sequence[RobustnessRecord], pairs: Sequence[PairCo
 
 
 def _sentence(
-    lead: str, here: Sequence[RobustnessRecord], pairs: Sequence[PairComparison], measure: str, what: Tuple[str, str]
+    lead: str, here: Sequence[RobustnessRecord], pairs: Sequence[RobustnessPair], measure: str, what: Tuple[str, str]
 ) -> str:
     """``what``: the verb phrase for one model and for several."""
     ranked = sorted(here, key=lambda r: (-getattr(r, measure).mean, r.model))
@@ -593,7 +593,7 @@ class RobustnessResult:
     query_ids: List[int]
     conditions: List[Condition]
     records: List[RobustnessRecord]
-    pairs: List[PairComparison]
+    pairs: List[RobustnessPair]
     sentences: List[str]
     timing: Timing
     seed: int = 0
@@ -652,9 +652,9 @@ def collection_encoder(meta: CollectionMeta, device: str, batch_size: int) -> Qu
     return QueryEncoder(meta.model, meta.identity, embed, batch_size)
 
 
-def read_gallery(store, coll, progress: bool) -> Gallery:
+def read_gallery(store, coll, progress: bool) -> CollectionVectors:
     ids, vectors, class_ids, relpaths = store.read_all(coll.name, progress=progress)
-    return Gallery(coll.meta.model, ids, vectors, class_ids, relpaths)
+    return CollectionVectors(coll.meta.model, ids, vectors, class_ids, relpaths)
 
 
 def is_labelled(class_ids: Sequence[str]) -> bool:
@@ -664,19 +664,13 @@ def is_labelled(class_ids: Sequence[str]) -> bool:
 def evaluate_collections(store, cfg: RobustnessConfig) -> RobustnessResult:
     """Read each model's collection once, transform, embed (or take from the cache), search, summarise."""
     from embed.sources.imaging import load_rgb
-    from indexer.catalog import find_collection
+    from indexer.catalog import find_collection, one_dataset
     from indexer.evaluation.metrics import encode_labels
 
     start = time.perf_counter()
     families = parse_families(",".join(cfg.families))
     conditions = conditions_for(families, cfg.severities)
-    colls = [find_collection(store, m, cfg.split, cfg.dataset) for m in cfg.models]
-    datasets = {c.meta.dataset for c in colls}
-    if len(datasets) > 1:
-        raise RobustnessError(
-            f"the models are indexed for different datasets ({', '.join(sorted(datasets))}): "
-            f"pass --data-root to choose one"
-        )
+    colls = one_dataset([find_collection(store, m, cfg.split, cfg.dataset) for m in cfg.models], cfg.split)
     randoms = [c.meta.model for c in colls if c.meta.is_random]
     if randoms:
         log.warning("%s use RANDOM weights: their figures measure nothing but chance", ", ".join(randoms))
@@ -734,7 +728,7 @@ def evaluate_collections(store, cfg: RobustnessConfig) -> RobustnessResult:
     )
 
 
-def _aligned(galleries: Sequence[Gallery]) -> List[Gallery]:
+def _aligned(galleries: Sequence[CollectionVectors]) -> List[CollectionVectors]:
     """The galleries restricted to the ids all of them hold (paired comparisons need the same queries)."""
     common = galleries[0].ids
     for g in galleries[1:]:
@@ -750,7 +744,7 @@ def _aligned(galleries: Sequence[Gallery]) -> List[Gallery]:
             )
         keep = np.searchsorted(g.ids, common)
         out.append(
-            Gallery(
+            CollectionVectors(
                 g.model, g.ids[keep], g.vectors[keep], [g.class_ids[i] for i in keep], [g.relpaths[i] for i in keep]
             )
         )
@@ -844,10 +838,10 @@ def write_outputs(result: RobustnessResult, folder: Optional[Path], json_path: O
         folder.mkdir(parents=True, exist_ok=True)
         doc["figures"] = plot_measures(doc, folder)
         (folder / "robustness.json").write_text(json.dumps(doc, indent=1))
-        from indexer.evaluation.report import Document
+        from indexer.evaluation.report import MarkupDocument
         from indexer.evaluation.robustness_tables import add_robustness_section
 
-        page = Document(folder)
+        page = MarkupDocument(folder)
         add_robustness_section(page, doc, level=1)
         (folder / "robustness.md").write_text(page.markdown())
         report = folder / "report.json"

@@ -96,7 +96,7 @@ def protocol_text(doc: Dict) -> str:
 
 
 def add_robustness_section(d, doc: Dict, level: int = 2, title: str = "Robustness: transformed queries") -> None:
-    """Headings, sentences, tables and plots of ``doc`` (robustness.json) into a report Document ``d``."""
+    """Headings, sentences, tables and plots of ``doc`` (robustness.json) into a report MarkupDocument ``d``."""
     d.h(title, level)
     d.p(protocol_text(doc))
     d.paragraphs(doc["sentences"])

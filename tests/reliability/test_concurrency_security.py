@@ -143,7 +143,7 @@ def test_serve_refuses_a_database_in_use(tmp_path):
 
 @pytest.mark.parametrize("evil", ["x' or id >= 0 or '", 'a"b', "id in [1]", "drop;collection", "../../x"])
 def test_names_cannot_inject_into_milvus(tmp_path, evil):
-    from embed.models.registry import UnknownModel, get_spec
+    from embed.models.catalog import UnknownModel, get_spec
 
     with pytest.raises(UnknownModel):
         get_spec(evil)
