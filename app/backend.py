@@ -452,12 +452,18 @@ class Backend:
         return Query(load_rgb(path), image.class_id, image.id, image.relpath)
 
     def embedder(self, model: str) -> QueryEmbedder:
-        if model not in self._embedders:
-            self._embedders[model] = QueryEmbedder.for_collection(self.collections[model].meta)
-        return self._embedders[model]
+        """``model``'s query embedder for its collection as it is now: loaded again after a rebuild that changed how
+        the rows were made (weights, decode, precision, ...), never one that embeds differently from them."""
+        meta = self.collections[model].meta
+        query = self._embedders.get(model)
+        if query is None or not query.serves(meta):
+            query = self._embedders[model] = QueryEmbedder.for_collection(meta)
+        return query
 
     def has_embedder(self, model: str) -> bool:
-        return model in self._embedders
+        """Whether ``model``'s query embedder is loaded and still serves its collection as it is now."""
+        query = self._embedders.get(model)
+        return query is not None and model in self.collections and query.serves(self.collections[model].meta)
 
     def load_embedder(self, model: str) -> Optional[float]:
         """Load ``model``'s query embedder now if it is not loaded: seconds taken, or None if it already was.
@@ -465,7 +471,7 @@ class Backend:
         Loading (weights, first forward) takes seconds; the app shows it once, apart from query latency.
         A failure is left for ``search`` to report in the model's column.
         """
-        if model in self._embedders or model not in self.collections:
+        if model not in self.collections or self.has_embedder(model):
             return None
         t = time.perf_counter()
         try:

@@ -144,43 +144,38 @@ def pick_query(backend: Backend, comparison: Comparison) -> Query | None:
         return None
 
 
-# "transform the query": the robustness evaluation's own transforms (indexer/query_transforms.py) -------------
+# "transform the query": the robustness evaluation's own transforms (indexer/evaluation/query_transforms.py) --
 
-QUERY_TRANSFORMS = ("none", "shift", "crop", "rotate", "downscale", "JPEG quality", "blur")
+NO_TRANSFORM = "none"
 
 
 def transform_control(query: Query) -> Query:
-    """The query as the sidebar's transform changes it; a changed indexed image keeps its id as the original."""
-    from indexer.evaluation import query_transforms as qt
+    """The query as the sidebar's transform changes it; a changed indexed image keeps its id as the original.
+    The choices are the robustness families that have a control (query_transforms.CONTROLLED_FAMILIES)."""
+    from indexer.evaluation.query_transforms import CONTROLLED_FAMILIES, FAMILIES
 
     st.sidebar.header("Transform the query")
     kind = st.sidebar.selectbox(
         "Transform",
-        QUERY_TRANSFORMS,
+        (NO_TRANSFORM, *(f.name for f in CONTROLLED_FAMILIES)),
         key="transform",
-        help="applied to the image before it is embedded, as in `python -m indexer robustness`",
+        help="applied to the image before it is embedded, as the family of that name in `python -m indexer robustness`",
     )
-    if kind == "none":
+    control = FAMILIES[kind].control if kind != NO_TRANSFORM else None
+    if control is None:
         return query
-    if kind == "shift":
-        dx = st.sidebar.slider("Shift right (px of the 256 px resize)", -16, 16, 8, key="shift_dx")
-        dy = st.sidebar.slider("Shift down (px of the 256 px resize)", -16, 16, 0, key="shift_dy")
-        image, what = qt.translate(query.image, dx, dy), f"224 px window shifted {dx:+d}, {dy:+d} px"
-    elif kind == "crop":
-        f = st.sidebar.slider("Keep this fraction of each side (centre)", 0.3, 1.0, 0.7, 0.05, key="crop_fraction")
-        image, what = qt.zoom(query.image, f), f"central {f:.0%} crop"
-    elif kind == "rotate":
-        deg = st.sidebar.slider("Degrees (counter-clockwise)", -45, 45, 10, key="rotate_degrees")
-        image, what = qt.rotate(query.image, deg), f"rotated {deg:+d}°"
-    elif kind == "downscale":
-        px = st.sidebar.slider("Longer side (px), then back up", 8, max(8, max(query.image.size)), 32, key="size_px")
-        image, what = qt.thumbnail(query.image, px), f"shrunk to {px} px and back"
-    elif kind == "JPEG quality":
-        quality = st.sidebar.slider("Quality", 1, 100, 20, key="jpeg_quality")
-        image, what = qt.jpeg(query.image, quality), f"JPEG quality {quality}"
-    else:
-        sigma = st.sidebar.slider("Sigma (px)", 0.0, 5.0, 1.5, 0.25, key="blur_sigma")
-        image, what = qt.blur(query.image, sigma), f"Gaussian blur sigma {sigma:g} px"
+    values = [
+        st.sidebar.slider(
+            s.label,
+            s.low,
+            max(8, max(query.image.size)) if s.high is None else s.high,
+            s.default,
+            control.step,
+            key=s.key,
+        )
+        for s in control.sliders
+    ]
+    image, what = control.apply(query.image, *values), control.words.format(*values)
     return Query(image, query.class_id, None, f"{query.label} ({what})", original_id=query.indexed_id)
 
 

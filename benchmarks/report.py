@@ -192,6 +192,50 @@ def _op_tables(paired: Dict, targets: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _gpu_lines(gpu: Dict) -> List[str]:
+    """The GPU run's section: its budget, forward table, what was skipped or failed, nvJPEG agreement."""
+    lines = [
+        "",
+        f"### GPU (budget {gpu['budget_s']:.0f} s, {gpu['budget_left_s']:.0f} s left at the end)",
+        "",
+        *(
+            ["fp32 convolutions ran in TF32 (cuDNN's default), in every network alike.", ""]
+            if gpu.get("cudnn_allow_tf32")
+            else []
+        ),
+        "Forward, synthetic batch in memory, **random init** (speed only):",
+        "",
+    ]
+    lines += _forward_table(gpu["forward"])
+    for r in gpu["forward"]:
+        if r.get("skipped") or r.get("error"):
+            lines.append(f"\n{r['model']} compile={r['compile']}: {r.get('skipped') or r.get('error')}")
+    gpu_paired = gpu.get("paired") or {}
+    if gpu_paired.get("skipped") or gpu_paired.get("error"):
+        outcome = f"skipped, {gpu_paired['skipped']}" if gpu_paired.get("skipped") else f"failed, {gpu_paired['error']}"
+        lines += ["", f"Paired rounds: {outcome}"]
+    e2e_gpu = gpu["e2e"]
+    if e2e_gpu.get("skipped"):
+        lines += ["", f"e2e: skipped, {e2e_gpu['skipped']}"]
+    for r in e2e_gpu.get("rows", []):
+        if "e2e_images_per_s" not in r:
+            lines.append(f"\ne2e {r['files']} decode={r['decode']}: {r.get('skipped') or r.get('error')}")
+    if e2e_gpu.get("agreement"):
+        lines += [
+            "",
+            "nvJPEG (`--decode device`) vs PIL in the workers (`--decode workers`), same images, per-image cosine:",
+            "",
+            "| model | files | images | mean | 1st percentile | min |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {a['model']} | {a['files']} | {a['images']} | {a['cosine_mean']} | {a['cosine_p1']} | "
+            f"{a['cosine_min']} |"
+            for a in e2e_gpu["agreement"]
+        ]
+    return lines
+
+
 def render(report: Dict) -> str:
     m = report["machine"]
     lines = [
@@ -229,47 +273,7 @@ def render(report: Dict) -> str:
             ]
     gpu = report.get("gpu")
     if gpu:
-        lines += [
-            "",
-            f"### GPU (budget {gpu['budget_s']:.0f} s, {gpu['budget_left_s']:.0f} s left at the end)",
-            "",
-            *(
-                ["fp32 convolutions ran in TF32 (cuDNN's default), in every network alike.", ""]
-                if gpu.get("cudnn_allow_tf32")
-                else []
-            ),
-            "Forward, synthetic batch in memory, **random init** (speed only):",
-            "",
-        ]
-        lines += _forward_table(gpu["forward"])
-        for r in gpu["forward"]:
-            if r.get("skipped") or r.get("error"):
-                lines.append(f"\n{r['model']} compile={r['compile']}: {r.get('skipped') or r.get('error')}")
-        gpu_paired = gpu.get("paired") or {}
-        if gpu_paired.get("skipped") or gpu_paired.get("error"):
-            outcome = (
-                f"skipped, {gpu_paired['skipped']}" if gpu_paired.get("skipped") else f"failed, {gpu_paired['error']}"
-            )
-            lines += ["", f"Paired rounds: {outcome}"]
-        e2e_gpu = gpu["e2e"]
-        if e2e_gpu.get("skipped"):
-            lines += ["", f"e2e: skipped, {e2e_gpu['skipped']}"]
-        for r in e2e_gpu.get("rows", []):
-            if "e2e_images_per_s" not in r:
-                lines.append(f"\ne2e {r['files']} decode={r['decode']}: {r.get('skipped') or r.get('error')}")
-        if e2e_gpu.get("agreement"):
-            lines += [
-                "",
-                "nvJPEG (`--decode device`) vs PIL in the workers (`--decode workers`), same images, per-image cosine:",
-                "",
-                "| model | files | images | mean | 1st percentile | min |",
-                "|---|---|---|---|---|---|",
-            ]
-            lines += [
-                f"| {a['model']} | {a['files']} | {a['images']} | {a['cosine_mean']} | {a['cosine_p1']} | "
-                f"{a['cosine_min']} |"
-                for a in e2e_gpu["agreement"]
-            ]
+        lines += _gpu_lines(gpu)
     e2e = [r for r in report.get("e2e", []) or (gpu or {}).get("e2e", {}).get("rows", []) if "e2e_images_per_s" in r]
     if e2e:
         lines += [

@@ -55,8 +55,9 @@ def main(argv=None) -> int:
 
     from embed.common.identity import EmbeddingKey
     from indexer.catalog import find_collection
+    from indexer.evaluation.exact import ExactSearch
     from indexer.evaluation.query_transforms import DEFAULT_FAMILIES, parse_families
-    from indexer.evaluation.robustness import RobustnessConfig, evaluate_collections, exact_search
+    from indexer.evaluation.robustness import TOP_K, RobustnessConfig, evaluate_collections
     from indexer.milvus_store import VectorStore
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
         db = rng.normal(size=(args.database_rows, c.meta.dim)).astype(np.float32)
         q = rng.normal(size=(args.target_queries, c.meta.dim)).astype(np.float32)
         t = time.perf_counter()
-        exact_search(db, q, rng.integers(0, args.database_rows, args.target_queries))
+        ExactSearch(db).ranked_search(q, TOP_K, rng.integers(0, args.database_rows, args.target_queries))
         search_s[c.meta.model] = time.perf_counter() - t
     scale = args.target_queries / len(result.query_ids)
     projected = {

@@ -4,6 +4,8 @@ python -m benchmarks.run [--device auto|cpu|cuda] [--quick] [--only SECTIONS] [-
 python -m benchmarks.run --only paired    # interleaved GResNet / resnet50d rounds (the fusion targets)
 python -m benchmarks.run --only scale     # 50,000-row collections, Milvus Lite vs the embedded server
 python -m benchmarks.run --device cuda    # the GPU benchmark (benchmarks/gpu.py), under 8 minutes on one GPU
+python -m benchmarks.run --smoke --only forward,paired,e2e,milvus,evaluation,scale --out /tmp/smoke.json
+                                          # every section still runs (smallest sizes; what the tests run)
 
 Every comparison is measured within one run and reported as a ratio next to the absolute figures.
 """
@@ -23,7 +25,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -160,10 +162,11 @@ def time_forward(
     return images_per_second(step, batch, device, warmup=warmup, min_seconds=min_seconds)
 
 
-def bench_forward(device: torch.device, quick: bool) -> List[Dict]:
+def bench_forward(device: torch.device, quick: bool, smoke: bool = False) -> List[Dict]:
     gpu = device.type == "cuda"
-    batch = 256 if gpu else 16
-    min_s = 3.0 if gpu else (2.0 if quick else 4.0)
+    quick = quick or smoke
+    batch = 1 if smoke else 256 if gpu else 16
+    min_s = 0.0 if smoke else 3.0 if gpu else (2.0 if quick else 4.0)
     precisions = dict(PRECISIONS)
     if gpu:
         precisions["fp16"] = torch.float16
@@ -174,12 +177,14 @@ def bench_forward(device: torch.device, quick: bool) -> List[Dict]:
     cases = [
         ("gresnet", True, 224),
         ("gresnet", False, 224),
-        ("gresnet", True, 176),
         ("resnet50d", True, 224),
+        ("gresnet", True, 176),
         ("convnext", True, 224),
         ("vit", True, 224),
         ("effnet-lite0", True, 224),
     ]
+    if smoke:  # the networks of the ratios
+        cases = cases[:3]
     for name, fused, size in cases:
         model = _model(name, fused)
         for pname, prec in precisions.items():
@@ -213,6 +218,50 @@ def bench_forward(device: torch.device, quick: bool) -> List[Dict]:
     return rows
 
 
+def _fused(unfused):
+    from timm.utils import reparameterize_model
+
+    return reparameterize_model(copy.deepcopy(unfused))
+
+
+def _seeded(make):
+    torch.manual_seed(0)
+    return make()
+
+
+# how each network of the paired rounds is made, from the others it is made of (``network(name)``)
+PAIRED_BUILDS: Dict[str, Callable[[Callable[[str], Any]], Any]] = {
+    "gresnet": lambda network: _fused(network("gresnet_unfused")),
+    "gresnet_unfused": lambda network: _fv().nontrivial(_model("gresnet", False)),
+    "gresnet_postnorm": lambda network: _fv().postnorm_twin(network("gresnet_unfused")),
+    "gresnet_naive_fold": lambda network: _fv().naive_fold(network("gresnet")),
+    "gresnet_mean_subtract": lambda network: _fv().mean_subtract(network("gresnet")),
+    "resnet50d": lambda network: _model("resnet50d"),
+    "resnet50d_silu": lambda network: _model("resnet50d", act_layer="silu"),
+    "resnet50d_splitnorm": lambda network: _fused(network("resnet50d_splitnorm_unfused")),
+    "resnet50d_splitnorm_naive_fold": lambda network: _fv().naive_fold(network("resnet50d_splitnorm")),
+    # not timed: the reference of its fold
+    "resnet50d_splitnorm_unfused": lambda network: _seeded(lambda: _fv().nontrivial(_fv().resnet50d_splitnorm())),
+}
+# the fewest networks that still run every part of the paired section (ratios, stage timings, operator profile)
+SMOKE_PAIRED_NETWORKS = ("gresnet", "resnet50d", "resnet50d_silu")
+PAIRED_TIMED = tuple(name for name in PAIRED_BUILDS if name != "resnet50d_splitnorm_unfused")
+# each fold against the unfused network it came from; the naive folds show what exactness is for
+PAIRED_FOLDS_OF = {
+    "gresnet": "gresnet_unfused",
+    "gresnet_mean_subtract": "gresnet_unfused",
+    "gresnet_naive_fold": "gresnet_unfused",
+    "resnet50d_splitnorm": "resnet50d_splitnorm_unfused",
+    "resnet50d_splitnorm_naive_fold": "resnet50d_splitnorm_unfused",
+}
+
+
+def _fv():
+    from benchmarks import fusion_variants
+
+    return fusion_variants
+
+
 def bench_paired(
     device: torch.device,
     quick: bool,
@@ -220,6 +269,7 @@ def bench_paired(
     networks: Optional[Tuple[str, ...]] = None,
     min_seconds: float = 2.0,
     batch: Optional[int] = None,
+    timer: Optional[Callable[[str, Any, Optional[torch.dtype]], float]] = None,
 ) -> Dict:
     """The GResNet ratios from interleaved rounds (A, B, C, D, A, B, C, D, ...), medians of per-round ratios.
 
@@ -233,39 +283,24 @@ def bench_paired(
     ratios against resnet50d go.
 
     ``networks`` times only those (the ratios between them; default all), each call for at least ``min_seconds``,
-    at ``batch`` images (default 256 on a GPU, 16 on a CPU).
+    at ``batch`` images (default 256 on a GPU, 16 on a CPU). ``timer(name, model, precision)`` gives one round's
+    images/s of a network (default ``time_forward``; the tests give known throughputs).
     """
-    from timm.utils import reparameterize_model
-
     from benchmarks import fusion_variants as fv
 
     batch = batch or (256 if device.type == "cuda" else 16)
-    unfused = fv.nontrivial(_model("gresnet", False))
-    fused = reparameterize_model(copy.deepcopy(unfused))
-    torch.manual_seed(0)
-    r50d_split_unfused = fv.nontrivial(fv.resnet50d_splitnorm())
-    r50d_split = reparameterize_model(copy.deepcopy(r50d_split_unfused))
-    models = {
-        "gresnet": fused,
-        "gresnet_unfused": unfused,
-        "gresnet_postnorm": fv.postnorm_twin(unfused),
-        "gresnet_naive_fold": fv.naive_fold(fused),
-        "gresnet_mean_subtract": fv.mean_subtract(fused),
-        "resnet50d": _model("resnet50d"),
-        "resnet50d_silu": _model("resnet50d", act_layer="silu"),
-        "resnet50d_splitnorm": r50d_split,
-        "resnet50d_splitnorm_naive_fold": fv.naive_fold(r50d_split),
-    }
-    if networks is not None:
-        models = {name: models[name] for name in networks}
-    # each fold against the unfused network it came from; the naive folds show what exactness is for
-    unfused_of = {
-        "gresnet": unfused,
-        "gresnet_mean_subtract": unfused,
-        "gresnet_naive_fold": unfused,
-        "resnet50d_splitnorm": r50d_split_unfused,
-        "resnet50d_splitnorm_naive_fold": r50d_split_unfused,
-    }
+    networks = networks if networks is not None else PAIRED_TIMED
+    torch.empty(1, device=device)  # a device that cannot run fails now, not after minutes of building networks
+    built: Dict[str, Any] = {}
+
+    def network(name: str):
+        # each network once, and only those timed or needed to make or check them (the fold's reference)
+        if name not in built:
+            built[name] = PAIRED_BUILDS[name](network)
+        return built[name]
+
+    models = {name: network(name) for name in networks}
+    unfused_of = {fold: network(reference) for fold, reference in PAIRED_FOLDS_OF.items() if fold in models}
     out: Dict = {
         "rounds": 2 if quick else rounds,
         "batch": batch,
@@ -280,11 +315,16 @@ def bench_paired(
             if k in models
         },
     }
+    if timer is None:
+
+        def timer(name: str, model: Any, precision: Optional[torch.dtype]) -> float:
+            return time_forward(model, batch, 224, device, precision, True, False, min_seconds)
+
     for pname, prec in PRECISIONS.items():
         samples: Dict[str, List[float]] = {k: [] for k in models}
         for _ in range(out["rounds"]):
             for name, model in models.items():
-                samples[name].append(time_forward(model, batch, 224, device, prec, True, False, min_seconds))
+                samples[name].append(timer(name, model, prec))
         out[pname] = {
             "images_per_s": {k: [round(v, 2) for v in vs] for k, vs in samples.items()},
             **{
@@ -387,15 +427,21 @@ def time_by_op(
                     start = time.perf_counter()
                     model(x)
                     wall = time.perf_counter() - start
-            per: Dict[str, float] = defaultdict(float)
-            for event in prof.key_averages():
-                per[op_kind(event.key)] += event.self_cpu_time_total / 1000  # microseconds
-            per["total"] = wall * 1000
-            for kind in [k for k, _ in OP_KINDS] + ["other", "total"]:
-                samples[name][kind].append(per[kind])
+            per = ms_by_kind(((e.key, e.self_cpu_time_total) for e in prof.key_averages()), wall)
+            for kind, ms in per.items():
+                samples[name][kind].append(ms)
     return {
         name: {k: round(statistics.median(v), 1) for k, v in per_kind.items()} for name, per_kind in samples.items()
     }
+
+
+def ms_by_kind(self_us: Iterable[Tuple[str, float]], wall_s: float) -> Dict[str, float]:
+    """Milliseconds per kind of operator (``OP_KINDS``, then "other") from (operator, self microseconds) pairs, and
+    the step's wall time as "total", in that order."""
+    per = {kind: 0.0 for kind in [k for k, _ in OP_KINDS] + ["other"]}
+    for op, us in self_us:
+        per[op_kind(op)] += us / 1000
+    return {**per, "total": wall_s * 1000}
 
 
 def conv_ceilings(op_ms: Dict[str, Dict[str, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
@@ -445,7 +491,7 @@ def imagenet_sized_copy(n: int, root: Path) -> Path:
     return root
 
 
-def bench_e2e(device: torch.device, quick: bool) -> List[Dict]:
+def bench_e2e(device: torch.device, quick: bool, smoke: bool = False) -> List[Dict]:
     from embed.extraction.embedder import build_embedder, default_workers
     from embed.extraction.extract import ExtractConfig, extract
 
@@ -453,15 +499,16 @@ def bench_e2e(device: torch.device, quick: bool) -> List[Dict]:
         return [{"skipped": f"no Tiny-ImageNet at {TINY}"}]
     rows = []
     gpu = device.type == "cuda"
-    n = 512 if quick else (10000 if gpu else 1024)
+    n = 16 if smoke else 512 if quick else (10000 if gpu else 1024)
     with tempfile.TemporaryDirectory() as data_tmp:
         datasets = [("tiny-imagenet 64px", TINY)]
         if not quick:
             datasets.append(("500x375 re-encoded", imagenet_sized_copy(n, Path(data_tmp) / "big")))
-        for model in ["effnet-lite0"] if quick else ["effnet-lite0", "gresnet"]:
+        for model in ["effnet-lite0"] if quick or smoke else ["effnet-lite0", "gresnet"]:
             emb = build_embedder(model, random_init=True, device=str(device))
-            batch = 256 if gpu else 32
-            fwd = emb.time_forward(batch, emb.loaded.data_config["input_size"][-1], iters=20 if gpu else 5)
+            batch = 8 if smoke else 256 if gpu else 32
+            iters = 1 if smoke else 20 if gpu else 5
+            fwd = emb.time_forward(batch, emb.loaded.data_config["input_size"][-1], iters=iters)
             # workers: PIL decode in DataLoader processes (the default); device: JPEG batches decoded on the
             # model's device (nvJPEG on a GPU; on a CPU, in the main process)
             for files, data_root in datasets:
@@ -503,7 +550,7 @@ def bench_e2e(device: torch.device, quick: bool) -> List[Dict]:
 # 3. Milvus ----------------------------------------------------------------------------------------
 
 
-def bench_milvus(quick: bool) -> Dict:
+def bench_milvus(quick: bool, smoke: bool = False) -> Dict:
     from benchmarks.synthetic import synthetic_meta
     from indexer.milvus_store import VectorStore
 
@@ -511,18 +558,22 @@ def bench_milvus(quick: bool) -> Dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench_milvus_"))
     backends = {"lite": str(tmp / "bench.db")}
     server = None
-    try:
-        from benchmarks.milvus_server import start_embedded_milvus
+    if smoke:
+        out["server_skipped"] = "not started by --smoke (minutes on a loaded machine)"
+    else:
+        try:
+            from benchmarks.milvus_server import start_embedded_milvus
 
-        server = start_embedded_milvus(tmp / "server")
-        backends["server"] = f"http://127.0.0.1:{server.listen_port}"
-    except Exception as e:
-        out["server_skipped"] = f"embedded Milvus server unavailable: {e}"
+            server = start_embedded_milvus(tmp / "server")
+            backends["server"] = f"http://127.0.0.1:{server.listen_port}"
+        except Exception as e:
+            out["server_skipped"] = f"embedded Milvus server unavailable: {e}"
     rng = np.random.default_rng(0)
+    block = 500 if smoke else 10000  # rows per insert of the search collection
     try:
         for backend, uri in backends.items():
             store = VectorStore(uri)
-            n_insert = 5000 if quick else 10000
+            n_insert = 200 if smoke else 5000 if quick else 10000
             for dim in (384, 768, 2048):
                 name = f"bench_insert_{dim}"
                 store.drop(name)
@@ -545,12 +596,12 @@ def bench_milvus(quick: bool) -> Dict:
                 log.info("insert %s", out["insert"][-1])
                 store.drop(name)
             dim = 2048
-            for n in (10000,) if quick else (10000, 50000):
+            for n in (1000,) if smoke else (10000,) if quick else (10000, 50000):
                 name = f"bench_search_{n}"
                 store.drop(name)
                 store.ensure_collection(name, synthetic_meta("bench", dim, "bench", "/"))
-                for start in range(0, n, 10000):
-                    vecs = rng.normal(size=(min(10000, n - start), dim)).astype(np.float32)
+                for start in range(0, n, block):
+                    vecs = rng.normal(size=(min(block, n - start), dim)).astype(np.float32)
                     store.upsert(
                         name,
                         np.arange(start, start + len(vecs)),
@@ -561,7 +612,7 @@ def bench_milvus(quick: bool) -> Dict:
                     )
                 store.flush(name)
                 store.count(name)
-                queries = rng.normal(size=(60 if quick else 200, dim)).astype(np.float32)
+                queries = rng.normal(size=(8 if smoke else 60 if quick else 200, dim)).astype(np.float32)
                 lat = []
                 for i, q in enumerate(queries):
                     t = time.perf_counter()
@@ -590,14 +641,14 @@ def bench_milvus(quick: bool) -> Dict:
     return out
 
 
-def bench_evaluation(quick: bool, device: torch.device) -> Dict:
+def bench_evaluation(quick: bool, device: torch.device, smoke: bool = False) -> Dict:
     """Exact chunked evaluation vs a naive one that sends one Milvus Lite search per query."""
     from benchmarks.synthetic import synthetic_meta
     from indexer.evaluation.evaluate import naive_search
     from indexer.evaluation.metrics import encode_labels, exact_neighbours, needed_k, retrieval_metrics
     from indexer.milvus_store import VectorStore
 
-    n, dim = 10000, 2048
+    n, dim = (600, 64) if smoke else (10000, 2048)
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 200, n)
     centers = rng.normal(size=(200, dim)).astype(np.float32)
@@ -616,7 +667,7 @@ def bench_evaluation(quick: bool, device: torch.device) -> Dict:
         store.upsert("bench_eval", np.arange(n), vecs, [str(c) for c in labels], ["p"] * n, progress=False)
         store.flush("bench_eval")
         store.count("bench_eval")
-        n_naive = 300 if quick else n
+        n_naive = 20 if smoke else 300 if quick else n
         k = needed_k(codes, ks, 20)
         naive_hits, naive_s = naive_search(store, "bench_eval", vecs, np.arange(n), k, n_naive)
         store.close()
@@ -644,55 +695,64 @@ def bench_evaluation(quick: bool, device: torch.device) -> Dict:
 # report -----------------------------------------------------------------------------------------
 
 
+def _cpu_ratios(report: Dict, device: torch.device) -> Dict:
+    """The CPU suite's ratios: like for like between the networks, compiled over eager, e2e over bare, exact over naive."""
+    fw = report.get("forward", [])
+    out = {}
+
+    # like for like: same precision, eager; each model at its best memory layout
+    def ratio(a: Dict, b: Dict) -> Optional[float]:
+        ra, rb = best(fw, **a), best(fw, **b)
+        return round(ra["images_per_s"] / rb["images_per_s"], 3) if ra and rb else None
+
+    eager = dict(size=224, compile=False)
+    # single best figures; the paired rounds' medians replace them when present
+    for prec in ("fp32", "bf16"):
+        for ratio_name, reference in (
+            ("fused_over_unfused", "gresnet_unfused"),
+            ("fused_over_resnet50d", "resnet50d"),
+        ):
+            value = ratio(
+                {**eager, "model": "gresnet", "precision": prec}, {**eager, "model": reference, "precision": prec}
+            )
+            if value is not None:
+                out[ratio_key(ratio_name, prec)] = value
+    for prec in ("fp32", "bf16"):
+        compiled = ratio(
+            {"model": "gresnet", "size": 224, "precision": prec, "compile": True},
+            {"model": "resnet50d", "size": 224, "precision": prec, "compile": True},
+        )
+        if compiled is not None:
+            out[ratio_key("fused_over_resnet50d_both_compiled", prec)] = compiled
+        gain = ratio(
+            {"model": "gresnet", "size": 224, "precision": prec, "compile": True},
+            {"model": "gresnet", "size": 224, "precision": prec, "compile": False},
+        )
+        if gain is not None:
+            out[ratio_key("gresnet_compiled_over_eager", prec)] = gain
+    # the target is about the default pipeline (auto decode) on the shared data; the table lists every configuration
+    from embed.extraction.device_decode import resolve_decode
+
+    default = resolve_decode("auto", device)
+    e2e = [
+        r
+        for r in report.get("e2e", [])
+        if "pipeline_efficiency" in r
+        and r.get("files", "tiny-imagenet 64px") == "tiny-imagenet 64px"
+        and r.get("decode", default) == default
+    ]
+    if e2e:
+        out["e2e_over_bare"] = min(r["pipeline_efficiency"] for r in e2e)
+    if "evaluation" in report:
+        out["exact_over_naive_eval"] = report["evaluation"]["exact_over_naive"]
+    return out
+
+
 def ratios(report: Dict, device: torch.device) -> Dict:
     fw = report.get("forward", [])
     out = {}
     if device.type == "cpu":
-        # like for like: same precision, eager; each model at its best memory layout
-        def ratio(a: Dict, b: Dict) -> Optional[float]:
-            ra, rb = best(fw, **a), best(fw, **b)
-            return round(ra["images_per_s"] / rb["images_per_s"], 3) if ra and rb else None
-
-        eager = dict(size=224, compile=False)
-        # single best figures; the paired rounds' medians replace them when present
-        for prec in ("fp32", "bf16"):
-            for ratio_name, reference in (
-                ("fused_over_unfused", "gresnet_unfused"),
-                ("fused_over_resnet50d", "resnet50d"),
-            ):
-                value = ratio(
-                    {**eager, "model": "gresnet", "precision": prec}, {**eager, "model": reference, "precision": prec}
-                )
-                if value is not None:
-                    out[ratio_key(ratio_name, prec)] = value
-        for prec in ("fp32", "bf16"):
-            compiled = ratio(
-                {"model": "gresnet", "size": 224, "precision": prec, "compile": True},
-                {"model": "resnet50d", "size": 224, "precision": prec, "compile": True},
-            )
-            if compiled is not None:
-                out[ratio_key("fused_over_resnet50d_both_compiled", prec)] = compiled
-            gain = ratio(
-                {"model": "gresnet", "size": 224, "precision": prec, "compile": True},
-                {"model": "gresnet", "size": 224, "precision": prec, "compile": False},
-            )
-            if gain is not None:
-                out[ratio_key("gresnet_compiled_over_eager", prec)] = gain
-        # the target is about the default pipeline (auto decode) on the shared data; the table lists every configuration
-        from embed.extraction.device_decode import resolve_decode
-
-        default = resolve_decode("auto", device)
-        e2e = [
-            r
-            for r in report.get("e2e", [])
-            if "pipeline_efficiency" in r
-            and r.get("files", "tiny-imagenet 64px") == "tiny-imagenet 64px"
-            and r.get("decode", default) == default
-        ]
-        if e2e:
-            out["e2e_over_bare"] = min(r["pipeline_efficiency"] for r in e2e)
-        if "evaluation" in report:
-            out["exact_over_naive_eval"] = report["evaluation"]["exact_over_naive"]
+        out.update(_cpu_ratios(report, device))
     else:
         gpu = report.get("gpu", {})
         fw = fw or gpu.get("forward", [])
@@ -739,6 +799,12 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--quick", action="store_true", help="smaller grid and samples (a few minutes on CPU)")
     p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every asked section at its smallest sizes, batch 1 and no Milvus server (seconds; the figures mean "
+        "nothing): checks that the benchmark still runs, as tests/test_benchmarks_run.py does",
+    )
+    p.add_argument(
         "--out", type=Path, default=None, help="JSON path (default benchmarks/results/<machine>/<date>.json)"
     )
     p.add_argument(
@@ -779,27 +845,32 @@ def main(argv=None) -> int:
         "machine": machine_info(device),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick,
+        "smoke": args.smoke,
         "settings": {"cpu_batch": 16, "gpu_batch": 256, "host_memory": host_memory.describe()},
     }
     t0 = time.perf_counter()
     if "forward" in sections:
-        report["forward"] = bench_forward(device, args.quick)
+        report["forward"] = bench_forward(device, args.quick, args.smoke)
     if "paired" in sections:
-        report["paired"] = bench_paired(device, args.quick, args.rounds)
+        report["paired"] = (
+            bench_paired(device, True, networks=SMOKE_PAIRED_NETWORKS, min_seconds=0.0, batch=1)
+            if args.smoke
+            else bench_paired(device, args.quick, args.rounds)
+        )
     if "e2e" in sections:
-        report["e2e"] = bench_e2e(device, args.quick)
+        report["e2e"] = bench_e2e(device, args.quick, args.smoke)
     if "milvus" in sections:
-        report["milvus"] = bench_milvus(args.quick)
+        report["milvus"] = bench_milvus(args.quick, args.smoke)
     if "evaluation" in sections:
-        report["evaluation"] = bench_evaluation(args.quick, device)
+        report["evaluation"] = bench_evaluation(args.quick, device, args.smoke)
     if "gpu" in sections:
         from benchmarks.gpu import bench_gpu
 
         report["gpu"] = bench_gpu(device, TINY, args.quick)
     if "scale" in sections:
-        from benchmarks.scale import bench_scale
+        from benchmarks.scale import SMOKE, bench_scale
 
-        report["scale"] = bench_scale(args.quick)
+        report["scale"] = bench_scale(args.quick, SMOKE if args.smoke else None)
     report["ratios"] = ratios(report, device)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     # a run of other sections than the default ones gets its own file: it must not replace the day's full run

@@ -51,10 +51,22 @@ class ScaleConfig:
     k: int = 9  # the app's default top k
     evaluate: bool = True
     eval_features: Sequence[str] = ("raw",)  # the vectors as stored; `indexer evaluate` adds "normalized" by default
+    server: bool = True  # also on the embedded Milvus server (minutes to start on a loaded machine)
     seed: int = 0
 
 
 QUICK = ScaleConfig(rows=6_000, classes=120, step=2_000, curve_queries=5, app_queries=8, upload_queries=2)
+# `benchmarks.run --smoke`: every step once, on Milvus Lite only, with the two lightest query models
+SMOKE = ScaleConfig(
+    rows=200,
+    models=("effnet-lite0", "vit"),
+    classes=20,
+    step=100,
+    curve_queries=1,
+    app_queries=2,
+    upload_queries=1,
+    server=False,
+)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -81,20 +93,31 @@ def synthetic_upload(seed: int) -> bytes:
 
 
 def collection_meta(model: str, data_root: str):
+    """The rows' identity as the app's query embedder will make it (seeded random weights where no real ones load), its
+    precision and transform, so that an upload is embedded and searched (the vectors themselves are synthetic)."""
     from benchmarks.synthetic import synthetic_meta
+    from embed.extraction.embedder import build_embedder
     from embed.models.registry import REGISTRY
 
     spec = REGISTRY[model]
-    # the fingerprint of --random-init weights: the app embeds uploads with the same seeded random model
+    embedder = build_embedder(model, random_init=True)
     return synthetic_meta(
-        model, spec.dim, DATASET, data_root, SPLIT, timm_name=spec.timm_name, weights_fingerprint=random_fingerprint()
+        model,
+        spec.dim,
+        DATASET,
+        data_root,
+        SPLIT,
+        timm_name=spec.timm_name,
+        weights_source=embedder.loaded.weights.source,
+        weights_fingerprint=embedder.loaded.weights.fingerprint,
+        precision=embedder.precision_name,
+        transform=repr(embedder.loaded.transform),
     )
 
 
-def random_fingerprint() -> str:
-    from embed.models.registry import RANDOM_INIT_SEED
-
-    return f"random:seed{RANDOM_INIT_SEED}"
+def synthetic_relpath(row: int) -> str:
+    """The file a synthetic row stands for: no such file exists, but the app matches a clicked image by it."""
+    return f"synthetic/{row:07d}.JPEG"
 
 
 # building, with the search-time curve ---------------------------------------------------------------
@@ -109,7 +132,7 @@ def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.nda
     consistency = None if store.is_lite else "Bounded"
     rng = np.random.default_rng(cfg.seed)
     class_ids = [f"c{c:04d}" for c in labels]
-    relpaths = [f"synthetic/{i:07d}.JPEG" for i in range(cfg.rows)]
+    relpaths = [synthetic_relpath(i) for i in range(cfg.rows)]
     insert, curve = [], []
     for model in cfg.models:
         meta = collection_meta(model, data_root)
@@ -226,7 +249,8 @@ def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> 
     columns: Dict[str, List[float]] = {m: [] for m in models}
     same = True
     for i, row in enumerate(ids):
-        query = Query(blank, f"c{labels[row]:04d}", int(row), f"row {row}")
+        # a click on an image the collections hold: the app searches only for an image every column has
+        query = Query(blank, f"c{labels[row]:04d}", int(row), synthetic_relpath(int(row)))
         got = {}
         # alternate the order: neither mode always runs right after the other's cache warm-up
         for mode in ("concurrent", "sequential") if i % 2 else ("sequential", "concurrent"):
@@ -257,6 +281,8 @@ def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> 
             if i >= 2:  # the first uploads load the three models
                 upload[mode].append(elapsed)
     precision = backend.embedder(models[0]).embedder.precision_name
+    random = all(backend.collections[m].meta.is_random for m in models)
+    weights = "seeded random weights (--random-init)" if random else "the weights they loaded"
     backend.store.close()
     return {
         "app_query_ms_p50": percentile(times["concurrent"], 50),
@@ -270,8 +296,7 @@ def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> 
         "upload_query_ms_p95": percentile(upload["concurrent"], 95),
         "upload_query_sequential_ms_p50": percentile(upload["sequential"], 50),
         "upload_query_samples": len(upload["concurrent"]),
-        "upload_models": f"{', '.join(models)} with seeded random weights (--random-init), {precision}, warm; "
-        f"timing only",
+        "upload_models": f"{', '.join(models)} with {weights}, {precision}, warm; timing only",
         "search_consistency": None if backend.store.is_lite else Backend.search_consistency,
     }
 
@@ -372,11 +397,14 @@ def bench_scale(quick: bool, cfg: Optional[ScaleConfig] = None) -> Dict:
     server = None
     try:
         backends = {"lite": str(tmp / "scale.db")}
-        try:
-            server = start_embedded_milvus(tmp / "server")
-            backends["server"] = f"http://127.0.0.1:{server.listen_port}"
-        except Exception as e:
-            out["server_skipped"] = f"embedded Milvus server unavailable: {e}"
+        if not cfg.server:
+            out["server_skipped"] = "not asked for (ScaleConfig.server)"
+        else:
+            try:
+                server = start_embedded_milvus(tmp / "server")
+                backends["server"] = f"http://127.0.0.1:{server.listen_port}"
+            except Exception as e:
+                out["server_skipped"] = f"embedded Milvus server unavailable: {e}"
         for backend, uri in backends.items():
             row: Dict = {
                 "uri_kind": "Milvus Lite (in-process)"

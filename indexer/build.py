@@ -79,7 +79,7 @@ def build(
     name = manifest.key.collection_name
     meta = CollectionMeta.from_manifest(manifest, normalized=normalize)
     old = store.meta(name) if not recreate and store.has_collection(name) else None
-    if old is not None and old.identity != meta.identity:
+    if old is not None and not (same := old.identity.compare(meta.identity)).interchangeable:
         if real and old.is_random:
             log.warning("%s was built with RANDOM weights: rebuilding it with %s", name, extracted.weights)
             recreate = True
@@ -88,7 +88,7 @@ def build(
             log.warning(
                 "%s holds vectors made differently (%s): rebuilding it from the recomputed embeddings",
                 name,
-                old.identity.describe_differences(meta.identity),
+                same.words(),
             )
             recreate = True
     created = store.ensure_collection(name, meta, recreate=recreate)

@@ -662,7 +662,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-# maps: 2-D maps of every model's embedding space for the app's Maps page (indexer/maps.py) ------------------
+# maps: 2-D maps of every model's embedding space for the app's Maps page (indexer/evaluation/maps.py) ------------------
 
 MAPS_EXAMPLES = """maps examples:
   python -m indexer maps --split val                                    # UMAP of every indexed model, raw features
@@ -717,7 +717,7 @@ def add_maps_parser(sub) -> None:
     add_store_arguments(p)
 
 
-# robustness: retrieval under transformed queries (indexer/robustness.py) ----------------------------------
+# robustness: retrieval under transformed queries (indexer/evaluation/robustness.py) ----------------------------------
 
 ROBUSTNESS_EXAMPLES = """robustness examples:
   python -m indexer robustness --split val --models effnet-lite0,effnet-lite1,effnet-lite2 \\

@@ -463,10 +463,9 @@ class VectorStore:
                 raise MetadataMismatch(
                     f"collection {name} exists but was not created by this tool; use --recreate to replace it"
                 )
-            elif existing.identity != meta.identity:
+            elif not (same := existing.identity.compare(meta.identity)).interchangeable:
                 raise MetadataMismatch(
-                    f"collection {name} was built differently: {existing.identity.describe_differences(meta.identity)}"
-                    f". Use --recreate to rebuild it."
+                    f"collection {name} was built differently: {same.words()}. Use --recreate to rebuild it."
                 )
             else:
                 return False

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
+from embed.common.identity import VectorSetIdentity
 from embed.common.vectors import l2_normalize
 from indexer.milvus_store import CollectionMeta, StoreError
 
@@ -50,24 +52,35 @@ class QueryEmbedder:
         query.check()
         return query
 
-    def check(self) -> None:
-        """Refuse when the loaded model would embed differently from the rows it is compared with."""
-        identity, emb = self.meta.identity, self.embedder
-        now = {
-            "weights_fingerprint": emb.loaded.weights.fingerprint,
-            "precision": emb.precision_name,
-            "transform": repr(emb.loaded.transform),
-            "dim": emb.dim,
-        }
-        stored = {name: getattr(identity, name) for name in now}
-        wrong = {k: (stored[k], now[k]) for k in now if stored[k] != now[k]}
-        if wrong:
-            said = "; ".join(f"{k}: collection {str(a)[:40]!r}, now {str(b)[:40]!r}" for k, (a, b) in wrong.items())
+    @property
+    def identity(self) -> VectorSetIdentity:
+        """The identity of the vectors this embedder makes: the loaded model's weights, transform, precision and
+        dimension, decoded and scaled as the collection it was set up for; its data fields are that collection's."""
+        emb = self.embedder
+        return replace(
+            self.meta.identity,
+            weights_fingerprint=emb.loaded.weights.fingerprint,
+            precision=emb.precision_name,
+            transform=repr(emb.loaded.transform),
+            dim=emb.dim,
+        )
+
+    def serves(self, meta: CollectionMeta) -> bool:
+        """Whether this embedder's vectors are interchangeable with the rows ``meta`` describes now."""
+        return meta.identity.compare(self.identity).interchangeable
+
+    def check(self, meta: Optional[CollectionMeta] = None) -> None:
+        """Refuse when this embedder would embed differently from the rows of ``meta`` (default: the collection it
+        was set up for; pass the collection as it is now after a rebuild)."""
+        meta = meta or self.meta
+        same = meta.identity.compare(self.identity)
+        if not same.interchangeable:
+            identity = meta.identity
             raise QueryEmbedderMismatch(
-                f"{identity.model}: queries would be embedded differently from the collection's rows ({said}); "
-                f"rebuild it with `python -m indexer build --model {identity.model} --split {identity.split} "
-                f"--data-root {shlex.quote(self.meta.data_root)} --recreate` (and your --uri) or pass the checkpoint "
-                f"it was built with (--checkpoint)"
+                f"{identity.model}: queries would be embedded differently from the collection's rows "
+                f"({same.words('collection', 'queries')}); rebuild it with `python -m indexer build --model "
+                f"{identity.model} --split {identity.split} --data-root {shlex.quote(meta.data_root)} --recreate` "
+                f"(and your --uri) or pass the checkpoint it was built with (--checkpoint)"
             )
 
     def embed(self, images: Sequence) -> np.ndarray:

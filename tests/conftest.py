@@ -8,8 +8,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from support.data import _uses_server, bad_images, jpeg_bytes, make_tiny_layout, tiny_imagenet_root, write_files  # noqa: E402
 from support.milvus import server_unavailable  # noqa: E402
+
+# a verdict on the code, never on the machine's speed: no per-example deadline, and no failure because a loaded
+# machine generated the examples slowly (each test's own @settings still sets its number of examples)
+settings.register_profile("any-load", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("any-load")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from support.browser import needs_chromium, streamlit_in_chromium
+from support.builds import extract_config
 from support.data import REPO, make_tiny_layout
 
 # the app in Streamlit's AppTest and a real browser
@@ -22,7 +23,6 @@ APP = str(REPO / "app" / "main.py")
 @pytest.fixture(scope="module")
 def small_index(tmp_path_factory):
     """gresnet and vit (random weights) plus effnet-lite0 indexed; convnext deliberately missing."""
-    from embed.extraction.extract import ExtractConfig
     from indexer.build import build
     from indexer.milvus_store import VectorStore
 
@@ -31,16 +31,7 @@ def small_index(tmp_path_factory):
     uri = str(base / "milvus.db")
     store = VectorStore(uri)
     for model in ("gresnet", "vit", "effnet-lite0"):
-        cfg = ExtractConfig(
-            model=model,
-            split="val",
-            data_root=root,
-            out=base / "emb",
-            random_init=True,
-            workers=0,
-            batch_size=12,
-            progress=False,
-        )
+        cfg = extract_config(root, base / "emb", model=model, batch_size=12)
         build(cfg, store, progress=False)
     store.close()
     from milvus_lite.server_manager import server_manager_instance

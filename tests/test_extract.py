@@ -1,38 +1,21 @@
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support.data import REPO, make_tiny_layout
+from support.builds import MODEL, extract_config
+from support.cli import repo_env
+from support.data import make_tiny_layout
 
 from embed.extraction.embedder import build_embedder
-from embed.extraction.extract import ExtractConfig, extract
+from embed.extraction.extract import extract
 from embed.extraction.shards import EmbeddingStore, StoreMismatch
-
-MODEL = "timm:test_resnet"  # tiny timm test net: fast on CPU; random weights are fine for mechanics
-
-
-def _cfg(root, out, **kw):
-    base = dict(
-        model=MODEL,
-        split="val",
-        data_root=root,
-        out=out,
-        random_init=True,
-        workers=0,
-        batch_size=4,
-        shard_size=5,
-        progress=False,
-    )
-    base.update(kw)
-    return ExtractConfig(**base)
 
 
 def test_bad_files_are_skipped_counted_and_listed(imagefolder, tmp_path):
-    result = extract(_cfg(imagefolder, tmp_path / "emb"))
+    result = extract(extract_config(imagefolder, tmp_path / "emb"))
     assert result.n_images == 16 and result.n_embedded == 12
     reasons = dict(result.skipped)
     assert set(reasons) == {f"n01443537/{n}" for n in ("empty.jpg", "text.jpg", "truncated.jpg", "bomb.png")}
@@ -49,52 +32,52 @@ def test_all_image_modes_are_embedded(tmp_path):
 
     root = tmp_path / "modes"
     write_files(root / "val" / "any", good_images())
-    result = extract(_cfg(root, tmp_path / "emb"))
+    result = extract(extract_config(root, tmp_path / "emb"))
     assert result.n_embedded == len(good_images()) and not result.skipped
 
 
 def test_resume_after_interruption_gives_identical_vectors(tmp_path):
     root = make_tiny_layout(tmp_path / "tiny", n_per_class=7)  # 14 images, shards of 5 -> 3 shards
-    full = extract(_cfg(root, tmp_path / "a"))
+    full = extract(extract_config(root, tmp_path / "a"))
     _, ref, _ = EmbeddingStore(full.folder).load()
 
     # interrupted run: only the first shard made it to disk
-    first = extract(_cfg(root, tmp_path / "b", limit=5))
+    first = extract(extract_config(root, tmp_path / "b", limit=5))
     assert first.n_computed == 5
-    resumed = extract(_cfg(root, tmp_path / "b"))
+    resumed = extract(extract_config(root, tmp_path / "b"))
     assert resumed.n_computed == 9, "the resumed run computes only the missing shards"
     positions, vectors, _ = EmbeddingStore(resumed.folder).load()
     assert positions.tolist() == list(range(14))
     np.testing.assert_array_equal(vectors, ref)
 
-    again = extract(_cfg(root, tmp_path / "b"))
+    again = extract(extract_config(root, tmp_path / "b"))
     assert again.n_computed == 0 and again.n_embedded == 14
 
-    forced = extract(_cfg(root, tmp_path / "b", force=True))
+    forced = extract(extract_config(root, tmp_path / "b", force=True))
     assert forced.n_computed == 14
 
 
 def test_partial_tmp_files_do_not_count_as_shards(tmp_path):
     root = make_tiny_layout(tmp_path / "tiny", n_per_class=5)
-    result = extract(_cfg(root, tmp_path / "emb"))
+    result = extract(extract_config(root, tmp_path / "emb"))
     shard = EmbeddingStore(result.folder).shard_path(1)
     shard.write_bytes(shard.read_bytes()[:100])  # a torn write from a crash
-    again = extract(_cfg(root, tmp_path / "emb"))
+    again = extract(extract_config(root, tmp_path / "emb"))
     assert again.n_computed == 5 and again.n_embedded == 10
 
 
 def test_other_weights_refuse_to_mix(tmp_path):
     root = make_tiny_layout(tmp_path / "tiny")
-    extract(_cfg(root, tmp_path / "emb"))
+    extract(extract_config(root, tmp_path / "emb"))
     emb = build_embedder(MODEL, random_init=True)
     emb.loaded.weights = type(emb.loaded.weights)("checkpoint", "sha256:other", "x")
     with pytest.raises(StoreMismatch, match="--force"):
-        extract(_cfg(root, tmp_path / "emb"), embedder=emb)
+        extract(extract_config(root, tmp_path / "emb"), embedder=emb)
 
 
 def test_cli_extract_and_models(tmp_path):
     root = make_tiny_layout(tmp_path / "tiny")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = repo_env()
     out = subprocess.run(
         [
             sys.executable,
@@ -153,9 +136,9 @@ def test_cli_extract_and_models(tmp_path):
 def test_torchrun_two_ranks_split_the_shards(tmp_path):
     root = make_tiny_layout(tmp_path / "tiny", n_per_class=7)
     # fp32: bf16 sums depend on the thread count, which differs between the runs compared here
-    single = extract(_cfg(root, tmp_path / "single", precision="fp32"))
+    single = extract(extract_config(root, tmp_path / "single", precision="fp32"))
     _, ref, _ = EmbeddingStore(single.folder).load()
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env = repo_env(OMP_NUM_THREADS="1")
     cmd = [
         sys.executable,
         "-m",
@@ -196,14 +179,14 @@ def test_torchrun_two_ranks_split_the_shards(tmp_path):
 def test_resume_after_a_limit_that_leaves_a_partial_shard(tmp_path):
     """--limit 7 with shards of 5 leaves shard 1 holding [5, 7) only: larger runs must complete it."""
     root = make_tiny_layout(tmp_path / "tiny", n_per_class=7)  # 14 images -> shards [0,5) [5,10) [10,14)
-    fresh = extract(_cfg(root, tmp_path / "fresh"))
+    fresh = extract(extract_config(root, tmp_path / "fresh"))
     _, ref, _ = EmbeddingStore(fresh.folder).load()
 
-    first = extract(_cfg(root, tmp_path / "b", limit=7))
+    first = extract(extract_config(root, tmp_path / "b", limit=7))
     assert first.n_computed == 7 and first.n_embedded == 7
     # --limit 12 extends shard 1 with [7, 10) (3) and adds [10, 12) (2); the full run then extends shard 2 with [12, 14)
     for limit, computed in ((12, 5), (None, 2)):
-        run = extract(_cfg(root, tmp_path / "b", limit=limit))
+        run = extract(extract_config(root, tmp_path / "b", limit=limit))
         n = limit or 14
         positions, vectors, _ = EmbeddingStore(run.folder).load(n)
         assert positions.tolist() == list(range(n)), f"--limit {limit}: positions missing after resume"

@@ -1,5 +1,4 @@
 import io
-import time
 
 import numpy as np
 import pytest
@@ -51,11 +50,15 @@ def test_bad_files_raise_badimage_with_reason(name, data, reason, tmp_path):
     assert reason in e.value.reason
 
 
-def test_bomb_is_refused_from_header_without_decoding():
-    t = time.perf_counter()
-    with pytest.raises(BadImage, match="too many pixels"):
+def test_bomb_is_refused_from_header_without_decoding(monkeypatch):
+    from PIL import ImageFile
+
+    def decode(self):
+        raise AssertionError("the pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decode)
+    with pytest.raises(BadImage, match="too many pixels: 40,000 x 40,000"):
         load_rgb(bomb_png(40000, 40000))
-    assert time.perf_counter() - t < 5
 
 
 def test_ten_thousand_pixel_wide_photo_is_accepted():

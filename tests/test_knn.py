@@ -1,14 +1,13 @@
 """DINO-style kNN: the weighted vote, the streamed running top-k, the holdout, and bounded memory."""
 
 import json
-import os
 import subprocess
 import sys
 import tracemalloc
 
 import numpy as np
 import pytest
-from support.data import REPO
+from support.cli import repo_env
 from support.oracles import dino_by_hand
 
 from indexer.evaluation.knn import (
@@ -140,7 +139,7 @@ def test_stratified_holdout_is_deterministic_disjoint_and_per_class():
 
 
 def test_dry_run_prints_projection(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = repo_env()
     out = subprocess.run(
         [
             sys.executable,

@@ -3,13 +3,12 @@ model names, paths and splits (a wrong one is reported before any model loads). 
 through ``sys.modules``, not by timing (timings: benchmarks/help_startup.py)."""
 
 import json
-import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from support.data import REPO, make_tiny_layout
+from support.cli import repo_env
+from support.milvus import six_image_database
 
 PROBE = """
 import json, sys
@@ -20,7 +19,7 @@ print(json.dumps({{"code": code, "torch": "torch" in sys.modules, "timm": "timm"
 
 
 def _run(cli: str, *args, cwd):
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    env = repo_env()
     res = subprocess.run(
         [sys.executable, "-c", PROBE.format(cli=cli), *map(str, args)],
         capture_output=True,
@@ -36,29 +35,8 @@ def _run(cli: str, *args, cwd):
 @pytest.fixture(scope="module")
 def database(tmp_path_factory):
     """A Lite database with one collection of a small image folder (vectors that no model made: none is needed)."""
-    from benchmarks.synthetic import synthetic_meta
-    from embed.common.identity import EmbeddingKey
-    from indexer.milvus_store import VectorStore
-
     base = tmp_path_factory.mktemp("light")
-    root = make_tiny_layout(base / "data")
-    uri = str(base / "milvus.db")
-    store = VectorStore(uri)
-    for model in ("effnet-lite0", "effnet-lite1"):
-        name = EmbeddingKey(model, root.name, "val").collection_name
-        store.ensure_collection(name, synthetic_meta(model, 8, root.name, str(root), rows=6, complete=True))
-        store.upsert(
-            name,
-            np.arange(6),
-            np.eye(6, 8, dtype=np.float32),
-            ["n01440764"] * 3 + ["n01443537"] * 3,
-            [f"images/val_{i}.JPEG" for i in range(6)],
-            progress=False,
-        )
-    store.close()
-    from milvus_lite.server_manager import server_manager_instance
-
-    server_manager_instance.release_all()
+    uri, root = six_image_database(base, ("effnet-lite0", "effnet-lite1"))
     return {"uri": uri, "root": root, "base": base}
 
 
@@ -133,7 +111,7 @@ def test_a_search_whose_files_are_all_unusable_answers_without_loading_the_model
 
 def test_class_names_need_no_torch(tmp_path):
     """The app names classes on its first page (the class filter) without loading a model."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = repo_env()
     res = subprocess.run(
         [
             sys.executable,

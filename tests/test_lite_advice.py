@@ -2,6 +2,7 @@
 
 import logging
 
+from support.builds import extract_config
 from support.data import make_tiny_layout
 
 from indexer.lite_advice import THRESHOLD_ENV, server_advice
@@ -20,21 +21,11 @@ def test_server_advice_threshold():
 
 
 def test_build_prints_the_server_line_past_the_threshold(tmp_path, monkeypatch, caplog):
-    from embed.extraction.extract import ExtractConfig
     from indexer.build import build
 
     root = make_tiny_layout(tmp_path / "ds", n_per_class=3)
     store = VectorStore(str(tmp_path / "milvus.db"))
-    cfg = ExtractConfig(
-        model="timm:test_resnet",
-        split="val",
-        data_root=root,
-        out=tmp_path / "emb",
-        random_init=True,
-        workers=0,
-        batch_size=8,
-        progress=False,
-    )
+    cfg = extract_config(root, tmp_path / "emb", batch_size=8)
     with caplog.at_level(logging.WARNING, logger="indexer"):
         build(cfg, store, progress=False)
     assert not [r for r in caplog.records if "--uri http://" in r.getMessage()]  # 6 rows: Lite is fine

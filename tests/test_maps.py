@@ -1,4 +1,4 @@
-"""Embedding maps (indexer/maps.py, `indexer maps`) and the app's Maps page, in AppTest and in a real browser."""
+"""Embedding maps (indexer/evaluation/maps.py, `indexer maps`) and the app's Maps page, in AppTest and in a real browser."""
 
 import json
 import os
@@ -151,7 +151,7 @@ def test_the_cache_is_reused_and_a_rebuilt_collection_gets_a_new_map(tmp_path):
     # rebuilt with other weights (same rows): stale again
     _synthetic_collection(store, 180, fingerprint="sha256:bbbb", recreate=True, seed=3)
     fourth = maps.compute_map(store, name, params, report, progress=False, embedder=counting)
-    assert not fourth.cached and len(calls) == 4 and fourth.identity["weights_fingerprint"] == "sha256:bbbb"
+    assert not fourth.cached and len(calls) == 4 and fourth.identity.weights_fingerprint == "sha256:bbbb"
     assert maps.compute_map(store, name, params, report, progress=False, embedder=counting).cached
 
     # a json whose arrays were replaced by another write is not trusted
@@ -330,6 +330,7 @@ def test_a_class_with_one_image_has_no_silhouette_in_the_table():
 
 def test_map_figure_marks_the_selection_and_maps_a_click_back_to_its_image():
     from app.maps_view import class_palette, map_figure, selected_id
+    from benchmarks.synthetic import synthetic_meta
     from indexer.evaluation.maps import MapParams, MapQuality, MapResult
 
     ids = np.array([3, 5, 8, 13, 21], np.int64)
@@ -337,7 +338,8 @@ def test_map_figure_marks_the_selection_and_maps_a_click_back_to_its_image():
     result = MapResult(
         "c",
         "effnet-lite0",
-        {},
+        synthetic_meta("effnet-lite0", 2, "synthetic", "/nowhere").identity,
+        5,
         MapParams(method="pca"),
         {},
         ids,

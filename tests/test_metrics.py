@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from support.oracles import pml_oracle
 
 from indexer.evaluation.metrics import (
     Neighbours,
@@ -10,26 +11,6 @@ from indexer.evaluation.metrics import (
     needed_k,
     retrieval_metrics,
 )
-
-
-def pml_oracle(vectors, labels):
-    """pytorch-metric-learning's AccuracyCalculator, leave-one-out (the query is in the reference set and is
-    left out of its own neighbours: ref_includes_query=True), raw L2 distances (no normalisation), k = the
-    largest class, as MAP@R and R-precision need. Queries alone in their class are left out, as ours are."""
-    import torch
-    from pytorch_metric_learning.distances import LpDistance
-    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
-    from pytorch_metric_learning.utils.inference import CustomKNN
-
-    calc = AccuracyCalculator(
-        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
-        k="max_bin_count",
-        knn_func=CustomKNN(LpDistance(normalize_embeddings=False)),
-        device=torch.device("cpu"),
-    )
-    x = torch.as_tensor(np.asarray(vectors, np.float32))
-    y = torch.as_tensor(np.asarray(labels))
-    return calc.get_accuracy(x, y, x, y, ref_includes_query=True)
 
 
 def knn_by_hand(vectors, labels, k):

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from support.oracles import pml_oracle
 
 from indexer.evaluation.metrics import Neighbours, encode_labels, exact_neighbours, needed_k, retrieval_metrics
 
@@ -131,24 +132,6 @@ def test_exact_neighbours_and_metrics_equal_a_float64_brute_force(data):
         np.testing.assert_allclose(got.distance[i], want, rtol=1e-6, atol=1e-5)
     m = retrieval_metrics(got, labels, ks, knn_k)
     assert_metrics_equal(m, brute_force(got.index, labels, ks, knn_k), ks)
-
-
-def pml_oracle(vectors, labels):
-    """AccuracyCalculator, leave-one-out (ref_includes_query), raw L2, k = the largest class."""
-    import torch
-    from pytorch_metric_learning.distances import LpDistance
-    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
-    from pytorch_metric_learning.utils.inference import CustomKNN
-
-    calc = AccuracyCalculator(
-        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
-        k="max_bin_count",
-        knn_func=CustomKNN(LpDistance(normalize_embeddings=False)),
-        device=torch.device("cpu"),
-    )
-    x = torch.as_tensor(np.asarray(vectors, np.float32))
-    y = torch.as_tensor(np.asarray(labels))
-    return calc.get_accuracy(x, y, x, y, ref_includes_query=True)
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])

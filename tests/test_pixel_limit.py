@@ -2,13 +2,12 @@
 the limit, under Pillow's own guard) and at 400 MP (over Pillow's guard too). The files are PNG headers declaring
 those sizes: nothing of that size is ever allocated."""
 
-import os
-import subprocess
 import sys
 
-import numpy as np
 import pytest
-from support.data import REPO, bomb_png, make_tiny_layout
+from support.cli import run
+from support.data import REPO, bomb_png
+from support.milvus import six_image_database
 
 from embed.sources.imaging import MAX_IMAGE_PIXELS, BadImage, load_rgb, too_many_pixels
 
@@ -30,28 +29,8 @@ def test_the_loader_refuses_both_with_the_one_message(width, height):
 @pytest.fixture(scope="module")
 def database(tmp_path_factory):
     """One collection (vectors no model made: the images are refused before any model would be needed)."""
-    from benchmarks.synthetic import synthetic_meta
-    from embed.common.identity import EmbeddingKey
-    from indexer.milvus_store import VectorStore
-
     base = tmp_path_factory.mktemp("pixels")
-    root = make_tiny_layout(base / "data")
-    uri = str(base / "milvus.db")
-    store = VectorStore(uri)
-    name = EmbeddingKey("effnet-lite0", root.name, "val").collection_name
-    store.ensure_collection(name, synthetic_meta("effnet-lite0", 8, root.name, str(root), rows=6, complete=True))
-    store.upsert(
-        name,
-        np.arange(6),
-        np.eye(6, 8, dtype=np.float32),
-        ["n01440764"] * 3 + ["n01443537"] * 3,
-        [f"images/val_{i}.JPEG" for i in range(6)],
-        progress=False,
-    )
-    store.close()
-    from milvus_lite.server_manager import server_manager_instance
-
-    server_manager_instance.release_all()
+    uri, root = six_image_database(base, ("effnet-lite0",))
     return {"uri": uri, "root": str(root)}
 
 
@@ -73,26 +52,9 @@ def test_the_cli_refuses_both_query_files_with_the_one_message(database, tmp_pat
     for width, height in SIZES:
         paths.append(tmp_path / f"big{width}.png")
         paths[-1].write_bytes(bomb_png(width, height))
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "indexer",
-            "search",
-            "--model",
-            "effnet-lite0",
-            "--split",
-            "val",
-            "--uri",
-            database["uri"],
-            "--image",
-            *map(str, paths),
-        ],
-        capture_output=True,
-        text=True,
+    res = run(
+        ["indexer", "search", "--model", "effnet-lite0", "--split", "val", "--uri", database["uri"], "--image", *paths],
         cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        timeout=300,
     )
     assert res.returncode == 1
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]

@@ -10,6 +10,9 @@ import pytest
 from PIL import Image
 from support.data import have_effnet_package, tiny_imagenet_root
 
+from benchmarks.synthetic import synthetic_meta
+from embed.common.identity import VectorSetIdentity
+from indexer.evaluation.exact import ExactSearch
 from indexer.evaluation.query_transforms import (
     CLEAN,
     FAMILIES,
@@ -21,11 +24,10 @@ from indexer.evaluation.query_transforms import (
     translate,
 )
 from indexer.evaluation.robustness import (
-    CacheIdentity,
+    QUERY_CACHE_VERSION,
     Gallery,
     QueryEncoder,
     Timing,
-    exact_search,
     family_sentences,
     measure,
     stratified_sample,
@@ -61,8 +63,9 @@ def histogram(images, bins: int = 4) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def toy_identity(name: str) -> CacheIdentity:
-    return CacheIdentity(name, "toy", name, "fp32", "workers", False, "toy", "val")
+def toy_identity(name: str) -> VectorSetIdentity:
+    """A toy embedding's identity: its name stands for the weights and the transform."""
+    return synthetic_meta(name, 0, "toy", "/nowhere/toy", weights_fingerprint="toy", precision="fp32").identity
 
 
 def toy_run(images, encoders, conditions, cache_roots=None, n_queries=None, labels=None):
@@ -135,12 +138,16 @@ def test_exact_search_rank_counts_every_nearer_row_and_lists_leave_the_original_
     db = rng.normal(size=(300, 12)).astype(np.float32)
     queries = db[[5, 17, 99]] + rng.normal(scale=0.8, size=(3, 12)).astype(np.float32)
     originals = np.array([5, 17, 99])
-    rank, top = exact_search(db, queries, originals, k=10, budget=3 * 300 * 8 // 2)  # blocks of one query
+    rank, top, dist = ExactSearch(db, budget=3 * 300 * 8 // 2).ranked_search(queries, 10, originals)  # 1-query blocks
     d = ((queries[:, None, :].astype(np.float64) - db[None].astype(np.float64)) ** 2).sum(-1)
     for i, o in enumerate(originals):
         assert rank[i] == 1 + int((d[i] < d[i, o]).sum())
         others = [j for j in np.argsort(d[i], kind="stable") if j != o][:10]
         assert top[i].tolist() == others
+        np.testing.assert_allclose(dist[i], d[i, others], rtol=1e-9)
+    rows, distances = ExactSearch(db).search(queries, 10, originals)  # one block: the same lists
+    assert rows.tolist() == top.tolist()
+    np.testing.assert_allclose(distances, dist, rtol=1e-9)
 
 
 def test_stratified_sample_is_seeded_and_balanced():
@@ -179,8 +186,29 @@ def test_cache_is_reused_and_only_new_families_are_embedded(tmp_path):
     assert t3.embedded["pixels"] == 30 * 2, "only the new family's two severities are embedded"
     files = sorted(p.name for p in (tmp_path / "cache").rglob("*.npz"))
     assert len(files) == 1 + len(more) and "blur-L5-d0-s0.npz" in files
-    identity = json.loads(next((tmp_path / "cache").rglob("identity.json")).read_text())
+    said = json.loads(next((tmp_path / "cache").rglob("identity.json")).read_text())
+    identity = said["identity"]
     assert identity["model"] == "pixels" and identity["precision"] == "fp32"
+    assert said["version"] == QUERY_CACHE_VERSION
+
+
+def test_the_app_offers_the_robustness_families_under_their_names_with_the_same_pixels():
+    """The app's transform control is built from the families' catalogue: the CLI's names, and for a family whose
+    parameter the user sets there, the same image the evaluation makes at that value."""
+    from indexer.evaluation.query_transforms import CONTROLLED_FAMILIES, parse_families
+
+    names = [f.name for f in CONTROLLED_FAMILIES]
+    assert names == ["translation", "zoom", "rotation", "thumbnail", "jpeg", "blur"]
+    assert parse_families(",".join(names)) == list(CONTROLLED_FAMILIES), "each one a family the CLI accepts"
+    im = smooth_images(1, size=96)[0]
+    rng = np.random.default_rng(0)
+    for family in CONTROLLED_FAMILIES:
+        control = family.control
+        values = [s.default for s in control.sliders]
+        shown = control.apply(im, *values)
+        assert control.words.format(*values) and shown.size in (im.size, (224, 224))
+        if not family.random:  # the evaluation's level at the slider's value: the same pixels
+            np.testing.assert_array_equal(np.asarray(shown), np.asarray(family.apply(im, values[0], rng)))
 
 
 def test_transforms_are_deterministic_per_query_and_differ_between_queries():
@@ -401,6 +429,15 @@ def test_outputs_json_markdown_plots_and_the_report_section(tmp_path):
     shift = next(r for r in saved["records"] if r["family"] == "translation")
     assert "shift_top1" in shift and "shift_top1" not in jpeg
     assert all("mcnemar" in p for p in saved["pairs"] if p["measure"] == "copy_r1")
+    # the measure table decides: McNemar exactly on its binary measures, each measure's definition and unit
+    from indexer.evaluation.robustness_measures import BINARY_MEASURES, ROBUSTNESS_MEASURES
+    from indexer.evaluation.robustness_tables import TITLES
+
+    assert {p["measure"] for p in saved["pairs"] if "mcnemar" in p} == set(BINARY_MEASURES)
+    assert set(BINARY_MEASURES) == {"copy_r1", "copy_r10", "shift_top1"}
+    assert all(saved["protocol"][m.name] == m.definition for m in ROBUSTNESS_MEASURES)
+    assert saved["protocol"]["units"] == {m.name: m.unit for m in ROBUSTNESS_MEASURES}
+    assert "clean_p10" not in TITLES and len(TITLES) == len(ROBUSTNESS_MEASURES) - 1
     assert {f"robustness_{m}.png" for m in ("copy_r1", "class_p10", "shift_top1")} <= set(saved["figures"])
     md = (folder / "robustness.md").read_text()
     assert saved["sentences"][0] in md and "| translation | shift_px = 32 |" in md
@@ -472,7 +509,7 @@ def test_app_transform_control_embeds_the_changed_query_and_marks_where_the_orig
     assert not at.exception, [e.value for e in at.exception]
     texts = lambda: " ".join([m.value for m in at.markdown] + [c.value for c in at.caption])
     assert "original image" not in texts(), "an untransformed indexed query is not searched for itself"
-    at.selectbox(key="transform").set_value("JPEG quality").run()
+    at.selectbox(key="transform").set_value("jpeg").run()
     assert not at.exception, [e.value for e in at.exception]
     label = next(m.value for m in at.markdown if m.value.startswith("**Query:**"))
     assert "images/val_0.JPEG (JPEG quality 20)" in label
@@ -483,7 +520,7 @@ def test_app_transform_control_embeds_the_changed_query_and_marks_where_the_orig
         assert shown, texts()
         # the hit marked ORIGINAL is there exactly when the column gives the original's rank
         assert ("ORIGINAL" in texts()) == (shown.group(2) is not None)
-        at.selectbox(key="transform").set_value("shift").run()
+        at.selectbox(key="transform").set_value("translation").run()
         at.slider(key="shift_dx").set_value(16).run()
         assert not at.exception
         assert "shifted +16, +0 px" in next(m.value for m in at.markdown if m.value.startswith("**Query:**"))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.browser import headless_chromium, needs_chromium, start_app, stop_app
-from support.cli import build_tiny12, env, run
+from support.cli import build_tiny12, repo_env, run
 from support.data import free_port
 
 # the app in a browser beside CLI processes on one database
@@ -35,7 +35,7 @@ def _holder(uri: str):
         ],
         stdout=subprocess.PIPE,
         text=True,
-        env=env(),
+        env=repo_env(),
     )
     assert proc.stdout.readline().strip() == "open"
     return proc
@@ -93,7 +93,7 @@ def test_foreign_holder_is_named_with_the_remedy(tmp_path):
         ],
         stdout=subprocess.PIPE,
         text=True,
-        env=env(),
+        env=repo_env(),
     )
     try:
         assert holder.stdout.readline().strip() == "open"
@@ -119,7 +119,7 @@ def test_app_open_in_a_browser_and_cli_share_the_default_database(tmp_path):
     work = info["work"]
     record_file = work / "data" / "milvus.db.server.json"
     assert not record_file.exists(), "the build has exited: it no longer serves the database"
-    app, url = start_app(["--extra-models", "effnet-lite0"], work, env())
+    app, url = start_app(["--extra-models", "effnet-lite0"], work, repo_env())
     driver = None
     try:
         driver = headless_chromium(tmp_path / "chrome")

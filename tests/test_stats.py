@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from indexer.evaluation.stats import bootstrap_ci, compare_sentence, mcnemar_exact, paired_difference
+from indexer.evaluation.stats import bootstrap_ci, column_intervals, compare_sentence, mcnemar_exact, paired_difference
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -33,6 +33,24 @@ def test_bootstrap_is_seeded_and_covers_normal_theory():
     assert (a.low, a.high) == (b.low, b.high)
     half = 1.96 * x.std(ddof=1) / np.sqrt(len(x))
     assert a.high - a.low == pytest.approx(2 * half, rel=0.1)
+
+
+def test_column_intervals_share_the_resamples_and_take_the_confidence_asked():
+    """The robustness measures' intervals: one set of resamples for every column, each column's interval the one
+    bootstrap_ci gives it alone, at the confidence asked (narrower at 80% than at 95%)."""
+    rng = np.random.default_rng(5)
+    matrix = np.stack([rng.exponential(1.0, 300), rng.uniform(0, 1, 300) > 0.4], 1).astype(np.float64)
+    wide = column_intervals(matrix, n_resamples=1000, seed=2)
+    for j, interval in enumerate(wide):
+        alone = bootstrap_ci(matrix[:, j], n_resamples=1000, seed=2)
+        assert (interval.mean, interval.low, interval.high) == pytest.approx(
+            (alone.mean, alone.low, alone.high), rel=1e-12
+        )
+        assert interval.level == 0.95 and interval.n == 300
+    narrow = column_intervals(matrix, n_resamples=1000, seed=2, confidence=0.8)
+    for a, b in zip(narrow, wide):
+        assert a.level == 0.8 and a.mean == b.mean and b.low < a.low < a.mean < a.high < b.high
+        assert a.words().startswith("80% CI ")
 
 
 def test_paired_difference_removes_shared_variance():

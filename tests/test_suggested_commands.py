@@ -1,6 +1,5 @@
 """Every command the tool suggests runs as written: each suggestion is run here, as printed."""
 
-import os
 import re
 import shlex
 import subprocess
@@ -8,19 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.builds import extract_config
+from support.cli import repo_env
 from support.data import REPO, have_effnet_package, make_tiny_layout
 
 needs_effnet = pytest.mark.skipif(not have_effnet_package(), reason="effnet-lite0's weights package is not installed")
 
 
 def _env(**extra):
-    return dict(
-        os.environ,
-        PYTHONPATH=str(REPO),
-        HF_HUB_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
-        **{k: str(v) for k, v in extra.items()},
-    )
+    return repo_env(PYTHONUNBUFFERED="1", **extra)
 
 
 def _cli(*args, cwd, env=None, timeout=600):
@@ -39,7 +34,6 @@ def _run_as_written(command: str, cwd: Path, env=None) -> subprocess.CompletedPr
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory):
     """A database holding one collection (timm:test_resnet, random weights) of a small Tiny-ImageNet-like val."""
-    from embed.extraction.extract import ExtractConfig
     from indexer.build import build
     from indexer.milvus_store import VectorStore
 
@@ -48,16 +42,7 @@ def indexed(tmp_path_factory):
     uri = str(base / "milvus.db")
     store = VectorStore(uri)
     build(
-        ExtractConfig(
-            model="timm:test_resnet",
-            split="val",
-            data_root=root,
-            out=base / "emb",
-            random_init=True,
-            workers=0,
-            batch_size=6,
-            progress=False,
-        ),
+        extract_config(root, base / "emb", batch_size=6),
         store,
         progress=False,
     )

@@ -123,6 +123,7 @@ def maps_note(
 def show_robustness(settings: AppSettings, folder: Path, models: List[str], robustness: Optional[Dict] = None) -> None:
     """The robustness section: the report's own copy, else what ``python -m indexer robustness --report DIR``
     wrote into a folder that holds no comparison report yet."""
+    from indexer.evaluation.robustness_measures import BINARY_MEASURES
     from indexer.evaluation.robustness_tables import TITLES, measure_table, measures_present, pair_table, protocol_text
 
     try:
@@ -150,7 +151,7 @@ def show_robustness(settings: AppSettings, folder: Path, models: List[str], robu
     figure = folder / f"robustness_{measure}.png"
     if figure.is_file():
         st.image(str(figure))
-    if len(doc["models"]) > 1 and measure in ("copy_r1", "copy_r10", "shift_top1"):
+    if len(doc["models"]) > 1 and measure in BINARY_MEASURES:
         headers, rows = pair_table(doc, measure)
         st.table([dict(zip(headers, row)) for row in rows])
 

@@ -11,6 +11,7 @@ makes it the query on the main page (``?query_id=N``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -66,19 +67,12 @@ def displayed(result: MapResult, limit: int = MAX_POINTS) -> MapResult:
     if result.n <= limit:
         return result
     keep = np.sort(np.random.default_rng(0).permutation(result.n)[:limit])
-    return MapResult(
-        result.collection,
-        result.model,
-        result.identity,
-        result.params,
-        result.effective,
-        result.ids[keep],
-        result.coords[keep],
-        [result.class_ids[i] for i in keep],
-        [result.relpaths[i] for i in keep],
-        result.quality,
-        result.seconds,
-        result.cached,
+    return dataclasses.replace(
+        result,
+        ids=result.ids[keep],
+        coords=result.coords[keep],
+        class_ids=[result.class_ids[i] for i in keep],
+        relpaths=[result.relpaths[i] for i in keep],
     )
 
 

@@ -5,6 +5,8 @@ made: weights, transform, decode, precision, data), stored and compared the same
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -70,7 +72,7 @@ class VectorSetIdentity:
     """Everything that decides a set of vectors: two sets compare, or one replaces the other, only when equal.
 
     The shards' manifest and the collection's metadata both store this record and compare it with the
-    same code (``differences``), so a collection cannot keep vectors the shards no longer hold, and a
+    same code (``compare``), so a collection cannot keep vectors the shards no longer hold, and a
     query is embedded exactly as the rows it is compared with (transform, decode, precision, weights).
     """
 
@@ -98,19 +100,23 @@ class VectorSetIdentity:
     def with_normalized(self, normalized: bool) -> "VectorSetIdentity":
         return replace(self, normalized=normalized)
 
-    def differences(self, other: "VectorSetIdentity") -> Dict[str, Tuple[object, object]]:
-        """{field: (this value, other value)} for every field that differs."""
-        return {
-            f.name: (getattr(self, f.name), getattr(other, f.name))
-            for f in fields(self)
-            if getattr(self, f.name) != getattr(other, f.name)
-        }
-
-    def describe_differences(self, other: "VectorSetIdentity") -> str:
-        """'decode: stored 'workers', now 'device'; ...' with this identity as the stored one."""
-        return "; ".join(
-            f"{name}: stored {_short(a)}, now {_short(b)}" for name, (a, b) in self.differences(other).items()
+    def compare(self, now: "VectorSetIdentity") -> "IdentityComparison":
+        """Whether ``now`` is interchangeable with this (stored) set, and if not which fields differ: the one
+        comparison every consumer makes (build, shards, query embedder, caches, report staleness, app)."""
+        stored, other = self._decisive(), now._decisive()
+        return IdentityComparison(
+            tuple((name, stored[name], other[name]) for name in stored if stored[name] != other[name])
         )
+
+    def digest(self, version: str) -> str:
+        """A stable cache key: every field of this identity plus the consumer's own ``version`` (what else
+        its cached values depend on), hashed; equal exactly when ``compare`` finds nothing and the versions match."""
+        text = json.dumps({"identity": self._decisive(), "version": version}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _decisive(self) -> Dict[str, object]:
+        """The fields ``compare`` and ``digest`` read: every one of them decides the vectors."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
@@ -119,6 +125,25 @@ class VectorSetIdentity:
     def from_dict(cls, data: Dict[str, object]) -> "VectorSetIdentity":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class IdentityComparison:
+    """The fields in which a stored vector set and another one differ, as (field, stored, now)."""
+
+    differences: Tuple[Tuple[str, object, object], ...]
+
+    @property
+    def interchangeable(self) -> bool:
+        return not self.differences
+
+    @property
+    def fields(self) -> Tuple[str, ...]:
+        return tuple(name for name, _, _ in self.differences)
+
+    def words(self, stored: str = "stored", now: str = "now") -> str:
+        """'decode: stored 'workers', now 'device'; precision: ...' (empty when interchangeable)."""
+        return "; ".join(f"{name}: {stored} {_short(a)}, {now} {_short(b)}" for name, a, b in self.differences)
 
 
 def _short(value: object, width: int = 60) -> str:

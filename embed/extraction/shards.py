@@ -62,7 +62,8 @@ class Manifest:
 
     def compatible_with(self, other: "Manifest") -> str:
         """Empty when shards written under ``other`` can be kept under this manifest, else why not."""
-        problems = [self.identity.describe_differences(other.identity)] if self.identity != other.identity else []
+        same = self.identity.compare(other.identity)
+        problems = [] if same.interchangeable else [same.words()]
         for name in ("shard_size", "format_version"):
             if getattr(self, name) != getattr(other, name):
                 problems.append(f"{name}: stored {getattr(self, name)!r}, now {getattr(other, name)!r}")

@@ -24,7 +24,7 @@ the fused model keeps this interface (``forward_intermediates``, ``features_only
 
 Module names follow torchvision (``conv1``, ``layer1``..``layer4``, ``downsample``, ``fc``) so
 checkpoints written by torchvision's reference training scripts load through
-``checkpoint_filter_fn``. No ``from __future__ import annotations`` here (see embed/split_norm.py).
+``checkpoint_filter_fn``. No ``from __future__ import annotations`` here (see embed/models/layers/split_norm.py).
 """
 
 import math
@@ -53,7 +53,7 @@ __all__ = [
     "BLOG_WEIGHTS_URL",
 ]
 
-# The checkpoint the blog post links: its one definition (embed/gresnet_weights.py downloads it from here).
+# The checkpoint the blog post links: its one definition (embed/models/gresnet_weights.py downloads it from here).
 
 # FX tracing cannot follow the fused conv's size-keyed cache: trace it as one leaf call
 register_notrace_module(FusedSplitNormConv2d)
@@ -352,7 +352,7 @@ default_cfgs = generate_default_cfgs(
     {
         # Trained at 176 px with torchvision's reference recipe; evaluated as its eval preset does it:
         # bilinear resize of the shorter side to 232, centre crop 224 (crop_pct = 224 / 232), ImageNet mean/std.
-        # Not on the Hugging Face hub: `pretrained=True` downloads the Drive file once (embed/gresnet_weights.py).
+        # Not on the Hugging Face hub: `pretrained=True` downloads the Drive file once (embed/models/gresnet_weights.py).
         "gresnet50.blog_in1k": _cfg(
             url=BLOG_WEIGHTS_URL,
             notes=(

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Type, TypeVar, Union
 
+from embed.common.identity import VectorSetIdentity
+
 if TYPE_CHECKING:
     from indexer.milvus_store import CollectionMeta
 
@@ -134,6 +136,8 @@ class ModelResult:
     seconds: float
     excluded_singletons: int = 0
     k_searched: int = 0
+    # the collection's identity as evaluated: a later build that makes its vectors otherwise makes the report stale
+    identity: Optional[VectorSetIdentity] = None
     dino_knn: Optional[DinoKnn] = None
     naive: Optional[NaiveTiming] = None
     milvus_check: Optional[MilvusCheck] = None
@@ -343,10 +347,15 @@ class ReportDocument:
             meta = collections.get(result.collection)
             if meta is None or result.features != self.variant_compared:
                 continue
+            same = None if result.identity is None else result.identity.compare(meta.identity)
             if meta.rows != result.n:
                 lines.append(f"{result.model} now holds {meta.rows:,} images; the report evaluated {result.n:,}.")
             elif meta.weights_label != result.weights:
                 lines.append(f"{result.model} was rebuilt with other weights ({meta.weights_label}).")
+            elif same is not None and not same.interchangeable:
+                lines.append(
+                    f"{result.model} was rebuilt and makes its vectors otherwise ({same.words('evaluated', 'now')})."
+                )
             elif not meta.complete:
                 lines.append(f"{result.model}'s collection is being built, or its last build did not finish.")
         return lines

@@ -122,6 +122,7 @@ def evaluate_runs(cfg: EvalConfig, store: VectorStore) -> Tuple[Evaluation, List
                 round(seconds, 3),
                 excluded_singletons=m.excluded_singletons,
                 k_searched=m.k_searched,
+                identity=meta.identity,
                 dino_knn=None
                 if dino is None
                 else DinoKnn(

@@ -13,8 +13,9 @@ two figures that keep the picture from being over-read:
 
 Maps are cached as ``<report dir>/maps/<collection>__<method>__<params hash>.npz`` (ids, coordinates, classes,
 paths) plus a ``.json`` beside it (parameters, figures, the collection's identity), both written atomically, the
-json last. A cached map is used only while its collection has the same identity (weights, data, split,
-precision, decode, normalisation) and row count; otherwise it is recomputed and replaced.
+json last. A cached map is used only while its collection's identity compares interchangeable
+(``VectorSetIdentity.compare``: weights, data, split, transform, precision, decode, normalisation) and its row
+count is the same; otherwise it is recomputed and replaced.
 
 Module level imports NumPy only: the app and ``--help`` stay light; scikit-learn, umap-learn and openTSNE load
 when a map is computed.
@@ -36,6 +37,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from embed.common import settings
+from embed.common.identity import VectorSetIdentity
 from embed.common.vectors import l2_normalize
 from embed.extraction.shards import atomic_write_bytes
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 METHODS = ("umap", "pca", "tsne")
 FEATURES = ("raw", "normalized")
 METHOD_TITLES = {"umap": "UMAP", "pca": "PCA", "tsne": "t-SNE"}
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 MAPS_FOLDER = "maps"
 
 
@@ -143,7 +145,8 @@ class MapResult:
 
     collection: str
     model: str
-    identity: Dict  # map_identity() of the collection it was computed from
+    identity: VectorSetIdentity  # of the collection it was computed from
+    rows: int  # the collection's rows when it was computed (a build with a larger --limit adds rows)
     params: MapParams
     effective: Dict  # parameters as run (clamped for small collections)
     ids: np.ndarray  # int64, sorted
@@ -176,11 +179,9 @@ class MapResult:
             + (f"cached (computed in {took})" if self.cached else f"computed in {took}")
         )
 
-
-def map_identity(meta: CollectionMeta) -> Dict:
-    """What makes a collection the same one: its identity (weights, data, split, precision, normalisation),
-    how its images were decoded, and how many rows the last completed build left."""
-    return {**meta.identity.to_dict(), "rows": int(meta.rows)}
+    def is_current(self, meta: CollectionMeta) -> bool:
+        """Whether this map was computed from the collection as ``meta`` describes it now."""
+        return self.identity.compare(meta.identity).interchangeable and self.rows == int(meta.rows)
 
 
 def cache_paths(report_dir: Path, collection: str, params: MapParams) -> Tuple[Path, Path]:
@@ -225,7 +226,8 @@ def _read(json_path: Path, load_arrays: bool = True) -> Optional[MapResult]:
         return MapResult(
             doc["collection"],
             doc["model"],
-            doc["identity"],
+            VectorSetIdentity.from_dict(doc["identity"]),
+            doc["rows"],
             params,
             doc["effective"],
             ids,
@@ -247,7 +249,7 @@ def load_map(report_dir: Path, collection: str, meta: CollectionMeta, params: Ma
     if not json_path.is_file():
         return None
     found = _read(json_path, load_arrays=False)
-    if found is None or found.identity != map_identity(meta):
+    if found is None or not found.is_current(meta):
         return None
     return _read(json_path)
 
@@ -258,7 +260,7 @@ def available_params(report_dir: Path, collections: Dict[str, CollectionMeta]) -
     found = []
     for json_path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         m = _read(json_path, load_arrays=False)
-        if m is None or m.collection not in collections or m.identity != map_identity(collections[m.collection]):
+        if m is None or m.collection not in collections or not m.is_current(collections[m.collection]):
             continue
         if m.params not in found:
             found.append(m.params)
@@ -392,7 +394,8 @@ def compute_map(
         result = MapResult(
             collection,
             meta.model,
-            map_identity(meta),
+            meta.identity,
+            int(meta.rows),
             params,
             effective,
             ids,
@@ -425,7 +428,8 @@ def save_map(report_dir: Path, result: MapResult) -> None:
         "format": CACHE_FORMAT,
         "collection": result.collection,
         "model": result.model,
-        "identity": result.identity,
+        "identity": result.identity.to_dict(),
+        "rows": result.rows,
         "params": asdict(result.params),
         "effective": result.effective,
         "n": result.n,

@@ -27,6 +27,7 @@ import numpy.typing as npt
 import torch
 
 from indexer.evaluation.document import Protocol
+from indexer.evaluation.exact import ExactSearch
 
 PROTOCOL = Protocol(
     name="leave-one-out retrieval over one split",
@@ -199,22 +200,11 @@ def knn_predict(neighbour_labels: np.ndarray) -> np.ndarray:
 TIE_RTOL = 1e-6  # float32 rounding: distances closer than this are ties, and tied items may come in any order
 
 
-def true_neighbours(vectors: np.ndarray, query_rows: npt.ArrayLike, k: int, block: int = 8192) -> Neighbours:
-    """Float64 brute force for a few query rows (self excluded): the ground truth for cross-checks.
-
-    The database is converted to float64 a block at a time, so memory stays near one block plus
-    queries x rows distances. Expanded in float64, |x|^2 + |q|^2 - 2 q.x keeps about 1e-12 relative accuracy
-    at these norms, far below the 1e-6 that separates ties."""
+def true_neighbours(vectors: np.ndarray, query_rows: npt.ArrayLike, k: int) -> Neighbours:
+    """The exact float64 lists of a few query rows (self excluded): the ground truth for cross-checks."""
     rows = np.asarray(query_rows, dtype=np.int64)
-    q = np.asarray(vectors[rows], dtype=np.float64)
-    d = np.empty((len(rows), len(vectors)), np.float64)
-    for start in range(0, len(vectors), block):
-        x = np.asarray(vectors[start : start + block], dtype=np.float64)
-        d[:, start : start + len(x)] = (q * q).sum(1)[:, None] + (x * x).sum(1)[None, :] - 2 * q @ x.T
-    np.maximum(d, 0, out=d)
-    d[np.arange(len(rows)), rows] = np.inf
-    order = np.argsort(d, axis=1, kind="stable")[:, :k]
-    return Neighbours(order, np.take_along_axis(d, order, 1))
+    index, distance = ExactSearch(vectors).search(vectors[rows], k, exclude=rows)
+    return Neighbours(index, distance)
 
 
 def same_up_to_ties(

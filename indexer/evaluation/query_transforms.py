@@ -2,7 +2,7 @@
 re-compression, blur, colour changes, greyscale and the ImageNet-C corruptions, each at severities given in
 its own units.
 
-One definition serves the robustness evaluation (``indexer/robustness.py``) and the app's "transform the
+One definition serves the robustness evaluation (``indexer/evaluation/robustness.py``) and the app's "transform the
 query" control. Every function takes and returns a PIL RGB image; the model's own preprocessing runs
 afterwards, as for any query. Geometric and photometric steps are torchvision ``transforms.v2`` functionals
 on uint8 tensors; the ImageNet-C families come from ``corrupt-tta`` (the maintained port of Hendrycks &
@@ -180,6 +180,28 @@ def imagenet_c(image: Image.Image, corruption: str, level: int, seed: int) -> Im
 
 
 @dataclass(frozen=True)
+class Slider:
+    """One parameter of a transform as the app's control sets it."""
+
+    label: str
+    key: str  # the widget's key (the app's session state)
+    low: float
+    high: Optional[float]  # None: the query image's longer side, in px
+    default: float
+
+
+@dataclass(frozen=True)
+class FamilyControl:
+    """How the app's "Transform the query" control shows a family: the user picks the parameters the evaluation
+    draws (``apply(image, *slider values)``), and ``words.format(*values)`` says what was done."""
+
+    sliders: Tuple[Slider, ...]
+    apply: Callable[..., Image.Image]
+    words: str
+    step: Optional[float] = None  # None: whole numbers
+
+
+@dataclass(frozen=True)
 class Family:
     """A kind of change at levels of increasing severity, each level one value of one parameter."""
 
@@ -190,6 +212,7 @@ class Family:
     source: str  # the library that does it
     apply: Callable[[Image.Image, float, np.random.Generator], Image.Image]
     random: bool = False  # whether each query draws random parameters
+    control: Optional[FamilyControl] = None  # the app's control of it, when it has one
 
     def describe(self, value: float) -> str:
         return self.phrase.format(value=value, inverse=1 / value if value else float("inf"))
@@ -223,6 +246,14 @@ CORE_FAMILIES = (
         V2,
         _translation,
         random=True,
+        control=FamilyControl(
+            (
+                Slider("Shift right (px of the 256 px resize)", "shift_dx", -16, 16, 8),
+                Slider("Shift down (px of the 256 px resize)", "shift_dy", -16, 16, 0),
+            ),
+            translate,
+            "224 px window shifted {0:+d}, {1:+d} px",
+        ),
     ),
     Family(
         "zoom",
@@ -231,8 +262,25 @@ CORE_FAMILIES = (
         "cropped to the central {value:.0%} of each side",
         V2,
         lambda im, v, rng: zoom(im, v),
+        control=FamilyControl(
+            (Slider("Keep this fraction of each side (centre)", "crop_fraction", 0.3, 1.0, 0.7),),
+            zoom,
+            "central {0:.0%} crop",
+            step=0.05,
+        ),
     ),
-    Family("rotation", "degrees", (3, 5, 10, 15, 20), "rotated by {value:g} degrees", V2, _rotation, random=True),
+    Family(
+        "rotation",
+        "degrees",
+        (3, 5, 10, 15, 20),
+        "rotated by {value:g} degrees",
+        V2,
+        _rotation,
+        random=True,
+        control=FamilyControl(
+            (Slider("Degrees (counter-clockwise)", "rotate_degrees", -45, 45, 10),), rotate, "rotated {0:+d}°"
+        ),
+    ),
     Family("flip", "flip", (1,), "flipped horizontally", V2, lambda im, v, rng: flip(im)),
     Family(
         "downscale",
@@ -249,6 +297,9 @@ CORE_FAMILIES = (
         "shrunk to {value:g} px and back",
         V2,
         lambda im, v, rng: thumbnail(im, int(v)),
+        control=FamilyControl(
+            (Slider("Longer side (px), then back up", "size_px", 8, None, 32),), thumbnail, "shrunk to {0} px and back"
+        ),
     ),
     Family(
         "jpeg",
@@ -257,6 +308,7 @@ CORE_FAMILIES = (
         "re-compressed at JPEG quality {value:g}",
         V2,
         lambda im, v, rng: jpeg(im, int(v)),
+        control=FamilyControl((Slider("Quality", "jpeg_quality", 1, 100, 20),), jpeg, "JPEG quality {0}"),
     ),
     Family(
         "blur",
@@ -265,6 +317,9 @@ CORE_FAMILIES = (
         "blurred (Gaussian, sigma {value:g} px)",
         V2,
         lambda im, v, rng: blur(im, v),
+        control=FamilyControl(
+            (Slider("Sigma (px)", "blur_sigma", 0.0, 5.0, 1.5),), blur, "Gaussian blur sigma {0:g} px", step=0.25
+        ),
     ),
     Family(
         "colour",
@@ -313,6 +368,8 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in CORE_FAMILIES + IMAGENET_C_FAM
 # the default set: every core family plus three ImageNet-C kinds the core ones do not cover (noise, motion, contrast)
 DEFAULT_FAMILIES = tuple(f.name for f in CORE_FAMILIES) + ("gaussian_noise", "motion_blur", "contrast")
 SHIFT_FAMILY = "translation"  # measured twice per query for shift consistency
+# the families the app's "Transform the query" control offers, in the CLI's names and order
+CONTROLLED_FAMILIES = tuple(f for f in CORE_FAMILIES if f.control is not None)
 
 
 class UnknownFamily(ValueError):

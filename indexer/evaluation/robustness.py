@@ -14,9 +14,9 @@ model's clean collection. Per model, family and severity, on the same queries:
 * shift consistency (translation only, after Zhang 2019): two independent random shifts of the same image:
   shift_top1, how often their nearest other image is the same; shift_jaccard10, the overlap of their lists.
 
-Neighbour lists leave the original out everywhere (its place is what copy retrieval measures). Search is exact:
-float64 distances from the query vectors to every vector read once from Milvus (NumPy; faster than one
-Milvus search per condition, and it gives the original's rank beyond any top k).
+Neighbour lists leave the original out everywhere (its place is what copy retrieval measures). Search is exact
+(``exact.ExactSearch``): float64 distances from the query vectors to every vector read once from Milvus (NumPy;
+faster than one Milvus search per condition, and it gives the original's rank beyond any top k).
 
 Transformed-query embeddings are cached under the collection's identity (``QueryCache``): a rerun embeds only
 conditions or queries it has not seen.
@@ -24,7 +24,6 @@ conditions or queries it has not seen.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import json
@@ -37,8 +36,10 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 import numpy as np
 
 from embed.common import settings
+from embed.common.identity import VectorSetIdentity
 from embed.extraction.shards import atomic_write_bytes
-from indexer.evaluation.document import ROBUSTNESS_SCHEMA_VERSION, to_plain
+from indexer.evaluation.document import CONFIDENCE, ROBUSTNESS_SCHEMA_VERSION, to_plain
+from indexer.evaluation.exact import ExactSearch
 from indexer.evaluation.query_transforms import (
     CLEAN,
     DEFAULT_FAMILIES,
@@ -50,11 +51,12 @@ from indexer.evaluation.query_transforms import (
     parse_families,
     transform_query,
 )
+from indexer.evaluation.robustness_measures import BINARY_MEASURES, BY_NAME, MEASURES, ROBUSTNESS_MEASURES
 from indexer.evaluation.stats import (
     DEFAULT_RESAMPLES,
     Interval,
     McNemar,
-    bootstrap_means,
+    column_intervals,
     mcnemar_difference,
     mcnemar_exact,
     paired_difference,
@@ -67,20 +69,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOP_K = 10
-MEASURES = (
-    "copy_r1",
-    "copy_r10",
-    "copy_mrr",
-    "class_p10",
-    "clean_p10",
-    "cosine",
-    "jaccard10",
-    "shift_top1",
-    "shift_jaccard10",
-)
-BINARY_MEASURES = ("copy_r1", "copy_r10", "shift_top1")
-LABEL_MEASURES = ("class_p10", "clean_p10")
-SEARCH_BUDGET = 256 << 20  # bytes of float64 distances per block of queries
 
 PROTOCOL = {
     "name": "robustness of retrieval to transformed queries",
@@ -89,18 +77,11 @@ PROTOCOL = {
     "decode mode, normalisation) and searched against the model's clean collection",
     "search": "exact: float64 squared L2 from each query to every vector read from Milvus",
     "neighbour_lists": "the 10 nearest images other than the original",
-    "copy_r1": "share of queries whose original image is the nearest of all (rank 1)",
-    "copy_r10": "share of queries whose original image is within the 10 nearest",
-    "copy_mrr": "mean of 1 / rank of the original image",
-    "class_p10": "P@10 of the transformed query over the 10 nearest other images (labelled data only)",
-    "clean_p10": "the same queries' P@10 untransformed (labelled data only)",
-    "cosine": "cosine between the clean and the transformed query's embeddings",
-    "jaccard10": "Jaccard overlap of the clean and the transformed query's neighbour lists",
-    "shift_top1": "translation only: two random shifts of one image give the same nearest other image",
-    "shift_jaccard10": "translation only: Jaccard overlap of the two shifts' neighbour lists",
+    **{m.name: m.definition for m in ROBUSTNESS_MEASURES},
+    "units": {m.name: m.unit for m in ROBUSTNESS_MEASURES},
     "statistics": "95% percentile bootstrap over queries; differences between models on the same queries: exact "
-    "McNemar intervals for copy_r1, copy_r10 and shift_top1, paired bootstrap for the others",
-    "significance": "one rule per measure: a difference on a binary measure (copy_r1, copy_r10, shift_top1) is "
+    f"McNemar intervals for {', '.join(BINARY_MEASURES[:-1])} and {BINARY_MEASURES[-1]}, paired bootstrap for the others",
+    "significance": f"one rule per measure: a difference on a binary measure ({', '.join(BINARY_MEASURES)}) is "
     "significant when the exact McNemar test on the discordant queries gives p < 0.05, and its 95% interval is the "
     "one that test inverts (Clopper-Pearson), so it excludes zero exactly then; on the other measures, when the "
     "paired-bootstrap 95% interval of the difference excludes zero",
@@ -126,22 +107,8 @@ class Gallery:
     relpaths: List[str]
 
 
-@dataclass(frozen=True)
-class CacheIdentity:
-    """What makes a transformed query's embedding: the collection's identity plus the transforms' version."""
-
-    model: str
-    weights_fingerprint: str
-    transform: str  # the model's preprocessing as the collection's manifest records it
-    precision: str
-    decode: str
-    normalized: bool
-    dataset: str
-    split: str
-    transforms_version: int = TRANSFORMS_VERSION
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+# what a transformed query's embedding depends on beside its collection's identity
+QUERY_CACHE_VERSION = f"robustness-queries-{TRANSFORMS_VERSION}"
 
 
 @dataclass
@@ -149,7 +116,7 @@ class QueryEncoder:
     """Images -> query vectors for one model, and the identity its cached vectors are filed under."""
 
     model: str
-    identity: CacheIdentity
+    identity: VectorSetIdentity  # the collection's: the query vectors are made as its rows were
     embed: Callable[[List], np.ndarray]
     batch_size: int = 32
 
@@ -160,9 +127,9 @@ class QueryCache:
     ``<root>/<digest>/identity.json`` says what the digest stands for; each file holds ``ids`` and ``vectors``
     and grows when a later run asks for more queries. Files are written atomically (tmp + rename)."""
 
-    def __init__(self, root: Path, identity: CacheIdentity):
+    def __init__(self, root: Path, identity: VectorSetIdentity):
         self.identity = identity
-        self.folder = Path(root) / identity.digest()
+        self.folder = Path(root) / identity.digest(QUERY_CACHE_VERSION)
 
     def _path(self, condition: Condition, seed: int) -> Path:
         return self.folder / f"{condition.key}-s{seed}.npz"
@@ -180,7 +147,8 @@ class QueryCache:
 
     def save(self, condition: Condition, seed: int, ids: np.ndarray, vectors: np.ndarray) -> None:
         if not (self.folder / "identity.json").is_file():
-            atomic_write_bytes(self.folder / "identity.json", json.dumps(asdict(self.identity), indent=1).encode())
+            said = {"identity": self.identity.to_dict(), "version": QUERY_CACHE_VERSION}
+            atomic_write_bytes(self.folder / "identity.json", json.dumps(said, indent=1).encode())
         buf = io.BytesIO()
         order = np.argsort(ids, kind="stable")
         np.savez(buf, ids=np.asarray(ids, np.int64)[order], vectors=np.asarray(vectors, np.float32)[order])
@@ -209,36 +177,6 @@ def stratified_sample(class_ids: Sequence[str], n: int, seed: int, labelled: boo
                     break
         depth += 1
     return np.sort(np.asarray(chosen, dtype=np.int64))
-
-
-def exact_search(
-    database: np.ndarray, queries: np.ndarray, originals: np.ndarray, k: int = TOP_K, budget: int = SEARCH_BUDGET
-) -> Tuple[np.ndarray, np.ndarray]:
-    """(rank of each query's original row among all rows, 1 = nearest; the k nearest other rows, nearest first).
-
-    Squared L2 in float64 (|q|^2 + |x|^2 - 2 q.x, about 1e-12 relative error at these norms); the rank counts
-    the rows strictly nearer than the original, so an exact tie does not push the original down."""
-    n, N = len(queries), len(database)
-    k = min(k, N - 1)
-    q = np.asarray(queries, np.float64)
-    x = np.asarray(database, np.float64)
-    xx = (x * x).sum(1)
-    rank = np.empty(n, np.int64)
-    top = np.empty((n, k), np.int64)
-    step = max(1, budget // max(1, N * 8))
-    for s in range(0, n, step):
-        qb = q[s : s + step]
-        d = (qb * qb).sum(1)[:, None] + xx[None, :] - 2.0 * (qb @ x.T)
-        np.maximum(d, 0, out=d)
-        rows = np.arange(len(qb))
-        own = d[rows, originals[s : s + step]].copy()
-        rank[s : s + step] = 1 + (d < own[:, None]).sum(1)
-        d[rows, originals[s : s + step]] = np.inf
-        part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < N - 1 else np.tile(np.arange(N), (len(qb), 1))
-        pd = np.take_along_axis(d, part, 1)
-        order = np.lexsort((part, pd), axis=1)  # nearest first, ties by row
-        top[s : s + step] = np.take_along_axis(part, order, 1)[:, :k]
-    return rank, top
 
 
 # per-query outcomes --------------------------------------------------------------------------------
@@ -365,7 +303,7 @@ def measure(
                 vectors = have_vecs[[lookup[int(i)] for i in ids]]
                 cached[(e.model, c)] = (np.zeros(0, np.int64), None)  # memory: only the outcome is kept
                 t = time.perf_counter()
-                rank, top = exact_search(by_model[e.model].vectors, vectors, query_rows)
+                rank, top, _ = ExactSearch(by_model[e.model].vectors).ranked_search(vectors, TOP_K, query_rows)
                 if c == CLEAN:
                     clean_vectors[e.model] = vectors
                 out[(e.model, c)] = Outcome(rank, top, _cosine(clean_vectors[e.model], vectors))
@@ -500,15 +438,11 @@ def query_measures(
     return QueryMeasures(v)
 
 
-def _intervals(values: Dict[str, np.ndarray], resamples: int, seed: int) -> Dict[str, Interval]:
+def _intervals(values: Dict[str, np.ndarray], resamples: int, seed: int, confidence: float) -> Dict[str, Interval]:
     """Every measure's interval from one shared set of resamples of the queries."""
     names = list(values)
-    matrix = np.stack([values[n] for n in names], 1)
-    means = bootstrap_means(matrix, resamples, seed)
-    low, high = np.percentile(means, [2.5, 97.5], axis=0)
-    return {
-        n: Interval(float(matrix[:, j].mean()), float(low[j]), float(high[j]), len(matrix)) for j, n in enumerate(names)
-    }
+    intervals = column_intervals(np.stack([values[n] for n in names], 1), resamples, seed, confidence)
+    return dict(zip(names, intervals))
 
 
 def summarise(
@@ -519,15 +453,16 @@ def summarise(
     query_rows: np.ndarray,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    confidence: float = CONFIDENCE,
 ) -> Tuple[List[RobustnessRecord], List[PairComparison]]:
     records, pairs = [], []
     for c in (c for c in conditions if c.draw == 0):
         per_model = {m: query_measures(outcomes, m, c, labels, query_rows) for m in models}
         for m in models:
             qm = per_model[m]
-            iv = _intervals(qm.values, resamples, seed)
+            iv = _intervals(qm.values, resamples, seed, confidence)
             change = (
-                paired_difference(qm.values["class_p10"], qm.values["clean_p10"], resamples, seed)
+                paired_difference(qm.values["class_p10"], qm.values["clean_p10"], resamples, seed, confidence)
                 if "class_p10" in qm.values
                 else None
             )
@@ -540,7 +475,11 @@ def summarise(
                 if va is None or vb is None or name == "clean_p10":
                     continue
                 test = mcnemar_exact(va > 0.5, vb > 0.5) if name in BINARY_MEASURES else None
-                difference = paired_difference(va, vb, resamples, seed) if test is None else mcnemar_difference(test)
+                difference = (
+                    paired_difference(va, vb, resamples, seed, confidence)
+                    if test is None
+                    else mcnemar_difference(test, confidence)
+                )
                 pairs.append(
                     PairComparison(
                         a,
@@ -638,6 +577,7 @@ class RobustnessConfig:
     severities: int = 3
     seed: int = 0
     resamples: int = DEFAULT_RESAMPLES
+    confidence: float = CONFIDENCE  # of every interval (stats.column_intervals, stats.paired_difference)
     batch_size: int = 32
     device: str = "auto"
     labels: bool = True  # False: label-free measures only, whatever the collection holds
@@ -709,18 +649,7 @@ def collection_encoder(meta: CollectionMeta, device: str, batch_size: int) -> Qu
             state["query"] = QueryEmbedder.for_collection(meta, device=device)
         return state["query"].embed(list(images))
 
-    ident = meta.identity
-    identity = CacheIdentity(
-        ident.model,
-        ident.weights_fingerprint,
-        ident.transform,
-        ident.precision,
-        ident.decode,
-        ident.normalized,
-        ident.dataset,
-        ident.split,
-    )
-    return QueryEncoder(meta.model, identity, embed, batch_size)
+    return QueryEncoder(meta.model, meta.identity, embed, batch_size)
 
 
 def read_gallery(store, coll, progress: bool) -> Gallery:
@@ -785,7 +714,7 @@ def evaluate_collections(store, cfg: RobustnessConfig) -> RobustnessResult:
     t = time.perf_counter()
     labels = encode_labels(first.class_ids) if labelled else None
     models = [g.model for g in galleries]
-    records, pairs = summarise(outcomes, models, conditions, labels, rows, cfg.resamples, cfg.seed)
+    records, pairs = summarise(outcomes, models, conditions, labels, rows, cfg.resamples, cfg.seed, cfg.confidence)
     sentences = family_sentences(records, pairs)
     timing.statistics_s = time.perf_counter() - t
     return RobustnessResult(
@@ -836,18 +765,6 @@ def _aligned(galleries: Sequence[Gallery]) -> List[Gallery]:
 
 # outputs -------------------------------------------------------------------------------------------
 
-MEASURE_LABELS = {
-    "copy_r1": "copy R@1 (original at rank 1)",
-    "copy_r10": "copy R@10 (original in the top 10)",
-    "copy_mrr": "copy MRR (1 / rank of the original)",
-    "class_p10": "class P@10 (transformed query)",
-    "clean_p10": "class P@10 (clean query)",
-    "cosine": "cosine, clean vs transformed embedding",
-    "jaccard10": "Jaccard@10, clean vs transformed neighbours",
-    "shift_top1": "same nearest image, two random shifts",
-    "shift_jaccard10": "Jaccard@10, two random shifts",
-}
-
 
 def plot_measures(doc: Dict, folder: Path) -> List[str]:
     """One PNG per measure: a panel per family, the measure against the severity's parameter, a line per model
@@ -894,7 +811,7 @@ def plot_measures(doc: Dict, folder: Path) -> List[str]:
         for ax in list(axes.flat)[len(fams) :]:
             ax.set_visible(False)
         axes.flat[0].legend(fontsize=7)
-        fig.suptitle(MEASURE_LABELS[measure] + (" (dashed: clean P@10)" if measure == "class_p10" else ""), fontsize=10)
+        fig.suptitle(BY_NAME[measure].label + (" (dashed: clean P@10)" if measure == "class_p10" else ""), fontsize=10)
         fig.tight_layout()
         name = f"robustness_{measure}.png"
         fig.savefig(Path(folder) / name)

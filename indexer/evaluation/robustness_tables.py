@@ -5,16 +5,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
-TITLES = {
-    "copy_r1": "Copy retrieval: original at rank 1 (copy_r1)",
-    "copy_r10": "Copy retrieval: original in the top 10 (copy_r10)",
-    "copy_mrr": "Copy retrieval: mean reciprocal rank of the original (copy_mrr)",
-    "class_p10": "Class retrieval: P@10 of the transformed query (class_p10), clean P@10 beside it",
-    "cosine": "Stability: cosine between the clean and the transformed embedding (cosine)",
-    "jaccard10": "Stability: overlap of the clean and transformed neighbour lists (jaccard10)",
-    "shift_top1": "Shift consistency: two random shifts give the same nearest other image (shift_top1)",
-    "shift_jaccard10": "Shift consistency: overlap of the two shifts' neighbour lists (shift_jaccard10)",
-}
+from indexer.evaluation.robustness_measures import ROBUSTNESS_MEASURES
+
+TITLES = {m.name: m.title for m in ROBUSTNESS_MEASURES if m.own_table}
 SHOWN = tuple(TITLES)
 
 

@@ -7,7 +7,7 @@ resample the same queries for both models, which removes the between-query varia
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -41,6 +41,20 @@ def bootstrap_ci(
         return Interval(float("nan"), float("nan"), float("nan"), 0, confidence)
     low, high = percentile_interval(bootstrap_means(v, n_resamples, seed)[:, 0], confidence)
     return Interval(float(v.mean()), float(low), float(high), len(v), confidence)
+
+
+def column_intervals(
+    values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, confidence: float = CONFIDENCE
+) -> List[Interval]:
+    """The mean of each column of ``values`` (n, m) with its percentile-bootstrap interval, every column from the
+    same resamples of the rows (queries), so that intervals of measures on the same queries are comparable."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return [Interval(float("nan"), float("nan"), float("nan"), 0, confidence) for _ in range(v.shape[1])]
+    low, high = percentile_interval(bootstrap_means(v, n_resamples, seed), confidence)
+    return [
+        Interval(float(v[:, j].mean()), float(low[j]), float(high[j]), len(v), confidence) for j in range(v.shape[1])
+    ]
 
 
 def percentile_interval(means: np.ndarray, confidence: float = CONFIDENCE) -> Tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from support.cli import repo_env
 from support.data import REPO, free_port
 
 APP = str(REPO / "app" / "main.py")
@@ -111,7 +112,7 @@ def headless_chromium(profile: Path, window: str = "1600,1400"):
 @contextmanager
 def streamlit_in_chromium(app_args, tmp_path: Path, window: str = "1600,1400"):
     """The app (``start_app``) and a headless Chromium for it: yields (driver, base url); both stop on exit."""
-    proc, url = start_app(app_args, tmp_path, dict(os.environ, PYTHONPATH=str(REPO)))
+    proc, url = start_app(app_args, tmp_path, repo_env())
     driver = None
     try:
         driver = headless_chromium(tmp_path / "chrome", window)

@@ -15,13 +15,14 @@ from support.data import REPO, have_effnet_package, tiny_imagenet_root
 PY = sys.executable
 
 
-def env(**extra):
-    return dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **extra)
+def repo_env(**extra) -> dict:
+    """The environment of a CLI subprocess: this one's, the repository importable, no hub downloads, ``extra``."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **{k: str(v) for k, v in extra.items()}}
 
 
 def run(args, cwd=None, timeout=300, **extra_env):
     return subprocess.run(
-        [PY, "-m", *args], cwd=cwd or REPO, env=env(**extra_env), capture_output=True, text=True, timeout=timeout
+        [PY, "-m", *args], cwd=cwd or REPO, env=repo_env(**extra_env), capture_output=True, text=True, timeout=timeout
     )
 
 

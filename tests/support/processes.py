@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,15 +9,12 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from support.data import REPO
-
-MODEL = "timm:test_resnet"
+from support.builds import MODEL
+from support.cli import repo_env
 
 
 def env(**extra) -> dict:
-    e = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    e.update({k: str(v) for k, v in extra.items()})
-    return e
+    return repo_env(**{"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **extra})
 
 
 def build_cmd(root: Path, out: Path, uri: str, model: str = MODEL, *extra: str) -> List[str]:
