@@ -98,6 +98,14 @@ class ColumnResult:
     distance_note: str = ""  # what d² means here, and what it does not
     original_rank: Optional[int] = None  # where the query's untransformed original landed (None: not in the top k)
     incomplete: str = ""  # the collection's last build did not finish: what it lacks and the build that completes it
+    embed_ms: float = 0.0  # the part of latency_ms spent embedding the query (0: an indexed image's stored vector)
+
+    @property
+    def latency_text(self) -> str:
+        """'1234 ms (embedding the query: 1190 ms)': how much of the latency is the model, how much the search."""
+        if not self.embed_ms:
+            return f"{self.latency_ms:.0f} ms (stored vector)"
+        return f"{self.latency_ms:.0f} ms (embedding the query: {self.embed_ms:.0f} ms)"
 
     @property
     def precision_text(self) -> str:
@@ -173,6 +181,48 @@ class CollectionChange:
         )
         unfinished = "" if self.complete else " Its build has not finished: the column may change again."
         return f"{self.title}'s collection {what} since this page last read it; the page now shows it as it is.{unfinished}"
+
+
+def comparison_rows(query: "Query", results: Sequence[ColumnResult], k: int) -> List[Dict]:
+    """One row per model and rank, the query's columns side by side as a table (the page's CSV/JSON export)."""
+    rows = []
+    for r in results:
+        for rank, h in enumerate(r.hits, 1):
+            rows.append(
+                {
+                    "query": query.label,
+                    "query_id": query.indexed_id,
+                    "query_class": query.class_id,
+                    "model": r.model,
+                    "collection": r.collection,
+                    "weights": r.weights,
+                    "k": k,
+                    "rank": rank,
+                    "id": h.id,
+                    "relpath": h.relpath,
+                    "class_id": h.class_id,
+                    "class_name": h.class_name,
+                    "squared_l2": h.distance,
+                    "hit": h.is_match,
+                    "precision_at_k": r.precision,
+                    "best_possible_precision_at_k": r.best_precision,
+                    "latency_ms": round(r.latency_ms, 1),
+                    "embed_ms": round(r.embed_ms, 1),
+                }
+            )
+    return rows
+
+
+def comparison_csv(rows: Sequence[Dict]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue()
 
 
 def model_title(model: str) -> str:
@@ -529,6 +579,8 @@ class Backend:
         try:
             t = time.perf_counter()
             vec = vector if vector is not None else self.query_vector(model, query)
+            if vector is None and query.indexed_id is None:  # embedded just now, here
+                embed_ms = (time.perf_counter() - t) * 1000
             exclude = [query.indexed_id] if query.indexed_id is not None else None
             rows = self.store.search(
                 coll.name,
@@ -573,6 +625,7 @@ class Backend:
             distance_note=distance_note(title, meta.dim, meta.index),
             original_rank=original_rank,
             incomplete=incomplete,
+            embed_ms=embed_ms,
         )
 
     def search_all(

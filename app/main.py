@@ -183,6 +183,48 @@ def requery(hit_id: int) -> None:
     st.session_state["source"] = "Indexed image"
     st.session_state["class_filter"] = "(all classes)"
     st.session_state["query_id"] = hit_id
+    st.session_state[SCROLL_KEY] = st.session_state.get(SCROLL_KEY, 0) + 1
+
+
+SCROLL_KEY = "scroll_to_top"  # counts the clicks on a hit's "query": each run after one scrolls up to the new query
+
+
+def scroll_to_top() -> None:
+    """After a click on a hit's "query", back to the top of the page, where the new query is: Streamlit keeps the
+    scroll position, which left the new query out of view. A script in a zero-height component (same origin)."""
+    clicks = st.session_state.get(SCROLL_KEY, 0)
+    if not clicks or st.session_state.get(SCROLL_KEY + "_done") == clicks:
+        return
+    st.session_state[SCROLL_KEY + "_done"] = clicks
+    import streamlit.components.v1 as components
+
+    components.html(
+        f"""<script>/* click {clicks} */
+        const doc = window.parent.document;
+        for (const el of [doc.querySelector('[data-testid="stMain"]'), doc.querySelector('section.main'),
+                          doc.querySelector('[data-testid="stAppViewContainer"]')]) {{
+          if (el) el.scrollTo({{top: 0}});
+        }}
+        window.parent.scrollTo({{top: 0}});
+        </script>""",
+        height=0,
+    )
+
+
+def export_buttons(query: Query, results, k: int) -> None:
+    """The columns' results as a table (one row per model and rank), to download as CSV or JSON."""
+    import json
+
+    from app.backend import comparison_csv, comparison_rows
+
+    rows = comparison_rows(query, results, k)
+    if not rows:
+        return
+    name = f"comparison_{query.indexed_id if query.indexed_id is not None else 'upload'}_top{k}"
+    st.download_button("Download CSV", comparison_csv(rows), f"{name}.csv", "text/csv", key="export_csv")
+    st.download_button(
+        "Download JSON", json.dumps(rows, indent=1), f"{name}.json", "application/json", key="export_json"
+    )
 
 
 def show_column(backend: Backend, result, k: int, original: int | None = None) -> None:
@@ -199,7 +241,7 @@ def show_column(backend: Backend, result, k: int, original: int | None = None) -
         st.caption(result.weights)
     if result.incomplete:
         st.warning(result.incomplete)
-    meta = f"query latency **{result.latency_ms:.0f} ms** · top {len(result.hits)} by squared L2 (d²)"
+    meta = f"query latency **{result.latency_text}** · top {len(result.hits)} by squared L2 (d²)"
     if result.precision is not None:
         meta += f" · P@{k} **{result.precision_text}**"
     if original is not None:
@@ -223,8 +265,8 @@ def show_column(backend: Backend, result, k: int, original: int | None = None) -
                 mark = {True: ":green[**HIT**] ", False: ":red[miss] ", None: ""}[hit.is_match]
                 if original is not None and hit.id == original:
                     mark = ":blue[**ORIGINAL**] " + mark
-                what = hit.class_name if hit.class_id else Path(hit.relpath).name
-                st.caption(f"**{rank}.** {mark}{what}  \nd² = {hit.distance:.4g}")  # ranks compare
+                # the button right under the image, above the caption whose class name may wrap: every button of a
+                # row at the same height
                 st.button(
                     "query",
                     key=f"requery_{result.model}_{hit.id}",
@@ -232,6 +274,8 @@ def show_column(backend: Backend, result, k: int, original: int | None = None) -
                     on_click=requery,
                     args=(hit.id,),
                 )
+                what = hit.class_name if hit.class_id else Path(hit.relpath).name
+                st.caption(f"**{rank}.** {mark}{what}  \nd² = {hit.distance:.4g}")  # ranks compare
 
 
 def load_models(backend: Backend, models) -> None:
@@ -376,9 +420,12 @@ def search_page() -> None:
                 "divided by k (with about 5 images a class, P@9 cannot pass 0.44)",
             )
 
+    with right:
+        export_buttons(query, results, k)
     for col, result in zip(st.columns(len(results)), results):
         with col:
             show_column(backend, result, k, query.original_id)
+    scroll_to_top()
 
 
 # Pages with titles (Streamlit would name a file-based first page after this file, "main")

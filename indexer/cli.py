@@ -80,7 +80,7 @@ EXAMPLES = {
 
 EVALUATE_EXAMPLES = """evaluate examples:
   python -m indexer evaluate --split val --models effnet-lite0,effnet-lite1,effnet-lite2 \\
-      --data-root ../shared/datasets/tiny-imagenet-200 --holdout 0.2 --milvus-check 200 --report docs/report
+      --data-root ../shared/datasets/tiny-imagenet-200 --holdout 0.2 --milvus-check 200 --report data/report
   python -m indexer evaluate --models gresnet,convnext,vit --split val --database-split train --query-split val \\
       --data-root /data/imagenet --report report/
   python -m indexer evaluate --models effnet-lite0,effnet-lite1,effnet-lite2 --images ~/Pictures/shop --report r/
@@ -870,7 +870,7 @@ def _evaluate_labelled(args, store: VectorStore, models: List[str], reference, l
 MAPS_EXAMPLES = """maps examples:
   python -m indexer maps --split val                                    # UMAP of every indexed model, raw features
   python -m indexer maps --split val --models effnet-lite0,effnet-lite1,effnet-lite2 --method pca
-  python -m indexer maps --split val --method tsne --features normalized --report-dir docs/report
+  python -m indexer maps --split val --method tsne --features normalized --report-dir data/report
   python -m indexer maps --split val --uri http://127.0.0.1:19530 --force    # recompute even when cached
 
 Maps are cached in DIR/maps/ (DIR: --report-dir) under the collection's identity and the method's parameters:
@@ -918,7 +918,7 @@ def add_maps_parser(sub) -> None:
 
 ROBUSTNESS_EXAMPLES = """robustness examples:
   python -m indexer robustness --split val --models effnet-lite0,effnet-lite1,effnet-lite2 \\
-      --data-root ../shared/datasets/tiny-imagenet-200 --report docs/report
+      --data-root ../shared/datasets/tiny-imagenet-200 --report data/report
   python -m indexer robustness --split val --models effnet-lite0,effnet-lite1 --queries 100 \\
       --families translation,thumbnail,jpeg --severities 5 --json robustness.json
   python -m indexer robustness --split val --models effnet-lite0 --families all --no-labels   # label-free only

@@ -251,6 +251,66 @@ def test_an_empty_database_suggests_the_quick_start(tmp_path):
     ) in res.stderr
 
 
+# the pages whose commands a user copies: the README (the front page) and the reference pages it links to
+DOC_PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+CLIS = {"indexer": "indexer.cli", "embed": "embed.cli"}
+OPTIONAL = re.compile(r"\s*\[[^\]]*\]")  # `[--json]`, `[--port 19530]`: the command is shown without them
+
+
+def documented_commands() -> list:
+    """(page, command line) for every `python -m indexer|embed ...` of the pages' bash blocks, as a user runs it:
+    continuation lines joined, one command per `&&`/`;`, comments and [optional] parts dropped, a shell loop's
+    variable set to its first value; `torchrun ... -m embed` is embed's command line."""
+    found = []
+    for page in DOC_PAGES:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                loop = re.match(r"\s*for (\w+) in (\S+)", line)
+                for part in re.split(r"&&|;", line.split("  #")[0].split(" # ")[0]):
+                    if loop:
+                        part = part.replace(f"${loop.group(1)}", loop.group(2))
+                    m = re.search(r"(?:python|torchrun[^-]*(?:--\S+ \S+ )*)\s*-m (indexer|embed)\b(.*)", part)
+                    if m:
+                        found.append((page.name, (m.group(1) + OPTIONAL.sub("", m.group(2))).strip()))
+    return found
+
+
+def test_the_documentation_has_its_commands():
+    pages = {page for page, _ in documented_commands()}
+    assert "README.md" in pages and len(pages) >= 2, pages  # the front page, and the reference pages
+    assert len(documented_commands()) >= 20
+
+
+@pytest.mark.parametrize("page,command", documented_commands(), ids=lambda v: v if len(v) < 60 else v[:57] + "...")
+def test_every_documented_command_is_one_the_cli_takes_as_written(page, command, capsys):
+    """Parsed by the command's own parser (nothing run): options, choices and values as the CLI checks them."""
+    import importlib
+    import shlex
+
+    cli, *argv = shlex.split(command)
+    parser = importlib.import_module(CLIS[cli]).build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        pytest.fail(f"{page}: `python -m {command}` is refused: {capsys.readouterr().err.strip()} (exit {e.code})")
+    # what it writes goes to data/ (git-ignored), never over the repository's own files
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.splitlines()
+    for option in ("report", "report_dir", "json", "csv", "plot", "out", "data_dir"):
+        value = getattr(args, option, None)
+        if isinstance(value, (str, Path)) and value:
+            written = Path(value)
+            inside = [t for t in tracked if t == str(written) or t.startswith(f"{str(written).rstrip('/')}/")]
+            assert not inside, f"{page}: `{command}` writes over tracked files: {inside[:3]}"
+
+
+def test_the_readme_report_goes_where_the_evaluation_page_reads():
+    from embed.common.settings import RetrievalSettings
+
+    default = RetrievalSettings().report_dir
+    reports = [c for _, c in documented_commands() if c.startswith("indexer evaluate") and "--report " in c]
+    assert reports and all(f"--report {default}" in c for c in reports), reports
+
+
 def test_indexer_help_calls_the_readme_quick_start_the_quick_start(tmp_path):
     readme = (REPO / "README.md").read_text()
     quick = re.search(r"python -m indexer build --model all [^&\n]*--limit (\d+)", readme)

@@ -353,6 +353,9 @@ def disagreement_queries(runs: Sequence[Run], n: int) -> List[int]:
     return [int(valid[j]) for j in order[:n]]
 
 
+GALLERY_LABEL_PT = 10
+
+
 def gallery(runs: Sequence[Run], row: int, folder: Path, path: Path) -> Gallery:
     """A grid: one line per model, the query then its top 5 with hit (green) / miss (red) borders."""
     import matplotlib
@@ -364,8 +367,10 @@ def gallery(runs: Sequence[Run], row: int, folder: Path, path: Path) -> Gallery:
     from embed.sources.imaging import load_rgb
 
     first = runs[0]
+    # labels of 10 pt at 100 dpi stay readable where the Evaluation page and report.html show the PNG (7 pt at
+    # 72 dpi did not)
     fig, axes = plt.subplots(
-        len(runs), GALLERY_TOP + 1, figsize=(1.6 * (GALLERY_TOP + 1), 1.75 * len(runs)), dpi=72, squeeze=False
+        len(runs), GALLERY_TOP + 1, figsize=(2.0 * (GALLERY_TOP + 1), 2.3 * len(runs)), dpi=100, squeeze=False
     )
     columns = []
     for i, r in enumerate(runs):
@@ -378,16 +383,16 @@ def gallery(runs: Sequence[Run], row: int, folder: Path, path: Path) -> Gallery:
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
-                ax.set_ylabel(r.model, fontsize=8)
-                ax.set_title(f"query\n{class_name(first.class_ids[row])[:16]}", fontsize=7)
+                ax.set_ylabel(r.model, fontsize=GALLERY_LABEL_PT + 1)
+                ax.set_title(f"query\n{class_name(first.class_ids[row])[:20]}", fontsize=GALLERY_LABEL_PT)
                 continue
             colour = "#1a9641" if hits[j - 1] else "#d7191c"
             for side in ax.spines.values():
                 side.set_edgecolor(colour)
                 side.set_linewidth(4)
             ax.set_title(
-                ("hit" if hits[j - 1] else "miss") + f"\n{class_name(first.class_ids[img_row])[:16]}",
-                fontsize=7,
+                ("hit" if hits[j - 1] else "miss") + f"\n{class_name(first.class_ids[img_row])[:20]}",
+                fontsize=GALLERY_LABEL_PT,
                 color=colour,
             )
     fig.tight_layout()

@@ -17,7 +17,7 @@ from indexer.milvus_store import VectorStore
 # real CLI builds over bad inputs
 pytestmark = pytest.mark.slow
 
-# the documented 20 MiB (README, app section), not the constant: a wrong constant must fail here, and
+# the documented 20 MiB (docs/app.md), not the constant: a wrong constant must fail here, and
 # must not make a test allocate gigabytes
 UPLOAD_LIMIT_BYTES = 20 * 1024 * 1024
 
