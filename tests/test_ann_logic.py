@@ -216,3 +216,26 @@ def test_report_files_are_written_and_runs_merge(tmp_path):
     assert ann_beside(tmp_path) == back  # what the comparison report in the same folder shows as section 10
     (tmp_path / "ann.json").write_text(json.dumps({"schema_version": 0}))
     assert ann_beside(tmp_path) is None  # another schema: left out with a warning, the report still written
+
+
+def test_evaluation_page_shows_the_ann_section(tmp_path, monkeypatch):
+    import sys
+
+    from streamlit.testing.v1 import AppTest
+    from support.data import REPO
+
+    from app.navigation import EVALUATION_FILE
+    from indexer.evaluation.ann import write_ann_report
+
+    flat = _point("FLAT", 0, {"a": (1.0, 0.5, 1.0), "b": (1.0, 0.4, 1.0)})
+    hnsw = _point("HNSW (M=16)", 64, {"a": (0.999, 0.5, 0.5), "b": (0.992, 0.4, 0.6)})
+    folder = tmp_path / "report"
+    doc = write_ann_report(_doc([flat, hnsw]), folder)  # no comparison report in the folder: the section alone
+    monkeypatch.setattr(sys, "argv", ["page.py", "--uri", str(tmp_path / "milvus.db"), "--report-dir", str(folder)])
+    at = AppTest.from_file(str(REPO / "app" / EVALUATION_FILE), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Approximate index: does the ranking survive it?" in [h.value for h in at.header]
+    shown = " ".join(m.value for m in at.markdown)
+    assert all(s in shown for s in doc.sentences)
+    assert any("HNSW (M=16) @ ef=64" in t.value.to_string() for t in at.table)
