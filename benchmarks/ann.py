@@ -2,6 +2,7 @@
 
     python -m benchmarks.ann                 # 50,000 rows at 384 and 2048 dims (~15 min on 2 cores)
     python -m benchmarks.ann --quick         # 3,000 rows at 64 and 256 dims (about a minute)
+    python -m benchmarks.ann --dims 384      # one dimension
 
 The vectors are the scale benchmark's (benchmarks.scale.synthetic_vectors: Gaussian class clusters, 50 per class
 like ImageNet val), one collection per dimension (the dims of vit and gresnet), on the embedded Milvus standalone
@@ -153,12 +154,16 @@ def main(argv=None) -> int:
     )
     p.add_argument("--quick", action="store_true", help="3,000 rows at 64 and 256 dims")
     p.add_argument("--uri", default=None, help="a running Milvus server (default: start the embedded one)")
+    p.add_argument("--dims", default=None, help="comma-separated dimensions (default 384,2048; --quick 64,256)")
     p.add_argument(
         "--out", type=Path, default=None, help="JSON path (default benchmarks/results/cpu-<n>core/<date>-ann.json)"
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = bench_ann(args.quick, uri=args.uri)
+    cfg = QUICK if args.quick else AnnBenchConfig()
+    if args.dims:
+        cfg = replace(cfg, dims=tuple(int(d) for d in args.dims.split(",")))
+    result = bench_ann(args.quick, cfg, uri=args.uri)
     out = args.out or REPO / "benchmarks" / "results" / f"cpu-{os.cpu_count()}core" / f"{result['date']}-ann.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

@@ -1098,8 +1098,20 @@ def add_ann_parser(sub) -> None:
         "--models", type=model_list, required=True, help="comma-separated models, each indexed for the split"
     )
     p.add_argument("--data-root", type=Path, default=None, help="choose the dataset when several are indexed")
-    p.add_argument("--index", type=str.upper, required=True, choices=[t for t in INDEX_TYPES if t != "FLAT"])
-    p.add_argument("--index-param", action="append", default=[], metavar="NAME=VALUE", help="a build parameter")
+    p.add_argument(
+        "--index",
+        type=str.upper,
+        required=True,
+        choices=[t for t in INDEX_TYPES if t != "FLAT"],
+        help="the approximate index to measure (FLAT, the reference, is measured in every run)",
+    )
+    p.add_argument(
+        "--index-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a build parameter, repeatable, Milvus' names (as for build; defaults are Milvus')",
+    )
     p.add_argument(
         "--sweep",
         default=None,

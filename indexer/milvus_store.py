@@ -547,14 +547,28 @@ class VectorStore:
             self.client.create_index(name, self._index_params(spec), timeout=timeout_s)
             self.ensure_loaded(name)
         except Exception as e:  # the server answered the release and drop: this is the index's failure
+            # an index task that cannot finish holds up every later index build of the server (measured: a FLAT
+            # build waited 720 s behind an unfinishable DISKANN one): cancel it, and leave the rows searchable
+            fallback = self._fall_back_to_flat(name)
             raise StoreError(
                 f"{self.describe_target()} could not build and load {spec.label} on {name} within {timeout_s:.0f} s "
                 f"({brief(e)})"
-                + (": DISKANN needs a server with queryNode.enableDisk: true" if spec.index_type == "DISKANN" else "")
+                + ("; DISKANN needs a server with queryNode.enableDisk: true" if spec.index_type == "DISKANN" else "")
+                + f". {fallback}"
             ) from None
         seconds = time.perf_counter() - t
         log.info("%s: %s built and loaded in %.1f s", name, spec.label, seconds)
         return seconds
+
+    def _fall_back_to_flat(self, name: str) -> str:
+        """After a failed index build: the unfinished index dropped and FLAT built instead; what was done, in words."""
+        try:
+            self.client.drop_index(name, "vector")
+            self.client.create_index(name, self._index_params(IndexSpec()), timeout=600)
+            self.ensure_loaded(name)
+            return "The collection now has the FLAT index (exact); status says so until a build sets another"
+        except Exception as e:
+            return f"Falling back to FLAT failed too ({brief(e)}): rebuild it with --index FLAT"
 
     def index_memory_bytes(self, name: str) -> Optional[int]:
         """Bytes the loaded collection's segments take in the query nodes, as a Milvus server reports them

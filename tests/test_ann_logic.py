@@ -197,3 +197,45 @@ def test_one_model_has_no_order_to_keep():
     text = conclusions(_doc([flat, hnsw], models=("a",)))
     assert text[0] == "One model measured (a): there is no order of models to keep."
     assert not any("order by P@10" in s for s in text) and text[-1].endswith("lowest recall@10 0.9990).")
+
+
+def test_report_files_are_written_and_runs_merge(tmp_path):
+    from indexer.evaluation.ann import read_ann, write_ann_report
+    from indexer.evaluation.report import ann_beside
+
+    flat = _point("FLAT", 0, {"a": (1.0, 0.5, 1.0), "b": (1.0, 0.4, 1.0)})
+    hnsw = _point("HNSW (M=16)", 64, {"a": (0.999, 0.5, 0.5), "b": (0.992, 0.4, 0.6)})
+    ivf = _point("IVF_FLAT (nlist=128)", 8, {"a": (0.95, 0.5, 0.3), "b": (0.96, 0.4, 0.3)})
+    write_ann_report(_doc([flat, hnsw]), tmp_path)
+    write_ann_report(_doc([flat, ivf]), tmp_path)
+    back = read_ann(tmp_path)
+    assert back is not None and [p.index_type for p in back.points] == ["FLAT", "HNSW", "IVF_FLAT"]
+    md = (tmp_path / "ann.md").read_text()
+    assert "HNSW (M=16) @ ef=64" in md and "IVF_FLAT (nlist=128) @ ef=8" in md and "ann_pareto.png" in md
+    assert (tmp_path / "ann_pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert ann_beside(tmp_path) == back  # what the comparison report in the same folder shows as section 10
+    (tmp_path / "ann.json").write_text(json.dumps({"schema_version": 0}))
+    assert ann_beside(tmp_path) is None  # another schema: left out with a warning, the report still written
+
+
+def test_evaluation_page_shows_the_ann_section(tmp_path, monkeypatch):
+    import sys
+
+    from streamlit.testing.v1 import AppTest
+    from support.data import REPO
+
+    from app.navigation import EVALUATION_FILE
+    from indexer.evaluation.ann import write_ann_report
+
+    flat = _point("FLAT", 0, {"a": (1.0, 0.5, 1.0), "b": (1.0, 0.4, 1.0)})
+    hnsw = _point("HNSW (M=16)", 64, {"a": (0.999, 0.5, 0.5), "b": (0.992, 0.4, 0.6)})
+    folder = tmp_path / "report"
+    doc = write_ann_report(_doc([flat, hnsw]), folder)  # no comparison report in the folder: the section alone
+    monkeypatch.setattr(sys, "argv", ["page.py", "--uri", str(tmp_path / "milvus.db"), "--report-dir", str(folder)])
+    at = AppTest.from_file(str(REPO / "app" / EVALUATION_FILE), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Approximate index: does the ranking survive it?" in [h.value for h in at.header]
+    shown = " ".join(m.value for m in at.markdown)
+    assert all(s in shown for s in doc.sentences)
+    assert any("HNSW (M=16) @ ef=64" in t.value.to_string() for t in at.table)
