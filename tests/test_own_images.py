@@ -542,3 +542,32 @@ def test_embed_extract_takes_a_folder_and_keeps_the_vectors_when_only_the_labels
     assert after.identity.data_fingerprint != before.identity.data_fingerprint  # the labels are compared on
     assert "the vectors are kept" in caplog.text and "nothing to do: 3/3 images already embedded" in caplog.text
     np.testing.assert_array_equal(store.load(3)[1], vectors)
+
+
+def test_unlabelled_maps_are_coloured_by_agreement_then_folder_then_file_type(tmp_path):
+    from app.maps_view import unlabelled_colours
+    from indexer.evaluation.maps import MapParams, MapQuality, MapResult
+
+    def result(relpaths):
+        n = len(relpaths)
+        quality = MapQuality(1.0, 1, n, float("nan"), n, [])
+        ident = {"dataset": "own", "split": "shop"}
+        ids, coords = np.arange(n), np.zeros((n, 2))
+        return MapResult(
+            "c", "effnet-lite0", ident, MapParams(method="pca"), {}, ids, coords, [""] * n, relpaths, quality, 0.0
+        )
+
+    flat = {"effnet-lite0": result(["a.jpg", "b.png", "c.PNG"])}
+    maps, what = unlabelled_colours(flat, tmp_path, "shop")
+    assert maps["effnet-lite0"].class_ids == ["jpg", "png", "png"] and what.startswith("file types")
+    tree = {"effnet-lite0": result(["cups/a.jpg", "b.jpg", "plates/x/c.jpg"])}
+    maps, what = unlabelled_colours(tree, tmp_path, "shop")
+    assert maps["effnet-lite0"].class_ids == ["cups", "(top level)", "plates/x"] and what.startswith("folders")
+    (tmp_path / "label_free.json").write_text(
+        json.dumps({"dataset": "own", "split": "shop", "agreement": {"0": 0.1, "1": 0.5, "2": 0.9}})
+    )
+    maps, what = unlabelled_colours(tree, tmp_path, "shop")
+    assert maps["effnet-lite0"].class_ids == ["models agree on < 30% of the top 10", "30-60%", ">= 60%"]
+    assert what.startswith("agreement between the models")
+    maps, what = unlabelled_colours(tree, tmp_path, "another split")  # another data set's report is not used
+    assert what.startswith("folders")
