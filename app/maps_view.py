@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import colorsys
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -189,3 +190,28 @@ def silhouette_rows(qualities: Dict[str, MapQuality], highlight: Iterable[str] =
         }
         for c in classes
     ]
+
+
+def folder_of(relpath: str) -> str:
+    """The folder an image lies in, relative to the image folder ('(top level)' for the folder itself)."""
+    return relpath.rsplit("/", 1)[0] if "/" in relpath else "(top level)"
+
+
+def unlabelled_colours(results: dict, report_dir: Path, split: str):
+    """(maps, what the colours are) for an unlabelled data set: each image's agreement across the models when the
+    label-free report in ``report_dir`` has it, else the folder it lies in, else (a flat folder) its file type."""
+    from indexer.evaluation.label_free import agreement_band, read_agreement
+
+    first = next(iter(results.values()))
+    dataset = first.identity.get("dataset", "") if isinstance(first.identity, dict) else ""
+    agreement = read_agreement(report_dir, dataset, split)
+    if agreement:
+        keys = {m: [agreement_band(agreement.get(int(i), 0.0)) for i in r.ids] for m, r in results.items()}
+        what = "agreement between the models (top-10 overlap, from label_free.json)"
+    elif len({folder_of(p) for r in results.values() for p in r.relpaths}) > 1:
+        keys = {m: [folder_of(p) for p in r.relpaths] for m, r in results.items()}
+        what = "folders"
+    else:
+        keys = {m: [Path(p).suffix.lower().lstrip(".") or "?" for p in r.relpaths] for m, r in results.items()}
+        what = "file types (one folder)"
+    return {m: replace(r, class_ids=keys[m]) for m, r in results.items()}, f"{what}; the data set is unlabelled"

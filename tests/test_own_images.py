@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,6 +232,12 @@ def own(tmp_path_factory):
     }
 
 
+def evaluate_two(own, folder, report):
+    """``indexer evaluate --report`` of effnet-lite0 and -1 on ``folder``, with a small label-free part."""
+    models = ["--models", "effnet-lite0,effnet-lite1", "--uri", own["uri"], "--embeddings", own["emb"]]
+    return cli(["evaluate", *models, "--images", folder, "--report", report, "--no-progress", *LABEL_FREE])
+
+
 LABEL_FREE = ["--copy-queries", "4", "--copy-families", "jpeg", "--copy-severities", "1", "--bootstrap", "1000"]
 
 
@@ -273,23 +280,7 @@ def test_search_on_a_folder_says_it_is_unlabelled(own):
 @pytest.mark.slow
 def test_unlabelled_evaluate_writes_the_label_free_report_and_no_precision(own, tmp_path):
     report = tmp_path / "report"
-    rc, out = cli(
-        [
-            "evaluate",
-            "--models",
-            "effnet-lite0,effnet-lite1",
-            "--images",
-            own["flat"],
-            "--uri",
-            own["uri"],
-            "--embeddings",
-            own["emb"],
-            "--report",
-            report,
-            "--no-progress",
-            *LABEL_FREE,
-        ]
-    )
+    rc, out = evaluate_two(own, own["flat"], report)
     assert rc == 0, out
     assert "unlabelled (--labels none)" in out and "P@1" not in out and "MAP@R" not in out
     assert "Computed: copy retrieval and neighbour-list stability under transforms, agreement between models" in out
@@ -313,23 +304,7 @@ def test_unlabelled_evaluate_writes_the_label_free_report_and_no_precision(own, 
 @pytest.mark.slow
 def test_labelled_evaluate_adds_the_precision_report_and_says_how(own, tmp_path):
     report = tmp_path / "report"
-    rc, out = cli(
-        [
-            "evaluate",
-            "--models",
-            "effnet-lite0,effnet-lite1",
-            "--images",
-            own["tree"],
-            "--uri",
-            own["uri"],
-            "--embeddings",
-            own["emb"],
-            "--report",
-            report,
-            "--no-progress",
-            *LABEL_FREE,
-        ]
-    )
+    rc, out = evaluate_two(own, own["tree"], report)
     assert rc == 0, out
     assert f"labelled by {own['csv']} (--labels FILE), 3 classes" in out
     assert "| effnet-lite0 | raw |" in out  # the precision table
@@ -404,27 +379,29 @@ def test_maps_of_a_folder(own, tmp_path):
     assert out.count("trustworthiness@") == 2
 
 
-def _app_texts(at):
-    return " ".join(
-        [m.value for m in at.markdown]
-        + [c.value for c in at.caption]
-        + [i.value for i in at.info]
-        + [w.value for w in at.warning]
-    )
-
-
-@pytest.mark.slow
-def test_the_app_on_an_unlabelled_folder(own, monkeypatch):
+def _app_page(monkeypatch, page, *argv):
+    """(the app page ``page`` run once in Streamlit's AppTest with ``argv`` after ``--``, its texts joined)."""
     import sys
 
     from streamlit.testing.v1 import AppTest
     from support.data import REPO
 
-    monkeypatch.setattr(sys, "argv", ["main.py", "--uri", str(own["uri"]), "--images", str(own["flat"])])
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
+    monkeypatch.setattr(sys, "argv", [Path(page).name, *[str(a) for a in argv]])
+    at = AppTest.from_file(str(REPO / page), default_timeout=300)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    texts = _app_texts(at)
+    texts = " ".join(
+        [m.value for m in at.markdown]
+        + [c.value for c in at.caption]
+        + [i.value for i in at.info]
+        + [w.value for w in at.warning]
+    )
+    return at, texts
+
+
+@pytest.mark.slow
+def test_the_app_on_an_unlabelled_folder(own, monkeypatch):
+    at, texts = _app_page(monkeypatch, "app/main.py", "--uri", own["uri"], "--images", own["flat"])
     assert "This data set is unlabelled (--labels none): no precision figures" in texts
     assert "Labels:** none (unlabelled data set)" in texts
     assert "Precision@" not in texts
@@ -437,27 +414,13 @@ def test_the_app_on_an_unlabelled_folder(own, monkeypatch):
 
 @pytest.mark.slow
 def test_the_app_on_a_labelled_tree_marks_hits(own, monkeypatch):
-    import sys
-
-    from streamlit.testing.v1 import AppTest
-    from support.data import REPO
-
-    monkeypatch.setattr(sys, "argv", ["main.py", "--uri", str(own["uri"]), "--images", str(own["tree"])])
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=300)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    texts = _app_texts(at)
+    at, texts = _app_page(monkeypatch, "app/main.py", "--uri", own["uri"], "--images", own["tree"])
     assert "unlabelled" not in texts and "Precision@" in texts
     assert [s for s in at.selectbox if s.label == "Filter by class"]
 
 
 @pytest.mark.slow
 def test_the_maps_page_colours_an_unlabelled_folder_by_folder(own, monkeypatch, tmp_path):
-    import sys
-
-    from streamlit.testing.v1 import AppTest
-    from support.data import REPO
-
     rc, out = cli(
         [
             "maps",
@@ -473,13 +436,9 @@ def test_the_maps_page_colours_an_unlabelled_folder_by_folder(own, monkeypatch, 
         ]
     )
     assert rc == 0, out
-    monkeypatch.setattr(
-        sys, "argv", ["maps.py", "--uri", str(own["uri"]), "--images", str(own["flat"]), "--report-dir", str(tmp_path)]
+    _, texts = _app_page(
+        monkeypatch, "app/views/maps.py", "--uri", own["uri"], "--images", own["flat"], "--report-dir", tmp_path
     )
-    at = AppTest.from_file(str(REPO / "app" / "views" / "maps.py"), default_timeout=300)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    texts = _app_texts(at)
     assert "This data set is unlabelled" in texts
     assert "colours: folders" in texts and "silhouette in the original space" not in texts
 
@@ -583,3 +542,32 @@ def test_embed_extract_takes_a_folder_and_keeps_the_vectors_when_only_the_labels
     assert after.identity.data_fingerprint != before.identity.data_fingerprint  # the labels are compared on
     assert "the vectors are kept" in caplog.text and "nothing to do: 3/3 images already embedded" in caplog.text
     np.testing.assert_array_equal(store.load(3)[1], vectors)
+
+
+def test_unlabelled_maps_are_coloured_by_agreement_then_folder_then_file_type(tmp_path):
+    from app.maps_view import unlabelled_colours
+    from indexer.evaluation.maps import MapParams, MapQuality, MapResult
+
+    def result(relpaths):
+        n = len(relpaths)
+        quality = MapQuality(1.0, 1, n, float("nan"), n, [])
+        ident = {"dataset": "own", "split": "shop"}
+        ids, coords = np.arange(n), np.zeros((n, 2))
+        return MapResult(
+            "c", "effnet-lite0", ident, MapParams(method="pca"), {}, ids, coords, [""] * n, relpaths, quality, 0.0
+        )
+
+    flat = {"effnet-lite0": result(["a.jpg", "b.png", "c.PNG"])}
+    maps, what = unlabelled_colours(flat, tmp_path, "shop")
+    assert maps["effnet-lite0"].class_ids == ["jpg", "png", "png"] and what.startswith("file types")
+    tree = {"effnet-lite0": result(["cups/a.jpg", "b.jpg", "plates/x/c.jpg"])}
+    maps, what = unlabelled_colours(tree, tmp_path, "shop")
+    assert maps["effnet-lite0"].class_ids == ["cups", "(top level)", "plates/x"] and what.startswith("folders")
+    (tmp_path / "label_free.json").write_text(
+        json.dumps({"dataset": "own", "split": "shop", "agreement": {"0": 0.1, "1": 0.5, "2": 0.9}})
+    )
+    maps, what = unlabelled_colours(tree, tmp_path, "shop")
+    assert maps["effnet-lite0"].class_ids == ["models agree on < 30% of the top 10", "30-60%", ">= 60%"]
+    assert what.startswith("agreement between the models")
+    maps, what = unlabelled_colours(tree, tmp_path, "another split")  # another data set's report is not used
+    assert what.startswith("folders")

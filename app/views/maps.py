@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +31,14 @@ import streamlit as st  # noqa: E402
 from app import navigation  # noqa: E402
 from app.backend import AppSettings, Backend, BadImage, model_title, safe_image_path  # noqa: E402
 from app.cached import backend_for, cached_thumbnail  # noqa: E402
-from app.maps_view import MAX_POINTS, class_palette, map_figure, selected_id, silhouette_rows  # noqa: E402
+from app.maps_view import (  # noqa: E402
+    MAX_POINTS,
+    class_palette,
+    map_figure,
+    selected_id,
+    silhouette_rows,
+    unlabelled_colours,
+)
 from app.notices import choose_data_set, show_collection_notices  # noqa: E402
 from embed.sources.datasets import class_name  # noqa: E402
 from indexer.build_command import DIR, BuildCommand  # noqa: E402
@@ -69,16 +75,6 @@ def displayed(result: MapResult, limit: int = MAX_POINTS) -> MapResult:
     )
 
 
-def folder_of(relpath: str) -> str:
-    """The folder an image lies in, relative to the image folder ('(top level)' for the folder itself)."""
-    return relpath.rsplit("/", 1)[0] if "/" in relpath else "(top level)"
-
-
-def by_folder(result: MapResult) -> MapResult:
-    """The map with each point's folder in place of its (absent) class: what the unlabelled maps are coloured by."""
-    return replace(result, class_ids=[folder_of(r) for r in result.relpaths])
-
-
 def remember_selection(key: str, trace_ids) -> None:
     state = st.session_state.get(key)
     points = (state or {}).get("selection", {}).get("points", [])
@@ -111,7 +107,7 @@ def selection_panel(backend: Backend, results: dict) -> None:
             st.caption(f"(image unavailable: {e.reason})")
     with right:
         st.markdown(f"**Selected image:** `{relpath}` · id {chosen}")
-        st.markdown(f"**Class:** {class_name(cls)} (`{cls}`)" if backend.labelled() else f"**Folder:** `{cls}`")
+        st.markdown(f"**Class:** {class_name(cls)} (`{cls}`)" if backend.labelled() else f"**Colour group:** `{cls}`")
         if st.button(
             "Open side by side", key="maps_open_side_by_side", help="query every model with this image on the main page"
         ):
@@ -184,8 +180,9 @@ def main() -> None:
         if r is not None:
             results[m] = r
     labelled = backend.labelled()
-    if not labelled:  # no classes: each point is coloured by the folder it lies in, which a user knows it by
-        results = {m: by_folder(r) for m, r in results.items()}
+    colours = "classes"
+    if not labelled and results:  # no classes: colour by what a user can read from the points instead
+        results, colours = unlabelled_colours(results, folder, backend.settings.split)
     all_classes = sorted({c for r in results.values() for c in r.class_ids})
     highlight = st.sidebar.multiselect(
         "Highlight classes (in every map)" if labelled else "Highlight folders (in every map)",
@@ -195,7 +192,6 @@ def main() -> None:
     )
     palette = class_palette(all_classes)
     names = {c: class_name(c) if labelled else c for c in all_classes}
-    colours = "classes" if labelled else f"folders ({len(all_classes)}; the data set is unlabelled)"
     st.caption(f"{params.label()} · maps in {folder / 'maps'} · colours: {colours} (the same in every map)")
     selection_panel(backend, results)
     for col, m in zip(st.columns(len(models)), models):

@@ -38,6 +38,23 @@ GALLERY_TOP = 5
 THUMB = 96
 COPY_FAMILIES = ("zoom", "jpeg", "blur", "colour")
 LABEL_FREE_FILES = ("label_free.json", "label_free.md", "label_free.html")
+AGREEMENT_BANDS = ((0.0, "models agree on < 30% of the top 10"), (0.3, "30-60%"), (0.6, ">= 60%"))
+
+
+def agreement_band(value: float) -> str:
+    """The colour group of an image's cross-model agreement on the app's unlabelled maps."""
+    return [name for low, name in AGREEMENT_BANDS if value >= low][-1]
+
+
+def read_agreement(folder: Path, dataset: str, split: str) -> Dict[int, float]:
+    """{id: agreement} from folder/label_free.json when it is of this data set, else empty."""
+    path = Path(folder) / "label_free.json"
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text())
+    if doc.get("dataset") != dataset or doc.get("split") != split:
+        return {}
+    return {int(k): float(v) for k, v in doc.get("agreement", {}).items()}
 
 
 @dataclass
@@ -114,6 +131,8 @@ class LabelFreeResult:
     galleries: List[Dict[str, str]]  # {"png", "caption"}
     sentences: List[str]
     robustness: Optional[Dict] = None
+    # each image's mean top-10 overlap across the models, by id: what the app's unlabelled maps are coloured by
+    agreement: Dict[int, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(to_plain(self), indent=1)
@@ -272,8 +291,9 @@ def evaluate_label_free(store, cfg: LabelFreeConfig) -> LabelFreeResult:
             cfg.seed,
             better="agrees more with the other models than",
         )
+    agreement_per_image = np.mean(list(per_pair.values()), axis=0) if per_pair else np.zeros(n)
     if len(models) > 1:
-        mean_overlap = np.mean(list(per_pair.values()), axis=0)
+        mean_overlap = agreement_per_image
         worst = np.argsort(mean_overlap, kind="stable")[: cfg.galleries]
         if out:
             for row in worst:
@@ -404,6 +424,7 @@ def evaluate_label_free(store, cfg: LabelFreeConfig) -> LabelFreeResult:
         galleries,
         sentences,
         robustness,
+        {int(i): round(float(v), 4) for i, v in zip(ids, agreement_per_image)} if len(models) > 1 else {},
     )
 
 
