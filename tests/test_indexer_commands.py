@@ -8,6 +8,7 @@ import pytest
 from support.builds import MODEL, extract_config
 from support.cli import repo_env
 from support.data import make_tiny_layout
+from support.processes import lite_database_held_open
 from support.waits import HANG_S
 
 from embed.common.identity import EmbeddingKey
@@ -196,24 +197,9 @@ def test_invalid_names_never_reach_milvus(store_uri):
 
 def test_lite_lock_conflict_names_the_remedy(tmp_path):
     uri = str(tmp_path / "locked.db")
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
-            f"print('open', flush=True); import time; time.sleep(3600)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=repo_env(),
-    )
-    try:
-        assert holder.stdout.readline().strip() == "open"
+    with lite_database_held_open(uri):
         with pytest.raises(DatabaseLocked, match="indexer serve.*--uri"):
             VectorStore(uri).list_collections()
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_an_unreachable_server_fails_clearly_without_retrying():

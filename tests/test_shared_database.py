@@ -19,6 +19,7 @@ import pytest
 from support.browser import headless_chromium, needs_chromium, start_app, stop_app
 from support.cli import build_tiny12, repo_env, run
 from support.data import free_port
+from support.processes import lite_database_held_open
 
 # the app in a browser beside CLI processes on one database
 pytestmark = pytest.mark.slow
@@ -84,26 +85,11 @@ def test_stale_record_of_a_dead_process_is_removed(tmp_path):
 def test_foreign_holder_is_named_with_the_remedy(tmp_path):
     """A process that opened the file without this tool (no record) cannot be shared: say so, and how to fix it."""
     uri = str(tmp_path / "foreign.db")
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
-            f"print('open', flush=True); import time; time.sleep(3600)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=repo_env(),
-    )
-    try:
-        assert holder.stdout.readline().strip() == "open"
+    with lite_database_held_open(uri):
         p = run(["indexer", "status", "--uri", uri], RETRIEVAL_LITE_WAIT_S="1")
         assert p.returncode == 2
         assert f"error: {uri} is open in another process that does not share it" in p.stderr
         assert f"python -m indexer serve --data-dir {uri}" in p.stderr and "Traceback" not in p.stderr
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def _broken_jpeg(good: Path) -> bytes:

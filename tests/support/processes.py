@@ -6,8 +6,9 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 from support.builds import MODEL
 from support.cli import repo_env
@@ -75,3 +76,26 @@ def kill_when(
         proc.kill()
         proc.wait()
     return "".join(lines)
+
+
+@contextmanager
+def lite_database_held_open(uri: str) -> Iterator[subprocess.Popen]:
+    """Another process holding the Milvus Lite file ``uri`` open (as a second tool would), for as long as the block
+    runs; it has opened the file when the block starts."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from pymilvus import MilvusClient; c = MilvusClient({uri!r}); "
+            f"print('open', flush=True); import time; time.sleep(3600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=repo_env(),
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
