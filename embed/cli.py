@@ -126,6 +126,8 @@ def cmd_models(args) -> int:
                 "weights_here": available,
                 "weights": where,
                 "title": spec.title,
+                "default_pooling": spec.default_pooling,
+                "poolings": spec.poolings,
             }
         )
     if args.json:
@@ -137,6 +139,13 @@ def cmd_models(args) -> int:
             f"{r['name']:14} {r['dim']:>5} {r['input_size']:>5}  {'yes' if r['weights_here'] else 'no':12} "
             f"{r['timm']:34} {r['weights']}"
         )
+    print("\npoolings (--descriptors; the first is the default: the model's own pre-logits, as always stored):")
+    for r in rows:
+        print(f"  {r['name']:14} {r['poolings']}")
+    print(
+        "descriptor = pooling + optional post-processing: -l2 (unit length) or -white[<dim>] (PCA-whitening learned "
+        "on other images), e.g. avg, gem3, gem3-l2, gem3-white512 (docs/descriptors.md)"
+    )
     print("\nany timm model also works as timm:<name>, e.g. timm:resnet50d.ra2_in1k")
     return 0
 
