@@ -15,6 +15,7 @@ from embed.common.cli_args import (
     add_data_arguments,
     add_weights_arguments,
     check_inputs,
+    descriptor_list,
     extract_config,
     positive_int,
     resolve_data_root,
@@ -39,6 +40,7 @@ EPILOG = """examples:
 EXTRACT_EXAMPLES = """examples:
   python -m embed extract --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200 --limit 1000
   python -m embed extract --model effnet-lite2 --split val --dataset imagenette     # downloads it once
+  python -m embed extract --model effnet-lite0 --split val --data-root DIR --descriptors avg,gem3   # one forward pass
   python -m embed extract --model convnext --split val --data-root /data/imagenet --device cuda --batch-size 256
   torchrun --nproc-per-node 4 -m embed extract --model vit --split train --data-root /data/imagenet
 """
@@ -72,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(p)
     add_weights_arguments(p)
     add_compute_arguments(p)
+    p.add_argument(
+        "--descriptors",
+        type=descriptor_list,
+        default=None,
+        help="poolings to store from the same forward pass, each as its own shard set, e.g. avg,gem3 or cls,gem3 "
+        "(default: the model's own pooling; post-processing such as -l2 or -white is applied later, to these; "
+        "`python -m embed models` lists each model's poolings)",
+    )
     p.add_argument(
         "--compare-forward",
         action="store_true",
@@ -154,10 +164,11 @@ def cmd_extract(args) -> int:
     check_inputs(args)  # before torch loads with the modules below
     from embed.extraction import distributed
     from embed.extraction.embedder import build_embedder, default_batch_size
-    from embed.extraction.extract import extract
+    from embed.extraction.extract import extract_poolings
 
     cfg = extract_config(args)
-    result = extract(cfg)
+    results = extract_poolings(cfg)
+    result = results[0]
     summary = {
         "model": cfg.model,
         "images": result.n_images,
@@ -169,6 +180,8 @@ def cmd_extract(args) -> int:
         "folder": str(result.folder),
         "weights": result.weights,
     }
+    if len(results) > 1:
+        summary["folders"] = [str(r.folder) for r in results]
     if args.compare_forward:
         emb = build_embedder(
             cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision, cfg.channels_last, cfg.compile
