@@ -83,9 +83,7 @@ def test_vector_sets_of_two_descriptors_are_refused_as_interchangeable(root, tmp
     try:
         store.ensure_collection(a.key.collection_name, CollectionMeta.from_manifest(avg.manifest, normalized=False))
         with pytest.raises(MetadataMismatch, match="descriptor"):
-            store.ensure_collection(
-                a.key.collection_name, CollectionMeta.from_manifest(gem.manifest, normalized=False)
-            )
+            store.ensure_collection(a.key.collection_name, CollectionMeta.from_manifest(gem.manifest, normalized=False))
     finally:
         store.close()
 

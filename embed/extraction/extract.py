@@ -19,7 +19,7 @@ import numpy as np
 
 from embed.common import settings
 from embed.common.descriptor import Descriptor
-from embed.common.identity import EmbeddingKey, VectorSetIdentity
+from embed.common.identity import VectorSetIdentity
 from embed.extraction import distributed
 from embed.extraction.device_decode import resolve_decode, transform_upsamples
 from embed.extraction.embedder import Embedder, build_embedder, default_batch_size, default_workers
