@@ -6,7 +6,9 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Optional
 
+from embed.common.descriptor import Descriptor
 from embed.common.identity import EmbeddingKey
 from embed.common.vectors import l2_normalize
 from embed.extraction.embedder import build_embedder
@@ -14,6 +16,7 @@ from embed.extraction.extract import ExtractConfig, extract
 from embed.extraction.shards import EmbeddingStore
 from indexer.lite_advice import server_advice
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
+from indexer.whitening import Whitening, WhiteningRefused
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,14 @@ def load_embedder(cfg: ExtractConfig):
     """The model ``cfg`` names, with its weights (WeightsUnavailable when there are none): what ``build`` runs, loaded
     by it or, first, by a caller that opens the database only once a model is ready."""
     return build_embedder(
-        cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision, cfg.channels_last, cfg.compile
+        cfg.model,
+        cfg.checkpoint,
+        cfg.random_init,
+        cfg.device,
+        cfg.precision,
+        cfg.channels_last,
+        cfg.compile,
+        [d.pooled for d in cfg.descriptors],
     )
 
 
@@ -52,8 +62,14 @@ def build(
     recreate: bool = False,
     progress: bool = True,
     embedder=None,
+    descriptor: Descriptor = Descriptor(),
+    whitening: Optional[Whitening] = None,
 ) -> BuildResult:
     """Extract what is missing, then make the collection hold exactly the embedded images.
+
+    ``descriptor`` picks the pooling (its shards are extracted) and the post-processing: unit length, or the
+    learned ``whitening`` (required for a ``-white`` descriptor), recorded in the collection's identity by
+    fingerprint, with the artifact's path for the queries. The default descriptor builds today's collection.
 
     The collection and the shards carry one identity (embed.common.identity.VectorSetIdentity), compared
     field by field. Embeddings and a collection made with random weights are replaced without asking once
@@ -61,10 +77,16 @@ def build(
     embeddings and rebuilds a collection that no longer matches them; any other difference needs
     ``--recreate``.
     """
+    cfg = replace(cfg, descriptors=[descriptor.pooled])
     if embedder is None:
         embedder = load_embedder(cfg)
+    if descriptor.whiten and whitening is None:
+        raise WhiteningRefused(
+            f"{descriptor.name} needs a learned whitening: learn one with `python -m indexer whiten --model "
+            f"{cfg.model} --split SPLIT --pooling {descriptor.pooling_name} ...` and pass it with --whitening PATH"
+        )
     real = not embedder.loaded.weights.is_random
-    if real and not cfg.force and _random_embeddings(cfg):
+    if real and not cfg.force and _random_embeddings(cfg, embedder.pooling_keys()[0]):
         log.warning(
             "%s: embeddings on disk were made with RANDOM weights; replacing them with %s",
             cfg.model,
@@ -74,10 +96,20 @@ def build(
     extracted = extract(cfg, embedder=embedder, keep_vectors=True)
     manifest, positions, vectors = extracted.manifest, extracted.positions, extracted.vectors
     assert positions is not None and vectors is not None  # keep_vectors=True
-    if normalize:
+    meta = CollectionMeta.from_manifest(manifest, normalized=normalize or descriptor.normalized)
+    if descriptor.whiten:
+        assert whitening is not None  # refused above
+        whitening.check_applies_to(manifest.identity)
+        if descriptor.whiten_dim is not None and descriptor.whiten_dim != whitening.identity.dim_out:
+            raise WhiteningRefused(
+                f"{descriptor.name}: the whitening given maps to {whitening.identity.dim_out} dimensions, not "
+                f"{descriptor.whiten_dim}"
+            )
+        vectors = whitening.apply(vectors)
+        meta = meta.whitened(descriptor.key_part(embedder.loaded.spec.default_pooling), whitening)
+    elif meta.normalized:
         vectors = l2_normalize(vectors)
-    name = manifest.key.collection_name
-    meta = CollectionMeta.from_manifest(manifest, normalized=normalize)
+    name = meta.key.collection_name
     old = store.meta(name) if not recreate and store.has_collection(name) else None
     if old is not None and old.identity != meta.identity:
         if real and old.is_random:
@@ -93,7 +125,7 @@ def build(
             recreate = True
     created = store.ensure_collection(name, meta, recreate=recreate)
     expected = len(positions)
-    advice = server_advice(store.is_lite, name, expected, manifest.dim)
+    advice = server_advice(store.is_lite, name, expected, meta.dim)
     if advice:
         log.warning(advice)
     stored = store.meta(name)
@@ -136,8 +168,8 @@ def build(
     return BuildResult(name, count, expected, len(extracted.skipped), seconds, False, extracted.weights)
 
 
-def _random_embeddings(cfg: ExtractConfig) -> bool:
+def _random_embeddings(cfg: ExtractConfig, pooling: str = "") -> bool:
     """Whether the embeddings folder this run writes to holds vectors made with random weights."""
     dataset = Path(cfg.data_root).expanduser().resolve().name
-    manifest = EmbeddingStore(EmbeddingKey(cfg.model, dataset, cfg.split).folder(cfg.out)).read_manifest()
+    manifest = EmbeddingStore(EmbeddingKey(cfg.model, dataset, cfg.split, pooling).folder(cfg.out)).read_manifest()
     return manifest is not None and manifest.identity.is_random

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+from embed.common.descriptor import Descriptor
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
 
 
@@ -36,14 +37,24 @@ def indexed_collections(store: VectorStore) -> List[IndexedCollection]:
     return out
 
 
-def find_collection(store: VectorStore, model: str, split: str, dataset: Optional[str] = None) -> IndexedCollection:
-    from embed.models.catalog import check_model_name
+def find_collection(
+    store: VectorStore, model: str, split: str, dataset: Optional[str] = None, descriptor: Optional[Descriptor] = None
+) -> IndexedCollection:
+    """The collection of ``model`` on ``split`` under ``descriptor`` (default: the model's own pooling)."""
+    from embed.models.catalog import check_model_name, get_spec
 
     check_model_name(model)  # unknown model -> the list of valid names
+    wanted = descriptor or Descriptor()
+    key_part = wanted.key_part(get_spec(model).default_pooling)
     everything = indexed_collections(store)
-    matches = [c for c in everything if c.meta.key.matches(model, split, dataset)]
+    matches = [c for c in everything if c.meta.key.matches(model, split, dataset, key_part)]
     if len(matches) == 1:
-        return matches[0]
+        found = matches[0]
+        if wanted.unit_length and not found.meta.normalized:
+            raise CollectionNotFound(
+                f"{found.name} holds raw vectors, not {wanted.name}: rebuild it with --descriptor {wanted.name}"
+            )
+        return found
     if not matches:
         have = ", ".join(str(c.meta.key) for c in everything) or "none"
         alternatives = [c for c in everything if c.meta.key.matches(split=split, dataset=dataset)]

@@ -20,6 +20,7 @@ from embed.common.cli_args import (
     add_weights_arguments,
     extract_config,
     non_negative_int,
+    one_descriptor,
     port_number,
     positive_int,
     positive_int_list,
@@ -54,6 +55,9 @@ EXAMPLES = {
   python -m indexer build --model all --split val --dataset tiny-imagenet      # later: only the new images are embedded
   python -m indexer build --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200
   python -m indexer build --model gresnet --split val --checkpoint gresnet50.pth
+  python -m indexer build --model effnet-lite0 --split val --data-root DIR --descriptor gem3-l2   # its own collection
+  python -m indexer build --model effnet-lite0 --split val --data-root DIR --descriptor gem3-white512 \
+      --whitening data/embeddings/effnet-lite0/tiny-imagenet-200/whitening/gem3-512-....npz
   python -m indexer build --model vit --split val --data-root /data/imagenet --uri http://milvus.internal:19530""",
     "status": """  python -m indexer status
   python -m indexer status --json
@@ -100,6 +104,12 @@ def add_collection_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="choose the dataset (by its folder name) when the model/split is indexed for several",
     )
+    p.add_argument(
+        "--descriptor",
+        type=one_descriptor,
+        default=None,
+        help="the collection of this descriptor (as built with `build --descriptor`; default: the model's own pooling)",
+    )
     add_store_arguments(p)
 
 
@@ -131,11 +141,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="gresnet, convnext, vit, effnet-lite0/1/2, timm:<name>, or all (every model with real weights)",
     )
     p.add_argument("--normalize", action="store_true", help="store unit-length vectors (L2 ranking == cosine)")
+    p.add_argument(
+        "--descriptor",
+        type=one_descriptor,
+        default=None,
+        help="pooling + post-processing of the collection's vectors, e.g. gem3, gem3-l2, gem3-white512 (default: the "
+        "model's own pooling, today's collection; another descriptor gets its own collection, named after it; "
+        "`python -m embed models` lists the poolings)",
+    )
+    p.add_argument(
+        "--whitening",
+        type=Path,
+        default=None,
+        help="the learned whitening (.npz from `indexer whiten`) a -white descriptor applies",
+    )
     p.add_argument("--recreate", action="store_true", help="drop and rebuild a collection built differently")
     add_data_arguments(p)
     add_weights_arguments(p)
     add_compute_arguments(p)
     add_store_arguments(p)
+
+    p = _fmt(
+        sub,
+        "whiten",
+        "learn a PCA-whitening from a model's embeddings of images the evaluation will not use, stored with its "
+        "own identity (for `build --descriptor ...-white` and the queries)",
+    )
+    p.add_argument("--model", required=True, help="registry name, e.g. effnet-lite0")
+    p.add_argument(
+        "--pooling", type=one_descriptor, default=None, help="the pooling it whitens (default: the model's own)"
+    )
+    p.add_argument("--dim", type=positive_int, default=None, help="output dimensions (default: all)")
+    p.add_argument(
+        "--eval-classes",
+        type=positive_int,
+        default=None,
+        help="learn it within --split on the classes left out of a seeded draw of N evaluated classes (the same "
+        "draw as `evaluate --eval-classes N --class-seed S`); without it, every image of --split (another split "
+        "than the one evaluated)",
+    )
+    p.add_argument("--class-seed", type=int, default=0, help="seed of the class draw (default %(default)s)")
+    add_data_arguments(p)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(settings.current().embeddings),
+        help="embeddings folder (default %(default)s)",
+    )
 
     p = _fmt(sub, "status", "list collections: model, split, dataset, rows, dim, index, metric, weights")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -338,8 +390,11 @@ def cmd_build(args) -> int:
     )  # names, paths and the split: in a moment, before the data set, a model or the store is opened
     resolve_data_root(args)  # download a named --dataset once, before the first model
     split_folder(args.data_root, args.split)  # a downloaded data set's split, checked now
+    from embed.common.descriptor import Descriptor
     from indexer.build import build, load_embedder
+    from indexer.whitening import Whitening
 
+    whitening = Whitening.load(args.whitening) if args.whitening else None
     store: Optional[VectorStore] = None
     built: List[str] = []  # "model (N rows)", for the closing summary
     models, skipped = _models_for_build(args)
@@ -363,6 +418,8 @@ def cmd_build(args) -> int:
             recreate=args.recreate,
             progress=not args.no_progress,
             embedder=embedder,
+            descriptor=args.descriptor or Descriptor(),
+            whitening=whitening,
         )
         built.append(f"{model} ({result.rows:,} rows{', already complete' if result.already_complete else ''})")
         print(
@@ -388,6 +445,22 @@ def cmd_build(args) -> int:
     if args.model == "all":  # the JSON lines are for scripts; this line is for the person who ran it
         summary = f"built {len(built)} of {len(built) + len(skipped)} models: {', '.join(built)}"
         print(summary + (f"; skipped (no weights here): {', '.join(skipped)}" if skipped else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_whiten(args) -> int:
+    from embed.common.cli_args import resolve_data_root
+    from embed.common.descriptor import Descriptor
+    from embed.common.identity import EmbeddingKey
+    from embed.models.catalog import get_spec
+    from indexer.whitening import ClassSplit, learn_from_shards
+
+    pooling = (args.pooling or Descriptor()).pooled
+    dataset = resolve_data_root(args).name
+    key = EmbeddingKey(args.model, dataset, args.split, pooling.key_part(get_spec(args.model).default_pooling))
+    class_split = ClassSplit(args.eval_classes, args.class_seed) if args.eval_classes else None
+    whitening = learn_from_shards(args.out, key.folder(args.out), class_split, args.dim)
+    print(json.dumps({"path": str(whitening.path), "whitening": whitening.identity.describe()}))
     return 0
 
 
@@ -446,7 +519,7 @@ def cmd_search(args) -> int:
     from indexer.query_embedding import QueryEmbedder
 
     store = _store(args)
-    coll = find_collection(store, args.model, args.split, _dataset_arg(args))
+    coll = find_collection(store, args.model, args.split, _dataset_arg(args), args.descriptor)
     paths = expand_query_paths(args.image)
     if not paths:
         raise StoreError(f"no query images in {' '.join(str(p) for p in args.image)}")
@@ -511,7 +584,7 @@ def cmd_drop(args) -> int:
     from indexer.catalog import find_collection
 
     store = _store(args)
-    coll = find_collection(store, args.model, args.split, _dataset_arg(args))
+    coll = find_collection(store, args.model, args.split, _dataset_arg(args), args.descriptor)
     store.drop(coll.name)
     print(f"dropped {coll.name}")
     return 0
@@ -884,6 +957,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     line = list(sys.argv[1:] if argv is None else argv)
     handlers = {
         "build": cmd_build,
+        "whiten": cmd_whiten,
         "status": cmd_status,
         "search": cmd_search,
         "drop": cmd_drop,

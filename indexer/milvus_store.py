@@ -14,7 +14,7 @@ import re
 import socket
 import textwrap
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Collection, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
@@ -73,6 +73,7 @@ class CollectionMeta:
     complete: bool = False
     metric: str = "L2"
     index_type: str = "FLAT"
+    whitening_path: str = ""  # the learned whitening's artifact (its fingerprint is in the identity), for queries
 
     @property
     def model(self) -> str:
@@ -118,6 +119,18 @@ class CollectionMeta:
             layout=manifest.layout,
             weights_detail=manifest.weights_detail,
         )
+
+    def whitened(self, descriptor: str, whitening) -> "CollectionMeta":
+        """This metadata for the rows after ``whitening`` (indexer.whitening.Whitening) under ``descriptor``
+        (its key part, e.g. ``gem3-white512``): its fingerprint, output dimension and artifact path."""
+        identity = replace(
+            self.identity,
+            descriptor=descriptor,
+            whitening=whitening.identity.fingerprint,
+            dim=whitening.identity.dim_out,
+            normalized=True,
+        )
+        return replace(self, identity=identity, whitening_path=str(whitening.path or ""))
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "identity": self.identity.to_dict()}, sort_keys=True)

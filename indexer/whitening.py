@@ -31,6 +31,7 @@ import numpy as np
 from embed.common.identity import VectorSetIdentity, safe_model_key
 from embed.common.vectors import l2_normalize
 from embed.extraction.shards import atomic_write_bytes
+from indexer.milvus_store import StoreError
 
 # the fields that make two vector sets the same vectors of possibly different images: a whitening learned on
 # one applies to the other only when they agree on these
@@ -38,7 +39,7 @@ SAME_EMBEDDING = ("model", "timm_name", "dim", "weights_fingerprint", "transform
 METHOD = "PCA-whitening: unit length, centre, principal axes / sqrt(eigenvalue) (NumPy eigh, float64), unit length"
 
 
-class WhiteningRefused(ValueError):
+class WhiteningRefused(StoreError):
     """A whitening would be learned on, or applied to, images it must not see: the message says why."""
 
 
@@ -109,6 +110,7 @@ class Whitening:
     mean: np.ndarray  # (dim_in,) float64
     projection: np.ndarray  # (dim_in, dim_out) float64: eigenvectors / sqrt(eigenvalues)
     eigenvalues: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (dim_out,), descending
+    path: Optional[Path] = None  # where it is stored, once saved or loaded
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
         """Raw pooled vectors (n, dim_in) -> whitened unit-length vectors (n, dim_out), float32."""
@@ -140,6 +142,7 @@ class Whitening:
         path = Path(folder) / f"{stem}.npz"
         atomic_write_bytes(path, buf.getvalue())
         atomic_write_bytes(path.with_suffix(".json"), json.dumps(ident.to_dict(), indent=1).encode())
+        self.path = path
         return path
 
     @classmethod
@@ -154,7 +157,7 @@ class Whitening:
             raise WhiteningRefused(
                 f"{path}: its arrays hash to {actual[:19]}, the record says {(fingerprint or identity.fingerprint)[:19]}"
             )
-        return cls(identity, mean, projection, eigenvalues)
+        return cls(identity, mean, projection, eigenvalues, path)
 
 
 def _unit64(vectors: np.ndarray) -> np.ndarray:
@@ -246,3 +249,36 @@ def check_disjoint(
             f"{', ...' if len(shared) > 5 else ''}) of {src.dataset}/{src.split}: a whitening fitted on the test "
             f"images flatters it. Learn it on classes disjoint from the evaluated ones, or on another split"
         )
+
+
+def learn_from_rows(
+    vectors: np.ndarray,
+    class_ids: Sequence[str],
+    source: VectorSetIdentity,
+    class_split: Optional[ClassSplit],
+    dim: Optional[int],
+) -> Whitening:
+    """A whitening of one vector set's rows: those of ``class_split``'s learning classes, or every row (for
+    a whitening applied to another split)."""
+    if class_split is None:
+        return learn_whitening(vectors, source, (), dim)
+    _, learning = class_split.split(class_ids)
+    rows = np.isin(np.asarray(class_ids, dtype=object), learning)
+    return learn_whitening(vectors[rows], source, learning, dim)
+
+
+def learn_from_shards(
+    embeddings_root: Path, folder: Path, class_split: Optional[ClassSplit], dim: Optional[int]
+) -> Whitening:
+    """Learn a whitening from the shards in ``folder`` and store it under ``embeddings_root``."""
+    from embed.extraction.shards import EmbeddingStore
+
+    store = EmbeddingStore(folder)
+    manifest = store.read_manifest()
+    if manifest is None:
+        raise FileNotFoundError(f"no embeddings in {folder}: run `python -m embed extract` with this pooling first")
+    positions, vectors, _ = store.load()
+    class_ids = [manifest.class_ids[p] for p in positions]
+    whitening = learn_from_rows(vectors, class_ids, manifest.identity, class_split, dim)
+    whitening.save(whitening_folder(embeddings_root, manifest.identity))
+    return whitening

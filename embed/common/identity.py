@@ -64,15 +64,26 @@ class EmbeddingKey:
         name = "__".join(_name_part(p) for p in parts)
         return validate_collection_name("c_" + name if name[0].isdigit() else name)
 
-    def matches(self, model: Optional[str] = None, split: Optional[str] = None, dataset: Optional[str] = None) -> bool:
+    def matches(
+        self,
+        model: Optional[str] = None,
+        split: Optional[str] = None,
+        dataset: Optional[str] = None,
+        descriptor: Optional[str] = None,
+    ) -> bool:
         """Whether this key fits a lookup; a part given as None matches anything."""
         return all(
             want is None or want == have
-            for want, have in ((model, self.model), (split, self.split), (dataset, self.dataset))
+            for want, have in (
+                (model, self.model),
+                (split, self.split),
+                (dataset, self.dataset),
+                (descriptor, self.descriptor),
+            )
         )
 
     def __str__(self) -> str:
-        return f"{self.model}/{self.dataset}/{self.split}"
+        return f"{self.model}/{self.dataset}/{self.split}" + (f" [{self.descriptor}]" if self.descriptor else "")
 
 
 @dataclass(frozen=True)
