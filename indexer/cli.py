@@ -324,6 +324,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(settings.current().embeddings),
         help="embeddings root where `python -m embed check` saved check.json (default %(default)s)",
     )
+    g = p.add_argument_group("descriptors (with --report: DIR/descriptors.md, .json, .png; docs/descriptors.md)")
+    g.add_argument(
+        "--descriptors",
+        nargs="?",
+        const="default,gem3-l2,gem3-white",
+        default=None,
+        metavar="LIST",
+        help="evaluate every model under each descriptor, e.g. default,gem3-l2,gem3-white512 (alone: "
+        "%(const)s); each pooling's collection must be built (`build --descriptor gem3`)",
+    )
+    g.add_argument(
+        "--eval-classes",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="evaluate the descriptors on a seeded draw of N classes (every descriptor alike) and learn the "
+        "whitenings on the other classes",
+    )
+    g.add_argument("--class-seed", type=non_negative_int, default=0, help="seed of the class draw (default 0)")
+    g.add_argument(
+        "--query-expansion",
+        default="",
+        metavar="LIST",
+        help="query-side variants of the unit-length descriptors, computed exactly: aqe:K:ALPHA (alpha-query "
+        "expansion) and/or dba:K:ALPHA (database-side augmentation), e.g. aqe:3:3,dba:3:3",
+    )
     g = p.add_argument_group("DINO-style kNN (weighted 20-NN, T = 0.07, database and queries disjoint)")
     g.add_argument(
         "--holdout",
@@ -711,7 +737,53 @@ def cmd_evaluate(args) -> int:
         for sentence in doc.sentences:
             print(sentence)
         print(f"wrote {args.report / 'report.html'}, report.json and report.md")
+    if args.descriptors:
+        _evaluate_descriptors(args, store, models, reference.meta)
     return 0
+
+
+def _query_expansions(text: str):
+    from indexer.evaluation.descriptors import QueryExpansion
+
+    out = []
+    for part in [t.strip() for t in text.split(",") if t.strip()]:
+        bits = part.split(":")
+        try:
+            if bits[0] not in ("aqe", "dba") or len(bits) != 3:
+                raise ValueError
+            out.append(QueryExpansion(bits[0], positive_int(bits[1]), float(bits[2])))
+        except (ValueError, argparse.ArgumentTypeError):
+            raise StoreError(f"--query-expansion: expected aqe:K:ALPHA or dba:K:ALPHA, got {part!r}") from None
+    return out
+
+
+def _evaluate_descriptors(args, store: VectorStore, models: List[str], meta) -> None:
+    from embed.common.descriptor import InvalidDescriptor, parse_descriptors
+    from indexer.evaluation.descriptors import DescriptorEvalConfig, evaluate_descriptors, to_markdown, write_report
+
+    try:
+        descriptors = parse_descriptors(args.descriptors)
+    except InvalidDescriptor as exc:
+        raise StoreError(f"--descriptors: {exc}") from None
+    cfg = DescriptorEvalConfig(
+        models=models,
+        dataset=meta.dataset,
+        split=args.split,
+        descriptors=descriptors,
+        eval_classes=args.eval_classes,
+        class_seed=args.class_seed,
+        expansions=_query_expansions(args.query_expansion),
+        embeddings=args.embeddings,
+        device="cpu" if args.device == "auto" else args.device,
+        seed=args.seed,
+        progress=not args.no_progress,
+        data_root=meta.data_root,
+    )
+    section = evaluate_descriptors(cfg, store)
+    if args.report:
+        print(f"wrote {write_report(section, args.report)}, descriptors.json and descriptors.png")
+    else:
+        print(to_markdown(section))
 
 
 # maps: 2-D maps of every model's embedding space for the app's Maps page (indexer/maps.py) ------------------
