@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from app.comparison import CollectionImages, Comparison, IndexedImage, SearchScope, build_command
+from embed.common.descriptor import Descriptor, descriptor_label
 from embed.common.settings import RetrievalSettings
 from embed.models.catalog import BLOG_MODELS, REGISTRY
 from embed.sources.datasets import class_name
@@ -41,6 +42,16 @@ class AppSettings:
     split: str = "val"
     token: str = ""
     extra_models: List[str] = field(default_factory=list)
+    # model -> descriptor name (embed.common.descriptor) of the collection its column searches; a model not
+    # named here searches the collection of its own pooling
+    descriptors: Dict[str, str] = field(default_factory=dict)
+
+    def descriptor_key(self, model: str) -> str:
+        """The ``Descriptor.key_part`` of the collection ``model``'s column searches."""
+        spec = REGISTRY.get(model)
+        return Descriptor.parse(self.descriptors.get(model, "default")).key_part(
+            spec.default_pooling if spec else "avg"
+        )
 
     @classmethod
     def from_argv(cls, argv: Sequence[str]) -> "AppSettings":
@@ -56,9 +67,26 @@ class AppSettings:
             default=env.extra_models,
             help="comma-separated models to show besides the default ones (every model with real weights)",
         )
+        p.add_argument(
+            "--descriptors",
+            default="",
+            help="MODEL=DESCRIPTOR,...: the descriptor whose collection a model's column searches, e.g. "
+            "effnet-lite2=gem3-white512 (built with `indexer build --descriptor`); default: each model's own pooling",
+        )
         args, _ = p.parse_known_args(list(argv))
         extras = [m.strip() for m in args.extra_models.split(",") if m.strip()]
-        return cls(uri=args.uri, data_root=args.data_root, split=args.split, token=args.token, extra_models=extras)
+        descriptors = {}
+        for part in [t.strip() for t in args.descriptors.split(",") if t.strip()]:
+            model, _, name = part.partition("=")
+            descriptors[model.strip()] = Descriptor.parse(name.strip()).name
+        return cls(
+            uri=args.uri,
+            data_root=args.data_root,
+            split=args.split,
+            token=args.token,
+            extra_models=extras,
+            descriptors=descriptors,
+        )
 
 
 @dataclass
@@ -86,6 +114,7 @@ class ColumnResult:
     build_command: Optional[str] = None
     distance_note: str = ""  # what d² means here, and what it does not
     original_rank: Optional[int] = None  # where the query's untransformed original landed (None: not in the top k)
+    descriptor: str = ""  # the collection's descriptor (e.g. avg, gem3-white512), said in the column
 
     @property
     def precision_text(self) -> str:
@@ -139,6 +168,12 @@ class CollectionChange:
 def model_title(model: str) -> str:
     spec = REGISTRY.get(model)
     return spec.title if spec else model
+
+
+def collection_descriptor_label(meta) -> str:
+    """A collection's descriptor as its column says it: ``avg``, ``cls``, ``gem3-l2``, ``gem3-white512``."""
+    spec = REGISTRY.get(meta.model)
+    return descriptor_label(meta.identity.descriptor, meta.normalized, spec.default_pooling if spec else "")
 
 
 def distance_note(title: str, dim: int) -> str:
@@ -239,7 +274,12 @@ class Backend:
         return changed
 
     def _current(self) -> List[IndexedCollection]:
-        colls = [c for c in indexed_collections(self.store) if c.meta.key.matches(split=self.settings.split)]
+        colls = [
+            c
+            for c in indexed_collections(self.store)
+            if c.meta.key.matches(split=self.settings.split)
+            and c.meta.key.descriptor == self.settings.descriptor_key(c.meta.model)
+        ]
         if self.settings.data_root:
             root = str(Path(self.settings.data_root).expanduser().resolve())
             colls = [c for c in colls if str(Path(c.meta.data_root).resolve()) == root] or colls
@@ -469,6 +509,7 @@ class Backend:
             best,
             distance_note=distance_note(title, meta.dim),
             original_rank=original_rank,
+            descriptor=collection_descriptor_label(meta),
         )
 
     def search_all(

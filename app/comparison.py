@@ -103,7 +103,11 @@ def build_command(meta: CollectionMeta, uri: str, limit: Optional[int] = None, f
         parts.append(f"--checkpoint {shlex.quote(meta.weights_detail)}")
     if identity.is_random:
         parts.append("--random-init")
-    if identity.normalized:
+    if identity.descriptor:
+        parts.append(f"--descriptor {identity.descriptor}")
+        if meta.whitening_path:
+            parts.append(f"--whitening {shlex.quote(meta.whitening_path)}")
+    if identity.normalized and "-white" not in identity.descriptor:
         parts.append("--normalize")
     parts += [f"--decode {identity.decode}", f"--precision {identity.precision}"]
     if force:

@@ -202,6 +202,8 @@ def show_column(backend: Backend, result, k: int, original: int | None = None) -
         st.error("⚠ " + result.weights)
     else:
         st.caption(result.weights)
+    if result.descriptor:
+        st.caption(f"descriptor: **{result.descriptor}** (docs/descriptors.md)")
     meta = f"query latency **{result.latency_ms:.0f} ms** · top {len(result.hits)} by squared L2 (d²)"
     if result.precision is not None:
         meta += f" · P@{k} **{result.precision_text}**"
@@ -367,6 +369,14 @@ def search_page() -> None:
                 f"Precision@{k} for this query: " + " · ".join(scores),
                 help="best possible: the other images of the query's class in that collection, at most k, "
                 "divided by k (with about 5 images a class, P@9 cannot pass 0.44)",
+            )
+
+        descriptors = {r.descriptor for r in results if r.descriptor}
+        if len(descriptors) > 1:
+            st.info(
+                "The columns use different descriptors ("
+                + ", ".join(f"{r.title}: {r.descriptor}" for r in results if r.descriptor)
+                + "): a difference between them is the model's and the descriptor's together."
             )
 
     for col, result in zip(st.columns(len(results)), results):

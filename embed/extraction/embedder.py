@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -144,7 +144,8 @@ class Embedder:
         self.own_only = [d.pooling for d in self.poolings] == [spec.default_pooling]
         heads = [pooling_head(model, d, spec.tokens, spec.default_pooling) for d in self.poolings]
         self.heads = [torch.compile(h) if compile else h for h in heads]
-        self.features = torch.compile(model.forward_features) if compile and not self.own_only else None
+        forward_features: Callable = model.forward_features  # type: ignore[assignment]  # timm models define it
+        self.features = torch.compile(forward_features) if compile and not self.own_only else None
 
     def pooling_keys(self) -> List[str]:
         """Each pooling's key part (``""`` for the model's own), in ``embed_pooled``'s order."""
