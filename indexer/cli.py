@@ -55,10 +55,7 @@ EXAMPLES = {
   python -m indexer build --model all --split val --dataset tiny-imagenet      # later: only the new images are embedded
   python -m indexer build --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200
   python -m indexer build --model gresnet --split val --checkpoint gresnet50.pth
-  python -m indexer build --model effnet-lite0 --split val --data-root DIR --descriptor gem3-l2   # its own collection
-  python -m indexer build --model effnet-lite0 --split val --data-root DIR --descriptor gem3-white512 \
-      --whitening data/embeddings/effnet-lite0/tiny-imagenet-200/whitening/gem3-512-....npz
-  python -m indexer build --model vit --split val --data-root /data/imagenet --uri http://milvus.internal:19530""",
+  python -m indexer build --model effnet-lite0 --split val --data-root DIR --descriptor gem3-l2   # its own collection""",
     "status": """  python -m indexer status
   python -m indexer status --json
   python -m indexer status --uri http://127.0.0.1:19530""",
