@@ -57,7 +57,7 @@ def find_collection(
         return found
     if not matches:
         have = ", ".join(str(c.meta.key) for c in everything) or "none"
-        alternatives = [c for c in everything if c.meta.key.matches(split=split, dataset=dataset)]
+        alternatives = [c for c in everything if c.meta.key.matches(split=split, dataset=dataset, descriptor=key_part)]
         raise CollectionNotFound(
             f"no collection for model {model!r}, split {split!r}{f', dataset {dataset!r}' if dataset else ''} in "
             f"{store.describe_target()} (indexed: {have}). {build_hint(store, everything, model, split, dataset)}"

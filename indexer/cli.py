@@ -937,7 +937,9 @@ def cmd_maps(args) -> int:
         ]
     else:
         colls = [
-            c for c in indexed_collections(store) if c.meta.key.matches(split=args.split, dataset=_dataset_arg(args))
+            c
+            for c in indexed_collections(store)
+            if c.meta.key.matches(split=args.split, dataset=_dataset_arg(args), descriptor="")
         ]
         if not colls:
             raise StoreError(
