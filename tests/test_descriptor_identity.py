@@ -100,3 +100,13 @@ def test_records_written_before_descriptors_load_as_the_models_own_pooling(root,
     again = extract(_cfg(root, tmp_path / "emb"))  # the old folder is kept, nothing recomputed
     assert again.n_computed == 0 and again.n_embedded == 10
     assert VectorSetIdentity.from_dict(data["identity"]).key.collection_name == result.manifest.key.collection_name
+    # a collection's metadata written before descriptors: today's descriptor, no whitening, the same name
+    from indexer.milvus_store import CollectionMeta
+
+    meta = json.loads(CollectionMeta.from_manifest(result.manifest, normalized=True).to_json())
+    for key in ("descriptor", "whitening"):
+        del meta["identity"][key]
+    del meta["whitening_path"]
+    old_meta = CollectionMeta.from_json(json.dumps(meta))
+    assert old_meta.identity == result.manifest.identity.with_normalized(True)
+    assert old_meta.key.collection_name == "timm_test_efficientnet__tiny__val" and old_meta.whitening_path == ""
