@@ -19,12 +19,12 @@ import numpy as np
 from PIL import Image
 
 from app.comparison import CollectionImages, Comparison, IndexedImage, SearchScope, build_command
-from embed.common.descriptor import Descriptor, descriptor_label
+from embed.common.descriptor import Descriptor
 from embed.common.settings import RetrievalSettings
 from embed.models.catalog import BLOG_MODELS, REGISTRY
 from embed.sources.datasets import class_name
 from embed.sources.imaging import BadImage, load_rgb, read_bytes_capped
-from indexer.catalog import IndexedCollection, indexed_collections
+from indexer.catalog import IndexedCollection, collection_descriptor_label, indexed_collections
 from indexer.milvus_store import StoreError, VectorStore
 from indexer.query_embedding import QueryEmbedder
 
@@ -168,12 +168,6 @@ class CollectionChange:
 def model_title(model: str) -> str:
     spec = REGISTRY.get(model)
     return spec.title if spec else model
-
-
-def collection_descriptor_label(meta) -> str:
-    """A collection's descriptor as its column says it: ``avg``, ``cls``, ``gem3-l2``, ``gem3-white512``."""
-    spec = REGISTRY.get(meta.model)
-    return descriptor_label(meta.identity.descriptor, meta.normalized, spec.default_pooling if spec else "")
 
 
 def distance_note(title: str, dim: int) -> str:

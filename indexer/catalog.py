@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-from embed.common.descriptor import Descriptor
+from embed.common.descriptor import Descriptor, descriptor_label
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
 
 
@@ -22,6 +22,14 @@ class CollectionNotFound(StoreError):
     def __init__(self, message: str, alternatives: Sequence[IndexedCollection] = ()):
         super().__init__(message)
         self.alternatives = list(alternatives)
+
+
+def collection_descriptor_label(meta: CollectionMeta) -> str:
+    """A collection's descriptor as columns and listings say it: ``avg``, ``cls``, ``gem3-l2``, ``gem3-white512``."""
+    from embed.models.catalog import REGISTRY
+
+    spec = REGISTRY.get(meta.model)
+    return descriptor_label(meta.identity.descriptor, meta.normalized, spec.default_pooling if spec else "")
 
 
 def indexed_collections(store: VectorStore) -> List[IndexedCollection]:

@@ -493,7 +493,7 @@ def cmd_whiten(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from indexer.catalog import indexed_collections
+    from indexer.catalog import collection_descriptor_label, indexed_collections
 
     store = _store(args)
     rows = []
@@ -519,6 +519,7 @@ def cmd_status(args) -> int:
                 "weights_fingerprint": c.meta.identity.weights_fingerprint,
                 "decode": c.meta.identity.decode,
                 "precision": c.meta.identity.precision,
+                "descriptor": collection_descriptor_label(c.meta),
             }
         )
     if args.json:
@@ -531,7 +532,8 @@ def cmd_status(args) -> int:
         rnd = "  RANDOM WEIGHTS" if r["weights"] == "random" else ""
         print(
             f"  {r['collection']:45} {r['model']:13} {r['dataset']}/{r['split']:6} rows={r['rows']:<8} "
-            f"dim={r['dim']:<5} {r['index_type']}/{r['metric']} {r['weights_fingerprint'][:23]}{rnd}{flag}"
+            f"dim={r['dim']:<5} {r['descriptor']:14} {r['index_type']}/{r['metric']} {r['weights_fingerprint'][:23]}"
+            f"{rnd}{flag}"
         )
     return 0
 
