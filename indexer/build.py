@@ -11,8 +11,7 @@ from typing import Optional
 from embed.common.descriptor import Descriptor
 from embed.common.identity import EmbeddingKey
 from embed.common.vectors import l2_normalize
-from embed.extraction.embedder import build_embedder
-from embed.extraction.extract import ExtractConfig, extract
+from embed.extraction.extract import ExtractConfig, extract, load_embedder  # noqa: F401  (load_embedder: the CLI's)
 from embed.extraction.shards import EmbeddingStore
 from indexer.lite_advice import server_advice
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
@@ -38,21 +37,6 @@ class BuildResult:
     @property
     def rows_per_s(self) -> float:
         return self.inserted / self.insert_seconds if self.insert_seconds > 0 else 0.0
-
-
-def load_embedder(cfg: ExtractConfig):
-    """The model ``cfg`` names, with its weights (WeightsUnavailable when there are none): what ``build`` runs, loaded
-    by it or, first, by a caller that opens the database only once a model is ready."""
-    return build_embedder(
-        cfg.model,
-        cfg.checkpoint,
-        cfg.random_init,
-        cfg.device,
-        cfg.precision,
-        cfg.channels_last,
-        cfg.compile,
-        [d.pooled for d in cfg.descriptors],
-    )
 
 
 def build(

@@ -109,6 +109,22 @@ def make_manifest(
     )
 
 
+def load_embedder(cfg: ExtractConfig) -> Embedder:
+    """The model ``cfg`` names with its weights (WeightsUnavailable when there are none) and ``cfg``'s poolings:
+    what an extraction runs, loaded by it or, first, by a caller such as ``indexer build`` that opens the database
+    only once a model is ready."""
+    return build_embedder(
+        cfg.model,
+        cfg.checkpoint,
+        cfg.random_init,
+        cfg.device,
+        cfg.precision,
+        cfg.channels_last,
+        cfg.compile,
+        [d.pooled for d in cfg.descriptors],
+    )
+
+
 def make_reader(cfg: ExtractConfig, embedder: Embedder, images: ImageList) -> ImageReader:
     upsampling = cfg.decode == "auto" and transform_upsamples(images, embedder.loaded.transform)
     device = embedder.device
@@ -143,16 +159,7 @@ def extract_poolings(
     full = load_split(cfg.data_root, cfg.split)
     images = full.limited(cfg.limit)
     if embedder is None:
-        embedder = build_embedder(
-            cfg.model,
-            cfg.checkpoint,
-            cfg.random_init,
-            cfg.device,
-            cfg.precision,
-            cfg.channels_last,
-            cfg.compile,
-            cfg.descriptors,
-        )
+        embedder = load_embedder(cfg)
     reader = make_reader(cfg, embedder, images)
     manifests = [make_manifest(embedder, full, cfg.shard_size, reader, key) for key in embedder.pooling_keys()]
     stores = [EmbeddingStore(m.key.folder(cfg.out)) for m in manifests]
