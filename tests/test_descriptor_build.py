@@ -53,7 +53,7 @@ def test_whiten_then_build_a_whitened_collection_and_embed_queries_the_same_way(
         meta = names[white_name]
         assert meta.identity.descriptor == "gem3-white4" and meta.identity.whitening == whitening.identity.fingerprint
         assert meta.dim == 4 and meta.normalized and meta.whitening_path == path
-        ids, rows, _, relpaths = store.read_all(white_name)
+        ids, rows, classes, relpaths = store.read_all(white_name)
         positions, pooled, _ = EmbeddingStore(EmbeddingKey(MODEL, "tiny", "val", "gem3").folder(emb)).load()
         np.testing.assert_allclose(rows, whitening.apply(pooled[np.searchsorted(positions, ids)]), atol=1e-6)
 
@@ -64,3 +64,20 @@ def test_whiten_then_build_a_whitened_collection_and_embed_queries_the_same_way(
         np.testing.assert_allclose(query.embed([image])[0], rows[3], atol=1e-5)
     finally:
         store.close()
+
+    # the app: a column searches the collection of the descriptor asked for it, and says which
+    from app.backend import AppSettings, Backend
+
+    for descriptors, expected, name in (
+        ({MODEL: "gem3-white4"}, "gem3-white4", white_name),
+        ({}, "default", "timm_test_efficientnet__tiny__val"),  # a timm: model's own pooling, named once loaded
+    ):
+        backend = Backend(AppSettings(uri=uri, data_root=str(root), descriptors=descriptors))
+        try:
+            assert backend.collections[MODEL].name == name
+            query = backend.query_for_row({"id": int(ids[3]), "class_id": classes[3], "relpath": relpaths[3]})
+            (result,) = backend.search_all([MODEL], query, k=3)
+            assert result.problem is None and result.descriptor == expected and result.collection == name
+        finally:
+            backend.store.close()
+    assert AppSettings.from_argv(["--descriptors", f"{MODEL}=gem3-white4"]).descriptors == {MODEL: "gem3-white4"}
