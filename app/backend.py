@@ -19,12 +19,13 @@ from PIL import Image
 
 from app.comparison import CollectionImages, Comparison, IndexedImage, SearchScope, build_command
 from embed.common.cli_args import model_names
+from embed.common.descriptor import Descriptor
 from embed.common.settings import RetrievalSettings
 from embed.models.catalog import BLOG_MODELS, REGISTRY
 from embed.sources.datasets import class_name
 from embed.sources.imaging import BadImage, load_rgb, read_bytes_capped
 from indexer.build_command import BuildCommand
-from indexer.catalog import IndexedCollection, incomplete_problem, indexed_collections
+from indexer.catalog import IndexedCollection, collection_descriptor_label, incomplete_problem, indexed_collections
 from indexer.index_spec import IndexSpec
 from indexer.milvus_store import StoreError, VectorStore
 from indexer.query_embedding import QueryEmbedder
@@ -44,6 +45,16 @@ class AppSettings:
     token: str = ""
     extra_models: List[str] = field(default_factory=list)
     report_dir: str = "data/report"  # where the Evaluation and Maps pages read reports and maps
+    # model -> descriptor name (embed.common.descriptor) of the collection its column searches; a model not
+    # named here searches the collection of its own pooling
+    descriptors: Dict[str, str] = field(default_factory=dict)
+
+    def descriptor_key(self, model: str) -> str:
+        """The ``Descriptor.key_part`` of the collection ``model``'s column searches."""
+        spec = REGISTRY.get(model)
+        return Descriptor.parse(self.descriptors.get(model, "default")).key_part(
+            spec.default_pooling if spec else "avg"
+        )
 
     @classmethod
     def from_argv(cls, argv: Sequence[str]) -> "AppSettings":
@@ -62,6 +73,12 @@ class AppSettings:
             default=env.extra_models,
             help="comma-separated models to show besides the default ones (every model with real weights)",
         )
+        p.add_argument(
+            "--descriptors",
+            default="",
+            help="MODEL=DESCRIPTOR,...: the descriptor whose collection a model's column searches, e.g. "
+            "effnet-lite2=gem3-white512 (built with `indexer build --descriptor`); default: each model's own pooling",
+        )
         args, _ = p.parse_known_args(list(argv))
         extras = model_names(args.extra_models)
         if args.images:
@@ -69,7 +86,11 @@ class AppSettings:
 
             folder = image_folder(args.images)
             args.data_root, args.split = str(folder.parent), folder.name
-        return cls(args.uri, args.data_root, args.split, args.token, extras, args.report_dir)
+        descriptors = {}
+        for part in model_names(args.descriptors):
+            model, _, name = part.partition("=")
+            descriptors[model.strip()] = Descriptor.parse(name.strip()).name
+        return cls(args.uri, args.data_root, args.split, args.token, extras, args.report_dir, descriptors)
 
 
 @dataclass
@@ -106,6 +127,8 @@ class ColumnResult:
         if not self.embed_ms:
             return f"{self.latency_ms:.0f} ms (stored vector)"
         return f"{self.latency_ms:.0f} ms (embedding the query: {self.embed_ms:.0f} ms)"
+
+    descriptor: str = ""  # the collection's descriptor (e.g. avg, gem3-white512), said in the column
 
     @property
     def precision_text(self) -> str:
@@ -342,7 +365,12 @@ class Backend:
     def _current(self) -> List[IndexedCollection]:
         """The collections of one data set: --data-root's (by its folder name, as the CLI chooses), else the one
         with the most models; ``data_sets`` says which others there are, so that the page can offer them."""
-        colls = [c for c in indexed_collections(self.store) if c.meta.key.matches(split=self.settings.split)]
+        colls = [
+            c
+            for c in indexed_collections(self.store)
+            if c.meta.key.matches(split=self.settings.split)
+            and c.meta.key.descriptor == self.settings.descriptor_key(c.meta.model)
+        ]
         self.data_sets = data_sets(colls)
         names = [d.name for d in self.data_sets]
         if self.dataset not in names:  # chosen once; a re-read keeps it while it is indexed
@@ -626,6 +654,7 @@ class Backend:
             original_rank=original_rank,
             incomplete=incomplete,
             embed_ms=embed_ms,
+            descriptor=collection_descriptor_label(meta),
         )
 
     def search_all(

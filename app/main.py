@@ -241,6 +241,8 @@ def show_column(backend: Backend, result, k: int, original: int | None = None) -
         st.caption(result.weights)
     if result.incomplete:
         st.warning(result.incomplete)
+    if result.descriptor:
+        st.caption(f"descriptor: **{result.descriptor}** (docs/descriptors.md)")
     meta = f"query latency **{result.latency_text}** · top {len(result.hits)} by squared L2 (d²)"
     if result.precision is not None:
         meta += f" · P@{k} **{result.precision_text}**"
@@ -333,6 +335,16 @@ def show_new_columns(backend: Backend, changes) -> None:
         st.session_state["models"] = list(dict.fromkeys([*st.session_state["models"], *new]))
 
 
+def descriptors_note(results) -> None:
+    """Columns that search collections of different descriptors compare model and descriptor together: say so."""
+    if len({r.descriptor for r in results if r.descriptor}) > 1:
+        st.info(
+            "The columns use different descriptors ("
+            + ", ".join(f"{r.title}: {r.descriptor}" for r in results if r.descriptor)
+            + "): a difference between them is the model's and the descriptor's together."
+        )
+
+
 def search_page() -> None:
     settings = AppSettings.from_argv(sys.argv[1:])
     title = st.empty()  # named after the columns once they are known
@@ -419,6 +431,8 @@ def search_page() -> None:
                 help="best possible: the other images of the query's class in that collection, at most k, "
                 "divided by k (with about 5 images a class, P@9 cannot pass 0.44)",
             )
+
+        descriptors_note(results)
 
     with right:
         export_buttons(query, results, k)

@@ -16,6 +16,7 @@ from embed.common.cli_args import (
     add_data_arguments,
     add_weights_arguments,
     check_inputs,
+    descriptor_list,
     extract_config,
     positive_int,
     resolve_data_root,
@@ -40,6 +41,7 @@ EPILOG = """examples:
 EXTRACT_EXAMPLES = """examples:
   python -m embed extract --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200 --limit 1000
   python -m embed extract --model effnet-lite2 --split val --dataset imagenette     # downloads it once
+  python -m embed extract --model effnet-lite0 --split val --data-root DIR --descriptors avg,gem3   # one forward pass
   python -m embed extract --model convnext --split val --data-root /data/imagenet --device cuda --batch-size 256
   torchrun --nproc-per-node 4 -m embed extract --model vit --split train --data-root /data/imagenet
 """
@@ -73,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(p)
     add_weights_arguments(p)
     add_compute_arguments(p)
+    p.add_argument(
+        "--descriptors",
+        type=descriptor_list,
+        default=None,
+        help="poolings to store from the same forward pass, each as its own shard set, e.g. avg,gem3 or cls,gem3 "
+        "(default: the model's own pooling; post-processing such as -l2 or -white is applied later, to these; "
+        "`python -m embed models` lists each model's poolings)",
+    )
     p.add_argument(
         "--compare-forward",
         action="store_true",
@@ -127,6 +137,8 @@ def cmd_models(args) -> int:
                 "weights_here": available,
                 "weights": where,
                 "title": spec.title,
+                "default_pooling": spec.default_pooling,
+                "poolings": spec.poolings,
             }
         )
     if args.json:
@@ -138,6 +150,13 @@ def cmd_models(args) -> int:
             f"{r['name']:14} {r['dim']:>5} {r['input_size']:>5}  {'yes' if r['weights_here'] else 'no':12} "
             f"{r['timm']:34} {r['weights']}"
         )
+    print("\npoolings (--descriptors; the first is the default: the model's own pre-logits, as always stored):")
+    for r in rows:
+        print(f"  {r['name']:14} {r['poolings']}")
+    print(
+        "descriptor = pooling + optional post-processing: -l2 (unit length) or -white[<dim>] (PCA-whitening learned "
+        "on other images), e.g. avg, gem3, gem3-l2, gem3-white512 (docs/descriptors.md)"
+    )
     print("\nany timm model also works as timm:<name>, e.g. timm:resnet50d.ra2_in1k")
     return 0
 
@@ -146,10 +165,11 @@ def cmd_extract(args) -> int:
     check_inputs(args)  # before torch loads with the modules below
     from embed.extraction import distributed
     from embed.extraction.embedder import build_embedder, default_batch_size
-    from embed.extraction.extract import extract
+    from embed.extraction.extract import extract_poolings
 
     cfg = extract_config(args)
-    result = extract(cfg)
+    results = extract_poolings(cfg)
+    result = results[0]
     summary = {
         "model": cfg.model,
         "images": result.n_images,
@@ -161,6 +181,8 @@ def cmd_extract(args) -> int:
         "folder": str(result.folder),
         "weights": result.weights,
     }
+    if len(results) > 1:
+        summary["folders"] = [str(r.folder) for r in results]
     if args.compare_forward:
         emb = build_embedder(
             cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision, cfg.channels_last, cfg.compile

@@ -8,14 +8,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
+from embed.common.descriptor import Descriptor
 from embed.common.identity import EmbeddingKey
 from embed.common.vectors import l2_normalize
-from embed.extraction.embedder import build_embedder
-from embed.extraction.extract import ExtractConfig, extract
+from embed.extraction.extract import ExtractConfig, extract, load_embedder  # noqa: F401  (load_embedder: the CLI's)
 from embed.extraction.shards import EmbeddingStore
 from indexer.index_spec import IndexSpec, lite_note, with_dim
 from indexer.lite_advice import server_advice
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore
+from indexer.whitening import Whitening, WhiteningRefused
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,6 @@ class BuildResult:
         return self.inserted / self.insert_seconds if self.insert_seconds > 0 else 0.0
 
 
-def load_embedder(cfg: ExtractConfig):
-    """The model ``cfg`` names, with its weights (WeightsUnavailable when there are none): what ``build`` runs, loaded
-    by it or, first, by a caller that opens the database only once a model is ready."""
-    return build_embedder(
-        cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision, cfg.channels_last, cfg.compile
-    )
-
-
 def build(
     cfg: ExtractConfig,
     store: VectorStore,
@@ -58,8 +51,14 @@ def build(
     progress: bool = True,
     embedder=None,
     index: Optional[IndexSpec] = None,
+    descriptor: Descriptor = Descriptor(),
+    whitening: Optional[Whitening] = None,
 ) -> BuildResult:
     """Extract what is missing, then make the collection hold exactly the embedded images.
+
+    ``descriptor`` picks the pooling (its shards are extracted) and the post-processing: unit length, or the
+    learned ``whitening`` (required for a ``-white`` descriptor), recorded in the collection's identity by
+    fingerprint, with the artifact's path for the queries. The default descriptor builds today's collection.
 
     The collection and the shards carry one identity (embed.common.identity.VectorSetIdentity), compared
     field by field. Embeddings and a collection made with random weights are replaced without asking once
@@ -72,10 +71,16 @@ def build(
     with no --recreate and no row sent again. On Milvus Lite an approximate type is built with a warning (Lite
     searches exactly whatever the index) or refused (IVF_PQ, DISKANN: Lite cannot build them).
     """
+    cfg = replace(cfg, descriptors=[descriptor.pooled])
     if embedder is None:
         embedder = load_embedder(cfg)
+    if descriptor.whiten and whitening is None:
+        raise WhiteningRefused(
+            f"{descriptor.name} needs a learned whitening: learn one with `python -m indexer whiten --model "
+            f"{cfg.model} --split SPLIT --pooling {descriptor.pooling_name} ...` and pass it with --whitening PATH"
+        )
     real = not embedder.loaded.weights.is_random
-    if real and not cfg.force and _random_embeddings(cfg):
+    if real and not cfg.force and _random_embeddings(cfg, embedder.pooling_keys()[0]):
         log.warning(
             "%s: embeddings on disk were made with RANDOM weights; replacing them with %s",
             cfg.model,
@@ -85,14 +90,14 @@ def build(
     extracted = extract(cfg, embedder=embedder, keep_vectors=True)
     manifest, positions, vectors = extracted.manifest, extracted.positions, extracted.vectors
     assert positions is not None and vectors is not None  # keep_vectors=True
-    if normalize:
-        vectors = l2_normalize(vectors)
-    name = manifest.key.collection_name
-    meta = CollectionMeta.from_manifest(manifest, normalized=normalize)
+    meta, vectors = _described(
+        manifest, vectors, descriptor, whitening, normalize, embedder.loaded.spec.default_pooling
+    )
+    name = meta.key.collection_name
     class_ids = [manifest.class_ids[p] for p in positions]
     labels = meta.labels_text(class_ids)
     old = store.meta(name) if not recreate and store.has_collection(name) else None
-    spec = with_dim(index if index is not None else (old.index if old is not None else IndexSpec()), manifest.dim)
+    spec = with_dim(index if index is not None else (old.index if old is not None else IndexSpec()), meta.identity.dim)
     if store.is_lite and (note := lite_note(spec)):
         log.warning("%s: %s", name, note)
     meta.index = spec
@@ -116,7 +121,7 @@ def build(
             recreate = True
     created = store.ensure_collection(name, meta, recreate=recreate)
     expected = len(positions)
-    advice = server_advice(store.is_lite, name, expected, manifest.dim)
+    advice = server_advice(store.is_lite, name, expected, meta.dim)
     if advice:
         log.warning(advice)
     stored = store.meta(name)
@@ -176,6 +181,25 @@ def build(
     )
 
 
+def _described(
+    manifest, vectors, descriptor: Descriptor, whitening: Optional[Whitening], normalize: bool, default_pooling: str
+):
+    """The collection's metadata and rows under ``descriptor``'s post-processing of the raw pooled ``vectors``:
+    the learned ``whitening`` (checked against the vectors it was learned for and the dimension asked), or unit
+    length, or the raw vectors."""
+    meta = CollectionMeta.from_manifest(manifest, normalized=normalize or descriptor.normalized)
+    if descriptor.whiten:
+        assert whitening is not None  # refused before extraction
+        whitening.check_applies_to(manifest.identity)
+        if descriptor.whiten_dim is not None and descriptor.whiten_dim != whitening.identity.dim_out:
+            raise WhiteningRefused(
+                f"{descriptor.name}: the whitening given maps to {whitening.identity.dim_out} dimensions, not "
+                f"{descriptor.whiten_dim}"
+            )
+        return meta.whitened(descriptor.key_part(default_pooling), whitening), whitening.apply(vectors)
+    return meta, (l2_normalize(vectors) if meta.normalized else vectors)
+
+
 def _apply_index(
     store: VectorStore, name: str, meta: CollectionMeta, spec: IndexSpec, changed: bool, created: bool
 ) -> Optional[float]:
@@ -196,8 +220,8 @@ def _apply_index(
     return seconds
 
 
-def _random_embeddings(cfg: ExtractConfig) -> bool:
+def _random_embeddings(cfg: ExtractConfig, pooling: str = "") -> bool:
     """Whether the embeddings folder this run writes to holds vectors made with random weights."""
     dataset = Path(cfg.data_root).expanduser().resolve().name
-    manifest = EmbeddingStore(EmbeddingKey(cfg.model, dataset, cfg.split).folder(cfg.out)).read_manifest()
+    manifest = EmbeddingStore(EmbeddingKey(cfg.model, dataset, cfg.split, pooling).folder(cfg.out)).read_manifest()
     return manifest is not None and manifest.identity.is_random

@@ -21,6 +21,8 @@ class BuildCommand:
     limit: Optional[int] = None
     checkpoint: Optional[str] = None
     random_init: bool = False
+    descriptor: Optional[str] = None  # a Descriptor's name (embed.common.descriptor): its own collection
+    whitening: Optional[str] = None  # the learned whitening's file, for a whitened descriptor
     normalize: bool = False
     decode: Optional[str] = None
     precision: Optional[str] = None
@@ -41,6 +43,8 @@ class BuildCommand:
             ("--limit", self.limit),
             ("--checkpoint", self.checkpoint),
             ("--random-init", self.random_init),
+            ("--descriptor", self.descriptor),
+            ("--whitening", self.whitening),
             ("--normalize", self.normalize),
             ("--decode", self.decode),
             ("--precision", self.precision),

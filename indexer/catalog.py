@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from embed.common.descriptor import Descriptor, descriptor_label
 from indexer.build_command import BuildCommand
 from indexer.milvus_store import ANN_SCRATCH_SUFFIX, CollectionMeta, StoreError, VectorStore
 
@@ -44,6 +45,14 @@ class CollectionNotFound(StoreError):
         self.alternatives = list(alternatives)
 
 
+def collection_descriptor_label(meta: CollectionMeta) -> str:
+    """A collection's descriptor as columns and listings say it: ``avg``, ``cls``, ``gem3-l2``, ``gem3-white512``."""
+    from embed.models.catalog import REGISTRY
+
+    spec = REGISTRY.get(meta.model)
+    return descriptor_label(meta.identity.descriptor, meta.normalized, spec.default_pooling if spec else "")
+
+
 def indexed_collections(store: VectorStore) -> List[IndexedCollection]:
     """Collections made by this tool (they carry our metadata), in name order."""
     out = []
@@ -77,7 +86,9 @@ def build_command(meta: CollectionMeta, uri: str, limit: Optional[int] = None, f
             limit=limit,
             checkpoint=meta.weights_detail if identity.weights_source == "checkpoint" and meta.weights_detail else None,
             random_init=identity.is_random,
-            normalize=identity.normalized,
+            descriptor=identity.descriptor or None,
+            whitening=meta.whitening_path or None,
+            normalize=identity.normalized and "-white" not in identity.descriptor,
             decode=identity.decode,
             precision=identity.precision,
             force=force,
@@ -98,17 +109,27 @@ def incomplete_problem(coll: IndexedCollection, live_rows: int, uri: str) -> str
     )
 
 
-def find_collection(store: VectorStore, model: str, split: str, dataset: Optional[str] = None) -> IndexedCollection:
-    from embed.models.catalog import check_model_name
+def find_collection(
+    store: VectorStore, model: str, split: str, dataset: Optional[str] = None, descriptor: Optional[Descriptor] = None
+) -> IndexedCollection:
+    """The collection of ``model`` on ``split`` under ``descriptor`` (default: the model's own pooling)."""
+    from embed.models.catalog import check_model_name, get_spec
 
     check_model_name(model)  # unknown model -> the list of valid names
+    wanted = descriptor or Descriptor()
+    key_part = wanted.key_part(get_spec(model).default_pooling)
     everything = indexed_collections(store)
-    matches = [c for c in everything if c.meta.key.matches(model, split, dataset)]
+    matches = [c for c in everything if c.meta.key.matches(model, split, dataset, key_part)]
     if len(matches) == 1:
-        return matches[0]
+        found = matches[0]
+        if wanted.unit_length and not found.meta.normalized:
+            raise CollectionNotFound(
+                f"{found.name} holds raw vectors, not {wanted.name}: rebuild it with --descriptor {wanted.name}"
+            )
+        return found
     if not matches:
         have = ", ".join(str(c.meta.key) for c in everything) or "none"
-        alternatives = [c for c in everything if c.meta.key.matches(split=split, dataset=dataset)]
+        alternatives = [c for c in everything if c.meta.key.matches(split=split, dataset=dataset, descriptor=key_part)]
         raise CollectionNotFound(
             f"no collection for model {model!r}, split {split!r}{f', dataset {dataset!r}' if dataset else ''} in "
             f"{store.describe_target()} (indexed: {have}). {build_hint(store, everything, model, split, dataset)}"

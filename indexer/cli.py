@@ -23,6 +23,7 @@ from embed.common.cli_args import (
     extract_config,
     model_list,
     non_negative_int,
+    one_descriptor,
     port_number,
     positive_int,
     positive_int_list,
@@ -63,7 +64,8 @@ EXAMPLES = {
   python -m indexer build --model vit --split val --data-root /data/imagenet --uri http://milvus.internal:19530
   python -m indexer build --model effnet-lite0 --split val --dataset tiny-imagenet --uri http://127.0.0.1:19530 \\
       --index HNSW --index-param M=16 --index-param efConstruction=200 --search-param ef=64   # rebuilds only the index
-  python -m indexer build --model all --images ~/Pictures/shop --labels labels.csv   # any folder; labels optional""",
+  python -m indexer build --model all --images ~/Pictures/shop --labels labels.csv   # any folder; labels optional
+  python -m indexer build --model effnet-lite0 --split val --data-root DIR --descriptor gem3-l2   # its own collection""",
     "status": """  python -m indexer status
   python -m indexer status --json
   python -m indexer status --uri http://127.0.0.1:19530""",
@@ -106,6 +108,12 @@ def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     """Which collection: model + split (+ data root when several datasets are indexed), and where."""
     p.add_argument("--model", required=True, help="registry name, e.g. gresnet, convnext, vit, effnet-lite0")
     add_lookup_arguments(p)
+    p.add_argument(
+        "--descriptor",
+        type=one_descriptor,
+        default=None,
+        help="the collection of this descriptor (as built with `build --descriptor`; default: the model's own pooling)",
+    )
     add_store_arguments(p)
 
 
@@ -239,12 +247,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="gresnet, convnext, vit, effnet-lite0/1/2, timm:<name>, or all (every model with real weights)",
     )
     p.add_argument("--normalize", action="store_true", help="store unit-length vectors (L2 ranking == cosine)")
+    p.add_argument(
+        "--descriptor",
+        type=one_descriptor,
+        default=None,
+        help="pooling + post-processing of the collection's vectors, e.g. gem3, gem3-l2, gem3-white512 (default: the "
+        "model's own pooling, today's collection; another descriptor gets its own collection, named after it; "
+        "`python -m embed models` lists the poolings)",
+    )
+    p.add_argument(
+        "--whitening",
+        type=Path,
+        default=None,
+        help="the learned whitening (.npz from `indexer whiten`) a -white descriptor applies",
+    )
     p.add_argument("--recreate", action="store_true", help="drop and rebuild a collection built differently")
     add_index_arguments(p)
     add_data_arguments(p)
     add_weights_arguments(p)
     add_compute_arguments(p)
     add_store_arguments(p)
+
+    p = _fmt(
+        sub,
+        "whiten",
+        "learn a PCA-whitening from a model's embeddings of images the evaluation will not use, stored with its "
+        "own identity (for `build --descriptor ...-white` and the queries)",
+    )
+    p.add_argument("--model", required=True, help="registry name, e.g. effnet-lite0")
+    p.add_argument(
+        "--pooling", type=one_descriptor, default=None, help="the pooling it whitens (default: the model's own)"
+    )
+    p.add_argument("--dim", type=positive_int, default=None, help="output dimensions (default: all)")
+    p.add_argument(
+        "--eval-classes",
+        type=positive_int,
+        default=None,
+        help="learn it within --split on the classes left out of a seeded draw of N evaluated classes (the same "
+        "draw as `evaluate --eval-classes N --class-seed S`); without it, every image of --split (another split "
+        "than the one evaluated)",
+    )
+    p.add_argument("--class-seed", type=int, default=0, help="seed of the class draw (default %(default)s)")
+    add_data_arguments(p)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(settings.current().embeddings),
+        help="embeddings folder (default %(default)s)",
+    )
 
     p = _fmt(sub, "status", "list collections: model, split, dataset, rows, dim, index, metric, weights")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -359,6 +409,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--galleries", type=non_negative_int, default=8, help="disagreement galleries to draw (default %(default)s)"
     )
     _add_embeddings(g, "where `python -m embed check` saved check.json")
+    g = p.add_argument_group("descriptors (with --report: DIR/descriptors.md, .json, .png; docs/descriptors.md)")
+    g.add_argument(
+        "--descriptors",
+        nargs="?",
+        const="default,gem3-l2,gem3-white",
+        default=None,
+        metavar="LIST",
+        help="evaluate every model under each descriptor, e.g. default,gem3-l2,gem3-white512 (alone: "
+        "%(const)s); each pooling's collection must be built (`build --descriptor gem3`)",
+    )
+    g.add_argument(
+        "--eval-classes",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="evaluate the descriptors on a seeded draw of N classes (every descriptor alike) and learn the "
+        "whitenings on the other classes",
+    )
+    g.add_argument("--class-seed", type=non_negative_int, default=0, help="seed of the class draw (default 0)")
+    g.add_argument(
+        "--descriptors-only",
+        action="store_true",
+        help="only the descriptors section (with --report: DIR/descriptors.*), not the main evaluation and report",
+    )
+    g.add_argument(
+        "--query-expansion",
+        default="",
+        metavar="LIST",
+        help="query-side variants of the unit-length descriptors, computed exactly: aqe:K:ALPHA (alpha-query "
+        "expansion) and/or dba:K:ALPHA (database-side augmentation), e.g. aqe:3:3,dba:3:3",
+    )
     g = p.add_argument_group("DINO-style kNN (weighted 20-NN, T = 0.07, database and queries disjoint)")
     g.add_argument(
         "--holdout",
@@ -462,6 +543,10 @@ def cmd_build(args) -> int:
     resolve_data_root(args)  # download a named --dataset once, before the first model
     check_split_has_images(args.data_root, args.split)  # a downloaded data set's split, checked now
     spec = index_spec_arg(args)  # names and ranges: before any model is loaded
+    from embed.common.descriptor import Descriptor
+    from indexer.whitening import Whitening
+
+    whitening = Whitening.load(args.whitening) if args.whitening else None
     store: Optional[VectorStore] = None
     if not is_local_uri(args.uri):  # a server that cannot be reached or written fails now, not after a model loads
         store = _store(args, create=True)
@@ -494,6 +579,8 @@ def cmd_build(args) -> int:
             progress=not args.no_progress,
             embedder=embedder,
             index=spec,
+            descriptor=args.descriptor or Descriptor(),
+            whitening=whitening,
         )
         built.append(f"{model} ({result.rows:,} rows{', already complete' if result.already_complete else ''})")
         print(
@@ -525,8 +612,24 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_whiten(args) -> int:
+    from embed.common.cli_args import resolve_data_root
+    from embed.common.descriptor import Descriptor
+    from embed.common.identity import EmbeddingKey
+    from embed.models.catalog import get_spec
+    from indexer.whitening import ClassSplit, learn_from_shards
+
+    pooling = (args.pooling or Descriptor()).pooled
+    dataset = resolve_data_root(args).name
+    key = EmbeddingKey(args.model, dataset, args.split, pooling.key_part(get_spec(args.model).default_pooling))
+    class_split = ClassSplit(args.eval_classes, args.class_seed) if args.eval_classes else None
+    whitening = learn_from_shards(args.out, key.folder(args.out), class_split, args.dim)
+    print(json.dumps({"path": str(whitening.path), "whitening": whitening.identity.describe()}))
+    return 0
+
+
 def cmd_status(args) -> int:
-    from indexer.catalog import indexed_collections
+    from indexer.catalog import collection_descriptor_label, indexed_collections
 
     store = _store(args)
     rows = []
@@ -554,6 +657,7 @@ def cmd_status(args) -> int:
                 "decode": c.meta.identity.decode,
                 "precision": c.meta.identity.precision,
                 "labels": c.meta.labels,
+                "descriptor": collection_descriptor_label(c.meta),
             }
         )
     if args.json:
@@ -568,7 +672,8 @@ def cmd_status(args) -> int:
             flag += f"  (Milvus reports index {r['index_type']}; rerun build with --index to repair)"
         print(
             f"  {r['collection']:45} {r['model']:13} {r['dataset']}/{r['split']:6} rows={r['rows']:<8} "
-            f"dim={r['dim']:<5} {r['index']}/{r['metric']} {r['weights_fingerprint'][:23]}{rnd}{flag}"
+            f"dim={r['dim']:<5} {r['descriptor']:14} {r['index']}/{r['metric']} {r['weights_fingerprint'][:23]}"
+            f"{rnd}{flag}"
         )
     return 0
 
@@ -584,7 +689,7 @@ def cmd_search(args) -> int:
     from indexer.query_embedding import QueryEmbedder
 
     store = _store(args)
-    coll = find_collection(store, args.model, args.split, _dataset_arg(args))
+    coll = find_collection(store, args.model, args.split, _dataset_arg(args), args.descriptor)
     live = store.count(coll.name)
     if problem := incomplete_problem(coll, live, args.uri):
         if not live:
@@ -654,7 +759,7 @@ def cmd_drop(args) -> int:
     from indexer.catalog import find_collection
 
     store = _store(args)
-    coll = find_collection(store, args.model, args.split, _dataset_arg(args))
+    coll = find_collection(store, args.model, args.split, _dataset_arg(args), args.descriptor)
     what = f"{coll.name} ({store.count(coll.name):,} rows: {coll.meta.model} on {coll.meta.dataset}/{coll.meta.split})"
     if not args.yes:
         if not sys.stdin.isatty():
@@ -738,6 +843,11 @@ def cmd_evaluate(args) -> int:
     store = _store(args)
     models = args.models
     reference = _evaluated_collection(store, args, models)
+    if args.descriptors_only:
+        if not args.descriptors:
+            raise StoreError("--descriptors-only needs --descriptors")
+        _evaluate_descriptors(args, store, models, reference.meta)
+        return 0
     class_ids = collection_class_ids(store, reference.name)
     labels = reference.meta.labels_text(class_ids)
     has_labels = labelled(class_ids)
@@ -863,6 +973,52 @@ def _evaluate_labelled(args, store: VectorStore, models: List[str], reference, l
         for sentence in doc.sentences:
             print(sentence)
         print(f"wrote {args.report / 'report.html'}, report.json and report.md")
+    if args.descriptors:
+        _evaluate_descriptors(args, store, models, reference.meta)
+
+
+def _query_expansions(text: str):
+    from indexer.evaluation.descriptors import QueryExpansion
+
+    out = []
+    for part in [t.strip() for t in text.split(",") if t.strip()]:
+        bits = part.split(":")
+        try:
+            if bits[0] not in ("aqe", "dba") or len(bits) != 3:
+                raise ValueError
+            out.append(QueryExpansion(bits[0], positive_int(bits[1]), float(bits[2])))
+        except (ValueError, argparse.ArgumentTypeError):
+            raise StoreError(f"--query-expansion: expected aqe:K:ALPHA or dba:K:ALPHA, got {part!r}") from None
+    return out
+
+
+def _evaluate_descriptors(args, store: VectorStore, models: List[str], meta) -> None:
+    from embed.common.descriptor import InvalidDescriptor, parse_descriptors
+    from indexer.evaluation.descriptors import DescriptorEvalConfig, evaluate_descriptors, to_markdown, write_report
+
+    try:
+        descriptors = parse_descriptors(args.descriptors)
+    except InvalidDescriptor as exc:
+        raise StoreError(f"--descriptors: {exc}") from None
+    cfg = DescriptorEvalConfig(
+        models=models,
+        dataset=meta.dataset,
+        split=args.split,
+        descriptors=descriptors,
+        eval_classes=args.eval_classes,
+        class_seed=args.class_seed,
+        expansions=_query_expansions(args.query_expansion),
+        embeddings=args.embeddings,
+        device="cpu" if args.device == "auto" else args.device,
+        seed=args.seed,
+        progress=not args.no_progress,
+        data_root=meta.data_root,
+    )
+    section = evaluate_descriptors(cfg, store)
+    if args.report:
+        print(f"wrote {write_report(section, args.report)}, descriptors.json and descriptors.png")
+    else:
+        print(to_markdown(section))
 
 
 # maps: 2-D maps of every model's embedding space for the app's Maps page (indexer/evaluation/maps.py) ------------------
@@ -993,7 +1149,9 @@ def cmd_maps(args) -> int:
         colls = [find_collection(store, m, args.split, _dataset_arg(args)) for m in args.models]
     else:
         colls = [
-            c for c in indexed_collections(store) if c.meta.key.matches(split=args.split, dataset=_dataset_arg(args))
+            c
+            for c in indexed_collections(store)
+            if c.meta.key.matches(split=args.split, dataset=_dataset_arg(args), descriptor="")
         ]
         if not colls:
             raise StoreError(
@@ -1225,6 +1383,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     line = list(sys.argv[1:] if argv is None else argv)
     handlers = {
         "build": cmd_build,
+        "whiten": cmd_whiten,
         "status": cmd_status,
         "search": cmd_search,
         "drop": cmd_drop,

@@ -15,7 +15,7 @@ import re
 import socket
 import textwrap
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Collection, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
@@ -83,6 +83,7 @@ class CollectionMeta:
     metric: str = "L2"
     index: IndexSpec = field(default_factory=IndexSpec)  # the collection's, not the vectors': not in the identity
     labels: str = "layout"  # the LabelSource (embed.sources.datasets) as text: where class_ids came from
+    whitening_path: str = ""  # the learned whitening's artifact (its fingerprint is in the identity), for queries
 
     @property
     def model(self) -> str:
@@ -152,6 +153,18 @@ class CollectionMeta:
             weights_detail=manifest.weights_detail,
             labels=manifest.labels,
         )
+
+    def whitened(self, descriptor: str, whitening) -> "CollectionMeta":
+        """This metadata for the rows after ``whitening`` (indexer.whitening.Whitening) under ``descriptor``
+        (its key part, e.g. ``gem3-white512``): its fingerprint, output dimension and artifact path."""
+        identity = replace(
+            self.identity,
+            descriptor=descriptor,
+            whitening=whitening.identity.fingerprint,
+            dim=whitening.identity.dim_out,
+            normalized=True,
+        )
+        return replace(self, identity=identity, whitening_path=str(whitening.path or ""))
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "identity": self.identity.to_dict()}, sort_keys=True)

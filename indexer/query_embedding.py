@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
+from embed.common.descriptor import Descriptor
 from embed.common.identity import VectorSetIdentity
 from embed.common.vectors import l2_normalize
 from indexer.build_command import BuildCommand
@@ -15,6 +16,7 @@ from indexer.milvus_store import CollectionMeta, StoreError
 
 if TYPE_CHECKING:  # torch loads only when a query is embedded
     from embed.extraction.embedder import Embedder
+    from indexer.whitening import Whitening
 
 
 class QueryEmbedderMismatch(StoreError):
@@ -29,9 +31,10 @@ class QueryEmbedder:
     builds differently is refused rather than silently compared.
     """
 
-    def __init__(self, meta: CollectionMeta, embedder: "Embedder"):
+    def __init__(self, meta: CollectionMeta, embedder: "Embedder", whitening: Optional["Whitening"] = None):
         self.meta = meta
         self.embedder = embedder
+        self.whitening = whitening
 
     @classmethod
     def for_collection(
@@ -46,9 +49,14 @@ class QueryEmbedder:
             if path is None or not Path(path).is_file():
                 raise StoreError(f"{identity.model} was indexed with a checkpoint file; pass it with --checkpoint")
         emb = build_embedder(
-            identity.model, checkpoint=path, random_init=identity.is_random, device=device, precision=identity.precision
+            identity.model,
+            checkpoint=path,
+            random_init=identity.is_random,
+            device=device,
+            precision=identity.precision,
+            poolings=[collection_descriptor(meta).pooled],
         )
-        query = cls(meta, emb)
+        query = cls(meta, emb, load_collection_whitening(meta))
         query.check()
         return query
 
@@ -62,7 +70,8 @@ class QueryEmbedder:
             weights_fingerprint=emb.loaded.weights.fingerprint,
             precision=emb.precision_name,
             transform=repr(emb.loaded.transform),
-            dim=emb.dim,
+            dim=self.whitening.identity.dim_out if self.whitening else emb.dim,
+            whitening=self.whitening.identity.fingerprint if self.whitening else "",
         )
 
     def serves(self, meta: CollectionMeta) -> bool:
@@ -86,4 +95,26 @@ class QueryEmbedder:
     def embed(self, images: Sequence) -> np.ndarray:
         """PIL images -> (n, dim) float32 query vectors."""
         vectors = self.embedder.embed_images(images, decode=self.meta.identity.decode)
+        if self.whitening is not None:
+            return self.whitening.apply(vectors)
         return l2_normalize(vectors) if self.meta.normalized else vectors
+
+
+def collection_descriptor(meta: CollectionMeta) -> Descriptor:
+    """The descriptor a collection's rows were made with (its pooling and post-processing)."""
+    d = Descriptor.parse(meta.identity.descriptor) if meta.identity.descriptor else Descriptor()
+    return d if d.whiten else replace(d, unit_length=meta.normalized)
+
+
+def load_collection_whitening(meta: CollectionMeta) -> Optional["Whitening"]:
+    """The learned whitening a collection's rows went through (checked by fingerprint), or None."""
+    if not meta.identity.whitening:
+        return None
+    from indexer.whitening import Whitening
+
+    if not meta.whitening_path or not Path(meta.whitening_path).is_file():
+        raise StoreError(
+            f"{meta.key.collection_name} was whitened with {meta.identity.whitening[:19]}, whose file "
+            f"{meta.whitening_path or '(not recorded)'} is not here: queries cannot be whitened the same way"
+        )
+    return Whitening.load(Path(meta.whitening_path), meta.identity.whitening)

@@ -222,6 +222,23 @@ def show_label_free(folder: Path) -> bool:
     return True
 
 
+def show_descriptors(folder: Path) -> None:
+    """The descriptors section that ``indexer evaluate --report DIR --descriptors ...`` wrote, as written."""
+    md = folder / "descriptors.md"
+    if not md.is_file():
+        st.caption(
+            f"No descriptors section in {folder}: `python -m indexer evaluate ... --report {folder} --descriptors "
+            f"--eval-classes 100` adds one (each pooling's collection built first, docs/descriptors.md)."
+        )
+        return
+    text = md.read_text()
+    st.header("Descriptors: does the order of the models hold under GeM and whitening?")
+    st.markdown("\n".join(line for line in text.splitlines() if not line.startswith(("## ", "!["))))
+    plot = folder / "descriptors.png"
+    if plot.is_file():
+        st.image(str(plot), caption="P@10 and MAP@R of each model across descriptors (95% intervals)")
+
+
 def main() -> None:
     st.set_page_config(page_title="Evaluation", layout="wide")
     settings = AppSettings.from_argv(sys.argv[1:])
@@ -249,6 +266,7 @@ def main() -> None:
             wrap_lines=True,
         )
         maps_note(settings, folder, collections)
+        show_descriptors(folder)
         show_robustness(settings, folder, in_db or list(BLOG_MODELS))
         show_ann(settings, folder, in_db or list(BLOG_MODELS))
         return
@@ -285,6 +303,7 @@ def main() -> None:
     disagreement_browser(doc, folder)
     show_label_free(folder)
     maps_note(settings, folder, collections, doc.variant_compared)
+    show_descriptors(folder)
     show_robustness(settings, folder, in_report, doc.robustness)
     show_ann(settings, folder, in_report)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, List, NoReturn, Optional
 
 from embed.common import settings
+from embed.common.descriptor import Descriptor, InvalidDescriptor, parse_descriptors
 from embed.common.logs import quiet_grpc_environment, quiet_third_party_logs
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,22 @@ def port_number(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"a TCP port is at most 65535, got {value}")
     return value
+
+
+def descriptor_list(text: str) -> List[Descriptor]:
+    """argparse type for ``--descriptors avg,gem3-l2`` (embed.common.descriptor)."""
+    try:
+        return parse_descriptors(text)
+    except InvalidDescriptor as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def one_descriptor(text: str) -> Descriptor:
+    """argparse type for ``--descriptor gem3-white512``."""
+    try:
+        return Descriptor.parse(text)
+    except InvalidDescriptor as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_int_list(text: str) -> List[int]:
@@ -297,7 +314,16 @@ def extract_config(args: argparse.Namespace, model: Optional[str] = None):
         shard_size=args.shard_size,
         progress=not args.no_progress,
         labels=args.label_source,
+        descriptors=_extract_descriptors(args),
     )
+
+
+def _extract_descriptors(args: argparse.Namespace) -> List[Descriptor]:
+    """The poolings to extract: ``--descriptors`` (embed extract) or ``--descriptor``'s pooling (indexer build)."""
+    if getattr(args, "descriptors", None):
+        return [d.pooled for d in args.descriptors]
+    one = getattr(args, "descriptor", None)
+    return [one.pooled] if one is not None else [Descriptor()]
 
 
 def setup_logging(verbose: bool) -> None:

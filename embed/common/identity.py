@@ -45,26 +45,47 @@ class EmbeddingKey:
     model: str  # registry name, e.g. "effnet-lite0" or "timm:resnet50d"
     dataset: str  # the data root's folder name, e.g. "tiny-imagenet-200"
     split: str
+    descriptor: str = ""  # Descriptor.key_part: "" for the model's own pooling, else e.g. "gem3", "gem3-white512"
+
+    @property
+    def pooling_part(self) -> str:
+        """The descriptor's pooling: whitening is applied to the shards of its pooling, never stored in them."""
+        return self.descriptor.split("-")[0]
 
     def folder(self, embeddings_root: Path) -> Path:
-        """``<root>/<model key>/<dataset>/<split>``: where the manifest and shards live."""
-        return Path(embeddings_root) / safe_model_key(self.model) / self.dataset / self.split
+        """``<root>/<model key>/<dataset>/<split>`` (``<split>__<pooling>`` for another pooling than the model's
+        own): where the manifest and shards live."""
+        split = f"{self.split}__{self.pooling_part}" if self.pooling_part else self.split
+        return Path(embeddings_root) / safe_model_key(self.model) / self.dataset / split
 
     @property
     def collection_name(self) -> str:
-        """``effnet-lite0``, ``tiny-imagenet-200``, ``val`` -> ``effnet_lite0__tiny_imagenet_200__val``."""
-        name = "__".join(_name_part(p) for p in (self.model, self.dataset, self.split))
+        """``effnet-lite0``, ``tiny-imagenet-200``, ``val`` -> ``effnet_lite0__tiny_imagenet_200__val``; another
+        descriptor than the model's own pooling adds itself: ``...__val__gem3_white512``."""
+        parts = (self.model, self.dataset, self.split) + ((self.descriptor,) if self.descriptor else ())
+        name = "__".join(_name_part(p) for p in parts)
         return validate_collection_name("c_" + name if name[0].isdigit() else name)
 
-    def matches(self, model: Optional[str] = None, split: Optional[str] = None, dataset: Optional[str] = None) -> bool:
+    def matches(
+        self,
+        model: Optional[str] = None,
+        split: Optional[str] = None,
+        dataset: Optional[str] = None,
+        descriptor: Optional[str] = None,
+    ) -> bool:
         """Whether this key fits a lookup; a part given as None matches anything."""
         return all(
             want is None or want == have
-            for want, have in ((model, self.model), (split, self.split), (dataset, self.dataset))
+            for want, have in (
+                (model, self.model),
+                (split, self.split),
+                (dataset, self.dataset),
+                (descriptor, self.descriptor),
+            )
         )
 
     def __str__(self) -> str:
-        return f"{self.model}/{self.dataset}/{self.split}"
+        return f"{self.model}/{self.dataset}/{self.split}" + (f" [{self.descriptor}]" if self.descriptor else "")
 
 
 @dataclass(frozen=True)
@@ -88,10 +109,14 @@ class VectorSetIdentity:
     decode: str  # "workers" (PIL) or "device" (tensor resampling): they differ slightly
     precision: str  # "fp32" | "bf16" | "fp16": autocast dtype of the forward pass
     normalized: bool = False  # rows scaled to unit length (shards always hold raw vectors)
+    # embed.common.descriptor.Descriptor.key_part: "" (records older than descriptors too) is the model's own
+    # pooling, the classification pre-logits; else e.g. "gem3", or "gem3-white512" for a whitened collection
+    descriptor: str = ""
+    whitening: str = ""  # the learned whitening's fingerprint (WhiteningIdentity.fingerprint); "" when none
 
     @property
     def key(self) -> EmbeddingKey:
-        return EmbeddingKey(self.model, self.dataset, self.split)
+        return EmbeddingKey(self.model, self.dataset, self.split, self.descriptor)
 
     @property
     def is_random(self) -> bool:

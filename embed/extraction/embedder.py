@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from embed.common.descriptor import DEFAULT, Descriptor
 from embed.extraction.host_memory import keep_freed_memory
 from embed.models.registry import LoadedModel, load_model
 
@@ -108,7 +109,12 @@ def images_per_second(
 
 
 class Embedder:
-    """A loaded model placed on a device with its inference settings: tensors in, features out."""
+    """A loaded model placed on a device with its inference settings: tensors in, features out.
+
+    ``poolings`` are the descriptors' poolings it computes from one forward pass (embed/models/pooling_heads.py);
+    ``__call__`` gives the first, ``embed_pooled`` all of them. Only the model's own pooling runs ``model(x)``
+    as it always has; any other runs ``forward_features`` once and each pooling head on its output.
+    """
 
     def __init__(
         self,
@@ -117,7 +123,10 @@ class Embedder:
         precision: Optional[torch.dtype],
         channels_last: bool,
         compile: bool = False,
+        poolings: Sequence[Descriptor] = (Descriptor(),),
     ):
+        from embed.models.pooling_heads import pooling_head
+
         self.loaded = loaded
         self.device = device
         self.precision = precision
@@ -126,6 +135,21 @@ class Embedder:
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = torch.compile(model) if compile else model
+        spec = loaded.spec
+        self.poolings: List[Descriptor] = []
+        for d in poolings:
+            d.check_for(spec.tokens, spec.name)
+            if d.pooled.resolved(spec.default_pooling) not in self.poolings:
+                self.poolings.append(d.pooled.resolved(spec.default_pooling))
+        self.own_only = [d.pooling for d in self.poolings] == [spec.default_pooling]
+        heads = [pooling_head(model, d, spec.tokens, spec.default_pooling) for d in self.poolings]
+        self.heads = [torch.compile(h) if compile else h for h in heads]
+        forward_features: Callable = model.forward_features  # type: ignore[assignment]  # timm models define it
+        self.features = torch.compile(forward_features) if compile and not self.own_only else None
+
+    def pooling_keys(self) -> List[str]:
+        """Each pooling's key part (``""`` for the model's own), in ``embed_pooled``'s order."""
+        return [d.key_part(self.loaded.spec.default_pooling) for d in self.poolings]
 
     @property
     def precision_name(self) -> str:
@@ -136,13 +160,20 @@ class Embedder:
         return self.loaded.spec.dim
 
     @torch.inference_mode()
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def embed_pooled(self, batch: torch.Tensor) -> List[torch.Tensor]:
+        """Every pooling's (B, dim) float32 vectors of one forward pass, in ``self.poolings``' order."""
         x = batch.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_to(self.device, self.precision):
-            feats = self.model(x)
-        return feats.float()
+            if self.own_only:
+                return [self.model(x).float()]
+            forward_features = self.features or self.loaded.model.forward_features
+            feats = forward_features(x)  # type: ignore[operator]
+            return [head(feats).float() for head in self.heads]
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.embed_pooled(batch)[0]
 
     def embed_images(self, images: Sequence, decode: str = "workers") -> np.ndarray:
         """Embed PIL images (queries) with the preprocessing their collection was built with.
@@ -170,7 +201,10 @@ def build_embedder(
     precision: str = "auto",
     channels_last: Optional[bool] = None,
     compile: bool = False,
+    poolings: Sequence[Descriptor] = (Descriptor(DEFAULT),),
 ) -> Embedder:
     dev = resolve_device(device)
     loaded = load_model(model, checkpoint=checkpoint, random_init=random_init)
-    return Embedder(loaded, dev, resolve_precision(precision, dev), uses_channels_last(loaded, channels_last), compile)
+    return Embedder(
+        loaded, dev, resolve_precision(precision, dev), uses_channels_last(loaded, channels_last), compile, poolings
+    )

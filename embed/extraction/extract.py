@@ -13,12 +13,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
 from embed.common import settings
-from embed.common.identity import EmbeddingKey, VectorSetIdentity
+from embed.common.descriptor import Descriptor
+from embed.common.identity import VectorSetIdentity
 from embed.extraction import distributed
 from embed.extraction.device_decode import resolve_decode, transform_upsamples
 from embed.extraction.embedder import Embedder, build_embedder, default_batch_size, default_workers
@@ -50,6 +51,9 @@ class ExtractConfig:
     shard_size: int = 1024
     max_pixels: int = MAX_IMAGE_PIXELS
     progress: bool = True
+    # the poolings computed from each forward pass, each stored as its own shard set (its own identity);
+    # post-processing (unit length, whitening) is applied later, to the stored raw vectors
+    descriptors: Sequence[Descriptor] = (Descriptor(),)
     labels: LabelSource = field(default_factory=LabelSource)  # layout: the benchmark layout's own annotations
 
     def images(self) -> ImageList:
@@ -76,8 +80,9 @@ class ExtractResult:
         return self.n_computed / self.seconds if self.seconds > 0 else 0.0
 
 
-def vector_set_identity(embedder: Embedder, images: ImageList, decode: str) -> VectorSetIdentity:
-    """The identity of the raw vectors ``embedder`` makes of ``images`` when they are decoded as ``decode``."""
+def vector_set_identity(embedder: Embedder, images: ImageList, decode: str, pooling: str = "") -> VectorSetIdentity:
+    """The identity of the raw vectors ``embedder`` makes of ``images`` when they are decoded as ``decode`` and
+    pooled as ``pooling`` (a ``Descriptor.key_part``: "" for the model's own pooling)."""
     loaded = embedder.loaded
     return VectorSetIdentity(
         model=loaded.spec.name,
@@ -91,12 +96,15 @@ def vector_set_identity(embedder: Embedder, images: ImageList, decode: str) -> V
         transform=repr(loaded.transform),
         decode=decode,
         precision=embedder.precision_name,
+        descriptor=pooling,
     )
 
 
-def make_manifest(embedder: Embedder, full: ImageList, shard_size: int, reader: ImageReader) -> Manifest:
+def make_manifest(
+    embedder: Embedder, full: ImageList, shard_size: int, reader: ImageReader, pooling: str = ""
+) -> Manifest:
     return Manifest(
-        identity=vector_set_identity(embedder, full, reader.decode),
+        identity=vector_set_identity(embedder, full, reader.decode, pooling),
         data_root=str(full.data_root),
         layout=full.layout,
         labels=full.labels.text,
@@ -104,6 +112,22 @@ def make_manifest(embedder: Embedder, full: ImageList, shard_size: int, reader: 
         relpaths=[r.relpath for r in full.records],
         class_ids=[r.class_id for r in full.records],
         weights_detail=embedder.loaded.weights.detail,
+    )
+
+
+def load_embedder(cfg: ExtractConfig) -> Embedder:
+    """The model ``cfg`` names with its weights (WeightsUnavailable when there are none) and ``cfg``'s poolings:
+    what an extraction runs, loaded by it or, first, by a caller such as ``indexer build`` that opens the database
+    only once a model is ready."""
+    return build_embedder(
+        cfg.model,
+        cfg.checkpoint,
+        cfg.random_init,
+        cfg.device,
+        cfg.precision,
+        cfg.channels_last,
+        cfg.compile,
+        [d.pooled for d in cfg.descriptors],
     )
 
 
@@ -122,7 +146,17 @@ def make_reader(cfg: ExtractConfig, embedder: Embedder, images: ImageList) -> Im
 
 
 def extract(cfg: ExtractConfig, embedder: Optional[Embedder] = None, keep_vectors: bool = False) -> ExtractResult:
-    """Embed ``cfg.split`` (first ``cfg.limit`` images) into shards, computing only what is missing.
+    """Embed ``cfg.split`` (first ``cfg.limit`` images) into shards, computing only what is missing: the
+    result of the first pooling (see ``extract_poolings``)."""
+    return extract_poolings(cfg, embedder, keep_vectors)[0]
+
+
+def extract_poolings(
+    cfg: ExtractConfig, embedder: Optional[Embedder] = None, keep_vectors: bool = False
+) -> List[ExtractResult]:
+    """Embed ``cfg.split`` (first ``cfg.limit`` images) into one shard set per pooling of ``cfg.descriptors`` (or
+    of ``embedder``'s poolings when one is given), all from the same forward passes; an image is decoded and
+    run once if any of the shard sets lacks it. One result per pooling, in the embedder's order.
 
     ``keep_vectors`` also hands back every vector of the split (those computed now from memory, earlier
     ones read once), so that a caller such as ``indexer build`` never reads the shards again.
@@ -133,56 +167,67 @@ def extract(cfg: ExtractConfig, embedder: Optional[Embedder] = None, keep_vector
     if rank == 0:
         log.info("%s/%s: %s", full.dataset_name, full.split, images.labels_line())
     if embedder is None:
-        embedder = build_embedder(
-            cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision, cfg.channels_last, cfg.compile
-        )
+        embedder = load_embedder(cfg)
     reader = make_reader(cfg, embedder, images)
-    manifest = make_manifest(embedder, full, cfg.shard_size, reader)
-    store = EmbeddingStore(EmbeddingKey(cfg.model, full.dataset_name, full.split).folder(cfg.out))
+    manifests = [make_manifest(embedder, full, cfg.shard_size, reader, key) for key in embedder.pooling_keys()]
+    stores = [EmbeddingStore(m.key.folder(cfg.out)) for m in manifests]
     if rank == 0:
         if embedder.loaded.weights.is_random:
             log.warning("%s runs with RANDOM weights: its vectors are marked as such everywhere", cfg.model)
-        store.prepare(manifest, cfg.force)
+        for store, manifest in zip(stores, manifests):
+            store.prepare(manifest, cfg.force)
     distributed.barrier()
 
-    todo = store.missing_shards(len(images), cfg.shard_size, rank, world)
-    writer = ShardWriter(store, todo, embedder.dim, keep=keep_vectors)
-    positions = [p for task in todo for p in task.todo]
+    writers, wanted = [], []
+    for store in stores:
+        todo = store.missing_shards(len(images), cfg.shard_size, rank, world)
+        writers.append(ShardWriter(store, todo, embedder.dim, keep=keep_vectors))
+        wanted.append({p for task in todo for p in task.todo})
+    positions = sorted(set().union(*wanted))
     start_time = time.perf_counter()
     if positions:
-        _embed(cfg, embedder, reader, writer, positions, rank)
+        _embed(cfg, embedder, reader, writers, wanted, positions, rank)
     seconds = time.perf_counter() - start_time
     distributed.barrier()
 
-    result = ExtractResult(
-        folder=store.folder,
-        manifest=manifest,
-        n_images=len(images),
-        n_embedded=0,
-        n_computed=len(positions) - len(writer.skipped),
-        seconds=seconds,
-        weights=embedder.loaded.weights.describe(),
-    )
-    if rank == 0:
-        # the whole picture (all ranks, earlier runs) comes from the shards, each read at most once
-        stored_positions, vectors, skipped = store.load(len(images), in_memory=writer.written)
-        result.n_embedded = int(len(stored_positions))
-        result.skipped = [(images.records[p].relpath, reason) for p, reason in skipped]
-        if keep_vectors:
-            result.positions, result.vectors = stored_positions, vectors
-        _report(result)
-    else:
-        result.skipped = [(images.records[p].relpath, reason) for p, reason in writer.skipped]
-    return result
+    results = []
+    for store, manifest, writer, want in zip(stores, manifests, writers, wanted):
+        result = ExtractResult(
+            folder=store.folder,
+            manifest=manifest,
+            n_images=len(images),
+            n_embedded=0,
+            n_computed=len(want) - len(writer.skipped),
+            seconds=seconds,
+            weights=embedder.loaded.weights.describe(),
+        )
+        if rank == 0:
+            # the whole picture (all ranks, earlier runs) comes from the shards, each read at most once
+            stored_positions, vectors, skipped = store.load(len(images), in_memory=writer.written)
+            result.n_embedded = int(len(stored_positions))
+            result.skipped = [(images.records[p].relpath, reason) for p, reason in skipped]
+            if keep_vectors:
+                result.positions, result.vectors = stored_positions, vectors
+            _report(result)
+        else:
+            result.skipped = [(images.records[p].relpath, reason) for p, reason in writer.skipped]
+        results.append(result)
+    return results
 
 
 def _embed(
-    cfg: ExtractConfig, embedder: Embedder, reader: ImageReader, writer: ShardWriter, positions: List[int], rank: int
+    cfg: ExtractConfig,
+    embedder: Embedder,
+    reader: ImageReader,
+    writers: List[ShardWriter],
+    wanted: List[Set[int]],
+    positions: List[int],
+    rank: int,
 ) -> None:
     from tqdm import tqdm
 
     log.info(
-        "extracting %d images on %s (batch %d, %d workers, %s%s, %s)",
+        "extracting %d images on %s (batch %d, %d workers, %s%s, %s; poolings %s)",
         len(positions),
         embedder.device,
         reader.batch_size,
@@ -190,7 +235,9 @@ def _embed(
         embedder.precision_name,
         ", channels_last" if embedder.channels_last else "",
         reader.describe(),
+        ", ".join(d.pooling_name for d in embedder.poolings),
     )
+    everywhere = all(len(w) == len(positions) for w in wanted)
     with tqdm(
         total=len(positions),
         unit="img",
@@ -200,8 +247,16 @@ def _embed(
         disable=not cfg.progress or rank != 0,
     ) as bar:
         for pos, batch, bad in reader.batches(positions):
-            feats = embedder(batch).cpu().numpy() if batch is not None else np.zeros((0, embedder.dim), np.float32)
-            writer.add(pos, feats, bad)
+            if batch is not None:
+                pooled = [feats.cpu().numpy() for feats in embedder.embed_pooled(batch)]
+            else:
+                pooled = [np.zeros((0, embedder.dim), np.float32)] * len(writers)
+            for writer, want, feats in zip(writers, wanted, pooled):
+                if everywhere:
+                    writer.add(pos, feats, bad)
+                else:  # this shard set lacks only some of the positions computed for the others
+                    mask = np.fromiter((int(p) in want for p in pos), bool, len(pos))
+                    writer.add(pos[mask], feats[mask], [b for b in bad if b[0] in want])
             bar.update(len(pos) + len(bad))
 
 

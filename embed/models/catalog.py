@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
+from embed.common.descriptor import default_pooling_of, poolings_of
 from embed.common.identity import InvalidName
 
 
@@ -56,6 +57,22 @@ class ModelSpec:
     input_size: Optional[int] = None  # eval input side in pixels, as timm's pretrained config says
     hub_id: Optional[str] = None  # the Hugging Face repository timm downloads the weights from
     checkpoint_filter: str = ""  # "module:function" fitting a checkpoint onto the model (timm's checkpoint_filter_fn)
+    tokens: bool = False  # a ViT: poolings of its tokens (class token by default), else of a feature map
+
+    @property
+    def default_pooling(self) -> str:
+        """The pooling of the model's own pre-logits, what ``--descriptor default`` means: cls or avg."""
+        return default_pooling_of(self.tokens)
+
+    @property
+    def poolings(self) -> str:
+        """The model's pooling choices, as ``embed models`` states them."""
+        text = ", ".join(poolings_of(self.tokens))
+        if self.tokens:
+            return text + " (avg/max/gem of the patch tokens)"
+        if self.timm_name.startswith("convnext"):
+            return text + " (each followed by the head's LayerNorm, as the default is)"
+        return text
 
 
 def effnet_lite_file(variant: int) -> Optional[Path]:
@@ -106,6 +123,7 @@ REGISTRY: Dict[str, ModelSpec] = {
         channels_last=False,
         input_size=224,
         hub_id="timm/deit3_small_patch16_224.fb_in1k",
+        tokens=True,
     ),
     **{spec.name: spec for spec in (_effnet_lite(0, 224), _effnet_lite(1, 240), _effnet_lite(2, 260))},
 }

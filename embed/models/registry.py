@@ -58,5 +58,6 @@ def load_model(
         # any timm model: its own modules say whether it is a convnet (a ViT has one conv, its patch embedding)
         convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
         # timm models set num_features as a plain int; nn.Module types its attributes Tensor | Module
-        spec = replace(spec, dim=int(model.num_features), channels_last=convs > 1)  # type: ignore[arg-type]
+        tokens = int(getattr(model, "num_prefix_tokens", 0)) > 0 and getattr(model, "global_pool", "") == "token"
+        spec = replace(spec, dim=int(model.num_features), channels_last=convs > 1, tokens=tokens)  # type: ignore[arg-type]
     return LoadedModel(spec, model, weights, data_config, transform, spec.fuse)
