@@ -15,7 +15,7 @@ from PIL import Image
 
 from benchmarks.synthetic import synthetic_meta
 from indexer.evaluation.query_transforms import CLEAN, Condition, transform_query
-from indexer.evaluation.robustness import Gallery, QueryEncoder, measure, summarise
+from indexer.evaluation.robustness import CollectionVectors, QueryEncoder, measure, summarise
 
 SEED = 0
 
@@ -71,7 +71,9 @@ def hand_run(
                 table[seen] = vector
         encoders.append(lookup_encoder(model, table))
         galleries.append(
-            Gallery(model, ids, np.asarray(vectors, np.float32), [str(c) for c in labels], [f"{i}.png" for i in ids])
+            CollectionVectors(
+                model, ids, np.asarray(vectors, np.float32), [str(c) for c in labels], [f"{i}.png" for i in ids]
+            )
         )
     outcomes = measure(
         galleries, encoders, np.asarray(query_rows), lambda r: images[r], conditions, SEED, None, progress=False
