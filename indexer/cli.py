@@ -143,8 +143,8 @@ def add_index_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a build parameter, repeatable: IVF_*: nlist (128); IVF_PQ: m (dim/4), nbits (8); HNSW: M (30), "
-        "efConstruction (360); defaults are Milvus' (m has none: dim/4 here)",
+        help="a build parameter, repeatable: IVF_*: nlist (128); IVF_PQ: m (dim/16), nbits (8); HNSW: M (30), "
+        "efConstruction (360); defaults are Milvus' (m has none: dim/16 here)",
     )
     g.add_argument(
         "--search-param",
