@@ -1002,11 +1002,10 @@ def cmd_maps(args) -> int:
             )
     one_dataset(colls, args.split)
     params = MapParams(method=args.method, features=args.features, seed=args.seed)
-    print(f"{colls[0].meta.dataset}/{colls[0].meta.split}: {_labels_line(store, colls[0])}")
     for c in colls:
         result = compute_map(store, c.name, params, args.report_dir, force=args.force, progress=not args.no_progress)
         print(result.line(), flush=True)
-    print(f"maps in {args.report_dir / 'maps'} ({params.label()})")
+    print(f"maps in {args.report_dir / 'maps'} ({params.label()}); images {_labels_line(store, colls[0])}")
     return 0
 
 

@@ -24,11 +24,11 @@ def _cli(*args, cwd, env=None, timeout=600):
     )
 
 
-def _run_as_written(command: str, cwd: Path, env=None) -> subprocess.CompletedProcess:
+def _run_as_written(command: str, cwd: Path, env=None, timeout: int = 600) -> subprocess.CompletedProcess:
     """The suggestion, word for word; `python` is this interpreter (the venv's python)."""
     argv = shlex.split(command)
     assert argv[0] == "python", command
-    return _cli(*argv[1:], cwd=cwd, env=env)
+    return _cli(*argv[1:], cwd=cwd, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -351,7 +351,8 @@ def test_the_readme_own_folder_line_runs_as_written(tmp_path):
     mixed_folder(sources, tmp_path / "Pictures" / "shop", 8, max_side=300)
     env = _env(HOME=tmp_path)  # ~ is this test's folder
     for command in line.group(1).split(" && "):
-        res = _run_as_written(command, tmp_path, env=env)
+        # three models and their copy queries: minutes on a busy 2-core machine
+        res = _run_as_written(command, tmp_path, env=env, timeout=1800)
         assert res.returncode == 0, command + "\n" + res.stdout[-3000:] + res.stderr[-3000:]
         assert "unlabelled (--labels none)" in res.stdout
     assert (tmp_path / "data" / "report" / "label_free.html").is_file()
