@@ -11,29 +11,18 @@ import sys
 
 import numpy as np
 import pytest
-from support.cli import env
+from support.builds import MODEL, extract_config
+from support.cli import repo_env as env
 from support.data import make_tiny_layout
 
 from embed.extraction import extract as extract_module
-from embed.extraction.extract import ExtractConfig, extract
+from embed.extraction.extract import extract
 from embed.extraction.shards import EmbeddingStore
-
-MODEL = "timm:test_resnet"
 
 
 def _cfg(root, out, **kw):
-    base = dict(
-        model=MODEL,
-        split="val",
-        data_root=root,
-        out=out,
-        random_init=True,
-        workers=0,
-        batch_size=4,
-        shard_size=1024,
-        progress=False,
-    )
-    return ExtractConfig(**{**base, **kw})
+    """One 1,024-image shard: the interrupt falls inside it."""
+    return extract_config(root, out, **{"shard_size": 1024, **kw})
 
 
 def test_an_interrupted_extraction_keeps_every_finished_batch(tmp_path, monkeypatch):
