@@ -1069,9 +1069,9 @@ def cmd_robustness(args) -> int:
 
 ANN_EXAMPLES = """examples (on a Milvus server: Milvus Lite searches exactly and is refused):
   python -m indexer ann --split val --models effnet-lite0,effnet-lite1,effnet-lite2 --uri http://127.0.0.1:19530 \\
-      --index HNSW --index-param M=16 --index-param efConstruction=200 --sweep ef=16,32,64,128,256 --report docs/ann
+      --index HNSW --index-param M=16 --index-param efConstruction=200 --sweep ef=16,32,64,128,256 --report data/ann
   python -m indexer ann --split val --models effnet-lite0,effnet-lite1 --uri http://127.0.0.1:19530 \\
-      --index IVF_FLAT --index-param nlist=128 --sweep nprobe=1,4,16,64 --report docs/ann     # added to the same section
+      --index IVF_FLAT --index-param nlist=128 --sweep nprobe=1,4,16,64 --report data/ann     # added to the same section
   python -m indexer ann --split val --models effnet-lite0 --uri http://127.0.0.1:19530 --index IVF_PQ --queries 200 --json ann.json
 
 Each run measures FLAT (the reference) and one index at every --sweep value, for every model, on the same seeded

@@ -10,7 +10,8 @@ import sys
 
 import numpy as np
 import pytest
-from support.cli import env, run
+from support.cli import repo_env as env
+from support.cli import run
 from support.data import make_tiny_layout
 
 from benchmarks.synthetic import synthetic_meta

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from support.cli import env
+from support.cli import repo_env as env
 
 CLIENT = textwrap.dedent(
     """
