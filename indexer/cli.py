@@ -58,9 +58,7 @@ EPILOG += "\n" + DATABASE_NOTE
 EXAMPLES = {
     "build": """  python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000   # the quick start
   python -m indexer build --model all --split val --dataset tiny-imagenet      # later: only the new images are embedded
-  python -m indexer build --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200
-  python -m indexer build --model gresnet --split val --checkpoint gresnet50.pth
-  python -m indexer build --model vit --split val --data-root /data/imagenet --uri http://milvus.internal:19530
+  python -m indexer build --model gresnet --split val --data-root /data/imagenet --checkpoint gresnet50.pth
   python -m indexer build --model effnet-lite0 --split val --dataset tiny-imagenet --uri http://127.0.0.1:19530 \\
       --index HNSW --index-param M=16 --index-param efConstruction=200 --search-param ef=64   # rebuilds only the index
   python -m indexer build --model all --images ~/Pictures/shop --labels labels.csv   # any folder; labels optional""",
