@@ -470,7 +470,8 @@ class Backend:
     def labelled(self) -> bool:
         """Whether the indexed images carry labels (two or more classes, in every collection): else every page says
         the data set is unlabelled and shows no P@k, hit/miss marks or class filter."""
-        held = [h for m in self.collections if (h := self.images(m)) is not None]
+        # an empty collection (its build interrupted before its first row) holds no label to judge by, as in compare()
+        held = [h for m in self.collections if (h := self.images(m)) is not None and h.images]
         return bool(held) and all(h.labelled for h in held)
 
     def labels_notice(self) -> Optional[str]:

@@ -59,9 +59,7 @@ EPILOG += "\n" + DATABASE_NOTE
 EXAMPLES = {
     "build": """  python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000   # the quick start
   python -m indexer build --model all --split val --dataset tiny-imagenet      # later: only the new images are embedded
-  python -m indexer build --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200
-  python -m indexer build --model gresnet --split val --checkpoint gresnet50.pth
-  python -m indexer build --model vit --split val --data-root /data/imagenet --uri http://milvus.internal:19530
+  python -m indexer build --model gresnet --split val --data-root /data/imagenet --checkpoint gresnet50.pth
   python -m indexer build --model effnet-lite0 --split val --dataset tiny-imagenet --uri http://127.0.0.1:19530 \\
       --index HNSW --index-param M=16 --index-param efConstruction=200 --search-param ef=64   # rebuilds only the index
   python -m indexer build --model all --images ~/Pictures/shop --labels labels.csv   # any folder; labels optional
@@ -151,8 +149,8 @@ def add_index_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a build parameter, repeatable: IVF_*: nlist (128); IVF_PQ: m (dim/4), nbits (8); HNSW: M (30), "
-        "efConstruction (360); defaults are Milvus' (m has none: dim/4 here)",
+        help="a build parameter, repeatable: IVF_*: nlist (128); IVF_PQ: m (dim/16), nbits (8); HNSW: M (30), "
+        "efConstruction (360); defaults are Milvus' (m has none: dim/16 here)",
     )
     g.add_argument(
         "--search-param",
@@ -1160,11 +1158,10 @@ def cmd_maps(args) -> int:
             )
     one_dataset(colls, args.split)
     params = MapParams(method=args.method, features=args.features, seed=args.seed)
-    print(f"{colls[0].meta.dataset}/{colls[0].meta.split}: {_labels_line(store, colls[0])}")
     for c in colls:
         result = compute_map(store, c.name, params, args.report_dir, force=args.force, progress=not args.no_progress)
         print(result.line(), flush=True)
-    print(f"maps in {args.report_dir / 'maps'} ({params.label()})")
+    print(f"maps in {args.report_dir / 'maps'} ({params.label()}); images {_labels_line(store, colls[0])}")
     return 0
 
 
@@ -1228,9 +1225,9 @@ def cmd_robustness(args) -> int:
 
 ANN_EXAMPLES = """examples (on a Milvus server: Milvus Lite searches exactly and is refused):
   python -m indexer ann --split val --models effnet-lite0,effnet-lite1,effnet-lite2 --uri http://127.0.0.1:19530 \\
-      --index HNSW --index-param M=16 --index-param efConstruction=200 --sweep ef=16,32,64,128,256 --report docs/ann
+      --index HNSW --index-param M=16 --index-param efConstruction=200 --sweep ef=16,32,64,128,256 --report data/ann
   python -m indexer ann --split val --models effnet-lite0,effnet-lite1 --uri http://127.0.0.1:19530 \\
-      --index IVF_FLAT --index-param nlist=128 --sweep nprobe=1,4,16,64 --report docs/ann     # added to the same section
+      --index IVF_FLAT --index-param nlist=128 --sweep nprobe=1,4,16,64 --report data/ann     # added to the same section
   python -m indexer ann --split val --models effnet-lite0 --uri http://127.0.0.1:19530 --index IVF_PQ --queries 200 --json ann.json
 
 Each run measures FLAT (the reference) and one index at every --sweep value, for every model, on the same seeded

@@ -53,7 +53,7 @@ def test_spec_takes_milvus_defaults_and_checks_names_and_ranges():
 @pytest.mark.parametrize("dim", [384, 768, 1280, 2048, 1000, 7])
 def test_ivf_pq_m_divides_the_dimension(dim):
     m = default_m(dim)
-    assert dim % m == 0 and m <= max(1, dim // 4)
+    assert dim % m == 0 and m <= max(1, dim // 16)
     assert make_index_spec("IVF_PQ", dim=dim).params["m"] == m
     with pytest.raises(IndexSpecError, match="must divide"):
         make_index_spec("IVF_PQ", ["m=3"], dim=1280)

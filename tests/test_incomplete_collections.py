@@ -13,7 +13,7 @@ from support.data import REPO, make_tiny_layout
 from benchmarks.synthetic import synthetic_meta
 from embed.common.identity import EmbeddingKey
 
-CLASSES = ["n01440764"] * 3 + ["n01443537"] * 3
+CLASSES = ["n01440764", "n01443537"] * 3  # the first three (the partial collection) hold both classes
 
 
 @pytest.fixture(scope="module")

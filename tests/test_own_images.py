@@ -571,3 +571,34 @@ def test_unlabelled_maps_are_coloured_by_agreement_then_folder_then_file_type(tm
     assert what.startswith("agreement between the models")
     maps, what = unlabelled_colours(tree, tmp_path, "another split")  # another data set's report is not used
     assert what.startswith("folders")
+
+
+@pytest.mark.slow
+def test_build_relabels_a_collection_from_the_same_vectors(tmp_path):
+    folder = tmp_path / "shop"
+    write_jpegs(folder, ["cups/1.jpg", "cups/2.jpg", "plates/3.jpg", "plates/4.jpg"])
+    common = ["--model", "timm:test_resnet", "--random-init", "--images", folder, "--uri", tmp_path / "m.db"]
+    common += ["--out", tmp_path / "e", "--workers", "0", "--no-progress"]
+    rc, out = cli(["build", *common])
+    assert rc == 0 and json.loads(out.strip().splitlines()[-1])["labels"] == "unlabelled (--labels none)", out
+    rc, out = cli(["build", *common, "--labels", "folders"])
+    line = json.loads(out.strip().splitlines()[-1])
+    assert rc == 0 and line["labels"] == "labelled by sub-folder name (--labels folders), 2 classes", out
+    assert line["rows"] == 4 and line["inserted"] == 4  # the collection was rebuilt with the new labels
+    rc, out = cli(
+        [
+            "search",
+            "--model",
+            "timm:test_resnet",
+            "--images",
+            folder,
+            "--uri",
+            tmp_path / "m.db",
+            "--image",
+            folder / "cups/1.jpg",
+            "-k",
+            "1",
+            "--json",
+        ]
+    )
+    assert rc == 0 and json.loads(out.strip().splitlines()[-1])["hits"][0]["class_id"] in ("cups", "plates"), out

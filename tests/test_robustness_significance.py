@@ -84,6 +84,10 @@ def test_the_commands_last_line_names_every_file_it_wrote(tmp_path, monkeypatch,
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     monkeypatch.setattr(robustness, "evaluate_collections", lambda store, cfg: toy_result(tmp_path))
     monkeypatch.setattr(cli, "_store", lambda args, create=False: None)
+    import indexer.catalog
+
+    monkeypatch.setattr(indexer.catalog, "find_collection", lambda *a: None)  # for the labels line only
+    monkeypatch.setattr(cli, "_labels_line", lambda store, coll: "labelled (toy)")
     code = cli.main(["robustness", "--split", "val", "--models", "histogram,pixels", "--report", str(folder)])
     assert code == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
