@@ -95,7 +95,7 @@ def test_every_model_under_every_descriptor_on_the_same_evaluated_classes(indexe
     assert {(p.descriptor, p.metric) for p in section.differences} == {
         (label, m) for label in section.descriptors for m in ("P@1", "P@10", "MAP@R")
     }
-    assert section.order_sentences[0].startswith("default (the default): order by MAP@R")
+    assert section.order_sentences[0].startswith("default (the reference, the first descriptor asked): order by MAP@R")
     assert all(("the same as" in s) for s in section.order_sentences[1:])
     assert [s.split(": best")[0] for s in section.best_sentences] == list(MODELS)
     md = write_report(section, tmp / "report")

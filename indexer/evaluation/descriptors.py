@@ -324,7 +324,8 @@ def _unresolved_pairs(section: DescriptorSection, label: str, metric: str) -> Li
 
 
 def order_sentence(section: DescriptorSection, label: str, metric: str = ORDER_METRIC) -> str:
-    """Is the models' order under ``label`` the same as under the default (the first descriptor)?"""
+    """Is the models' order under ``label`` the same as under the reference (the first descriptor asked: the
+    default pooling unless the list starts otherwise)?"""
     base = section.descriptors[0]
     order, base_order = model_order(section, label, metric), model_order(section, base, metric)
     ranked = " > ".join(order)
@@ -335,7 +336,7 @@ def order_sentence(section: DescriptorSection, label: str, metric: str = ORDER_M
         else "; every pair separated by its paired interval"
     )
     if label == base:
-        return f"{label} (the default): order by {metric} {ranked}{tie_text}."
+        return f"{label} (the reference, the first descriptor asked): order by {metric} {ranked}{tie_text}."
     same = "the same as" if order == base_order else "NOT the same as"
     return f"{label}: order by {metric} {ranked}, {same} under {base} ({' > '.join(base_order)}){tie_text}."
 
