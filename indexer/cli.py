@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 EPILOG = """examples:
   python -m indexer build --model effnet-lite0 --split val --data-root ../shared/datasets/tiny-imagenet-200
-  python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000   # the quick start
+  python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000   # the quick start (a rerun embeds only new images)
   python -m indexer build --model all --split val --data-root /data/imagenet --device cuda
   python -m indexer build --model gresnet --split val --checkpoint gresnet50.pth
   python -m indexer status
@@ -58,7 +58,6 @@ EPILOG += "\n" + DATABASE_NOTE
 # each subcommand's --help shows its own examples (the top-level --help shows them all)
 EXAMPLES = {
     "build": """  python -m indexer build --model all --split val --dataset tiny-imagenet --limit 1000   # the quick start
-  python -m indexer build --model all --split val --dataset tiny-imagenet      # later: only the new images are embedded
   python -m indexer build --model gresnet --split val --data-root /data/imagenet --checkpoint gresnet50.pth
   python -m indexer build --model effnet-lite0 --split val --dataset tiny-imagenet --uri http://127.0.0.1:19530 \\
       --index HNSW --index-param M=16 --index-param efConstruction=200 --search-param ef=64   # rebuilds only the index
