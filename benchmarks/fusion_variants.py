@@ -148,6 +148,7 @@ def stages(model: nn.Module) -> List[Tuple[str, nn.Module]]:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def max_relative_error(model: nn.Module, reference: nn.Module, size: int = 224, batch: int = 2) -> float:
     """max |f(x) - g(x)| / max |g(x)| on the final feature maps (borders included) of seeded inputs (fp32)."""
     x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))

@@ -499,12 +499,13 @@ def bench_e2e(device: torch.device, quick: bool, smoke: bool = False) -> List[Di
         return [{"skipped": f"no Tiny-ImageNet at {TINY}"}]
     rows = []
     gpu = device.type == "cuda"
+    quick = quick or smoke
     n = 16 if smoke else 512 if quick else (10000 if gpu else 1024)
     with tempfile.TemporaryDirectory() as data_tmp:
         datasets = [("tiny-imagenet 64px", TINY)]
         if not quick:
             datasets.append(("500x375 re-encoded", imagenet_sized_copy(n, Path(data_tmp) / "big")))
-        for model in ["effnet-lite0"] if quick or smoke else ["effnet-lite0", "gresnet"]:
+        for model in ["effnet-lite0"] if quick else ["effnet-lite0", "gresnet"]:
             emb = build_embedder(model, random_init=True, device=str(device))
             batch = 8 if smoke else 256 if gpu else 32
             iters = 1 if smoke else 20 if gpu else 5

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 from support.data import REPO, tiny_imagenet_root
+from support.waits import HANG_S
 
 from benchmarks.report import render
 
@@ -29,7 +30,7 @@ def smoke(tmp_path_factory):
         env=env,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=HANG_S,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"wrote {out}" in done.stdout
@@ -72,7 +73,9 @@ def test_the_e2e_milvus_and_evaluation_sections_record_their_runs(smoke):
     if tiny_imagenet_root() is None:
         assert smoke["e2e"] == [{"skipped": smoke["e2e"][0]["skipped"]}]
     else:
-        assert {(r["decode"], r["images"]) for r in smoke["e2e"]} == {("workers", 16), ("device", 16)}
+        assert {(r["files"], r["decode"], r["images"]) for r in smoke["e2e"]} == {
+            ("tiny-imagenet 64px", decode, 16) for decode in ("workers", "device")
+        }
         assert "e2e_over_bare" in smoke["ratios"]
     milvus = smoke["milvus"]
     assert {r["dim"] for r in milvus["insert"]} == {384, 768, 2048} and milvus["search"][0]["rows"] == 1000

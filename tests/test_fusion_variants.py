@@ -29,7 +29,12 @@ def models():
     return unfused, reparameterize_model(copy.deepcopy(unfused))
 
 
-@pytest.mark.parametrize("size", [176, 224, 193])
+# the borders the fold corrects at every stage: an odd feature map at the last stage (80, 96) or from the first (65)
+SIZES = (80, 96, 65)
+MACS_SIZE = 96  # multiply-adds scale with the image alike in every network compared
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_mean_subtract_is_an_exact_fold_and_the_naive_one_is_not(models, size):
     unfused, fused = models
     exact = fv.max_relative_error(fv.mean_subtract(fused), unfused, size=size, batch=1)
@@ -43,16 +48,16 @@ def test_variants_keep_gresnets_architecture_and_resnet50d_is_smaller(models):
     import timm
 
     unfused, fused = models
-    gresnet = fv.macs(fused)
-    assert fv.macs(unfused) == gresnet
+    gresnet = fv.macs(fused, MACS_SIZE)
+    assert fv.macs(unfused, MACS_SIZE) == gresnet
     for variant in (fv.mean_subtract(fused), fv.naive_fold(fused), fv.postnorm_twin(unfused)):
-        assert fv.macs(variant) == gresnet
+        assert fv.macs(variant, MACS_SIZE) == gresnet
     twin = fv.postnorm_twin(unfused)
     assert not any(isinstance(m, embed.models.gresnet.SplitNormConv2d) for m in twin.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in twin.modules()) == sum(
         isinstance(m, embed.models.gresnet.SplitNormConv2d) for m in unfused.modules()
     )
-    resnet50d = fv.macs(timm.create_model("resnet50d", num_classes=0))
+    resnet50d = fv.macs(timm.create_model("resnet50d", num_classes=0), MACS_SIZE)
     assert 1.15 < gresnet / resnet50d < 1.30, (gresnet, resnet50d)
 
 
@@ -63,16 +68,16 @@ def test_resnet50d_splitnorm_has_resnet50ds_multiply_adds_and_folds_exactly():
     torch.manual_seed(0)
     network = fv.nontrivial(fv.resnet50d_splitnorm())
     resnet50d = timm.create_model("resnet50d", num_classes=0).eval()
-    assert fv.macs(network) == fv.macs(resnet50d)
-    x = torch.randn(1, 3, 224, 224)
+    assert fv.macs(network, MACS_SIZE) == fv.macs(resnet50d, MACS_SIZE)
+    x = torch.randn(1, 3, MACS_SIZE, MACS_SIZE)
     with torch.no_grad():
         assert network.forward_features(x).shape == resnet50d.forward_features(x).shape
     assert isinstance(network.layer1[0].conv1, embed.models.gresnet.SplitNormConv2d)
     fused = reparameterize_model(copy.deepcopy(network))
     assert not any(isinstance(m, embed.models.gresnet.SplitNormConv2d) for m in fused.modules())
-    for size in (176, 224, 193):
+    for size in SIZES:
         assert fv.max_relative_error(fused, network, size=size, batch=1) < 1e-4
-    assert fv.max_relative_error(fv.naive_fold(fused), network, size=224, batch=1) > 1e-3
+    assert fv.max_relative_error(fv.naive_fold(fused), network, size=MACS_SIZE, batch=1) > 1e-3
 
 
 @pytest.mark.parametrize("which", ["gresnet", "resnet50d_splitnorm", "resnet50d"])
@@ -84,7 +89,7 @@ def test_stages_cover_the_whole_network_in_order(models, which):
         "resnet50d_splitnorm": fv.resnet50d_splitnorm,
         "resnet50d": lambda: timm.create_model("resnet50d", num_classes=0).eval(),
     }[which]()
-    x = torch.randn(1, 3, 160, 160)
+    x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         y = x
         for _, part in fv.stages(network):
