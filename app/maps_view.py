@@ -203,7 +203,7 @@ def unlabelled_colours(results: dict, report_dir: Path, split: str):
     from indexer.evaluation.label_free import agreement_band, read_agreement
 
     first = next(iter(results.values()))
-    dataset = first.identity.get("dataset", "") if isinstance(first.identity, dict) else ""
+    dataset = first.identity.dataset
     agreement = read_agreement(report_dir, dataset, split)
     if agreement:
         keys = {m: [agreement_band(agreement.get(int(i), 0.0)) for i in r.ids] for m, r in results.items()}

@@ -76,7 +76,7 @@ def test_an_interrupted_extension_keeps_the_shorter_shard(dataset, tmp_path, mon
     def crash(self, batch):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(embedder_module.Embedder, "__call__", crash)
+    monkeypatch.setattr(embedder_module.Embedder, "embed_pooled", crash)  # what extraction calls per batch
     with pytest.raises(KeyboardInterrupt):
         extract(_cfg(dataset, out, limit=10, shard_size=1024))
     monkeypatch.undo()

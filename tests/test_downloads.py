@@ -219,9 +219,10 @@ def test_model_all_builds_what_is_real_and_says_why_for_the_rest(tmp_path, monke
     assert all("--checkpoint PATH" in line and "internet" in line for line in skipped)
     summary = captured.err.splitlines()[-1]
     assert summary == (
-        "built 3 of 6 models: effnet-lite0 (2 rows), effnet-lite1 (2 rows), effnet-lite2 (2 rows); "
+        "built 3 of 6 models (labelled by the tiny-imagenet layout's annotations, but fewer than two classes: "
+        "evaluated as unlabelled): effnet-lite0 (2 rows), effnet-lite1 (2 rows), effnet-lite2 (2 rows); "
         "skipped (no weights here): gresnet, convnext, vit"
-    )
+    )  # --limit 2 takes two images of the first class
 
     monkeypatch.setattr("embed.models.weights.weights_obtainable", lambda name: (False, "test: none here"))
     assert cli.main(argv) == 2

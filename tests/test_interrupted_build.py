@@ -34,7 +34,8 @@ def test_an_interrupted_extraction_keeps_every_finished_batch(tmp_path, monkeypa
 
     real_embed = extract_module._embed
 
-    def interrupted(cfg, embedder, reader, writer, positions, rank):
+    def interrupted(cfg, embedder, reader, writers, wanted, positions, rank):
+        (writer,) = writers  # one pooling: one shard set
         add, calls = writer.add, []
 
         def add_then_interrupt(*a):
@@ -44,7 +45,7 @@ def test_an_interrupted_extraction_keeps_every_finished_batch(tmp_path, monkeypa
                 raise KeyboardInterrupt
 
         writer.add = add_then_interrupt
-        return real_embed(cfg, embedder, reader, writer, positions, rank)
+        return real_embed(cfg, embedder, reader, writers, wanted, positions, rank)
 
     monkeypatch.setattr(extract_module, "_embed", interrupted)
     with pytest.raises(KeyboardInterrupt):

@@ -546,15 +546,16 @@ def test_embed_extract_takes_a_folder_and_keeps_the_vectors_when_only_the_labels
 
 def test_unlabelled_maps_are_coloured_by_agreement_then_folder_then_file_type(tmp_path):
     from app.maps_view import unlabelled_colours
+    from benchmarks.synthetic import synthetic_meta
     from indexer.evaluation.maps import MapParams, MapQuality, MapResult
 
     def result(relpaths):
         n = len(relpaths)
         quality = MapQuality(1.0, 1, n, float("nan"), n, [])
-        ident = {"dataset": "own", "split": "shop"}
+        ident = synthetic_meta("effnet-lite0", 2, "own", "/nowhere", "shop").identity
         ids, coords = np.arange(n), np.zeros((n, 2))
         return MapResult(
-            "c", "effnet-lite0", ident, MapParams(method="pca"), {}, ids, coords, [""] * n, relpaths, quality, 0.0
+            "c", "effnet-lite0", ident, n, MapParams(method="pca"), {}, ids, coords, [""] * n, relpaths, quality, 0.0
         )
 
     flat = {"effnet-lite0": result(["a.jpg", "b.png", "c.PNG"])}
