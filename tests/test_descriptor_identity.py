@@ -5,33 +5,21 @@ import json
 
 import numpy as np
 import pytest
+from support.builds import extract_config
 from support.data import make_tiny_layout
 
 from embed.common.descriptor import Descriptor, parse_descriptors
 from embed.common.identity import EmbeddingKey, VectorSetIdentity
-from embed.extraction.extract import ExtractConfig, extract, extract_poolings
+from embed.extraction.extract import extract, extract_poolings
 from embed.extraction.shards import EmbeddingStore, Manifest, StoreMismatch
 
 MODEL = "timm:test_efficientnet"  # tiny timm test net with a feature map: random weights are fine for mechanics
 
 
 def _cfg(root, out, **kw):
-    base = dict(
-        model=MODEL,
-        split="val",
-        data_root=root,
-        out=out,
-        random_init=True,
-        workers=0,
-        batch_size=4,
-        shard_size=4,
-        progress=False,
-        device="cpu",
-        precision="fp32",
-        decode="workers",
+    return extract_config(
+        root, out, **{"model": MODEL, "shard_size": 4, "device": "cpu", "precision": "fp32", "decode": "workers", **kw}
     )
-    base.update(kw)
-    return ExtractConfig(**base)
 
 
 @pytest.fixture
