@@ -55,8 +55,10 @@ class CollectionImages:
         return self.meta.labels_text([im.class_id for im in self.images.values()])
 
     def holds(self, image: IndexedImage) -> bool:
-        """Whether this collection holds that very image (same id and same file)."""
-        return self.images.get(image.id) == image
+        """Whether this collection holds that very image (same id and same file). Its label is not compared: a
+        query from an unlabelled data set (or one of a single class) carries none."""
+        held = self.images.get(image.id)
+        return held is not None and held.relpath == image.relpath
 
     @property
     def limit(self) -> int:

@@ -34,7 +34,9 @@ def unequal_index(tmp_path_factory):
     uri = str(base / "milvus.db")
     store = VectorStore(uri)
     for model, limit in ((BIG, None), (SMALL, SMALL_LIMIT)):
-        cfg = extract_config(root, base / "emb", model=model, batch_size=10, limit=limit)
+        cfg = extract_config(
+            root, base / "emb", model=model, batch_size=10, limit=limit, shard_size=1024
+        )  # a build as the suggested command runs it
         build(cfg, store, progress=False)
     store.close()
     from milvus_lite.server_manager import server_manager_instance
