@@ -135,7 +135,7 @@ INDEX_NOTE = (
 
 
 def add_index_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("index (Milvus' names; see docs/ann.md)", INDEX_NOTE)
+    g = p.add_argument_group("index (Milvus' names; see docs/approximate-index.md)", INDEX_NOTE)
     g.add_argument(
         "--index",
         type=str.upper,

@@ -78,3 +78,9 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(
             "tests that use the Milvus server must be marked @pytest.mark.server: " + ", ".join(unmarked)
         )
+    # Under pytest-xdist (`-n`, `--dist loadgroup`): one worker runs every server test, so one server starts (it
+    # takes minutes on a loaded machine), and a module's tests stay on one worker, so its module fixtures (real
+    # builds, model loads) are made once, not once per worker.
+    for item in items:
+        group = "milvus-server" if item.get_closest_marker("server") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -187,3 +187,37 @@ def test_ann_on_real_vectors_against_float64_brute_force(milvus_server, tmp_path
     names = {c.name for c in indexed_collections(store)}
     assert not any(n.endswith(ANN_SCRATCH_SUFFIX) for n in store.list_collections())
     assert all(store.describe(vs.collection)["index_type"] == "FLAT" for vs in sets if vs.collection in names)
+
+
+@pytest.mark.server
+def test_an_index_the_server_cannot_finish_leaves_the_collection_flat_and_searchable(milvus_server):
+    """A build that does not finish in its time (DISKANN on the embedded server, whose queryNode.enableDisk is off:
+    measured, 20,000 x 384 rows still unbuilt after 300 s) is cancelled: the error says why and what was done, the
+    collection answers exactly through FLAT, and the next index build is not held up behind the cancelled one."""
+    from benchmarks.synthetic import synthetic_meta
+    from indexer.milvus_store import StoreError
+
+    store = VectorStore(f"http://127.0.0.1:{milvus_server.listen_port}")
+    name, rows, dim = "ann_unfinished_build", 2000, 64
+    vectors = np.random.default_rng(0).standard_normal((rows, dim)).astype(np.float32)
+    store.drop(name)
+    store.ensure_collection(name, synthetic_meta("synthetic-64d", dim, "synthetic-unfinished", "/nonexistent"))
+    classes = [f"c{i % 10}" for i in range(rows)]
+    store.upsert(name, np.arange(rows), vectors, classes, [f"x/{i}.JPEG" for i in range(rows)], progress=False)
+    try:
+        # one second: less than the server's own scheduling of any index build (about 5 s for 500 rows, measured)
+        with pytest.raises(StoreError) as e:
+            store.rebuild_index(name, make_index_spec("DISKANN"), timeout_s=1)
+        message = str(e.value)
+        assert "could not build and load DISKANN" in message and "queryNode.enableDisk: true" in message
+        assert "now has the FLAT index" in message
+        assert store.describe(name)["index_type"] == "FLAT"
+        hits = store.search(name, vectors[:5], k=5)
+        x = vectors.astype(np.float64)
+        for q, row in zip(x[:5], hits):
+            assert [h["id"] for h in row] == np.argsort(((x - q) ** 2).sum(1), kind="stable")[:5].tolist()
+        hnsw = make_index_spec("HNSW", ["M=8", "efConstruction=32"])
+        store.rebuild_index(name, hnsw, timeout_s=600)  # raises if it waited behind the cancelled build
+        assert store.describe(name)["index_type"] == "HNSW"
+    finally:
+        store.drop(name)
