@@ -4,6 +4,11 @@ import os
 
 # tests never touch the network: hub weights resolve from the local cache or not at all
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one compute thread per worker (and per process it starts): with `-n 2` on 2 cores, two workers of two
+    # spinning OpenMP threads each ran the benchmark smoke test 10x slower than one worker alone (measured)
+    for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_threads, "1")
 
 from pathlib import Path
 
@@ -71,6 +76,7 @@ def store_uri(request, tmp_path):
     return f"http://127.0.0.1:{server.listen_port}"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group markers in its own hook
 def pytest_collection_modifyitems(config, items):
     """Every test that needs the server carries the ``server`` marker, so that ``-m "not server"`` leaves none."""
     unmarked = [item.nodeid for item in items if _uses_server(item) and item.get_closest_marker("server") is None]
