@@ -10,11 +10,12 @@ import colorsys
 import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from embed.sources.datasets import class_name
+from indexer.catalog import IndexedCollection, collection_descriptor_label, non_default_descriptor
 from indexer.evaluation.maps import MapQuality, MapResult
 
 GREY = "#c8c8c8"
@@ -215,3 +216,28 @@ def unlabelled_colours(results: dict, report_dir: Path, split: str):
         keys = {m: [Path(p).suffix.lower().lstrip(".") or "?" for p in r.relpaths] for m, r in results.items()}
         what = "file types (one folder)"
     return {m: replace(r, class_ids=keys[m]) for m, r in results.items()}, f"{what}; the data set is unlabelled"
+
+
+def map_descriptor(shown: IndexedCollection, everything: Sequence[IndexedCollection]) -> Tuple[str, str]:
+    """(the descriptor the title of ``shown``'s map names, a note on its model's other descriptors or "").
+
+    The title names the descriptor when it is not the model's own pooling as stored; when the model has
+    collections of several descriptors (``everything``: the database's), it names it always, so that each map says
+    which one it shows, and the note names the others and how to see their maps."""
+    meta = shown.meta
+    others = sorted(
+        {
+            collection_descriptor_label(c.meta)
+            for c in everything
+            if c.name != shown.name and c.meta.key.matches(meta.model, meta.split, meta.dataset)
+        }
+    )
+    if not others:
+        return non_default_descriptor(meta.identity), ""
+    label = collection_descriptor_label(meta)
+    note = (
+        f"This map shows the {label} collection; {meta.model} is also indexed as {', '.join(others)}. Another "
+        f"descriptor's map: `python -m indexer maps --descriptor NAME`, shown here when the app is started with "
+        f"`--descriptors {meta.model}=NAME`."
+    )
+    return label, note

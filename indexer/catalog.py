@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from embed.common.descriptor import Descriptor, descriptor_label
+from embed.common.identity import VectorSetIdentity
 from indexer.build_command import BuildCommand
 from indexer.milvus_store import ANN_SCRATCH_SUFFIX, CollectionMeta, StoreError, VectorStore
 
@@ -47,10 +48,49 @@ class CollectionNotFound(StoreError):
 
 def collection_descriptor_label(meta: CollectionMeta) -> str:
     """A collection's descriptor as columns and listings say it: ``avg``, ``cls``, ``gem3-l2``, ``gem3-white512``."""
+    return identity_descriptor_label(meta.identity)
+
+
+def identity_descriptor_label(identity: VectorSetIdentity) -> str:
+    """A vector set's descriptor as columns, listings and titles say it (see ``collection_descriptor_label``)."""
     from embed.models.catalog import REGISTRY
 
-    spec = REGISTRY.get(meta.model)
-    return descriptor_label(meta.identity.descriptor, meta.normalized, spec.default_pooling if spec else "")
+    spec = REGISTRY.get(identity.model)
+    return descriptor_label(identity.descriptor, identity.normalized, spec.default_pooling if spec else "")
+
+
+def non_default_descriptor(identity: VectorSetIdentity) -> str:
+    """The descriptor a title names: ``""`` for the model's own pooling as it comes (what every title meant before
+    descriptors), else its label (``gem3``, ``gem3-l2``, ``avg-l2`` for a --normalize build, ``gem3-white512``)."""
+    return identity_descriptor_label(identity) if identity.descriptor or identity.normalized else ""
+
+
+def descriptor_key(model: str, descriptor: Optional[Descriptor]) -> str:
+    """``descriptor`` (None: the model's own pooling) as ``model``'s keys record it (``Descriptor.key_part``)."""
+    from embed.models.catalog import get_spec
+
+    return descriptor.key_part(get_spec(model).default_pooling) if descriptor is not None else ""
+
+
+def _refuse_raw_for_unit_length(found: IndexedCollection, wanted: Optional[Descriptor]) -> IndexedCollection:
+    """``found``, unless ``wanted`` asks for unit length and it holds raw vectors (they share a name and a key)."""
+    if wanted is not None and wanted.unit_length and not found.meta.normalized:
+        raise CollectionNotFound(
+            f"{found.name} holds raw vectors, not {wanted.name}: rebuild it with --descriptor {wanted.name}"
+        )
+    return found
+
+
+def collections_under(
+    store: VectorStore, split: str, dataset: Optional[str] = None, descriptor: Optional[Descriptor] = None
+) -> List[IndexedCollection]:
+    """Every model's collection of ``split`` (and ``dataset``) under ``descriptor`` (None: each model's own pooling),
+    in name order; refused as ``find_collection`` refuses one whose vectors are raw where unit length is asked."""
+    return [
+        _refuse_raw_for_unit_length(c, descriptor)
+        for c in indexed_collections(store)
+        if c.meta.key.matches(split=split, dataset=dataset, descriptor=descriptor_key(c.meta.model, descriptor))
+    ]
 
 
 def indexed_collections(store: VectorStore) -> List[IndexedCollection]:
@@ -113,20 +153,14 @@ def find_collection(
     store: VectorStore, model: str, split: str, dataset: Optional[str] = None, descriptor: Optional[Descriptor] = None
 ) -> IndexedCollection:
     """The collection of ``model`` on ``split`` under ``descriptor`` (default: the model's own pooling)."""
-    from embed.models.catalog import check_model_name, get_spec
+    from embed.models.catalog import check_model_name
 
     check_model_name(model)  # unknown model -> the list of valid names
-    wanted = descriptor or Descriptor()
-    key_part = wanted.key_part(get_spec(model).default_pooling)
+    key_part = descriptor_key(model, descriptor)
     everything = indexed_collections(store)
     matches = [c for c in everything if c.meta.key.matches(model, split, dataset, key_part)]
     if len(matches) == 1:
-        found = matches[0]
-        if wanted.unit_length and not found.meta.normalized:
-            raise CollectionNotFound(
-                f"{found.name} holds raw vectors, not {wanted.name}: rebuild it with --descriptor {wanted.name}"
-            )
-        return found
+        return _refuse_raw_for_unit_length(matches[0], descriptor)
     if not matches:
         have = ", ".join(str(c.meta.key) for c in everything) or "none"
         alternatives = [c for c in everything if c.meta.key.matches(split=split, dataset=dataset, descriptor=key_part)]

@@ -29,6 +29,7 @@ from embed.common.cli_args import (
     positive_int_list,
     run_cli,
 )
+from embed.common.descriptor import Descriptor
 from embed.models.catalog import BLOG_MODELS
 from indexer.build_command import DIR, BuildCommand
 from indexer.index_spec import INDEX_TYPES, IndexSpecError
@@ -85,6 +86,10 @@ EVALUATE_EXAMPLES = """evaluate examples:
   python -m indexer evaluate --models effnet-lite0,effnet-lite1,effnet-lite2 --images ~/Pictures/shop --report r/
       # unlabelled: copy retrieval, stability, agreement, near-duplicates, map trustworthiness (label_free.html)
   python -m indexer evaluate --simulate-rows 1281167 --dim 2048 --queries 50000    # DINO kNN dry run: ImageNet train x val
+  python -m indexer evaluate --split val --models effnet-lite0,effnet-lite1 --data-root DIR --descriptors-only \
+      --descriptors avg,gem3-white512 --whitening lite0.npz,lite1.npz --report data/report
+      # each whitening from `indexer whiten --model M --split train --data-root DIR --pooling gem3 --dim 512`
+      # (another split; or --split val --eval-classes N, then evaluate --eval-classes N: the classes left out)
 """
 
 
@@ -105,12 +110,7 @@ def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     """Which collection: model + split (+ data root when several datasets are indexed), and where."""
     p.add_argument("--model", required=True, help="registry name, e.g. gresnet, convnext, vit, effnet-lite0")
     add_lookup_arguments(p)
-    p.add_argument(
-        "--descriptor",
-        type=one_descriptor,
-        default=None,
-        help="the collection of this descriptor (as built with `build --descriptor`; default: the model's own pooling)",
-    )
+    _add_descriptor(p, "the collection of this descriptor (as built with `build --descriptor`)")
     add_store_arguments(p)
 
 
@@ -216,6 +216,19 @@ def _add_embeddings(p, what: str) -> None:
     )
 
 
+def _add_descriptor(p, what: str) -> None:
+    """``--descriptor NAME`` (embed.common.descriptor): ``build`` makes a collection of it, the others read one."""
+    p.add_argument(
+        "--descriptor",
+        type=one_descriptor,
+        default=None,
+        metavar="NAME",
+        help=f"{what}: pooling + post-processing, e.g. gem3, gem3-l2, gem3-white512 (default: the model's own "
+        "pooling, today's collection; `python -m embed models` lists each model's poolings, docs/descriptors.md "
+        "the names)",
+    )
+
+
 def _add_no_progress(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -244,13 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="gresnet, convnext, vit, effnet-lite0/1/2, timm:<name>, or all (every model with real weights)",
     )
     p.add_argument("--normalize", action="store_true", help="store unit-length vectors (L2 ranking == cosine)")
-    p.add_argument(
-        "--descriptor",
-        type=one_descriptor,
-        default=None,
-        help="pooling + post-processing of the collection's vectors, e.g. gem3, gem3-l2, gem3-white512 (default: the "
-        "model's own pooling, today's collection; another descriptor gets its own collection, named after it; "
-        "`python -m embed models` lists the poolings)",
+    _add_descriptor(
+        p,
+        "the descriptor of the collection's vectors (another one than the default gets its own "
+        "collection, named after it)",
     )
     p.add_argument(
         "--whitening",
@@ -426,6 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--class-seed", type=non_negative_int, default=0, help="seed of the class draw (default 0)")
     g.add_argument(
+        "--whitening",
+        type=_paths,
+        default=[],
+        metavar="PATH[,PATH]",
+        help="learned whitenings (.npz from `indexer whiten`, as `build --whitening` takes) for the -white "
+        "descriptors instead of learning them here: each serves the model and pooling it was learned on, a "
+        "-white<dim> descriptor the one into <dim> dimensions, -white the one that keeps them all; their images "
+        "must be disjoint from the evaluated ones (another split, or classes left out of the evaluated draw)",
+    )
+    g.add_argument(
         "--descriptors-only",
         action="store_true",
         help="only the descriptors section (with --report: DIR/descriptors.*), not the main evaluation and report",
@@ -540,7 +560,6 @@ def cmd_build(args) -> int:
     resolve_data_root(args)  # download a named --dataset once, before the first model
     check_split_has_images(args.data_root, args.split)  # a downloaded data set's split, checked now
     spec = index_spec_arg(args)  # names and ranges: before any model is loaded
-    from embed.common.descriptor import Descriptor
     from indexer.whitening import Whitening
 
     whitening = Whitening.load(args.whitening) if args.whitening else None
@@ -611,7 +630,6 @@ def cmd_build(args) -> int:
 
 def cmd_whiten(args) -> int:
     from embed.common.cli_args import resolve_data_root
-    from embed.common.descriptor import Descriptor
     from embed.common.identity import EmbeddingKey
     from embed.models.catalog import get_spec
     from indexer.whitening import ClassSplit, learn_from_shards
@@ -834,6 +852,11 @@ def cmd_evaluate(args) -> int:
         raise StoreError(
             "--database-split and --query-split go together (e.g. --database-split train --query-split val)"
         )
+    if args.whitening and not any(d.whiten for d in _descriptors_asked(args)):
+        raise StoreError(
+            f"--whitening is for -white descriptors, and --descriptors {args.descriptors or '(not given)'} names "
+            f"none: e.g. --descriptors avg,gem3-white512"
+        )
     from embed.sources.datasets import labelled
     from indexer.evaluation.label_free import collection_class_ids
 
@@ -974,6 +997,14 @@ def _evaluate_labelled(args, store: VectorStore, models: List[str], reference, l
         _evaluate_descriptors(args, store, models, reference.meta)
 
 
+def _paths(text: str) -> List[Path]:
+    """argparse type for comma-separated files such as ``a.npz,b.npz``: at least one."""
+    paths = [Path(t.strip()).expanduser() for t in text.split(",") if t.strip()]
+    if not paths:
+        raise argparse.ArgumentTypeError(f"expected comma-separated files, e.g. a.npz,b.npz, got {text!r}")
+    return paths
+
+
 def _query_expansions(text: str):
     from indexer.evaluation.descriptors import QueryExpansion
 
@@ -989,14 +1020,22 @@ def _query_expansions(text: str):
     return out
 
 
-def _evaluate_descriptors(args, store: VectorStore, models: List[str], meta) -> None:
+def _descriptors_asked(args) -> List[Descriptor]:
+    """The descriptors of ``evaluate --descriptors`` (none when it is not given)."""
     from embed.common.descriptor import InvalidDescriptor, parse_descriptors
-    from indexer.evaluation.descriptors import DescriptorEvalConfig, evaluate_descriptors, to_markdown, write_report
 
+    if not args.descriptors:
+        return []
     try:
-        descriptors = parse_descriptors(args.descriptors)
+        return parse_descriptors(args.descriptors)
     except InvalidDescriptor as exc:
         raise StoreError(f"--descriptors: {exc}") from None
+
+
+def _evaluate_descriptors(args, store: VectorStore, models: List[str], meta) -> None:
+    from indexer.evaluation.descriptors import DescriptorEvalConfig, evaluate_descriptors, to_markdown, write_report
+
+    descriptors = _descriptors_asked(args)
     cfg = DescriptorEvalConfig(
         models=models,
         dataset=meta.dataset,
@@ -1004,6 +1043,7 @@ def _evaluate_descriptors(args, store: VectorStore, models: List[str], meta) -> 
         descriptors=descriptors,
         eval_classes=args.eval_classes,
         class_seed=args.class_seed,
+        whitening_files=args.whitening,
         expansions=_query_expansions(args.query_expansion),
         embeddings=args.embeddings,
         device="cpu" if args.device == "auto" else args.device,
@@ -1024,10 +1064,14 @@ MAPS_EXAMPLES = """maps examples:
   python -m indexer maps --split val                                    # UMAP of every indexed model, raw features
   python -m indexer maps --split val --models effnet-lite0,effnet-lite1,effnet-lite2 --method pca
   python -m indexer maps --split val --method tsne --features normalized --report-dir data/report
+  python -m indexer maps --split val --models effnet-lite0 --descriptor gem3 --method pca   # its gem3 collection
   python -m indexer maps --split val --uri http://127.0.0.1:19530 --force    # recompute even when cached
 
 Maps are cached in DIR/maps/ (DIR: --report-dir) under the collection's identity and the method's parameters:
-a second run reads them back at once, a rebuilt collection gets a new map. The app's Maps page shows them.
+a second run reads them back at once, a rebuilt collection gets a new map. --descriptor maps the collections
+built with `build --descriptor NAME` (each model's own pooling without it): another cache entry, and the
+descriptor is named in each map's title. The app's Maps page shows them (start it with --descriptors
+MODEL=NAME for a descriptor's maps).
 """
 
 
@@ -1043,6 +1087,7 @@ def add_maps_parser(sub) -> None:
     p.epilog = MAPS_EXAMPLES + "\n" + EPILOG
     add_lookup_arguments(p)
     _add_models(p, default=None)
+    _add_descriptor(p, "map the collections of this descriptor (as built with `build --descriptor`)")
     p.add_argument(
         "--method",
         choices=METHODS,
@@ -1138,22 +1183,20 @@ def add_robustness_parser(sub) -> None:
 
 def cmd_maps(args) -> int:
     """One line per map: method, n, trustworthiness, silhouette, seconds, cached or computed."""
-    from indexer.catalog import find_collection, indexed_collections, one_dataset
+    from indexer.catalog import collections_under, find_collection, one_dataset
     from indexer.evaluation.maps import MapParams, compute_map
 
     store = _store(args)
+    descriptor = args.descriptor
     if args.models:
-        colls = [find_collection(store, m, args.split, _dataset_arg(args)) for m in args.models]
+        colls = [find_collection(store, m, args.split, _dataset_arg(args), descriptor) for m in args.models]
     else:
-        colls = [
-            c
-            for c in indexed_collections(store)
-            if c.meta.key.matches(split=args.split, dataset=_dataset_arg(args), descriptor="")
-        ]
+        colls = collections_under(store, args.split, _dataset_arg(args), descriptor)
         if not colls:
             raise StoreError(
-                f"no collection for split {args.split!r} in {store.describe_target()}: build one first "
-                f"({BuildCommand('all', args.split, DIR)})"
+                f"no collection for split {args.split!r}{f' under descriptor {descriptor}' if descriptor else ''} in "
+                f"{store.describe_target()}: build one first "
+                f"({BuildCommand('all', args.split, DIR, descriptor=descriptor.name if descriptor else None)})"
             )
     one_dataset(colls, args.split)
     params = MapParams(method=args.method, features=args.features, seed=args.seed)

@@ -63,11 +63,10 @@ class ClassSplit:
         learning = sorted(unique[i] for i in order[self.n_evaluated :])
         return evaluated, learning
 
-    def describe(self, n_classes: int) -> str:
-        return (
-            f"{self.n_evaluated} of the {n_classes} classes evaluated, drawn with seed {self.seed}; "
-            f"whitening learned on the other {n_classes - self.n_evaluated}"
-        )
+    def describe(self, n_classes: int, whitening: bool = True) -> str:
+        """The draw in words; ``whitening``: and that the whitening is learned on the other classes."""
+        drawn = f"{self.n_evaluated} of the {n_classes} classes evaluated, drawn with seed {self.seed}"
+        return drawn + (f"; whitening learned on the other {n_classes - self.n_evaluated}" if whitening else "")
 
 
 @dataclass(frozen=True)

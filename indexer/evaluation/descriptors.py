@@ -7,8 +7,11 @@ are read back from each pooling's collection (``indexer build --descriptor gem3`
 
 Whitening is learned honestly: with ``eval_classes`` a seeded draw of that many classes is evaluated (for every
 descriptor alike) and the whitening is learned on the rows of the other classes of the same collection
-(``indexer.whitening.ClassSplit``); the learned artifact is stored with its identity, and a whitening whose
-images overlap the evaluated ones is refused (``check_disjoint``).
+(``indexer.whitening.ClassSplit``), or it is read from a file learned elsewhere (``whitening_files``: ``indexer
+whiten`` on another split, or on the classes a draw leaves out); the learned artifact is stored with its
+identity, a file's identity is checked against the vectors it whitens (model, weights, pooling), and a whitening
+whose images overlap the evaluated ones is refused (``check_disjoint``), whichever its source. Each -white row
+says which whitening it used and where it came from.
 
 Query-side variants, labelled as such: alpha-query expansion (Radenović et al.: each query is replaced by the
 unit-length sum of itself and its k nearest neighbours weighted by similarity ** alpha, then searched again)
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -65,7 +68,10 @@ class DescriptorEvalConfig:
     eval_classes: Optional[int] = None  # None: every class evaluated (a whitening must then come from elsewhere)
     class_seed: int = 0
     expansions: Sequence[QueryExpansion] = ()
-    whitening_files: Dict[str, Path] = field(default_factory=dict)  # model -> a whitening learned elsewhere
+    # whitenings learned elsewhere (`indexer whiten`): each serves the model and pooling its identity names, for
+    # the -white descriptor of its output dimension (-white: the one keeping every dimension); the -white
+    # descriptors no file serves are learned here on the classes not evaluated
+    whitening_files: Sequence[Path] = ()
     embeddings: Optional[Path] = None  # where learned whitenings are stored (default: beside the embeddings)
     device: str = "cpu"
     seed: int = 0
@@ -82,6 +88,8 @@ class DescriptorRun:
     n_queries: int
     metrics: Dict[str, Interval]
     whitening: str = ""  # WhiteningIdentity.describe() when whitened
+    whitening_source: str = ""  # where that whitening came from: a file given, or learned in this run
+    whitening_given: bool = False  # from a file (--whitening), not learned in this run
     per_query: Dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # metric -> values (not stored)
 
     @property
@@ -143,37 +151,94 @@ def _read_pooling(store: VectorStore, cfg: DescriptorEvalConfig, model: str, d: 
     return key.collection_name, meta.identity, ids, vectors, list(class_ids)
 
 
+GivenWhitenings = Dict[Tuple[str, Descriptor], Whitening]  # (model, -white descriptor) -> the file serving it
+
+
+def _learned_on(whitening: Whitening) -> str:
+    """'effnet-lite0's gem3 vectors, 1280->512' (what a file can serve)."""
+    src = whitening.identity.source
+    pooling = src.descriptor or _default_pooling(src.model)
+    return f"{src.model}'s {pooling} vectors, {whitening.identity.dim_in}->{whitening.identity.dim_out}"
+
+
+def _file_for(files: Sequence[Whitening], model: str, d: Descriptor) -> Optional[Whitening]:
+    """The file that serves ``model``'s ``d``: learned on its vectors of ``d``'s pooling, into ``d``'s dimensions
+    (``-white``: all of them); None when no file was learned on that pooling; refused when files were but none
+    fits, or two do."""
+    pooling = d.pooled.key_part(_default_pooling(model))
+    mine = [w for w in files if (w.identity.source.model, w.identity.source.descriptor) == (model, pooling)]
+    fits = [w for w in mine if w.identity.dim_out == (d.whiten_dim or w.identity.dim_in)]
+    if len(fits) > 1:
+        raise WhiteningRefused(
+            f"--whitening: {', '.join(str(w.path) for w in fits)} all serve {model} {d.name}: give one of them"
+        )
+    if mine and not fits:
+        wanted = f"{d.whiten_dim} dimensions" if d.whiten_dim else "every dimension (no --dim)"
+        raise WhiteningRefused(
+            f"{model} {d.name} needs a whitening into {wanted}; given for its {d.pooled.name} vectors: "
+            + "; ".join(f"{w.path} ({_learned_on(w)})" for w in mine)
+            + f". Ask for {d.pooled.name}-white{mine[0].identity.dim_out}, or learn one with `indexer whiten "
+            f"--pooling {d.pooled.name}{f' --dim {d.whiten_dim}' if d.whiten_dim else ''}`"
+        )
+    return fits[0] if fits else None
+
+
+def given_whitenings(cfg: DescriptorEvalConfig) -> GivenWhitenings:
+    """Which -white descriptor of which model each of ``cfg.whitening_files`` serves; a file serving none is refused
+    (it was given for a reason: another model, pooling or dimension than asked is a mistake to say, not to skip)."""
+    files = [Whitening.load(path) for path in cfg.whitening_files]
+    given: GivenWhitenings = {}
+    for model in cfg.models:
+        for d in cfg.descriptors:
+            if d.whiten and (found := _file_for(files, model, d)) is not None:
+                given[(model, d)] = found
+    unused = [w for w in files if not any(w is used for used in given.values())]
+    if unused:
+        asked = ", ".join(d.name for d in cfg.descriptors if d.whiten) or "none"
+        raise WhiteningRefused(
+            "--whitening: "
+            + "; ".join(f"{w.path} (learned on {_learned_on(w)})" for w in unused)
+            + f" serves none of the -white descriptors asked ({asked}) of {', '.join(cfg.models)}"
+        )
+    return given
+
+
 def _whitening_for(
     cfg: DescriptorEvalConfig,
     model: str,
     d: Descriptor,
-    identity: VectorSetIdentity,
-    vectors: np.ndarray,
-    class_ids: List[str],
+    pooled: Tuple[VectorSetIdentity, np.ndarray, List[str]],
     evaluated: List[str],
-) -> Whitening:
-    """A whitening the evaluation may use: a given file (checked), else learned on the classes not evaluated."""
-    path = cfg.whitening_files.get(model)
-    if path is not None:
-        whitening = Whitening.load(path)
+    given: Optional[Whitening],
+) -> Tuple[Whitening, str]:
+    """(a whitening the evaluation may use, where it came from): ``given`` (a file, checked), else learned on
+    the classes not evaluated. ``pooled``: the identity, raw vectors and classes of ``d``'s pooling."""
+    identity, vectors, class_ids = pooled
+    if given is not None:
+        whitening, source = given, f"from --whitening {given.path}"
     elif cfg.eval_classes is None:
         raise WhiteningRefused(
             f"{d.name}: every class is evaluated, so a whitening learned on this split would see the evaluated "
-            f"images; pass --eval-classes N (learn it on the other classes) or a whitening learned on another split"
+            f"images; pass --eval-classes N (learn it on the other classes) or --whitening with one learned on "
+            f"another split (`indexer whiten`)"
         )
     else:
         whitening = learn_from_rows(
             vectors, class_ids, identity, ClassSplit(cfg.eval_classes, cfg.class_seed), d.whiten_dim
         )
+        source = "learned in this run on the classes not evaluated"
         from indexer.whitening import whitening_folder
 
         if cfg.embeddings is not None:
-            whitening.save(whitening_folder(cfg.embeddings, identity))
-    whitening.check_applies_to(identity)
-    check_disjoint(whitening.identity, identity, evaluated)
+            source += f", stored as {whitening.save(whitening_folder(cfg.embeddings, identity))}"
+    try:
+        whitening.check_applies_to(identity)
+        check_disjoint(whitening.identity, identity, evaluated)
+    except WhiteningRefused as exc:
+        raise WhiteningRefused(f"{model} {d.name}, whitening {source}: {exc}") from None
     if d.whiten_dim is not None and whitening.identity.dim_out != d.whiten_dim:
         raise WhiteningRefused(f"{d.name}: the whitening maps to {whitening.identity.dim_out} dimensions")
-    return whitening
+    return whitening, source
 
 
 def expand_queries(vectors: np.ndarray, neigh: Neighbours, qe: QueryExpansion) -> np.ndarray:
@@ -217,6 +282,7 @@ def _metrics(
 
 
 def evaluate_descriptors(cfg: DescriptorEvalConfig, store: VectorStore) -> DescriptorSection:
+    given = given_whitenings(cfg)  # before any vector is read: a file given by mistake is said at once
     runs: List[DescriptorRun] = []
     evaluated: Optional[List[str]] = None
     learning: List[str] = []
@@ -241,9 +307,12 @@ def evaluate_descriptors(cfg: DescriptorEvalConfig, store: VectorStore) -> Descr
                     f"{collection} holds other images than the first model's collection: the models would not be "
                     f"compared on the same queries; build every collection from the same images (same --limit)"
                 )
-            whitening_text = ""
+            whitening_text = whitening_source = ""
+            from_file = given.get((model, d))
             if d.whiten:
-                whitening = _whitening_for(cfg, model, d, identity, vectors, class_ids, evaluated)
+                whitening, whitening_source = _whitening_for(
+                    cfg, model, d, (identity, vectors, class_ids), evaluated, from_file
+                )
                 feats = whitening.apply(vectors[rows])
                 whitening_text = whitening.identity.describe()
             elif d.unit_length:
@@ -254,7 +323,19 @@ def evaluate_descriptors(cfg: DescriptorEvalConfig, store: VectorStore) -> Descr
             k = needed_k(labels, (1, 10), 20)
             neigh = exact_neighbours(feats, k, device=cfg.device, progress=False)
             metrics, values, nq = _metrics(neigh, labels, cfg.seed)
-            runs.append(DescriptorRun(model, d.name, "", collection, nq, metrics, whitening_text, values))
+            base = DescriptorRun(
+                model,
+                d.name,
+                "",
+                collection,
+                nq,
+                metrics,
+                whitening=whitening_text,
+                whitening_source=whitening_source,
+                whitening_given=from_file is not None,
+                per_query=values,
+            )
+            runs.append(base)
             log.info("%s/%s: %s", model, d.name, "  ".join(f"{m} {metrics[m].mean:.4f}" for m in METRICS))
             for qe in cfg.expansions:
                 if not d.normalized:
@@ -265,7 +346,7 @@ def evaluate_descriptors(cfg: DescriptorEvalConfig, store: VectorStore) -> Descr
                     db = expand_queries(feats, neigh, qe)
                     expanded = exact_neighbours(db, k, device=cfg.device, progress=False)
                 metrics, values, nq = _metrics(expanded, labels, cfg.seed)
-                runs.append(DescriptorRun(model, d.name, qe.label, collection, nq, metrics, whitening_text, values))
+                runs.append(replace(base, variant=qe.label, n_queries=nq, metrics=metrics, per_query=values))
     assert evaluated is not None
     return _section(cfg, runs, evaluated, learning)
 
@@ -279,8 +360,10 @@ def _section(
             labels.append(r.row_label)
     models = list(dict.fromkeys(r.model for r in runs))
     n_classes = len(evaluated) + len(learning)
+    whitened = [r for r in runs if r.whitening]
     if cfg.eval_classes is not None:
-        classes = ClassSplit(cfg.eval_classes, cfg.class_seed).describe(n_classes)
+        learned_here = any(not r.whitening_given for r in whitened)
+        classes = ClassSplit(cfg.eval_classes, cfg.class_seed).describe(n_classes, whitening=learned_here)
     else:
         classes = f"all {len(evaluated)} classes evaluated"
     protocol = (
@@ -289,6 +372,7 @@ def _section(
         f"the vectors read back from each pooling's collection; means with {int(100 * 0.95)}% percentile-bootstrap "
         f"intervals over queries (seed {cfg.seed}); differences paired over the same queries. Query-side variants "
         f"are labelled with their parameters."
+        + (" Each -white row's whitening and where it came from are listed below the sentences." if whitened else "")
     )
     differences: List[PairedDifference] = []
     for label in labels:
@@ -391,10 +475,13 @@ def to_markdown(section: DescriptorSection, plot_name: Optional[str] = None) -> 
     lines += [f"- {s}" for s in section.order_sentences]
     lines += ["", "Which descriptor is best for each model?", ""]
     lines += [f"- {s}" for s in section.best_sentences]
-    whitened = sorted({(r.model, r.whitening) for r in section.runs if r.whitening})
+    whitened = [r for r in section.runs if r.whitening and not r.variant]
     if whitened:
-        lines += ["", "Whitenings (learned on images not evaluated):", ""]
-        lines += [f"- {m}: {w}" for m, w in whitened]
+        lines += [
+            "",
+            "Whitening of each -white row (learned on images not evaluated; its query-side rows use the same):",
+        ]
+        lines += [""] + [f"- {r.model} {r.descriptor}: {r.whitening}, {r.whitening_source}" for r in whitened]
     if plot_name:
         lines += ["", f"![P@10 and MAP@R per descriptor]({plot_name})"]
     return "\n".join(lines) + "\n"
@@ -419,6 +506,8 @@ def to_plain(section: DescriptorSection) -> Dict:
                 "collection": r.collection,
                 "n_queries": r.n_queries,
                 "whitening": r.whitening,
+                "whitening_source": r.whitening_source,
+                "whitening_given": r.whitening_given,
                 "metrics": {m: interval(i) for m, i in r.metrics.items()},
             }
             for r in section.runs

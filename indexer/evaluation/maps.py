@@ -14,8 +14,10 @@ two figures that keep the picture from being over-read:
 Maps are cached as ``<report dir>/maps/<collection>__<method>__<params hash>.npz`` (ids, coordinates, classes,
 paths) plus a ``.json`` beside it (parameters, figures, the collection's identity), both written atomically, the
 json last. A cached map is used only while its collection's identity compares interchangeable
-(``VectorSetIdentity.compare``: weights, data, split, transform, precision, decode, normalisation) and its row
-count is the same; otherwise it is recomputed and replaced.
+(``VectorSetIdentity.compare``: weights, data, split, transform, precision, decode, normalisation, descriptor,
+whitening) and its row count is the same; otherwise it is recomputed and replaced. A collection of another
+descriptor (``indexer build --descriptor gem3``, mapped with ``indexer maps --descriptor gem3``) is another
+collection, so another cache entry, and its maps' titles name the descriptor (``map_title``).
 
 Module level imports NumPy only: the app and ``--help`` stay light; scikit-learn, umap-learn and openTSNE load
 when a map is computed.
@@ -152,6 +154,14 @@ class MapResult:
     def n(self) -> int:
         return len(self.ids)
 
+    @property
+    def descriptor(self) -> str:
+        """The collection's descriptor when it is not the model's own pooling as stored (e.g. gem3, gem3-white512),
+        else ""; titles name it (``map_title``)."""
+        from indexer.catalog import non_default_descriptor
+
+        return non_default_descriptor(self.identity)
+
     def line(self) -> str:
         """The CLI's one line per map."""
         q = self.quality
@@ -164,7 +174,7 @@ class MapResult:
         took = f"{self.seconds:.1f} s" if ms >= 999.5 else f"{ms:.0f} ms" if ms >= 1 else f"{ms:.2f} ms"
 
         return (
-            f"{self.model:14} {self.params.method:5} {self.params.features:10} n={self.n:<7} "
+            f"{map_title(self.model, self.descriptor):14} {self.params.method:5} {self.params.features:10} n={self.n:<7} "
             f"trustworthiness@{q.trust_k}={q.trustworthiness:.3f} ({points(q.trust_points)}) "
             f"silhouette={q.silhouette:+.3f} ({points(q.silhouette_points)})  "
             + (f"cached (computed in {took})" if self.cached else f"computed in {took}")
@@ -173,6 +183,12 @@ class MapResult:
     def is_current(self, meta: CollectionMeta) -> bool:
         """Whether this map was computed from the collection as ``meta`` describes it now."""
         return self.identity.compare(meta.identity).interchangeable and self.rows == int(meta.rows)
+
+
+def map_title(model: str, descriptor: str) -> str:
+    """A map's title: the model (its name or title), and the descriptor when it is not the model's own pooling
+    (``MapResult.descriptor``; a page showing several descriptors of one model names each one)."""
+    return f"{model} · {descriptor}" if descriptor else model
 
 
 def cache_paths(report_dir: Path, collection: str, params: MapParams) -> Tuple[Path, Path]:
@@ -432,11 +448,20 @@ def save_map(report_dir: Path, result: MapResult) -> None:
 
 
 def maps_command(
-    split: str, models: Sequence[str], report_dir: str, uri: str, method: str = "umap", features: str = "raw"
+    split: str,
+    models: Sequence[str],
+    report_dir: str,
+    uri: str,
+    method: str = "umap",
+    features: str = "raw",
+    descriptor: str = "",
 ) -> str:
-    """The command that makes the maps the app's pages look for (the pages show it when maps are missing)."""
+    """The command that makes the maps the app's pages look for (the pages show it when maps are missing);
+    ``descriptor``: the collections' descriptor (``--descriptor``), "" for each model's own pooling."""
     parts = ["python -m indexer maps", f"--split {split}"]
     if models:
         parts.append(f"--models {','.join(models)}")
+    if descriptor:
+        parts.append(f"--descriptor {descriptor}")
     parts += [f"--method {method}", f"--features {features}", f"--report-dir {report_dir}", f"--uri {uri}"]
     return " ".join(parts)

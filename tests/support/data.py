@@ -130,6 +130,23 @@ def make_tiny_layout(root: Path, n_per_class: int = 3, classes=("n01440764", "n0
     return root
 
 
+def tiny_imagenet_subset(root: Path, classes: int, per_class: int) -> Path:
+    """``root``/val/<wnid>/ (an ImageFolder) holding the first ``per_class`` Tiny-ImageNet val images of each of its
+    first ``classes`` classes, in sorted order (skipped without the shared data set)."""
+    import shutil
+
+    tiny = tiny_imagenet_root()
+    by_class: dict = {}
+    for line in (tiny / "val" / "val_annotations.txt").read_text().splitlines():
+        name, cls = line.split("\t")[:2]
+        by_class.setdefault(cls, []).append(name)
+    for cls in sorted(by_class)[:classes]:
+        (root / "val" / cls).mkdir(parents=True)
+        for name in sorted(by_class[cls])[:per_class]:
+            shutil.copy(tiny / "val" / "images" / name, root / "val" / cls / name)
+    return root
+
+
 def make_imagenet_flat_layout(root: Path, inside: bool = False) -> Path:
     val = root / "val"
     val.mkdir(parents=True)
