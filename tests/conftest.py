@@ -76,7 +76,6 @@ def store_uri(request, tmp_path):
     return f"http://127.0.0.1:{server.listen_port}"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group markers in its own hook
 def pytest_collection_modifyitems(config, items):
     """Every test that needs the server carries the ``server`` marker, so that ``-m "not server"`` leaves none."""
     unmarked = [item.nodeid for item in items if _uses_server(item) and item.get_closest_marker("server") is None]
@@ -84,9 +83,9 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(
             "tests that use the Milvus server must be marked @pytest.mark.server: " + ", ".join(unmarked)
         )
-    # Under pytest-xdist (`-n`, `--dist loadgroup`): one worker runs every server test, so one server starts (it
-    # takes minutes on a loaded machine), and a module's tests stay on one worker, so its module fixtures (real
-    # builds, model loads) are made once, not once per worker.
-    for item in items:
-        group = "milvus-server" if item.get_closest_marker("server") else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject.toml): a worker per core, at most 4, since each worker that reaches a server test starts
+    its own Milvus server (`--dist loadfile` keeps a module's tests, and its module fixtures, on one worker)."""
+    return max(1, min(4, os.cpu_count() or 1))
