@@ -646,7 +646,8 @@ def bench_evaluation(quick: bool, device: torch.device, smoke: bool = False) -> 
     """Exact chunked evaluation vs a naive one that sends one Milvus Lite search per query."""
     from benchmarks.synthetic import synthetic_meta
     from indexer.evaluation.evaluate import naive_search
-    from indexer.evaluation.metrics import encode_labels, exact_neighbours, needed_k, retrieval_metrics
+    from indexer.evaluation.exact import ExactSearch
+    from indexer.evaluation.metrics import encode_labels, needed_k, retrieval_metrics
     from indexer.milvus_store import VectorStore
 
     n, dim = (600, 64) if smoke else (10000, 2048)
@@ -657,7 +658,7 @@ def bench_evaluation(quick: bool, device: torch.device, smoke: bool = False) -> 
     codes = encode_labels(labels)
     ks = (1, 5, 10, 20, 100)
     t = time.perf_counter()
-    neigh = exact_neighbours(vecs, needed_k(codes, ks, 20), device=str(device))
+    neigh = ExactSearch(vecs).leave_one_out(needed_k(codes, ks, 20), device=str(device))
     exact_m = retrieval_metrics(neigh, codes, ks)
     exact_s = time.perf_counter() - t
 

@@ -143,9 +143,9 @@ class LabelFreeResult:
 
 def top_lists(vectors: np.ndarray, k: int, device: str) -> np.ndarray:
     """(n, k) row indices of each row's k nearest other rows (exact, squared L2)."""
-    from indexer.evaluation.metrics import exact_neighbours
+    from indexer.evaluation.exact import ExactSearch
 
-    return exact_neighbours(vectors, k, device=device).index
+    return ExactSearch(vectors).leave_one_out(k, device=device).index
 
 
 def overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
