@@ -6,7 +6,7 @@
    none of the three checkpoints.
 2. paired: fused GResNet, unfused GResNet, timm's ``resnet50d`` (plain and with SiLU) and ``resnet50d_splitnorm``
    in interleaved rounds, fp32 and bf16, batch 256, channels_last, eager: issue 24's fusion ratios
-   (``benchmarks.run.bench_paired``, the CPU suite's ``paired`` section, on the GPU and with fewer networks).
+   (``benchmarks.paired.bench_paired``, the CPU suite's ``paired`` section, on the GPU and with fewer networks).
 3. e2e: extraction from JPEG files with effnet-lite0 (real ImageNet weights from its pip package) on
    Tiny-ImageNet val and on the same images re-encoded at 500x375, decoded by PIL in the DataLoader workers
    (``--decode workers``) and by nvJPEG on the GPU (``--decode device``); the two modes' vectors are compared image
@@ -27,6 +27,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from benchmarks.forward import imagenet_sized_copy, seeded_model, time_forward
+from benchmarks.paired import bench_paired
 from embed.models.catalog import BLOG_MODELS
 
 log = logging.getLogger("benchmarks")
@@ -80,7 +82,6 @@ class Budget:
 
 
 def bench_gpu_forward(device: torch.device, budget: Budget, compile: bool, quick: bool = False) -> List[Dict]:
-    from benchmarks.run import _model, time_forward
 
     rows = []
     step = "forward_compile" if compile else "forward_eager"
@@ -103,7 +104,7 @@ def bench_gpu_forward(device: torch.device, budget: Budget, compile: bool, quick
             try:
                 row["images_per_s"] = round(
                     time_forward(
-                        _model(name),
+                        seeded_model(name),
                         BATCH,
                         SIZE,
                         device,
@@ -126,7 +127,6 @@ def bench_gpu_forward(device: torch.device, budget: Budget, compile: bool, quick
 
 def bench_gpu_paired(device: torch.device, budget: Budget, quick: bool = False) -> Dict:
     """The paired rounds of ``PAIRED_NETWORKS``, or why they were skipped or failed."""
-    from benchmarks.run import bench_paired
 
     if not budget.allows("paired"):
         return {"skipped": budget.shortfall()}
@@ -157,7 +157,6 @@ def decode_agreement(a: np.ndarray, b: np.ndarray) -> Dict:
 
 
 def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool = False) -> Dict:
-    from benchmarks.run import imagenet_sized_copy
     from embed.extraction.embedder import build_embedder, default_workers
     from embed.extraction.extract import ExtractConfig, extract
     from embed.models.weights import WeightsUnavailable
@@ -177,7 +176,11 @@ def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool 
         datasets = [("tiny-imagenet 64px", tiny, n)]
         if not quick:
             datasets.append(
-                ("500x375 re-encoded", imagenet_sized_copy(E2E_LARGE_IMAGES, Path(data_tmp) / "big"), E2E_LARGE_IMAGES)
+                (
+                    "500x375 re-encoded",
+                    imagenet_sized_copy(tiny, E2E_LARGE_IMAGES, Path(data_tmp) / "big"),
+                    E2E_LARGE_IMAGES,
+                )
             )
         for files, root, limit in datasets:
             vectors: Dict[str, np.ndarray] = {}
