@@ -20,7 +20,7 @@ import streamlit as st  # noqa: E402
 from app import navigation  # noqa: E402
 from app.backend import AppSettings  # noqa: E402
 from embed.models.catalog import BLOG_MODELS  # noqa: E402
-from indexer.evaluation.document import ReportDocument, ReportSchemaError, read_robustness  # noqa: E402
+from indexer.evaluation.document import ReportDocument, ReportSchemaError, level_text, read_robustness  # noqa: E402
 from indexer.evaluation.sections import sections  # noqa: E402
 from indexer.milvus_store import CollectionMeta, StoreError, VectorStore  # noqa: E402
 
@@ -279,7 +279,7 @@ def main() -> None:
     in_report = doc.models
     st.caption(
         f"Report {path} · {proto.dataset}/{proto.split} · models compared on {doc.variant_compared} "
-        f"features · {doc.bootstrap.resamples} bootstrap resamples, {doc.bootstrap.level:.0%} intervals"
+        f"features · {doc.bootstrap.resamples} bootstrap resamples, {level_text(doc.bootstrap.level)} intervals"
     )
     missing = sorted(set(in_db) - set(in_report))
     rerun = evaluate_command(proto.split, in_report + missing, bool(doc.dino_knn), settings.uri, folder)
