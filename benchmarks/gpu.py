@@ -29,6 +29,7 @@ import torch
 
 from benchmarks.forward import imagenet_sized_copy, seeded_model, time_forward
 from benchmarks.paired import bench_paired
+from embed.common.settings import RetrievalSettings
 from embed.models.catalog import BLOG_MODELS
 
 log = logging.getLogger("benchmarks")
@@ -156,7 +157,9 @@ def decode_agreement(a: np.ndarray, b: np.ndarray) -> Dict:
     }
 
 
-def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool = False) -> Dict:
+def bench_gpu_e2e(
+    device: torch.device, budget: Budget, tiny: Path, config: RetrievalSettings, quick: bool = False
+) -> Dict:
     from embed.extraction.embedder import build_embedder, default_workers
     from embed.extraction.extract import ExtractConfig, extract
     from embed.models.weights import WeightsUnavailable
@@ -167,10 +170,10 @@ def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool 
         return out
     n = E2E_IMAGES[quick]
     try:
-        emb = build_embedder(E2E_MODEL, device=str(device))
+        emb = build_embedder(E2E_MODEL, device=str(device), settings=config)
     except WeightsUnavailable as e:  # its pip package missing: the cosine still compares the two decoders
         log.warning("%s; the e2e rows use RANDOM weights", e)
-        emb = build_embedder(E2E_MODEL, random_init=True, device=str(device))
+        emb = build_embedder(E2E_MODEL, random_init=True, device=str(device), settings=config)
     bare = emb.time_forward(BATCH, emb.loaded.data_config["input_size"][-1], iters=20)
     with tempfile.TemporaryDirectory() as data_tmp:
         datasets = [("tiny-imagenet 64px", tiny, n)]
@@ -207,6 +210,7 @@ def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool 
                         progress=False,
                         shard_size=10**6,
                         decode=decode,
+                        settings=config,
                     )
                     try:
                         result = extract(cfg, embedder=emb, keep_vectors=True)
@@ -248,13 +252,15 @@ def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool 
     return out
 
 
-def bench_gpu(device: torch.device, tiny: Path, quick: bool = False, budget_s: Optional[float] = None) -> Dict:
+def bench_gpu(
+    device: torch.device, tiny: Path, config: RetrievalSettings, quick: bool = False, budget_s: Optional[float] = None
+) -> Dict:
     budget = Budget(BUDGET_S if budget_s is None else budget_s)
     torch.backends.cudnn.benchmark = True
     # the compiles take longest: they come last, so that a slow compile cannot cost the e2e figures
     forward = bench_gpu_forward(device, budget, compile=False, quick=quick)
     paired = bench_gpu_paired(device, budget, quick)
-    e2e = bench_gpu_e2e(device, budget, tiny, quick)
+    e2e = bench_gpu_e2e(device, budget, tiny, config, quick)
     forward += bench_gpu_forward(device, budget, compile=True, quick=quick)
     return {
         # "fp32" convolutions run in TF32 where cuDNN allows it (its default): the paired fp32 rows say so

@@ -29,10 +29,11 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from benchmarks import REPO, cpu_model
+from benchmarks import REPO, benchmark_settings, cpu_model
 from benchmarks.forward import PRECISIONS, TINY, imagenet_sized_copy, seeded_model, time_forward
 from benchmarks.paired import SMOKE_PAIRED_NETWORKS, bench_paired
 from benchmarks.report import paired_section, ratio_key, recorded_ratios
+from embed.common.settings import RetrievalSettings
 
 log = logging.getLogger("benchmarks")
 
@@ -167,7 +168,7 @@ def best(rows: List[Dict], **match) -> Optional[Dict]:
 # 2. end-to-end extraction -----------------------------------------------------------------------
 
 
-def bench_e2e(device: torch.device, quick: bool, smoke: bool = False) -> List[Dict]:
+def bench_e2e(device: torch.device, quick: bool, config: RetrievalSettings, smoke: bool = False) -> List[Dict]:
     from embed.extraction.embedder import build_embedder, default_workers
     from embed.extraction.extract import ExtractConfig, extract
 
@@ -182,7 +183,7 @@ def bench_e2e(device: torch.device, quick: bool, smoke: bool = False) -> List[Di
         if not quick:
             datasets.append(("500x375 re-encoded", imagenet_sized_copy(TINY, n, Path(data_tmp) / "big")))
         for model in ["effnet-lite0"] if quick else ["effnet-lite0", "gresnet"]:
-            emb = build_embedder(model, random_init=True, device=str(device))
+            emb = build_embedder(model, random_init=True, device=str(device), settings=config)
             batch = 8 if smoke else 256 if gpu else 32
             iters = 1 if smoke else 20 if gpu else 5
             fwd = emb.time_forward(batch, emb.loaded.data_config["input_size"][-1], iters=iters)
@@ -203,6 +204,7 @@ def bench_e2e(device: torch.device, quick: bool, smoke: bool = False) -> List[Di
                             progress=False,
                             shard_size=10**6,
                             decode=decode,
+                            settings=config,
                         )
                         result = extract(cfg, embedder=emb)
                     rows.append(
@@ -227,7 +229,7 @@ def bench_e2e(device: torch.device, quick: bool, smoke: bool = False) -> List[Di
 # 3. Milvus ----------------------------------------------------------------------------------------
 
 
-def bench_milvus(quick: bool, smoke: bool = False) -> Dict:
+def bench_milvus(quick: bool, config: RetrievalSettings, smoke: bool = False) -> Dict:
     from benchmarks.synthetic import synthetic_meta
     from indexer.milvus_store import VectorStore
 
@@ -249,7 +251,7 @@ def bench_milvus(quick: bool, smoke: bool = False) -> Dict:
     block = 500 if smoke else 10000  # rows per insert of the search collection
     try:
         for backend, uri in backends.items():
-            store = VectorStore(uri)
+            store = VectorStore(uri, settings=config)
             n_insert = 200 if smoke else 5000 if quick else 10000
             for dim in (384, 768, 2048):
                 name = f"bench_insert_{dim}"
@@ -318,7 +320,7 @@ def bench_milvus(quick: bool, smoke: bool = False) -> Dict:
     return out
 
 
-def bench_evaluation(quick: bool, device: torch.device, smoke: bool = False) -> Dict:
+def bench_evaluation(quick: bool, device: torch.device, config: RetrievalSettings, smoke: bool = False) -> Dict:
     """Exact chunked evaluation vs a naive one that sends one Milvus Lite search per query."""
     from benchmarks.synthetic import synthetic_meta
     from indexer.evaluation.evaluate import naive_search
@@ -340,7 +342,7 @@ def bench_evaluation(quick: bool, device: torch.device, smoke: bool = False) -> 
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     try:
-        store = VectorStore(str(tmp / "eval.db"))
+        store = VectorStore(str(tmp / "eval.db"), settings=config)
         store.ensure_collection("bench_eval", synthetic_meta("bench", dim, "bench", "/"))
         store.upsert("bench_eval", np.arange(n), vecs, [str(c) for c in labels], ["p"] * n, progress=False)
         store.flush("bench_eval")
@@ -517,6 +519,7 @@ def main(argv=None) -> int:
     from embed.extraction import host_memory
     from embed.extraction.embedder import resolve_device
 
+    config = benchmark_settings()
     device = resolve_device(str(device))  # as every model run does: on a CPU, freed host memory kept for reuse
     sections = set((args.only or (GPU_SECTIONS if device.type == "cuda" else DEFAULT_SECTIONS)).split(","))
     report: Dict = {
@@ -536,19 +539,19 @@ def main(argv=None) -> int:
             else bench_paired(device, args.quick, args.rounds)
         )
     if "e2e" in sections:
-        report["e2e"] = bench_e2e(device, args.quick, args.smoke)
+        report["e2e"] = bench_e2e(device, args.quick, config, args.smoke)
     if "milvus" in sections:
-        report["milvus"] = bench_milvus(args.quick, args.smoke)
+        report["milvus"] = bench_milvus(args.quick, config, args.smoke)
     if "evaluation" in sections:
-        report["evaluation"] = bench_evaluation(args.quick, device, args.smoke)
+        report["evaluation"] = bench_evaluation(args.quick, device, config, args.smoke)
     if "gpu" in sections:
         from benchmarks.gpu import bench_gpu
 
-        report["gpu"] = bench_gpu(device, TINY, args.quick)
+        report["gpu"] = bench_gpu(device, TINY, config, args.quick)
     if "scale" in sections:
         from benchmarks.scale import SMOKE, bench_scale
 
-        report["scale"] = bench_scale(args.quick, SMOKE if args.smoke else None)
+        report["scale"] = bench_scale(args.quick, SMOKE if args.smoke else None, config)
     report["ratios"] = ratios(report, device)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     # a run of other sections than the default ones gets its own file: it must not replace the day's full run

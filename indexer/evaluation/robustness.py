@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 import numpy as np
 
-from embed.common import settings
 from embed.common.identity import VectorSetIdentity
+from embed.common.settings import DEFAULTS, RetrievalSettings
 from embed.extraction.shards import atomic_write_bytes
 from indexer.evaluation.document import CONFIDENCE, ROBUSTNESS_SCHEMA_VERSION, level_text, to_plain
 from indexer.evaluation.exact import ExactSearch
@@ -577,7 +577,7 @@ class RobustnessConfig:
     models: List[str]
     dataset: Optional[str] = None  # when the split is indexed for several datasets
     data_root: Optional[Path] = None  # where the query images are read; default: the collection's
-    embeddings: Path = field(default_factory=lambda: Path(settings.current().embeddings))  # root of the cache
+    embeddings: Path = Path(DEFAULTS.embeddings)  # root of the cache
     queries: int = 500
     families: Sequence[str] = DEFAULT_FAMILIES
     severities: int = 3
@@ -645,16 +645,19 @@ def cache_root(embeddings: Path, model: str, dataset: str, split: str) -> Path:
     return EmbeddingKey(model, dataset, split).folder(Path(embeddings)) / "robustness"
 
 
-def collection_encoder(meta: CollectionMeta, device: str, batch_size: int) -> QueryEncoder:
+def collection_encoder(
+    meta: CollectionMeta, device: str, batch_size: int, settings: Optional[RetrievalSettings] = None
+) -> QueryEncoder:
     """The query path of one collection: its QueryEmbedder (loaded on first use, so a run the cache answers loads
-    no model), filed under the collection's identity (weights, transform, decode, precision, normalisation)."""
+    no model), filed under the collection's identity (weights, transform, decode, precision, normalisation);
+    ``settings``: where its weights are cached (the store's)."""
     from indexer.query_embedding import QueryEmbedder
 
     state: Dict[str, QueryEmbedder] = {}
 
     def embed(images: List) -> np.ndarray:
         if "query" not in state:
-            state["query"] = QueryEmbedder.for_collection(meta, device=device)
+            state["query"] = QueryEmbedder.for_collection(meta, device=device, settings=settings)
         return state["query"].embed(list(images))
 
     return QueryEncoder(meta.model, meta.identity, embed, batch_size)
@@ -700,7 +703,7 @@ def evaluate_collections(store, cfg: RobustnessConfig) -> RobustnessResult:
             f"cannot read the query images: {folder} is not a folder; pass --data-root DIR (the "
             f"folder holding the split {cfg.split!r} the collections were built from)"
         )
-    encoders = [collection_encoder(c.meta, cfg.device, cfg.batch_size) for c in colls]
+    encoders = [collection_encoder(c.meta, cfg.device, cfg.batch_size, store.settings) for c in colls]
     roots = {c.meta.model: cache_root(cfg.embeddings, c.meta.model, c.meta.dataset, c.meta.split) for c in colls}
     outcomes = measure(
         galleries,
