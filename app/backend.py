@@ -20,7 +20,7 @@ from PIL import Image
 from app.comparison import CollectionImages, Comparison, IndexedImage, SearchScope, build_command
 from embed.common.cli_args import model_names
 from embed.common.descriptor import Descriptor
-from embed.common.settings import RetrievalSettings
+from embed.common.settings import DEFAULTS, RetrievalSettings
 from embed.models.catalog import BLOG_MODELS, REGISTRY
 from embed.sources.datasets import class_name
 from embed.sources.imaging import BadImage, load_rgb, read_bytes_capped
@@ -39,15 +39,17 @@ THUMB = 112
 
 @dataclass
 class AppSettings:
-    uri: str = "data/milvus.db"
+    uri: str = DEFAULTS.milvus_uri
     data_root: Optional[str] = None
-    split: str = "val"
-    token: str = ""
+    split: str = DEFAULTS.split
+    token: str = DEFAULTS.milvus_token
     extra_models: List[str] = field(default_factory=list)
-    report_dir: str = "data/report"  # where the Evaluation and Maps pages read reports and maps
+    report_dir: str = DEFAULTS.report_dir  # where the Evaluation and Maps pages read reports and maps
     # model -> descriptor name (embed.common.descriptor) of the collection its column searches; a model not
     # named here searches the collection of its own pooling
     descriptors: Dict[str, str] = field(default_factory=dict)
+    # the RETRIEVAL_* settings from_argv read, passed to the store and the query models (None: the store reads them)
+    retrieval: Optional[RetrievalSettings] = None
 
     def descriptor_key(self, model: str) -> str:
         """The ``Descriptor.key_part`` of the collection ``model``'s column searches."""
@@ -59,7 +61,8 @@ class AppSettings:
     @classmethod
     def from_argv(cls, argv: Sequence[str]) -> "AppSettings":
         """``streamlit run app/main.py -- --uri ... --data-root ... --split ... --report-dir ...``, env vars as
-        defaults (``--report-dir``: env RETRIEVAL_REPORT_DIR, else data/report)."""
+        defaults (``--report-dir``: env RETRIEVAL_REPORT_DIR, else data/report): the page's one reading of the
+        environment, kept as ``retrieval`` for the store and the query models."""
         p = argparse.ArgumentParser(prog="streamlit run app/main.py --", add_help=False)
         env = RetrievalSettings.from_environment()
         p.add_argument("--uri", default=env.milvus_uri)
@@ -90,7 +93,7 @@ class AppSettings:
         for part in model_names(args.descriptors):
             model, _, name = part.partition("=")
             descriptors[model.strip()] = Descriptor.parse(name.strip()).name
-        return cls(args.uri, args.data_root, args.split, args.token, extras, args.report_dir, descriptors)
+        return cls(args.uri, args.data_root, args.split, args.token, extras, args.report_dir, descriptors, env)
 
 
 @dataclass
@@ -302,8 +305,11 @@ class Backend:
     search_consistency = "Bounded"
 
     def __init__(self, settings: AppSettings):
+        from embed.extraction import host_memory
+
         self.settings = settings
-        self.store = VectorStore(settings.uri, settings.token)
+        self.store = VectorStore(settings.uri, settings.token, settings=settings.retrieval)
+        host_memory.apply_settings(self.store.settings)  # before an upload's query model first runs on the CPU
         self._embedders: Dict[str, QueryEmbedder] = {}
         self._images: Dict[str, CollectionImages] = {}  # by collection name, read once (no vectors)
         self.collections: Dict[str, IndexedCollection] = {}
@@ -525,7 +531,7 @@ class Backend:
         meta = self.collections[model].meta
         query = self._embedders.get(model)
         if query is None or not query.serves(meta):
-            query = self._embedders[model] = QueryEmbedder.for_collection(meta)
+            query = self._embedders[model] = QueryEmbedder.for_collection(meta, settings=self.store.settings)
         return query
 
     def has_embedder(self, model: str) -> bool:

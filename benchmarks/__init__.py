@@ -9,8 +9,23 @@ from __future__ import annotations
 import datetime as dt
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from embed.common.settings import RetrievalSettings
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def benchmark_settings() -> "RetrievalSettings":
+    """The RETRIEVAL_* settings, read once by a benchmark's ``main`` and passed down from there (as ``run_cli`` does
+    for the CLIs), the process's host memory set as they say."""
+    from embed.common.settings import current
+    from embed.extraction import host_memory
+
+    config = current()
+    host_memory.apply_settings(config)
+    return config
 
 
 def cpu_result_path(stem: str, suffix: str = "") -> Path:

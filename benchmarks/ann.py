@@ -26,7 +26,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from benchmarks import REPO, cpu_model
+from benchmarks import REPO, benchmark_settings, cpu_model
+from embed.common.settings import RetrievalSettings
 
 log = logging.getLogger("benchmarks")
 
@@ -91,8 +92,14 @@ def summary(doc) -> List[Dict]:
     return rows
 
 
-def bench_ann(quick: bool, cfg: Optional[AnnBenchConfig] = None, uri: Optional[str] = None) -> Dict:
-    """The benchmark's document; ``uri``: a running server to use instead of starting the embedded one."""
+def bench_ann(
+    quick: bool,
+    cfg: Optional[AnnBenchConfig] = None,
+    uri: Optional[str] = None,
+    settings: Optional[RetrievalSettings] = None,
+) -> Dict:
+    """The benchmark's document; ``uri``: a running server to use instead of starting the embedded one;
+    ``settings``: main's, for the store."""
     from benchmarks.milvus_server import start_embedded_milvus
     from indexer.evaluation.ann import AnnConfig, evaluate_ann
     from indexer.evaluation.document import to_plain
@@ -106,7 +113,7 @@ def bench_ann(quick: bool, cfg: Optional[AnnBenchConfig] = None, uri: Optional[s
         if uri is None:
             server = start_embedded_milvus(tmp / "server")
             uri = f"http://127.0.0.1:{server.listen_port}"
-        store = VectorStore(uri, search_budget_bytes=1 << 50)
+        store = VectorStore(uri, search_budget_bytes=1 << 50, settings=settings)
         sets = synthetic_sets(cfg)
         sweeps = [
             (make_index_spec("HNSW", cfg.hnsw), parse_sweep(f"ef={','.join(map(str, cfg.hnsw_ef))}", "HNSW")),
@@ -163,7 +170,7 @@ def main(argv=None) -> int:
     cfg = QUICK if args.quick else AnnBenchConfig()
     if args.dims:
         cfg = replace(cfg, dims=tuple(int(d) for d in args.dims.split(",")))
-    result = bench_ann(args.quick, cfg, uri=args.uri)
+    result = bench_ann(args.quick, cfg, uri=args.uri, settings=benchmark_settings())
     out = args.out or REPO / "benchmarks" / "results" / f"cpu-{os.cpu_count()}core" / f"{result['date']}-ann.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

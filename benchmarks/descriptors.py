@@ -25,19 +25,22 @@ from typing import Dict, List
 
 import torch
 
-from benchmarks import cpu_model, cpu_result_path
+from benchmarks import benchmark_settings, cpu_model, cpu_result_path
+from embed.common.settings import RetrievalSettings
 
 log = logging.getLogger(__name__)
 TARGET_EXTRA = 0.05
 
 
-def run(model: str, poolings: str, batch: int, rounds: int, seconds: float, random_init: bool) -> Dict:
+def run(
+    model: str, poolings: str, batch: int, rounds: int, seconds: float, random_init: bool, config: RetrievalSettings
+) -> Dict:
     from embed.common.descriptor import parse_descriptors
     from embed.extraction.embedder import build_embedder, images_per_second
 
     several = parse_descriptors(poolings)
-    one = build_embedder(model, random_init=random_init, device="cpu")
-    many = build_embedder(model, random_init=random_init, device="cpu", poolings=several)
+    one = build_embedder(model, random_init=random_init, device="cpu", settings=config)
+    many = build_embedder(model, random_init=random_init, device="cpu", poolings=several, settings=config)
     size = one.loaded.data_config["input_size"][-1]
     x = torch.randn(batch, 3, size, size)
     per_round: List[Dict[str, float]] = []
@@ -89,7 +92,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.quick:
         args.model, args.batch, args.rounds, args.seconds = "timm:test_efficientnet", 4, 2, 0.2
-    result = run(args.model, args.poolings, args.batch, args.rounds, args.seconds, random_init=args.quick)
+    config = benchmark_settings()
+    result = run(args.model, args.poolings, args.batch, args.rounds, args.seconds, args.quick, config)
     doc = {
         "benchmark": "descriptors",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -6,7 +6,7 @@
    none of the three checkpoints.
 2. paired: fused GResNet, unfused GResNet, timm's ``resnet50d`` (plain and with SiLU) and ``resnet50d_splitnorm``
    in interleaved rounds, fp32 and bf16, batch 256, channels_last, eager: issue 24's fusion ratios
-   (``benchmarks.run.bench_paired``, the CPU suite's ``paired`` section, on the GPU and with fewer networks).
+   (``benchmarks.paired.bench_paired``, the CPU suite's ``paired`` section, on the GPU and with fewer networks).
 3. e2e: extraction from JPEG files with effnet-lite0 (real ImageNet weights from its pip package) on
    Tiny-ImageNet val and on the same images re-encoded at 500x375, decoded by PIL in the DataLoader workers
    (``--decode workers``) and by nvJPEG on the GPU (``--decode device``); the two modes' vectors are compared image
@@ -27,6 +27,9 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from benchmarks.forward import imagenet_sized_copy, seeded_model, time_forward
+from benchmarks.paired import bench_paired
+from embed.common.settings import RetrievalSettings
 from embed.models.catalog import BLOG_MODELS
 
 log = logging.getLogger("benchmarks")
@@ -80,7 +83,6 @@ class Budget:
 
 
 def bench_gpu_forward(device: torch.device, budget: Budget, compile: bool, quick: bool = False) -> List[Dict]:
-    from benchmarks.run import _model, time_forward
 
     rows = []
     step = "forward_compile" if compile else "forward_eager"
@@ -103,7 +105,7 @@ def bench_gpu_forward(device: torch.device, budget: Budget, compile: bool, quick
             try:
                 row["images_per_s"] = round(
                     time_forward(
-                        _model(name),
+                        seeded_model(name),
                         BATCH,
                         SIZE,
                         device,
@@ -126,7 +128,6 @@ def bench_gpu_forward(device: torch.device, budget: Budget, compile: bool, quick
 
 def bench_gpu_paired(device: torch.device, budget: Budget, quick: bool = False) -> Dict:
     """The paired rounds of ``PAIRED_NETWORKS``, or why they were skipped or failed."""
-    from benchmarks.run import bench_paired
 
     if not budget.allows("paired"):
         return {"skipped": budget.shortfall()}
@@ -156,8 +157,9 @@ def decode_agreement(a: np.ndarray, b: np.ndarray) -> Dict:
     }
 
 
-def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool = False) -> Dict:
-    from benchmarks.run import imagenet_sized_copy
+def bench_gpu_e2e(
+    device: torch.device, budget: Budget, tiny: Path, config: RetrievalSettings, quick: bool = False
+) -> Dict:
     from embed.extraction.embedder import build_embedder, default_workers
     from embed.extraction.extract import ExtractConfig, extract
     from embed.models.weights import WeightsUnavailable
@@ -168,16 +170,20 @@ def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool 
         return out
     n = E2E_IMAGES[quick]
     try:
-        emb = build_embedder(E2E_MODEL, device=str(device))
+        emb = build_embedder(E2E_MODEL, device=str(device), settings=config)
     except WeightsUnavailable as e:  # its pip package missing: the cosine still compares the two decoders
         log.warning("%s; the e2e rows use RANDOM weights", e)
-        emb = build_embedder(E2E_MODEL, random_init=True, device=str(device))
+        emb = build_embedder(E2E_MODEL, random_init=True, device=str(device), settings=config)
     bare = emb.time_forward(BATCH, emb.loaded.data_config["input_size"][-1], iters=20)
     with tempfile.TemporaryDirectory() as data_tmp:
         datasets = [("tiny-imagenet 64px", tiny, n)]
         if not quick:
             datasets.append(
-                ("500x375 re-encoded", imagenet_sized_copy(E2E_LARGE_IMAGES, Path(data_tmp) / "big"), E2E_LARGE_IMAGES)
+                (
+                    "500x375 re-encoded",
+                    imagenet_sized_copy(tiny, E2E_LARGE_IMAGES, Path(data_tmp) / "big"),
+                    E2E_LARGE_IMAGES,
+                )
             )
         for files, root, limit in datasets:
             vectors: Dict[str, np.ndarray] = {}
@@ -204,6 +210,7 @@ def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool 
                         progress=False,
                         shard_size=10**6,
                         decode=decode,
+                        settings=config,
                     )
                     try:
                         result = extract(cfg, embedder=emb, keep_vectors=True)
@@ -245,13 +252,15 @@ def bench_gpu_e2e(device: torch.device, budget: Budget, tiny: Path, quick: bool 
     return out
 
 
-def bench_gpu(device: torch.device, tiny: Path, quick: bool = False, budget_s: Optional[float] = None) -> Dict:
+def bench_gpu(
+    device: torch.device, tiny: Path, config: RetrievalSettings, quick: bool = False, budget_s: Optional[float] = None
+) -> Dict:
     budget = Budget(BUDGET_S if budget_s is None else budget_s)
     torch.backends.cudnn.benchmark = True
     # the compiles take longest: they come last, so that a slow compile cannot cost the e2e figures
     forward = bench_gpu_forward(device, budget, compile=False, quick=quick)
     paired = bench_gpu_paired(device, budget, quick)
-    e2e = bench_gpu_e2e(device, budget, tiny, quick)
+    e2e = bench_gpu_e2e(device, budget, tiny, config, quick)
     forward += bench_gpu_forward(device, budget, compile=True, quick=quick)
     return {
         # "fp32" convolutions run in TF32 where cuDNN allows it (its default): the paired fp32 rows say so

@@ -31,7 +31,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from benchmarks import REPO, cpu_result_path
+from benchmarks import REPO, benchmark_settings, cpu_result_path
+from embed.common.settings import RetrievalSettings
 
 log = logging.getLogger("benchmarks")
 
@@ -47,9 +48,17 @@ return plots.map(g => (g._fullData && g._fullData.length && g.querySelector('can
 """
 
 
-def synthetic_database(base: Path, points: int, maps: int, dim: int = 16, seed: int = 0) -> dict:
+def synthetic_database(
+    base: Path,
+    points: int,
+    maps: int,
+    dim: int = 16,
+    seed: int = 0,
+    settings: Optional[RetrievalSettings] = None,
+) -> dict:
     """``maps`` collections (named as effnet-lite0/1/2's) of ``points`` clustered vectors, each with a cached PCA
-    map under ``base/report``; returns the uri, the report dir and the collection names."""
+    map under ``base/report``; returns the uri, the report dir and the collection names. ``settings``: main's, for
+    the store."""
     from benchmarks.synthetic import synthetic_meta
     from embed.common.identity import EmbeddingKey
     from indexer.evaluation.maps import MapParams, compute_map
@@ -60,7 +69,7 @@ def synthetic_database(base: Path, points: int, maps: int, dim: int = 16, seed: 
     labels = np.arange(points) % classes
     centres = rng.normal(0, 4, (classes, dim))
     uri, report = str(base / "milvus.db"), base / "report"
-    store = VectorStore(uri)
+    store = VectorStore(uri, settings=settings)
     names = []
     for model in MODELS[:maps]:
         x = (centres[labels] + rng.normal(0, 1, (points, dim))).astype(np.float32)
@@ -147,13 +156,15 @@ class RenderResult:
     note: str
 
 
-def measure(points: int, maps: int, rounds: int, timeout: float = 600) -> RenderResult:
+def measure(
+    points: int, maps: int, rounds: int, settings: Optional[RetrievalSettings] = None, timeout: float = 600
+) -> RenderResult:
     sys.path.insert(0, str(REPO / "tests"))
     from app_browser import streamlit_in_chromium  # the tests' browser helper: the same app and browser
 
     with tempfile.TemporaryDirectory(prefix="maps-render-") as tmp:
         base = Path(tmp)
-        db = synthetic_database(base, points, maps)
+        db = synthetic_database(base, points, maps, settings=settings)
         args = ["--uri", db["uri"], "--report-dir", db["report"], "--split", SPLIT]
         times: List[float] = []
         titles: List[float] = []
@@ -216,7 +227,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         suffix = "" if args.maps == 3 else f"-{args.maps}map"
         args.out = cpu_result_path("maps-render", suffix)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    result = measure(args.points, args.maps, args.rounds)
+    result = measure(args.points, args.maps, args.rounds, benchmark_settings())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(asdict(result), indent=1) + "\n")
     print(json.dumps(asdict(result), indent=1))

@@ -28,6 +28,8 @@ from typing import Any, Dict
 
 import numpy as np
 
+from benchmarks import benchmark_settings
+
 log = logging.getLogger("benchmarks.robustness")
 
 
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     families = [f.name for f in parse_families(args.families)] if args.families else list(DEFAULT_FAMILIES)
-    store = VectorStore(args.uri)
+    store = VectorStore(args.uri, settings=benchmark_settings())
     colls = [find_collection(store, m, args.split) for m in models]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="robustness-bench-") as tmp:

@@ -13,7 +13,6 @@ Every comparison is measured within one run and reported as a ratio next to the 
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import json
 import logging
@@ -25,27 +24,19 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
-# defined beside the renderer, which must not need torch; the paired rounds and ratios() read it
-from benchmarks import REPO, cpu_model
-from benchmarks.report import PAIRED_RATIOS, paired_section, per_round_ratios, ratio_key, recorded_ratios
+from benchmarks import REPO, benchmark_settings, cpu_model
+from benchmarks.forward import PRECISIONS, TINY, imagenet_sized_copy, seeded_model, time_forward
+from benchmarks.paired import SMOKE_PAIRED_NETWORKS, bench_paired
+from benchmarks.report import paired_section, ratio_key, recorded_ratios
+from embed.common.settings import RetrievalSettings
 
 log = logging.getLogger("benchmarks")
 
-
-def _tiny_imagenet() -> Path:
-    """$TINY_IMAGENET, else the shared copy beside the checkout, else one inside it (the device machine's copy)."""
-    if os.environ.get("TINY_IMAGENET"):
-        return Path(os.environ["TINY_IMAGENET"])
-    beside, inside = (base / "shared" / "datasets" / "tiny-imagenet-200" for base in (REPO.parent, REPO))
-    return inside if not beside.is_dir() and inside.is_dir() else beside
-
-
-TINY = _tiny_imagenet()
 
 # fused GResNet against timm's resnet50d, plain and with SiLU (the activation GResNet has): issue 24. The same
 # targets on any device, CPU suite or GPU benchmark (paired ratios are named by benchmarks.report.ratio_key)
@@ -76,9 +67,6 @@ TARGETS: Dict[str, Dict[str, float]] = {
     },
 }
 
-
-# name -> autocast dtype (None: plain fp32), as embed.extraction.embedder.resolve_precision gives them
-PRECISIONS: Dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16}
 
 DEFAULT_SECTIONS = "forward,paired,e2e,milvus,evaluation"
 GPU_SECTIONS = "gpu"  # what --device cuda runs unless --only says otherwise
@@ -116,52 +104,6 @@ def machine_tag(device: torch.device) -> str:
 # 1. forward ---------------------------------------------------------------------------------------
 
 
-def _model(name: str, fused: bool = True, **kwargs):
-    """A registry model (or any timm name, e.g. resnet50d; ``kwargs`` go to timm) with seeded random weights:
-    for timing only."""
-    import timm
-    from timm.utils import reparameterize_model
-
-    from embed.models.catalog import REGISTRY, get_spec
-
-    spec = REGISTRY.get(name) or get_spec(f"timm:{name}")
-    torch.manual_seed(0)
-    model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **kwargs).eval()
-    if name == "gresnet" and fused:
-        model = reparameterize_model(model)
-    return model
-
-
-def time_forward(
-    model,
-    batch: int,
-    size: int,
-    device: torch.device,
-    precision: Optional[torch.dtype],
-    channels_last: bool,
-    compile: bool,
-    min_seconds: float,
-    warmup: int = 2,
-) -> float:
-    from embed.extraction.embedder import autocast_to, images_per_second
-
-    model = model.to(device)
-    x = torch.randn(batch, 3, size, size, device=device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    fn = torch.compile(model) if compile else model
-
-    def step():
-        with (
-            torch.inference_mode(),
-            autocast_to(device, precision),
-        ):
-            return fn(x)
-
-    return images_per_second(step, batch, device, warmup=warmup, min_seconds=min_seconds)
-
-
 def bench_forward(device: torch.device, quick: bool, smoke: bool = False) -> List[Dict]:
     gpu = device.type == "cuda"
     quick = quick or smoke
@@ -186,7 +128,7 @@ def bench_forward(device: torch.device, quick: bool, smoke: bool = False) -> Lis
     if smoke:  # the networks of the ratios
         cases = cases[:3]
     for name, fused, size in cases:
-        model = _model(name, fused)
+        model = seeded_model(name, fused)
         for pname, prec in precisions.items():
             for cl in (True, False):
                 if name == "vit" and cl:
@@ -218,246 +160,6 @@ def bench_forward(device: torch.device, quick: bool, smoke: bool = False) -> Lis
     return rows
 
 
-def _fused(unfused):
-    from timm.utils import reparameterize_model
-
-    return reparameterize_model(copy.deepcopy(unfused))
-
-
-def _seeded(make):
-    torch.manual_seed(0)
-    return make()
-
-
-# how each network of the paired rounds is made, from the others it is made of (``network(name)``)
-PAIRED_BUILDS: Dict[str, Callable[[Callable[[str], Any]], Any]] = {
-    "gresnet": lambda network: _fused(network("gresnet_unfused")),
-    "gresnet_unfused": lambda network: _fv().nontrivial(_model("gresnet", False)),
-    "gresnet_postnorm": lambda network: _fv().postnorm_twin(network("gresnet_unfused")),
-    "gresnet_naive_fold": lambda network: _fv().naive_fold(network("gresnet")),
-    "gresnet_mean_subtract": lambda network: _fv().mean_subtract(network("gresnet")),
-    "resnet50d": lambda network: _model("resnet50d"),
-    "resnet50d_silu": lambda network: _model("resnet50d", act_layer="silu"),
-    "resnet50d_splitnorm": lambda network: _fused(network("resnet50d_splitnorm_unfused")),
-    "resnet50d_splitnorm_naive_fold": lambda network: _fv().naive_fold(network("resnet50d_splitnorm")),
-    # not timed: the reference of its fold
-    "resnet50d_splitnorm_unfused": lambda network: _seeded(lambda: _fv().nontrivial(_fv().resnet50d_splitnorm())),
-}
-# the fewest networks that still run every part of the paired section (ratios, stage timings, operator profile)
-SMOKE_PAIRED_NETWORKS = ("gresnet", "resnet50d", "resnet50d_silu")
-PAIRED_TIMED = tuple(name for name in PAIRED_BUILDS if name != "resnet50d_splitnorm_unfused")
-# each fold against the unfused network it came from; the naive folds show what exactness is for
-PAIRED_FOLDS_OF = {
-    "gresnet": "gresnet_unfused",
-    "gresnet_mean_subtract": "gresnet_unfused",
-    "gresnet_naive_fold": "gresnet_unfused",
-    "resnet50d_splitnorm": "resnet50d_splitnorm_unfused",
-    "resnet50d_splitnorm_naive_fold": "resnet50d_splitnorm_unfused",
-}
-
-
-def _fv():
-    from benchmarks import fusion_variants
-
-    return fusion_variants
-
-
-def bench_paired(
-    device: torch.device,
-    quick: bool,
-    rounds: int = 5,
-    networks: Optional[Tuple[str, ...]] = None,
-    min_seconds: float = 2.0,
-    batch: Optional[int] = None,
-    timer: Optional[Callable[[str, Any, Optional[torch.dtype]], float]] = None,
-) -> Dict:
-    """The GResNet ratios from interleaved rounds (A, B, C, D, A, B, C, D, ...), medians of per-round ratios.
-
-    On a shared 2-core VM a model's throughput drifts by 10-20% between runs minutes apart; a
-    ratio of two figures taken at different times inherits that drift, a per-round ratio does not.
-    ``resnet50d_silu`` is timm's resnet50d with SiLU (GResNet's activation) and its batch norms unfused;
-    the ``gresnet_*`` variants (benchmarks/fusion_variants.py) have GResNet's exact architecture, and
-    ``resnet50d_splitnorm`` has resnet50d's geometry with GResNet's layers, so their ratios isolate the cost of
-    the fold from the cost of the wider stem; ``stage_ms_fp32`` says which parts of the networks differ. On a CPU,
-    ``op_ms`` says which kinds of operator take the time and ``conv_ceiling`` how far the convolutions alone let the
-    ratios against resnet50d go.
-
-    ``networks`` times only those (the ratios between them; default all), each call for at least ``min_seconds``,
-    at ``batch`` images (default 256 on a GPU, 16 on a CPU). ``timer(name, model, precision)`` gives one round's
-    images/s of a network (default ``time_forward``; the tests give known throughputs).
-    """
-    from benchmarks import fusion_variants as fv
-
-    batch = batch or (256 if device.type == "cuda" else 16)
-    networks = networks if networks is not None else PAIRED_TIMED
-    torch.empty(1, device=device)  # a device that cannot run fails now, not after minutes of building networks
-    built: Dict[str, Any] = {}
-
-    def network(name: str):
-        # each network once, and only those timed or needed to make or check them (the fold's reference)
-        if name not in built:
-            built[name] = PAIRED_BUILDS[name](network)
-        return built[name]
-
-    models = {name: network(name) for name in networks}
-    unfused_of = {fold: network(reference) for fold, reference in PAIRED_FOLDS_OF.items() if fold in models}
-    out: Dict = {
-        "rounds": 2 if quick else rounds,
-        "batch": batch,
-        "size": 224,
-        "channels_last": True,
-        "compile": False,
-        "load_avg_start": [round(v, 2) for v in os.getloadavg()],
-        "gmacs_224": {k: round(fv.macs(m) / 1e9, 3) for k, m in models.items()},
-        "max_rel_err_vs_unfused_224": {
-            k: float(f"{fv.max_relative_error(models[k], reference):.2e}")
-            for k, reference in unfused_of.items()
-            if k in models
-        },
-    }
-    if timer is None:
-
-        def timer(name: str, model: Any, precision: Optional[torch.dtype]) -> float:
-            return time_forward(model, batch, 224, device, precision, True, False, min_seconds)
-
-    for pname, prec in PRECISIONS.items():
-        samples: Dict[str, List[float]] = {k: [] for k in models}
-        for _ in range(out["rounds"]):
-            for name, model in models.items():
-                samples[name].append(timer(name, model, prec))
-        out[pname] = {
-            "images_per_s": {k: [round(v, 2) for v in vs] for k, vs in samples.items()},
-            **{
-                ratio: round(statistics.median(per_round_ratios(samples, ratio)), 3)
-                for ratio, pair in PAIRED_RATIOS.items()
-                if all(name in models for name in pair)
-            },
-        }
-        log.info("paired %s %s", pname, out[pname])
-    # the part timings are single passes, noisier than the whole-model figures: more rounds than those
-    out["stage_ms_fp32"] = time_stages(
-        {k: models[k] for k in ("gresnet", "resnet50d_splitnorm", "resnet50d_silu") if k in models},
-        batch,
-        device,
-        out["rounds"] + 4,
-    )
-    profiled: Dict[str, Any] = {k: models[k] for k in ("gresnet", "resnet50d", "resnet50d_silu") if k in models}
-    # on a CPU only: the profiler's CPU times would be kernel launches on a GPU
-    if device.type == "cpu" and len(profiled) == 3:
-        out["op_ms"] = {
-            pname: time_by_op(profiled, batch, device, prec, out["rounds"]) for pname, prec in PRECISIONS.items()
-        }
-        out["conv_ceiling"] = conv_ceilings(out["op_ms"])
-    out["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
-    return out
-
-
-def time_stages(models: Dict[str, Any], batch: int, device: torch.device, rounds: int) -> Dict[str, Dict[str, float]]:
-    """Median milliseconds of each part of ``fusion_variants.stages`` for one fp32 batch, the models interleaved:
-    where a whole-model ratio's difference comes from."""
-    from benchmarks import fusion_variants as fv
-
-    x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
-    parts = {name: fv.stages(model.to(device, memory_format=torch.channels_last)) for name, model in models.items()}
-    samples: Dict[str, Dict[str, List[float]]] = {name: {p: [] for p, _ in ps} for name, ps in parts.items()}
-    with torch.inference_mode():
-        for _ in range(rounds):
-            for name, ps in parts.items():
-                # the first pass warms this model's buffers up after the other models ran; the second is timed
-                for timed in (False, True):
-                    y = x
-                    for part, module in ps:
-                        start = time.perf_counter()
-                        y = module(y)
-                        if device.type == "cuda":
-                            torch.cuda.synchronize()
-                        if timed:
-                            samples[name][part].append(time.perf_counter() - start)
-    return {
-        name: {part: round(statistics.median(v) * 1000, 1) for part, v in per.items()} for name, per in samples.items()
-    }
-
-
-# aten operators by what they do, the first matching fragment deciding; the rest is "other" (allocation, views)
-OP_KINDS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
-    ("convolution", ("conv",)),
-    ("batch norm", ("batch_norm",)),
-    ("matrix product", ("addmm", "matmul", "linear", "aten::mm", "bmm")),
-    ("activation", ("silu", "relu", "clamp_min", "gelu", "sigmoid")),
-    ("add", ("add",)),
-    ("pooling", ("pool",)),
-    ("dtype casts", ("copy_", "_to_copy")),
-)
-# the fused GResNet ratios whose targets are set against networks with fewer multiply-adds
-CEILING_RATIOS = ("fused_over_resnet50d", "fused_over_resnet50d_silu")
-
-
-def op_kind(name: str) -> str:
-    for kind, fragments in OP_KINDS:
-        if any(f in name for f in fragments):
-            return kind
-    return "other"
-
-
-def time_by_op(
-    models: Dict[str, Any], batch: int, device: torch.device, precision: Optional[torch.dtype], rounds: int
-) -> Dict[str, Dict[str, float]]:
-    """Median ms per batch (eager, channels_last, 224 px) that each kind of operator (``OP_KINDS``) takes, and the
-    whole step ("total"), from one profiled step per model and round, the models interleaved.
-
-    Self CPU times: on a CPU an operator's intra-op threads work inside its call, so this is its wall time.
-    """
-    from collections import defaultdict
-
-    from torch.profiler import ProfilerActivity, profile
-
-    from embed.extraction.embedder import autocast_to
-
-    x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
-    nets = {name: model.to(device, memory_format=torch.channels_last) for name, model in models.items()}
-    samples: Dict[str, Dict[str, List[float]]] = {name: defaultdict(list) for name in nets}
-    for _ in range(rounds):
-        for name, model in nets.items():
-            with (
-                torch.inference_mode(),
-                autocast_to(device, precision),
-            ):
-                model(x)  # warms this model's buffers up after the other models ran
-                with profile(activities=[ProfilerActivity.CPU]) as prof:
-                    start = time.perf_counter()
-                    model(x)
-                    wall = time.perf_counter() - start
-            per = ms_by_kind(((e.key, e.self_cpu_time_total) for e in prof.key_averages()), wall)
-            for kind, ms in per.items():
-                samples[name][kind].append(ms)
-    return {
-        name: {k: round(statistics.median(v), 1) for k, v in per_kind.items()} for name, per_kind in samples.items()
-    }
-
-
-def ms_by_kind(self_us: Iterable[Tuple[str, float]], wall_s: float) -> Dict[str, float]:
-    """Milliseconds per kind of operator (``OP_KINDS``, then "other") from (operator, self microseconds) pairs, and
-    the step's wall time as "total", in that order."""
-    per = {kind: 0.0 for kind in [k for k, _ in OP_KINDS] + ["other"]}
-    for op, us in self_us:
-        per[op_kind(op)] += us / 1000
-    return {**per, "total": wall_s * 1000}
-
-
-def conv_ceilings(op_ms: Dict[str, Dict[str, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
-    """The most each ``CEILING_RATIOS`` ratio could be: the reference's whole forward over fused GResNet's
-    convolutions alone (a ratio of the medians ``time_by_op`` gives), as if every other operator of GResNet cost
-    nothing. Any exact fold runs these same convolutions (the multiply-adds are the architecture's), so a target
-    above its ceiling is out of any fold's reach on that machine and kernel library."""
-    return {
-        precision: {
-            ratio: round(per_model[PAIRED_RATIOS[ratio][1]]["total"] / per_model["gresnet"]["convolution"], 3)
-            for ratio in CEILING_RATIOS
-        }
-        for precision, per_model in op_ms.items()
-    }
-
-
 def best(rows: List[Dict], **match) -> Optional[Dict]:
     cand = [r for r in rows if all(r.get(k) == v for k, v in match.items()) and r.get("images_per_s")]
     return max(cand, key=lambda r: r["images_per_s"]) if cand else None
@@ -466,32 +168,7 @@ def best(rows: List[Dict], **match) -> Optional[Dict]:
 # 2. end-to-end extraction -----------------------------------------------------------------------
 
 
-def imagenet_sized_copy(n: int, root: Path) -> Path:
-    """The first ``n`` Tiny-ImageNet val images re-encoded at 500x375 (ImageNet's typical size), as an ImageFolder.
-
-    Tiny-ImageNet's 64 px JPEGs cost almost nothing to decode; real ImageNet files take ~30x longer,
-    and that is the case that decides where decoding should happen.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from PIL import Image
-
-    from embed.sources.datasets import load_split
-
-    images = load_split(TINY, "val").limited(n)
-
-    def one(record):
-        out = root / "val" / record.class_id / Path(record.relpath).name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(images.path(record)) as im:
-            im.convert("RGB").resize((500, 375), Image.Resampling.BICUBIC).save(out, "JPEG", quality=90)
-
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        list(pool.map(one, images.records))
-    return root
-
-
-def bench_e2e(device: torch.device, quick: bool, smoke: bool = False) -> List[Dict]:
+def bench_e2e(device: torch.device, quick: bool, config: RetrievalSettings, smoke: bool = False) -> List[Dict]:
     from embed.extraction.embedder import build_embedder, default_workers
     from embed.extraction.extract import ExtractConfig, extract
 
@@ -504,9 +181,9 @@ def bench_e2e(device: torch.device, quick: bool, smoke: bool = False) -> List[Di
     with tempfile.TemporaryDirectory() as data_tmp:
         datasets = [("tiny-imagenet 64px", TINY)]
         if not quick:
-            datasets.append(("500x375 re-encoded", imagenet_sized_copy(n, Path(data_tmp) / "big")))
+            datasets.append(("500x375 re-encoded", imagenet_sized_copy(TINY, n, Path(data_tmp) / "big")))
         for model in ["effnet-lite0"] if quick else ["effnet-lite0", "gresnet"]:
-            emb = build_embedder(model, random_init=True, device=str(device))
+            emb = build_embedder(model, random_init=True, device=str(device), settings=config)
             batch = 8 if smoke else 256 if gpu else 32
             iters = 1 if smoke else 20 if gpu else 5
             fwd = emb.time_forward(batch, emb.loaded.data_config["input_size"][-1], iters=iters)
@@ -527,6 +204,7 @@ def bench_e2e(device: torch.device, quick: bool, smoke: bool = False) -> List[Di
                             progress=False,
                             shard_size=10**6,
                             decode=decode,
+                            settings=config,
                         )
                         result = extract(cfg, embedder=emb)
                     rows.append(
@@ -551,7 +229,7 @@ def bench_e2e(device: torch.device, quick: bool, smoke: bool = False) -> List[Di
 # 3. Milvus ----------------------------------------------------------------------------------------
 
 
-def bench_milvus(quick: bool, smoke: bool = False) -> Dict:
+def bench_milvus(quick: bool, config: RetrievalSettings, smoke: bool = False) -> Dict:
     from benchmarks.synthetic import synthetic_meta
     from indexer.milvus_store import VectorStore
 
@@ -573,7 +251,7 @@ def bench_milvus(quick: bool, smoke: bool = False) -> Dict:
     block = 500 if smoke else 10000  # rows per insert of the search collection
     try:
         for backend, uri in backends.items():
-            store = VectorStore(uri)
+            store = VectorStore(uri, settings=config)
             n_insert = 200 if smoke else 5000 if quick else 10000
             for dim in (384, 768, 2048):
                 name = f"bench_insert_{dim}"
@@ -642,11 +320,12 @@ def bench_milvus(quick: bool, smoke: bool = False) -> Dict:
     return out
 
 
-def bench_evaluation(quick: bool, device: torch.device, smoke: bool = False) -> Dict:
+def bench_evaluation(quick: bool, device: torch.device, config: RetrievalSettings, smoke: bool = False) -> Dict:
     """Exact chunked evaluation vs a naive one that sends one Milvus Lite search per query."""
     from benchmarks.synthetic import synthetic_meta
     from indexer.evaluation.evaluate import naive_search
-    from indexer.evaluation.metrics import encode_labels, exact_neighbours, needed_k, retrieval_metrics
+    from indexer.evaluation.exact import ExactSearch
+    from indexer.evaluation.metrics import encode_labels, needed_k, retrieval_metrics
     from indexer.milvus_store import VectorStore
 
     n, dim = (600, 64) if smoke else (10000, 2048)
@@ -657,13 +336,13 @@ def bench_evaluation(quick: bool, device: torch.device, smoke: bool = False) -> 
     codes = encode_labels(labels)
     ks = (1, 5, 10, 20, 100)
     t = time.perf_counter()
-    neigh = exact_neighbours(vecs, needed_k(codes, ks, 20), device=str(device))
+    neigh = ExactSearch(vecs).leave_one_out(needed_k(codes, ks, 20), device=str(device))
     exact_m = retrieval_metrics(neigh, codes, ks)
     exact_s = time.perf_counter() - t
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     try:
-        store = VectorStore(str(tmp / "eval.db"))
+        store = VectorStore(str(tmp / "eval.db"), settings=config)
         store.ensure_collection("bench_eval", synthetic_meta("bench", dim, "bench", "/"))
         store.upsert("bench_eval", np.arange(n), vecs, [str(c) for c in labels], ["p"] * n, progress=False)
         store.flush("bench_eval")
@@ -840,6 +519,7 @@ def main(argv=None) -> int:
     from embed.extraction import host_memory
     from embed.extraction.embedder import resolve_device
 
+    config = benchmark_settings()
     device = resolve_device(str(device))  # as every model run does: on a CPU, freed host memory kept for reuse
     sections = set((args.only or (GPU_SECTIONS if device.type == "cuda" else DEFAULT_SECTIONS)).split(","))
     report: Dict = {
@@ -859,19 +539,19 @@ def main(argv=None) -> int:
             else bench_paired(device, args.quick, args.rounds)
         )
     if "e2e" in sections:
-        report["e2e"] = bench_e2e(device, args.quick, args.smoke)
+        report["e2e"] = bench_e2e(device, args.quick, config, args.smoke)
     if "milvus" in sections:
-        report["milvus"] = bench_milvus(args.quick, args.smoke)
+        report["milvus"] = bench_milvus(args.quick, config, args.smoke)
     if "evaluation" in sections:
-        report["evaluation"] = bench_evaluation(args.quick, device, args.smoke)
+        report["evaluation"] = bench_evaluation(args.quick, device, config, args.smoke)
     if "gpu" in sections:
         from benchmarks.gpu import bench_gpu
 
-        report["gpu"] = bench_gpu(device, TINY, args.quick)
+        report["gpu"] = bench_gpu(device, TINY, config, args.quick)
     if "scale" in sections:
         from benchmarks.scale import SMOKE, bench_scale
 
-        report["scale"] = bench_scale(args.quick, SMOKE if args.smoke else None)
+        report["scale"] = bench_scale(args.quick, SMOKE if args.smoke else None, config)
     report["ratios"] = ratios(report, device)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     # a run of other sections than the default ones gets its own file: it must not replace the day's full run

@@ -29,7 +29,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from benchmarks import benchmark_settings
 from embed.common.cli_args import model_list
+from embed.common.settings import RetrievalSettings
 from embed.models.catalog import BLOG_MODELS
 
 log = logging.getLogger("benchmarks")
@@ -95,7 +97,7 @@ def synthetic_upload(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def collection_meta(model: str, data_root: str):
+def collection_meta(model: str, data_root: str, config: RetrievalSettings):
     """The rows' identity as the app's query embedder will make it (seeded random weights where no real ones load), its
     precision and transform, so that an upload is embedded and searched (the vectors themselves are synthetic)."""
     from benchmarks.synthetic import synthetic_meta
@@ -103,7 +105,7 @@ def collection_meta(model: str, data_root: str):
     from embed.models.catalog import REGISTRY
 
     spec = REGISTRY[model]
-    embedder = build_embedder(model, random_init=True)
+    embedder = build_embedder(model, random_init=True, settings=config)
     return synthetic_meta(
         model,
         spec.dim,
@@ -126,19 +128,21 @@ def synthetic_relpath(row: int) -> str:
 # building, with the search-time curve ---------------------------------------------------------------
 
 
-def build_collections(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> Dict:
+def build_collections(
+    uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray, config: RetrievalSettings
+) -> Dict:
     """Insert ``rows`` vectors per model in steps; after each step, time nq=1 searches at that size."""
     from embed.common.identity import EmbeddingKey
     from indexer.milvus_store import VectorStore
 
-    store = VectorStore(uri)
+    store = VectorStore(uri, settings=config)
     consistency = None if store.is_lite else "Bounded"
     rng = np.random.default_rng(cfg.seed)
     class_ids = [f"c{c:04d}" for c in labels]
     relpaths = [synthetic_relpath(i) for i in range(cfg.rows)]
     insert, curve = [], []
     for model in cfg.models:
-        meta = collection_meta(model, data_root)
+        meta = collection_meta(model, data_root, config)
         name = EmbeddingKey(model, DATASET, SPLIT).collection_name
         store.ensure_collection(name, meta, recreate=True)
         vectors = synthetic_vectors(rng, labels, cfg.classes, meta.dim)
@@ -227,13 +231,13 @@ def model_dim(model: str) -> int:
 # the app's query ----------------------------------------------------------------------------------
 
 
-def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray) -> Dict:
+def time_app(uri: str, cfg: ScaleConfig, data_root: str, labels: np.ndarray, config: RetrievalSettings) -> Dict:
     """The app backend answering a click (indexed image) and an upload, concurrent vs one column after another."""
     from PIL import Image
 
     from app.backend import AppSettings, Backend, Query, load_upload
 
-    backend = Backend(AppSettings(uri=uri, data_root=data_root, split=SPLIT))
+    backend = Backend(AppSettings(uri=uri, data_root=data_root, split=SPLIT, retrieval=config))
     missing = [m for m in cfg.models if m not in backend.collections]
     if missing:
         raise RuntimeError(f"the app backend does not see the collections for {missing}")
@@ -322,12 +326,12 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def evaluate_child(uri: str, models: Sequence[str], features: Sequence[str]) -> Dict:
+def evaluate_child(uri: str, models: Sequence[str], features: Sequence[str], config: RetrievalSettings) -> Dict:
     """The exact leave-one-out evaluation as ``indexer evaluate`` runs it; time and this process's peak RSS."""
     from indexer.evaluation.evaluate import EvalConfig, evaluate
     from indexer.milvus_store import VectorStore
 
-    store = VectorStore(uri)
+    store = VectorStore(uri, settings=config)
     t = time.perf_counter()
     report = evaluate(
         EvalConfig(split=SPLIT, dataset=DATASET, models=list(models), features=list(features), progress=False), store
@@ -380,7 +384,7 @@ def lite_slow_rows(curve: List[Dict], dim: int, ms: float = LITE_SLOW_MS) -> Opt
     return None
 
 
-def bench_scale(quick: bool, cfg: Optional[ScaleConfig] = None) -> Dict:
+def bench_scale(quick: bool, cfg: Optional[ScaleConfig], config: RetrievalSettings) -> Dict:
     from benchmarks.milvus_server import start_embedded_milvus
 
     cfg = cfg or (QUICK if quick else ScaleConfig())
@@ -414,8 +418,8 @@ def bench_scale(quick: bool, cfg: Optional[ScaleConfig] = None) -> Dict:
                 if backend == "lite"
                 else "embedded Milvus 2.3 standalone server (pip `milvus`)"
             }
-            row.update(build_collections(uri, cfg, data_root, labels))
-            row.update(time_app(uri, cfg, data_root, labels))
+            row.update(build_collections(uri, cfg, data_root, labels, config))
+            row.update(time_app(uri, cfg, data_root, labels, config))
             log.info("scale app %s: %s", backend, {k: v for k, v in row.items() if k.startswith(("app_", "upload_"))})
             if backend == "lite":
                 # Milvus Lite allows one process per database: let the evaluation child open it
@@ -462,7 +466,8 @@ def main(argv=None) -> int:
     p.add_argument("--features", default="raw", help="raw, normalized or both, comma-separated")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    print(json.dumps(evaluate_child(args.evaluate, args.models, args.features.split(","))))
+    config = benchmark_settings()
+    print(json.dumps(evaluate_child(args.evaluate, args.models, args.features.split(","), config)))
     return 0
 
 

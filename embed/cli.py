@@ -9,7 +9,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
-from embed.common import settings
 from embed.common.cli_args import (
     CommandParser,
     add_compute_arguments,
@@ -22,6 +21,7 @@ from embed.common.cli_args import (
     resolve_data_root,
     run_cli,
 )
+from embed.common.settings import RetrievalSettings
 
 # Nothing heavy is imported at module level: `--help` and argument errors are answered without torch,
 # timm or pymilvus (see benchmarks/help_startup.py); every command imports what it needs when it runs.
@@ -55,7 +55,8 @@ MODELS_EXAMPLES = """examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(config: RetrievalSettings) -> argparse.ArgumentParser:
+    """The command line, its defaults from ``config`` (run_cli reads it once)."""
     parser = CommandParser(
         prog="python -m embed",
         description="Extract pooled backbone features (classifier heads removed).",
@@ -72,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="gresnet, convnext, vit, effnet-lite0/1/2 or timm:<name>")
-    add_data_arguments(p)
+    add_data_arguments(p, config)
     add_weights_arguments(p)
-    add_compute_arguments(p)
+    add_compute_arguments(p, config)
     p.add_argument(
         "--descriptors",
         type=descriptor_list,
@@ -96,12 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="a registry name or timm:<name> with an ImageNet-1k head")
-    add_data_arguments(p)
+    add_data_arguments(p, config)
     add_weights_arguments(p)
     p.add_argument(
         "--out",
         type=Path,
-        default=Path(settings.current().embeddings),
+        default=Path(config.embeddings),
         help="embeddings folder; the result goes to <out>/<model>/<dataset>/<split>/check.json (default %(default)s)",
     )
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default %(default)s)")
@@ -126,7 +127,7 @@ def cmd_models(args) -> int:
 
     rows = []
     for name, spec in REGISTRY.items():
-        available, where = weights_available(name)
+        available, where = weights_available(name, args.settings)
         size = spec.input_size or "?"
         rows.append(
             {
@@ -185,7 +186,14 @@ def cmd_extract(args) -> int:
         summary["folders"] = [str(r.folder) for r in results]
     if args.compare_forward:
         emb = build_embedder(
-            cfg.model, cfg.checkpoint, cfg.random_init, cfg.device, cfg.precision, cfg.channels_last, cfg.compile
+            cfg.model,
+            cfg.checkpoint,
+            cfg.random_init,
+            cfg.device,
+            cfg.precision,
+            cfg.channels_last,
+            cfg.compile,
+            settings=cfg.settings,
         )
         bs = cfg.batch_size or default_batch_size(emb.device)
         size = emb.loaded.data_config["input_size"][-1]
@@ -215,6 +223,7 @@ def cmd_check(args) -> int:
             workers=args.workers,
             device=args.device,
             progress=not args.no_progress,
+            settings=args.settings,
         )
     )
     path = save_accuracy(result, args.out)

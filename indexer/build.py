@@ -121,7 +121,7 @@ def build(
             recreate = True
     created = store.ensure_collection(name, meta, recreate=recreate)
     expected = len(positions)
-    advice = server_advice(store.is_lite, name, expected, meta.dim)
+    advice = server_advice(store.is_lite, name, expected, meta.dim, store.settings.lite_slow_rows_x_dim)
     if advice:
         log.warning(advice)
     stored = store.meta(name)

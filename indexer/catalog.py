@@ -8,6 +8,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 from embed.common.descriptor import Descriptor, descriptor_label
 from embed.common.identity import VectorSetIdentity
+from embed.common.settings import RetrievalSettings
 from indexer.build_command import BuildCommand
 from indexer.milvus_store import ANN_SCRATCH_SUFFIX, CollectionMeta, StoreError, VectorStore
 
@@ -180,28 +181,26 @@ def build_hint(
     already indexes and that has ``split``; or, when no indexed data set has that split, the splits there are."""
     from pathlib import Path
 
-    from embed.common import settings
     from embed.sources.datasets import available_splits
 
-    uri = None if store.uri == settings.current().milvus_uri else store.uri
+    uri = None if store.uri == store.settings.milvus_uri else store.uri
     roots = sorted({c.meta.data_root for c in everything if dataset is None or c.meta.dataset == dataset})
     for root in roots:
         if (Path(root) / split).is_dir():
-            return f"Build it: {BuildCommand(model, split, root, uri=uri)}{weights_note(model)}"
+            return f"Build it: {BuildCommand(model, split, root, uri=uri)}{weights_note(model, store.settings)}"
     if roots:
         splits = sorted({c.meta.split for c in everything} | {s for r in roots for s in available_splits(Path(r))})
         return (
             f"No indexed data set has a split {split!r} ({', '.join(roots)} hold: {', '.join(splits) or 'none'}): "
             f"choose one of those with --split, or build from a data root that has it (--data-root DIR)."
         )
-    return f"Nothing is indexed here yet: {quick_start_hint(store.uri)}"
+    return f"Nothing is indexed here yet: {quick_start_hint(store)}"
 
 
-def quick_start_hint(uri: str) -> str:
-    """The first build for a database with nothing in it: the README's quick start, on ``uri``."""
-    from embed.common import settings
-
-    option_uri = None if uri == settings.current().milvus_uri else uri
+def quick_start_hint(store: VectorStore) -> str:
+    """The first build for a database with nothing in it: the README's quick start, on ``store``'s URI (named
+    unless it is the one the settings default to)."""
+    option_uri = None if store.uri == store.settings.milvus_uri else store.uri
     return (
         f"build a collection first, e.g. the README's quick start "
         f"`{BuildCommand('all', 'val', dataset='tiny-imagenet', limit=1000, uri=option_uri)}`, or your own "
@@ -209,14 +208,14 @@ def quick_start_hint(uri: str) -> str:
     )
 
 
-def weights_note(model: str) -> str:
+def weights_note(model: str, config: RetrievalSettings) -> str:
     """A line saying why a build of ``model`` would fail here now (no weights on disk, none reachable); else empty.
 
     Offline, the build hint for a default model (gresnet, convnext, vit) cannot run as written: this says so,
     and the next line names what is indexed instead."""
     from embed.models.weights import weights_obtainable
 
-    ok, why = weights_obtainable(model)
+    ok, why = weights_obtainable(model, config)
     return "" if ok else f"\nThat build needs {model}'s weights, which are not obtainable now: {why}."
 
 

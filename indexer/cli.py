@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from embed.common import settings
 from embed.common.cli_args import (
     CommandParser,
     add_compute_arguments,
@@ -30,6 +29,7 @@ from embed.common.cli_args import (
     run_cli,
 )
 from embed.common.descriptor import Descriptor
+from embed.common.settings import RetrievalSettings
 from embed.models.catalog import BLOG_MODELS
 from indexer.build_command import DIR, BuildCommand
 from indexer.index_spec import INDEX_TYPES, IndexSpecError
@@ -93,25 +93,23 @@ EVALUATE_EXAMPLES = """evaluate examples:
 """
 
 
-def add_store_arguments(p: argparse.ArgumentParser) -> None:
+def add_store_arguments(p: argparse.ArgumentParser, config: RetrievalSettings) -> None:
     g = p.add_argument_group("vector store")
     g.add_argument(
         "--uri",
-        default=settings.current().milvus_uri,
+        default=config.milvus_uri,
         help="Milvus Lite folder ending in .db, or http://host:19530 for a Milvus server / Zilliz Cloud "
         "(env RETRIEVAL_MILVUS_URI; default %(default)s)",
     )
-    g.add_argument(
-        "--token", default=settings.current().milvus_token, help="user:password or API key (env RETRIEVAL_MILVUS_TOKEN)"
-    )
+    g.add_argument("--token", default=config.milvus_token, help="user:password or API key (env RETRIEVAL_MILVUS_TOKEN)")
 
 
-def add_collection_arguments(p: argparse.ArgumentParser) -> None:
+def add_collection_arguments(p: argparse.ArgumentParser, config: RetrievalSettings) -> None:
     """Which collection: model + split (+ data root when several datasets are indexed), and where."""
     p.add_argument("--model", required=True, help="registry name, e.g. gresnet, convnext, vit, effnet-lite0")
     add_lookup_arguments(p)
     _add_descriptor(p, "the collection of this descriptor (as built with `build --descriptor`)")
-    add_store_arguments(p)
+    add_store_arguments(p, config)
 
 
 def add_lookup_arguments(p: argparse.ArgumentParser, split_help: str = "split the collections were built from") -> None:
@@ -172,9 +170,10 @@ def index_spec_arg(args):
     return make_index_spec(args.index, args.index_param, search=args.search_param)
 
 
-def _store(args, create: bool = False) -> VectorStore:
-    """The database the command names; only ``build`` (create=True) may create a Lite database that is not there."""
-    return VectorStore(args.uri, args.token, create=create)
+def _store(args, create: bool = False, **kw) -> VectorStore:
+    """The database the command names, with the command's settings; only ``build`` (create=True) may create a Lite
+    database that is not there."""
+    return VectorStore(args.uri, args.token, create=create, settings=args.settings, **kw)
 
 
 # options several commands share, each defined once; ``what`` says what the option is for in that command
@@ -207,11 +206,11 @@ def _add_device(p, what: str) -> None:
     p.add_argument("--device", default="auto", help=f"where {what}: auto, cpu, cuda or cuda:N (default auto)")
 
 
-def _add_embeddings(p, what: str) -> None:
+def _add_embeddings(p, what: str, config: RetrievalSettings) -> None:
     p.add_argument(
         "--embeddings",
         type=Path,
-        default=Path(settings.current().embeddings),
+        default=Path(config.embeddings),
         help=f"embeddings root: {what} (default %(default)s)",
     )
 
@@ -240,7 +239,8 @@ def _fmt(p: argparse._SubParsersAction, name: str, help_: str, **kw) -> argparse
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(config: RetrievalSettings) -> argparse.ArgumentParser:
+    """The command line, its defaults from ``config`` (run_cli reads it once)."""
     parser = CommandParser(
         prog="python -m indexer",
         description="Per-model Milvus collections (L2; FLAT, exact, unless built with --index).",
@@ -270,10 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--recreate", action="store_true", help="drop and rebuild a collection built differently")
     add_index_arguments(p)
-    add_data_arguments(p)
+    add_data_arguments(p, config)
     add_weights_arguments(p)
-    add_compute_arguments(p)
-    add_store_arguments(p)
+    add_compute_arguments(p, config)
+    add_store_arguments(p, config)
 
     p = _fmt(
         sub,
@@ -295,20 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
         "than the one evaluated)",
     )
     p.add_argument("--class-seed", type=int, default=0, help="seed of the class draw (default %(default)s)")
-    add_data_arguments(p)
+    add_data_arguments(p, config)
     p.add_argument(
         "--out",
         type=Path,
-        default=Path(settings.current().embeddings),
+        default=Path(config.embeddings),
         help="embeddings folder (default %(default)s)",
     )
 
     p = _fmt(sub, "status", "list collections: model, split, dataset, rows, dim, index, metric, weights")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    add_store_arguments(p)
+    add_store_arguments(p, config)
 
     p = _fmt(sub, "search", "top-k neighbours of image files (several files and folders in one run)")
-    add_collection_arguments(p)
+    add_collection_arguments(p, config)
     p.add_argument(
         "--image",
         type=Path,
@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = _fmt(sub, "drop", "delete a model's collection (asks first; --yes does not)")
-    add_collection_arguments(p)
+    add_collection_arguments(p, config)
     p.add_argument(
         "-y",
         "--yes",
@@ -354,9 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="bind address (default 127.0.0.1; 0.0.0.0 exposes the database to the network, unauthenticated)",
     )
-    p.add_argument(
-        "--data-dir", default=settings.current().milvus_uri, help="Milvus Lite database folder (default %(default)s)"
-    )
+    p.add_argument("--data-dir", default=config.milvus_uri, help="Milvus Lite database folder (default %(default)s)")
 
     p = _fmt(
         sub,
@@ -415,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--galleries", type=non_negative_int, default=8, help="disagreement galleries to draw (default %(default)s)"
     )
-    _add_embeddings(g, "where `python -m embed check` saved check.json")
+    _add_embeddings(g, "where `python -m embed check` saved check.json", config)
     g = p.add_argument_group("descriptors (with --report: DIR/descriptors.md, .json, .png; docs/descriptors.md)")
     g.add_argument(
         "--descriptors",
@@ -517,10 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["pca", "umap", "tsne"],
         help="the 2-D map whose trustworthiness is measured (cached in DIR/maps; default %(default)s)",
     )
-    add_store_arguments(p)
-    add_maps_parser(sub)
-    add_robustness_parser(sub)
-    add_ann_parser(sub)
+    add_store_arguments(p, config)
+    add_maps_parser(sub, config)
+    add_robustness_parser(sub, config)
+    add_ann_parser(sub, config)
     return parser
 
 
@@ -536,7 +534,7 @@ def _models_for_build(args) -> Tuple[List[str], List[str]]:
         raise StoreError("--checkpoint names one model's weights: use it with one --model, not all")
     chosen, skipped = [], []
     for name in REGISTRY:
-        ok, why = weights_obtainable(name)
+        ok, why = weights_obtainable(name, args.settings)
         if ok or args.random_init:
             chosen.append(name)
         else:
@@ -716,7 +714,7 @@ def cmd_search(args) -> int:
     answers = search_images(
         store,
         coll,
-        lambda: QueryEmbedder.for_collection(coll.meta, args.checkpoint, args.device),
+        lambda: QueryEmbedder.for_collection(coll.meta, args.checkpoint, args.device, args.settings),
         paths,
         args.k,
         include_self=args.include_self,
@@ -1075,7 +1073,7 @@ MODEL=NAME for a descriptor's maps).
 """
 
 
-def add_maps_parser(sub) -> None:
+def add_maps_parser(sub, config: RetrievalSettings) -> None:
     from indexer.evaluation.maps import FEATURES, METHODS
 
     p = _fmt(
@@ -1104,12 +1102,12 @@ def add_maps_parser(sub) -> None:
     p.add_argument(
         "--report-dir",
         type=Path,
-        default=Path(settings.current().report_dir),
+        default=Path(config.report_dir),
         help="maps go to DIR/maps/ (env RETRIEVAL_REPORT_DIR; default %(default)s, as the app's pages)",
     )
     p.add_argument("--force", action="store_true", help="recompute even when a current map is cached")
     _add_no_progress(p)
-    add_store_arguments(p)
+    add_store_arguments(p, config)
 
 
 # robustness: retrieval under transformed queries (indexer/evaluation/robustness.py) ----------------------------------
@@ -1126,7 +1124,7 @@ adding families or queries costs only the new ones.
 """
 
 
-def add_robustness_parser(sub) -> None:
+def add_robustness_parser(sub, config: RetrievalSettings) -> None:
     from indexer.evaluation.query_transforms import DEFAULT_FAMILIES, FAMILIES
 
     p = _fmt(
@@ -1172,13 +1170,13 @@ def add_robustness_parser(sub) -> None:
     )
     _add_seed(p, "the sample and the random transforms")
     _add_bootstrap(p)
-    _add_embeddings(p, "the collections' manifests and the transformed-query cache")
+    _add_embeddings(p, "the collections' manifests and the transformed-query cache", config)
     _add_device(p, "queries are embedded")
     p.add_argument(
         "--batch-size", type=positive_int, default=32, help="queries embedded at a time (default %(default)s)"
     )
     _add_no_progress(p)
-    add_store_arguments(p)
+    add_store_arguments(p, config)
 
 
 def cmd_maps(args) -> int:
@@ -1279,7 +1277,7 @@ that section, which the comparison report and the app's Evaluation page show bes
 """
 
 
-def add_ann_parser(sub) -> None:
+def add_ann_parser(sub, config: RetrievalSettings) -> None:
     p = sub.add_parser(
         "ann",
         help="what an approximate index (HNSW, IVF, PQ) costs each model: recall@10, P@k vs exact, latency",
@@ -1336,7 +1334,7 @@ def add_ann_parser(sub) -> None:
         help="give up on an index not built and loaded within S seconds (default %(default)s)",
     )
     _add_no_progress(p)
-    add_store_arguments(p)
+    add_store_arguments(p, config)
 
 
 def cmd_ann(args) -> int:
@@ -1352,7 +1350,7 @@ def cmd_ann(args) -> int:
     sweep = parse_sweep(args.sweep, args.index) if args.sweep else default_sweep(args.index)
     models = args.models
     # a server search has no memory budget to respect (Lite's is why store.search groups queries): batches go whole
-    store = VectorStore(args.uri, args.token, search_budget_bytes=1 << 50)
+    store = _store(args, search_budget_bytes=1 << 50)
     if store.is_lite:
         from indexer.evaluation.ann import LITE_REFUSAL
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-from embed.common import settings
-
 # Milvus Lite 3 computes a FLAT L2 search in NumPy over every stored vector, so one query's time grows with
 # rows x dim. On a quiet 2-core run (benchmarks/results/cpu-2core/2026-11-24.json, "milvus") the nq=1 p50 at
 # 2048 dims was 32 ms at 10,000 rows and 145.9 ms at 50,000: it passes 100 ms, a third of the app's 300 ms budget
@@ -18,15 +16,12 @@ MEASURED = "145.9 ms per query at 50,000 x 2048 on Milvus Lite vs 35 ms on a Mil
 THRESHOLD_ENV = "RETRIEVAL_LITE_SLOW_ROWS_X_DIM"  # overrides the threshold (tests, other machines)
 
 
-def lite_slow_rows_x_dim() -> int:
-    return settings.current().lite_slow_rows_x_dim or LITE_SLOW_ROWS_X_DIM
-
-
 def server_advice(
     is_lite: bool, collection: str, rows: int, dim: int, threshold_rows_x_dim: Optional[int] = None
 ) -> Optional[str]:
-    """The recommendation to move ``collection`` to a Milvus server, or None while Lite is fast enough."""
-    threshold = threshold_rows_x_dim if threshold_rows_x_dim is not None else lite_slow_rows_x_dim()
+    """The recommendation to move ``collection`` to a Milvus server, or None while Lite is fast enough;
+    ``threshold_rows_x_dim``: RETRIEVAL_LITE_SLOW_ROWS_X_DIM when set, else the measured ``LITE_SLOW_ROWS_X_DIM``."""
+    threshold = threshold_rows_x_dim or LITE_SLOW_ROWS_X_DIM
     if not is_lite or rows * dim < threshold:
         return None
     return (

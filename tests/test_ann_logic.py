@@ -22,7 +22,8 @@ from indexer.evaluation.ann import (
     recall_at_k,
 )
 from indexer.evaluation.document import Interval, from_plain, to_plain
-from indexer.evaluation.metrics import exact_neighbours, true_neighbours
+from indexer.evaluation.exact import ExactSearch
+from indexer.evaluation.metrics import true_neighbours
 from indexer.index_spec import (
     IndexSpec,
     IndexSpecError,
@@ -120,10 +121,10 @@ def test_exact_neighbours_of_some_rows_equal_float64_truth():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(400, 48)).astype(np.float32)
     rows = np.array([5, 17, 399, 0])
-    got = exact_neighbours(x, 10, rows=rows)
+    got = ExactSearch(x).leave_one_out(10, rows=rows)
     truth = true_neighbours(x, rows, 10)
     assert np.array_equal(got.index, truth.index)
-    full = exact_neighbours(x, 10)
+    full = ExactSearch(x).leave_one_out(10)
     assert np.array_equal(full.index[rows], got.index)
 
 

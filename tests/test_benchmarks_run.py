@@ -54,7 +54,7 @@ def test_the_forward_and_paired_sections_give_their_ratios(smoke):
     assert set(paired["conv_ceiling"]) == {"fp32", "bf16"}
     # the real profiler's figures, by what they hold rather than how long things took: each kind is there, and
     # GResNet has no batch-norm operator left to time (the kinds' sums: tests/test_fusion_variants.py)
-    from benchmarks.run import OP_KINDS
+    from benchmarks.paired import OP_KINDS
 
     for precision, per_model in paired["op_ms"].items():
         for name, per in per_model.items():

@@ -88,10 +88,11 @@ def test_help_and_argument_errors_need_no_heavy_imports(module, argv, code, text
 
 
 def test_model_lists_are_parsed_once_with_the_blog_models_as_default():
+    from embed.common.settings import RetrievalSettings
     from embed.models.catalog import BLOG_MODELS
     from indexer.cli import build_parser
 
-    parser = build_parser()
+    parser = build_parser(RetrievalSettings())
     for command in ("evaluate", "robustness"):
         assert parser.parse_args([command, "--split", "val"]).models == list(BLOG_MODELS)
         given = parser.parse_args([command, "--split", "val", "--models", " effnet-lite0, vit,"]).models
@@ -116,7 +117,9 @@ def _all_actions(parser):
 def test_every_option_has_help_text(cli):
     import importlib
 
-    parser = importlib.import_module(cli).build_parser()
+    from embed.common.settings import RetrievalSettings
+
+    parser = importlib.import_module(cli).build_parser(RetrievalSettings())
     missing = sorted(
         {
             f"{where}: {'/'.join(a.option_strings)}"

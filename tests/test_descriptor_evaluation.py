@@ -20,7 +20,7 @@ from indexer.evaluation.descriptors import (
     neighbours_of,
     write_report,
 )
-from indexer.evaluation.metrics import exact_neighbours
+from indexer.evaluation.exact import ExactSearch
 from indexer.milvus_store import VectorStore
 from indexer.whitening import ClassSplit, WhiteningRefused
 
@@ -120,7 +120,7 @@ def test_query_expansion_and_database_augmentation_are_computed_exactly_and_labe
     rng = np.random.default_rng(0)
     x = rng.normal(size=(12, 5))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    neigh = exact_neighbours(x.astype(np.float32), 11)
+    neigh = ExactSearch(x.astype(np.float32)).leave_one_out(11)
     expanded = expand_queries(x, neigh, QueryExpansion("aqe", 2, 3.0))
     for i in range(12):
         j = np.argsort(-(x @ x[i]) + np.eye(12)[i] * 10)[:2]

@@ -20,6 +20,7 @@ import torch
 from support.data import jpeg_bytes, make_tiny_layout
 
 from embed.common.identity import EmbeddingKey
+from embed.common.settings import RetrievalSettings
 from embed.models.registry import load_model
 from embed.models.weights import WeightsUnavailable
 from embed.sources.datasets import DatasetError, load_split
@@ -224,7 +225,7 @@ def test_model_all_builds_what_is_real_and_says_why_for_the_rest(tmp_path, monke
         "skipped (no weights here): gresnet, convnext, vit"
     )  # --limit 2 takes two images of the first class
 
-    monkeypatch.setattr("embed.models.weights.weights_obtainable", lambda name: (False, "test: none here"))
+    monkeypatch.setattr("embed.models.weights.weights_obtainable", lambda name, config: (False, "test: none here"))
     assert cli.main(argv) == 2
     assert "no model was built" in capsys.readouterr().err
 
@@ -351,10 +352,11 @@ def test_data_root_always_wins_and_nothing_is_downloaded(server, datasets_dir, t
 
     _tiny_zip(server.root / "tiny.zip")
     _serve_dataset(monkeypatch, server, "TINY_IMAGENET", "tiny.zip")
-    args = SimpleNamespace(data_root=tmp_path / "mine", dataset="tiny-imagenet", no_progress=True)
+    config = RetrievalSettings.from_environment()  # as run_cli reads it, after the variables above
+    args = SimpleNamespace(data_root=tmp_path / "mine", dataset="tiny-imagenet", no_progress=True, settings=config)
     assert resolve_data_root(args) == tmp_path / "mine"
     assert server.hits == [] and _all_files(datasets_dir) == []
-    args = SimpleNamespace(data_root=None, dataset="tiny-imagenet", no_progress=True)
+    args = SimpleNamespace(data_root=None, dataset="tiny-imagenet", no_progress=True, settings=config)
     assert resolve_data_root(args) == (datasets_dir / "tiny-imagenet-200").resolve()
     assert len(server.hits) == 1
 

@@ -11,7 +11,8 @@ import pytest
 from benchmarks.synthetic import synthetic_meta
 from embed.common.identity import EmbeddingKey
 from indexer.evaluation.evaluate import EvalConfig, evaluate
-from indexer.evaluation.metrics import encode_labels, exact_neighbours, needed_k, retrieval_metrics
+from indexer.evaluation.exact import ExactSearch
+from indexer.evaluation.metrics import encode_labels, needed_k, retrieval_metrics
 from indexer.milvus_store import VectorStore
 
 KS = (1, 5)
@@ -54,7 +55,7 @@ def _figures(r):
 def _metrics_of(vectors, labels):
     """The metrics of exactly these vectors: what each variant's row must equal."""
     codes = encode_labels(labels)
-    return retrieval_metrics(exact_neighbours(vectors, needed_k(codes, KS, KNN_K)), codes, KS, KNN_K)
+    return retrieval_metrics(ExactSearch(vectors).leave_one_out(needed_k(codes, KS, KNN_K)), codes, KS, KNN_K)
 
 
 def test_normalized_variant_equals_metrics_of_unit_vectors(varied_norm_collection):

@@ -209,13 +209,13 @@ def test_the_renderer_refuses_an_unreadable_file_in_one_line(tmp_path, capsys, c
     ],
 )
 def test_operators_sort_by_what_they_do(op, kind):
-    from benchmarks.run import op_kind
+    from benchmarks.paired import op_kind
 
     assert op_kind(op) == kind
 
 
 def test_profiled_operators_add_up_by_kind_beside_the_steps_wall_time():
-    from benchmarks.run import ms_by_kind
+    from benchmarks.paired import ms_by_kind
 
     events = [
         ("aten::mkldnn_convolution", 1500.0),
@@ -241,8 +241,8 @@ def test_profiled_operators_add_up_by_kind_beside_the_steps_wall_time():
 
 
 def test_a_conv_ceiling_is_the_references_step_over_gresnets_convolutions_alone():
+    from benchmarks.paired import CEILING_RATIOS, conv_ceilings
     from benchmarks.report import PAIRED_RATIOS
-    from benchmarks.run import CEILING_RATIOS, conv_ceilings
 
     def step(convolution, total):
         return {"convolution": convolution, "other": total - convolution, "total": total}

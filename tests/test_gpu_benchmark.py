@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from benchmarks.gpu import PAIRED_NETWORKS, Budget, bench_gpu_paired
+from benchmarks.paired import bench_paired
 from benchmarks.report import PAIRED_RATIOS, paired_section, per_round_ratios, ratio_key, render
-from benchmarks.run import PAIRED_TARGETS, bench_paired, ratios
+from benchmarks.run import PAIRED_TARGETS, ratios
 
 MACHINE = {"cpu": "test", "cores": 2, "torch": "x", "timm": "y", "gpu": "a test GPU"}
 

@@ -23,6 +23,7 @@ from timm.data import create_transform, resolve_data_config
 from timm.utils import reparameterize_model
 
 import embed.models.gresnet  # noqa: F401  (registers gresnet50 with timm)
+from embed.common.settings import RetrievalSettings
 from embed.models import gresnet_weights
 from embed.models.gresnet import BLOG_WEIGHTS_DRIVE_ID, BLOG_WEIGHTS_URL, SplitNormConv2d
 
@@ -158,8 +159,7 @@ def test_fused_feature_pyramid_equals_unfused(size):
 def test_pretrained_cfg_describes_the_blog_weights_and_their_eval_transform(monkeypatch):
     cfg = timm.get_pretrained_cfg("gresnet50.blog_in1k")
     assert cfg.url == BLOG_WEIGHTS_URL and BLOG_WEIGHTS_DRIVE_ID in cfg.url
-    monkeypatch.delenv(gresnet_weights.URL_ENV, raising=False)
-    assert gresnet_weights.source_url() == cfg.url  # the downloader's default source is the config's
+    assert gresnet_weights.source_url(RetrievalSettings()) == cfg.url  # the downloader's default source is the config's
     assert "gresnet50.blog_in1k" in timm.list_models(pretrained=True)
     model = timm.create_model("gresnet50")
     steps = create_transform(**resolve_data_config(model=model), is_training=False).transforms
@@ -202,7 +202,7 @@ def test_pretrained_without_a_file_uses_the_download_cache(tmp_path, monkeypatch
     src = timm.create_model("gresnet50").eval()
     with pytest.raises(Exception, match="--checkpoint PATH"):
         timm.create_model("gresnet50", pretrained=True)
-    cached = gresnet_weights.cache_path()
+    cached = gresnet_weights.cache_path(RetrievalSettings.from_environment())  # where timm's path looks
     cached.parent.mkdir(parents=True, exist_ok=True)
     _torchvision_style_file(src, cached)
     model = timm.create_model("gresnet50", pretrained=True).eval()

@@ -17,8 +17,10 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the s
 # a fresh interpreter: whether mallopt ran is process state
 PROBE = """
 import json, resource, torch
+from embed.common.settings import RetrievalSettings
 from embed.extraction.embedder import resolve_device
 from embed.extraction import host_memory
+host_memory.apply_settings(RetrievalSettings.from_environment())  # as each entry point does
 resolve_device("cpu")
 pages = 64 * 2**20 // resource.getpagesize()
 faults = []

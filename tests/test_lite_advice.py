@@ -31,6 +31,8 @@ def test_build_prints_the_server_line_past_the_threshold(tmp_path, monkeypatch, 
     assert not [r for r in caplog.records if "--uri http://" in r.getMessage()]  # 6 rows: Lite is fine
 
     monkeypatch.setenv(THRESHOLD_ENV, "6")  # 6 rows x any dim passes
+    store.close()
+    store = VectorStore(str(tmp_path / "milvus.db"))  # a store takes the settings as it opens
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="indexer"):
         result = build(cfg, store, progress=False)

@@ -2,11 +2,10 @@ import numpy as np
 import pytest
 from support.oracles import pml_oracle
 
+from indexer.evaluation.exact import ExactSearch, Neighbours
 from indexer.evaluation.metrics import (
-    Neighbours,
     compare_with_milvus,
     encode_labels,
-    exact_neighbours,
     knn_predict,
     needed_k,
     retrieval_metrics,
@@ -28,7 +27,7 @@ def knn_by_hand(vectors, labels, k):
 
 def _metrics(vectors, labels, ks=(1, 2, 3), knn_k=3):
     labels = encode_labels(labels)
-    neigh = exact_neighbours(np.asarray(vectors, np.float32), needed_k(labels, ks, knn_k))
+    neigh = ExactSearch(np.asarray(vectors, np.float32)).leave_one_out(needed_k(labels, ks, knn_k))
     return retrieval_metrics(neigh, labels, ks, knn_k)
 
 
@@ -107,8 +106,8 @@ def test_per_query_values_average_to_the_metrics():
 
 def test_chunking_does_not_change_neighbours():
     x = np.random.default_rng(5).normal(size=(257, 16)).astype(np.float32)
-    a = exact_neighbours(x, 10, chunk=7)
-    b = exact_neighbours(x, 10, chunk=1000)
+    a = ExactSearch(x).leave_one_out(10, chunk=7)
+    b = ExactSearch(x).leave_one_out(10, chunk=1000)
     assert np.array_equal(a.index, b.index)
     assert not (a.index == np.arange(257)[:, None]).any(), "self is excluded"
 
@@ -117,7 +116,7 @@ def test_milvus_comparison_allows_only_swaps_of_equal_distances():
     # query 0 at the origin; rows 2 and 3 at exactly the same distance, row 4 a hair (2e-5 relative) further
     x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.00002, 0.0], [5.0, 0.0]], np.float32)
     ids = np.arange(len(x)) * 10
-    exact = exact_neighbours(x, 4)
+    exact = ExactSearch(x).leave_one_out(4)
     hits = lambda rows: [[{"id": int(ids[r]), "distance": 0.0} for r in rows]]
     assert exact.index[0, :3].tolist() in ([1, 2, 3], [1, 3, 2])
     assert compare_with_milvus(exact, [0], hits([1, 3, 2]), ids, x)[0] == 1, "a tie may come in either order"
@@ -168,7 +167,7 @@ def test_head_of_each_list_is_in_float64_order_where_float32_expansion_fails():
     directions = rng.normal(size=(40, 32))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     x = (np.repeat(directions, 25, 0) * 1000 + rng.normal(0, 1.0, (1000, 32))).astype(np.float32)
-    got = exact_neighbours(x, 12)
+    got = ExactSearch(x).leave_one_out(12)
     truth = true_neighbours(x, np.arange(1000), 12)
     assert np.array_equal(got.index, truth.index)
     np.testing.assert_allclose(got.distance, truth.distance, rtol=1e-6)

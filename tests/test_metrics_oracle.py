@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from support.oracles import pml_oracle
 
-from indexer.evaluation.metrics import Neighbours, encode_labels, exact_neighbours, needed_k, retrieval_metrics
+from indexer.evaluation.exact import ExactSearch, Neighbours
+from indexer.evaluation.metrics import encode_labels, needed_k, retrieval_metrics
 
 BOUNDED = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -121,7 +122,7 @@ def test_exact_neighbours_and_metrics_equal_a_float64_brute_force(data):
     x, labels, ks, knn_k = data
     n = len(x)
     k = _searched_k(labels, ks, knn_k)
-    got = exact_neighbours(x, k)
+    got = ExactSearch(x).leave_one_out(k)
     assert got.index.shape == (n, k)
     d = true_distances(x)
     for i in range(n):
@@ -143,7 +144,7 @@ def test_p1_r_precision_map_at_r_equal_pytorch_metric_learning(n, n_classes, dim
     labels[:2] = labels[0]  # at least one query with R > 0
     x = (rng.normal(size=(n, dim)) + labels[:, None] * 0.5).astype(np.float32)
     codes = encode_labels(labels)
-    m = retrieval_metrics(exact_neighbours(x, _searched_k(codes, (1,), 1)), codes, (1,), 1)
+    m = retrieval_metrics(ExactSearch(x).leave_one_out(_searched_k(codes, (1,), 1)), codes, (1,), 1)
     oracle = pml_oracle(x, codes)
     assert m.precision["1"] == pytest.approx(oracle["precision_at_1"], abs=1e-6)
     assert m.r_precision == pytest.approx(oracle["r_precision"], abs=1e-6)

@@ -7,7 +7,8 @@ farthest occurrence), so a reversed tie-break cannot pass.
 import numpy as np
 import pytest
 
-from indexer.evaluation.metrics import encode_labels, exact_neighbours, knn_predict, retrieval_metrics
+from indexer.evaluation.exact import ExactSearch
+from indexer.evaluation.metrics import encode_labels, knn_predict, retrieval_metrics
 
 
 @pytest.mark.parametrize(
@@ -38,5 +39,5 @@ def test_knn_top1_on_points_with_tied_votes():
     x = np.array([[0.0], [1.0], [3.0]], np.float32)
     labels = ["a", "a", "b"]
     codes = encode_labels(labels)
-    m = retrieval_metrics(exact_neighbours(x, 2), codes, ks=(1,), knn_k=2)
+    m = retrieval_metrics(ExactSearch(x).leave_one_out(2), codes, ks=(1,), knn_k=2)
     assert m.knn_top1 == pytest.approx(2 / 3)

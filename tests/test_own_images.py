@@ -177,9 +177,10 @@ def test_images_and_split_together_are_refused(tmp_path):
 
 
 def test_help_says_how_images_are_labelled():
+    from embed.common.settings import RetrievalSettings
     from indexer.cli import build_parser
 
-    text = build_parser()._subparsers._group_actions[0].choices["build"].format_help()
+    text = build_parser(RetrievalSettings())._subparsers._group_actions[0].choices["build"].format_help()
     for words in ("--images DIR", "none (unlabelled", "folders (the first sub-folder", "CSV/TSV", "--loose-images"):
         assert words in text
 

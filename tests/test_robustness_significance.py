@@ -11,11 +11,14 @@ import numpy as np
 from indexer.evaluation.query_transforms import CLEAN, Condition
 from indexer.evaluation.robustness import (
     BINARY_MEASURES,
-    PROTOCOL,
     Outcome,
+    RobustnessResult,
+    Timing,
     family_sentences,
+    protocol,
     summarise,
 )
+from indexer.evaluation.robustness_tables import pair_table, protocol_text
 
 N = 200
 BLUR = Condition("blur", 3, "sigma_px", 3.0)
@@ -27,7 +30,7 @@ def _outcome(rank1: np.ndarray, seed: int) -> Outcome:
     return Outcome(rank=rank, top=rng.integers(0, 1000, (N, 10)), cosine=rng.uniform(0.2, 0.9, N))
 
 
-def _summarised(only_a: int, only_b: int, both: int):
+def _summarised(only_a: int, only_b: int, both: int, confidence: float = 0.95):
     a = np.zeros(N, bool)
     b = np.zeros(N, bool)
     a[:only_a] = True
@@ -39,7 +42,7 @@ def _summarised(only_a: int, only_b: int, both: int):
         ("a", BLUR): _outcome(a, 2),
         ("b", BLUR): _outcome(b, 3),
     }
-    return summarise(outcomes, ["a", "b"], [BLUR], None, np.arange(N), resamples=2000, seed=0)
+    return summarise(outcomes, ["a", "b"], [BLUR], None, np.arange(N), resamples=2000, seed=0, confidence=confidence)
 
 
 def test_a_binary_difference_the_mcnemar_test_rejects_not_is_no_significant_difference_within_its_interval():
@@ -63,7 +66,7 @@ def test_every_pair_agrees_with_its_interval_and_the_rule_is_stated():
             if p.measure in BINARY_MEASURES:
                 assert p.mcnemar is not None and p.significant == (p.mcnemar.p_value < 0.05)
                 assert abs(p.difference.mean - (p.a_mean - p.b_mean)) < 1e-12
-    rule = PROTOCOL["significance"]
+    rule = protocol()["significance"]
     assert "exact McNemar" in rule and "copy_r1" in rule and "excludes zero" in rule
 
 
@@ -98,3 +101,33 @@ def test_the_commands_last_line_names_every_file_it_wrote(tmp_path, monkeypatch,
     ), last
     named = last.split(": ", 1)[1].split(", ")
     assert sorted(Path(n).name for n in named) == written, (named, written)
+
+
+def _document(confidence: float) -> dict:
+    """robustness.json of a two-model run on the blur condition whose intervals are at ``confidence``."""
+    records, pairs = _summarised(20, 5, 4, confidence)
+    result = RobustnessResult(
+        ["a", "b"], "toy", "val", False, list(range(N)), [BLUR], records, pairs,
+        family_sentences(records, pairs), Timing(), resamples=2000, confidence=confidence,
+    )  # fmt: skip
+    return result.to_json()
+
+
+def test_the_protocol_and_the_tables_name_the_confidence_the_intervals_were_computed_at():
+    doc = _document(0.9)
+    assert doc["confidence"] == 0.9
+    stats, rule = doc["protocol"]["statistics"], doc["protocol"]["significance"]
+    assert stats.startswith("90% percentile bootstrap") and "95%" not in stats, stats
+    assert "p < 0.1," in rule and "its 90% interval" in rule and "paired-bootstrap 90% interval" in rule, rule
+    assert "95%" not in rule
+    assert "90% percentile bootstrap" in protocol_text(doc)
+    assert pair_table(doc, "copy_r1")[0][4] == "90% CI (exact McNemar)"  # a binary measure: McNemar's interval
+    assert pair_table(doc, "cosine")[0][4] == "90% CI (paired bootstrap)"
+    assert any("90% CI" in sentence for sentence in doc["sentences"]), doc["sentences"]
+    default = _document(0.95)
+    assert default["protocol"]["statistics"].startswith("95% percentile bootstrap")
+    assert "p < 0.05," in default["protocol"]["significance"]
+    assert pair_table(default, "copy_r1")[0][4] == "95% CI (exact McNemar)"
+    # the intervals themselves are at the stated level: a 90% interval lies inside the 95% one
+    for narrow, wide in zip(doc["pairs"], default["pairs"]):
+        assert wide["ci"][0] <= narrow["ci"][0] <= narrow["ci"][1] <= wide["ci"][1], (narrow, wide)

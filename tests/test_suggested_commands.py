@@ -11,6 +11,8 @@ from support.builds import extract_config
 from support.cli import repo_env
 from support.data import REPO, have_effnet_package, make_tiny_layout
 
+from embed.common.settings import RetrievalSettings
+
 needs_effnet = pytest.mark.skipif(not have_effnet_package(), reason="effnet-lite0's weights package is not installed")
 
 
@@ -294,7 +296,7 @@ def test_every_documented_command_is_one_the_cli_takes_as_written(page, command,
         if not word.startswith(("-", "/", "~", ".")) and Path(word).suffix.lower() in (".csv", ".tsv", ".pth", ".jpg"):
             (tmp_path / word).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / word).touch()
-    parser = importlib.import_module(CLIS[cli]).build_parser()
+    parser = importlib.import_module(CLIS[cli]).build_parser(RetrievalSettings.from_environment())
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:
@@ -310,8 +312,6 @@ def test_every_documented_command_is_one_the_cli_takes_as_written(page, command,
 
 
 def test_the_readme_report_goes_where_the_evaluation_page_reads():
-    from embed.common.settings import RetrievalSettings
-
     default = RetrievalSettings().report_dir
     reports = [c for _, c in documented_commands() if c.startswith("indexer evaluate") and "--report " in c]
     assert reports and all(f"--report {default}" in c for c in reports), reports

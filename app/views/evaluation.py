@@ -19,15 +19,11 @@ import streamlit as st  # noqa: E402
 
 from app import navigation  # noqa: E402
 from app.backend import AppSettings  # noqa: E402
+from app.cached import store_for  # noqa: E402
 from embed.models.catalog import BLOG_MODELS  # noqa: E402
-from indexer.evaluation.document import ReportDocument, ReportSchemaError, read_robustness  # noqa: E402
+from indexer.evaluation.document import ReportDocument, ReportSchemaError, level_text, read_robustness  # noqa: E402
 from indexer.evaluation.sections import sections  # noqa: E402
-from indexer.milvus_store import CollectionMeta, StoreError, VectorStore  # noqa: E402
-
-
-@st.cache_resource(show_spinner=False)
-def get_store(uri: str, token: str) -> VectorStore:
-    return VectorStore(uri, token)
+from indexer.milvus_store import CollectionMeta, StoreError  # noqa: E402
 
 
 @st.cache_data(show_spinner=False, ttl=30)
@@ -40,7 +36,7 @@ def database_collections(settings: AppSettings) -> Dict[str, CollectionMeta]:
     from indexer.catalog import indexed_collections
 
     try:
-        colls = indexed_collections(get_store(settings.uri, settings.token))
+        colls = indexed_collections(store_for(settings))
     except StoreError as e:
         st.warning(f"Cannot list the database's collections: {e}")
         return {}
@@ -279,7 +275,7 @@ def main() -> None:
     in_report = doc.models
     st.caption(
         f"Report {path} · {proto.dataset}/{proto.split} · models compared on {doc.variant_compared} "
-        f"features · {doc.bootstrap.resamples} bootstrap resamples, {doc.bootstrap.level:.0%} intervals"
+        f"features · {doc.bootstrap.resamples} bootstrap resamples, {level_text(doc.bootstrap.level)} intervals"
     )
     missing = sorted(set(in_db) - set(in_report))
     rerun = evaluate_command(proto.split, in_report + missing, bool(doc.dino_knn), settings.uri, folder)

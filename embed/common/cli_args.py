@@ -14,6 +14,7 @@ from typing import Callable, List, NoReturn, Optional
 from embed.common import settings
 from embed.common.descriptor import Descriptor, InvalidDescriptor, parse_descriptors
 from embed.common.logs import quiet_grpc_environment, quiet_third_party_logs
+from embed.common.settings import RetrievalSettings
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def model_list(text: str) -> List[str]:
     return names
 
 
-def add_data_arguments(p: argparse.ArgumentParser) -> None:
+def add_data_arguments(p: argparse.ArgumentParser, config: RetrievalSettings) -> None:
     g = p.add_argument_group("data (--images DIR, or --data-root DIR --split NAME)")
     add_image_folder_arguments(g)
     g.add_argument("--split", default=None, help="split folder under the data root, e.g. val")
@@ -168,7 +169,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="folder holding the split folders; always wins over --dataset, nothing is downloaded "
-        f"(env RETRIEVAL_DATA_ROOT; default {settings.current().data_root})",
+        f"(env RETRIEVAL_DATA_ROOT; default {config.data_root})",
     )
     g.add_argument(
         "--dataset",
@@ -197,12 +198,12 @@ def add_weights_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_compute_arguments(p: argparse.ArgumentParser) -> None:
+def add_compute_arguments(p: argparse.ArgumentParser, config: RetrievalSettings) -> None:
     g = p.add_argument_group("compute")
     g.add_argument(
         "--out",
         type=Path,
-        default=Path(settings.current().embeddings),
+        default=Path(config.embeddings),
         help="embeddings folder (env RETRIEVAL_EMBEDDINGS; default %(default)s)",
     )
     g.add_argument("--batch-size", type=positive_int, default=None, help="default: 256 on GPU, 32 on CPU")
@@ -249,10 +250,11 @@ def resolve_data_root(args: argparse.Namespace) -> Path:
         if args.dataset:
             from embed.sources.dataset_download import ensure_dataset
 
-            args.data_root = ensure_dataset(args.dataset, progress=not getattr(args, "no_progress", False))
+            progress = not getattr(args, "no_progress", False)
+            args.data_root = ensure_dataset(args.dataset, progress, args.settings)
             args.dataset = None  # resolved: later calls see a plain data root
         else:
-            args.data_root = Path(settings.current().data_root)
+            args.data_root = Path(args.settings.data_root)
     elif args.dataset:
         log.info("--data-root %s given: --dataset %s is not looked up or downloaded", args.data_root, args.dataset)
     return args.data_root
@@ -273,7 +275,7 @@ def check_inputs(args: argparse.Namespace, all_allowed: bool = False) -> None:
         raise WeightsUnavailable(f"checkpoint {checkpoint} does not exist")
     image_folder_from_args(args)
     if args.data_root is not None or not args.dataset:
-        data_root = args.data_root or settings.current().data_root
+        data_root = args.data_root or args.settings.data_root
         if args.label_source.kind != "layout":
             from embed.sources.datasets import load_folder, split_folder
 
@@ -315,6 +317,7 @@ def extract_config(args: argparse.Namespace, model: Optional[str] = None):
         progress=not args.no_progress,
         labels=args.label_source,
         descriptors=_extract_descriptors(args),
+        settings=args.settings,
     )
 
 
@@ -337,19 +340,26 @@ def setup_logging(verbose: bool) -> None:
 
 def run_cli(
     handlers,
-    build_parser: Callable[[], argparse.ArgumentParser],
+    build_parser: Callable[[RetrievalSettings], argparse.ArgumentParser],
     argv: Optional[List[str]],
     extra_errors: tuple = (),
 ) -> int:
-    """Parse, dispatch, and turn expected failures into one clear line and exit code 2."""
+    """Read the settings, parse, dispatch, and turn expected failures into one clear line and exit code 2.
+
+    The RETRIEVAL_* variables are read here, once per command: the parser's defaults come from them and every
+    handler finds them as ``args.settings``, to pass down."""
     try:
-        parser = build_parser()  # its defaults come from the RETRIEVAL_* variables
+        config = settings.current()
     except settings.SettingsError as e:  # every RETRIEVAL_* variable is read there: a bad one fails here or nowhere
         print(f"error: {e}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)  # first: --help and usage errors need none of the imports below
+    args = build_parser(config).parse_args(argv)  # first: --help and usage errors need none of the imports below
+    args.settings = config
     quiet_grpc_environment()
     setup_logging(getattr(args, "verbose", False))
+    from embed.extraction import host_memory
+
+    host_memory.apply_settings(config)
     from embed.common.identity import InvalidName
     from embed.extraction.shards import StoreMismatch
     from embed.models.checkpoint_mapping import CheckpointMismatchError

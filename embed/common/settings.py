@@ -1,9 +1,14 @@
 """The one configuration object: every ``RETRIEVAL_*`` variable is read here, and only here.
 
-``RetrievalSettings.from_environment()`` reads the environment when it is called (argument parsing, the
-app's session, a download), never at import, so a variable set before a command runs is always seen.
-Code elsewhere asks for ``current()`` and passes the values it needs down. Deliberately imports nothing
-heavy: ``--help`` and the app's start-up read these without torch.
+``RetrievalSettings.from_environment()`` reads the environment when it is called, never at import, so a variable
+set before a command runs is always seen. Each entry point reads it once and passes the object down (docs/decisions.md,
+"where settings are loaded"): ``run_cli`` for ``python -m embed`` and ``python -m indexer`` (the parser's defaults
+and ``args.settings``), ``AppSettings.from_argv`` for each app page run, each benchmark's ``main``. Library code
+takes a ``RetrievalSettings`` as a parameter or a dataclass field. Four public boundaries that Python callers also
+use without settings take ``settings: RetrievalSettings | None = None`` and fall back to the environment through
+``given_or_current``: ``VectorStore``, ``load_model`` (weights), ``ensure_dataset`` (named datasets), and timm's
+``create_model("gresnet50", pretrained=True)``, which passes nothing. Deliberately imports nothing heavy: ``--help``
+and the app's start-up read these without torch.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ class RetrievalSettings:
     dataset_urls: Dict[str, str] = field(default_factory=dict)
     dataset_md5s: Dict[str, str] = field(default_factory=dict)
     cache_dir: Optional[str] = None  # RETRIEVAL_CACHE (default $XDG_CACHE_HOME/backbone-retrieval)
+    xdg_cache_home: Optional[str] = None  # XDG_CACHE_HOME, where the default cache folder goes (else ~/.cache)
     gresnet_url: Optional[str] = None  # RETRIEVAL_GRESNET_URL (default: the blog's Drive file)
     lite_wait_s: float = 15.0  # RETRIEVAL_LITE_WAIT_S: wait for a starting Lite owner
     insert_batch_bytes: int = 32 * 1024 * 1024  # RETRIEVAL_INSERT_BATCH_BYTES: under every Milvus request limit
@@ -99,6 +105,7 @@ class RetrievalSettings:
                 k[len(DATASET_MD5_PREFIX) :]: v for k, v in env.items() if k.startswith(DATASET_MD5_PREFIX) and v
             },
             cache_dir=get(ENV_PREFIX + "CACHE") or None,
+            xdg_cache_home=get("XDG_CACHE_HOME") or None,
             gresnet_url=get(ENV_PREFIX + "GRESNET_URL") or None,
             lite_wait_s=_number(env, "LITE_WAIT_S", float, 0.0, defaults.lite_wait_s),
             insert_batch_bytes=_number(env, "INSERT_BATCH_BYTES", int, 1, defaults.insert_batch_bytes),
@@ -111,10 +118,18 @@ class RetrievalSettings:
         """Where downloaded weights live: RETRIEVAL_CACHE, else $XDG_CACHE_HOME or ~/.cache, /backbone-retrieval."""
         if self.cache_dir:
             return Path(self.cache_dir).expanduser()
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        base = self.xdg_cache_home or Path.home() / ".cache"
         return Path(base) / "backbone-retrieval"
 
 
+DEFAULTS = RetrievalSettings()  # every setting unset: the defaults a dataclass field of another module starts from
+
+
 def current() -> RetrievalSettings:
-    """The settings as the environment says now."""
+    """The settings as the environment says now: what an entry point reads, once."""
     return RetrievalSettings.from_environment()
+
+
+def given_or_current(given: Optional[RetrievalSettings]) -> RetrievalSettings:
+    """``given``, or the environment's settings where a caller of a public boundary passed none."""
+    return given if given is not None else current()

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from embed.common.descriptor import DEFAULT, Descriptor
+from embed.common.settings import RetrievalSettings
 from embed.extraction.host_memory import keep_freed_memory
 from embed.models.registry import LoadedModel, load_model
 
@@ -23,7 +24,8 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` -> the GPU when one is visible, else the CPU; an explicit GPU that is missing is an error.
 
     Every model run resolves its device here, so a CPU run also gets its host memory kept for reuse
-    (embed/extraction/host_memory.py) wherever it runs: extraction, checks, queries, benchmarks.
+    (embed/extraction/host_memory.py) wherever it runs: extraction, checks, queries, benchmarks, as the entry
+    point's settings say (``host_memory.apply_settings``).
     """
     if name == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -202,9 +204,11 @@ def build_embedder(
     channels_last: Optional[bool] = None,
     compile: bool = False,
     poolings: Sequence[Descriptor] = (Descriptor(DEFAULT),),
+    settings: Optional[RetrievalSettings] = None,
 ) -> Embedder:
+    """``model`` on ``device`` with its weights (``settings``: where downloads are cached, see ``load_model``)."""
     dev = resolve_device(device)
-    loaded = load_model(model, checkpoint=checkpoint, random_init=random_init)
+    loaded = load_model(model, checkpoint=checkpoint, random_init=random_init, settings=settings)
     return Embedder(
         loaded, dev, resolve_precision(precision, dev), uses_channels_last(loaded, channels_last), compile, poolings
     )

@@ -17,9 +17,9 @@ from typing import List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from embed.common import settings
 from embed.common.descriptor import Descriptor
 from embed.common.identity import VectorSetIdentity
+from embed.common.settings import RetrievalSettings
 from embed.extraction import distributed
 from embed.extraction.device_decode import resolve_decode, transform_upsamples
 from embed.extraction.embedder import Embedder, build_embedder, default_batch_size, default_workers
@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 class ExtractConfig:
     model: str
     split: str
-    data_root: Path = field(default_factory=lambda: Path(settings.current().data_root))
-    out: Path = field(default_factory=lambda: Path(settings.current().embeddings))
+    data_root: Path
+    out: Path  # the embeddings folder
     batch_size: Optional[int] = None  # None: 256 on GPU, 32 on CPU
     workers: Optional[int] = None  # None: by device and core count
     device: str = "auto"
@@ -55,6 +55,7 @@ class ExtractConfig:
     # post-processing (unit length, whitening) is applied later, to the stored raw vectors
     descriptors: Sequence[Descriptor] = (Descriptor(),)
     labels: LabelSource = field(default_factory=LabelSource)  # layout: the benchmark layout's own annotations
+    settings: Optional[RetrievalSettings] = None  # the entry point's, for the weights (None: load_model's fallback)
 
     def images(self) -> ImageList:
         """The full image list this run embeds (before ``limit``)."""
@@ -128,6 +129,7 @@ def load_embedder(cfg: ExtractConfig) -> Embedder:
         cfg.channels_last,
         cfg.compile,
         [d.pooled for d in cfg.descriptors],
+        cfg.settings,
     )
 
 

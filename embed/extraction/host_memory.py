@@ -19,7 +19,7 @@ import logging
 import platform
 from typing import Optional
 
-from embed.common import settings
+from embed.common.settings import DEFAULTS, RetrievalSettings
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +28,27 @@ _M_MMAP_MAX = -4
 TRIM_THRESHOLD_BYTES = 2**31 - 1  # mallopt takes an int: the largest it allows
 
 _state: Optional[bool] = None
+# the process's choice: the setting's default until its entry point applies the settings it read
+_wanted: bool = DEFAULTS.keep_freed_memory
+
+
+def apply_settings(config: RetrievalSettings) -> None:
+    """The entry point's ``RETRIEVAL_KEEP_FREED_MEMORY``, for the first CPU model run of the process to apply (it is
+    process state: the C library's allocator, set once)."""
+    global _wanted
+    _wanted = config.keep_freed_memory
+    if _state and not _wanted:  # mallopt has run: a process cannot take it back
+        log.debug("host memory: freed blocks are already kept for reuse in this process")
 
 
 def keep_freed_memory() -> bool:
     """Make glibc keep freed blocks for reuse, once per process. True when it does; False where the C library is
-    not glibc or ``RETRIEVAL_KEEP_FREED_MEMORY=0`` keeps its defaults."""
+    not glibc or the settings applied (``apply_settings``: ``RETRIEVAL_KEEP_FREED_MEMORY=0``) keep its defaults."""
     global _state
     if _state is not None:
         return _state
     _state = False
-    if not settings.current().keep_freed_memory or platform.libc_ver()[0] != "glibc":
+    if not _wanted or platform.libc_ver()[0] != "glibc":
         return _state
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is None:

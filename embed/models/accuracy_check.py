@@ -19,6 +19,7 @@ from typing import Dict, Optional
 import torch
 
 from embed.common.identity import EmbeddingKey
+from embed.common.settings import RetrievalSettings
 from embed.extraction.shards import atomic_write_bytes
 from embed.sources.datasets import DatasetError, load_split
 
@@ -39,6 +40,7 @@ class AccuracyCheckConfig:
     workers: Optional[int] = None
     device: str = "auto"
     progress: bool = True
+    settings: Optional[RetrievalSettings] = None  # the entry point's, for the weights (None: load_model's fallback)
 
 
 @dataclass
@@ -83,7 +85,9 @@ def measure_accuracy(cfg: AccuracyCheckConfig) -> AccuracyResult:
             f"the classifier check needs ImageNet classes (Tiny-ImageNet, Imagenette, ImageNet)"
         )
     labels = torch.tensor([index[r.class_id] for r in images.records])
-    loaded = load_model(cfg.model, checkpoint=cfg.checkpoint, random_init=cfg.random_init, with_head=True)
+    loaded = load_model(
+        cfg.model, checkpoint=cfg.checkpoint, random_init=cfg.random_init, with_head=True, settings=cfg.settings
+    )
     device = resolve_device(cfg.device)
     model = loaded.model.to(device)
     workers = default_workers(device) if cfg.workers is None else cfg.workers

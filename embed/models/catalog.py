@@ -16,6 +16,7 @@ from typing import Callable, Dict, Optional
 
 from embed.common.descriptor import default_pooling_of, poolings_of
 from embed.common.identity import InvalidName
+from embed.common.settings import RetrievalSettings
 
 
 class UnknownModel(InvalidName):
@@ -26,21 +27,22 @@ class UnknownModel(InvalidName):
 class WeightsDownload:
     """Weights that come from a download into the cache folder on first use, by the module named (imported when
     asked: the downloader reads this catalogue, the catalogue does not import it): its ``cached_checkpoint``,
-    ``download_checkpoint`` and ``source_url``."""
+    ``download_checkpoint`` and ``source_url``, each of the settings that say where the cache is and what it
+    downloads."""
 
     module: str  # e.g. "embed.models.gresnet_weights"
 
-    def cached(self) -> Optional[Path]:
+    def cached(self, config: RetrievalSettings) -> Optional[Path]:
         """The file when it is already here."""
-        return importlib.import_module(self.module).cached_checkpoint()
+        return importlib.import_module(self.module).cached_checkpoint(config)
 
-    def fetch(self) -> Path:
+    def fetch(self, config: RetrievalSettings) -> Path:
         """Download (atomically, validated) and return the file."""
-        return importlib.import_module(self.module).download_checkpoint()
+        return importlib.import_module(self.module).download_checkpoint(config)
 
-    def source(self) -> str:
+    def source(self, config: RetrievalSettings) -> str:
         """The address, for messages."""
-        return importlib.import_module(self.module).source_url()
+        return importlib.import_module(self.module).source_url(config)
 
 
 @dataclass(frozen=True)

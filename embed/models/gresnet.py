@@ -308,14 +308,16 @@ def _blog_weights_overlay(overlay: Optional[Dict[str, Any]]) -> Dict[str, Any]:
 
     timm would fetch ``url`` with torch.hub, which gets Google Drive's confirmation page instead of the
     file; embed.models.gresnet_weights gets past it (and honours RETRIEVAL_GRESNET_URL). A caller's own
-    ``file`` or ``state_dict`` wins.
+    ``file`` or ``state_dict`` wins. timm's ``create_model`` passes no settings through: this is where the
+    environment's are read (embed.common.settings names the public boundaries that do).
     """
     overlay = dict(overlay or {})
     if overlay.get("file") or overlay.get("state_dict") is not None:
         return overlay
+    from embed.common.settings import current
     from embed.models.gresnet_weights import download_checkpoint  # imports this module: only when weights are asked for
 
-    overlay["file"] = str(download_checkpoint())
+    overlay["file"] = str(download_checkpoint(current()))
     return overlay
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
 
-from embed.common import settings
+from embed.common.settings import RetrievalSettings
 from embed.models.checkpoint_mapping import CheckpointMismatchError
-from embed.sources.download import DownloadError, cache_dir, download, looks_like_html
+from embed.sources.download import DownloadError, download, looks_like_html
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +35,22 @@ MANUAL_ROUTE = (
 )
 
 
-def source_url() -> str:
-    return settings.current().gresnet_url or BLOG_WEIGHTS_URL
+def source_url(config: RetrievalSettings) -> str:
+    return config.gresnet_url or BLOG_WEIGHTS_URL
 
 
-def cache_path(url: Optional[str] = None) -> Path:
+def cache_path(config: RetrievalSettings, url: Optional[str] = None) -> Path:
     """The cache file for ``url``: another address gets another file, so a mirror never stands in for Drive."""
-    url = url or source_url()
+    url = url or source_url(config)
     suffix = ".safetensors" if urlparse(url).path.endswith(".safetensors") else ".pth"
     if url == BLOG_WEIGHTS_URL:
-        return cache_dir() / f"{ARCHITECTURE}_blog{suffix}"
+        return config.weights_cache() / f"{ARCHITECTURE}_blog{suffix}"
     tag = hashlib.sha256(url.encode()).hexdigest()[:12]
-    return cache_dir() / f"{ARCHITECTURE}_{tag}{suffix}"
+    return config.weights_cache() / f"{ARCHITECTURE}_{tag}{suffix}"
 
 
-def cached_checkpoint() -> Optional[Path]:
-    path = cache_path()
+def cached_checkpoint(config: RetrievalSettings) -> Optional[Path]:
+    path = cache_path(config)
     return path if path.is_file() else None
 
 
@@ -73,10 +73,10 @@ def validate_checkpoint(path: Path) -> None:
         raise DownloadError(str(e)) from None
 
 
-def download_checkpoint(progress: bool = True) -> Path:
+def download_checkpoint(config: RetrievalSettings, progress: bool = True) -> Path:
     """The cached checkpoint, downloading and validating it first if needed."""
-    url = source_url()
-    dest = cache_path(url)
+    url = source_url(config)
+    dest = cache_path(config, url)
     if dest.is_file():
         return dest
     fetch = None if url != BLOG_WEIGHTS_URL else _gdown_fetch(progress)

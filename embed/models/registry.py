@@ -13,6 +13,7 @@ from typing import Callable, Dict, Optional
 
 import torch.nn as nn
 
+from embed.common.settings import RetrievalSettings, given_or_current
 from embed.models import gresnet as _gresnet  # noqa: F401  (registers gresnet50 with timm)
 from embed.models.catalog import ModelSpec, get_spec
 from embed.models.weights import WeightsInfo
@@ -36,17 +37,19 @@ def load_model(
     checkpoint: Optional[Path] = None,
     random_init: bool = False,
     with_head: bool = False,
+    settings: Optional[RetrievalSettings] = None,
 ) -> LoadedModel:
     """Build a model in eval mode with weights resolved as described in the module docstring.
 
     ``with_head=True`` keeps the classifier (tests use it to check that weights really are right);
-    the extraction pipeline always uses the pooled pre-logits (``num_classes=0``).
+    the extraction pipeline always uses the pooled pre-logits (``num_classes=0``). ``settings`` say where the
+    download cache is and what it downloads (the entry point's; a Python caller may pass none: the environment's).
     """
     from timm.data import create_transform, resolve_model_data_config
 
     spec = get_spec(name)
     kwargs = {} if with_head else {"num_classes": 0}
-    model, weights = resolve_weights(spec, checkpoint, random_init, kwargs)
+    model, weights = resolve_weights(spec, checkpoint, random_init, kwargs, given_or_current(settings))
     model.eval()
     if spec.fuse:
         from timm.utils import reparameterize_model

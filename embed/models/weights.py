@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
+from embed.common.settings import RetrievalSettings
 from embed.models.catalog import ModelSpec, get_spec
 from embed.sources.download import DownloadError, file_digest
 
@@ -120,10 +121,12 @@ class WeightsSource:
     def applies(self, spec: ModelSpec) -> bool:
         raise NotImplementedError
 
-    def availability(self, spec: ModelSpec) -> Availability:
+    def availability(self, spec: ModelSpec, config: RetrievalSettings) -> Availability:
         raise NotImplementedError
 
-    def load(self, spec: ModelSpec, create_kwargs: Dict[str, Any]) -> Tuple["nn.Module", WeightsInfo]:
+    def load(
+        self, spec: ModelSpec, create_kwargs: Dict[str, Any], config: RetrievalSettings
+    ) -> Tuple["nn.Module", WeightsInfo]:
         raise NotImplementedError
 
 
@@ -135,10 +138,10 @@ class PackageWeights(WeightsSource):
     def applies(self, spec: ModelSpec) -> bool:
         return spec.package_weights is not None and spec.package_weights() is not None
 
-    def availability(self, spec: ModelSpec) -> Availability:
+    def availability(self, spec: ModelSpec, config: RetrievalSettings) -> Availability:
         return Availability(True, True, "pip package")
 
-    def load(self, spec, create_kwargs):
+    def load(self, spec, create_kwargs, config):
         path = spec.package_weights()
         return load_file(spec, path, **create_kwargs), file_info("package", path)
 
@@ -151,9 +154,9 @@ class DownloadedWeights(WeightsSource):
     def applies(self, spec: ModelSpec) -> bool:
         return spec.download is not None
 
-    def availability(self, spec: ModelSpec) -> Availability:
+    def availability(self, spec: ModelSpec, config: RetrievalSettings) -> Availability:
         assert spec.download is not None
-        cached, source = spec.download.cached(), spec.download.source()
+        cached, source = spec.download.cached(config), spec.download.source(config)
         if cached is not None:
             return Availability(True, True, f"download cache ({cached})")
         if host_reachable(source):
@@ -165,10 +168,10 @@ class DownloadedWeights(WeightsSource):
             f"the internet once (the file is then cached), {manual_route(spec)}",
         )
 
-    def load(self, spec, create_kwargs):
+    def load(self, spec, create_kwargs, config):
         assert spec.download is not None
         try:
-            path = spec.download.cached() or spec.download.fetch()
+            path = spec.download.cached(config) or spec.download.fetch(config)
         except DownloadError as e:
             raise WeightsUnavailable(f"{spec.name}: {e}") from None
         return load_file(spec, path, **create_kwargs), file_info("download", path)
@@ -211,7 +214,7 @@ class HubWeights(WeightsSource):
 
         return not constants.HF_HUB_OFFLINE and host_reachable(constants.ENDPOINT)
 
-    def availability(self, spec: ModelSpec) -> Availability:
+    def availability(self, spec: ModelSpec, config: RetrievalSettings) -> Availability:
         from huggingface_hub import constants
 
         hub_id = self.hub_id(spec) or spec.timm_name
@@ -228,14 +231,14 @@ class HubWeights(WeightsSource):
             f"weights), {manual_route(spec)}",
         )
 
-    def load(self, spec, create_kwargs):
+    def load(self, spec, create_kwargs, config):
         import timm
 
         info = WeightsInfo("hub", f"hub:{spec.timm_name}", spec.timm_name)
         if not self.reachable():
             cached = self.cached_file(spec)
             if cached is None:
-                raise WeightsUnavailable(self.availability(spec).where)
+                raise WeightsUnavailable(self.availability(spec, config).where)
             overlay = {"file": str(cached)}
             return timm.create_model(
                 spec.timm_name, pretrained=True, pretrained_cfg_overlay=overlay, **create_kwargs
@@ -257,10 +260,10 @@ class RandomWeights(WeightsSource):
     def applies(self, spec: ModelSpec) -> bool:
         return True
 
-    def availability(self, spec: ModelSpec) -> Availability:
+    def availability(self, spec: ModelSpec, config: RetrievalSettings) -> Availability:
         return Availability(True, True, f"random init, seed {RANDOM_INIT_SEED}")
 
-    def load(self, spec, create_kwargs):
+    def load(self, spec, create_kwargs, config):
         import timm
         import torch
 
@@ -282,15 +285,19 @@ def sources_for(spec: ModelSpec) -> List[WeightsSource]:
     return [s for s in REAL_SOURCES if s.applies(spec)]
 
 
-def availability(spec: ModelSpec) -> Availability:
+def availability(spec: ModelSpec, config: RetrievalSettings) -> Availability:
     """The first applicable source's answer: are real weights here, or obtainable now, and where."""
     for source in sources_for(spec):
-        return source.availability(spec)
+        return source.availability(spec, config)
     return Availability(False, False, f"no published weights: {manual_route(spec)}")
 
 
 def resolve(
-    spec: ModelSpec, checkpoint: Optional[Path], random_init: bool, create_kwargs: Dict[str, Any]
+    spec: ModelSpec,
+    checkpoint: Optional[Path],
+    random_init: bool,
+    create_kwargs: Dict[str, Any],
+    config: RetrievalSettings,
 ) -> Tuple["nn.Module", WeightsInfo]:
     """Load ``spec`` with the first source that has weights; random ones only when ``random_init`` allows."""
     if checkpoint is not None:
@@ -298,7 +305,7 @@ def resolve(
     problems = []
     for source in sources_for(spec):
         try:
-            return source.load(spec, create_kwargs)
+            return source.load(spec, create_kwargs, config)
         except WeightsUnavailable as e:
             problems.append(str(e))
     problem = (
@@ -310,16 +317,16 @@ def resolve(
             f"{problem}\nPass a local file with --checkpoint PATH, or use --random-init to run with random weights."
         )
     log.warning("%s; using RANDOM weights (--random-init)", problem)
-    return RandomWeights().load(spec, create_kwargs)
+    return RandomWeights().load(spec, create_kwargs, config)
 
 
-def weights_available(name: str) -> Tuple[bool, str]:
+def weights_available(name: str, config: RetrievalSettings) -> Tuple[bool, str]:
     """Whether ``load_model(name)`` would find real weights here without the network, and where."""
-    found = availability(get_spec(name))
+    found = availability(get_spec(name), config)
     return found.here, found.where
 
 
-def weights_obtainable(name: str) -> Tuple[bool, str]:
+def weights_obtainable(name: str, config: RetrievalSettings) -> Tuple[bool, str]:
     """Whether real weights for ``name`` are here or can be downloaded now; if not, why and how to get them."""
-    found = availability(get_spec(name))
+    found = availability(get_spec(name), config)
     return found.obtainable, found.where

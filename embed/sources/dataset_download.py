@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Dict, Iterator, List, Optional, cast
 
-from embed.common import settings
+from embed.common.settings import DATASETS_ENV, RetrievalSettings, given_or_current
 from embed.sources.datasets import DatasetError
 from embed.sources.download import DownloadError, download
 
@@ -53,9 +53,8 @@ class DatasetSource:
     def archive_name(self) -> str:
         return PurePosixPath(self.url.split("?")[0]).name or f"{self.name}.archive"
 
-    def resolved(self) -> "DatasetSource":
-        """This source with the address (and md5) the environment gives, if it gives one."""
-        config = settings.current()
+    def resolved(self, config: RetrievalSettings) -> "DatasetSource":
+        """This source with the address (and md5) the settings give (RETRIEVAL_DATASET_URL_<NAME>), if they do."""
         url = config.dataset_urls.get(self.env_key)
         if not url:
             return self
@@ -90,50 +89,52 @@ DATASETS: Dict[str, DatasetSource] = {
 }
 
 
-def datasets_dirs() -> List[Path]:
-    return [Path(p).expanduser() for p in settings.current().datasets_dirs]
+def datasets_dirs(config: RetrievalSettings) -> List[Path]:
+    return [Path(p).expanduser() for p in config.datasets_dirs]
 
 
-def searched_folders() -> str:
+def searched_folders(config: RetrievalSettings) -> str:
     """The datasets folders as absolute paths: the defaults are relative to the current directory, which a message
     showing ``../shared/datasets`` leaves the reader to work out."""
-    return ", ".join(str(p.resolve()) for p in datasets_dirs())
+    return ", ".join(str(p.resolve()) for p in datasets_dirs(config))
 
 
-def get_source(name: str) -> DatasetSource:
+def get_source(name: str, config: RetrievalSettings) -> DatasetSource:
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)} (or pass --data-root DIR)")
-    return DATASETS[name].resolved()
+    return DATASETS[name].resolved(config)
 
 
-def find_dataset(source: DatasetSource) -> Optional[Path]:
-    for base in datasets_dirs():
+def find_dataset(source: DatasetSource, config: RetrievalSettings) -> Optional[Path]:
+    for base in datasets_dirs(config):
         root = base / source.folder
         if (root / source.split).is_dir():
             return root.resolve()
     return None
 
 
-def ensure_dataset(name: str, progress: bool = True) -> Path:
-    """The data root of a named dataset, downloading and extracting it first when it is not on disk."""
-    source = get_source(name)
-    found = find_dataset(source)
+def ensure_dataset(name: str, progress: bool = True, settings: Optional[RetrievalSettings] = None) -> Path:
+    """The data root of a named dataset, downloading and extracting it first when it is not on disk. ``settings``
+    say where datasets are looked for and from where they download (the entry point's; none: the environment's)."""
+    config = given_or_current(settings)
+    source = get_source(name, config)
+    found = find_dataset(source, config)
     if found is not None:
         return found
-    target = datasets_dirs()[0].resolve()
+    target = datasets_dirs(config)[0].resolve()
     if (target / source.folder).exists():
         raise DatasetError(
             f"{target / source.folder} exists but has no {source.split} folder: remove it to download "
             f"{name} again, or pass --data-root"
         )
-    log.info("%s is not in %s: downloading %s", name, searched_folders(), source.url)
+    log.info("%s is not in %s: downloading %s", name, searched_folders(config), source.url)
     archive = target / source.archive_name
     try:
         download(source.url, archive, desc=source.archive_name, md5=source.md5, progress=progress)
     except DownloadError as e:
         raise DatasetError(
-            f"could not download {name}: {e}\n{name} ({source.folder}/) was looked for in {searched_folders()}. "
-            f"If you have it elsewhere, set {settings.DATASETS_ENV} to the folder holding {source.folder}/ "
+            f"could not download {name}: {e}\n{name} ({source.folder}/) was looked for in {searched_folders(config)}. "
+            f"If you have it elsewhere, set {DATASETS_ENV} to the folder holding {source.folder}/ "
             f"({os.pathsep}-separated for several), or pass --data-root DIR/{source.folder}. Otherwise download "
             f"{source.url} yourself and extract it into one of those folders."
         ) from None

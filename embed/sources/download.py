@@ -19,8 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from embed.common import settings
-
 log = logging.getLogger(__name__)
 
 USER_AGENT = "backbone-retrieval/0.1 (+https://github.com)"
@@ -37,11 +35,6 @@ def file_digest(path: Path, algorithm: str = "sha256", chunk: int = CHUNK) -> st
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def cache_dir() -> Path:
-    """Where downloaded weights live (RetrievalSettings.weights_cache)."""
-    return settings.current().weights_cache()
 
 
 @contextmanager

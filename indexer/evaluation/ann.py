@@ -5,7 +5,7 @@ leave-one-out through FLAT and through the index at each value of its search kno
 collection's rows on a Milvus server (the user's collections are not touched). Per operating point and model:
 
   recall@10   |index top 10 ∩ exact top 10| / 10, the exact top 10 from the evaluation's exact search
-              (indexer.evaluation.metrics.exact_neighbours, outside Milvus)
+              (indexer.evaluation.exact.ExactSearch.leave_one_out, outside Milvus)
   P@1, P@10   under the index, beside the exact figures, with paired-bootstrap intervals of index − exact
   latency     p50 / p99 of nq = 1 searches; QPS of searches in batches of ``batch``
   build       seconds to build and load the index; memory of the loaded segments where Milvus reports it
@@ -306,10 +306,10 @@ class _ModelRun:
 
 def measure_model(store: VectorStore, vs: VectorSet, rows: np.ndarray, cfg: AnnConfig) -> _ModelRun:
     """FLAT, then the index at every sweep value, for one model, on a scratch collection dropped afterwards."""
-    from indexer.evaluation.metrics import exact_neighbours
+    from indexer.evaluation.exact import ExactSearch
 
     dim = vs.vectors.shape[1]
-    exact = exact_neighbours(vs.vectors, K, device=cfg.device, rows=rows)
+    exact = ExactSearch(vs.vectors).leave_one_out(K, rows=rows, device=cfg.device)
     q_labels = vs.labels[rows]
     exact_labels = vs.labels[exact.index]
     exact_p1, exact_p10 = precision_at(exact_labels, q_labels, 1), precision_at(exact_labels, q_labels, K)

@@ -33,7 +33,8 @@ from embed.common.descriptor import Descriptor, parse_descriptors
 from embed.common.identity import EmbeddingKey, VectorSetIdentity
 from embed.common.vectors import l2_normalize
 from indexer.evaluation.document import Interval
-from indexer.evaluation.metrics import Neighbours, encode_labels, exact_neighbours, needed_k, retrieval_metrics
+from indexer.evaluation.exact import ExactSearch, Neighbours
+from indexer.evaluation.metrics import encode_labels, needed_k, retrieval_metrics
 from indexer.evaluation.stats import bootstrap_ci, paired_difference
 from indexer.milvus_store import StoreError, VectorStore
 from indexer.whitening import ClassSplit, Whitening, WhiteningRefused, check_disjoint, learn_from_rows
@@ -321,7 +322,7 @@ def evaluate_descriptors(cfg: DescriptorEvalConfig, store: VectorStore) -> Descr
                 feats = np.asarray(vectors[rows], np.float32)
             labels = encode_labels([c for c, r in zip(class_ids, rows) if r])
             k = needed_k(labels, (1, 10), 20)
-            neigh = exact_neighbours(feats, k, device=cfg.device, progress=False)
+            neigh = ExactSearch(feats).leave_one_out(k, device=cfg.device)
             metrics, values, nq = _metrics(neigh, labels, cfg.seed)
             base = DescriptorRun(
                 model,
@@ -344,7 +345,7 @@ def evaluate_descriptors(cfg: DescriptorEvalConfig, store: VectorStore) -> Descr
                     expanded = neighbours_of(expand_queries(feats, neigh, qe), feats, k)
                 else:
                     db = expand_queries(feats, neigh, qe)
-                    expanded = exact_neighbours(db, k, device=cfg.device, progress=False)
+                    expanded = ExactSearch(db).leave_one_out(k, device=cfg.device)
                 metrics, values, nq = _metrics(expanded, labels, cfg.seed)
                 runs.append(replace(base, variant=qe.label, n_queries=nq, metrics=metrics, per_query=values))
     assert evaluated is not None

@@ -30,6 +30,12 @@ CONFIDENCE = 0.95
 T = TypeVar("T")
 
 
+def level_text(level: float) -> str:
+    """A confidence level in words, as every interval, header and protocol names it: 0.95 -> '95%',
+    0.975 -> '97.5%'."""
+    return f"{level * 100:.4g}%"
+
+
 class ReportSchemaError(ValueError):
     """A report.json this version cannot read (another schema version, or not a report)."""
 
@@ -52,7 +58,7 @@ class Interval:
         difference); ``negate``: the interval of the opposite difference (b - a for a - b)."""
         low, high = (-self.high, -self.low) if negate else (self.low, self.high)
         spec = "+.3f" if signed else ".3f"
-        return f"{self.level:.0%} CI {low:{spec}} to {high:{spec}}"
+        return f"{level_text(self.level)} CI {low:{spec}} to {high:{spec}}"
 
 
 @dataclass

@@ -16,13 +16,12 @@ from embed.common.identity import EmbeddingKey
 from embed.common.vectors import l2_normalize
 from indexer.build_command import DIR, BuildCommand
 from indexer.evaluation.document import SCHEMA_VERSION, DinoKnn, Evaluation, MilvusCheck, ModelResult, NaiveTiming
+from indexer.evaluation.exact import ExactSearch, Neighbours
 from indexer.evaluation.metrics import (
     PROTOCOL,
-    Neighbours,
     PerQuery,
     compare_with_milvus,
     encode_labels,
-    exact_neighbours,
     needed_k,
     retrieval_metrics,
 )
@@ -103,7 +102,7 @@ def evaluate_runs(cfg: EvalConfig, store: VectorStore) -> Tuple[Evaluation, List
         for variant in cfg.features:
             feats = l2_normalize(vectors) if variant == "normalized" else vectors
             t = time.perf_counter()
-            neigh = exact_neighbours(feats, k, device=device, progress=cfg.progress)
+            neigh = ExactSearch(feats).leave_one_out(k, device=device, progress=cfg.progress)
             m = retrieval_metrics(neigh, labels, cfg.ks, cfg.knn_k)
             seconds = time.perf_counter() - t
             result = ModelResult(

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from embed.common import settings
+from embed.common.settings import DEFAULTS
 from embed.common.vectors import l2_normalize
 from indexer.evaluation.document import Interval, McNemar, to_plain
 from indexer.evaluation.stats import DEFAULT_RESAMPLES, bootstrap_ci, compare_sentence, mcnemar_exact, paired_difference
@@ -64,7 +64,7 @@ class LabelFreeConfig:
     dataset: Optional[str] = None
     data_root: Optional[Path] = None  # the folder holding the split's images (default: the collection's)
     out: Optional[Path] = None  # DIR/label_free.{json,md,html}; None: figures only
-    embeddings: Path = field(default_factory=lambda: Path(settings.current().embeddings))
+    embeddings: Path = Path(DEFAULTS.embeddings)
     copy_queries: int = 200  # 0: no copy retrieval (it embeds transformed queries: minutes on a CPU)
     families: Sequence[str] = COPY_FAMILIES
     severities: int = 2
@@ -143,9 +143,9 @@ class LabelFreeResult:
 
 def top_lists(vectors: np.ndarray, k: int, device: str) -> np.ndarray:
     """(n, k) row indices of each row's k nearest other rows (exact, squared L2)."""
-    from indexer.evaluation.metrics import exact_neighbours
+    from indexer.evaluation.exact import ExactSearch
 
-    return exact_neighbours(vectors, k, device=device).index
+    return ExactSearch(vectors).leave_one_out(k, device=device).index
 
 
 def overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -358,7 +358,7 @@ def evaluate_label_free(store, cfg: LabelFreeConfig) -> LabelFreeResult:
     # map trustworthiness
     params = MapParams(method=cfg.map_method, features="raw", seed=cfg.seed)
     trust: Dict[str, np.ndarray] = {}
-    maps_dir = out if out else Path(settings.current().report_dir)
+    maps_dir = out if out else Path(store.settings.report_dir)
     sample = np.sort(np.random.default_rng(cfg.seed).choice(n, min(n, cfg.map_points), replace=False))
     tk = max(1, min(TOP_K, len(sample) // 2 - 1))
     for c in colls:

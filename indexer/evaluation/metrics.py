@@ -18,16 +18,14 @@ bootstrap and pair them without a second pass.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from indexer.evaluation.document import Protocol
-from indexer.evaluation.exact import ExactSearch
+from indexer.evaluation.exact import ExactSearch, Neighbours
 
 PROTOCOL = Protocol(
     name="leave-one-out retrieval over one split",
@@ -42,74 +40,6 @@ PROTOCOL = Protocol(
     note="This kNN@20 is leave-one-out within the split; the DINO-style weighted kNN on disjoint database and "
     "queries is --holdout or --database-split/--query-split (in the report)",
 )
-
-
-@dataclass
-class Neighbours:
-    index: np.ndarray  # (N, K) int64, nearest first, self excluded
-    distance: np.ndarray  # (N, K) float32 squared L2
-
-
-def exact_neighbours(
-    vectors: np.ndarray,
-    k: int,
-    device: str = "cpu",
-    chunk: Optional[int] = None,
-    memory_budget: int = 1 << 30,
-    progress: bool = False,
-    rows: Optional[npt.ArrayLike] = None,
-) -> Neighbours:
-    """Exact k nearest others of every row (or of ``rows`` only: row j of the result is ``rows[j]``'s), in query
-    chunks sized to ``memory_budget`` bytes."""
-    from tqdm import tqdm
-
-    n, dim = vectors.shape
-    k = min(k, n - 1)
-    queries = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    dev = torch.device(device)
-    original = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(dev)
-    # L2 distances do not change under translation; centring shrinks |q|^2 + |x|^2 - 2 q.x cancellation
-    # (the float64 re-ranking uses the original vectors: centring in float32 rounds them)
-    x = original - original.mean(0, keepdim=True)
-    sq = (x * x).sum(1)
-    chunk = chunk or max(1, min(len(queries), memory_budget // max(1, n * 4 * 3)))
-    out_i = np.empty((len(queries), k), np.int64)
-    out_d = np.empty((len(queries), k), np.float32)
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(queries), chunk), disable=not progress, desc="exact kNN", unit="chunk"):
-            stop = min(start + chunk, len(queries))
-            own = torch.from_numpy(queries[start:stop]).to(dev)
-            q = x[own]
-            d = torch.addmm(sq[None, :], q, x.T, alpha=-2.0).add_(sq[own, None]).clamp_(min=0)
-            d[torch.arange(stop - start, device=dev), own] = math.inf
-            vals, idx = torch.topk(d, min(k + REFINE_MARGIN, n - 1), dim=1, largest=False, sorted=True)
-            _refine(original, own, idx, vals)
-            out_i[start:stop] = idx[:, :k].cpu().numpy()
-            out_d[start:stop] = vals[:, :k].cpu().numpy()
-    return Neighbours(out_i, out_d)
-
-
-REFINE_TOP = 16  # the first 16 neighbours are ordered by float64 distances (P@1, P@10, the Milvus check)
-REFINE_MARGIN = 8  # float32 candidates beyond them that may move up
-
-
-def _refine(
-    x: "torch.Tensor", own: "torch.Tensor", idx: "torch.Tensor", vals: "torch.Tensor", rows_per_step: int = 256
-):
-    """Re-rank the first REFINE_TOP + REFINE_MARGIN float32 candidates (in place) by float64 |q - x|^2.
-
-    The float32 expansion |q|^2 + |x|^2 - 2 q.x loses about 1e-7 of |q|^2 + |x|^2, which can swap
-    neighbours whose distances differ by more than float32 rounding of the distance itself (seen on
-    Tiny-ImageNet: 1 list in 200). The direct float64 difference does not. Only the head is re-ranked:
-    doing all k costs several times the matrix product; positions past REFINE_TOP keep float32 order."""
-    r = min(REFINE_TOP + REFINE_MARGIN, idx.shape[1])
-    for s in range(0, len(idx), rows_per_step):
-        cand = idx[s : s + rows_per_step, :r]
-        q = x[own[s : s + len(cand)]].double()
-        d = ((x[cand].double() - q[:, None, :]) ** 2).sum(-1)
-        d, order = torch.sort(d, dim=1, stable=True)
-        idx[s : s + len(cand), :r] = torch.gather(cand, 1, order)
-        vals[s : s + len(cand), :r] = d.float()
 
 
 @dataclass

@@ -11,13 +11,13 @@ import base64
 import html
 import itertools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from embed.common import settings
+from embed.common.settings import DEFAULTS
 from indexer.evaluation.document import (
     Accuracy,
     AccuracyCheck,
@@ -69,9 +69,7 @@ class ReportConfig:
     out: Path
     data_root: Optional[Path] = None  # to read images for the style measure and the galleries
     split: str = "val"
-    embeddings: Path = field(
-        default_factory=lambda: Path(settings.current().embeddings)
-    )  # where `embed check` leaves check.json files
+    embeddings: Path = Path(DEFAULTS.embeddings)  # where `embed check` leaves check.json files
     resamples: int = DEFAULT_RESAMPLES
     seed: int = 0
     style_queries: int = 500
@@ -338,7 +336,7 @@ def check_command(model: str, cfg: ReportConfig) -> str:
     parts = ["python -m embed check", f"--model {shlex.quote(model)}", f"--split {shlex.quote(cfg.split)}"]
     if cfg.data_root:
         parts.append(f"--data-root {shlex.quote(str(cfg.data_root))}")
-    if Path(cfg.embeddings) != Path(settings.current().embeddings):
+    if Path(cfg.embeddings) != Path(DEFAULTS.embeddings):
         parts.append(f"--out {shlex.quote(str(cfg.embeddings))}")
     return " ".join(parts)
 

@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 import numpy as np
 
-from embed.common import settings
 from embed.common.identity import VectorSetIdentity
+from embed.common.settings import DEFAULTS, RetrievalSettings
 from embed.extraction.shards import atomic_write_bytes
-from indexer.evaluation.document import CONFIDENCE, ROBUSTNESS_SCHEMA_VERSION, to_plain
+from indexer.evaluation.document import CONFIDENCE, ROBUSTNESS_SCHEMA_VERSION, level_text, to_plain
 from indexer.evaluation.exact import ExactSearch
 from indexer.evaluation.query_transforms import (
     CLEAN,
@@ -70,23 +70,29 @@ log = logging.getLogger(__name__)
 
 TOP_K = 10
 
-PROTOCOL = {
-    "name": "robustness of retrieval to transformed queries",
-    "queries": "seeded class-stratified sample of the split (class counts differ by at most one)",
-    "embedding": "Each transformed query is embedded like the collection's rows (weights, preprocessing, precision, "
-    "decode mode, normalisation) and searched against the model's clean collection",
-    "search": "exact: float64 squared L2 from each query to every vector read from Milvus",
-    "neighbour_lists": "the 10 nearest images other than the original",
-    **{m.name: m.definition for m in ROBUSTNESS_MEASURES},
-    "units": {m.name: m.unit for m in ROBUSTNESS_MEASURES},
-    "statistics": "95% percentile bootstrap over queries; differences between models on the same queries: exact "
-    f"McNemar intervals for {', '.join(BINARY_MEASURES[:-1])} and {BINARY_MEASURES[-1]}, paired bootstrap for the others",
-    "significance": f"one rule per measure: a difference on a binary measure ({', '.join(BINARY_MEASURES)}) is "
-    "significant when the exact McNemar test on the discordant queries gives p < 0.05, and its 95% interval is the "
-    "one that test inverts (Clopper-Pearson), so it excludes zero exactly then; on the other measures, when the "
-    "paired-bootstrap 95% interval of the difference excludes zero",
-    "sentences": "one per family at its strongest severity measured: the models with the highest and lowest copy_r1",
-}
+
+def protocol(confidence: float = CONFIDENCE) -> Dict:
+    """The protocol robustness.json states, its intervals and significance rule at ``confidence``."""
+    level = level_text(confidence)
+    return {
+        "name": "robustness of retrieval to transformed queries",
+        "queries": "seeded class-stratified sample of the split (class counts differ by at most one)",
+        "embedding": "Each transformed query is embedded like the collection's rows (weights, preprocessing, "
+        "precision, decode mode, normalisation) and searched against the model's clean collection",
+        "search": "exact: float64 squared L2 from each query to every vector read from Milvus",
+        "neighbour_lists": "the 10 nearest images other than the original",
+        **{m.name: m.definition for m in ROBUSTNESS_MEASURES},
+        "units": {m.name: m.unit for m in ROBUSTNESS_MEASURES},
+        "statistics": f"{level} percentile bootstrap over queries; differences between models on the same queries: "
+        f"exact McNemar intervals for {', '.join(BINARY_MEASURES[:-1])} and {BINARY_MEASURES[-1]}, paired bootstrap "
+        f"for the others",
+        "significance": f"one rule per measure: a difference on a binary measure ({', '.join(BINARY_MEASURES)}) is "
+        f"significant when the exact McNemar test on the discordant queries gives p < {1 - confidence:.3g}, and its "
+        f"{level} interval is the one that test inverts (Clopper-Pearson), so it excludes zero exactly then; on the "
+        f"other measures, when the paired-bootstrap {level} interval of the difference excludes zero",
+        "sentences": "one per family at its strongest severity measured: the models with the highest and lowest "
+        "copy_r1",
+    }
 
 
 class RobustnessError(StoreError):
@@ -319,7 +325,7 @@ def measure(
 
 @dataclass
 class RobustnessRecord:
-    """One model under one family at one severity: each measure's mean with its 95% bootstrap interval."""
+    """One model under one family at one severity: each measure's mean with its bootstrap interval."""
 
     model: str
     family: str
@@ -376,7 +382,7 @@ class RobustnessPair:
 
     @property
     def significant(self) -> bool:
-        """PROTOCOL["significance"]: McNemar's p on a binary measure, else the paired-bootstrap interval (on a binary
+        """protocol()["significance"]: McNemar's p on a binary measure, else the paired-bootstrap interval (on a binary
         measure ``difference`` is McNemar's own interval, so the two agree)."""
         if self.mcnemar is not None:
             return self.mcnemar.p_value < 1 - self.difference.level
@@ -571,7 +577,7 @@ class RobustnessConfig:
     models: List[str]
     dataset: Optional[str] = None  # when the split is indexed for several datasets
     data_root: Optional[Path] = None  # where the query images are read; default: the collection's
-    embeddings: Path = field(default_factory=lambda: Path(settings.current().embeddings))  # root of the cache
+    embeddings: Path = Path(DEFAULTS.embeddings)  # root of the cache
     queries: int = 500
     families: Sequence[str] = DEFAULT_FAMILIES
     severities: int = 3
@@ -599,12 +605,13 @@ class RobustnessResult:
     seed: int = 0
     resamples: int = DEFAULT_RESAMPLES
     wall_s: float = 0.0
+    confidence: float = CONFIDENCE  # of every interval in records and pairs
 
     def to_json(self) -> Dict:
         families = {c.family: FAMILIES[c.family] for c in self.conditions}
         return {
             "schema_version": ROBUSTNESS_SCHEMA_VERSION,
-            "protocol": PROTOCOL,
+            "protocol": protocol(self.confidence),
             "dataset": self.dataset,
             "split": self.split,
             "models": self.models,
@@ -613,6 +620,7 @@ class RobustnessResult:
             "query_ids": self.query_ids,
             "seed": self.seed,
             "resamples": self.resamples,
+            "confidence": self.confidence,
             "families": [
                 {
                     "name": f.name,
@@ -637,16 +645,19 @@ def cache_root(embeddings: Path, model: str, dataset: str, split: str) -> Path:
     return EmbeddingKey(model, dataset, split).folder(Path(embeddings)) / "robustness"
 
 
-def collection_encoder(meta: CollectionMeta, device: str, batch_size: int) -> QueryEncoder:
+def collection_encoder(
+    meta: CollectionMeta, device: str, batch_size: int, settings: Optional[RetrievalSettings] = None
+) -> QueryEncoder:
     """The query path of one collection: its QueryEmbedder (loaded on first use, so a run the cache answers loads
-    no model), filed under the collection's identity (weights, transform, decode, precision, normalisation)."""
+    no model), filed under the collection's identity (weights, transform, decode, precision, normalisation);
+    ``settings``: where its weights are cached (the store's)."""
     from indexer.query_embedding import QueryEmbedder
 
     state: Dict[str, QueryEmbedder] = {}
 
     def embed(images: List) -> np.ndarray:
         if "query" not in state:
-            state["query"] = QueryEmbedder.for_collection(meta, device=device)
+            state["query"] = QueryEmbedder.for_collection(meta, device=device, settings=settings)
         return state["query"].embed(list(images))
 
     return QueryEncoder(meta.model, meta.identity, embed, batch_size)
@@ -692,7 +703,7 @@ def evaluate_collections(store, cfg: RobustnessConfig) -> RobustnessResult:
             f"cannot read the query images: {folder} is not a folder; pass --data-root DIR (the "
             f"folder holding the split {cfg.split!r} the collections were built from)"
         )
-    encoders = [collection_encoder(c.meta, cfg.device, cfg.batch_size) for c in colls]
+    encoders = [collection_encoder(c.meta, cfg.device, cfg.batch_size, store.settings) for c in colls]
     roots = {c.meta.model: cache_root(cfg.embeddings, c.meta.model, c.meta.dataset, c.meta.split) for c in colls}
     outcomes = measure(
         galleries,
@@ -725,6 +736,7 @@ def evaluate_collections(store, cfg: RobustnessConfig) -> RobustnessResult:
         cfg.seed,
         cfg.resamples,
         time.perf_counter() - start,
+        cfg.confidence,
     )
 
 
@@ -762,7 +774,7 @@ def _aligned(galleries: Sequence[CollectionVectors]) -> List[CollectionVectors]:
 
 def plot_measures(doc: Dict, folder: Path) -> List[str]:
     """One PNG per measure: a panel per family, the measure against the severity's parameter, a line per model
-    with its 95% interval (class P@10 also shows each model's clean P@10, dashed)."""
+    with its interval (class P@10 also shows each model's clean P@10, dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
-from indexer.evaluation.robustness_measures import ROBUSTNESS_MEASURES
+from indexer.evaluation.document import CONFIDENCE, level_text
+from indexer.evaluation.robustness_measures import BINARY_MEASURES, ROBUSTNESS_MEASURES
 
 TITLES = {m.name: m.title for m in ROBUSTNESS_MEASURES if m.own_table}
 SHOWN = tuple(TITLES)
+
+
+def confidence_of(doc: Dict) -> str:
+    """The level of ``doc``'s intervals in words; a document without one was written when the level was always
+    ``CONFIDENCE``."""
+    return level_text(doc.get("confidence", CONFIDENCE))
 
 
 def value_text(record: Dict, measure: str) -> str:
@@ -26,7 +33,7 @@ def measures_present(doc: Dict) -> List[str]:
 
 
 def measure_table(doc: Dict, measure: str) -> Tuple[List[str], List[List[str]]]:
-    """(headers, rows): one row per family and severity, one column per model (mean [95% CI]); for class P@10
+    """(headers, rows): one row per family and severity, one column per model (mean [CI]); for class P@10
     each model's clean P@10 on the same queries follows its column."""
     models = doc["models"]
     headers = ["family", "severity"]
@@ -50,7 +57,8 @@ def measure_table(doc: Dict, measure: str) -> Tuple[List[str], List[List[str]]]:
 
 def pair_table(doc: Dict, measure: str = "copy_r1") -> Tuple[List[str], List[List[str]]]:
     """(headers, rows) of the paired differences on one measure, with McNemar's p where the measure is binary."""
-    headers = ["family", "severity", "pair", "difference", "95% CI (paired bootstrap)", "p (exact McNemar)"]
+    method = "exact McNemar" if measure in BINARY_MEASURES else "paired bootstrap"
+    headers = ["family", "severity", "pair", "difference", f"{confidence_of(doc)} CI ({method})", "p (exact McNemar)"]
     rows = []
     for p in doc["pairs"]:
         if p["measure"] != measure:
@@ -105,7 +113,10 @@ def add_robustness_section(d, doc: Dict, level: int = 2, title: str = "Robustnes
         d.h(TITLES[measure], level + 1)
         d.table(*measure_table(doc, measure))
         if measure in figures:
-            d.image(figures[measure], TITLES[measure] + " against severity, one line per model (95% CI bars)")
+            d.image(
+                figures[measure],
+                f"{TITLES[measure]} against severity, one line per model ({confidence_of(doc)} CI bars)",
+            )
     if len(doc["models"]) > 1:
         d.h("Paired differences on copy_r1", level + 1)
         d.table(*pair_table(doc, "copy_r1"))

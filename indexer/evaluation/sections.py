@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from indexer.evaluation.document import Evaluation, Interval, ModelIntervals, ReportDocument
+from indexer.evaluation.document import Evaluation, Interval, ModelIntervals, ReportDocument, level_text
 
 TOP_OVERLAP = 10  # the agreement section compares each pair's top-10 neighbour sets
 INTERVAL_METRICS = ("P@1", "P@10", "R@10", "R-precision", "MAP@R", "kNN@20", "DINO kNN top-1")
@@ -39,10 +39,6 @@ class Section:
     sentences: List[str] = field(default_factory=list)
     note: str = ""  # shown when the section has nothing to show, or above its tables
     pictures: List[Picture] = field(default_factory=list)
-
-
-def level_text(level: float) -> str:
-    return f"{level:.0%}"
 
 
 def ci_text(interval: Optional[Interval]) -> str:
