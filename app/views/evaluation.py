@@ -21,7 +21,13 @@ from app import navigation  # noqa: E402
 from app.backend import AppSettings  # noqa: E402
 from app.cached import store_for  # noqa: E402
 from embed.models.catalog import BLOG_MODELS  # noqa: E402
-from indexer.evaluation.document import ReportDocument, ReportSchemaError, level_text, read_robustness  # noqa: E402
+from indexer.evaluation.document import (  # noqa: E402
+    CONFIDENCE,
+    ReportDocument,
+    ReportSchemaError,
+    level_text,
+    read_robustness,
+)
 from indexer.evaluation.sections import sections  # noqa: E402
 from indexer.milvus_store import CollectionMeta, StoreError  # noqa: E402
 
@@ -232,7 +238,9 @@ def show_descriptors(folder: Path) -> None:
     st.markdown("\n".join(line for line in text.splitlines() if not line.startswith(("## ", "!["))))
     plot = folder / "descriptors.png"
     if plot.is_file():
-        st.image(str(plot), caption="P@10 and MAP@R of each model across descriptors (95% intervals)")
+        st.image(
+            str(plot), caption=f"P@10 and MAP@R of each model across descriptors ({level_text(CONFIDENCE)} intervals)"
+        )
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from indexer.evaluation.document import Interval, ReportSchemaError, from_plain, to_plain
+from indexer.evaluation.document import CONFIDENCE, Interval, ReportSchemaError, from_plain, level_text, to_plain
 from indexer.evaluation.stats import DEFAULT_RESAMPLES, bootstrap_ci, paired_difference
 from indexer.index_spec import IndexSpec, SearchSweep, with_dim
 from indexer.milvus_store import ANN_SCRATCH_SUFFIX, CollectionMeta, StoreError, VectorStore
@@ -475,7 +475,7 @@ def protocol_text(doc: AnnDocument) -> str:
         f"{doc.dataset}/{doc.split} on {doc.target}: {doc.queries} seeded queries (seed {doc.seed}, each image's own "
         f"row excluded), the same for every model and index. recall@10 = overlap with the exact top 10 (computed "
         f"outside Milvus); P@k under the index with paired-bootstrap intervals of index − exact ({doc.resamples} "
-        f"resamples, 95%); latency p50/p99 over {doc.latency_queries} nq=1 searches (Bounded consistency); QPS at "
+        f"resamples, {level_text(CONFIDENCE)}); latency p50/p99 over {doc.latency_queries} nq=1 searches (Bounded consistency); QPS at "
         f"batch {doc.batch}; build = drop of the old index to the new one built and loaded; memory = the loaded "
         f"segments' mem_size as Milvus reports it (n/a: it reported none). Intervals in brackets."
     )

@@ -22,7 +22,6 @@ are computed exactly here, for unit-length descriptors only (their weights are c
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -251,26 +250,11 @@ def expand_queries(vectors: np.ndarray, neigh: Neighbours, qe: QueryExpansion) -
     return l2_normalize(out)
 
 
-def neighbours_of(queries: np.ndarray, database: np.ndarray, k: int, chunk: int = 2048) -> Neighbours:
-    """Exact k nearest database rows of each query row i, row i itself excluded (leave-one-out); float32 distances
-    (a float64 product of 5,000 x 5,000 x 1,280 takes a minute on two cores; float32 ranks unit vectors the same
-    but for near-ties)."""
-    import torch
-
-    q = torch.from_numpy(np.asarray(queries, np.float32))
-    x = torch.from_numpy(np.asarray(database, np.float32))
-    sq = (x * x).sum(1)
-    n = len(q)
-    k = min(k, len(x) - 1)
-    out_i, out_d = np.empty((n, k), np.int64), np.empty((n, k), np.float32)
-    for s in range(0, n, chunk):
-        qq = q[s : s + chunk]
-        d = (sq[None, :] - 2 * qq @ x.T + (qq * qq).sum(1)[:, None]).clamp_(min=0)
-        rows = torch.arange(len(qq))
-        d[rows, rows + s] = math.inf
-        vals, idx = torch.topk(d, k, dim=1, largest=False, sorted=True)
-        out_i[s : s + len(qq)], out_d[s : s + len(qq)] = idx.numpy(), vals.float().numpy()
-    return Neighbours(out_i, out_d)
+def neighbours_of(queries: np.ndarray, database: np.ndarray, k: int) -> Neighbours:
+    """Exact k nearest database rows of each query row i, row i itself excluded (leave-one-out): the expanded
+    queries of alpha-QE against the unexpanded database, by the one exact search (float64, ties by row)."""
+    rows, distances = ExactSearch(database).search(queries, k, exclude=np.arange(len(queries)))
+    return Neighbours(rows, distances.astype(np.float32))
 
 
 def _metrics(

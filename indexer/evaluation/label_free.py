@@ -27,7 +27,7 @@ import numpy as np
 
 from embed.common.settings import DEFAULTS
 from embed.common.vectors import l2_normalize
-from indexer.evaluation.document import Interval, McNemar, to_plain
+from indexer.evaluation.document import CONFIDENCE, Interval, McNemar, level_text, to_plain
 from indexer.evaluation.stats import DEFAULT_RESAMPLES, bootstrap_ci, compare_sentence, mcnemar_exact, paired_difference
 from indexer.milvus_store import StoreError
 
@@ -503,7 +503,8 @@ def write_label_free(result: LabelFreeResult, folder: Path) -> None:
     d.p(f"Images: {result.images:,} that every model holds; labels: {result.labels or 'unlabelled'}.")
     d.p(result.measures_note)
     d.p(
-        "Every figure is a mean over images with its 95% percentile-bootstrap interval; differences are paired "
+        f"Every figure is a mean over images with its {level_text(CONFIDENCE)} percentile-bootstrap interval; "
+        "differences are paired "
         "(the same images resampled for both models), with an exact McNemar test where the measure is yes/no."
     )
     d.h("Per model")
@@ -521,7 +522,10 @@ def write_label_free(result: LabelFreeResult, folder: Path) -> None:
     )
     if result.overlaps:
         d.h("Agreement between models (top-10 overlap)")
-        d.table(["models", "mean overlap [95% CI]"], [[f"{o.a} / {o.b}", _ci(o.value)] for o in result.overlaps])
+        d.table(
+            ["models", f"mean overlap [{level_text(CONFIDENCE)} CI]"],
+            [[f"{o.a} / {o.b}", _ci(o.value)] for o in result.overlaps],
+        )
     d.h("Paired comparisons")
     d.paragraphs([t.sentence for t in result.pairs] or ["One model: nothing to compare."])
     d.h(f"Near-duplicate groups (squared L2 <= {result.duplicate_distance:g} between unit-length vectors)")
