@@ -38,8 +38,10 @@ def _cfg(root, out, model=MODEL, **kw):
 def test_another_index_rebuilds_only_the_index(store_uri, tmp_path):
     """The vectors' identity does not include the index: a build with another --index keeps the rows (nothing sent
     again, no --recreate) and rebuilds the index; a build naming none keeps the collection's."""
-    root = make_tiny_layout(tmp_path / f"ds{os.getpid()}", n_per_class=10, classes=("n01440764", "n01443537"))
+    # a data set name of its own: the session's server also holds other modules' `ds<pid>` collections
+    root = make_tiny_layout(tmp_path / f"ann{os.getpid()}", n_per_class=10, classes=("n01440764", "n01443537"))
     store = VectorStore(store_uri)
+    store.drop(EmbeddingKey(MODEL, root.name, "val").collection_name)  # a rerun on the same server starts empty
     emb = tmp_path / "emb"
     first = build(_cfg(root, emb), store, progress=False)
     name = first.collection
