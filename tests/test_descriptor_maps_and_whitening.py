@@ -4,14 +4,12 @@ with a whitening learned elsewhere (used when its classes are disjoint from the 
 the overlap, when they are not)."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
-from support.data import REPO, have_effnet_package, tiny_imagenet_subset
-from support.waits import HANG_S
+from support.data import have_effnet_package, tiny_imagenet_subset
+from support.pages import run_page
 
-from app.navigation import MAPS_FILE
 from embed.cli import main as embed_main
 from embed.common.identity import EmbeddingKey
 from embed.extraction.shards import EmbeddingStore
@@ -48,17 +46,6 @@ def _maps(real, capsys, *extra):
     return [line for line in capsys.readouterr().out.splitlines() if "trustworthiness@" in line]
 
 
-def _page(args, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setattr(sys, "argv", ["main.py", *args])
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=HANG_S)
-    at.switch_page(MAPS_FILE)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def test_a_gem3_map_is_cached_apart_from_the_avg_one_and_its_title_names_the_descriptor(real, capsys, monkeypatch):
     capsys.readouterr()
     args = ["--models", MODEL]
@@ -85,13 +72,15 @@ def test_a_gem3_map_is_cached_apart_from_the_avg_one_and_its_title_names_the_des
     # the Maps page: each map says which descriptor it shows (the model has two), and the gem3 one's command
     page = ["--uri", real["uri"], "--data-root", str(real["root"]), "--report-dir", str(real["base"] / "report")]
     for descriptors, title, other in ((f"{MODEL}=gem3", "gem3", "avg"), ("", "avg", "gem3")):
-        at = _page([*page, "--descriptors", descriptors] if descriptors else page, monkeypatch)
+        at = run_page([*page, "--descriptors", descriptors] if descriptors else page, monkeypatch)
         assert f"EfficientNet-Lite0 · {title}" in [s.value for s in at.subheader]
         notes = [c.value for c in at.caption if c.value.startswith("This map shows")]
         assert len(notes) == 1 and notes[0].startswith(f"This map shows the {title} collection; {MODEL} is also ")
         assert f"indexed as {other}. " in notes[0] and f"--descriptors {MODEL}=NAME" in notes[0]
         assert "trustworthiness@10" in " ".join(c.value for c in at.caption)
-    at = _page([*page[:4], "--report-dir", str(real["base"] / "none"), "--descriptors", f"{MODEL}=gem3"], monkeypatch)
+    at = run_page(
+        [*page[:4], "--report-dir", str(real["base"] / "none"), "--descriptors", f"{MODEL}=gem3"], monkeypatch
+    )
     (command,) = [c.value for c in at.code]
     assert command.startswith(f"python -m indexer maps --split val --models {MODEL} --descriptor gem3 --method umap")
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from support.browser import app_output, needs_chromium, streamlit_in_chromium
 from support.data import REPO, have_effnet_package, tiny_imagenet_subset
-from support.waits import HANG_S
+from support.pages import run_page
 
-from app.navigation import EVALUATION_FILE, MAPS_FILE
+from app.navigation import EVALUATION_FILE
 
 LITES = ("effnet-lite0", "effnet-lite1", "effnet-lite2")
 RENDER_RESULTS = REPO / "benchmarks" / "results" / "cpu-2core"
@@ -239,27 +239,15 @@ def three_lites(tmp_path_factory):
     return build_three_lites(tmp_path_factory.mktemp("maps3"))
 
 
-def _page(args, monkeypatch, page=MAPS_FILE):
-    from streamlit.testing.v1 import AppTest
-
-    # settings as arguments, the way the README starts the app (streamlit run app/main.py -- --uri ...)
-    monkeypatch.setattr(sys, "argv", ["main.py", *args])
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=HANG_S)
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 @pytest.mark.slow
 def test_missing_maps_page_gives_a_command_that_makes_them(three_lites, monkeypatch, tmp_path):
     report = tmp_path / "report"
     args = ["--uri", three_lites["uri"], "--data-root", three_lites["root"], "--report-dir", str(report)]
-    at = _page(args, monkeypatch)
+    at = run_page(args, monkeypatch)
     assert any("No maps of" in w.value for w in at.warning)
     (command,) = [c.value for c in at.code]
     assert command.startswith("python -m indexer maps --split val --models effnet-lite0,effnet-lite1,effnet-lite2")
-    evaluation = _page(args, monkeypatch, EVALUATION_FILE)
+    evaluation = run_page(args, monkeypatch, EVALUATION_FILE)
     assert command in [c.value for c in evaluation.code], "the Evaluation page suggests the same command"
     # as written, from the repository, with this environment's python first on PATH; the app above still holds
     # the database (served to the command by this process, as the app would)
@@ -269,7 +257,7 @@ def test_missing_maps_page_gives_a_command_that_makes_them(three_lites, monkeypa
     lines = [line for line in done.stdout.splitlines() if "trustworthiness@10=" in line]
     assert [line.split()[0] for line in lines] == list(LITES) and all(" computed in " in line for line in lines)
     assert len(list((report / "maps").glob("*__umap__*.npz"))) == 3
-    at = _page(args, monkeypatch)
+    at = run_page(args, monkeypatch)
     assert not at.warning and [s.value for s in at.subheader][:3] == [
         "EfficientNet-Lite0",
         "EfficientNet-Lite1",
@@ -278,12 +266,12 @@ def test_missing_maps_page_gives_a_command_that_makes_them(three_lites, monkeypa
     captions = " ".join(c.value for c in at.caption)
     assert captions.count("trustworthiness@10") == 3 and captions.count("UMAP (n_neighbors 15, min_dist 0.1") >= 3
     assert "in the original space" in captions
-    evaluation = _page(args, monkeypatch, EVALUATION_FILE)
+    evaluation = run_page(args, monkeypatch, EVALUATION_FILE)
     assert command not in [c.value for c in evaluation.code]
     assert any("Maps** page" in m.value for m in evaluation.markdown)
 
     # the class filter highlights the same classes, so the same images, in every map
-    at = _page(args, monkeypatch)
+    at = run_page(args, monkeypatch)
     classes = sorted(at.multiselect(key="maps_highlight").options)[:2]
     chosen = [c.split(" (")[-1].rstrip(")") for c in classes]
     at.multiselect(key="maps_highlight").set_value(chosen).run()
