@@ -165,8 +165,8 @@ def cmd_models(args) -> int:
 def cmd_extract(args) -> int:
     check_inputs(args)  # before torch loads with the modules below
     from embed.extraction import distributed
-    from embed.extraction.embedder import build_embedder, default_batch_size
-    from embed.extraction.extract import extract_poolings
+    from embed.extraction.embedder import default_batch_size
+    from embed.extraction.extract import extract_poolings, load_embedder
 
     cfg = extract_config(args)
     results = extract_poolings(cfg)
@@ -185,16 +185,7 @@ def cmd_extract(args) -> int:
     if len(results) > 1:
         summary["folders"] = [str(r.folder) for r in results]
     if args.compare_forward:
-        emb = build_embedder(
-            cfg.model,
-            cfg.checkpoint,
-            cfg.random_init,
-            cfg.device,
-            cfg.precision,
-            cfg.channels_last,
-            cfg.compile,
-            settings=cfg.settings,
-        )
+        emb = load_embedder(cfg)  # the model, weights and poolings the extraction above ran
         bs = cfg.batch_size or default_batch_size(emb.device)
         size = emb.loaded.data_config["input_size"][-1]
         fwd = emb.time_forward(bs, size)
